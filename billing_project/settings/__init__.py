@@ -1,0 +1,1 @@
+"""Settings package: ``dev`` (default), ``test`` and ``prod`` build on ``base``."""

@@ -1,0 +1,206 @@
+"""Settings shared by every environment, read from the environment (12-factor).
+
+Development works with nothing set; production (``prod.py``) refuses to start
+without the secrets it needs. Every knob that differs between a laptop and AWS
+is an environment variable documented in README.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import environ
+from kombu import Queue
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+
+SECRET_KEY = env.str("SECRET_KEY", default="dev-insecure-secret-key-change-me")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "events",
+    "agreements",
+    "invoicing",
+    "payments",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "billing_project.urls"
+WSGI_APPLICATION = "billing_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------
+# DATABASE_URL, e.g. postgres://postgres@127.0.0.1:5432/billing. `make run`
+# sets it to its embedded PostgreSQL (pgserver) when nothing is given.
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/billing"),
+}
+# A Unix-socket directory may be given percent-encoded as the host
+# (postgres://user@%2Fvar%2Frun%2Fpostgresql/db), as libpq URLs allow.
+DATABASES["default"]["HOST"] = unquote(DATABASES["default"].get("HOST", ""))
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"].setdefault("TEST", {})
+DATABASES["default"]["TEST"].setdefault("NAME", env.str("TEST_DATABASE_NAME", default="test_billing"))
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- AWS (SNS and SQS) ----------------------------------------------------
+# AWS_ENDPOINT_URL is the standard AWS SDK variable: set, every client talks to
+# that endpoint (moto's server locally); unset, boto3 reaches real AWS through
+# its normal credential chain (env, profile, instance role).
+AWS_REGION = env.str("AWS_REGION", default=env.str("AWS_DEFAULT_REGION", default="us-east-1"))
+AWS_ENDPOINT_URL: str | None = env.str("AWS_ENDPOINT_URL", default=None) or None
+# Only used with a local endpoint, where any non-empty value is accepted.
+AWS_LOCAL_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="testing")
+AWS_LOCAL_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="testing")
+
+# Every topic and queue name starts with this, so several environments
+# (staging, a developer's sandbox) can share one AWS account.
+RESOURCE_PREFIX = env.str("RESOURCE_PREFIX", default="billing-dev-")
+
+# --- Messaging topology knobs --------------------------------------------
+# How many receives before SQS moves a message to its dead-letter queue.
+MESSAGING_MAX_RECEIVE_COUNT = env.int("MESSAGING_MAX_RECEIVE_COUNT", default=5)
+# Source queues keep messages 4 days (SQS default); DLQs keep them 14 days
+# (the SQS maximum), longer than their source as the redrive contract needs.
+MESSAGING_RETENTION_SECONDS = env.int("MESSAGING_RETENTION_SECONDS", default=4 * 24 * 3600)
+MESSAGING_DLQ_RETENTION_SECONDS = env.int("MESSAGING_DLQ_RETENTION_SECONDS", default=14 * 24 * 3600)
+# Event-consumer queues: how long a received message stays invisible while
+# its handler runs; a handler that raises sees it again after this.
+MESSAGING_EVENT_VISIBILITY_TIMEOUT = env.int("MESSAGING_EVENT_VISIBILITY_TIMEOUT", default=60)
+# SNS e-mail subscriptions on the alerts topic (real AWS: confirm by mail).
+ALERT_EMAILS: list[str] = env.list("ALERT_EMAILS", default=[])
+
+# --- Celery ---------------------------------------------------------------
+# The longest task is bounded by CELERY_TASK_TIME_LIMIT; the SQS visibility
+# timeout must exceed it plus the largest countdown/ETA we schedule inside the
+# broker (retries with countdown are capped well below this).
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
+CELERY_MAX_COUNTDOWN = 600
+CELERY_VISIBILITY_TIMEOUT = CELERY_TASK_TIME_LIMIT + CELERY_MAX_COUNTDOWN + 300
+
+
+def sqs_broker_url(endpoint_url: str | None, key: str, secret: str) -> tuple[str, bool]:
+    """Kombu's SQS transport ignores AWS_ENDPOINT_URL: build ``sqs://key:secret@host:port``.
+
+    Returns the URL and whether the endpoint uses TLS. With no endpoint the
+    URL is bare ``sqs://`` so boto3's credential chain and region apply.
+    """
+    if not endpoint_url:
+        return "sqs://", True
+    parts = urlsplit(endpoint_url)
+    if not parts.hostname:
+        raise ValueError(f"AWS_ENDPOINT_URL={endpoint_url!r} has no host")
+    port = f":{parts.port}" if parts.port else ""
+    return f"sqs://{key}:{secret}@{parts.hostname}{port}", parts.scheme == "https"
+
+
+_broker_url, _broker_secure = sqs_broker_url(
+    AWS_ENDPOINT_URL, AWS_LOCAL_ACCESS_KEY_ID, AWS_LOCAL_SECRET_ACCESS_KEY
+)
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=_broker_url)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "region": AWS_REGION,
+    "is_secure": _broker_secure,
+    "queue_name_prefix": f"{RESOURCE_PREFIX}celery-",
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    "wait_time_seconds": env.int("CELERY_SQS_WAIT_TIME_SECONDS", default=10),
+    "polling_interval": env.float("CELERY_SQS_POLLING_INTERVAL", default=0.5),
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Task queues per workload, so slow payments never delay invoicing. Every
+# queue here is provisioned (with its DLQ) by `manage.py messaging_provision`.
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES = (
+    Queue("default"),
+    Queue("events"),
+    Queue("invoicing"),
+    Queue("payments"),
+)
+CELERY_TASK_ROUTES = {
+    "events.*": {"queue": "events"},
+    "invoicing.*": {"queue": "invoicing"},
+    "payments.*": {"queue": "payments"},
+}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = False  # opted into per task, only where idempotent
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_TASK_SEND_SENT_EVENT = False
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = False  # SQS has no broadcast
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "botocore": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+    },
+}
+
+# --- Periodic work ----------------------------------------------------------
+HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=60)

@@ -1,0 +1,35 @@
+"""Production: real AWS (no AWS_ENDPOINT_URL), PostgreSQL, secrets from the environment.
+
+Refuses to start without SECRET_KEY and DATABASE_URL, and passes
+``manage.py check --deploy``.
+"""
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .base import *  # noqa: F403
+from .base import env
+
+DEBUG = False
+
+try:
+    SECRET_KEY = env.str("SECRET_KEY")
+    env.str("DATABASE_URL")
+except ImproperlyConfigured as exc:
+    raise ImproperlyConfigured(
+        f"{exc}. Production settings need SECRET_KEY (50+ random characters) and DATABASE_URL."
+    ) from None
+if len(SECRET_KEY) < 50 or SECRET_KEY.startswith("dev-insecure"):
+    raise ImproperlyConfigured("SECRET_KEY must be at least 50 random characters in production.")
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+RESOURCE_PREFIX = env.str("RESOURCE_PREFIX", default="billing-prod-")
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)  # noqa: F405

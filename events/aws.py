@@ -1,0 +1,101 @@
+"""The one place boto3 clients are made, configured only from settings.
+
+Set ``AWS_ENDPOINT_URL`` and every client talks to that endpoint (moto's
+server locally); leave it unset and boto3 reaches real AWS through its usual
+credential chain. Clients are created once per process and are thread-safe;
+``reset_clients()`` drops them when settings change (tests, endpoint moves).
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+_lock = threading.Lock()
+_clients: dict[str, Any] = {}
+
+AWS_SETTINGS = {"AWS_ENDPOINT_URL", "AWS_REGION", "RESOURCE_PREFIX"}
+
+
+def client(service: str) -> Any:
+    """A shared boto3 client for ``service`` ("sns", "sqs", "sts", "cloudwatch")."""
+    try:
+        return _clients[service]
+    except KeyError:
+        pass
+    with _lock:
+        if service not in _clients:
+            _clients[service] = _make_client(service)
+        return _clients[service]
+
+
+def _make_client(service: str) -> Any:
+    kwargs: dict[str, Any] = {"region_name": settings.AWS_REGION}
+    if settings.AWS_ENDPOINT_URL:
+        kwargs.update(
+            endpoint_url=settings.AWS_ENDPOINT_URL,
+            aws_access_key_id=settings.AWS_LOCAL_ACCESS_KEY_ID,
+            aws_secret_access_key=settings.AWS_LOCAL_SECRET_ACCESS_KEY,
+        )
+    config = Config(
+        connect_timeout=getattr(settings, "AWS_CONNECT_TIMEOUT", 5),
+        read_timeout=getattr(settings, "AWS_READ_TIMEOUT", 30),
+        retries={"mode": "standard", "max_attempts": getattr(settings, "AWS_MAX_ATTEMPTS", 3)},
+        max_pool_connections=32,
+    )
+    return boto3.session.Session().client(service, config=config, **kwargs)
+
+
+def reset_clients() -> None:
+    """Forget every client and cached lookup (settings changed, endpoint moved)."""
+    with _lock:
+        _clients.clear()
+    account_id.cache_clear()
+    queue_url.cache_clear()
+
+
+@receiver(setting_changed)
+def _on_setting_changed(setting: str, **kwargs: Any) -> None:
+    if setting in AWS_SETTINGS:
+        reset_clients()
+
+
+@lru_cache(maxsize=1)
+def account_id() -> str:
+    """The AWS account id the credentials belong to (needed to build ARNs)."""
+    configured = getattr(settings, "AWS_ACCOUNT_ID", None)
+    if configured:
+        return str(configured)
+    return str(client("sts").get_caller_identity()["Account"])
+
+
+def partition() -> str:
+    region = settings.AWS_REGION
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def topic_arn(name: str) -> str:
+    """ARN of the SNS topic with this full (prefixed) name."""
+    return f"arn:{partition()}:sns:{settings.AWS_REGION}:{account_id()}:{name}"
+
+
+def queue_arn(name: str) -> str:
+    """ARN of the SQS queue with this full (prefixed) name."""
+    return f"arn:{partition()}:sqs:{settings.AWS_REGION}:{account_id()}:{name}"
+
+
+@lru_cache(maxsize=256)
+def queue_url(name: str) -> str:
+    """URL of an existing SQS queue by full name (raises if it does not exist)."""
+    return str(client("sqs").get_queue_url(QueueName=name)["QueueUrl"])

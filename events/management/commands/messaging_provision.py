@@ -1,0 +1,39 @@
+"""Create every SNS topic, SQS queue, DLQ and subscription the project needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from events import topology
+from events.provisioning import CREATE, UPDATE, provision, summarize
+
+
+class Command(BaseCommand):
+    help = (
+        "Create (idempotently) the SNS topics, SQS queues with their dead-letter queues, "
+        "and SNS->SQS subscriptions described in events/topology.py. Safe to run on every deploy."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--dry-run", action="store_true", help="Print the plan; change nothing.")
+
+    def handle(self, *args: Any, dry_run: bool = False, **options: Any) -> None:
+        where = settings.AWS_ENDPOINT_URL or f"AWS region {settings.AWS_REGION}"
+        self.stdout.write(
+            f"{'Plan for' if dry_run else 'Provisioning'} {where}, prefix {settings.RESOURCE_PREFIX!r}"
+        )
+        try:
+            changes = provision(topology.build(), dry_run=dry_run)
+        except (BotoCoreError, ClientError) as exc:
+            raise CommandError(
+                f"Could not reach SNS/SQS at {where}: {exc}. Check AWS_ENDPOINT_URL (local) "
+                "or your AWS credentials and AWS_REGION (real AWS)."
+            ) from exc
+        for change in changes:
+            style = self.style.SUCCESS if change.action in (CREATE, UPDATE) else str
+            self.stdout.write(style(str(change)))
+        self.stdout.write(("Dry run: " if dry_run else "Done: ") + summarize(changes))

@@ -1,0 +1,376 @@
+"""`make run` and `make test` live here: start the local parts, run, stop them all.
+
+    python scripts/devstack.py run      # the whole system on embedded defaults
+    python scripts/devstack.py test ... # the test suite (extra args go to pytest)
+
+Local parts: moto's server (SNS and SQS on loopback) and, unless DATABASE_URL
+points elsewhere, an embedded PostgreSQL from the pgserver wheel. Every child
+runs in its own session so Ctrl-C reaches only this supervisor, which then
+stops each child's whole process group in order and waits for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+DEFAULT_LOCAL_DB = "postgres://postgres@127.0.0.1:5432/postgres"
+
+
+def log(msg: str) -> None:
+    print(f"[devstack] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"[devstack] {what} did not come up within {timeout:.0f}s")
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def postgres_answers(url: str) -> str | None:
+    """None if a PostgreSQL server accepts ``url``, else the error text."""
+    import psycopg2
+
+    parts = urllib.parse.urlsplit(url)
+    try:
+        conn = psycopg2.connect(
+            host=urllib.parse.unquote(parts.hostname or "") or None,
+            port=parts.port or 5432,
+            user=parts.username or "postgres",
+            password=parts.password or None,
+            dbname=(parts.path.lstrip("/") or "postgres"),
+            connect_timeout=3,
+        )
+    except psycopg2.OperationalError as exc:
+        return str(exc).strip()
+    conn.close()
+    return None
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+
+
+class EmbeddedPostgres:
+    """A real PostgreSQL from the pgserver wheel, data kept in ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        import pgserver
+
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.server = pgserver.get_server(str(path), cleanup_mode="stop")
+        socket_dir = urllib.parse.quote(str(path), safe="")
+        self.admin_url = f"postgres://postgres@{socket_dir}/postgres"
+
+    def ensure_database(self, name: str) -> str:
+        exists = self.server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}';")
+        if "1 row" not in exists:
+            self.server.psql(f'CREATE DATABASE "{name}";')
+        return with_database(self.admin_url, name)
+
+    def postmaster_pid(self) -> int | None:
+        pidfile = self.path / "postmaster.pid"
+        try:
+            return int(pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def stop(self) -> None:
+        self.server.cleanup()
+
+
+class Child:
+    """A child process in its own session, its output prefixed and pumped to ours."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        on_line: Callable[[str], None] | None = None,
+        hide: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            text=True,
+            bufsize=1,
+        )
+        self.on_line = on_line
+        self.hide = hide
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
+        log(f"started {name} (pid {self.proc.pid})")
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if self.hide and self.hide(line):
+                continue
+            sys.stdout.write(f"{self.name:>8} | {line}")
+            sys.stdout.flush()
+            if self.on_line:
+                self.on_line(line)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log(f"{self.name} did not stop in {timeout:.0f}s; killing it")
+        # Whatever is left in its group (pool children), kill it.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        self.pump.join(timeout=2)
+        log(f"stopped {self.name}")
+
+
+def manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=env, check=True)
+
+
+def start_moto(env: dict[str, str], port: int) -> Child:
+    child = Child(
+        "moto",
+        [PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env,
+        hide=lambda line: "HTTP/1.1" in line,  # one line per API call drowns everything else
+    )
+    wait_for(lambda: port_open("127.0.0.1", port), 30, "moto server")
+    return child
+
+
+# --------------------------------------------------------------------------
+# make run
+# --------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    data_dir = Path(os.environ.get("BILLING_DATA_DIR", ROOT / ".data")).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    web_port = int(os.environ.get("WEB_PORT", "8000"))
+    moto_port = int(os.environ.get("MOTO_PORT", "0")) or free_port()
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "billing_project.settings.dev")
+    env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{moto_port}"
+    env.setdefault("PYTHONUNBUFFERED", "1")
+
+    children: list[Child] = []
+    pg: EmbeddedPostgres | None = None
+    stopping = threading.Event()
+
+    def shutdown(*_: object) -> None:
+        stopping.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, shutdown)
+    try:
+        if os.environ.get("DATABASE_URL"):
+            log(f"database: DATABASE_URL from the environment ({_redact(env['DATABASE_URL'])})")
+        else:
+            pg = EmbeddedPostgres(data_dir / "postgres")
+            env["DATABASE_URL"] = pg.ensure_database("billing")
+            log(f"database: embedded PostgreSQL in {pg.path} (pid {pg.postmaster_pid()})")
+        children.append(start_moto(env, moto_port))
+        log(f"SNS/SQS: moto server on {env['AWS_ENDPOINT_URL']}")
+        manage(env, "migrate", "--noinput", "-v", "0")
+        manage(env, "messaging_provision")
+        manage(env, "operator_ensure", "--username", "operator")
+
+        worker_ready = threading.Event()
+
+        def watch_worker(line: str) -> None:
+            if " ready." in line:
+                worker_ready.set()
+
+        queues = "default,events,invoicing,payments"
+        children.append(
+            Child(
+                "worker",
+                [
+                    PY,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "billing_project",
+                    "worker",
+                    "-Q",
+                    queues,
+                    "-l",
+                    "INFO",
+                    "--concurrency",
+                    "2",
+                    "-n",
+                    "local@%h",
+                ],
+                env,
+                on_line=watch_worker,
+            )
+        )
+        children.append(
+            Child(
+                "beat",
+                [
+                    PY,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "billing_project",
+                    "beat",
+                    "-l",
+                    "INFO",
+                    "--pidfile=",
+                    "--scheduler",
+                    "django_celery_beat.schedulers:DatabaseScheduler",
+                ],
+                env,
+            )
+        )
+        children.append(
+            Child("web", [PY, "manage.py", "runserver", f"127.0.0.1:{web_port}", "--noreload"], env)
+        )
+        admin_url = f"http://127.0.0.1:{web_port}/admin/"
+        wait_for(lambda: stopping.is_set() or _http_ok(admin_url + "login/"), 60, "admin")
+        wait_for(lambda: stopping.is_set() or worker_ready.is_set(), 90, "worker")
+        if not stopping.is_set():
+            log("worker ready")
+            log(f"admin: {admin_url} (user 'operator')")
+            log("running; press Ctrl-C to stop everything")
+        while not stopping.is_set():
+            for child in children:
+                if not child.alive():
+                    log(f"{child.name} exited with {child.proc.returncode}; stopping everything")
+                    stopping.set()
+            stopping.wait(0.5)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for child in reversed(children):
+            child.stop()
+        if pg is not None:
+            pg.stop()
+            log("stopped embedded PostgreSQL")
+        log("all stopped")
+    return 0
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def _redact(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+# --------------------------------------------------------------------------
+# make test
+# --------------------------------------------------------------------------
+def cmd_test(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "billing_project.settings.test"
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.pop("AWS_ENDPOINT_URL", None)  # the test run starts its own moto server
+    pg: EmbeddedPostgres | None = None
+    url = env.get("DATABASE_URL")
+    if url:
+        problem = postgres_answers(url)
+        if problem:
+            log(f"DATABASE_URL={_redact(url)} does not answer: {problem}")
+            log("Start that server, fix DATABASE_URL, or unset it to use 127.0.0.1:5432.")
+            return 2
+    else:
+        problem = postgres_answers(DEFAULT_LOCAL_DB)
+        if problem is None:
+            url = with_database(DEFAULT_LOCAL_DB, "billing")
+            log("database: PostgreSQL on 127.0.0.1:5432 (user postgres)")
+        else:
+            log(f"no PostgreSQL answers on 127.0.0.1:5432 ({problem.splitlines()[0]})")
+            log(
+                "falling back to an embedded PostgreSQL (pgserver) in .data/pgtest; "
+                "to use your own server, set DATABASE_URL=postgres://USER:PASS@HOST:PORT/DB"
+            )
+            try:
+                pg = EmbeddedPostgres(ROOT / ".data" / "pgtest")
+            except Exception as exc:  # noqa: BLE001 - any failure here gets the same advice
+                log(f"embedded PostgreSQL failed to start: {exc}")
+                log("Install and start PostgreSQL (e.g. apt-get install postgresql) or set DATABASE_URL.")
+                return 2
+            url = pg.ensure_database("postgres")
+        env["DATABASE_URL"] = url
+    try:
+        cmd = [PY, "-m", "pytest", *args.pytest_args]
+        return subprocess.call(cmd, cwd=ROOT, env=env)
+    finally:
+        if pg is not None:
+            pg.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start the whole system on embedded defaults").set_defaults(func=cmd_run)
+    p_test = sub.add_parser("test", help="run the test suite")
+    p_test.set_defaults(func=cmd_test)
+    args, extra = parser.parse_known_args()
+    if args.command != "test" and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.pytest_args = extra
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

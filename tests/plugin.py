@@ -1,0 +1,45 @@
+"""Loaded with ``-p tests.plugin`` before Django settings are read.
+
+Starts moto's server as a real HTTP endpoint on a free loopback port and points
+AWS_ENDPOINT_URL at it, so every boto3 client and kombu's SQS transport in the
+test run (and in worker subprocesses it spawns) talk to it over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+
+from moto.server import ThreadedMotoServer
+
+_server: ThreadedMotoServer | None = None
+
+
+def _start() -> None:
+    global _server
+    # Tests purge queues between cases; real SQS (and moto by default) allow one purge a minute.
+    os.environ.setdefault("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "false")
+    if os.environ.get("BILLING_TEST_ENDPOINT"):
+        os.environ["AWS_ENDPOINT_URL"] = os.environ["BILLING_TEST_ENDPOINT"]
+        return
+    _server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    _server.start()
+    host, port = _server.get_host_and_port()
+    os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
+
+
+_start()
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("RESOURCE_PREFIX", "billing-test-")
+# Short long-polls keep embedded workers quick to stop.
+os.environ.setdefault("CELERY_SQS_WAIT_TIME_SECONDS", "1")
+os.environ.setdefault("CELERY_SQS_POLLING_INTERVAL", "0.1")
+
+
+def pytest_report_header() -> str:
+    return f"SNS/SQS endpoint: {os.environ['AWS_ENDPOINT_URL']} (moto server)"
+
+
+def pytest_unconfigure() -> None:
+    if _server is not None:
+        _server.stop()

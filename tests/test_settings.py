@@ -1,0 +1,60 @@
+"""Settings come from the environment; production refuses to start half-configured."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from billing_project.settings.base import sqs_broker_url
+
+ROOT = Path(__file__).resolve().parent.parent
+PROD_ENV = {
+    "DJANGO_SETTINGS_MODULE": "billing_project.settings.prod",
+    "SECRET_KEY": "x" * 20 + "-prod-secret-" + "y" * 30,
+    "DATABASE_URL": "postgres://billing:pw@db.internal:5432/billing",
+    "ALLOWED_HOSTS": "billing.example.com",
+}
+
+
+def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DATABASE_URL", "AWS_ENDPOINT_URL")
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_production_settings_pass_check_deploy_without_warnings():
+    result = _manage(PROD_ENV, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_settings_refuse_to_start_without_secret_key():
+    env = {k: v for k, v in PROD_ENV.items() if k != "SECRET_KEY"}
+    result = _manage(env, "check")
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_development_settings_work_with_nothing_set():
+    result = _manage({"DJANGO_SETTINGS_MODULE": "billing_project.settings.dev"}, "check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_broker_url_is_built_from_the_aws_endpoint():
+    assert sqs_broker_url("http://127.0.0.1:4566", "k", "s") == ("sqs://k:s@127.0.0.1:4566", False)
+    assert sqs_broker_url("https://sqs.local.example:8443", "k", "s") == (
+        "sqs://k:s@sqs.local.example:8443",
+        True,
+    )
+    # unset: real AWS, boto3's credential chain, TLS
+    assert sqs_broker_url(None, "k", "s") == ("sqs://", True)
