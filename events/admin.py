@@ -1,6 +1,157 @@
-from django.contrib import admin
+"""Operators' view of the event store: read-only history, replay behind a permission."""
 
-from .models import Heartbeat
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils.html import format_html
+
+from . import topology
+from .models import ApiToken, Heartbeat, OutboxEvent
+from .replay import ReplayError, replay
+
+
+class PublishedFilter(admin.SimpleListFilter):
+    title = "published"
+    parameter_name = "published"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Published"), ("no", "Not yet (pending or failing)"), ("failing", "Failing")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> QuerySet[OutboxEvent]:
+        if self.value() == "yes":
+            return queryset.filter(published_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(published_at__isnull=True)
+        if self.value() == "failing":
+            return queryset.filter(published_at__isnull=True, attempts__gt=0)
+        return queryset
+
+
+def replay_targets() -> list[tuple[str, str]]:
+    choices = [("topic", "Their topics (every subscriber receives them again)")]
+    for q in topology.EVENT_QUEUES:
+        choices.append((q.consumer, f"Only the {q.consumer} consumer's queue"))
+    return choices
+
+
+class ReplayForm(forms.Form):
+    target = forms.ChoiceField(choices=replay_targets)
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(admin.ModelAdmin):
+    list_display = (
+        "occurred_at",
+        "type",
+        "aggregate_type",
+        "aggregate_id",
+        "aggregate_version",
+        "published_at",
+        "attempts",
+        "short_error",
+    )
+    list_filter = (PublishedFilter, "type", "producer", "aggregate_type")
+    search_fields = ("=id", "=aggregate_id")
+    search_help_text = "Exact event id or aggregate id."
+    date_hierarchy = "occurred_at"
+    ordering = ("-occurred_at",)
+    list_per_page = 50
+    show_full_result_count = False  # COUNT(*) over millions of rows is slow
+    actions = ["replay_selected"]
+    fields = (
+        "id",
+        "type",
+        "schema_version",
+        "occurred_at",
+        "producer",
+        "aggregate_type",
+        "aggregate_id",
+        "aggregate_version",
+        "pretty_data",
+        "published_at",
+        "sns_message_id",
+        "attempts",
+        "last_attempt_at",
+        "next_attempt_at",
+        "last_error",
+        "pretty_errors",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("events.replay_event")
+
+    @admin.display(description="data")
+    def pretty_data(self, obj: OutboxEvent) -> str:
+        return format_html(
+            "<pre>{}</pre>", json.dumps(obj.data, indent=2, ensure_ascii=False, sort_keys=True)
+        )
+
+    @admin.display(description="errors")
+    def pretty_errors(self, obj: OutboxEvent) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.errors, indent=2))
+
+    @admin.display(description="last error")
+    def short_error(self, obj: OutboxEvent) -> str:
+        return obj.last_error[:80]
+
+    @admin.action(description="Replay selected events…", permissions=["replay"])
+    def replay_selected(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> HttpResponse | None:
+        form = ReplayForm(request.POST if "confirm" in request.POST else None)
+        if "confirm" in request.POST and form.is_valid():
+            target = form.cleaned_data["target"]
+            try:
+                report = replay(
+                    queryset.order_by("occurred_at", "id"), to_queue=None if target == "topic" else target
+                )
+            except ReplayError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                return None
+            level = messages.SUCCESS if not report.failed else messages.WARNING
+            self.message_user(
+                request, f"Replayed {report.sent} event(s) to {report.target}; {report.failed} failed.", level
+            )
+            return None
+        return TemplateResponse(
+            request,
+            "admin/events/replay_confirm.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Replay events",
+                "opts": self.model._meta,
+                "form": form or ReplayForm(),
+                "queryset": queryset[:20],
+                "count": queryset.count(),
+                "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+                "action": "replay_selected",
+            },
+        )
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "active", "created_at", "last_used_at")
+    fields = ("name", "active", "created_at", "last_used_at")
+    readonly_fields = ("name", "created_at", "last_used_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # created with `manage.py api_token_create NAME`, which shows the key once
 
 
 @admin.register(Heartbeat)
@@ -8,5 +159,5 @@ class HeartbeatAdmin(admin.ModelAdmin):
     list_display = ("name", "beat_at", "detail")
     readonly_fields = ("name", "beat_at", "detail")
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -31,3 +31,28 @@ def check_messaging_settings(app_configs: Any = None, **kwargs: Any) -> list[Err
     if settings.MESSAGING_MAX_RECEIVE_COUNT < 1:
         errors.append(Error("MESSAGING_MAX_RECEIVE_COUNT must be at least 1.", id="billing.E003"))
     return errors
+
+
+@register("billing")
+def check_topology_matches_contracts(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Every subscribed event type is a known contract, produced on the topic subscribed to."""
+    from . import contracts, topology
+
+    errors: list[Error] = []
+    for eq in topology.EVENT_QUEUES:
+        for topic, types in eq.subscriptions.items():
+            for name in types:
+                et = contracts.REGISTRY.get(name)
+                if et is None:
+                    errors.append(
+                        Error(f"{eq.consumer} subscribes to unknown event type {name!r}", id="billing.E010")
+                    )
+                elif et.producer != topic:
+                    errors.append(
+                        Error(
+                            f"{eq.consumer} subscribes to {name!r} on topic {topic!r}, "
+                            f"but it is published on {et.producer!r}",
+                            id="billing.E011",
+                        )
+                    )
+    return errors

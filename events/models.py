@@ -1,4 +1,102 @@
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
 from django.db import models
+from django.db.models import Q
+
+
+class OutboxEvent(models.Model):
+    """One domain event: the transactional outbox row and, once published, the event store.
+
+    Written in the same transaction as the domain change it describes; the
+    relay publishes it to its producer's SNS topic and marks it published.
+    Rows are kept for ``EVENT_RETENTION_DAYS`` to answer re-send and history
+    queries. The envelope fields never change after the insert.
+    """
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    type = models.CharField(max_length=100)
+    schema_version = models.PositiveSmallIntegerField()
+    occurred_at = models.DateTimeField()
+    producer = models.CharField(max_length=50)
+    aggregate_type = models.CharField(max_length=50)
+    aggregate_id = models.CharField(max_length=64)
+    aggregate_version = models.BigIntegerField()
+    data = models.JSONField()
+
+    # Delivery bookkeeping (auditable: what was published, when, how many attempts).
+    published_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    errors = models.JSONField(default=list, blank=True)  # the last few {at, error}
+    sns_message_id = models.CharField(max_length=100, blank=True, default="")
+
+    class Meta:
+        verbose_name = "event"
+        ordering = ["-occurred_at"]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at", "occurred_at"],
+                name="outbox_unpublished",
+                condition=Q(published_at__isnull=True),
+            ),
+            models.Index(fields=["occurred_at", "id"], name="outbox_occurred"),
+            models.Index(fields=["type", "occurred_at"], name="outbox_type"),
+            models.Index(fields=["aggregate_type", "aggregate_id"], name="outbox_aggregate"),
+            models.Index(fields=["published_at"], name="outbox_published"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["aggregate_type", "aggregate_id", "aggregate_version"],
+                name="outbox_one_event_per_aggregate_version",
+            )
+        ]
+        permissions = [("replay_event", "Can replay events to a topic or a consumer queue")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.aggregate_type}:{self.aggregate_id} v{self.aggregate_version}"
+
+    def envelope(self) -> dict[str, Any]:
+        """The envelope exactly as published (and as the API returns it)."""
+        return {
+            "id": str(self.id),
+            "type": self.type,
+            "schema_version": self.schema_version,
+            "occurred_at": self.occurred_at.isoformat().replace("+00:00", "Z"),
+            "producer": self.producer,
+            "aggregate_type": self.aggregate_type,
+            "aggregate_id": self.aggregate_id,
+            "aggregate_version": self.aggregate_version,
+            "data": self.data,
+        }
+
+    def message_body(self) -> str:
+        return json.dumps(self.envelope(), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+class ApiToken(models.Model):
+    """A bearer token for the read-only events API. Only its SHA-256 is stored."""
+
+    name = models.CharField(max_length=100, unique=True, help_text="Who uses it (a service name).")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @staticmethod
+    def hash_key(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
 
 
 class Heartbeat(models.Model):

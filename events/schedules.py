@@ -39,6 +39,18 @@ def periodic_tasks() -> list[Periodic]:
             kwargs={"name": "beat"},
             description="Proves beat and an events worker are alive (monitoring reads it).",
         ),
+        Periodic(
+            name="Outbox relay sweep",
+            task="events.relay_outbox",
+            every_seconds=settings.OUTBOX_SWEEP_SECONDS,
+            description="Publishes outbox rows not yet published (after an outage, a crash, a retry).",
+        ),
+        Periodic(
+            name="Event store pruning",
+            task="events.prune_event_store",
+            crontab={"minute": "17", "hour": "3"},
+            description="Deletes published events older than EVENT_RETENTION_DAYS, in batches.",
+        ),
         *getattr(settings, "EXTRA_PERIODIC_TASKS", []),
     ]
 

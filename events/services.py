@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
-from .models import Heartbeat
+from .models import Heartbeat, OutboxEvent
+
+logger = logging.getLogger(__name__)
 
 
 def heartbeat_record(*, name: str, detail: dict[str, Any] | None = None) -> Heartbeat:
@@ -15,3 +20,28 @@ def heartbeat_record(*, name: str, detail: dict[str, Any] | None = None) -> Hear
         name=name, defaults={"beat_at": timezone.now(), "detail": detail or {}}
     )
     return beat
+
+
+def event_store_prune(*, older_than_days: int | None = None, batch_size: int | None = None) -> int:
+    """Delete PUBLISHED events that occurred before the retention window. Returns the count.
+
+    Unpublished rows are never deleted, whatever their age: they are the
+    outbox's promise that the event will still go out.
+    """
+    days = settings.EVENT_RETENTION_DAYS if older_than_days is None else older_than_days
+    batch = batch_size or settings.EVENT_PRUNE_BATCH_SIZE
+    cutoff = timezone.now() - timedelta(days=days)
+    total = 0
+    while True:
+        ids = list(
+            OutboxEvent.objects.filter(published_at__isnull=False, occurred_at__lt=cutoff)
+            .order_by("occurred_at")
+            .values_list("id", flat=True)[:batch]
+        )
+        if not ids:
+            break
+        deleted, _ = OutboxEvent.objects.filter(id__in=ids).delete()
+        total += deleted
+    if total:
+        logger.info("event store: pruned %d events older than %d days", total, days)
+    return total

@@ -1,4 +1,4 @@
-"""Celery entry points of the event backbone. Thin: fetch by id, call a service."""
+"""Celery entry points of the event backbone. Thin: call a service."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import socket
 from typing import Any
 
 from celery import shared_task
+from django.db import DatabaseError
 
-from .services import heartbeat_record
+from .relay import relay_pending
+from .services import event_store_prune, heartbeat_record
 
 
 @shared_task(name="events.heartbeat", bind=True, ignore_result=True, acks_late=True)
@@ -17,3 +19,31 @@ def heartbeat(self: Any, name: str = "beat") -> None:
         name=name,
         detail={"worker": self.request.hostname or socket.gethostname(), "task_id": self.request.id},
     )
+
+
+@shared_task(
+    name="events.relay_outbox",
+    bind=True,
+    ignore_result=True,
+    acks_late=True,
+    autoretry_for=(DatabaseError,),
+    max_retries=5,
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+)
+def relay_outbox(self: Any) -> dict[str, int]:
+    """Publish every due outbox row to SNS (after commits and as the periodic sweep).
+
+    Idempotent and safe to run concurrently (rows are claimed with SKIP LOCKED).
+    Publish failures are recorded on the rows and retried by a later sweep, not
+    by retrying this task.
+    """
+    result = relay_pending()
+    return {"published": result.published, "failed": result.failed}
+
+
+@shared_task(name="events.prune_event_store", bind=True, ignore_result=True, acks_late=True)
+def prune_event_store(self: Any) -> int:
+    """Delete published events older than EVENT_RETENTION_DAYS, in batches. Idempotent."""
+    return event_store_prune()

@@ -1,6 +1,127 @@
+"""HTTP endpoints of the backbone: health and the read-only events API."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db.models import Q
 from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.http import require_GET
+
+from . import contracts
+from .models import ApiToken, OutboxEvent
+
+MAX_LIMIT = 1000
+ALLOWED_PARAMS = {
+    "type",
+    "aggregate_type",
+    "aggregate_id",
+    "occurred_after",
+    "occurred_before",
+    "limit",
+    "cursor",
+}
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness: the process is up and serving requests."""
     return JsonResponse({"status": "ok"})
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def _authenticate(request: HttpRequest) -> ApiToken | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not key.strip():
+        return None
+    token = ApiToken.objects.filter(key_hash=ApiToken.hash_key(key.strip()), active=True).first()
+    if token and (token.last_used_at is None or timezone.now() - token.last_used_at > timedelta(minutes=1)):
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    return token
+
+
+def _datetime(name: str, value: str) -> datetime:
+    dt = parse_datetime(value) if value else None
+    if dt is None:
+        raise BadRequest(f"{name} must be an ISO 8601 datetime, e.g. 2026-11-01T00:00:00Z (got {value!r})")
+    return dt if timezone.is_aware(dt) else timezone.make_aware(dt, UTC)
+
+
+def _encode_cursor(row: OutboxEvent) -> str:
+    raw = json.dumps([row.occurred_at.isoformat(), str(row.id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(value: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        occurred, event_id = json.loads(raw)
+        dt = parse_datetime(occurred)
+        if dt is None:
+            raise ValueError
+        return dt, uuid.UUID(event_id)
+    except (binascii.Error, ValueError, TypeError):
+        raise BadRequest("cursor is not one this API returned; start again without it") from None
+
+
+def _filtered(params: Any) -> tuple[Any, int]:
+    unknown = set(params) - ALLOWED_PARAMS
+    if unknown:
+        raise BadRequest(f"unknown parameter(s) {sorted(unknown)}; allowed: {sorted(ALLOWED_PARAMS)}")
+    qs = OutboxEvent.objects.all()
+    if params.get("type"):
+        if params["type"] not in contracts.REGISTRY:
+            raise BadRequest(f"type {params['type']!r} is not a known event type")
+        qs = qs.filter(type=params["type"])
+    if params.get("aggregate_type"):
+        qs = qs.filter(aggregate_type=params["aggregate_type"])
+    if params.get("aggregate_id"):
+        qs = qs.filter(aggregate_id=params["aggregate_id"])
+    if "occurred_after" in params:
+        qs = qs.filter(occurred_at__gte=_datetime("occurred_after", params["occurred_after"]))
+    if "occurred_before" in params:
+        qs = qs.filter(occurred_at__lt=_datetime("occurred_before", params["occurred_before"]))
+    try:
+        limit = int(params.get("limit", 100))
+    except ValueError:
+        raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    if params.get("cursor"):
+        after_ts, after_id = _decode_cursor(params["cursor"])
+        qs = qs.filter(Q(occurred_at__gt=after_ts) | Q(occurred_at=after_ts, id__gt=after_id))
+    return qs.order_by("occurred_at", "id"), limit
+
+
+@require_GET
+def events_api(request: HttpRequest) -> JsonResponse:
+    """Historical events, oldest first, with cursor pagination. Read-only; bearer token."""
+    if _authenticate(request) is None:
+        response = JsonResponse(
+            {"error": "authentication required: send 'Authorization: Bearer <token>'"}, status=401
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="events"'
+        return response
+    try:
+        qs, limit = _filtered(request.GET)
+    except BadRequest as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    rows = list(qs[: limit + 1])
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    next_url = None
+    if has_more:
+        params = request.GET.copy()
+        params["cursor"] = _encode_cursor(rows[-1])
+        next_url = request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
+    return JsonResponse({"results": [r.envelope() for r in rows], "next": next_url})

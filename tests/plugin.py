@@ -28,6 +28,9 @@ def _start() -> None:
 
 
 _start()
+import logging  # noqa: E402
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every API call
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("RESOURCE_PREFIX", "billing-test-")

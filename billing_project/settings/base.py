@@ -204,3 +204,14 @@ LOGGING = {
 
 # --- Periodic work ----------------------------------------------------------
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=60)
+
+# --- Outbox, relay, event store ---------------------------------------------
+OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=500)  # rows per DB transaction
+OUTBOX_RELAY_MAX_SECONDS = env.float("OUTBOX_RELAY_MAX_SECONDS", default=60.0)  # per relay task run
+OUTBOX_RETRY_BASE_SECONDS = env.int("OUTBOX_RETRY_BASE_SECONDS", default=2)
+OUTBOX_RETRY_MAX_SECONDS = env.int("OUTBOX_RETRY_MAX_SECONDS", default=300)
+OUTBOX_SWEEP_SECONDS = env.int("OUTBOX_SWEEP_SECONDS", default=10)
+# After each commit that recorded events, enqueue a relay run (coalesced).
+OUTBOX_KICK_RELAY = env.bool("OUTBOX_KICK_RELAY", default=True)
+EVENT_RETENTION_DAYS = env.int("EVENT_RETENTION_DAYS", default=90)
+EVENT_PRUNE_BATCH_SIZE = env.int("EVENT_PRUNE_BATCH_SIZE", default=5000)

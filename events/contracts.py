@@ -1,0 +1,267 @@
+"""The event contracts: every event type, its producer, aggregate and data schema.
+
+This is the only thing producers and consumers share besides the envelope.
+A producer cannot record data that does not fit its type's schema; a consumer
+sends a message whose data does not fit to its DLQ. Changing a schema in an
+incompatible way means a new ``schema_version`` (keep the old one registered
+until no message of it can still be in flight or replayed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import fastjsonschema
+
+from . import topology
+
+# --- event type names (constants in one place) ----------------------------
+AGREEMENT_CREATED = "agreement.created"
+AGREEMENT_PRICE_CHANGED = "agreement.price_changed"
+AGREEMENT_PAUSED = "agreement.paused"
+AGREEMENT_RESUMED = "agreement.resumed"
+AGREEMENT_CANCELLED = "agreement.cancelled"
+INVOICE_ISSUED = "invoice.issued"
+INVOICE_PAID = "invoice.paid"
+INVOICE_VOIDED = "invoice.voided"
+INVOICE_MARKED_UNCOLLECTIBLE = "invoice.marked_uncollectible"
+PAYMENT_SUCCEEDED = "payment.succeeded"
+PAYMENT_FAILED = "payment.failed"
+ALERT_RESOLVED = "alert.resolved"
+
+
+class ContractError(ValueError):
+    """An event does not fit its contract (unknown type/version, data off-schema)."""
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    producer: str  # the producing context; its events go to that topic
+    aggregate_type: str
+    schemas: dict[int, dict[str, Any]]  # schema_version -> JSON Schema of ``data``
+
+    @property
+    def schema_version(self) -> int:
+        """The version producers write now."""
+        return max(self.schemas)
+
+    @cached_property
+    def _validators(self) -> dict[int, Any]:
+        # Compiled once: validation sits on the hot path of every domain write.
+        return {v: fastjsonschema.compile(s) for v, s in self.schemas.items()}
+
+    def validate(self, data: Any, schema_version: int | None = None) -> None:
+        """Raise ContractError with a readable reason if ``data`` does not fit."""
+        version = self.schema_version if schema_version is None else schema_version
+        validator = self._validators.get(version)
+        if validator is None:
+            raise ContractError(
+                f"{self.name}: unknown schema_version {version!r} (known: {sorted(self.schemas)})"
+            )
+        try:
+            validator(data)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise ContractError(f"{self.name} v{version}: {exc.message}") from None
+
+
+REGISTRY: dict[str, EventType] = {}
+
+
+def register(event_type: EventType) -> EventType:
+    if event_type.producer not in topology.TOPICS:
+        raise ValueError(f"{event_type.name}: producer {event_type.producer!r} has no topic")
+    REGISTRY[event_type.name] = event_type
+    return event_type
+
+
+def get(name: str) -> EventType:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ContractError(f"unknown event type {name!r}") from None
+
+
+# --- reusable schema parts ------------------------------------------------
+ID = {"type": "string", "minLength": 1, "maxLength": 64}
+DATE = {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+DATETIME = {"type": "string", "format": "date-time", "minLength": 20, "maxLength": 40}
+MONEY = {"type": "integer", "minimum": 1, "maximum": 10**13}
+CURRENCY = {"type": "string", "pattern": "^[A-Z]{3}$"}
+CUSTOMER = {
+    "type": "object",
+    "required": ["external_ref", "name", "email"],
+    "properties": {
+        "external_ref": {"type": "string", "minLength": 1, "maxLength": 100},
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "email": {"type": "string", "format": "email", "maxLength": 254},
+    },
+    "additionalProperties": False,
+}
+
+
+def _obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": sorted(required),
+        "properties": {**required, **(optional or {})},
+        "additionalProperties": False,
+    }
+
+
+# --- agreements -------------------------------------------------------------
+register(
+    EventType(
+        AGREEMENT_CREATED,
+        topology.AGREEMENTS,
+        "agreement",
+        {
+            1: _obj(
+                {
+                    "agreement_id": ID,
+                    "customer": CUSTOMER,
+                    "description": {"type": "string", "maxLength": 500},
+                    "amount_minor": MONEY,
+                    "currency": CURRENCY,
+                    "interval": {"enum": ["day", "week", "month", "year"]},
+                    "interval_count": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    "start_date": DATE,
+                    "end_date": {"anyOf": [DATE, {"type": "null"}]},
+                    "status": {"enum": ["active", "paused", "cancelled", "ended"]},
+                }
+            )
+        },
+    )
+)
+register(
+    EventType(
+        AGREEMENT_PRICE_CHANGED,
+        topology.AGREEMENTS,
+        "agreement",
+        {1: _obj({"agreement_id": ID, "amount_minor": MONEY, "currency": CURRENCY, "effective_from": DATE})},
+    )
+)
+register(
+    EventType(
+        AGREEMENT_PAUSED,
+        topology.AGREEMENTS,
+        "agreement",
+        {1: _obj({"agreement_id": ID, "paused_from": DATE})},
+    )
+)
+register(
+    EventType(
+        AGREEMENT_RESUMED,
+        topology.AGREEMENTS,
+        "agreement",
+        {1: _obj({"agreement_id": ID, "resumed_from": DATE})},
+    )
+)
+register(
+    EventType(
+        AGREEMENT_CANCELLED,
+        topology.AGREEMENTS,
+        "agreement",
+        {1: _obj({"agreement_id": ID, "effective_date": DATE, "at_period_end": {"type": "boolean"}})},
+    )
+)
+
+# --- invoicing --------------------------------------------------------------
+register(
+    EventType(
+        INVOICE_ISSUED,
+        topology.INVOICING,
+        "invoice",
+        {
+            1: _obj(
+                {
+                    "invoice_id": ID,
+                    "number": {"type": "string", "minLength": 1, "maxLength": 40},
+                    "agreement_id": ID,
+                    "customer": CUSTOMER,
+                    "period_start": DATE,
+                    "period_end": DATE,
+                    "total_minor": MONEY,
+                    "currency": CURRENCY,
+                    "due_date": DATE,
+                }
+            )
+        },
+    )
+)
+register(
+    EventType(
+        INVOICE_PAID,
+        topology.INVOICING,
+        "invoice",
+        {1: _obj({"invoice_id": ID, "payment_id": ID, "paid_at": DATETIME})},
+    )
+)
+register(
+    EventType(
+        INVOICE_VOIDED,
+        topology.INVOICING,
+        "invoice",
+        {1: _obj({"invoice_id": ID, "reason": {"type": "string", "maxLength": 500}})},
+    )
+)
+register(
+    EventType(
+        INVOICE_MARKED_UNCOLLECTIBLE,
+        topology.INVOICING,
+        "invoice",
+        {1: _obj({"invoice_id": ID, "payment_id": ID, "reason": {"type": "string", "maxLength": 500}})},
+    )
+)
+
+# --- payments ---------------------------------------------------------------
+_PAYMENT = {"payment_id": ID, "invoice_id": ID, "amount_minor": MONEY, "currency": CURRENCY}
+register(
+    EventType(
+        PAYMENT_SUCCEEDED,
+        topology.PAYMENTS,
+        "payment",
+        {1: _obj({**_PAYMENT, "gateway_reference": {"type": "string", "maxLength": 100}})},
+    )
+)
+register(
+    EventType(
+        PAYMENT_FAILED,
+        topology.PAYMENTS,
+        "payment",
+        {
+            1: _obj(
+                {
+                    **_PAYMENT,
+                    "final": {"type": "boolean"},
+                    "error_class": {"enum": ["hard_decline", "soft_decline", "transient"]},
+                    "error_message": {"type": "string", "maxLength": 1000},
+                    "attempts": {"type": "integer", "minimum": 0},
+                }
+            )
+        },
+    )
+)
+
+# --- alerts (monitoring, final payment failures) ---------------------------
+ALERT_DATA = _obj(
+    {
+        "check": {"type": "string", "minLength": 1, "maxLength": 100},
+        "severity": {"enum": ["info", "warning", "critical"]},
+        "summary": {"type": "string", "maxLength": 1000},
+        "details": {"type": "object"},
+    }
+)
+ALERT_TYPES = (
+    "alert.payment_failed",
+    "alert.dlq_not_empty",
+    "alert.queue_message_too_old",
+    "alert.outbox_lagging",
+    "alert.daily_run_missed",
+    "alert.payment_failure_rate",
+    ALERT_RESOLVED,
+)
+for _name in ALERT_TYPES:
+    register(EventType(_name, topology.ALERTS, "alert", {1: ALERT_DATA}))

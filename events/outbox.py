@@ -1,0 +1,122 @@
+"""Recording domain events: a Django signal sent inside the service's transaction.
+
+Services call ``record_event(...)`` (or ``record_events([...])`` for bulk work)
+inside their ``transaction.atomic`` block. That sends ``domain_event``; the
+receiver below validates the data against its contract and writes the outbox
+row in the SAME transaction. So a rolled-back change leaves no event and a
+committed one always has its event. Publishing to SNS happens later, in the
+relay, never here (that would be a dual write that loses events on a crash).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.dispatch import Signal, receiver
+from django.utils import timezone
+
+from . import contracts
+from .models import OutboxEvent
+
+# Sent by services with ``events=[NewEvent, ...]``; receivers return the rows.
+domain_event = Signal()
+
+# SNS and SQS accept 256 KiB per message including attributes; keep headroom.
+MAX_EVENT_BYTES = 240 * 1024
+
+
+class OutboxError(RuntimeError):
+    """An event could not be recorded (outside a transaction, too large...)."""
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """What a service states about a change; the envelope is completed on record."""
+
+    type: str
+    aggregate_id: str
+    aggregate_version: int
+    data: dict[str, Any]
+    occurred_at: datetime | None = None
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+def record_event(
+    *,
+    sender: Any,
+    type: str,
+    aggregate_id: str,
+    aggregate_version: int,
+    data: dict[str, Any],
+    occurred_at: datetime | None = None,
+) -> OutboxEvent:
+    """Record one event in the current transaction. Raises ContractError on bad data."""
+    rows = record_events(
+        sender=sender,
+        events=[NewEvent(type, str(aggregate_id), aggregate_version, data, occurred_at)],
+    )
+    return rows[0]
+
+
+def record_events(*, sender: Any, events: Sequence[NewEvent]) -> list[OutboxEvent]:
+    """Record many events in the current transaction with one bulk insert."""
+    for _receiver, response in domain_event.send(sender=sender, events=events):
+        if isinstance(response, list):
+            return response
+    raise OutboxError("no outbox receiver is connected to events.outbox.domain_event")
+
+
+def build_row(event: NewEvent, now: datetime) -> OutboxEvent:
+    """Validate ``event`` against its contract and build (not save) its outbox row."""
+    event_type = contracts.get(event.type)
+    event_type.validate(event.data)
+    row = OutboxEvent(
+        id=event.id,
+        type=event.type,
+        schema_version=event_type.schema_version,
+        occurred_at=event.occurred_at or now,
+        producer=event_type.producer,
+        aggregate_type=event_type.aggregate_type,
+        aggregate_id=event.aggregate_id,
+        aggregate_version=event.aggregate_version,
+        data=event.data,
+        next_attempt_at=now,
+    )
+    # Cheap pre-check first: only a large payload pays for the exact size.
+    if len(event.data) > 50 or len(json.dumps(event.data)) > MAX_EVENT_BYTES // 4:
+        size = len(row.message_body().encode("utf-8"))
+        if size > MAX_EVENT_BYTES:
+            raise contracts.ContractError(
+                f"{event.type}: envelope is {size} bytes, over the {MAX_EVENT_BYTES}-byte limit"
+            )
+    return row
+
+
+@receiver(domain_event, dispatch_uid="events.outbox.write_outbox_rows")
+def write_outbox_rows(sender: Any, events: Sequence[NewEvent], **kwargs: Any) -> list[OutboxEvent]:
+    """Write the outbox rows in the caller's transaction; kick the relay after commit."""
+    if not connection.in_atomic_block:
+        raise OutboxError(
+            "record events inside the service's transaction.atomic block, "
+            "so the change and its event commit together"
+        )
+    now = timezone.now()
+    rows = [build_row(e, now) for e in events]
+    if len(rows) == 1:
+        rows[0].save(force_insert=True)
+    else:
+        OutboxEvent.objects.bulk_create(rows, batch_size=2000)
+    from .relay import kicker  # late import: relay imports tasks, tasks import services
+
+    transaction.on_commit(kicker.request)
+    from . import metrics
+
+    for row in rows:
+        metrics.EVENTS_RECORDED.labels(row.type).inc()
+    return rows

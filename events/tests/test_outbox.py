@@ -1,0 +1,266 @@
+"""Producer side: the outbox commits with the domain change and the relay publishes it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from events import aws, contracts, topology
+from events.models import Heartbeat, OutboxEvent
+from events.outbox import NewEvent, OutboxError, record_event, record_events
+from events.relay import relay_once, relay_pending
+from events.services import event_store_prune
+from scripts.devstack import free_port
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def agreement_data(agreement_id: str = "A-1", **overrides: Any) -> dict[str, Any]:
+    data = {
+        "agreement_id": agreement_id,
+        "customer": {"external_ref": "C-1", "name": "Ada", "email": "ada@example.com"},
+        "description": "Monthly plan",
+        "amount_minor": 1999,
+        "currency": "EUR",
+        "interval": "month",
+        "interval_count": 1,
+        "start_date": "2026-01-31",
+        "end_date": None,
+        "status": "active",
+    }
+    data.update(overrides)
+    return data
+
+
+def domain_change(name: str, *, data: dict[str, Any] | None = None, fail: bool = False) -> None:
+    """A stand-in service: one domain write and its event, in one transaction."""
+    with transaction.atomic():
+        Heartbeat.objects.create(name=name, beat_at=timezone.now())
+        record_event(
+            sender=Heartbeat,
+            type=contracts.AGREEMENT_CREATED,
+            aggregate_id=name,
+            aggregate_version=1,
+            data=data or agreement_data(name),
+        )
+        if fail:
+            raise RuntimeError("the service failed after recording its event")
+
+
+def drain(sqs: Any, queue: str, wait: int = 1) -> list[dict[str, Any]]:
+    url = aws.queue_url(queue)
+    got: list[dict[str, Any]] = []
+    while True:
+        msgs = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait, MessageAttributeNames=["All"]
+        ).get("Messages", [])
+        if not msgs:
+            return got
+        got.extend(msgs)
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)],
+        )
+
+
+def test_rollback_leaves_no_event_and_no_domain_change():
+    with pytest.raises(RuntimeError):
+        domain_change("rolled-back", fail=True)
+    assert not OutboxEvent.objects.exists()
+    assert not Heartbeat.objects.filter(name="rolled-back").exists()
+
+
+def test_data_off_contract_is_refused_and_the_transaction_rolls_back():
+    with pytest.raises(contracts.ContractError, match="currency must match pattern"):
+        domain_change("bad", data=agreement_data("bad", currency="euro"))
+    assert not OutboxEvent.objects.exists()
+    assert not Heartbeat.objects.filter(name="bad").exists()
+
+
+def test_recording_outside_a_transaction_is_refused():
+    assert not connection.in_atomic_block
+    with pytest.raises(OutboxError, match="inside the service's transaction"):
+        record_event(
+            sender=None,
+            type=contracts.AGREEMENT_CREATED,
+            aggregate_id="x",
+            aggregate_version=1,
+            data=agreement_data("x"),
+        )
+
+
+def test_oversized_event_is_refused():
+    with pytest.raises(contracts.ContractError, match="over the 245760-byte limit"):
+        with transaction.atomic():
+            record_event(
+                sender=None,
+                type="alert.dlq_not_empty",
+                aggregate_id="dlq",
+                aggregate_version=1,
+                data={
+                    "check": "dlq",
+                    "severity": "warning",
+                    "summary": "x",
+                    "details": {"blob": "x" * (300 * 1024)},
+                },
+            )
+
+
+def test_commit_writes_one_row_that_the_relay_publishes_to_subscribed_queues(empty_queues, sqs):
+    # when a domain change commits
+    domain_change("A-42")
+
+    # then exactly one event row, not yet published
+    row = OutboxEvent.objects.get()
+    assert (row.type, row.aggregate_id, row.aggregate_version, row.published_at) == (
+        "agreement.created",
+        "A-42",
+        1,
+        None,
+    )
+
+    # when the relay runs against the real endpoint
+    result = relay_pending()
+
+    # then it is marked published and the invoicing queue received the envelope
+    assert result.published == 1
+    row.refresh_from_db()
+    assert row.published_at is not None and row.attempts == 1 and row.sns_message_id
+    [msg] = drain(sqs, topology.event_queue_name("invoicing"))
+    envelope = json.loads(msg["Body"])
+    assert envelope == row.envelope()
+    assert set(envelope) == {
+        "id",
+        "type",
+        "schema_version",
+        "occurred_at",
+        "producer",
+        "aggregate_type",
+        "aggregate_id",
+        "aggregate_version",
+        "data",
+    }
+    assert msg["MessageAttributes"]["event_type"]["StringValue"] == "agreement.created"
+    assert msg["MessageAttributes"]["producer"]["StringValue"] == "agreements"
+    # and the payments consumer, which did not subscribe to it, got nothing
+    assert drain(sqs, topology.event_queue_name("payments"), wait=0) == []
+
+
+@pytest.mark.slow
+def test_commit_kicks_the_relay_task_in_a_real_worker(settings, celery_worker, sqs):
+    settings.OUTBOX_KICK_RELAY = True
+    domain_change("A-kick")
+    # the on_commit kick enqueues events.relay_outbox; the worker publishes the row
+    wait_until(lambda: OutboxEvent.objects.filter(published_at__isnull=False).exists(), timeout=30)
+    msgs = drain(sqs, topology.event_queue_name("invoicing"))
+    assert [json.loads(m["Body"])["aggregate_id"] for m in msgs] == ["A-kick"]
+
+
+def test_endpoint_down_writes_commit_rows_wait_with_error_then_sweep_publishes_all(
+    settings, empty_queues, sqs
+):
+    # given the SNS endpoint is unreachable (a closed port)
+    real_endpoint = settings.AWS_ENDPOINT_URL
+    settings.AWS_ENDPOINT_URL = f"http://127.0.0.1:{free_port()}"
+    settings.AWS_MAX_ATTEMPTS = 1
+
+    # when domain changes happen and the relay tries to publish
+    for i in range(25):
+        domain_change(f"down-{i}")
+    result = relay_pending(max_seconds=5)
+
+    # then every write committed, nothing was published, the error is on every row
+    assert result.published == 0 and result.failed == 25
+    rows = OutboxEvent.objects.all()
+    assert rows.count() == 25
+    assert all(
+        r.published_at is None and r.attempts == 1 and "Could not connect" in r.last_error for r in rows
+    )
+    assert all(r.next_attempt_at > r.last_attempt_at for r in rows)  # backoff before the next try
+    assert relay_once().published == 0  # not due yet: the backoff holds
+
+    # when the endpoint answers again and the sweep runs once the backoff passed
+    settings.AWS_ENDPOINT_URL = real_endpoint
+    OutboxEvent.objects.update(next_attempt_at=timezone.now())
+    result = relay_pending()
+
+    # then all of them are published, with both attempts recorded
+    assert result.published == 25
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+    assert set(OutboxEvent.objects.values_list("attempts", flat=True)) == {2}
+    got = drain(sqs, topology.event_queue_name("invoicing"))
+    assert sorted(json.loads(m["Body"])["aggregate_id"] for m in got) == sorted(
+        f"down-{i}" for i in range(25)
+    )
+
+
+def test_two_relays_at_once_publish_every_row_once(empty_queues, sqs):
+    # given 300 committed events
+    with transaction.atomic():
+        record_events(
+            sender=None,
+            events=[
+                NewEvent(contracts.AGREEMENT_CREATED, f"R-{i}", 1, agreement_data(f"R-{i}"))
+                for i in range(300)
+            ],
+        )
+
+    # when two relays run concurrently, in small batches so they interleave
+    results = []
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            results.append(relay_pending(limit=20))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    # then between them they published all 300, each row once
+    assert sum(r.published for r in results) == 300
+    assert all(r.published > 0 for r in results), "both relays should have claimed rows"
+    assert set(OutboxEvent.objects.values_list("attempts", flat=True)) == {1}
+    got = Counter(json.loads(m["Body"])["id"] for m in drain(sqs, topology.event_queue_name("invoicing")))
+    assert len(got) == 300 and set(got.values()) == {1}
+
+
+def test_prune_deletes_only_published_events_past_retention(settings):
+    settings.EVENT_RETENTION_DAYS = 90
+    for i in range(3):
+        domain_change(f"P-{i}")
+    old = timezone.now() - timedelta(days=91)
+    a, b, c = OutboxEvent.objects.order_by("aggregate_id")
+    OutboxEvent.objects.filter(pk=a.pk).update(occurred_at=old, published_at=old)  # old, published
+    OutboxEvent.objects.filter(pk=b.pk).update(occurred_at=old)  # old, never published
+    assert event_store_prune(batch_size=1) == 1
+    assert set(OutboxEvent.objects.values_list("aggregate_id", flat=True)) == {"P-1", "P-2"}
+
+
+def test_one_event_per_aggregate_version():
+    domain_change("dup")
+    with pytest.raises(Exception, match="outbox_one_event_per_aggregate_version"):
+        with transaction.atomic():
+            record_event(
+                sender=None,
+                type=contracts.AGREEMENT_CREATED,
+                aggregate_id="dup",
+                aggregate_version=1,
+                data=agreement_data("dup"),
+            )
+    assert OutboxEvent.objects.count() == 1
+    assert uuid.UUID(str(OutboxEvent.objects.get().id))

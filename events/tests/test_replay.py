@@ -1,0 +1,109 @@
+"""Replay: to every subscriber through the topic, or to one consumer's queue only."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import transaction
+
+from events import contracts, topology
+from events.models import OutboxEvent
+from events.outbox import NewEvent, record_events
+from events.relay import relay_pending
+
+from .test_outbox import agreement_data, drain
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def invoice_data(n: int) -> dict:
+    return {
+        "invoice_id": f"I-{n}",
+        "number": f"INV-{n}",
+        "agreement_id": "A-1",
+        "customer": {"external_ref": "C-1", "name": "Ada", "email": "ada@example.com"},
+        "period_start": "2026-01-01",
+        "period_end": "2026-02-01",
+        "total_minor": 100,
+        "currency": "EUR",
+        "due_date": "2026-01-15",
+    }
+
+
+@pytest.fixture
+def published(empty_queues, sqs):
+    """3 agreement events and 2 invoice events, published and consumed once already."""
+    with transaction.atomic():
+        record_events(
+            sender=None,
+            events=[
+                NewEvent(contracts.AGREEMENT_CREATED, f"A-{i}", 1, agreement_data(f"A-{i}")) for i in range(3)
+            ]
+            + [NewEvent(contracts.INVOICE_ISSUED, f"I-{i}", 1, invoice_data(i)) for i in range(2)],
+        )
+    assert relay_pending().published == 5
+    drain(sqs, topology.event_queue_name("invoicing"))
+    drain(sqs, topology.event_queue_name("payments"))
+    return OutboxEvent.objects.all()
+
+
+def bodies(sqs, consumer: str) -> list[dict]:
+    return [
+        json.loads(m["Body"]) | {"_attrs": m.get("MessageAttributes", {})}
+        for m in drain(sqs, topology.event_queue_name(consumer), wait=0)
+    ]
+
+
+def test_replay_to_topic_reaches_every_subscriber_with_the_original_ids(published, sqs, capsys):
+    call_command("events_replay", "--type", "invoice.issued", "--to-topic")
+    out = capsys.readouterr().out
+    assert "Replayed 2 event(s) to their topics." in out
+    got = bodies(sqs, "payments")
+    assert sorted(b["id"] for b in got) == sorted(
+        str(i) for i in OutboxEvent.objects.filter(type="invoice.issued").values_list("id", flat=True)
+    )
+    assert all(b["_attrs"]["replayed"]["StringValue"] == "true" for b in got)
+    assert bodies(sqs, "invoicing") == []  # its filter policy does not select invoice.issued
+
+
+def test_replay_to_one_queue_reaches_only_that_consumer(published, sqs, capsys):
+    # agreement events sent straight to the payments queue (backfilling a consumer)
+    call_command("events_replay", "--type", "agreement.created", "--to-queue", "payments")
+    got = bodies(sqs, "payments")
+    assert sorted(b["aggregate_id"] for b in got) == ["A-0", "A-1", "A-2"]
+    assert all(b["_attrs"]["event_type"]["StringValue"] == "agreement.created" for b in got)
+    assert bodies(sqs, "invoicing") == []  # the topic's other subscriber saw nothing
+
+
+def test_dry_run_prints_count_and_sample_and_sends_nothing(published, sqs, capsys):
+    call_command("events_replay", "--all", "--to-topic", "--dry-run")
+    out = capsys.readouterr().out
+    assert "Would replay 5 event(s) to their topics." in out
+    assert "agreement.created" in out
+    assert bodies(sqs, "invoicing") == [] and bodies(sqs, "payments") == []
+
+
+def test_selection_by_id_and_aggregate(published, sqs):
+    event = OutboxEvent.objects.get(aggregate_id="A-1")
+    call_command("events_replay", "--id", str(event.id), "--to-queue", "invoicing")
+    assert [b["id"] for b in bodies(sqs, "invoicing")] == [str(event.id)]
+    call_command("events_replay", "--aggregate-id", "A-2", "--since", "2000-01-01", "--to-queue", "invoicing")
+    assert [b["aggregate_id"] for b in bodies(sqs, "invoicing")] == ["A-2"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--to-topic"], "Say which events"),
+        (["--all", "--to-queue", "nope"], "no queue 'nope'"),
+        (["--id", "42", "--to-topic"], "is not an event id"),
+        (["--type", "agreement.made", "--to-topic"], "not a known event type"),
+        (["--since", "yesterday", "--to-topic"], "is not an ISO date"),
+        (["--since", "2026-02-01", "--until", "2026-01-01", "--to-topic"], "--since must be before --until"),
+    ],
+)
+def test_bad_arguments_give_an_actionable_command_error(published, args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("events_replay", *args)
