@@ -13,6 +13,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
 from . import topology
+from .admin_tools import GuardedActionsMixin
 from .models import ApiToken, Heartbeat, OutboxEvent
 from .replay import ReplayError, replay
 
@@ -46,7 +47,7 @@ class ReplayForm(forms.Form):
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(admin.ModelAdmin):
+class OutboxEventAdmin(GuardedActionsMixin, admin.ModelAdmin):
     list_display = (
         "occurred_at",
         "type",

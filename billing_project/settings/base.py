@@ -199,6 +199,7 @@ LOGGING = {
     "loggers": {
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        "werkzeug": {"level": "WARNING"},  # moto's server logs every API call
     },
 }
 
