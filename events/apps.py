@@ -6,4 +6,8 @@ class EventsConfig(AppConfig):
     verbose_name = "Event backbone"
 
     def ready(self) -> None:
-        from . import checks, schedules  # noqa: F401  (registers checks and signal receivers)
+        from django.utils.module_loading import autodiscover_modules
+
+        from . import checks, outbox, schedules  # noqa: F401  (registers checks and signal receivers)
+
+        autodiscover_modules("consumers")  # each app's @handles registrations

@@ -111,3 +111,51 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.beat_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ProcessedEvent(models.Model):
+    """This consumer has applied this event: written in the handler's own transaction."""
+
+    consumer = models.CharField(max_length=50)
+    event_id = models.UUIDField()
+    event_type = models.CharField(max_length=100)
+    payload_hash = models.CharField(max_length=64, help_text="SHA-256 of the canonical envelope")
+    processed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["consumer", "event_id"], name="processed_once_per_consumer")
+        ]
+        ordering = ["-processed_at"]
+
+    def __str__(self) -> str:
+        return f"{self.consumer}: {self.event_type} {self.event_id}"
+
+
+class ConsumerFailure(models.Model):
+    """A message a consumer could not handle: why, since when, how often (keyed by SQS message id).
+
+    SQS keeps a message's id when it moves it to the DLQ, so ``dlq_inspect``
+    shows the first error seen for each dead-lettered message from here.
+    """
+
+    consumer = models.CharField(max_length=50)
+    message_id = models.CharField(max_length=100)
+    event_id = models.CharField(max_length=64, blank=True, default="")
+    event_type = models.CharField(max_length=100, blank=True, default="")
+    aggregate_id = models.CharField(max_length=64, blank=True, default="")
+    first_error = models.TextField()
+    last_error = models.TextField()
+    failures = models.PositiveIntegerField(default=1)
+    poisoned = models.BooleanField(default=False, help_text="Rejected as malformed: sent to the DLQ at once.")
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["consumer", "message_id"], name="one_failure_row_per_message")
+        ]
+        ordering = ["-last_seen_at"]
+
+    def __str__(self) -> str:
+        return f"{self.consumer} {self.message_id}: {self.first_error[:60]}"

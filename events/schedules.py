@@ -51,7 +51,24 @@ def periodic_tasks() -> list[Periodic]:
             crontab={"minute": "17", "hour": "3"},
             description="Deletes published events older than EVENT_RETENTION_DAYS, in batches.",
         ),
+        *_pull_consumers(),
         *getattr(settings, "EXTRA_PERIODIC_TASKS", []),
+    ]
+
+
+def _pull_consumers() -> list[Periodic]:
+    from .pollers import consumer_configs
+
+    return [
+        Periodic(
+            name=f"Pull consumer: {cfg.name}",
+            task="events.pull_consumer",
+            every_seconds=cfg.interval_seconds,
+            kwargs={"consumer": cfg.name},
+            description=f"Takes at most {cfg.batch_size} messages per run from {cfg.queue}.",
+        )
+        for cfg in consumer_configs().values()
+        if cfg.mode == "pull"
     ]
 
 

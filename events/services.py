@@ -45,3 +45,35 @@ def event_store_prune(*, older_than_days: int | None = None, batch_size: int | N
     if total:
         logger.info("event store: pruned %d events older than %d days", total, days)
     return total
+
+
+def consumer_failure_record(
+    *, consumer: str, message_id: str, envelope: dict[str, Any], error: str, poisoned: bool
+) -> None:
+    """Remember why a message failed (first and last error). Never raises: it is bookkeeping."""
+    from django.db import DatabaseError
+    from django.db.models import F
+
+    from .models import ConsumerFailure
+
+    if not message_id:
+        return
+    try:
+        updated = ConsumerFailure.objects.filter(consumer=consumer, message_id=message_id).update(
+            last_error=error, failures=F("failures") + 1, poisoned=poisoned, last_seen_at=timezone.now()
+        )
+        if not updated:
+            ConsumerFailure.objects.get_or_create(
+                consumer=consumer,
+                message_id=message_id,
+                defaults={
+                    "event_id": str(envelope.get("id", ""))[:64],
+                    "event_type": str(envelope.get("type", ""))[:100],
+                    "aggregate_id": str(envelope.get("aggregate_id", ""))[:64],
+                    "first_error": error,
+                    "last_error": error,
+                    "poisoned": poisoned,
+                },
+            )
+    except DatabaseError:
+        logger.exception("could not record the failure of message %s (%s)", message_id, error)

@@ -47,3 +47,16 @@ def relay_outbox(self: Any) -> dict[str, int]:
 def prune_event_store(self: Any) -> int:
     """Delete published events older than EVENT_RETENTION_DAYS, in batches. Idempotent."""
     return event_store_prune()
+
+
+@shared_task(name="events.pull_consumer", bind=True, ignore_result=True, acks_late=True)
+def pull_consumer(self: Any, consumer: str) -> dict[str, int]:
+    """Pull mode: handle at most the consumer's batch size of messages. Idempotent (handlers are)."""
+    from .pollers import consumer_configs, pull_once
+
+    cfg = consumer_configs().get(consumer)
+    if cfg is None or cfg.mode != "pull":
+        # Switched to push (or removed) since the schedule was made: nothing to do.
+        return {"received": 0}
+    result = pull_once(consumer)
+    return {"received": result.received, **result.outcomes}

@@ -127,8 +127,10 @@ def celery_queue_names() -> list[str]:
     return [q.name for q in settings.CELERY_TASK_QUEUES]
 
 
-def build(event_queues: Iterable[EventQueue] = EVENT_QUEUES) -> Topology:
+def build(event_queues: Iterable[EventQueue] | None = None) -> Topology:
     """Resolve the description against the current settings into concrete names."""
+    if event_queues is None:
+        event_queues = (*EVENT_QUEUES, *settings.EXTRA_EVENT_QUEUES)
     max_receive = settings.MESSAGING_MAX_RECEIVE_COUNT
     retention = settings.MESSAGING_RETENTION_SECONDS
     dlq_retention = settings.MESSAGING_DLQ_RETENTION_SECONDS

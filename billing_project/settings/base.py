@@ -72,7 +72,8 @@ DATABASES = {
 # A Unix-socket directory may be given percent-encoded as the host
 # (postgres://user@%2Fvar%2Frun%2Fpostgresql/db), as libpq URLs allow.
 DATABASES["default"]["HOST"] = unquote(DATABASES["default"].get("HOST", ""))
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
+# Persistent connections (health-checked before reuse): workers handle many messages.
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("TEST", {})
 DATABASES["default"]["TEST"].setdefault("NAME", env.str("TEST_DATABASE_NAME", default="test_billing"))
@@ -216,3 +217,25 @@ OUTBOX_SWEEP_SECONDS = env.int("OUTBOX_SWEEP_SECONDS", default=10)
 OUTBOX_KICK_RELAY = env.bool("OUTBOX_KICK_RELAY", default=True)
 EVENT_RETENTION_DAYS = env.int("EVENT_RETENTION_DAYS", default=90)
 EVENT_PRUNE_BATCH_SIZE = env.int("EVENT_PRUNE_BATCH_SIZE", default=5000)
+
+# --- Event consumers -----------------------------------------------------------
+# Per consumer (its queue name in events/topology.py): mode push (a poller in
+# every worker, like a Lambda trigger) or pull (a beat task taking at most
+# batch_size messages every interval_seconds). E.g.
+# EVENT_CONSUMERS='{"payments": {"mode": "pull", "batch_size": 20, "interval_seconds": 5}}'
+EVENT_CONSUMER_DEFAULTS = {"mode": "push", "batch_size": 50, "interval_seconds": 10, "concurrency": 4}
+EVENT_CONSUMERS: dict[str, dict[str, object]] = env.json("EVENT_CONSUMERS", default={})
+# Which push consumers a worker runs: "all", "none", or a list ("invoicing,payments");
+# the worker option --event-consumers overrides it per worker.
+EVENT_CONSUMERS_IN_WORKER = env.str("EVENT_CONSUMERS_IN_WORKER", default="all")
+CONSUMER_WAIT_SECONDS = env.int("CONSUMER_WAIT_SECONDS", default=10)  # SQS long poll
+# A failed handler's message becomes visible again after base * 2**(receives-1) seconds.
+CONSUMER_RETRY_BASE_SECONDS = env.int("CONSUMER_RETRY_BASE_SECONDS", default=5)
+CONSUMER_RETRY_MAX_SECONDS = env.int("CONSUMER_RETRY_MAX_SECONDS", default=300)
+# Consumer queues added by settings (a new consumer, or a test's), same shape as topology.EventQueue.
+EXTRA_EVENT_QUEUES: list[object] = []
+
+# --- Monitoring thresholds (messaging_status exit code, automated checks) -------
+MONITOR_DLQ_MAX_DEPTH = env.int("MONITOR_DLQ_MAX_DEPTH", default=0)
+MONITOR_QUEUE_MAX_AGE_SECONDS = env.int("MONITOR_QUEUE_MAX_AGE_SECONDS", default=300)
+MONITOR_OUTBOX_MAX_AGE_SECONDS = env.int("MONITOR_OUTBOX_MAX_AGE_SECONDS", default=120)

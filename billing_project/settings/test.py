@@ -9,3 +9,17 @@ RESOURCE_PREFIX = env.str("RESOURCE_PREFIX", default="billing-test-")
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Tests run the relay explicitly; the on-commit kick is enabled where a test is about it.
 OUTBOX_KICK_RELAY = False
+CONSUMER_WAIT_SECONDS = 1
+CONSUMER_RETRY_BASE_SECONDS = 0
+# Task-only workers by default; push-consumer tests start the consumers they need.
+EVENT_CONSUMERS_IN_WORKER = env.str("EVENT_CONSUMERS_IN_WORKER", default="none")
+
+# A test-only consumer ("audit") with its own queue, to exercise the consumer machinery.
+from events.topology import AGREEMENTS, EventQueue  # noqa: E402
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.auditapp"]  # noqa: F405
+EXTRA_EVENT_QUEUES = [
+    EventQueue("audit", {AGREEMENTS: ("agreement.created", "agreement.cancelled")}, visibility_timeout=5)
+]
+# Close connections after each handler/task so worker threads leave none behind.
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405

@@ -1,0 +1,240 @@
+"""Dead-letter queue tools: inspect without consuming, redrive selectively back to the source.
+
+Redrive copies with SendMessageBatch, then deletes with DeleteMessageBatch:
+killed midway, a message may end up in both queues (idempotent consumers
+absorb the duplicate), never in neither.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from . import aws, topology
+from .consumers import Poison, parse_envelope
+from .models import ConsumerFailure
+from .pollers import RESERVED_ATTRIBUTES, SQS_MAX_BATCH
+
+
+class DlqError(ValueError):
+    pass
+
+
+def resolve(name: str) -> tuple[str, str]:
+    """(dlq, source) full names for a consumer name, a source queue name or a DLQ name."""
+    topo = topology.build()
+    try:
+        spec = topo.queue(name)
+    except KeyError:
+        known = ", ".join(q.consumer for q in topo.queues)
+        raise DlqError(f"no queue {name!r}; give a consumer ({known}) or a full queue name") from None
+    return spec.dlq_name, spec.name
+
+
+@dataclass
+class DlqMessage:
+    message_id: str
+    receipt: str
+    body: str
+    event_type: str
+    aggregate: str
+    receive_count: int
+    age_seconds: float
+    error: str
+    attributes: dict[str, Any]
+
+
+def _describe(msg: dict[str, Any], *, with_error: bool = True) -> DlqMessage:
+    attrs = msg.get("MessageAttributes", {})
+    event_type, aggregate = attrs.get("event_type", {}).get("StringValue", ""), ""
+    try:
+        env = parse_envelope(msg["Body"])
+        event_type = env["type"]
+        aggregate = f"{env['aggregate_type']}:{env['aggregate_id']}"
+    except Poison:
+        event_type = event_type or "(malformed)"
+    error = attrs.get("error", {}).get("StringValue", "")
+    if not error and with_error:
+        original = attrs.get("original_message_id", {}).get("StringValue", msg["MessageId"])
+        failure = ConsumerFailure.objects.filter(message_id=original).order_by("first_seen_at").first()
+        error = failure.first_error if failure else ""
+    sent = int(msg.get("Attributes", {}).get("SentTimestamp", time.time() * 1000)) / 1000
+    return DlqMessage(
+        message_id=msg["MessageId"],
+        receipt=msg["ReceiptHandle"],
+        body=msg["Body"],
+        event_type=event_type,
+        aggregate=aggregate,
+        receive_count=int(msg.get("Attributes", {}).get("ApproximateReceiveCount", 0)),
+        age_seconds=time.time() - sent,
+        error=error,
+        attributes=attrs,
+    )
+
+
+def _receive(queue: str, hold_seconds: int) -> list[dict[str, Any]]:
+    return list(
+        aws.client("sqs")
+        .receive_message(
+            QueueUrl=aws.queue_url(queue),
+            MaxNumberOfMessages=SQS_MAX_BATCH,
+            WaitTimeSeconds=1,
+            VisibilityTimeout=hold_seconds,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+        )
+        .get("Messages", [])
+    )
+
+
+def release(queue: str, receipts: list[str]) -> None:
+    """Make held messages visible again at once (they were only looked at)."""
+    sqs = aws.client("sqs")
+    for i in range(0, len(receipts), SQS_MAX_BATCH):
+        sqs.change_message_visibility_batch(
+            QueueUrl=aws.queue_url(queue),
+            Entries=[
+                {"Id": str(j), "ReceiptHandle": r, "VisibilityTimeout": 0}
+                for j, r in enumerate(receipts[i : i + SQS_MAX_BATCH])
+            ],
+        )
+
+
+def depth(queue: str) -> int:
+    attrs = aws.client("sqs").get_queue_attributes(
+        QueueUrl=aws.queue_url(queue),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def inspect(dlq: str, *, limit: int = 50) -> list[DlqMessage]:
+    """Up to ``limit`` messages of the DLQ, described; all are visible again afterwards."""
+    seen: dict[str, DlqMessage] = {}
+    held: list[str] = []
+    try:
+        while len(seen) < limit:
+            batch = _receive(dlq, hold_seconds=60)
+            if not batch:
+                break
+            for m in batch:
+                held.append(m["ReceiptHandle"])
+                seen.setdefault(m["MessageId"], _describe(m))
+    finally:
+        release(dlq, held)
+    return sorted(seen.values(), key=lambda m: -m.age_seconds)[:limit]
+
+
+@dataclass
+class Selection:
+    event_type: str | None = None
+    aggregate_id: str | None = None
+    older_than: timedelta | None = None
+
+    def matches(self, m: DlqMessage) -> bool:
+        if self.event_type and m.event_type != self.event_type:
+            return False
+        if self.aggregate_id and m.aggregate.split(":", 1)[-1] != self.aggregate_id:
+            return False
+        if self.older_than and m.age_seconds < self.older_than.total_seconds():
+            return False
+        return True
+
+
+@dataclass
+class RedriveReport:
+    matched: int = 0
+    moved: int = 0
+    skipped: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def redrive(
+    dlq: str,
+    source: str,
+    *,
+    selection: Selection,
+    max_messages: int | None = None,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> RedriveReport:
+    """Move matching DLQ messages back to ``source`` in batches of 10 (copy, then delete)."""
+    sqs = aws.client("sqs")
+    report = RedriveReport()
+    held: list[str] = []  # looked at but not moved: released at the end
+    seen: set[str] = set()
+    try:
+        while max_messages is None or report.matched < max_messages:
+            batch = _receive(dlq, hold_seconds=300)
+            if not batch:
+                break
+            fresh = [m for m in batch if m["MessageId"] not in seen]
+            if not fresh:
+                held.extend(m["ReceiptHandle"] for m in batch)
+                break
+            chosen: list[DlqMessage] = []
+            for raw in fresh:
+                seen.add(raw["MessageId"])
+                m = _describe(raw, with_error=False)
+                room = max_messages is None or report.matched + len(chosen) < max_messages
+                if room and selection.matches(m):
+                    chosen.append(m)
+                else:
+                    held.append(m.receipt)
+                    report.skipped += 1
+            report.matched += len(chosen)
+            if dry_run:
+                held.extend(m.receipt for m in chosen)
+            elif chosen:
+                _move(sqs, dlq, source, chosen, report, held)
+            if progress:
+                progress(len(fresh))
+    finally:
+        if held:
+            release(dlq, held)
+    return report
+
+
+def _move(
+    sqs: Any, dlq: str, source: str, chosen: list[DlqMessage], report: RedriveReport, held: list[str]
+) -> None:
+    resp = sqs.send_message_batch(
+        QueueUrl=aws.queue_url(source),
+        Entries=[
+            {
+                "Id": str(i),
+                "MessageBody": m.body,
+                "MessageAttributes": {k: v for k, v in m.attributes.items() if k not in RESERVED_ATTRIBUTES},
+            }
+            for i, m in enumerate(chosen)
+        ],
+    )
+    sent = {int(s["Id"]) for s in resp.get("Successful", [])}
+    for f in resp.get("Failed", []):
+        report.failed += 1
+        report.errors.append(f"{f.get('Code')}: {f.get('Message', '')}")
+        held.append(chosen[int(f["Id"])].receipt)
+    done = [chosen[i] for i in sorted(sent)]
+    if done:
+        sqs.delete_message_batch(
+            QueueUrl=aws.queue_url(dlq),
+            Entries=[{"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(done)],
+        )
+    report.moved += len(done)
+
+
+def start_native_move(dlq: str, source: str) -> str:
+    """Real AWS only: let SQS move everything (StartMessageMoveTask). Returns the task handle."""
+    try:
+        resp = aws.client("sqs").start_message_move_task(
+            SourceArn=aws.queue_arn(dlq), DestinationArn=aws.queue_arn(source)
+        )
+    except ClientError as exc:
+        raise DlqError(f"StartMessageMoveTask failed ({exc}); run without --native to copy instead") from None
+    return str(resp["TaskHandle"])

@@ -1,0 +1,219 @@
+"""Reading the state of queues, DLQs and the outbox (messaging_status, admin, checks, metrics).
+
+Age of the oldest message: SQS's API does not return it. On real AWS it comes
+from CloudWatch (``ApproximateAgeOfOldestMessage``). Against a local endpoint
+it comes from what our pollers observe: every receive records the age of the
+oldest message it got and when it polled, so a backlog shows as old messages
+received, and a queue nobody polls shows as "no poll since". DLQs are peeked
+(a receive there increments nothing that matters: DLQs have no redrive).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Min
+from django.utils import timezone
+
+from . import aws, metrics, topology
+from .models import Heartbeat, OutboxEvent
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class QueueStat:
+    name: str
+    kind: str  # events | tasks
+    is_dlq: bool
+    visible: int
+    in_flight: int
+    delayed: int
+    oldest_age: float | None  # seconds; None = unknown
+
+    @property
+    def depth(self) -> int:
+        return self.visible + self.in_flight + self.delayed
+
+
+@dataclass
+class OutboxStat:
+    unpublished: int
+    oldest_unpublished_age: float | None
+    failing: int
+
+
+# -- observations by pollers (local endpoint) -------------------------------
+_observed: dict[str, float] = {}
+_observed_lock = threading.Lock()
+OBSERVE_EVERY_SECONDS = 5.0
+
+
+def observe_receive(queue: str, messages: list[dict[str, Any]]) -> None:
+    """Pollers call this after every receive; writes at most every few seconds per queue."""
+    now = time.time()
+    ages = [now - int(m.get("Attributes", {}).get("SentTimestamp", now * 1000)) / 1000 for m in messages]
+    oldest = max(ages, default=0.0)
+    with _observed_lock:
+        last = _observed.get(queue, 0.0)
+        if now - last < OBSERVE_EVERY_SECONDS and oldest < 60:
+            return
+        _observed[queue] = now
+    try:
+        Heartbeat.objects.update_or_create(
+            name=f"queue:{queue}",
+            defaults={
+                "beat_at": timezone.now(),
+                "detail": {"oldest_age": round(oldest, 3), "received": len(messages)},
+            },
+        )
+    except Exception:  # noqa: BLE001 - observation must never break consumption
+        logger.debug("could not record the observation of %s", queue, exc_info=True)
+
+
+def _observed_age(queue: str, visible: int) -> float | None:
+    if visible == 0:
+        return 0.0
+    beat = Heartbeat.objects.filter(name=f"queue:{queue}").first()
+    if beat is None:
+        return None
+    since_poll = (timezone.now() - beat.beat_at).total_seconds()
+    recent = since_poll <= max(3 * settings.CONSUMER_WAIT_SECONDS, 2 * OBSERVE_EVERY_SECONDS)
+    observed = float(beat.detail.get("oldest_age", 0.0))
+    # Nobody polled lately: the messages waiting are at least that old.
+    return observed if recent else max(observed, since_poll)
+
+
+def _peek_oldest(queue: str) -> float | None:
+    msgs = (
+        aws.client("sqs")
+        .receive_message(
+            QueueUrl=aws.queue_url(queue),
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=0,
+            MessageSystemAttributeNames=["SentTimestamp"],
+        )
+        .get("Messages", [])
+    )
+    if not msgs:
+        return None
+    now = time.time()
+    return max(now - int(m["Attributes"]["SentTimestamp"]) / 1000 for m in msgs)
+
+
+def _cloudwatch_age(queue: str) -> float | None:
+    end = timezone.now()
+    resp = aws.client("cloudwatch").get_metric_statistics(
+        Namespace="AWS/SQS",
+        MetricName="ApproximateAgeOfOldestMessage",
+        Dimensions=[{"Name": "QueueName", "Value": queue}],
+        StartTime=end - timedelta(minutes=10),
+        EndTime=end,
+        Period=60,
+        Statistics=["Maximum"],
+    )
+    points = sorted(resp.get("Datapoints", []), key=lambda p: p["Timestamp"])
+    return float(points[-1]["Maximum"]) if points else None
+
+
+def queue_stats(*, with_age: bool = True) -> list[QueueStat]:
+    """Depth (visible, in flight, delayed) and oldest age of every queue and DLQ."""
+    sqs = aws.client("sqs")
+    stats: list[QueueStat] = []
+    for spec in topology.build().queues:
+        for name, is_dlq in ((spec.name, False), (spec.dlq_name, True)):
+            attrs = sqs.get_queue_attributes(
+                QueueUrl=aws.queue_url(name),
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            )["Attributes"]
+            stat = QueueStat(
+                name=name,
+                kind=spec.kind,
+                is_dlq=is_dlq,
+                visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
+                in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+                delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+                oldest_age=None,
+            )
+            if with_age:
+                stat.oldest_age = _age(stat)
+            stats.append(stat)
+            metrics.QUEUE_DEPTH.labels(name, "visible").set(stat.visible)
+            metrics.QUEUE_DEPTH.labels(name, "in_flight").set(stat.in_flight)
+            metrics.QUEUE_DEPTH.labels(name, "delayed").set(stat.delayed)
+            if stat.oldest_age is not None:
+                metrics.QUEUE_OLDEST_AGE.labels(name).set(stat.oldest_age)
+    return stats
+
+
+def _age(stat: QueueStat) -> float | None:
+    if stat.visible + stat.delayed == 0 and (stat.is_dlq or stat.in_flight == 0):
+        return 0.0
+    try:
+        if not settings.AWS_ENDPOINT_URL:
+            return _cloudwatch_age(stat.name)
+        if stat.is_dlq:
+            return _peek_oldest(stat.name)
+        if stat.kind == "events":
+            return _observed_age(stat.name, stat.visible + stat.delayed)
+    except Exception:  # noqa: BLE001 - a missing age must not hide the depths
+        logger.warning("could not read the oldest message age of %s", stat.name, exc_info=True)
+    return None
+
+
+def outbox_stats() -> OutboxStat:
+    pending = OutboxEvent.objects.filter(published_at__isnull=True)
+    oldest = pending.aggregate(oldest=Min("occurred_at"))["oldest"]
+    age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
+    stat = OutboxStat(
+        unpublished=pending.count(),
+        oldest_unpublished_age=age,
+        failing=pending.filter(attempts__gt=0).count(),
+    )
+    metrics.OUTBOX_BACKLOG.set(stat.unpublished)
+    metrics.OUTBOX_OLDEST_AGE.set(age)
+    return stat
+
+
+def breaches(queues: list[QueueStat], outbox: OutboxStat) -> list[str]:
+    """Human-readable threshold breaches (settings MONITOR_*)."""
+    found = []
+    for q in queues:
+        if q.is_dlq and q.visible + q.in_flight > settings.MONITOR_DLQ_MAX_DEPTH:
+            found.append(f"DLQ {q.name} holds {q.visible + q.in_flight} message(s)")
+        if (
+            not q.is_dlq
+            and q.oldest_age is not None
+            and q.oldest_age > settings.MONITOR_QUEUE_MAX_AGE_SECONDS
+        ):
+            found.append(
+                f"queue {q.name}: oldest message {q.oldest_age:.0f}s > {settings.MONITOR_QUEUE_MAX_AGE_SECONDS}s"
+            )
+    age = outbox.oldest_unpublished_age or 0
+    if age > settings.MONITOR_OUTBOX_MAX_AGE_SECONDS:
+        found.append(
+            f"outbox: oldest unpublished event {age:.0f}s > {settings.MONITOR_OUTBOX_MAX_AGE_SECONDS}s"
+        )
+    return found
+
+
+def format_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"

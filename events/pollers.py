@@ -1,0 +1,292 @@
+"""Taking messages off consumer queues: push mode (inside the worker) and pull mode (beat).
+
+Push: ``EventConsumersStep`` is a worker bootstep. For each push-mode consumer
+it starts a poller thread that long-polls the consumer's queue and hands every
+message to a bounded thread pool running ``process_message``, like a Lambda
+trigger. Handlers never run on the worker's event loop, so a slow handler
+stalls neither task consumption nor the other queues' pollers.
+
+Pull: ``pull_once(consumer)`` (the ``events.pull_consumer`` task, on a beat
+schedule) receives at most the consumer's batch size per run, for consumers
+that must not go faster than something downstream allows.
+
+Both talk to SQS with boto3 directly rather than through kombu: these are
+not kombu messages (no kombu envelope, raw SNS delivery), so plain
+ReceiveMessage/DeleteMessageBatch keeps the semantics exact: success deletes;
+a handler failure leaves the message to come back (with a growing visibility
+backoff) until SQS's redrive policy moves it to the DLQ; a poison message is
+copied to the DLQ with its reason, then deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from . import aws, topology
+from .consumers import POISON, Outcome, process_message
+
+logger = logging.getLogger(__name__)
+
+SQS_MAX_BATCH = 10
+RESERVED_ATTRIBUTES = ("error", "failed_consumer", "original_message_id")
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    name: str
+    mode: str  # push | pull
+    queue: str  # full queue name
+    dlq: str
+    batch_size: int  # pull: max messages per run
+    interval_seconds: int  # pull: how often the run is scheduled
+    concurrency: int  # push: handler threads
+
+
+def consumer_configs() -> dict[str, ConsumerConfig]:
+    """Every event consumer with its mode and pace (settings.EVENT_CONSUMERS overrides defaults)."""
+    configs: dict[str, ConsumerConfig] = {}
+    for spec in topology.build().queues:
+        if spec.kind != "events":
+            continue
+        options = {**settings.EVENT_CONSUMER_DEFAULTS, **settings.EVENT_CONSUMERS.get(spec.consumer, {})}
+        mode = options["mode"]
+        if mode not in ("push", "pull"):
+            raise ValueError(f"EVENT_CONSUMERS[{spec.consumer!r}]['mode'] must be push or pull, not {mode!r}")
+        configs[spec.consumer] = ConsumerConfig(
+            name=spec.consumer,
+            mode=mode,
+            queue=spec.name,
+            dlq=spec.dlq_name,
+            batch_size=int(options["batch_size"]),
+            interval_seconds=int(options["interval_seconds"]),
+            concurrency=int(options["concurrency"]),
+        )
+    return configs
+
+
+def receive(queue: str, *, max_messages: int, wait_seconds: int) -> list[dict[str, Any]]:
+    resp = aws.client("sqs").receive_message(
+        QueueUrl=aws.queue_url(queue),
+        MaxNumberOfMessages=max(1, min(SQS_MAX_BATCH, max_messages)),
+        WaitTimeSeconds=wait_seconds,
+        MessageAttributeNames=["All"],
+        MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+    )
+    messages = list(resp.get("Messages", []))
+    from .monitoring import observe_receive
+
+    observe_receive(queue, messages)
+    return messages
+
+
+def receive_count(message: dict[str, Any]) -> int:
+    return int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+
+
+def delete_batch(queue: str, messages: Iterable[dict[str, Any]]) -> None:
+    messages = list(messages)
+    sqs = aws.client("sqs")
+    for i in range(0, len(messages), SQS_MAX_BATCH):
+        chunk = messages[i : i + SQS_MAX_BATCH]
+        resp = sqs.delete_message_batch(
+            QueueUrl=aws.queue_url(queue),
+            Entries=[{"Id": str(j), "ReceiptHandle": m["ReceiptHandle"]} for j, m in enumerate(chunk)],
+        )
+        for failed in resp.get("Failed", []):
+            # The message comes back after its visibility timeout; idempotency absorbs it.
+            logger.warning("could not delete message from %s: %s", queue, failed)
+
+
+def send_to_dlq(cfg: ConsumerConfig, message: dict[str, Any], reason: str) -> None:
+    """Copy a poison message to the consumer's DLQ with its reason, then delete the original.
+
+    Send before delete: a crash in between leaves a copy in both (never none).
+    """
+    attributes = {
+        k: v for k, v in message.get("MessageAttributes", {}).items() if k not in RESERVED_ATTRIBUTES
+    }
+    attributes["error"] = {"DataType": "String", "StringValue": reason[:1000] or "rejected"}
+    attributes["failed_consumer"] = {"DataType": "String", "StringValue": cfg.name}
+    attributes["original_message_id"] = {"DataType": "String", "StringValue": message["MessageId"]}
+    aws.client("sqs").send_message(
+        QueueUrl=aws.queue_url(cfg.dlq),
+        MessageBody=message["Body"] or "(empty body)",
+        MessageAttributes=attributes,
+    )
+    delete_batch(cfg.queue, [message])
+
+
+def retry_later(cfg: ConsumerConfig, message: dict[str, Any]) -> None:
+    """Make a failed message visible again after a backoff that grows with its receive count."""
+    delay = min(
+        settings.CONSUMER_RETRY_MAX_SECONDS,
+        settings.CONSUMER_RETRY_BASE_SECONDS * 2 ** (receive_count(message) - 1),
+    )
+    try:
+        aws.client("sqs").change_message_visibility(
+            QueueUrl=aws.queue_url(cfg.queue),
+            ReceiptHandle=message["ReceiptHandle"],
+            VisibilityTimeout=int(delay),
+        )
+    except Exception as exc:  # noqa: BLE001 - it comes back after the queue's visibility timeout anyway
+        logger.warning("could not set the retry delay of %s: %s", message.get("MessageId"), exc)
+
+
+def handle_one(cfg: ConsumerConfig, message: dict[str, Any]) -> Outcome:
+    close_old_connections()
+    try:
+        return process_message(
+            cfg.name,
+            message.get("Body", ""),
+            message_id=message.get("MessageId", ""),
+            receive_count=receive_count(message),
+            attributes=message.get("MessageAttributes", {}),
+        )
+    finally:
+        close_old_connections()
+
+
+def settle(cfg: ConsumerConfig, done: list[tuple[dict[str, Any], Outcome]]) -> None:
+    """Delete what is done, dead-letter poison, back off failures."""
+    delete_batch(cfg.queue, [m for m, o in done if o.delete])
+    for message, outcome in done:
+        if outcome.result == POISON:
+            send_to_dlq(cfg, message, outcome.reason)
+        elif not outcome.delete:
+            retry_later(cfg, message)
+
+
+# --------------------------------------------------------------------------
+# pull mode
+# --------------------------------------------------------------------------
+@dataclass
+class PullResult:
+    received: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+def pull_once(consumer: str, *, batch_size: int | None = None) -> PullResult:
+    """Receive and handle at most ``batch_size`` messages from ``consumer``'s queue."""
+    cfg = consumer_configs()[consumer]
+    limit = batch_size or cfg.batch_size
+    result = PullResult()
+    while result.received < limit:
+        messages = receive(cfg.queue, max_messages=limit - result.received, wait_seconds=1)
+        if not messages:
+            break
+        result.received += len(messages)
+        done = [(m, handle_one(cfg, m)) for m in messages]
+        settle(cfg, done)
+        for _, o in done:
+            result.outcomes[o.result] = result.outcomes.get(o.result, 0) + 1
+    return result
+
+
+# --------------------------------------------------------------------------
+# push mode
+# --------------------------------------------------------------------------
+class PushConsumer:
+    """Long-polls one consumer queue; runs handlers on a bounded thread pool."""
+
+    def __init__(self, cfg: ConsumerConfig) -> None:
+        self.cfg = cfg
+        self.stopping = threading.Event()
+        self.slots = threading.Semaphore(cfg.concurrency)
+        self.pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix=f"consumer-{cfg.name}")
+        self.done: list[tuple[dict[str, Any], Outcome]] = []
+        self.done_lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name=f"poller-{cfg.name}", daemon=True)
+        self.handled = 0
+
+    def start(self) -> None:
+        self.thread.start()
+        logger.info(
+            "push consumer %s polling %s (%d handler threads)",
+            self.cfg.name,
+            self.cfg.queue,
+            self.cfg.concurrency,
+        )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stopping.set()
+        self.thread.join(timeout)
+        self.pool.shutdown(wait=True)
+        self._flush()
+
+    def _finished(self, message: dict[str, Any], future: Future[Outcome]) -> None:
+        try:
+            outcome = future.result()
+        except BaseException as exc:  # noqa: BLE001 - process_message never raises; be safe anyway
+            outcome = Outcome("failed", reason=repr(exc))
+        with self.done_lock:
+            self.done.append((message, outcome))
+        self.slots.release()
+
+    def _flush(self) -> None:
+        with self.done_lock:
+            done, self.done = self.done, []
+        if done:
+            settle(self.cfg, done)
+            self.handled += len(done)
+
+    def _free_slots(self) -> int:
+        """Wait briefly for one handler slot, then take every other free one (up to 10)."""
+        if not self.slots.acquire(timeout=0.2):
+            return 0
+        free = 1
+        while free < SQS_MAX_BATCH and self.slots.acquire(blocking=False):
+            free += 1
+        return free
+
+    def _run(self) -> None:
+        errors = 0
+        while not self.stopping.is_set():
+            try:
+                self._flush()
+                free = self._free_slots()
+                if not free:
+                    continue
+                try:
+                    messages = receive(
+                        self.cfg.queue, max_messages=free, wait_seconds=settings.CONSUMER_WAIT_SECONDS
+                    )
+                except BaseException:
+                    for _ in range(free):
+                        self.slots.release()
+                    raise
+                for _ in range(free - len(messages)):
+                    self.slots.release()
+                for message in messages:
+                    future = self.pool.submit(handle_one, self.cfg, message)
+                    future.add_done_callback(lambda f, m=message: self._finished(m, f))
+                errors = 0
+            except Exception as exc:  # noqa: BLE001 - the poller must survive endpoint outages
+                errors += 1
+                delay = min(30.0, 0.5 * 2**errors)
+                logger.warning(
+                    "consumer %s: receive failed (%s); retrying in %.1fs", self.cfg.name, exc, delay
+                )
+                self.stopping.wait(delay)
+
+
+def push_consumer_names(option: str | None = None) -> list[str]:
+    """Which push consumers this worker runs: the --event-consumers option, else the setting."""
+    configs = consumer_configs()
+    raw = option if option is not None else settings.EVENT_CONSUMERS_IN_WORKER
+    if raw.strip().lower() in ("", "none"):
+        return []
+    if raw.strip().lower() == "all":
+        return [c.name for c in configs.values() if c.mode == "push"]
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    unknown = [n for n in names if n not in configs]
+    if unknown:
+        raise ValueError(f"unknown event consumer(s) {unknown}; known: {sorted(configs)}")
+    return names

@@ -1,0 +1,50 @@
+"""messaging_status: one screen, and an exit status a monitor can act on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import transaction
+
+from events import contracts
+from events.outbox import record_event
+
+from .test_consumers import AUDIT_QUEUE, envelope, send
+from .test_outbox import agreement_data
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_all_clear_exits_zero_and_lists_every_queue_and_dlq(empty_queues, capsys):
+    call_command("messaging_status")
+    out = capsys.readouterr().out
+    for q in empty_queues.queues:
+        assert q.name in out and q.dlq_name in out
+    assert "outbox: 0 unpublished" in out
+    assert "OK: no threshold breached" in out
+
+
+def test_a_message_in_a_dlq_is_a_breach_with_exit_status_2(empty_queues, sqs, capsys):
+    send(sqs, [json.dumps(envelope("x"))], queue=AUDIT_QUEUE + "-dlq")
+    with pytest.raises(CommandError) as exc:
+        call_command("messaging_status")
+    assert exc.value.returncode == 2
+    assert f"BREACH: DLQ {AUDIT_QUEUE}-dlq holds 1 message(s)" in capsys.readouterr().out
+
+
+def test_an_old_unpublished_outbox_row_is_a_breach(empty_queues, settings, capsys):
+    settings.MONITOR_OUTBOX_MAX_AGE_SECONDS = 0
+    with transaction.atomic():
+        record_event(
+            sender=None,
+            type=contracts.AGREEMENT_CREATED,
+            aggregate_id="o",
+            aggregate_version=1,
+            data=agreement_data("o"),
+        )
+    with pytest.raises(CommandError):
+        call_command("messaging_status", "--no-age")
+    out = capsys.readouterr().out
+    assert "outbox: 1 unpublished" in out and "BREACH: outbox: oldest unpublished event" in out
