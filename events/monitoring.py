@@ -196,9 +196,8 @@ def breaches(queues: list[QueueStat], outbox: OutboxStat) -> list[str]:
             and q.oldest_age is not None
             and q.oldest_age > settings.MONITOR_QUEUE_MAX_AGE_SECONDS
         ):
-            found.append(
-                f"queue {q.name}: oldest message {q.oldest_age:.0f}s > {settings.MONITOR_QUEUE_MAX_AGE_SECONDS}s"
-            )
+            limit = settings.MONITOR_QUEUE_MAX_AGE_SECONDS
+            found.append(f"queue {q.name}: oldest message {q.oldest_age:.0f}s > {limit}s")
     age = outbox.oldest_unpublished_age or 0
     if age > settings.MONITOR_OUTBOX_MAX_AGE_SECONDS:
         found.append(

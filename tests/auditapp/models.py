@@ -10,3 +10,6 @@ class AuditEntry(models.Model):
     aggregate_version = models.BigIntegerField()
     replayed = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.aggregate_id}"
