@@ -18,15 +18,30 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from moto.server import ThreadedMotoServer  # noqa: E402
+import atexit  # noqa: E402
+import subprocess  # noqa: E402
 
-from scripts.devstack import DEFAULT_LOCAL_DB, postgres_answers, with_database  # noqa: E402
+from scripts.devstack import (  # noqa: E402
+    DEFAULT_LOCAL_DB,
+    free_port,
+    port_open,
+    postgres_answers,
+    wait_for,
+    with_database,
+)
 
 os.environ.setdefault("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "false")
-_moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-_moto.start()
-_host, _port = _moto.get_host_and_port()
-ENDPOINT = f"http://{_host}:{_port}"
+# moto in its own process, as `make run` has it: in-process it would share our GIL
+# with the code being measured and slow every API call down.
+_port = free_port()
+_moto = subprocess.Popen(
+    [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(_port)],
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+)
+atexit.register(_moto.terminate)
+wait_for(lambda: port_open("127.0.0.1", _port), 30, "moto server")
+ENDPOINT = f"http://127.0.0.1:{_port}"
 os.environ["AWS_ENDPOINT_URL"] = ENDPOINT
 os.environ.setdefault("RESOURCE_PREFIX", "billing-bench-")
 os.environ["DJANGO_SETTINGS_MODULE"] = "billing_project.settings.dev"

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from . import aws, topology
 from .consumers import POISON, Outcome, process_message
@@ -199,12 +200,21 @@ class PushConsumer:
     def __init__(self, cfg: ConsumerConfig) -> None:
         self.cfg = cfg
         self.stopping = threading.Event()
-        self.slots = threading.Semaphore(cfg.concurrency)
+        # Messages held at once (running or queued for a thread): enough for full receive
+        # batches of 10, so each ReceiveMessage call brings as much as SQS allows.
+        self.slots = threading.Semaphore(max(SQS_MAX_BATCH, 2 * cfg.concurrency))
+        # One thread (the poller) makes every SQS call of this consumer: receive, delete,
+        # dead-letter. It long-polls only when nothing is in flight, so finished messages
+        # are deleted promptly without a second thread racing it.
         self.pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix=f"consumer-{cfg.name}")
         self.done: list[tuple[dict[str, Any], Outcome]] = []
+        self.done_since = 0.0  # when the oldest unsettled outcome arrived
         self.done_lock = threading.Lock()
+        self.done_ready = threading.Condition(self.done_lock)
         self.thread = threading.Thread(target=self._run, name=f"poller-{cfg.name}", daemon=True)
         self.handled = 0
+        self.capacity = max(SQS_MAX_BATCH, 2 * cfg.concurrency)
+        self.in_flight = 0  # received, not yet settled
 
     def start(self) -> None:
         self.thread.start()
@@ -226,55 +236,78 @@ class PushConsumer:
             outcome = future.result()
         except BaseException as exc:  # noqa: BLE001 - process_message never raises; be safe anyway
             outcome = Outcome("failed", reason=repr(exc))
-        with self.done_lock:
+        with self.done_ready:
+            if not self.done:
+                self.done_since = time.monotonic()
             self.done.append((message, outcome))
+            if len(self.done) >= SQS_MAX_BATCH:
+                self.done_ready.notify()
         self.slots.release()
 
-    def _flush(self) -> None:
+    def _flush(self, force: bool = True) -> None:
+        """Settle finished messages: in full batches of 10, or whatever waited 0.1 s."""
         with self.done_lock:
+            if not force and len(self.done) < SQS_MAX_BATCH and time.monotonic() - self.done_since < 0.1:
+                return
             done, self.done = self.done, []
         if done:
             settle(self.cfg, done)
             self.handled += len(done)
+            self.in_flight -= len(done)
 
     def _free_slots(self) -> int:
-        """Wait briefly for one handler slot, then take every other free one (up to 10)."""
+        """Wait briefly for a slot, then take every other free one (up to 10)."""
         if not self.slots.acquire(timeout=0.2):
             return 0
         free = 1
         while free < SQS_MAX_BATCH and self.slots.acquire(blocking=False):
             free += 1
+        if free < SQS_MAX_BATCH // 2:
+            # Handlers are busy: a moment's wait fills the batch instead of many tiny receives.
+            deadline = time.monotonic() + 0.05
+            while free < SQS_MAX_BATCH and self.slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                free += 1
         return free
 
     def _run(self) -> None:
         errors = 0
-        while not self.stopping.is_set():
-            try:
-                self._flush()
-                free = self._free_slots()
-                if not free:
-                    continue
+        try:
+            while not self.stopping.is_set():
                 try:
-                    messages = receive(
-                        self.cfg.queue, max_messages=free, wait_seconds=settings.CONSUMER_WAIT_SECONDS
-                    )
-                except BaseException:
-                    for _ in range(free):
+                    self._flush(force=False)
+                    free = self._free_slots()
+                    if not free:
+                        continue
+                    busy = self.in_flight > 0
+                    try:
+                        messages = receive(
+                            self.cfg.queue,
+                            max_messages=free,
+                            wait_seconds=0 if busy else settings.CONSUMER_WAIT_SECONDS,
+                        )
+                    except BaseException:
+                        for _ in range(free):
+                            self.slots.release()
+                        raise
+                    for _ in range(free - len(messages)):
                         self.slots.release()
-                    raise
-                for _ in range(free - len(messages)):
-                    self.slots.release()
-                for message in messages:
-                    future = self.pool.submit(handle_one, self.cfg, message)
-                    future.add_done_callback(lambda f, m=message: self._finished(m, f))
-                errors = 0
-            except Exception as exc:  # noqa: BLE001 - the poller must survive endpoint outages
-                errors += 1
-                delay = min(30.0, 0.5 * 2**errors)
-                logger.warning(
-                    "consumer %s: receive failed (%s); retrying in %.1fs", self.cfg.name, exc, delay
-                )
-                self.stopping.wait(delay)
+                    self.in_flight += len(messages)
+                    for message in messages:
+                        future = self.pool.submit(handle_one, self.cfg, message)
+                        future.add_done_callback(lambda f, m=message: self._finished(m, f))
+                    if busy and not messages:
+                        with self.done_ready:  # nothing new: wait for handlers, not for SQS
+                            self.done_ready.wait(timeout=0.1)
+                    errors = 0
+                except Exception as exc:  # noqa: BLE001 - the poller must survive endpoint outages
+                    errors += 1
+                    delay = min(30.0, 0.5 * 2**errors)
+                    logger.warning(
+                        "consumer %s: SQS call failed (%s); retrying in %.1fs", self.cfg.name, exc, delay
+                    )
+                    self.stopping.wait(delay)
+        finally:
+            connection.close()
 
 
 def push_consumer_names(option: str | None = None) -> list[str]:
