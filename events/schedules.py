@@ -24,6 +24,7 @@ class Periodic:
     task: str
     every_seconds: int | None = None
     crontab: dict[str, str] | None = None  # minute, hour, day_of_week, ...
+    timezone: str | None = None  # of the crontab; default settings.TIME_ZONE
     kwargs: dict[str, Any] = field(default_factory=dict)
     queue: str | None = None
     description: str = ""
@@ -50,6 +51,13 @@ def periodic_tasks() -> list[Periodic]:
             task="events.prune_event_store",
             crontab={"minute": "17", "hour": "3"},
             description="Deletes published events older than EVENT_RETENTION_DAYS, in batches.",
+        ),
+        Periodic(
+            name="Daily invoice run",
+            task="invoicing.issue_due_invoices",
+            crontab={"minute": str(settings.INVOICE_RUN_MINUTE), "hour": str(settings.INVOICE_RUN_HOUR)},
+            timezone=settings.BILLING_TIME_ZONE,
+            description="Issues every invoice that fell due (catch-up included). Edit the time here.",
         ),
         *_pull_consumers(),
         *getattr(settings, "EXTRA_PERIODIC_TASKS", []),

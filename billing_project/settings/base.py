@@ -239,3 +239,16 @@ EXTRA_EVENT_QUEUES: list[object] = []
 MONITOR_DLQ_MAX_DEPTH = env.int("MONITOR_DLQ_MAX_DEPTH", default=0)
 MONITOR_QUEUE_MAX_AGE_SECONDS = env.int("MONITOR_QUEUE_MAX_AGE_SECONDS", default=300)
 MONITOR_OUTBOX_MAX_AGE_SECONDS = env.int("MONITOR_OUTBOX_MAX_AGE_SECONDS", default=120)
+
+# --- Billing ---------------------------------------------------------------------
+# Dates (periods, the daily run's date) are in this time zone.
+BILLING_TIME_ZONE = env.str("BILLING_TIME_ZONE", default="UTC")
+INVOICING_CHUNK_SIZE = env.int("INVOICING_CHUNK_SIZE", default=1000)  # agreements per chunk task
+# More periods than this due at once for one agreement (a long outage, bad data): the
+# agreement is flagged for an operator to approve in admin instead of being billed.
+INVOICING_MAX_CATCHUP_PERIODS = env.int("INVOICING_MAX_CATCHUP_PERIODS", default=6)
+INVOICE_DUE_DAYS = env.int("INVOICE_DUE_DAYS", default=14)
+INVOICE_SERIES_FORMAT = env.str("INVOICE_SERIES_FORMAT", default="INV-{year}")
+# When beat starts the daily run (in BILLING_TIME_ZONE); operators can edit it in admin.
+INVOICE_RUN_HOUR = env.int("INVOICE_RUN_HOUR", default=2)
+INVOICE_RUN_MINUTE = env.int("INVOICE_RUN_MINUTE", default=0)

@@ -1,0 +1,152 @@
+"""Operators' console for agreements: create and change through the services only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from events.admin_tools import GuardedActionsMixin
+from events.money import format_money
+
+from . import services
+from .models import Agreement
+
+CREATE_FIELDS = (
+    "external_ref",
+    "customer_ref",
+    "customer_name",
+    "customer_email",
+    "description",
+    "amount_minor",
+    "currency",
+    "interval",
+    "interval_count",
+    "start_date",
+    "end_date",
+)
+
+
+class AgreementForm(forms.ModelForm):
+    class Meta:
+        model = Agreement
+        fields = CREATE_FIELDS
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if self.instance.pk is None and not self.errors:
+            try:
+                services.agreement_validate(self.to_input())
+            except ValidationError as exc:
+                for field, errs in exc.message_dict.items():
+                    self.add_error(field if field in self.fields else None, errs)
+        return data
+
+    def to_input(self) -> services.AgreementInput:
+        d = self.cleaned_data
+        return services.AgreementInput(
+            external_ref=d["external_ref"],
+            customer_ref=d.get("customer_ref") or "",
+            customer_name=d["customer_name"],
+            customer_email=d["customer_email"],
+            description=d.get("description") or "",
+            amount_minor=d["amount_minor"],
+            currency=d["currency"],
+            interval=d["interval"],
+            interval_count=d["interval_count"],
+            start_date=d["start_date"],
+            end_date=d.get("end_date"),
+        )
+
+
+@admin.register(Agreement)
+class AgreementAdmin(GuardedActionsMixin, admin.ModelAdmin):
+    form = AgreementForm
+    list_display = (
+        "external_ref",
+        "customer_name",
+        "price",
+        "every",
+        "status",
+        "start_date",
+        "end_date",
+        "aggregate_version",
+    )
+    list_filter = ("status", "interval", "currency")
+    search_fields = ("external_ref", "customer_ref", "customer_name", "customer_email")
+    date_hierarchy = "created_at"
+    actions = ["pause", "resume", "cancel_now", "cancel_at_period_end"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Agreement | None = None) -> tuple[str, ...]:
+        if obj is None:
+            return ()
+        # After creation only the price changes here (from the next period); the rest is history.
+        return tuple(f for f in CREATE_FIELDS if f != "amount_minor") + (
+            "status",
+            "price_effective_from",
+            "paused_from",
+            "cancel_effective_date",
+            "aggregate_version",
+        )
+
+    @admin.display(description="price", ordering="amount_minor")
+    def price(self, obj: Agreement) -> str:
+        return format_money(obj.amount_minor, obj.currency)
+
+    @admin.display(description="every")
+    def every(self, obj: Agreement) -> str:
+        return f"{obj.interval_count} {obj.interval}{'s' if obj.interval_count > 1 else ''}"
+
+    def save_model(self, request: HttpRequest, obj: Agreement, form: AgreementForm, change: bool) -> None:
+        if not change:
+            created = services.agreement_create(data=form.to_input())
+            obj.pk = created.pk
+            obj.__dict__.update(created.__dict__)
+        elif "amount_minor" in form.changed_data:
+            services.agreement_change_price(
+                agreement_id=obj.pk, amount_minor=form.cleaned_data["amount_minor"]
+            )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # cancel instead: history must not change
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("agreements.cancel_agreement")
+
+    def _each(self, request: HttpRequest, queryset: QuerySet[Agreement], verb: str, fn: Any) -> None:
+        done, failed = 0, []
+        for agreement in queryset:
+            try:
+                fn(agreement_id=agreement.pk)
+                done += 1
+            except ValidationError as exc:
+                failed.append(f"{agreement.external_ref}: {'; '.join(exc.messages)}")
+        if done:
+            self.message_user(request, f"{verb} {done} agreement(s).", messages.SUCCESS)
+        if failed:
+            self.message_user(request, "Not changed: " + " | ".join(failed), messages.WARNING)
+
+    @admin.action(description="Pause selected agreements (from today)", permissions=["cancel"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[Agreement]) -> None:
+        self._each(request, queryset, "Paused", services.agreement_pause)
+
+    @admin.action(description="Resume selected agreements (from today)", permissions=["cancel"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Agreement]) -> None:
+        self._each(request, queryset, "Resumed", services.agreement_resume)
+
+    @admin.action(description="Cancel selected agreements now", permissions=["cancel"])
+    def cancel_now(self, request: HttpRequest, queryset: QuerySet[Agreement]) -> None:
+        self._each(request, queryset, "Cancelled", services.agreement_cancel)
+
+    @admin.action(description="Cancel selected agreements at the end of their period", permissions=["cancel"])
+    def cancel_at_period_end(self, request: HttpRequest, queryset: QuerySet[Agreement]) -> None:
+        self._each(
+            request,
+            queryset,
+            "Cancelled (at period end)",
+            lambda agreement_id: services.agreement_cancel(agreement_id=agreement_id, at_period_end=True),
+        )

@@ -1,0 +1,125 @@
+"""Operators' console for invoicing: invoices with lines, the projection, daily runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from events.admin_tools import GuardedActionsMixin
+from events.money import format_money
+
+from .models import BillableAgreement, DailyRun, Invoice, InvoiceLine
+from .services import invoice_void
+
+
+class ReadOnlyMixin:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class InvoiceLineInline(ReadOnlyMixin, admin.TabularInline):
+    model = InvoiceLine
+    fields = ("description", "quantity", "unit_amount_minor", "amount_minor")
+    readonly_fields = fields
+    extra = 0
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(GuardedActionsMixin, ReadOnlyMixin, admin.ModelAdmin):
+    list_display = (
+        "number",
+        "customer_name",
+        "total",
+        "period_start",
+        "period_end",
+        "status",
+        "due_date",
+        "issued_at",
+    )
+    list_filter = ("status", "currency", "series")
+    search_fields = ("=number", "=agreement_id", "customer_name", "customer_email", "=customer_ref")
+    date_hierarchy = "issued_at"
+    inlines = [InvoiceLineInline]
+    actions = ["void_selected"]
+    show_full_result_count = False
+
+    @admin.display(description="total", ordering="total_minor")
+    def total(self, obj: Invoice) -> str:
+        return format_money(obj.total_minor, obj.currency)
+
+    def has_void_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("invoicing.void_invoice")
+
+    @admin.action(description="Void selected open invoices", permissions=["void"])
+    def void_selected(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
+        done, refused = 0, []
+        for invoice in queryset:
+            try:
+                invoice_void(invoice_id=str(invoice.pk), reason=f"voided by {request.user.get_username()}")
+                done += 1
+            except ValidationError as exc:
+                refused.append("; ".join(exc.messages))
+        if done:
+            self.message_user(request, f"Voided {done} invoice(s).", messages.SUCCESS)
+        if refused:
+            self.message_user(request, " | ".join(refused), messages.WARNING)
+
+
+@admin.register(BillableAgreement)
+class BillableAgreementAdmin(GuardedActionsMixin, admin.ModelAdmin):
+    list_display = (
+        "agreement_id",
+        "created_seen",
+        "currency",
+        "interval",
+        "next_period_start",
+        "last_version",
+        "flagged_reason",
+    )
+    list_filter = ("created_seen", "interval", "currency")
+    search_fields = ("=agreement_id",)
+    readonly_fields = [f.name for f in BillableAgreement._meta.fields if f.name != "catchup_approved"]
+    actions = ["approve_catchup"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(
+        description="Approve catch-up billing of flagged agreements (next run bills them)",
+        permissions=["change"],
+    )
+    def approve_catchup(self, request: HttpRequest, queryset: QuerySet[BillableAgreement]) -> None:
+        n = queryset.exclude(flagged_reason="").update(catchup_approved=True)
+        self.message_user(request, f"Approved catch-up for {n} agreement(s).", messages.SUCCESS)
+
+
+@admin.register(DailyRun)
+class DailyRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = (
+        "run_date",
+        "started_at",
+        "finished_at",
+        "duration",
+        "chunks_done",
+        "chunks_total",
+        "invoices_issued",
+        "agreements_flagged",
+    )
+    date_hierarchy = "started_at"
+
+    @admin.display(description="duration")
+    def duration(self, obj: DailyRun) -> str:
+        return "running" if obj.duration_seconds is None else f"{obj.duration_seconds:.1f}s"

@@ -1,0 +1,40 @@
+"""invoicing's event handlers (consumer "invoicing", queue {prefix}invoicing-events)."""
+
+from __future__ import annotations
+
+from events import contracts
+from events.consumers import Event, handles
+
+from .services import invoice_mark_paid, invoice_mark_uncollectible, projection_apply
+
+
+@handles(contracts.AGREEMENT_CREATED)
+@handles(contracts.AGREEMENT_PRICE_CHANGED)
+@handles(contracts.AGREEMENT_PAUSED)
+@handles(contracts.AGREEMENT_RESUMED)
+@handles(contracts.AGREEMENT_CANCELLED)
+def agreement_project(event: Event) -> None:
+    """Fold the event into the billable-agreement projection.
+
+    Order-insensitive: contributions are kept per aggregate_version, so older
+    versions never overwrite newer ones and a cancel before its create is kept.
+    """
+    projection_apply(event=event)
+
+
+@handles(contracts.PAYMENT_SUCCEEDED)
+def invoice_paid_on_payment(event: Event) -> None:
+    """Mark the invoice paid. Order-insensitive: paid wins over an earlier or later final failure;
+    a payment for an invoice not known yet is kept and applied when it is issued."""
+    invoice_mark_paid(invoice_id=event.data["invoice_id"], payment_id=event.data["payment_id"])
+
+
+@handles(contracts.PAYMENT_FAILED)
+def invoice_uncollectible_on_final_failure(event: Event) -> None:
+    """A final payment failure marks an open invoice uncollectible; non-final failures change nothing."""
+    if event.data["final"]:
+        invoice_mark_uncollectible(
+            invoice_id=event.data["invoice_id"],
+            payment_id=event.data["payment_id"],
+            reason=f"{event.data['error_class']}: {event.data['error_message']}",
+        )

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+
+class BillableAgreement(models.Model):
+    """invoicing's own projection of an agreement, built only from agreement events.
+
+    Every event contributes independently (keyed by its aggregate_version), so
+    the projection is the same whatever order events arrive in, with or
+    without duplicates: prices, pauses and resumes are kept per version and
+    the state is derived from them in version order.
+    """
+
+    agreement_id = models.CharField(max_length=64, unique=True)
+    created_seen = models.BooleanField(default=False)
+    customer = models.JSONField(default=dict)
+    description = models.CharField(max_length=500, blank=True, default="")
+    currency = models.CharField(max_length=3, blank=True, default="")
+    interval = models.CharField(max_length=5, blank=True, default="")
+    interval_count = models.PositiveIntegerField(default=1)
+    start_date = models.DateField(null=True, blank=True)
+    end_date = models.DateField(null=True, blank=True)
+    # [[effective_from, amount_minor, version], ...] sorted by (effective_from, version)
+    prices = models.JSONField(default=list)
+    # [[version, "pause"|"resume", date], ...] sorted by version
+    toggles = models.JSONField(default=list)
+    # [[version, effective_date], ...] sorted by version (normally one)
+    cancellations = models.JSONField(default=list)
+    last_version = models.BigIntegerField(default=0)
+    # The first period not yet invoiced (index and start): the daily run's cursor.
+    next_period_index = models.PositiveIntegerField(default=0)
+    next_period_start = models.DateField(null=True, blank=True)
+    flagged_reason = models.CharField(max_length=300, blank=True, default="")
+    catchup_approved = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_period_start"],
+                name="billable_due",
+                condition=Q(created_seen=True, next_period_start__isnull=False),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"agreement {self.agreement_id}"
+
+
+class InvoiceSeries(models.Model):
+    """Gap-free numbering: the counter is advanced in the transaction that issues the invoices."""
+
+    name = models.CharField(max_length=20, unique=True)
+    last_number = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name} (last {self.last_number})"
+
+
+class Invoice(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        OPEN = "open"
+        PAID = "paid"
+        VOID = "void"
+        UNCOLLECTIBLE = "uncollectible"
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    number = models.CharField(max_length=40, unique=True)
+    series = models.CharField(max_length=20)
+    sequence = models.BigIntegerField()
+    agreement_id = models.CharField(max_length=64)
+    customer_ref = models.CharField(max_length=100)
+    customer_name = models.CharField(max_length=200)
+    customer_email = models.CharField(max_length=254)
+    period_start = models.DateField()
+    period_end = models.DateField(help_text="Exclusive.")
+    currency = models.CharField(max_length=3)
+    total_minor = models.BigIntegerField()
+    due_date = models.DateField()
+    status = models.CharField(max_length=15, choices=Status.choices, default=Status.OPEN)
+    issued_at = models.DateTimeField()
+    paid_at = models.DateTimeField(null=True, blank=True)
+    closed_reason = models.CharField(max_length=500, blank=True, default="")
+    payment_id = models.CharField(max_length=64, blank=True, default="")
+    aggregate_version = models.BigIntegerField(default=1)
+
+    class Meta:
+        ordering = ["-issued_at", "-sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["agreement_id", "period_start"], name="one_invoice_per_period"),
+            models.UniqueConstraint(fields=["series", "sequence"], name="invoice_number_unique_in_series"),
+            models.CheckConstraint(condition=Q(total_minor__gt=0), name="invoice_total_positive"),
+        ]
+        indexes = [models.Index(fields=["status"]), models.Index(fields=["issued_at"])]
+        permissions = [("void_invoice", "Can void invoices")]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class InvoiceLine(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    description = models.CharField(max_length=500)
+    quantity = models.PositiveIntegerField(default=1)
+    unit_amount_minor = models.BigIntegerField()
+    amount_minor = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return self.description
+
+
+class PendingPaymentOutcome(models.Model):
+    """A payment event for an invoice not known here yet: kept, applied when the invoice exists."""
+
+    invoice_id = models.CharField(max_length=64, db_index=True)
+    payment_id = models.CharField(max_length=64)
+    outcome = models.CharField(max_length=20)  # paid | uncollectible
+    detail = models.JSONField(default=dict)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.outcome} for {self.invoice_id}"
+
+
+class DailyRun(models.Model):
+    """One daily invoice run: what it did and how long it took (the operators' heartbeat)."""
+
+    run_date = models.DateField()
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    invoices_issued = models.PositiveIntegerField(default=0)
+    agreements_flagged = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"run for {self.run_date}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()

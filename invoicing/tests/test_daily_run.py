@@ -1,0 +1,155 @@
+"""The daily run: which periods are billed, catch-up, idempotency, concurrency."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+
+import pytest
+from django.db import connection
+
+from events.models import OutboxEvent
+from invoicing.models import BillableAgreement, DailyRun, Invoice
+from invoicing.services import invoices_run_inline, projection_apply
+
+from .factories import agreement_event
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def make(agreement_id: str = "A", **created: object) -> BillableAgreement:
+    return projection_apply(event=agreement_event("agreement.created", agreement_id, 1, **created))
+
+
+def periods(agreement_id: str = "A") -> list[tuple[str, str, int]]:
+    return [
+        (i.period_start.isoformat(), i.period_end.isoformat(), i.total_minor)
+        for i in Invoice.objects.filter(agreement_id=agreement_id).order_by("period_start")
+    ]
+
+
+def run(day: str) -> int:
+    return invoices_run_inline(run_date=date.fromisoformat(day)).issued
+
+
+def test_month_end_anchor_and_leap_year():
+    make(start_date="2024-01-31")
+    run("2024-04-30")
+    assert periods() == [
+        ("2024-01-31", "2024-02-29", 1000),
+        ("2024-02-29", "2024-03-31", 1000),
+        ("2024-03-31", "2024-04-30", 1000),
+        ("2024-04-30", "2024-05-31", 1000),
+    ]
+
+
+def test_yearly_from_leap_day():
+    make(start_date="2024-02-29", interval="year")
+    run("2025-03-01")
+    assert [p[:2] for p in periods()] == [("2024-02-29", "2025-02-28"), ("2025-02-28", "2026-02-28")]
+
+
+def test_weekly_and_every_three_months():
+    make("W", start_date="2026-01-05", interval="week")
+    make("Q", start_date="2026-01-15", interval="month", interval_count=3)
+    run("2026-01-26")
+    assert [p[0] for p in periods("W")] == ["2026-01-05", "2026-01-12", "2026-01-19", "2026-01-26"]
+    assert [p[:2] for p in periods("Q")] == [("2026-01-15", "2026-04-15")]
+    run("2026-04-15")
+    assert [p[0] for p in periods("Q")] == ["2026-01-15", "2026-04-15"]
+
+
+def test_start_in_the_future_bills_nothing_until_it_starts():
+    make(start_date="2026-03-01")
+    assert run("2026-02-28") == 0
+    assert run("2026-03-01") == 1
+
+
+def test_end_date_mid_period_bills_the_last_period_up_to_the_end():
+    make(start_date="2026-01-01", end_date="2026-02-15")
+    run("2026-06-01")
+    assert periods() == [("2026-01-01", "2026-02-01", 1000), ("2026-02-01", "2026-02-15", 1000)]
+    assert BillableAgreement.objects.get().next_period_start is None  # nothing more, ever
+
+
+def test_catch_up_of_three_missed_days_issues_exactly_the_missed_periods_once():
+    make(start_date="2026-03-01", interval="day")
+    run("2026-03-02")  # then the system is down on the 3rd, 4th and 5th
+    assert len(periods()) == 2
+    run("2026-03-05")
+    assert [p[0] for p in periods()] == ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05"]
+    run("2026-03-05")  # a second run the same day changes nothing
+    assert len(periods()) == 5
+    assert OutboxEvent.objects.filter(type="invoice.issued").count() == 5
+
+
+def test_too_many_missed_periods_flag_the_agreement_instead_of_billing(settings):
+    settings.INVOICING_MAX_CATCHUP_PERIODS = 3
+    make(start_date="2026-03-01", interval="day")
+    summary = invoices_run_inline(run_date=date(2026, 3, 10))
+    assert summary.issued == 0 and summary.flagged == 1
+    row = BillableAgreement.objects.get()
+    assert "more than 3 periods due" in row.flagged_reason
+    # an operator approves: the next run bills them all
+    BillableAgreement.objects.update(catchup_approved=True)
+    assert run("2026-03-10") == 10
+    row.refresh_from_db()
+    assert row.flagged_reason == "" and not row.catchup_approved
+
+
+def test_price_change_pause_and_cancel_shape_the_invoices():
+    make(start_date="2026-01-01")
+    projection_apply(
+        event=agreement_event(
+            "agreement.price_changed", "A", 2, amount_minor=2000, currency="EUR", effective_from="2026-03-01"
+        )
+    )
+    projection_apply(event=agreement_event("agreement.paused", "A", 3, paused_from="2026-04-01"))
+    projection_apply(event=agreement_event("agreement.resumed", "A", 4, resumed_from="2026-05-10"))
+    projection_apply(
+        event=agreement_event("agreement.cancelled", "A", 5, effective_date="2026-08-01", at_period_end=True)
+    )
+    run("2026-12-31")
+    assert [(p[0], p[2]) for p in periods()] == [
+        ("2026-01-01", 1000),
+        ("2026-02-01", 1000),
+        ("2026-03-01", 2000),
+        # April and May started while paused (resumed from May 10): not billed
+        ("2026-06-01", 2000),
+        ("2026-07-01", 2000),
+    ]
+
+
+def test_invoice_numbers_are_sequential_and_gap_free():
+    for i in range(5):
+        make(f"N{i}", start_date="2026-01-01")
+    run("2026-03-01")
+    numbers = sorted(Invoice.objects.values_list("sequence", flat=True))
+    assert numbers == list(range(1, 16))
+    assert Invoice.objects.filter(number="INV-2026-0000001").exists()
+
+
+@pytest.mark.slow
+def test_two_daily_runs_at_once_issue_each_invoice_once(settings):
+    settings.INVOICING_CHUNK_SIZE = 7
+    for i in range(60):
+        make(f"C{i}", start_date="2026-01-01", interval="week")
+    barrier = threading.Barrier(2)
+    results = []
+
+    def go() -> None:
+        barrier.wait()
+        try:
+            results.append(invoices_run_inline(run_date=date(2026, 2, 1)).issued)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(results) == 60 * 5  # Jan 1, 8, 15, 22, 29
+    assert Invoice.objects.count() == 300
+    assert OutboxEvent.objects.filter(type="invoice.issued").count() == 300
+    assert DailyRun.objects.count() == 2
