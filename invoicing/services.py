@@ -330,7 +330,8 @@ def _allocate_numbers(series: str, count: int) -> int:
     InvoiceSeries.objects.get_or_create(name=series)
     with connection.cursor() as cur:
         cur.execute(
-            "UPDATE invoicing_invoiceseries SET last_number = last_number + %s WHERE name = %s RETURNING last_number",
+            "UPDATE invoicing_invoiceseries SET last_number = last_number + %s"
+            " WHERE name = %s RETURNING last_number",
             [count, series],
         )
         last = cur.fetchone()[0]

@@ -1,5 +1,8 @@
-"""End to end over real SNS/SQS, PostgreSQL and a real Celery worker:
-agreement created -> agreement.created reaches invoicing -> daily run (twice at once) -> invoice.issued published."""
+"""End to end over real SNS/SQS, PostgreSQL and a real Celery worker.
+
+agreement created -> agreement.created reaches invoicing -> daily run (twice at once)
+-> invoice.issued published.
+"""
 
 from __future__ import annotations
 

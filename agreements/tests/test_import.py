@@ -12,7 +12,10 @@ from events.models import OutboxEvent
 
 pytestmark = pytest.mark.django_db
 
-HEADER = "external_ref,customer_name,customer_email,description,amount_minor,currency,interval,interval_count,start_date,end_date\n"
+HEADER = (
+    "external_ref,customer_name,customer_email,description,amount_minor,currency,"
+    "interval,interval_count,start_date,end_date\n"
+)
 
 
 def test_csv_good_rows_load_and_bad_rows_are_reported_by_line(tmp_path, capsys):
