@@ -8,9 +8,8 @@ the next period's start.
 
 from __future__ import annotations
 
+from calendar import monthrange
 from datetime import date, timedelta
-
-from dateutil.relativedelta import relativedelta
 
 INTERVALS = ("day", "week", "month", "year")
 
@@ -23,10 +22,17 @@ def period_start(anchor: date, interval: str, count: int, k: int) -> date:
     if interval == "week":
         return anchor + timedelta(weeks=n)
     if interval == "month":
-        return anchor + relativedelta(months=n)
+        return add_months(anchor, n)
     if interval == "year":
-        return anchor + relativedelta(years=n)
+        return add_months(anchor, 12 * n)
     raise ValueError(f"unknown interval {interval!r}; expected one of {INTERVALS}")
+
+
+def add_months(day: date, months: int) -> date:
+    """``day`` plus ``months``, the day clamped to the month's length (Jan 31 + 1 = Feb 28/29)."""
+    years, month0 = divmod(day.month - 1 + months, 12)
+    year, month = day.year + years, month0 + 1
+    return date(year, month, min(day.day, monthrange(year, month)[1]))
 
 
 def period_index_on(anchor: date, interval: str, count: int, day: date) -> int:
