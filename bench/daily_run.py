@@ -33,8 +33,10 @@ def reset() -> None:
     from django.db import connection
 
     with connection.cursor() as cur:
-        cur.execute("TRUNCATE invoicing_invoiceline, invoicing_invoice, invoicing_billableagreement, "
-                    "invoicing_invoiceseries, invoicing_dailyrun, events_outboxevent CASCADE")
+        cur.execute(
+            "TRUNCATE invoicing_invoiceline, invoicing_invoice, invoicing_billableagreement, "
+            "invoicing_invoiceseries, invoicing_dailyrun, events_outboxevent CASCADE"
+        )
 
 
 def load(n: int) -> None:
@@ -94,8 +96,10 @@ def run_size(n: int) -> dict:
 
     assert issued == n == Invoice.objects.count() == OutboxEvent.objects.filter(type="invoice.issued").count()
     assert Invoice.objects.values("sequence").distinct().count() == n
-    peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    peak_kb = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    )
     del env
     return {"n": n, "wall": wall, "peak_mb": peak_kb / 1024}
 
@@ -119,20 +123,47 @@ def naive_loop(sample: int) -> float:
             series.save()
             end = period_start(p.start_date, p.interval, p.interval_count, 1)
             inv, created = Invoice.objects.get_or_create(
-                agreement_id=p.agreement_id, period_start=p.next_period_start,
-                defaults=dict(id=uuid.uuid4(), number=f"NAIVE-{series.last_number}", series="NAIVE",
-                              sequence=series.last_number, customer_ref=p.customer["external_ref"],
-                              customer_name=p.customer["name"], customer_email=p.customer["email"],
-                              period_end=end, currency=p.currency, total_minor=p.prices[0][1],
-                              due_date=RUN_DATE, issued_at=time_now()))
+                agreement_id=p.agreement_id,
+                period_start=p.next_period_start,
+                defaults=dict(
+                    id=uuid.uuid4(),
+                    number=f"NAIVE-{series.last_number}",
+                    series="NAIVE",
+                    sequence=series.last_number,
+                    customer_ref=p.customer["external_ref"],
+                    customer_name=p.customer["name"],
+                    customer_email=p.customer["email"],
+                    period_end=end,
+                    currency=p.currency,
+                    total_minor=p.prices[0][1],
+                    due_date=RUN_DATE,
+                    issued_at=time_now(),
+                ),
+            )
             if created:
-                InvoiceLine.objects.create(invoice=inv, description="Plan", unit_amount_minor=inv.total_minor,
-                                           amount_minor=inv.total_minor)
-                record_event(sender=None, type="invoice.issued", aggregate_id=str(inv.id), aggregate_version=1,
-                             data={"invoice_id": str(inv.id), "number": inv.number, "agreement_id": p.agreement_id,
-                                   "customer": p.customer, "period_start": p.next_period_start.isoformat(),
-                                   "period_end": end.isoformat(), "total_minor": inv.total_minor,
-                                   "currency": "EUR", "due_date": RUN_DATE.isoformat()})
+                InvoiceLine.objects.create(
+                    invoice=inv,
+                    description="Plan",
+                    unit_amount_minor=inv.total_minor,
+                    amount_minor=inv.total_minor,
+                )
+                record_event(
+                    sender=None,
+                    type="invoice.issued",
+                    aggregate_id=str(inv.id),
+                    aggregate_version=1,
+                    data={
+                        "invoice_id": str(inv.id),
+                        "number": inv.number,
+                        "agreement_id": p.agreement_id,
+                        "customer": p.customer,
+                        "period_start": p.next_period_start.isoformat(),
+                        "period_end": end.isoformat(),
+                        "total_minor": inv.total_minor,
+                        "currency": "EUR",
+                        "due_date": RUN_DATE.isoformat(),
+                    },
+                )
             p.next_period_index = 1
             p.next_period_start = end
             p.save()
@@ -181,8 +212,13 @@ def main() -> None:
         return
     sizes = {}
     for n in (10_000, 100_000):
-        out = subprocess.run([sys.executable, __file__, "--size", str(n)], capture_output=True, text=True,
-                             check=True, env={**os.environ, "LOG_LEVEL": "WARNING"})
+        out = subprocess.run(
+            [sys.executable, __file__, "--size", str(n)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "LOG_LEVEL": "WARNING"},
+        )
         sizes[n] = json.loads(out.stdout.strip().splitlines()[-1])
     env = setup_django()
     naive_rate = naive_loop(2_000)
@@ -190,16 +226,24 @@ def main() -> None:
     reset()
     big, small = sizes[100_000], sizes[10_000]
     rate = big["n"] / big["wall"]
-    env.report([
-        ("daily run, 100,000 agreements (2 processes)", f"{big['wall']:.2f} s ({rate:.0f} invoices/s; target <= 10 s)"),
-        ("daily run, 10,000 agreements", f"{small['wall']:.2f} s"),
-        ("per-agreement ORM loop (2,000 sample)", f"{naive_rate:.0f} invoices/s"),
-        ("run / ORM loop throughput", f"{rate / naive_rate:.1f}x (target >= 20x)"),
-        ("pure-SQL INSERT ... SELECT (floor)", f"{floor_rate:.0f} rows/s"),
-        ("run / SQL floor throughput", f"{rate / floor_rate:.0%}"),
-        ("peak RSS 10k / 100k", f"{small['peak_mb']:.0f} MB / {big['peak_mb']:.0f} MB "
-                                f"(ratio {big['peak_mb'] / small['peak_mb']:.2f}; target <= 1.5)"),
-    ])
+    env.report(
+        [
+            (
+                "daily run, 100,000 agreements (2 processes)",
+                f"{big['wall']:.2f} s ({rate:.0f} invoices/s; target <= 10 s)",
+            ),
+            ("daily run, 10,000 agreements", f"{small['wall']:.2f} s"),
+            ("per-agreement ORM loop (2,000 sample)", f"{naive_rate:.0f} invoices/s"),
+            ("run / ORM loop throughput", f"{rate / naive_rate:.1f}x (target >= 20x)"),
+            ("pure-SQL INSERT ... SELECT (floor)", f"{floor_rate:.0f} rows/s"),
+            ("run / SQL floor throughput", f"{rate / floor_rate:.0%}"),
+            (
+                "peak RSS 10k / 100k",
+                f"{small['peak_mb']:.0f} MB / {big['peak_mb']:.0f} MB "
+                f"(ratio {big['peak_mb'] / small['peak_mb']:.2f}; target <= 1.5)",
+            ),
+        ]
+    )
 
 
 if __name__ == "__main__":

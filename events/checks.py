@@ -56,3 +56,38 @@ def check_topology_matches_contracts(app_configs: Any = None, **kwargs: Any) -> 
                         )
                     )
     return errors
+
+
+@register("billing")
+def check_handlers_are_subscribed(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """A handler whose event type its consumer's queue does not subscribe to would never run."""
+    from django.conf import settings
+
+    from . import topology
+    from .consumers import HANDLERS
+
+    subscribed: dict[str, set[str]] = {}
+    for eq in (*topology.EVENT_QUEUES, *settings.EXTRA_EVENT_QUEUES):
+        types = subscribed.setdefault(eq.consumer, set())
+        for event_types in eq.subscriptions.values():
+            types.update(event_types or {"*"})
+    errors = []
+    for consumer, handlers in HANDLERS.items():
+        if consumer not in subscribed:
+            errors.append(
+                Error(
+                    f"handlers registered for consumer {consumer!r}, which has no queue in "
+                    "events/topology.py",
+                    id="billing.E020",
+                )
+            )
+            continue
+        for event_type in handlers:
+            if event_type not in subscribed[consumer] and "*" not in subscribed[consumer]:
+                errors.append(
+                    Error(
+                        f"{consumer} handles {event_type!r} but its queue does not subscribe to it",
+                        id="billing.E021",
+                    )
+                )
+    return errors

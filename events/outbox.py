@@ -100,8 +100,20 @@ def build_row(event: NewEvent, now: datetime) -> OutboxEvent:
 
 COPY_THRESHOLD = 200
 COPY_COLUMNS = (
-    "id", "type", "schema_version", "occurred_at", "producer", "aggregate_type", "aggregate_id",
-    "aggregate_version", "data", "attempts", "last_error", "errors", "sns_message_id", "next_attempt_at",
+    "id",
+    "type",
+    "schema_version",
+    "occurred_at",
+    "producer",
+    "aggregate_type",
+    "aggregate_id",
+    "aggregate_version",
+    "data",
+    "attempts",
+    "last_error",
+    "errors",
+    "sns_message_id",
+    "next_attempt_at",
 )
 
 
@@ -112,9 +124,20 @@ def _copy_tuple(event: NewEvent, now: datetime) -> tuple[Any, ...]:
     if len(data) > MAX_EVENT_BYTES // 2 and len(data.encode("utf-8")) > MAX_EVENT_BYTES - 1024:
         raise contracts.ContractError(f"{event.type}: data is over the {MAX_EVENT_BYTES}-byte limit")
     return (
-        event.id, event.type, event_type.schema_version, (event.occurred_at or now).isoformat(),
-        event_type.producer, event_type.aggregate_type, event.aggregate_id, event.aggregate_version,
-        data, 0, "", "[]", "", now.isoformat(),
+        event.id,
+        event.type,
+        event_type.schema_version,
+        (event.occurred_at or now).isoformat(),
+        event_type.producer,
+        event_type.aggregate_type,
+        event.aggregate_id,
+        event.aggregate_version,
+        data,
+        0,
+        "",
+        "[]",
+        "",
+        now.isoformat(),
     )
 
 
