@@ -47,8 +47,7 @@ class OutboxEvent(models.Model):
             ),
             models.Index(fields=["occurred_at", "id"], name="outbox_occurred"),
             models.Index(fields=["type", "occurred_at"], name="outbox_type"),
-            models.Index(fields=["aggregate_type", "aggregate_id"], name="outbox_aggregate"),
-            models.Index(fields=["published_at"], name="outbox_published"),
+            # (aggregate_type, aggregate_id) lookups use the unique constraint's index below.
         ]
         constraints = [
             models.UniqueConstraint(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from django.db import connection, transaction
 from django.dispatch import Signal, receiver
 from django.utils import timezone
@@ -120,7 +121,7 @@ COPY_COLUMNS = (
 def _copy_tuple(event: NewEvent, now: datetime) -> tuple[Any, ...]:
     event_type = contracts.get(event.type)
     event_type.validate(event.data)
-    data = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
+    data = orjson.dumps(event.data).decode()
     if len(data) > MAX_EVENT_BYTES // 2 and len(data.encode("utf-8")) > MAX_EVENT_BYTES - 1024:
         raise contracts.ContractError(f"{event.type}: data is over the {MAX_EVENT_BYTES}-byte limit")
     return (

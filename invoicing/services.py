@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
@@ -227,23 +228,42 @@ def daily_run_finish(*, run: DailyRun) -> None:
         metrics.DAILY_RUN_DURATION.observe(run.duration_seconds)
 
 
-PLAN_FIELDS = (
-    "pk",
-    "agreement_id",
-    "customer",
-    "description",
-    "currency",
-    "interval",
-    "interval_count",
-    "start_date",
-    "end_date",
-    "prices",
-    "toggles",
-    "cancellations",
-    "next_period_index",
-    "next_period_start",
-    "catchup_approved",
-)
+def _plan_rows(run_date: date, pk_from: int, pk_to: int, *, lock: bool) -> list[SimpleNamespace]:
+    """The chunk's due agreements as plain namespaces (one raw query, JSON decoded with orjson):
+    at 1,000 rows per chunk, ORM model instances and json.loads cost more than the query."""
+    sql = f"""
+        SELECT id, agreement_id, customer::text, description, currency, interval, interval_count, start_date,
+               end_date, prices::text, toggles::text, cancellations::text, next_period_index,
+               next_period_start, catchup_approved
+          FROM {BillableAgreement._meta.db_table}
+         WHERE created_seen AND next_period_start <= %s AND id BETWEEN %s AND %s
+         ORDER BY id
+        {"FOR UPDATE SKIP LOCKED" if lock else ""}
+    """
+    with connection.cursor() as cur:
+        cur.execute(sql, [run_date, pk_from, pk_to])
+        fetched = cur.fetchall()
+    loads = orjson.loads
+    return [
+        SimpleNamespace(
+            pk=r[0],
+            agreement_id=r[1],
+            customer=loads(r[2]),
+            description=r[3],
+            currency=r[4],
+            interval=r[5],
+            interval_count=r[6],
+            start_date=r[7],
+            end_date=r[8],
+            prices=loads(r[9]),
+            toggles=loads(r[10]),
+            cancellations=loads(r[11]),
+            next_period_index=r[12],
+            next_period_start=r[13],
+            catchup_approved=r[14],
+        )
+        for r in fetched
+    ]
 
 
 @transaction.atomic
@@ -258,11 +278,7 @@ def invoices_issue_chunk(
     their ``invoice.issued`` events and the cursor move commit together.
     """
     result = ChunkResult()
-    qs = due_agreements(run_date).filter(pk__gte=pk_from, pk__lte=pk_to).order_by("pk")
-    if not dry_run:
-        qs = qs.select_for_update(skip_locked=True)
-    # Plain namespaces, not model instances: 1,000 of them per chunk, and model init is costly.
-    rows = [SimpleNamespace(**values) for values in qs.values(*PLAN_FIELDS)]
+    rows = _plan_rows(run_date, pk_from, pk_to, lock=not dry_run)
     plans = [plan_agreement(r, run_date, settings.INVOICING_MAX_CATCHUP_PERIODS) for r in rows]
     result.flagged = sum(1 for p in plans if p.flagged)
     count = sum(len(p.periods) for p in plans)
@@ -273,29 +289,29 @@ def invoices_issue_chunk(
     if dry_run:
         return result
     series = settings.INVOICE_SERIES_FORMAT.format(year=run_date.year)
-    first_number = _allocate_numbers(series, count) if count else 0
     now = timezone.now()
     now_iso = now.isoformat()
     due = (run_date + timedelta(days=settings.INVOICE_DUE_DAYS)).isoformat()
-    invoice_rows: list[tuple[Any, ...]] = []
+    invoice_rows: list[list[Any]] = []
     line_rows: list[tuple[Any, ...]] = []
     events: list[NewEvent] = []
     new_ids: list[str] = []
     by_currency: Counter[str] = Counter()
-    n = first_number
+    # Build everything first; the numbers come last, because the series row stays locked
+    # from their allocation to the commit and every concurrent chunk waits for it.
     for plan in plans:
         row, customer = plan.row, plan.row.customer
         label = (row.description or "Subscription")[:400]
         for period in plan.periods:
             invoice_id = uuid.uuid4()
-            number = f"{series}-{n:07d}"
             start, end = period.start.isoformat(), period.end.isoformat()
+            amount = period.amount_minor
             invoice_rows.append(
-                (
+                [
                     invoice_id,
-                    number,
+                    None,
                     series,
-                    n,
+                    None,
                     row.agreement_id,
                     customer["external_ref"],
                     customer["name"],
@@ -303,16 +319,15 @@ def invoices_issue_chunk(
                     start,
                     end,
                     row.currency,
-                    period.amount_minor,
+                    amount,
                     due,
                     Invoice.Status.OPEN.value,
                     now_iso,
                     "",
                     "",
                     1,
-                )
+                ]
             )
-            amount = period.amount_minor
             line_rows.append((invoice_id, f"{label} ({start} to {end})", 1, amount, amount))
             events.append(
                 NewEvent(
@@ -321,12 +336,12 @@ def invoices_issue_chunk(
                     1,
                     {
                         "invoice_id": str(invoice_id),
-                        "number": number,
+                        "number": None,
                         "agreement_id": row.agreement_id,
                         "customer": customer,
                         "period_start": start,
                         "period_end": end,
-                        "total_minor": period.amount_minor,
+                        "total_minor": amount,
                         "currency": row.currency,
                         "due_date": due,
                     },
@@ -335,12 +350,17 @@ def invoices_issue_chunk(
             )
             new_ids.append(str(invoice_id))
             by_currency[row.currency] += 1
-            n += 1
-    if invoice_rows:
-        copy_rows(Invoice._meta.db_table, INVOICE_COLUMNS, invoice_rows)
-        copy_rows(InvoiceLine._meta.db_table, LINE_COLUMNS, line_rows)
-        record_events(sender=Invoice, events=events)
     _move_cursors(plans)
+    if invoice_rows:
+        copy_rows(InvoiceLine._meta.db_table, LINE_COLUMNS, line_rows)  # FK checked at commit
+        n = _allocate_numbers(series, count)
+        for invoice_row, event in zip(invoice_rows, events, strict=True):
+            number = f"{series}-{n:07d}"
+            invoice_row[1], invoice_row[3] = number, n
+            event.data["number"] = number
+            n += 1
+        copy_rows(Invoice._meta.db_table, INVOICE_COLUMNS, invoice_rows)
+        record_events(sender=Invoice, events=events)
     if run_id is not None:
         DailyRun.objects.filter(pk=run_id).update(
             chunks_done=F("chunks_done") + 1,
