@@ -35,6 +35,12 @@ class AgreementForm(forms.ModelForm):
     class Meta:
         model = Agreement
         fields = CREATE_FIELDS
+        help_texts = {"customer_ref": "Optional; defaults to the external reference."}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "customer_ref" in self.fields:
+            self.fields["customer_ref"].required = False
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
