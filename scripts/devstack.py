@@ -218,6 +218,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             log(f"database: embedded PostgreSQL in {pg.path} (pid {pg.postmaster_pid()})")
         children.append(start_moto(env, moto_port))
         log(f"SNS/SQS: moto server on {env['AWS_ENDPOINT_URL']}")
+        gateway_port = int(os.environ.get("SANDBOX_GATEWAY_PORT", "0")) or free_port()
+        env["PAYMENT_GATEWAY_URL"] = f"http://127.0.0.1:{gateway_port}"
+        children.append(
+            Child(
+                "gateway",
+                [
+                    PY,
+                    "-m",
+                    "payments.sandbox",
+                    "--port",
+                    str(gateway_port),
+                    "--latency-ms",
+                    "200",
+                    "--rate-limit",
+                    "100",
+                    "--soft-decline-rate",
+                    "0.05",
+                ],
+                env,
+            )
+        )
+        wait_for(lambda: port_open("127.0.0.1", gateway_port), 30, "sandbox gateway")
+        log(f"payment gateway: sandbox on {env['PAYMENT_GATEWAY_URL']}")
         manage(env, "migrate", "--noinput", "-v", "0")
         manage(env, "messaging_provision")
         manage(env, "operator_ensure", "--username", "operator")

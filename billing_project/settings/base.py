@@ -252,3 +252,11 @@ INVOICE_SERIES_FORMAT = env.str("INVOICE_SERIES_FORMAT", default="INV-{year}")
 # When beat starts the daily run (in BILLING_TIME_ZONE); operators can edit it in admin.
 INVOICE_RUN_HOUR = env.int("INVOICE_RUN_HOUR", default=2)
 INVOICE_RUN_MINUTE = env.int("INVOICE_RUN_MINUTE", default=0)
+
+# --- Payments --------------------------------------------------------------------
+# The adapter class and where it talks to. The sandbox (payments/sandbox.py) speaks the
+# same HTTP protocol as HttpGateway; a real provider gets its own adapter class.
+PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="payments.gateway.HttpGateway")
+PAYMENT_GATEWAY_URL = env.str("PAYMENT_GATEWAY_URL", default="http://127.0.0.1:8765")
+PAYMENT_GATEWAY_API_KEY = env.str("PAYMENT_GATEWAY_API_KEY", default="")
+PAYMENT_GATEWAY_TIMEOUT = env.float("PAYMENT_GATEWAY_TIMEOUT", default=10.0)

@@ -1,0 +1,127 @@
+"""The payment gateway behind one small interface, chosen by settings.
+
+``charge(idempotency_key, amount_minor, currency, customer) -> ChargeResult``; errors are
+classified as ``hard_decline`` (never retry), ``soft_decline`` (dunning schedule) or
+``transient`` (timeouts, connection errors, 5xx, 429: retry with backoff). The HTTP adapter
+speaks the sandbox's Stripe-like protocol; a real provider gets its own adapter class and
+the setting ``PAYMENT_GATEWAY`` names it. Tests exercise this same HTTP code path against
+the sandbox (payments/sandbox.py).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import urllib3
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+HARD, SOFT, TRANSIENT = "hard_decline", "soft_decline", "transient"
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    ok: bool
+    reference: str = ""
+    error_class: str = ""  # hard_decline | soft_decline | transient
+    message: str = ""
+    http_status: int = 0
+    replayed: bool = False
+
+
+class Gateway(Protocol):
+    def charge(
+        self, *, idempotency_key: str, amount_minor: int, currency: str, customer: str
+    ) -> ChargeResult: ...
+
+
+class HttpGateway:
+    """A Stripe-like JSON API: POST {base}/v1/charges with an Idempotency-Key header."""
+
+    def __init__(
+        self, base_url: str, *, api_key: str = "", timeout: float = 10.0, pool_size: int = 32
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.http = urllib3.PoolManager(
+            maxsize=pool_size,
+            block=True,
+            retries=False,  # retries are the caller's decision (backoff, dunning)
+            timeout=urllib3.Timeout(connect=min(3.0, timeout), read=timeout),
+        )
+
+    def charge(
+        self, *, idempotency_key: str, amount_minor: int, currency: str, customer: str
+    ) -> ChargeResult:
+        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        body = json.dumps({"amount_minor": amount_minor, "currency": currency, "customer": customer})
+        try:
+            resp = self.http.request("POST", f"{self.base_url}/v1/charges", body=body, headers=headers)
+        except urllib3.exceptions.HTTPError as exc:
+            # Timeouts, refused or dropped connections: the charge may or may not have
+            # happened; retrying with the same key is safe (the gateway replays it).
+            return ChargeResult(False, error_class=TRANSIENT, message=f"{type(exc).__name__}: {exc}"[:500])
+        return self._classify(resp.status, resp.data, resp.headers)
+
+    @staticmethod
+    def _classify(status: int, raw: bytes, headers: Any) -> ChargeResult:
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError:
+            data = {}
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+        replayed = headers.get("Idempotent-Replayed") == "true"
+        if status == 200 and isinstance(data, dict) and data.get("status") == "succeeded":
+            return ChargeResult(True, reference=str(data.get("id", "")), http_status=200, replayed=replayed)
+        if status == 402:
+            kind = HARD if error.get("decline") == "hard" else SOFT
+            return ChargeResult(
+                False,
+                error_class=kind,
+                message=str(error.get("message", "declined"))[:500],
+                http_status=402,
+                replayed=replayed,
+            )
+        if status == 429 or status >= 500:
+            return ChargeResult(
+                False,
+                error_class=TRANSIENT,
+                http_status=status,
+                message=f"HTTP {status}: {error.get('type', '')}".strip(),
+            )
+        # 4xx other than 402/429: our request is wrong; retrying cannot help.
+        return ChargeResult(
+            False,
+            error_class=HARD,
+            http_status=status,
+            message=f"HTTP {status}: {error.get('message', raw[:200])}",
+        )
+
+
+_lock = threading.Lock()
+_gateway: Gateway | None = None
+
+
+def gateway() -> Gateway:
+    """The configured gateway, created once per process."""
+    global _gateway
+    with _lock:
+        if _gateway is None:
+            cls = import_string(settings.PAYMENT_GATEWAY)
+            _gateway = cls(
+                settings.PAYMENT_GATEWAY_URL,
+                api_key=settings.PAYMENT_GATEWAY_API_KEY,
+                timeout=settings.PAYMENT_GATEWAY_TIMEOUT,
+            )
+        return _gateway
+
+
+def reset_gateway() -> None:
+    global _gateway
+    with _lock:
+        _gateway = None

@@ -1,0 +1,105 @@
+"""The HTTP gateway adapter against the shipped sandbox gateway (real HTTP on loopback)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from payments.gateway import HARD, SOFT, TRANSIENT, HttpGateway
+from payments.sandbox import SandboxConfig, start_in_thread
+
+
+@pytest.fixture
+def sandbox():
+    server = start_in_thread(SandboxConfig(seed=7))
+    yield server
+    server.shutdown()
+
+
+def stats(server) -> dict:
+    with urllib.request.urlopen(f"{server.url}/v1/_stats") as resp:
+        return json.load(resp)
+
+
+def charge(gw: HttpGateway, key: str, customer: str = "cus-1"):
+    return gw.charge(idempotency_key=key, amount_minor=1000, currency="EUR", customer=customer)
+
+
+def test_success_and_the_same_key_never_charges_twice(sandbox):
+    gw = HttpGateway(sandbox.url)
+    first = charge(gw, "inv-1#1")
+    again = charge(gw, "inv-1#1")
+    assert first.ok and again.ok and again.reference == first.reference and again.replayed
+    assert stats(sandbox)["charges"] == 1
+
+
+def test_errors_are_classified(sandbox):
+    gw = HttpGateway(sandbox.url)
+    assert charge(gw, "k-hard", "hard-1").error_class == HARD
+    assert charge(gw, "k-soft", "soft-1").error_class == SOFT
+    transient = charge(gw, "k-tr", "transient2-1")
+    assert transient.error_class == TRANSIENT and transient.http_status == 503
+    assert charge(gw, "k-tr", "transient2-1").error_class == TRANSIENT
+    assert charge(gw, "k-tr", "transient2-1").ok  # third time lucky, charged once
+    assert stats(sandbox)["charges_by_key"]["k-tr"] == 1
+    down = HttpGateway("http://127.0.0.1:9", timeout=1).charge(
+        idempotency_key="x", amount_minor=1, currency="EUR", customer="c"
+    )
+    assert down.error_class == TRANSIENT
+
+
+def test_lost_response_then_retry_gets_the_original_result_and_one_charge(sandbox):
+    gw = HttpGateway(sandbox.url)
+    lost = charge(gw, "inv-lost#1", "lost-1")
+    assert not lost.ok and lost.error_class == TRANSIENT  # the connection dropped after charging
+    retry = charge(gw, "inv-lost#1", "lost-1")
+    assert retry.ok and retry.replayed
+    assert stats(sandbox)["charges"] == 1
+
+
+def test_rate_limit_answers_429_beyond_the_limit(sandbox):
+    urllib.request.urlopen(
+        urllib.request.Request(
+            f"{sandbox.url}/v1/_config", data=json.dumps({"rate_limit": 5}).encode(), method="POST"
+        )
+    )
+    sandbox.sandbox.tokens = 5
+    gw = HttpGateway(sandbox.url)
+    start = time.monotonic()
+    results = [charge(gw, f"rl-{i}") for i in range(12)]
+    elapsed = time.monotonic() - start
+    # a full bucket of 5, plus what refilled at 5/s while the requests ran
+    assert 5 <= sum(r.ok for r in results) <= 5 + int(elapsed * 5) + 1
+    assert any(r.http_status == 429 for r in results)
+    assert all(r.http_status == 429 for r in results if not r.ok)
+    time.sleep(1.1)
+    assert charge(gw, "rl-after").ok
+
+
+def test_outcomes_are_deterministic_under_the_seed():
+    def outcomes(seed: int) -> list[str]:
+        server = start_in_thread(SandboxConfig(seed=seed, hard_decline_rate=0.2, soft_decline_rate=0.2))
+        try:
+            gw = HttpGateway(server.url)
+            return [charge(gw, f"det-{i}").error_class or "ok" for i in range(30)]
+        finally:
+            server.shutdown()
+
+    assert outcomes(3) == outcomes(3)
+    assert outcomes(3) != outcomes(4)
+
+
+def test_concurrent_requests_with_one_key_charge_once(sandbox):
+    gw = HttpGateway(sandbox.url)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(charge(gw, "same"))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.ok for r in results) and len({r.reference for r in results}) == 1
+    assert stats(sandbox)["charges"] == 1
