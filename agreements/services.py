@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from babel.numbers import list_currencies
@@ -209,15 +209,20 @@ def agreement_resume(*, agreement_id: uuid.UUID | str, from_date: date | None = 
 def agreement_cancel(
     *, agreement_id: uuid.UUID | str, at_period_end: bool = False, today: date | None = None
 ) -> Agreement:
-    """Cancel now (no period starting after today is billed) or at the end of the current period."""
+    """Cancel now (no period starting after today is billed) or at the end of the current period.
+
+    Records ``agreement.cancelled`` with the effective date: periods starting on or after it
+    are never billed."""
     a = _locked(agreement_id)
     _require(a, Agreement.Status.ACTIVE, Agreement.Status.PAUSED, action="cancel")
     today = today or billing_today()
+    # "Now": the period that started today (or before) stays billable, whether or not
+    # today's run already billed it; nothing that starts after today is billed.
     effective = (
-        next_period_start(a.start_date, a.interval, a.interval_count, today) if at_period_end else today
+        next_period_start(a.start_date, a.interval, a.interval_count, today)
+        if at_period_end
+        else max(today + timedelta(days=1), a.start_date)
     )
-    if not at_period_end and today < a.start_date:
-        effective = a.start_date
     a.status = Agreement.Status.CANCELLED
     a.cancel_effective_date = effective
     return _bump(

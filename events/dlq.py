@@ -222,10 +222,15 @@ def _move(
         held.append(chosen[int(f["Id"])].receipt)
     done = [chosen[i] for i in sorted(sent)]
     if done:
-        sqs.delete_message_batch(
+        resp = sqs.delete_message_batch(
             QueueUrl=aws.queue_url(dlq),
             Entries=[{"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(done)],
         )
+        for f in resp.get("Failed", []):
+            # Copied but still in the DLQ: a later redrive sends it again (consumers are idempotent).
+            report.errors.append(
+                f"not deleted from the DLQ after copying: {f.get('Code')}: {f.get('Message', '')}"
+            )
     report.moved += len(done)
 
 

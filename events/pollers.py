@@ -251,9 +251,11 @@ class PushConsumer:
                 return
             done, self.done = self.done, []
         if done:
-            settle(self.cfg, done)
-            self.handled += len(done)
-            self.in_flight -= len(done)
+            try:
+                settle(self.cfg, done)  # undeleted messages come back; idempotency absorbs them
+            finally:
+                self.handled += len(done)
+                self.in_flight -= len(done)
 
     def _free_slots(self) -> int:
         """Wait briefly for a slot, then take every other free one (up to 10)."""

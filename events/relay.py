@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import transaction
@@ -80,6 +80,26 @@ def backoff_delay(attempts: int) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+SNS_BATCH_BYTES = 250 * 1024  # PublishBatch caps the whole request at 256 KiB
+
+
+def batches(rows: list[OutboxEvent]) -> list[list[OutboxEvent]]:
+    """Groups of at most 10 rows and at most SNS_BATCH_BYTES of message bodies."""
+    groups: list[list[OutboxEvent]] = []
+    current: list[OutboxEvent] = []
+    size = 0
+    for row in rows:
+        row_size = len(row.message_body().encode("utf-8")) + 200  # + attributes
+        if current and (len(current) == SNS_BATCH or size + row_size > SNS_BATCH_BYTES):
+            groups.append(current)
+            current, size = [], 0
+        current.append(row)
+        size += row_size
+    if current:
+        groups.append(current)
+    return groups
+
+
 def publish_batch(topic: str, rows: list[OutboxEvent], *, replayed: bool = False) -> dict[str, str]:
     """PublishBatch up to 10 rows to ``topic``; returns {row id: error} for failures.
 
@@ -120,22 +140,21 @@ def relay_once(*, limit: int | None = None) -> RelayResult:
         by_topic: dict[str, list[OutboxEvent]] = defaultdict(list)
         for row in rows:
             by_topic[topology.topic_name(row.producer)].append(row)
-        chunks = [
-            (topic, topic_rows[i : i + SNS_BATCH])
-            for topic, topic_rows in by_topic.items()
-            for i in range(0, len(topic_rows), SNS_BATCH)
-        ]
+        chunks = [(topic, chunk) for topic, topic_rows in by_topic.items() for chunk in batches(topic_rows)]
         failures: dict[str, str] = {}
         for n, (topic, chunk) in enumerate(chunks):
             result.batches += 1
             try:
                 failures.update(publish_batch(topic, chunk))
-            except (BotoCoreError, ClientError) as exc:
-                # The endpoint is down or refusing: fail this and the remaining
-                # chunks now rather than hammering it; backoff spaces the retries.
+            except BotoCoreError as exc:
+                # The endpoint is unreachable: fail this and the remaining chunks now rather
+                # than hammering it; the rows' backoff spaces the retries.
                 error = f"{type(exc).__name__}: {exc}"
                 failures.update({str(r.id): error for _, c in chunks[n:] for r in c})
                 break
+            except Exception as exc:  # noqa: BLE001 - one bad chunk must not stall the others
+                error = f"{type(exc).__name__}: {exc}"
+                failures.update({str(r.id): error for r in chunk})
         done = timezone.now()
         ok_rows = [r for r in rows if str(r.id) not in failures]
         if ok_rows:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from django.db.models import QuerySet
 
 from . import aws, metrics, topology
@@ -118,10 +118,10 @@ def _flush(
     report: ReplayReport,
     progress: Callable[[int], None] | None,
 ) -> None:
-    if to_queue:
-        failed = _send_to_queue(key, rows)
-    else:
-        failed = publish_batch(key, rows, replayed=True)
+    try:
+        failed = _send_to_queue(key, rows) if to_queue else publish_batch(key, rows, replayed=True)
+    except (BotoCoreError, ClientError) as exc:
+        failed = {str(r.id): f"{type(exc).__name__}: {exc}" for r in rows}
     report.sent += len(rows) - len(failed)
     report.failed += len(failed)
     report.errors.extend(list(failed.values())[: max(0, 5 - len(report.errors))])

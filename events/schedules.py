@@ -93,7 +93,9 @@ def periodic_tasks_sync(*, reset: bool = False) -> list[tuple[str, str]]:
             )
             schedule = {"interval": interval, "crontab": None}
         elif p.crontab is not None:
-            cron, _ = CrontabSchedule.objects.get_or_create(timezone=settings.TIME_ZONE, **p.crontab)
+            cron, _ = CrontabSchedule.objects.get_or_create(
+                timezone=p.timezone or settings.TIME_ZONE, **p.crontab
+            )
             schedule = {"crontab": cron, "interval": None}
         values = {
             "task": p.task,

@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Q
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
@@ -51,7 +52,10 @@ def _authenticate(request: HttpRequest) -> ApiToken | None:
 
 
 def _datetime(name: str, value: str) -> datetime:
-    dt = parse_datetime(value) if value else None
+    try:
+        dt = parse_datetime(value) if value else None
+    except ValueError:
+        dt = None
     if dt is None:
         raise BadRequest(f"{name} must be an ISO 8601 datetime, e.g. 2026-11-01T00:00:00Z (got {value!r})")
     return dt if timezone.is_aware(dt) else timezone.make_aware(dt, UTC)
@@ -78,7 +82,11 @@ def _filtered(params: Any) -> tuple[Any, int]:
     unknown = set(params) - ALLOWED_PARAMS
     if unknown:
         raise BadRequest(f"unknown parameter(s) {sorted(unknown)}; allowed: {sorted(ALLOWED_PARAMS)}")
-    qs = OutboxEvent.objects.all()
+    # A row's occurred_at is stamped before its transaction commits; hiding the newest few
+    # seconds keeps a cursor from stepping past rows that commit late.
+    qs = OutboxEvent.objects.filter(
+        occurred_at__lt=timezone.now() - timedelta(seconds=settings.EVENTS_API_SETTLE_SECONDS)
+    )
     if params.get("type"):
         if params["type"] not in contracts.REGISTRY:
             raise BadRequest(f"type {params['type']!r} is not a known event type")

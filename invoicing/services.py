@@ -238,7 +238,7 @@ def _plan_rows(run_date: date, pk_from: int, pk_to: int, *, lock: bool) -> list[
           FROM {BillableAgreement._meta.db_table}
          WHERE created_seen AND next_period_start <= %s AND id BETWEEN %s AND %s
          ORDER BY id
-        {"FOR UPDATE SKIP LOCKED" if lock else ""}
+        {"FOR UPDATE" if lock else ""}
     """
     with connection.cursor() as cur:
         cur.execute(sql, [run_date, pk_from, pk_to])
@@ -272,9 +272,10 @@ def invoices_issue_chunk(
 ) -> ChunkResult:
     """Issue every due invoice of the agreements with pk in [pk_from, pk_to]. Idempotent.
 
-    Rows are claimed with FOR UPDATE SKIP LOCKED, so a concurrent run skips
-    what this one holds and finds the cursor moved afterwards; the unique
-    (agreement, period start) constraint is the last guard. Invoices, lines,
+    Rows are locked with FOR UPDATE in pk order: a concurrent run (or an agreement
+    event being projected) makes this one wait, and PostgreSQL re-checks the due
+    condition on the row it then gets, so a cursor moved by the other run drops the
+    row; the unique (agreement, period start) constraint is the last guard. Invoices, lines,
     their ``invoice.issued`` events and the cursor move commit together.
     """
     result = ChunkResult()

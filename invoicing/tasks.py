@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from typing import Any
 
@@ -11,12 +12,14 @@ from django.db import DatabaseError
 from .models import DailyRun
 from .services import billing_today, daily_run_finish, daily_run_start, invoices_issue_chunk
 
+logger = logging.getLogger(__name__)
+
 
 @shared_task(name="invoicing.issue_due_invoices", bind=True, ignore_result=True, acks_late=True)
 def issue_due_invoices(self: Any, run_date: str | None = None) -> int:
     """The daily run: cut the due agreements into chunks and fan them out on the invoicing queue.
 
-    Safe to run twice or concurrently: chunks claim agreements with SKIP LOCKED
+    Safe to run twice or concurrently: chunks lock their agreements (FOR UPDATE)
     and each period is invoiced once (unique constraint). Returns the chunk count.
     """
     day = date.fromisoformat(run_date) if run_date else billing_today()
@@ -44,7 +47,10 @@ def issue_invoice_chunk(self: Any, run_id: int, run_date: str, pk_from: int, pk_
     result = invoices_issue_chunk(
         run_date=date.fromisoformat(run_date), pk_from=pk_from, pk_to=pk_to, run_id=run_id
     )
-    run = DailyRun.objects.get(pk=run_id)
-    if run.chunks_done >= run.chunks_total and run.finished_at is None:
-        daily_run_finish(run=run)
+    try:  # committed: a failure from here on must not retry (and count) the chunk again
+        run = DailyRun.objects.get(pk=run_id)
+        if run.chunks_done >= run.chunks_total and run.finished_at is None:
+            daily_run_finish(run=run)
+    except DatabaseError:
+        logger.exception("daily run %s: chunk done, but the run could not be marked finished", run_id)
     return result.issued

@@ -117,7 +117,9 @@ MESSAGING_RETENTION_SECONDS = env.int("MESSAGING_RETENTION_SECONDS", default=4 *
 MESSAGING_DLQ_RETENTION_SECONDS = env.int("MESSAGING_DLQ_RETENTION_SECONDS", default=14 * 24 * 3600)
 # Event-consumer queues: how long a received message stays invisible while
 # its handler runs; a handler that raises sees it again after this.
-MESSAGING_EVENT_VISIBILITY_TIMEOUT = env.int("MESSAGING_EVENT_VISIBILITY_TIMEOUT", default=60)
+# Keep it well above (messages a poller holds / handler threads) x the slowest handler.
+MESSAGING_EVENT_VISIBILITY_TIMEOUT = env.int("MESSAGING_EVENT_VISIBILITY_TIMEOUT", default=300)
+EVENTS_API_SETTLE_SECONDS = env.int("EVENTS_API_SETTLE_SECONDS", default=5)
 # SNS e-mail subscriptions on the alerts topic (real AWS: confirm by mail).
 ALERT_EMAILS: list[str] = env.list("ALERT_EMAILS", default=[])
 
@@ -260,3 +262,13 @@ PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="payments.gateway.HttpGatew
 PAYMENT_GATEWAY_URL = env.str("PAYMENT_GATEWAY_URL", default="http://127.0.0.1:8765")
 PAYMENT_GATEWAY_API_KEY = env.str("PAYMENT_GATEWAY_API_KEY", default="")
 PAYMENT_GATEWAY_TIMEOUT = env.float("PAYMENT_GATEWAY_TIMEOUT", default=10.0)
+PAYMENT_RATE_LIMIT_PER_SECOND = env.float("PAYMENT_RATE_LIMIT_PER_SECOND", default=100.0)  # all workers
+PAYMENT_DUNNING_DAYS: list[int] = [int(d) for d in env.list("PAYMENT_DUNNING_DAYS", default=["1", "3", "7"])]
+PAYMENT_TRANSIENT_MAX_RETRIES = env.int("PAYMENT_TRANSIENT_MAX_RETRIES", default=6)
+PAYMENT_TRANSIENT_BACKOFF_SECONDS = env.float("PAYMENT_TRANSIENT_BACKOFF_SECONDS", default=2.0)
+PAYMENT_TRANSIENT_BACKOFF_MAX_SECONDS = env.float("PAYMENT_TRANSIENT_BACKOFF_MAX_SECONDS", default=300.0)
+PAYMENT_RETRY_SWEEP_SECONDS = env.int("PAYMENT_RETRY_SWEEP_SECONDS", default=30)
+# Where local alert e-mails go (the alerts_mail consumer); SNS e-mail subscriptions use ALERT_EMAILS.
+ALERT_MAIL_FROM = env.str("ALERT_MAIL_FROM", default="billing-alerts@localhost")
+EMAIL_HOST = env.str("EMAIL_HOST", default="127.0.0.1")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)

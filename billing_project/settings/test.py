@@ -9,6 +9,7 @@ RESOURCE_PREFIX = env.str("RESOURCE_PREFIX", default="billing-test-")
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Tests run the relay explicitly; the on-commit kick is enabled where a test is about it.
 OUTBOX_KICK_RELAY = False
+EVENTS_API_SETTLE_SECONDS = 0
 CONSUMER_WAIT_SECONDS = 1
 CONSUMER_RETRY_BASE_SECONDS = 0
 # Task-only workers by default; push-consumer tests start the consumers they need.
