@@ -8,6 +8,6 @@ class EventsConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
-        from . import checks, outbox, schedules  # noqa: F401  (registers checks and signal receivers)
+        from . import alert_mail, checks, outbox, schedules  # noqa: F401  (registers checks and signal receivers)
 
         autodiscover_modules("consumers")  # each app's @handles registrations

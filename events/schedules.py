@@ -59,6 +59,12 @@ def periodic_tasks() -> list[Periodic]:
             timezone=settings.BILLING_TIME_ZONE,
             description="Issues every invoice that fell due (catch-up included). Edit the time here.",
         ),
+        Periodic(
+            name="Payments: retries due",
+            task="payments.retry_due",
+            every_seconds=settings.PAYMENT_RETRY_SWEEP_SECONDS,
+            description="Charges payments whose dunning or backoff time has come; rescues stuck ones.",
+        ),
         *_pull_consumers(),
         *getattr(settings, "EXTRA_PERIODIC_TASKS", []),
     ]

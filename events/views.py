@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db.models import Q
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET
@@ -34,6 +35,69 @@ ALLOWED_PARAMS = {
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness: the process is up and serving requests."""
     return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness: PostgreSQL, SQS and SNS answer (503 with the failing part otherwise)."""
+    from django.db import connection
+
+    from . import aws, topology
+
+    checks: dict[str, str] = {}
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - report, do not crash the probe
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        aws.client("sqs").get_queue_url(QueueName=topology.task_queue_name("default"))
+        checks["sqs"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["sqs"] = f"error: {type(exc).__name__}"
+    try:
+        aws.client("sns").get_topic_attributes(TopicArn=aws.topic_arn(topology.topic_name(topology.ALERTS)))
+        checks["sns"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["sns"] = f"error: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return JsonResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )
+
+
+_gauges_refreshed = 0.0
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics. Token (METRICS_TOKEN) or, without one, loopback callers only."""
+    import time as _time
+
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+    from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+
+    token = settings.METRICS_TOKEN
+    if token:
+        if request.headers.get("Authorization", "") != f"Bearer {token}":
+            return HttpResponse("metrics need 'Authorization: Bearer <METRICS_TOKEN>'\n", status=401)
+    elif request.META.get("REMOTE_ADDR") not in ("127.0.0.1", "::1"):
+        return HttpResponse("metrics are served to loopback only unless METRICS_TOKEN is set\n", status=403)
+    global _gauges_refreshed
+    if _time.monotonic() - _gauges_refreshed > 15:  # queue depths and outbox backlog, at most every 15 s
+        _gauges_refreshed = _time.monotonic()
+        try:
+            from .monitoring import outbox_stats, queue_stats
+
+            queue_stats(with_age=False)
+            outbox_stats()
+        except Exception:  # noqa: BLE001 - stale gauges beat a failed scrape
+            pass
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = DEFAULT_REGISTRY
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 class BadRequest(ValueError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -199,6 +200,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     env.setdefault("DJANGO_SETTINGS_MODULE", "billing_project.settings.dev")
     env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{moto_port}"
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # prometheus-client's multiprocess mode: worker pool children and web share counters here.
+    metrics_dir = data_dir / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
     children: list[Child] = []
     pg: EmbeddedPostgres | None = None

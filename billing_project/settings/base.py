@@ -272,3 +272,7 @@ PAYMENT_RETRY_SWEEP_SECONDS = env.int("PAYMENT_RETRY_SWEEP_SECONDS", default=30)
 ALERT_MAIL_FROM = env.str("ALERT_MAIL_FROM", default="billing-alerts@localhost")
 EMAIL_HOST = env.str("EMAIL_HOST", default="127.0.0.1")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+
+# --- Metrics -----------------------------------------------------------------------
+# /metrics answers loopback callers only, unless this token is set (then: Bearer token).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

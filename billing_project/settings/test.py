@@ -24,3 +24,5 @@ EXTRA_EVENT_QUEUES = [
 ]
 # Close connections after each handler/task so worker threads leave none behind.
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+PAYMENT_TRANSIENT_BACKOFF_SECONDS = 0
+PAYMENT_RATE_LIMIT_PER_SECOND = 1000

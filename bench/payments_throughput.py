@@ -1,0 +1,136 @@
+"""10,000 payments through the sandbox gateway (200 ms latency, 100 charges/s limit).
+
+Targets: done in <= 115 s (ideal 100 s; one at a time would take 2,000 s), no more 429s than
+the first second's, zero double charges counted at the gateway.
+
+The charges run the way the payments workers run them (`payment_charge`, the body of the
+`payments.charge_payment` task): 2 processes x 16 threads, sharing the PostgreSQL token
+bucket. The SQS leg that carries each task is left out (the consumer benchmark measures it;
+moto slows down too much on a 10,000-deep queue to be the bottleneck under test).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import get_context
+
+import _env
+from django.conf import settings
+from django.db import connection
+
+from payments.models import Payment, PaymentAttempt, RateLimitBucket
+from scripts.devstack import free_port, port_open, wait_for
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+LATENCY_MS, LIMIT = 200, 100
+
+
+def _charge_all(ids: list[str]) -> int:
+    import django
+
+    django.setup()
+    from django.db import connection as conn
+
+    from payments.gateway import reset_gateway
+    from payments.services import payment_charge
+
+    reset_gateway()
+
+    def one(pid: str) -> str:
+        try:
+            return payment_charge(payment_id=pid)
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(16) as pool:
+        return sum(1 for r in pool.map(one, ids) if r == "succeeded")
+
+
+def main() -> None:
+    port = free_port()
+    gw = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "payments.sandbox",
+            "--port",
+            str(port),
+            "--latency-ms",
+            str(LATENCY_MS),
+            "--rate-limit",
+            str(LIMIT),
+        ],
+        cwd=_env.ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: port_open("127.0.0.1", port), 30, "sandbox gateway")
+        settings.PAYMENT_GATEWAY_URL = f"http://127.0.0.1:{port}"
+        settings.PAYMENT_RATE_LIMIT_PER_SECOND = LIMIT
+        import os
+
+        os.environ["PAYMENT_GATEWAY_URL"] = settings.PAYMENT_GATEWAY_URL
+        os.environ["PAYMENT_RATE_LIMIT_PER_SECOND"] = str(LIMIT)
+        PaymentAttempt.objects.all().delete()
+        Payment.objects.all().delete()
+        RateLimitBucket.objects.all().delete()
+        Payment.objects.bulk_create(
+            [
+                Payment(
+                    id=uuid.uuid4(),
+                    invoice_id=f"bench-{i}",
+                    invoice_number=f"B-{i}",
+                    customer_ref=f"cus-{i}",
+                    customer_email="a@b.co",
+                    amount_minor=1000,
+                    currency="EUR",
+                )
+                for i in range(N)
+            ],
+            batch_size=5000,
+        )
+        ids = [str(p) for p in Payment.objects.values_list("pk", flat=True)]
+        connection.close()
+        halves = [ids[0::2], ids[1::2]]
+        start = time.perf_counter()
+        with get_context("fork").Pool(2) as pool:
+            succeeded = sum(pool.map(_charge_all, halves))
+        wall = time.perf_counter() - start
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/_stats") as resp:
+            stats = json.load(resp)
+        doubles = sum(1 for n in stats["charges_by_key"].values() if n > 1)
+        _env.report(
+            [
+                ("payments", str(N)),
+                ("succeeded", str(succeeded)),
+                (
+                    "wall time",
+                    f"{wall:.1f} s (target <= 115 s; ideal {N / LIMIT:.0f} s; one at a time "
+                    f"{N * LATENCY_MS / 1000:.0f} s)",
+                ),
+                (
+                    "throughput",
+                    f"{N / wall:.1f} charges/s (gateway limit {LIMIT}/s) = {N / wall / LIMIT:.0%} of the limit",
+                ),
+                (
+                    "429s from the gateway",
+                    f"{stats['rate_limited']} (target: no more than the first second's, {LIMIT})",
+                ),
+                ("charges counted at the gateway", f"{stats['charges']}; keys charged twice: {doubles}"),
+            ]
+        )
+        assert succeeded == N == stats["charges"] and doubles == 0
+        PaymentAttempt.objects.all().delete()
+        Payment.objects.all().delete()
+    finally:
+        gw.terminate()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Celery entry points of payments (queue "payments"). Thin: call a service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from django.db import DatabaseError
+
+from .services import payment_charge, payments_retry_due
+
+
+@shared_task(
+    name="payments.charge_payment",
+    bind=True,
+    ignore_result=True,
+    acks_late=True,
+    autoretry_for=(DatabaseError,),
+    max_retries=5,
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+)
+def charge_payment(self: Any, payment_id: str) -> str:
+    """Charge one payment at the global rate limit. Idempotent (same key per dunning step);
+    gateway errors are handled by the service (backoff, dunning), not by retrying this task."""
+    return payment_charge(payment_id=payment_id)
+
+
+@shared_task(name="payments.retry_due", bind=True, ignore_result=True, acks_late=True)
+def retry_due(self: Any) -> int:
+    """Beat: enqueue charges whose dunning/backoff time has come; rescue stuck ones."""
+    return payments_retry_due()

@@ -1,0 +1,206 @@
+"""Payments end to end: real SQS, real worker, the shipped sandbox gateway over HTTP, real SMTP."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date, timedelta
+
+import pytest
+from aiosmtpd.controller import Controller
+from django.utils import timezone
+
+from events import aws, topology
+from events.models import OutboxEvent
+from events.pollers import PushConsumer, consumer_configs, pull_once
+from events.relay import relay_pending
+from invoicing.models import Invoice
+from invoicing.services import invoices_run_inline, projection_apply
+from invoicing.tests.factories import agreement_event
+from payments.gateway import reset_gateway
+from payments.models import Payment
+from payments.sandbox import SandboxConfig, start_in_thread
+from payments.services import payment_create_for_invoice, payments_retry_due
+from tests.helpers import wait_until
+
+from .test_gateway import stats
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def sandbox(settings):
+    server = start_in_thread(SandboxConfig(seed=1))
+    settings.PAYMENT_GATEWAY_URL = server.url
+    reset_gateway()
+    yield server
+    server.shutdown()
+    reset_gateway()
+
+
+def invoice_data(customer: str = "cus-ok", invoice_id: str | None = None) -> dict:
+    invoice_id = invoice_id or str(uuid.uuid4())
+    return {
+        "invoice_id": invoice_id,
+        "number": f"INV-T-{invoice_id[:6]}",
+        "agreement_id": "A-1",
+        "customer": {"external_ref": customer, "name": "Ada", "email": "ada@example.com"},
+        "period_start": "2026-01-01",
+        "period_end": "2026-02-01",
+        "total_minor": 1500,
+        "currency": "EUR",
+        "due_date": "2026-01-15",
+    }
+
+
+def settled(payment_id) -> Payment | None:
+    p = Payment.objects.get(pk=payment_id)
+    return p if p.status in ("succeeded", "failed", "retry_scheduled") else None
+
+
+def test_invoice_issued_delivered_twice_gives_one_payment_and_one_charge(celery_worker, sandbox, sqs):
+    body = json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "type": "invoice.issued",
+            "schema_version": 1,
+            "occurred_at": "2026-11-27T10:00:00Z",
+            "producer": "invoicing",
+            "aggregate_type": "invoice",
+            "aggregate_id": "I-1",
+            "aggregate_version": 1,
+            "data": invoice_data(invoice_id="I-1"),
+        }
+    )
+    url = aws.queue_url(topology.event_queue_name("payments"))
+    consumer = PushConsumer(consumer_configs()["payments"])
+    consumer.start()
+    try:
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+        wait_until(lambda: Payment.objects.filter(invoice_id="I-1", status="succeeded").exists(), timeout=60)
+        wait_until(lambda: consumer.handled == 2, timeout=30)
+    finally:
+        consumer.stop()
+    assert Payment.objects.count() == 1
+    assert stats(sandbox)["charges"] == 1
+    assert OutboxEvent.objects.filter(type="payment.succeeded").count() == 1
+
+
+def test_lost_response_retry_gets_the_original_result_and_one_charge(celery_worker, sandbox):
+    payment, _ = payment_create_for_invoice(data=invoice_data("lost-1"))
+    p = wait_until(lambda: Payment.objects.filter(pk=payment.pk, status="succeeded").first(), timeout=60)
+    attempts = list(p.attempts.values_list("idempotency_key", "outcome"))
+    assert [a[1] for a in attempts] == ["transient", "succeeded"]
+    assert len({a[0] for a in attempts}) == 1  # the same key both times
+    assert stats(sandbox)["charges"] == 1 and stats(sandbox)["replays"] == 1
+
+
+def test_transient_errors_then_success(celery_worker, sandbox):
+    payment, _ = payment_create_for_invoice(data=invoice_data("transient2-1"))
+    p = wait_until(lambda: Payment.objects.filter(pk=payment.pk, status="succeeded").first(), timeout=60)
+    assert list(p.attempts.values_list("outcome", flat=True)) == ["transient", "transient", "succeeded"]
+    assert stats(sandbox)["charges"] == 1
+
+
+def _come_due(payment_id) -> None:
+    Payment.objects.filter(pk=payment_id).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    payments_retry_due()
+
+
+def test_soft_decline_follows_the_dunning_schedule_to_success(celery_worker, sandbox):
+    payment, _ = payment_create_for_invoice(data=invoice_data("soft1-1"))
+    p = wait_until(lambda: settled(payment.pk), timeout=60)
+    assert p.status == "retry_scheduled" and p.dunning_step == 1
+    assert timedelta(hours=23) < p.next_attempt_at - timezone.now() <= timedelta(days=1)  # +1 day
+    _come_due(payment.pk)
+    p = wait_until(lambda: Payment.objects.filter(pk=payment.pk, status="succeeded").first(), timeout=60)
+    assert list(
+        OutboxEvent.objects.filter(aggregate_id=str(p.id))
+        .order_by("aggregate_version")
+        .values_list("type", "data__final")
+    ) == [("payment.failed", False), ("payment.succeeded", None)]
+
+
+def test_soft_declines_exhaust_the_schedule_to_final_failure(celery_worker, sandbox, settings):
+    payment, _ = payment_create_for_invoice(data=invoice_data("soft-1"))
+    gaps = []
+    for step in range(1, 4):
+        p = wait_until(
+            lambda: Payment.objects.filter(
+                pk=payment.pk, status="retry_scheduled", dunning_step=step
+            ).first(),
+            timeout=60,
+        )
+        gaps.append(round((p.next_attempt_at - timezone.now()).total_seconds() / 86400))
+        _come_due(payment.pk)
+    p = wait_until(lambda: Payment.objects.filter(pk=payment.pk, status="failed").first(), timeout=60)
+    assert gaps == settings.PAYMENT_DUNNING_DAYS == [1, 3, 7]
+    finals = list(
+        OutboxEvent.objects.filter(type="payment.failed", aggregate_id=str(p.id))
+        .order_by("aggregate_version")
+        .values_list("data__final", flat=True)
+    )
+    assert finals == [False, False, False, True]
+    assert OutboxEvent.objects.filter(type="alert.payment_failed").count() == 1
+
+
+@pytest.fixture
+def smtp(settings):
+    class Inbox:
+        def __init__(self) -> None:
+            self.messages: list = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd API
+            self.messages.append(envelope)
+            return "250 OK"
+
+    inbox = Inbox()
+    from scripts.devstack import free_port
+
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
+    settings.ALERT_EMAILS = ["ops@example.com"]
+    yield inbox
+    controller.stop()
+
+
+def test_hard_decline_fails_at_once_and_the_alert_email_arrives(celery_worker, sandbox, smtp):
+    payment, _ = payment_create_for_invoice(data=invoice_data("hard-1"))
+    p = wait_until(lambda: settled(payment.pk), timeout=60)
+    assert p.status == "failed" and p.attempts.count() == 1 and p.last_error_class == "hard_decline"
+    # the alert travels: outbox -> alerts topic -> alerts_mail queue -> handler -> SMTP
+    relay_pending()
+    wait_until(lambda: pull_once("alerts_mail").outcomes.get("handled"), timeout=30)
+    [mail] = smtp.messages
+    assert mail.rcpt_tos == ["ops@example.com"]
+    assert "alert.payment_failed" in mail.content.decode() and p.invoice_number in mail.content.decode()
+
+
+@pytest.mark.parametrize("customer, expected", [("C-A", "paid"), ("hard-A", "uncollectible")])
+def test_payment_outcome_reaches_invoicing(celery_worker, sandbox, customer, expected):
+    projection_apply(
+        event=agreement_event(
+            "agreement.created",
+            "A",
+            1,
+            start_date="2026-01-01",
+            customer={"external_ref": customer, "name": "Ada", "email": "ada@example.com"},
+        )
+    )
+    invoices_run_inline(run_date=date(2026, 1, 1))
+    invoice = Invoice.objects.get()
+    relay_pending()  # invoice.issued -> payments queue
+    wait_until(lambda: pull_once("payments").received, timeout=30)
+    wait_until(
+        lambda: Payment.objects.filter(
+            invoice_id=str(invoice.id), status__in=["succeeded", "failed"]
+        ).exists(),
+        timeout=60,
+    )
+    relay_pending()  # payment.* -> invoicing queue
+    wait_until(lambda: pull_once("invoicing").outcomes.get("handled"), timeout=30)
+    invoice.refresh_from_db()
+    assert invoice.status == expected

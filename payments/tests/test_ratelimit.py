@@ -1,0 +1,46 @@
+"""The shared token bucket holds the rate across threads (each with its own DB connection)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.db import connection
+
+from payments.ratelimit import acquire
+
+
+@pytest.mark.django_db(transaction=True)
+def test_many_threads_together_never_exceed_the_rate():
+    stamps: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        try:
+            for _ in range(10):
+                assert acquire("test", rate=50)
+                with lock:
+                    stamps.append(time.monotonic())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - start
+    # 80 tokens at 50/s with a burst of 25: at least (80 - 25) / 50 = 1.1 s
+    assert len(stamps) == 80 and elapsed >= 1.0
+    # and in no one-second window more than rate + burst
+    stamps.sort()
+    assert max(sum(1 for s in stamps if t0 <= s < t0 + 1) for t0 in stamps) <= 50 + 25 + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wait_beyond_the_timeout_gives_the_token_back():
+    for _ in range(2):
+        acquire("slow", rate=1)
+    assert acquire("slow", rate=1, timeout=0.1) is False
