@@ -127,7 +127,7 @@ def test_soft_declines_exhaust_the_schedule_to_final_failure(celery_worker, sand
     gaps = []
     for step in range(1, 4):
         p = wait_until(
-            lambda: Payment.objects.filter(
+            lambda step=step: Payment.objects.filter(
                 pk=payment.pk, status="retry_scheduled", dunning_step=step
             ).first(),
             timeout=60,
