@@ -6,11 +6,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from celery.contrib.testing.worker import start_worker
 from django.core.management import call_command
 
 from billing_project.celery import app as celery_app
 from events import aws, topology
+from scripts.devstack import free_port
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +53,25 @@ def celery_worker(transactional_db: Any, empty_queues: topology.Topology) -> Ite
         queues=topology.celery_queue_names(),
     ) as worker:
         yield worker
+
+
+@pytest.fixture
+def smtp(settings: Any) -> Iterator[Any]:
+    """A real SMTP server on loopback; Django mails alerts to it."""
+
+    class Inbox:
+        def __init__(self) -> None:
+            self.messages: list = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd API
+            self.messages.append(envelope)
+            return "250 OK"
+
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
+    settings.ALERT_EMAILS = ["ops@example.com"]
+    yield inbox
+    controller.stop()

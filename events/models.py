@@ -158,3 +158,17 @@ class ConsumerFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.consumer} {self.message_id}: {self.first_error[:60]}"
+
+
+class AlertState(models.Model):
+    """Whether an automated check is breached now: one alert per breach, one 'resolved' when it clears."""
+
+    name = models.CharField(max_length=50, unique=True, help_text="the check")
+    breached = models.BooleanField(default=False)
+    since = models.DateTimeField(null=True, blank=True)
+    summary = models.CharField(max_length=1000, blank=True, default="")
+    version = models.BigIntegerField(default=0, help_text="aggregate_version of this check's alert events")
+    checked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'BREACHED' if self.breached else 'ok'}"

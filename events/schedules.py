@@ -60,6 +60,12 @@ def periodic_tasks() -> list[Periodic]:
             description="Issues every invoice that fell due (catch-up included). Edit the time here.",
         ),
         Periodic(
+            name="Monitoring checks",
+            task="events.monitor",
+            every_seconds=settings.MONITOR_INTERVAL_SECONDS,
+            description="DLQ depth, oldest message age, outbox lag, daily run missed, payment failure rate.",
+        ),
+        Periodic(
             name="Payments: retries due",
             task="payments.retry_due",
             every_seconds=settings.PAYMENT_RETRY_SWEEP_SECONDS,

@@ -60,3 +60,11 @@ def pull_consumer(self: Any, consumer: str) -> dict[str, int]:
         return {"received": 0}
     result = pull_once(consumer)
     return {"received": result.received, **result.outcomes}
+
+
+@shared_task(name="events.monitor", bind=True, ignore_result=True, acks_late=True)
+def monitor(self: Any) -> list[str]:
+    """Beat: run the automated checks; publish alert.* on a new breach, alert.resolved when cleared."""
+    from .monitor import monitor_run
+
+    return monitor_run()

@@ -276,3 +276,7 @@ EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 # --- Metrics -----------------------------------------------------------------------
 # /metrics answers loopback callers only, unless this token is set (then: Bearer token).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+MONITOR_INTERVAL_SECONDS = env.int("MONITOR_INTERVAL_SECONDS", default=60)
+MONITOR_DAILY_RUN_MAX_AGE_HOURS = env.int("MONITOR_DAILY_RUN_MAX_AGE_HOURS", default=26)
+MONITOR_PAYMENT_FAILURE_RATE = env.float("MONITOR_PAYMENT_FAILURE_RATE", default=0.2)
+MONITOR_PAYMENT_MIN_OUTCOMES = env.int("MONITOR_PAYMENT_MIN_OUTCOMES", default=20)

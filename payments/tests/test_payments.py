@@ -7,7 +7,6 @@ import uuid
 from datetime import date, timedelta
 
 import pytest
-from aiosmtpd.controller import Controller
 from django.utils import timezone
 
 from events import aws, topology
@@ -143,28 +142,6 @@ def test_soft_declines_exhaust_the_schedule_to_final_failure(celery_worker, sand
     )
     assert finals == [False, False, False, True]
     assert OutboxEvent.objects.filter(type="alert.payment_failed").count() == 1
-
-
-@pytest.fixture
-def smtp(settings):
-    class Inbox:
-        def __init__(self) -> None:
-            self.messages: list = []
-
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd API
-            self.messages.append(envelope)
-            return "250 OK"
-
-    inbox = Inbox()
-    from scripts.devstack import free_port
-
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
-    settings.ALERT_EMAILS = ["ops@example.com"]
-    yield inbox
-    controller.stop()
 
 
 def test_hard_decline_fails_at_once_and_the_alert_email_arrives(celery_worker, sandbox, smtp):
