@@ -38,6 +38,7 @@ from django.db import IntegrityError, transaction
 from django.utils.dateparse import parse_datetime
 
 from . import contracts, metrics
+from .logs import log_context
 from .models import ProcessedEvent
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,14 @@ class Outcome:
         return self.result in (HANDLED, DUPLICATE, UNHANDLED)
 
 
-def process_message(
+def process_message(*args: Any, **kwargs: Any) -> Outcome:
+    """Run ``consumer``'s handler for one message body. Never raises (see module doc)."""
+    consumer = args[0] if args else kwargs["consumer"]
+    with log_context(consumer=consumer, sqs_message_id=kwargs.get("message_id", "")):
+        return _process_message(*args, **kwargs)
+
+
+def _process_message(
     consumer: str,
     body: str | bytes,
     *,
@@ -158,12 +166,24 @@ def process_message(
     receive_count: int = 1,
     attributes: dict[str, Any] | None = None,
 ) -> Outcome:
-    """Run ``consumer``'s handler for one message body. Never raises (see module doc)."""
     started = time.perf_counter()
     try:
         envelope = parse_envelope(body)
     except Poison as exc:
         return _poisoned(consumer, message_id, str(exc), {})
+    event_type = envelope["type"]
+    with log_context(event_id=envelope["id"], event_type=event_type):
+        return _dispatch(consumer, envelope, started, message_id, receive_count, attributes)
+
+
+def _dispatch(
+    consumer: str,
+    envelope: dict[str, Any],
+    started: float,
+    message_id: str,
+    receive_count: int,
+    attributes: dict[str, Any] | None,
+) -> Outcome:
     event_type = envelope["type"]
     handler = HANDLERS.get(consumer, {}).get(event_type)
     if handler is None:

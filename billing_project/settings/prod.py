@@ -10,6 +10,7 @@ from .base import *  # noqa: F403
 from .base import env
 
 DEBUG = False
+LOGGING["handlers"]["console"]["formatter"] = env.str("LOG_FORMAT", default="json")  # noqa: F405
 
 try:
     SECRET_KEY = env.str("SECRET_KEY")
