@@ -14,7 +14,7 @@ from django.utils.html import format_html
 
 from . import topology
 from .admin_tools import GuardedActionsMixin
-from .models import ApiToken, Heartbeat, OutboxEvent
+from .models import AlertState, ApiToken, ConsumerFailure, Heartbeat, OutboxEvent, ProcessedEvent
 from .replay import ReplayError, replay
 
 
@@ -162,3 +162,44 @@ class HeartbeatAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ProcessedEvent)
+class ProcessedEventAdmin(ReadOnlyAdmin):
+    list_display = ("processed_at", "consumer", "event_type", "event_id", "payload_hash")
+    list_filter = ("consumer", "event_type")
+    search_fields = ("=event_id",)
+    date_hierarchy = "processed_at"
+    show_full_result_count = False
+
+
+@admin.register(ConsumerFailure)
+class ConsumerFailureAdmin(ReadOnlyAdmin):
+    list_display = (
+        "last_seen_at",
+        "consumer",
+        "event_type",
+        "aggregate_id",
+        "failures",
+        "poisoned",
+        "first_error",
+    )
+    list_filter = ("consumer", "poisoned", "event_type")
+    search_fields = ("=message_id", "=event_id", "=aggregate_id")
+    date_hierarchy = "last_seen_at"
+
+
+@admin.register(AlertState)
+class AlertStateAdmin(ReadOnlyAdmin):
+    list_display = ("name", "breached", "since", "summary", "checked_at")

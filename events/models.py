@@ -155,6 +155,7 @@ class ConsumerFailure(models.Model):
             models.UniqueConstraint(fields=["consumer", "message_id"], name="one_failure_row_per_message")
         ]
         ordering = ["-last_seen_at"]
+        permissions = [("redrive_dlq", "Can redrive dead-letter queues back to their source")]
 
     def __str__(self) -> str:
         return f"{self.consumer} {self.message_id}: {self.first_error[:60]}"

@@ -1,0 +1,157 @@
+"""The operators' "Messaging" admin page: queues, DLQs, outbox, the last daily run, a 30-day chart,
+and redrive/replay behind their permissions with a dry-run confirmation first.
+
+It spans the contexts (it is the project's console, not an app), so it may read every app.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.db.models.functions import TruncDate
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from events import contracts, topology
+from events.dlq import DlqError, Selection, redrive, resolve
+from events.models import OutboxEvent, ProcessedEvent
+from events.monitoring import format_age, outbox_stats, queue_stats
+from events.replay import ReplayError, replay, select_events
+from invoicing.models import DailyRun
+
+DAYS = 30
+
+
+class ReplayForm(forms.Form):
+    type = forms.ChoiceField(choices=lambda: [(t, t) for t in sorted(contracts.REGISTRY)])
+    since = forms.DateField(help_text="Events that occurred on or after this day (UTC).")
+    target = forms.ChoiceField(
+        choices=lambda: (
+            [("topic", "their topics (every subscriber)")]
+            + [(q.consumer, f"only the {q.consumer} queue") for q in topology.EVENT_QUEUES]
+        )
+    )
+
+
+def _daily_counts() -> dict[str, dict[Any, int]]:
+    start = timezone.now() - timedelta(days=DAYS)
+
+    def per_day(qs: Any, field: str) -> dict[Any, int]:
+        rows = qs.filter(**{f"{field}__gte": start}).annotate(day=TruncDate(field)).values("day")
+        return {r["day"]: r["n"] for r in rows.annotate(n=Count("pk")).order_by()}
+
+    return {
+        "published": per_day(OutboxEvent.objects.exclude(published_at=None), "published_at"),
+        "handled": per_day(ProcessedEvent.objects.all(), "processed_at"),
+        "invoices": per_day(OutboxEvent.objects.filter(type=contracts.INVOICE_ISSUED), "occurred_at"),
+    }
+
+
+def _chart(counts: dict[str, dict[Any, int]]) -> SafeString:
+    """An inline SVG of three daily series over the last 30 days (no JavaScript)."""
+    today = timezone.now().date()
+    days = [today - timedelta(days=DAYS - 1 - i) for i in range(DAYS)]
+    top = max([1, *(v for series in counts.values() for v in series.values())])
+    width, height, pad = 720, 180, 20
+    colors = {"published": "#417690", "handled": "#79aec8", "invoices": "#e0a030"}
+    parts = [f'<svg role="img" aria-label="events per day" width="{width}" height="{height + 40}">']
+    for name, series in counts.items():
+        xs = [pad + i * (width - 2 * pad) / (DAYS - 1) for i in range(DAYS)]
+        ys = [pad + (height - 2 * pad) * (1 - series.get(d, 0) / top) for d in days]
+        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
+        parts.append(f'<polyline fill="none" stroke="{colors[name]}" stroke-width="2" points="{points}"/>')
+    for i, name in enumerate(counts):
+        parts.append(f'<text x="{pad + i * 160}" y="{height + 25}" fill="{colors[name]}">{name}</text>')
+    parts.append(f'<text x="{width - 150}" y="14">max {top}/day</text></svg>')
+    return format_html("{}", SafeString("".join(parts)))
+
+
+def messaging_view(request: HttpRequest) -> HttpResponse:
+    can_redrive = request.user.has_perm("events.redrive_dlq")
+    can_replay = request.user.has_perm("events.replay_event")
+    if request.method == "POST":
+        return _post(request, can_redrive, can_replay)
+    context: dict[str, Any] = {**admin.site.each_context(request), "title": "Messaging"}
+    try:
+        queues = queue_stats()
+        context["queues"] = [
+            {"stat": q, "age": format_age(q.oldest_age), "consumer": q.name.removesuffix("-dlq")}
+            for q in queues
+        ]
+    except (BotoCoreError, ClientError) as exc:
+        context["sqs_error"] = str(exc)
+    outbox = outbox_stats()
+    context.update(
+        outbox=outbox,
+        outbox_age=format_age(outbox.oldest_unpublished_age),
+        last_run=DailyRun.objects.order_by("-started_at").first(),
+        chart=_chart(_daily_counts()),
+        can_redrive=can_redrive,
+        can_replay=can_replay,
+        replay_form=ReplayForm(),
+    )
+    redrive_queue = request.GET.get("redrive")
+    if redrive_queue and can_redrive:
+        try:
+            dlq, source = resolve(redrive_queue)
+            context["redrive_preview"] = {
+                "dlq": dlq,
+                "source": source,
+                "count": redrive(dlq, source, selection=Selection(), dry_run=True).matched,
+            }
+        except DlqError as exc:
+            messages.error(request, str(exc))
+    return TemplateResponse(request, "admin/messaging.html", context)
+
+
+def _post(request: HttpRequest, can_redrive: bool, can_replay: bool) -> HttpResponse:
+    here = reverse("admin-messaging")
+    if "redrive" in request.POST:
+        if not can_redrive:
+            raise PermissionDenied("You may not redrive dead-letter queues.")
+        try:
+            dlq, source = resolve(request.POST["redrive"])
+        except DlqError as exc:
+            messages.error(request, str(exc))
+            return HttpResponseRedirect(here)
+        report = redrive(dlq, source, selection=Selection())
+        messages.success(request, f"Moved {report.moved} message(s) from {dlq} back to {source}.")
+        return HttpResponseRedirect(here)
+    if "replay" in request.POST or "replay_preview" in request.POST:
+        if not can_replay:
+            raise PermissionDenied("You may not replay events.")
+        form = ReplayForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, f"Replay: {form.errors.as_text()}")
+            return HttpResponseRedirect(here)
+        d = form.cleaned_data
+        since = timezone.make_aware(timezone.datetime(d["since"].year, d["since"].month, d["since"].day))
+        events = select_events(type=d["type"], since=since)
+        target = None if d["target"] == "topic" else d["target"]
+        try:
+            report = replay(events, to_queue=target, dry_run="replay_preview" in request.POST)
+        except ReplayError as exc:
+            messages.error(request, str(exc))
+            return HttpResponseRedirect(here)
+        if report.dry_run:
+            context = {
+                **admin.site.each_context(request),
+                "title": "Confirm replay",
+                "report": report,
+                "form": form,
+            }
+            return TemplateResponse(request, "admin/messaging_replay_confirm.html", context)
+        messages.success(
+            request, f"Replayed {report.sent} event(s) to {report.target}; {report.failed} failed."
+        )
+    return HttpResponseRedirect(here)
