@@ -224,3 +224,75 @@ class _Provisioner:
                     SubscriptionArn=arn, AttributeName=key, AttributeValue=value
                 )
         return Change(UPDATE, "subscription", label, "set " + ", ".join(sorted(updates)))
+
+
+def alarm_specs(topology: Topology) -> list[dict[str, Any]]:
+    """CloudWatch alarms: every DLQ not empty, every source queue's oldest message too old."""
+    from django.conf import settings
+
+    alerts_arn = aws.topic_arn(next(t for t in topology.topics if t.endswith("alerts")))
+    specs = []
+    for q in topology.queues:
+        common = {
+            "Namespace": "AWS/SQS",
+            "Statistic": "Maximum",
+            "Period": 60,
+            "EvaluationPeriods": 1,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [alerts_arn],
+            "OKActions": [alerts_arn],
+        }
+        specs.append(
+            {
+                **common,
+                "AlarmName": f"{q.dlq_name}-not-empty",
+                "AlarmDescription": f"Messages in the DLQ of {q.name}: inspect with dlq_inspect.",
+                "MetricName": "ApproximateNumberOfMessagesVisible",
+                "Dimensions": [{"Name": "QueueName", "Value": q.dlq_name}],
+                "Threshold": float(settings.MONITOR_DLQ_MAX_DEPTH),
+            }
+        )
+        specs.append(
+            {
+                **common,
+                "AlarmName": f"{q.name}-oldest-message",
+                "AlarmDescription": f"The oldest message in {q.name} waits too long: consumers running?",
+                "MetricName": "ApproximateAgeOfOldestMessage",
+                "Dimensions": [{"Name": "QueueName", "Value": q.name}],
+                "Threshold": float(settings.MONITOR_QUEUE_MAX_AGE_SECONDS),
+            }
+        )
+    return specs
+
+
+def provision_alarms(topology: Topology, *, dry_run: bool = False) -> list[Change]:
+    """Create or update the CloudWatch alarms (PutMetricAlarm overwrites: idempotent)."""
+    cloudwatch = aws.client("cloudwatch")
+    specs = alarm_specs(topology)
+    existing: dict[str, dict[str, Any]] = {}
+    for page in cloudwatch.get_paginator("describe_alarms").paginate(
+        AlarmNames=[s["AlarmName"] for s in specs][:100]
+    ):
+        existing.update({a["AlarmName"]: a for a in page.get("MetricAlarms", [])})
+    changes = []
+    for spec in specs:
+        current = existing.get(spec["AlarmName"])
+        same = current is not None and all(
+            current.get(k) == spec[k]
+            for k in ("MetricName", "Threshold", "ComparisonOperator", "AlarmActions")
+        )
+        if same:
+            changes.append(Change(OK, "alarm", spec["AlarmName"]))
+            continue
+        if not dry_run:
+            cloudwatch.put_metric_alarm(**spec)
+        changes.append(
+            Change(
+                UPDATE if current else CREATE,
+                "alarm",
+                spec["AlarmName"],
+                f"{spec['MetricName']} > {spec['Threshold']:g}",
+            )
+        )
+    return changes

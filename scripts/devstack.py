@@ -346,7 +346,25 @@ def _redact(url: str) -> str:
 # --------------------------------------------------------------------------
 # make test
 # --------------------------------------------------------------------------
+def ensure_chromium() -> bool:
+    """The browser test drives Debian's Chromium; install it if we may (root), else say how."""
+    if shutil.which("chromium"):
+        return True
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("installing Debian's chromium for the browser test (apt-get, once)")
+        quiet = {"stdout": subprocess.DEVNULL, "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}}
+        if (
+            subprocess.call(["apt-get", "update", "-qq"], **quiet) == 0
+            and subprocess.call(["apt-get", "install", "-y", "-qq", "chromium"], **quiet) == 0
+        ):
+            return True
+    log("Chromium is missing: install it (sudo apt-get install chromium) for tests/test_browser.py")
+    return False
+
+
 def cmd_test(args: argparse.Namespace) -> int:
+    if not ensure_chromium():
+        return 2
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "billing_project.settings.test"
     env.setdefault("PYTHONUNBUFFERED", "1")

@@ -150,3 +150,15 @@ def test_task_sent_through_sqs_runs_in_a_real_worker_and_writes_postgres(celery_
     beat = wait_until(lambda: Heartbeat.objects.filter(name="foundation-test").first(), timeout=30)
     assert beat.detail["task_id"]
     assert beat.detail["worker"]
+
+
+def test_provision_alarms_on_every_dlq_and_queue_notifying_the_alerts_topic(provisioned, capsys):
+    call_command("messaging_provision", "--alarms")
+    call_command("messaging_provision", "--alarms")
+    assert "0 to create, 0 to update" in capsys.readouterr().out.splitlines()[-1]
+    alarms = {a["AlarmName"]: a for a in aws.client("cloudwatch").describe_alarms()["MetricAlarms"]}
+    alerts = aws.topic_arn(topology.topic_name("alerts"))
+    for q in provisioned.queues:
+        dlq = alarms[f"{q.dlq_name}-not-empty"]
+        assert dlq["MetricName"] == "ApproximateNumberOfMessagesVisible" and dlq["AlarmActions"] == [alerts]
+        assert alarms[f"{q.name}-oldest-message"]["MetricName"] == "ApproximateAgeOfOldestMessage"

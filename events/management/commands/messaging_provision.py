@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from events import topology
-from events.provisioning import CREATE, UPDATE, provision, summarize
+from events.provisioning import CREATE, UPDATE, provision, provision_alarms, summarize
 
 
 class Command(BaseCommand):
@@ -20,14 +20,22 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--dry-run", action="store_true", help="Print the plan; change nothing.")
+        parser.add_argument(
+            "--alarms",
+            action="store_true",
+            help="Also create CloudWatch alarms (DLQ not empty, oldest message too old) -> alerts topic.",
+        )
 
-    def handle(self, *args: Any, dry_run: bool = False, **options: Any) -> None:
+    def handle(self, *args: Any, dry_run: bool = False, alarms: bool = False, **options: Any) -> None:
         where = settings.AWS_ENDPOINT_URL or f"AWS region {settings.AWS_REGION}"
         self.stdout.write(
             f"{'Plan for' if dry_run else 'Provisioning'} {where}, prefix {settings.RESOURCE_PREFIX!r}"
         )
         try:
-            changes = provision(topology.build(), dry_run=dry_run)
+            topo = topology.build()
+            changes = provision(topo, dry_run=dry_run)
+            if alarms:
+                changes += provision_alarms(topo, dry_run=dry_run)
         except (BotoCoreError, ClientError) as exc:
             raise CommandError(
                 f"Could not reach SNS/SQS at {where}: {exc}. Check AWS_ENDPOINT_URL (local) "
