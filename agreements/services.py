@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from billing_project.periods import INTERVALS, next_period_start
 from events import contracts
-from events.outbox import record_event
+from events.outbox import record_change, record_event
 
 from .models import Agreement
 
@@ -131,15 +131,7 @@ def _locked(agreement_id: uuid.UUID | str) -> Agreement:
 
 
 def _bump(a: Agreement, event_type: str, data: dict[str, Any]) -> Agreement:
-    a.aggregate_version += 1
-    a.save()
-    record_event(
-        sender=Agreement,
-        type=event_type,
-        aggregate_id=str(a.id),
-        aggregate_version=a.aggregate_version,
-        data=data,
-    )
+    record_change(sender=Agreement, obj=a, type=event_type, data=data)
     return a
 
 

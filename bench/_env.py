@@ -87,3 +87,18 @@ def report(rows: list[tuple[str, str]]) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+
+
+# agreement.created data used by the outbox benchmarks
+AGREEMENT_DATA = {
+    "agreement_id": "A",
+    "customer": {"external_ref": "C", "name": "Ada", "email": "ada@example.com"},
+    "description": "Monthly plan",
+    "amount_minor": 1999,
+    "currency": "EUR",
+    "interval": "month",
+    "interval_count": 1,
+    "start_date": "2026-01-31",
+    "end_date": None,
+    "status": "active",
+}

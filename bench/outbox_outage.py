@@ -27,18 +27,7 @@ from events.relay import relay_pending
 from scripts.devstack import free_port
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-DATA = {
-    "agreement_id": "A",
-    "customer": {"external_ref": "C", "name": "Ada", "email": "ada@example.com"},
-    "description": "Monthly plan",
-    "amount_minor": 1999,
-    "currency": "EUR",
-    "interval": "month",
-    "interval_count": 1,
-    "start_date": "2026-01-31",
-    "end_date": None,
-    "status": "active",
-}
+DATA = _env.AGREEMENT_DATA
 
 
 def change(i: int) -> None:

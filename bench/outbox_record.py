@@ -17,18 +17,7 @@ from events.models import Heartbeat, OutboxEvent
 from events.outbox import record_event
 
 N = 2000
-DATA = {
-    "agreement_id": "A",
-    "customer": {"external_ref": "C", "name": "Ada", "email": "ada@example.com"},
-    "description": "Monthly plan",
-    "amount_minor": 1999,
-    "currency": "EUR",
-    "interval": "month",
-    "interval_count": 1,
-    "start_date": "2026-01-31",
-    "end_date": None,
-    "status": "active",
-}
+DATA = _env.AGREEMENT_DATA
 
 
 def without_event() -> None:

@@ -65,6 +65,16 @@ def record_event(
     return recorded[0]
 
 
+def record_change(*, sender: Any, obj: Any, type: str, data: dict[str, Any]) -> NewEvent:
+    """Bump ``obj.aggregate_version``, save ``obj`` and record its event at that version,
+    all in the caller's transaction (the usual last step of a service)."""
+    obj.aggregate_version += 1
+    obj.save()
+    return record_event(
+        sender=sender, type=type, aggregate_id=str(obj.pk), aggregate_version=obj.aggregate_version, data=data
+    )
+
+
 def record_events(*, sender: Any, events: Sequence[NewEvent]) -> list[NewEvent]:
     """Record many events in the current transaction (one COPY for big batches)."""
     for _receiver, response in domain_event.send(sender=sender, events=events):

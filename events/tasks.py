@@ -6,10 +6,10 @@ import socket
 from typing import Any
 
 from celery import shared_task
-from django.db import DatabaseError
 
 from .relay import relay_pending
 from .services import event_store_prune, heartbeat_record
+from .task_options import IDEMPOTENT_DB_TASK
 
 
 @shared_task(name="events.heartbeat", bind=True, ignore_result=True, acks_late=True)
@@ -21,17 +21,7 @@ def heartbeat(self: Any, name: str = "beat") -> None:
     )
 
 
-@shared_task(
-    name="events.relay_outbox",
-    bind=True,
-    ignore_result=True,
-    acks_late=True,
-    autoretry_for=(DatabaseError,),
-    max_retries=5,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-)
+@shared_task(name="events.relay_outbox", **IDEMPOTENT_DB_TASK)
 def relay_outbox(self: Any) -> dict[str, int]:
     """Publish every due outbox row to SNS (after commits and as the periodic sweep).
 

@@ -23,7 +23,7 @@ from billing_project.periods import period_start
 from events import contracts, metrics
 from events.bulk import copy_rows
 from events.consumers import Event
-from events.outbox import NewEvent, record_event, record_events
+from events.outbox import NewEvent, record_change, record_events
 
 from .models import BillableAgreement, DailyRun, Invoice, InvoiceLine, InvoiceSeries, PendingPaymentOutcome
 
@@ -490,15 +490,7 @@ def flagged_agreements() -> list[BillableAgreement]:
 # Invoice state from payment events (order-insensitive)
 # ---------------------------------------------------------------------------
 def _bump(invoice: Invoice, event_type: str, data: dict[str, Any]) -> None:
-    invoice.aggregate_version += 1
-    invoice.save()
-    record_event(
-        sender=Invoice,
-        type=event_type,
-        aggregate_id=str(invoice.id),
-        aggregate_version=invoice.aggregate_version,
-        data=data,
-    )
+    record_change(sender=Invoice, obj=invoice, type=event_type, data=data)
 
 
 @transaction.atomic

@@ -9,6 +9,8 @@ from typing import Any
 from celery import shared_task
 from django.db import DatabaseError
 
+from events.task_options import IDEMPOTENT_DB_TASK
+
 from .models import DailyRun
 from .services import billing_today, daily_run_finish, daily_run_start, invoices_issue_chunk
 
@@ -31,17 +33,7 @@ def issue_due_invoices(self: Any, run_date: str | None = None) -> int:
     return len(ranges)
 
 
-@shared_task(
-    name="invoicing.issue_invoice_chunk",
-    bind=True,
-    ignore_result=True,
-    acks_late=True,
-    autoretry_for=(DatabaseError,),
-    max_retries=5,
-    retry_backoff=True,
-    retry_backoff_max=120,
-    retry_jitter=True,
-)
+@shared_task(name="invoicing.issue_invoice_chunk", **{**IDEMPOTENT_DB_TASK, "retry_backoff_max": 120})
 def issue_invoice_chunk(self: Any, run_id: int, run_date: str, pk_from: int, pk_to: int) -> int:
     """Issue the due invoices of one chunk of agreements (one transaction). Idempotent."""
     result = invoices_issue_chunk(

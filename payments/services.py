@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from events import contracts, metrics
-from events.outbox import record_event
+from events.outbox import record_change, record_event
 
 from . import ratelimit
 from .gateway import HARD, SOFT, TRANSIENT, ChargeResult, gateway
@@ -94,15 +94,7 @@ def _payment_data(p: Payment) -> dict[str, Any]:
 
 
 def _emit(p: Payment, event_type: str, data: dict[str, Any]) -> None:
-    p.aggregate_version += 1
-    p.save()
-    record_event(
-        sender=Payment,
-        type=event_type,
-        aggregate_id=str(p.id),
-        aggregate_version=p.aggregate_version,
-        data=data,
-    )
+    record_change(sender=Payment, obj=p, type=event_type, data=data)
 
 
 @transaction.atomic

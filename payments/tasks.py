@@ -5,22 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
-from django.db import DatabaseError
+
+from events.task_options import IDEMPOTENT_DB_TASK
 
 from .services import payment_charge, payments_retry_due
 
 
-@shared_task(
-    name="payments.charge_payment",
-    bind=True,
-    ignore_result=True,
-    acks_late=True,
-    autoretry_for=(DatabaseError,),
-    max_retries=5,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-)
+@shared_task(name="payments.charge_payment", **IDEMPOTENT_DB_TASK)
 def charge_payment(self: Any, payment_id: str) -> str:
     """Charge one payment at the global rate limit. Idempotent (same key per dunning step);
     gateway errors are handled by the service (backoff, dunning), not by retrying this task."""
