@@ -128,9 +128,11 @@ ALERT_EMAILS: list[str] = env.list("ALERT_EMAILS", default=[])
 # timeout must exceed it plus the largest countdown/ETA we schedule inside the
 # broker (retries with countdown are capped well below this).
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
-CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
-CELERY_MAX_COUNTDOWN = 600
-CELERY_VISIBILITY_TIMEOUT = CELERY_TASK_TIME_LIMIT + CELERY_MAX_COUNTDOWN + 300
+CELERY_TASK_SOFT_TIME_LIMIT = max(CELERY_TASK_TIME_LIMIT - 30, CELERY_TASK_TIME_LIMIT // 2)
+CELERY_MAX_COUNTDOWN = env.int("CELERY_MAX_COUNTDOWN", default=600)
+CELERY_VISIBILITY_TIMEOUT = (
+    CELERY_TASK_TIME_LIMIT + CELERY_MAX_COUNTDOWN + env.int("CELERY_VISIBILITY_MARGIN", default=300)
+)
 
 
 def sqs_broker_url(endpoint_url: str | None, key: str, secret: str) -> tuple[str, bool]:
