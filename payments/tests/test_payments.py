@@ -77,7 +77,7 @@ def test_invoice_issued_delivered_twice_gives_one_payment_and_one_charge(celery_
     try:
         sqs.send_message(QueueUrl=url, MessageBody=body)
         sqs.send_message(QueueUrl=url, MessageBody=body)
-        wait_until(lambda: Payment.objects.filter(invoice_id="I-1", status="succeeded").exists(), timeout=60)
+        wait_until(lambda: Payment.objects.filter(invoice_id="I-1", status="succeeded").exists(), timeout=120)
         wait_until(lambda: consumer.handled == 2, timeout=30)
     finally:
         consumer.stop()
@@ -88,7 +88,7 @@ def test_invoice_issued_delivered_twice_gives_one_payment_and_one_charge(celery_
 
 def test_lost_response_retry_gets_the_original_result_and_one_charge(celery_worker, sandbox):
     payment, _ = payment_create_for_invoice(data=invoice_data("lost-1"))
-    p = wait_until(lambda: Payment.objects.filter(pk=payment.pk, status="succeeded").first(), timeout=60)
+    p = wait_until(lambda: Payment.objects.filter(pk=payment.pk, status="succeeded").first(), timeout=120)
     attempts = list(p.attempts.values_list("idempotency_key", "outcome"))
     assert [a[1] for a in attempts] == ["transient", "succeeded"]
     assert len({a[0] for a in attempts}) == 1  # the same key both times
@@ -97,7 +97,7 @@ def test_lost_response_retry_gets_the_original_result_and_one_charge(celery_work
 
 def test_transient_errors_then_success(celery_worker, sandbox):
     payment, _ = payment_create_for_invoice(data=invoice_data("transient2-1"))
-    p = wait_until(lambda: Payment.objects.filter(pk=payment.pk, status="succeeded").first(), timeout=60)
+    p = wait_until(lambda: Payment.objects.filter(pk=payment.pk, status="succeeded").first(), timeout=120)
     assert list(p.attempts.values_list("outcome", flat=True)) == ["transient", "transient", "succeeded"]
     assert stats(sandbox)["charges"] == 1
 
@@ -109,11 +109,11 @@ def _come_due(payment_id) -> None:
 
 def test_soft_decline_follows_the_dunning_schedule_to_success(celery_worker, sandbox):
     payment, _ = payment_create_for_invoice(data=invoice_data("soft1-1"))
-    p = wait_until(lambda: settled(payment.pk), timeout=60)
+    p = wait_until(lambda: settled(payment.pk), timeout=120)
     assert p.status == "retry_scheduled" and p.dunning_step == 1
     assert timedelta(hours=23) < p.next_attempt_at - timezone.now() <= timedelta(days=1)  # +1 day
     _come_due(payment.pk)
-    p = wait_until(lambda: Payment.objects.filter(pk=payment.pk, status="succeeded").first(), timeout=60)
+    p = wait_until(lambda: Payment.objects.filter(pk=payment.pk, status="succeeded").first(), timeout=120)
     assert list(
         OutboxEvent.objects.filter(aggregate_id=str(p.id))
         .order_by("aggregate_version")
@@ -133,7 +133,7 @@ def test_soft_declines_exhaust_the_schedule_to_final_failure(celery_worker, sand
         )
         gaps.append(round((p.next_attempt_at - timezone.now()).total_seconds() / 86400))
         _come_due(payment.pk)
-    p = wait_until(lambda: Payment.objects.filter(pk=payment.pk, status="failed").first(), timeout=60)
+    p = wait_until(lambda: Payment.objects.filter(pk=payment.pk, status="failed").first(), timeout=120)
     assert gaps == settings.PAYMENT_DUNNING_DAYS == [1, 3, 7]
     finals = list(
         OutboxEvent.objects.filter(type="payment.failed", aggregate_id=str(p.id))
@@ -146,7 +146,7 @@ def test_soft_declines_exhaust_the_schedule_to_final_failure(celery_worker, sand
 
 def test_hard_decline_fails_at_once_and_the_alert_email_arrives(celery_worker, sandbox, smtp):
     payment, _ = payment_create_for_invoice(data=invoice_data("hard-1"))
-    p = wait_until(lambda: settled(payment.pk), timeout=60)
+    p = wait_until(lambda: settled(payment.pk), timeout=120)
     assert p.status == "failed" and p.attempts.count() == 1 and p.last_error_class == "hard_decline"
     # the alert travels: outbox -> alerts topic -> alerts_mail queue -> handler -> SMTP
     relay_pending()
