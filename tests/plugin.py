@@ -46,3 +46,17 @@ def pytest_report_header() -> str:
 def pytest_unconfigure() -> None:
     if _server is not None:
         _server.stop()
+
+
+def restart_endpoint(down_seconds: float) -> None:
+    """Take the SNS/SQS endpoint down for ``down_seconds``, then bring it back on the same port
+    (moto keeps its state in this process, as SQS keeps messages through an outage)."""
+    import time
+
+    global _server
+    assert _server is not None, "the endpoint is external (BILLING_TEST_ENDPOINT)"
+    host, port = _server.get_host_and_port()
+    _server.stop()
+    time.sleep(down_seconds)
+    _server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    _server.start()

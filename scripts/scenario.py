@@ -1,0 +1,506 @@
+"""Scenario harness: a simulated billing history over the real parts, with faults, then invariants.
+
+Real parts: PostgreSQL, moto's server over HTTP, several Celery worker processes (task queues
+and push consumers), the sandbox gateway. The harness plays beat (one daily run per simulated
+day) and the upstream system (agreement changes through the services), and injects faults:
+SIGKILL of a worker mid-work, the SNS/SQS endpoint down, PostgreSQL connections terminated,
+every event delivered again (duplicated, in any order), beat down for three days then catch-up,
+poison messages, two daily runs at once. The seed is printed so a failure can be replayed.
+
+Invariants checked afterwards:
+  1. every billable period of every agreement has exactly one invoice (an independent oracle
+     computes the periods from the harness's own log of what it did);
+  2. every invoice has at most one successful charge at the gateway and its status matches
+     its payment;
+  3. every committed domain change has exactly one event in the store, and it was published;
+  4. no message is left in any queue; the DLQs hold only the deliberately poisoned messages.
+
+The CI version is tests/test_scenario.py (minutes). The soak: ``python -m scripts.scenario``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Plan:
+    """What the harness did to one agreement (the oracle's input)."""
+
+    start: date
+    interval: str
+    count: int
+    end: date | None
+    prices: list[tuple[date, int]] = field(default_factory=list)  # (effective_from, amount)
+    pauses: list[list[date | None]] = field(default_factory=list)  # [paused_from, resumed_from]
+    cancel: date | None = None
+
+
+@dataclass
+class Report:
+    seed: int
+    faults: Counter[str] = field(default_factory=Counter)
+    messages: dict[str, int] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        rows = [("seed", str(self.seed))]
+        rows += [(f"fault: {k}", str(v)) for k, v in sorted(self.faults.items())]
+        rows += [(k, str(v)) for k, v in self.messages.items()]
+        rows.append(("invariant violations", str(len(self.violations))))
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+class Workers:
+    def __init__(self, n: int, env: dict[str, str]) -> None:
+        self.env = env
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * n
+        for i in range(n):
+            self.start(i)
+
+    def start(self, i: int) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "billing_project",
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "4",
+            "-l",
+            "WARNING",
+            "-n",
+            f"scenario{i}-{os.getpid()}@%h",
+            "-Q",
+            "default,events,invoicing,payments",
+        ]
+        self.procs[i] = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def kill(self, i: int) -> None:
+        proc = self.procs[i]
+        if proc is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            if proc is not None:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+
+def expected_periods(plan: Plan, last_run: date) -> list[tuple[date, int]]:
+    """The oracle: which period starts are billable by ``last_run``, and at what price."""
+    from billing_project.periods import period_start
+
+    out = []
+    k = 0
+    while True:
+        start = period_start(plan.start, plan.interval, plan.count, k)
+        k += 1
+        if start > last_run or (plan.end and start >= plan.end) or (plan.cancel and start >= plan.cancel):
+            return out
+        paused = any(p[0] <= start and (p[1] is None or start < p[1]) for p in plan.pauses)
+        if paused:
+            continue
+        # stable sort by date: among changes effective the same day, the later one wins
+        amount = [a for eff, a in sorted(plan.prices, key=lambda p: p[0]) if eff <= start][-1]
+        out.append((start, amount))
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout:.0f}s")
+        time.sleep(0.5)
+
+
+def run(
+    *,
+    agreements: int,
+    days: int,
+    seed: int,
+    worker_env: dict[str, str],
+    workers: int = 2,
+    outage_seconds: float = 60.0,
+    restart_endpoint: Callable[[float], None],
+    gateway_stats: Callable[[], dict[str, Any]],
+    poison: int = 5,
+    settle_timeout: float = 600.0,
+) -> Report:
+    """Drive the history and check the invariants. Django must be set up, queues provisioned."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    from agreements.models import Agreement
+    from agreements.services import (
+        AgreementInput,
+        agreement_cancel,
+        agreement_change_price,
+        agreement_create,
+        agreement_pause,
+        agreement_resume,
+    )
+    from billing_project.periods import next_period_start
+    from events import aws, topology
+    from events.models import OutboxEvent
+    from invoicing.models import Invoice
+    from invoicing.tasks import issue_due_invoices
+    from payments.models import Payment
+
+    rng = random.Random(seed)
+    report = Report(seed=seed)
+    print(f"scenario seed {seed}: {agreements} agreements, {days} days", flush=True)
+    plans: dict[str, Plan] = {}
+    domain_changes: Counter[str] = Counter()
+    d0 = date.today() - timedelta(days=days + 1)
+    pool = Workers(workers, worker_env)
+    sqs = aws.client("sqs")
+    beat_down = set(range(days // 2, days // 2 + 3))
+    kill_days = {max(1, days // 4), max(2, (3 * days) // 4)}
+    outage_day, terminate_day, double_run_day = days // 3, (2 * days) // 3, max(1, days // 5)
+    last_run = d0
+    try:
+        for i in range(days):
+            day = d0 + timedelta(days=i)
+            # upstream: new agreements in the first third, changes on the others
+            if i < max(1, days // 3):
+                for _ in range(agreements // max(1, days // 3) + (1 if i == 0 else 0)):
+                    if len(plans) >= agreements:
+                        break
+                    interval = rng.choice(["day", "day", "week", "month", "year"])
+                    count = rng.randint(1, 2) if interval != "year" else 1
+                    start = day + timedelta(days=rng.randint(0, 3))
+                    end = start + timedelta(days=rng.randint(10, days)) if rng.random() < 0.2 else None
+                    amount = rng.randint(100, 10_000)
+                    a = agreement_create(
+                        data=AgreementInput(
+                            external_ref=f"S{seed}-{len(plans)}",
+                            customer_name="Sim",
+                            customer_email="sim@example.com",
+                            amount_minor=amount,
+                            currency=rng.choice(["EUR", "USD"]),
+                            interval=interval,
+                            interval_count=count,
+                            start_date=start,
+                            end_date=end,
+                            customer_ref=f"cus-{len(plans)}",
+                        )
+                    )
+                    plans[str(a.id)] = Plan(start, interval, count, end, prices=[(start, amount)])
+                    domain_changes["agreement.created"] += 1
+            for agreement_id, plan in rng.sample(sorted(plans.items()), k=min(len(plans), 3)):
+                a = Agreement.objects.get(pk=agreement_id)
+                roll = rng.random()
+                if a.status == "active" and roll < 0.35:
+                    amount = rng.randint(100, 10_000)
+                    agreement_change_price(agreement_id=agreement_id, amount_minor=amount, today=day)
+                    plan.prices.append(
+                        (next_period_start(plan.start, plan.interval, plan.count, day), amount)
+                    )
+                    domain_changes["agreement.price_changed"] += 1
+                elif a.status == "active" and roll < 0.55:
+                    agreement_pause(agreement_id=agreement_id, from_date=day + timedelta(days=1))
+                    plan.pauses.append([day + timedelta(days=1), None])
+                    domain_changes["agreement.paused"] += 1
+                elif a.status == "paused" and roll < 0.8:
+                    agreement_resume(agreement_id=agreement_id, from_date=day + timedelta(days=1))
+                    plan.pauses[-1][1] = day + timedelta(days=1)
+                    domain_changes["agreement.resumed"] += 1
+                elif a.status in ("active", "paused") and roll > 0.95:
+                    at_end = rng.random() < 0.5
+                    a = agreement_cancel(agreement_id=agreement_id, at_period_end=at_end, today=day)
+                    plan.cancel = a.cancel_effective_date
+                    domain_changes["agreement.cancelled"] += 1
+            # faults
+            if i in kill_days:
+                victim = rng.randrange(workers)
+                time.sleep(rng.uniform(0.2, 1.5))  # mid-task, mid-batch
+                pool.kill(victim)
+                pool.start(victim)
+                report.faults["worker SIGKILL"] += 1
+            if i == outage_day:
+                restart_endpoint(outage_seconds)
+                report.faults["SNS/SQS endpoint down"] += 1
+            if i == terminate_day:
+                with connection.cursor() as cur:
+                    cur.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                report.faults["PostgreSQL connections terminated"] += 1
+            # beat: the daily run (not while beat is down; the run after catches up)
+            if i in beat_down:
+                if i == min(beat_down):
+                    report.faults["beat down 3 days"] += 1
+                continue
+            # like beat at 02:00, after the day's changes reached invoicing
+            _wait_for_events(sqs, 120)
+            issue_due_invoices.apply_async(kwargs={"run_date": day.isoformat()})
+            if i == double_run_day:
+                issue_due_invoices.apply_async(kwargs={"run_date": day.isoformat()})
+                report.faults["two daily runs at once"] += 1
+            last_run = day
+            time.sleep(0.3)
+        # poison and duplicates
+        for consumer in ("invoicing", "payments"):
+            url = aws.queue_url(topology.event_queue_name(consumer))
+            for n in range(poison):
+                sqs.send_message(
+                    QueueUrl=url, MessageBody=rng.choice(["not json", "[]", json.dumps({"id": n})])
+                )
+        report.faults["poison messages"] += 2 * poison
+        from events.relay import relay_pending
+
+        def outbox_drained() -> bool:  # the harness plays beat's relay sweep too
+            relay_pending()
+            return not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+
+        wait_until(outbox_drained, settle_timeout, "outbox drained")
+        for consumer in ("invoicing", "payments"):
+            for _ in range(2):
+                call_command("events_replay", "--all", "--to-queue", consumer, verbosity=0)
+        report.faults["every event delivered 2 more times"] += 1
+        _settle(sqs, settle_timeout)
+    finally:
+        pool.stop()
+
+    # -- invariants --------------------------------------------------------------------------
+    v = report.violations
+    invoices = defaultdict(list)
+    for inv in Invoice.objects.all():
+        invoices[inv.agreement_id].append((inv.period_start, inv.total_minor))
+    for agreement_id, plan in plans.items():
+        expected = expected_periods(plan, last_run)
+        got = sorted(invoices.get(agreement_id, []))
+        if got != expected:
+            diff = sorted(set(expected) ^ set(got))[:4]
+            v.append(f"agreement {agreement_id}: expected {len(expected)} invoices, got {len(got)}: {diff}")
+    stats = gateway_stats()
+    doubles = [k for k, n in stats["charges_by_key"].items() if n > 1]
+    if doubles:
+        v.append(f"{len(doubles)} idempotency keys charged more than once")
+    by_invoice = {p.invoice_id: p for p in Payment.objects.all()}
+    charged = Counter(k.split("#")[0] for k in stats["charges_by_key"])
+    for inv in Invoice.objects.all():
+        payment = by_invoice.get(str(inv.id))
+        if payment is None:
+            v.append(f"invoice {inv.number} has no payment")
+            continue
+        if charged.get(f"pay-{payment.id}", 0) > 1:
+            v.append(f"invoice {inv.number} charged {charged[f'pay-{payment.id}']} times")
+        want = {"succeeded": "paid", "failed": "uncollectible"}.get(payment.status, "open")
+        if inv.status != want:
+            v.append(f"invoice {inv.number} is {inv.status} but its payment is {payment.status}")
+    for event_type, n in domain_changes.items():
+        stored = OutboxEvent.objects.filter(type=event_type).count()
+        if stored != n:
+            v.append(f"{event_type}: {n} committed changes, {stored} events in the store")
+    if OutboxEvent.objects.filter(published_at__isnull=True).exists():
+        v.append("unpublished events left in the outbox")
+    depths = _depths(sqs)
+    left = {q: d for q, d in depths.items() if not q.endswith("-dlq") and d}
+    if left:
+        v.append(f"messages left in queues: {left}")
+    dead = sum(d for q, d in depths.items() if q.endswith("-dlq"))
+    if dead != 2 * poison:
+        v.append(f"DLQs hold {dead} messages, expected only the {2 * poison} poisoned ones: {depths}")
+    report.messages = {
+        "agreements": len(plans),
+        "domain changes": sum(domain_changes.values()),
+        "invoices": Invoice.objects.count(),
+        "payments succeeded": Payment.objects.filter(status="succeeded").count(),
+        "gateway charges": stats["charges"],
+        "events in store": OutboxEvent.objects.count(),
+        "messages in DLQs": dead,
+    }
+    return report
+
+
+def _depths(sqs: Any) -> dict[str, int]:
+    from events import aws, topology
+
+    out = {}
+    for spec in topology.build().queues:
+        for name in (spec.name, spec.dlq_name):
+            attrs = sqs.get_queue_attributes(
+                QueueUrl=aws.queue_url(name),
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            )["Attributes"]
+            out[name] = sum(int(v) for v in attrs.values())
+    return out
+
+
+def _wait_for_events(sqs: Any, timeout: float) -> None:
+    from events import aws, topology
+    from events.models import OutboxEvent
+    from events.relay import relay_pending
+
+    url = aws.queue_url(topology.event_queue_name("invoicing"))
+
+    def done() -> bool:
+        relay_pending()
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        return (
+            not OutboxEvent.objects.filter(published_at__isnull=True, type__startswith="agreement.").exists()
+            and int(attrs["ApproximateNumberOfMessages"])
+            + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+            == 0
+        )
+
+    wait_until(done, timeout, "agreement events handled by invoicing")
+
+
+def _settle(sqs: Any, timeout: float) -> None:
+    """Quiet: source queues empty, outbox published, no charge pending, three checks in a row."""
+    from events.models import OutboxEvent
+    from events.relay import relay_pending
+    from payments.models import Payment
+    from payments.services import payments_retry_due
+
+    quiet = 0
+    deadline = time.monotonic() + timeout
+    while quiet < 3:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the system did not settle in {timeout:.0f}s: {_depths(sqs)}")
+        relay_pending()
+        payments_retry_due()
+        busy = (
+            any(d for q, d in _depths(sqs).items() if not q.endswith("-dlq"))
+            or OutboxEvent.objects.filter(published_at__isnull=True).exists()
+            or Payment.objects.filter(status__in=["pending", "processing"]).exists()
+        )
+        quiet = 0 if busy else quiet + 1
+        time.sleep(2)
+
+
+def main() -> None:
+    """The soak: ``python -m scripts.scenario --agreements 1000 --days 90 [--seed N]``.
+
+    Uses DATABASE_URL's server (default 127.0.0.1:5432) with its own database
+    ``billing_scenario`` (recreated), moto's server in this process, the sandbox gateway.
+    """
+    import argparse
+    import urllib.request
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--agreements", type=int, default=1000)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--seed", type=int, default=random.SystemRandom().randrange(10**9))
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--outage-seconds", type=float, default=60.0)
+    args = parser.parse_args()
+
+    from moto.server import ThreadedMotoServer
+
+    from scripts.devstack import DEFAULT_LOCAL_DB, free_port, with_database
+
+    os.environ["MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR"] = "false"
+    port = free_port()
+    holder: dict[str, Any] = {"server": ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)}
+    holder["server"].start()
+
+    def restart_endpoint(seconds: float) -> None:
+        holder["server"].stop()
+        time.sleep(seconds)
+        holder["server"] = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        holder["server"].start()
+
+    import psycopg2
+
+    server_url = os.environ.get("DATABASE_URL") or DEFAULT_LOCAL_DB
+    conn = psycopg2.connect(with_database(server_url, "postgres").replace("postgres://", "postgresql://"))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS billing_scenario WITH (FORCE)")
+        cur.execute("CREATE DATABASE billing_scenario")
+    conn.close()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "billing_project.settings.dev",
+        "DATABASE_URL": with_database(server_url, "billing_scenario"),
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "RESOURCE_PREFIX": "billing-scenario-",
+        "OUTBOX_KICK_RELAY": "true",
+        "CONSUMER_WAIT_SECONDS": "1",
+        "CONSUMER_RETRY_BASE_SECONDS": "1",
+        "PAYMENT_TRANSIENT_BACKOFF_SECONDS": "1",
+        "CELERY_TASK_TIME_LIMIT": "60",
+        "CELERY_MAX_COUNTDOWN": "30",
+        "CELERY_VISIBILITY_MARGIN": "10",
+        "MESSAGING_EVENT_VISIBILITY_TIMEOUT": "20",
+        "LOG_LEVEL": "WARNING",
+    }
+    from payments.sandbox import SandboxConfig, start_in_thread
+
+    gateway = start_in_thread(SandboxConfig(seed=args.seed, soft_decline_rate=0.05, transient_rate=0.05))
+    env["PAYMENT_GATEWAY_URL"] = gateway.url
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    call_command("messaging_provision", verbosity=0)
+
+    def stats() -> dict[str, Any]:
+        with urllib.request.urlopen(f"{gateway.url}/v1/_stats") as resp:
+            return dict(json.load(resp))
+
+    report = run(
+        agreements=args.agreements,
+        days=args.days,
+        seed=args.seed,
+        worker_env=env,
+        workers=args.workers,
+        outage_seconds=args.outage_seconds,
+        restart_endpoint=restart_endpoint,
+        gateway_stats=stats,
+        settle_timeout=3600,
+    )
+    print(report.table())
+    for violation in report.violations[:50]:
+        print("VIOLATION:", violation)
+    gateway.shutdown()
+    holder["server"].stop()
+    sys.exit(1 if report.violations else 0)
+
+
+if __name__ == "__main__":
+    main()
