@@ -4,7 +4,7 @@ Both move the same N messages (default 10,000) from the invoicing consumer's DLQ
 source queue, on the same endpoint in the same run. Before each run both queues are purged and
 the DLQ is refilled with N dead-lettered envelopes (~500-byte JSON body, the ``event_type``
 attribute, and the ``error`` / ``failed_consumer`` / ``original_message_id`` attributes that
-``send_to_dlq`` adds and redrive strips). After each run: source holds N, the DLQ is empty, and a
+``dead_letter`` adds and redrive strips). After each run: source holds N, the DLQ is empty, and a
 sample of the source has its ``event_type`` and none of the DLQ-only attributes.
 
   redrive    events.dlq.redrive(dlq, source, selection=Selection()): receive 10, SendMessageBatch,

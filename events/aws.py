@@ -9,8 +9,9 @@ credential chain. Clients are created once per process and are thread-safe;
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -22,6 +23,32 @@ _lock = threading.Lock()
 _clients: dict[str, Any] = {}
 
 AWS_SETTINGS = {"AWS_ENDPOINT_URL", "AWS_REGION", "RESOURCE_PREFIX"}
+
+# SendMessageBatch and PublishBatch: at most 10 entries and 256 KiB per request (headroom kept).
+BATCH_MAX_ENTRIES = 10
+BATCH_MAX_BYTES = 250 * 1024
+
+T = TypeVar("T")
+
+
+def size_batches(items: Iterable[T], size_of: Callable[[T], int]) -> list[list[T]]:
+    """Groups of at most BATCH_MAX_ENTRIES items and BATCH_MAX_BYTES by ``size_of``.
+
+    An item bigger than the byte cap alone goes in a group of its own.
+    """
+    groups: list[list[T]] = []
+    current: list[T] = []
+    size = 0
+    for item in items:
+        item_size = size_of(item)
+        if current and (len(current) == BATCH_MAX_ENTRIES or size + item_size > BATCH_MAX_BYTES):
+            groups.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += item_size
+    if current:
+        groups.append(current)
+    return groups
 
 
 def client(service: str) -> Any:

@@ -106,23 +106,46 @@ def delete_batch(queue: str, messages: Iterable[dict[str, Any]]) -> None:
             logger.warning("could not delete message from %s: %s", queue, failed)
 
 
-def send_to_dlq(cfg: ConsumerConfig, message: dict[str, Any], reason: str) -> None:
-    """Copy a poison message to the consumer's DLQ with its reason, then delete the original.
+def dead_letter(cfg: ConsumerConfig, poisoned: list[tuple[dict[str, Any], str]]) -> None:
+    """Copy poison messages to the consumer's DLQ with their reasons, then delete the originals.
 
-    Send before delete: a crash in between leaves a copy in both (never none).
+    Send before delete: a crash in between leaves a copy in both (never none). Batched
+    (SendMessageBatch, then one DeleteMessageBatch): a batch full of poison settles in two
+    calls, well inside the visibility timeout. An entry the DLQ refused is not deleted; it
+    comes back and, past maxReceiveCount, SQS's own redrive moves it.
     """
+    sqs = aws.client("sqs")
+    entries = [(message, _dlq_attributes(cfg, message, reason)) for message, reason in poisoned]
+    for group in aws.size_batches(entries, _entry_size):
+        resp = sqs.send_message_batch(
+            QueueUrl=aws.queue_url(cfg.dlq),
+            Entries=[
+                {"Id": str(i), "MessageBody": m["Body"] or "(empty body)", "MessageAttributes": attrs}
+                for i, (m, attrs) in enumerate(group)
+            ],
+        )
+        for failed in resp.get("Failed", []):
+            logger.warning("DLQ %s refused a poison message, left for redrive: %s", cfg.dlq, failed)
+        delete_batch(cfg.queue, [group[int(ok["Id"])][0] for ok in resp.get("Successful", [])])
+
+
+def _dlq_attributes(cfg: ConsumerConfig, message: dict[str, Any], reason: str) -> dict[str, Any]:
     attributes = {
         k: v for k, v in message.get("MessageAttributes", {}).items() if k not in RESERVED_ATTRIBUTES
     }
     attributes["error"] = {"DataType": "String", "StringValue": reason[:1000] or "rejected"}
     attributes["failed_consumer"] = {"DataType": "String", "StringValue": cfg.name}
     attributes["original_message_id"] = {"DataType": "String", "StringValue": message["MessageId"]}
-    aws.client("sqs").send_message(
-        QueueUrl=aws.queue_url(cfg.dlq),
-        MessageBody=message["Body"] or "(empty body)",
-        MessageAttributes=attributes,
-    )
-    delete_batch(cfg.queue, [message])
+    return attributes
+
+
+def _entry_size(entry: tuple[dict[str, Any], dict[str, Any]]) -> int:
+    message, attributes = entry
+    size = len((message["Body"] or "").encode("utf-8"))
+    for name, value in attributes.items():
+        size += len(name) + len(value["DataType"])
+        size += len(value.get("StringValue", "").encode("utf-8")) + len(value.get("BinaryValue", b""))
+    return size
 
 
 def retry_later(cfg: ConsumerConfig, message: dict[str, Any]) -> None:
@@ -158,10 +181,11 @@ def handle_one(cfg: ConsumerConfig, message: dict[str, Any]) -> Outcome:
 def settle(cfg: ConsumerConfig, done: list[tuple[dict[str, Any], Outcome]]) -> None:
     """Delete what is done, dead-letter poison, back off failures."""
     delete_batch(cfg.queue, [m for m, o in done if o.delete])
+    poisoned = [(m, o.reason) for m, o in done if o.result == POISON]
+    if poisoned:
+        dead_letter(cfg, poisoned)
     for message, outcome in done:
-        if outcome.result == POISON:
-            send_to_dlq(cfg, message, outcome.reason)
-        elif not outcome.delete:
+        if outcome.result != POISON and not outcome.delete:
             retry_later(cfg, message)
 
 

@@ -80,24 +80,9 @@ def backoff_delay(attempts: int) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-SNS_BATCH_BYTES = 250 * 1024  # PublishBatch caps the whole request at 256 KiB
-
-
 def batches(rows: list[OutboxEvent]) -> list[list[OutboxEvent]]:
-    """Groups of at most 10 rows and at most SNS_BATCH_BYTES of message bodies."""
-    groups: list[list[OutboxEvent]] = []
-    current: list[OutboxEvent] = []
-    size = 0
-    for row in rows:
-        row_size = len(row.message_body().encode("utf-8")) + 200  # + attributes
-        if current and (len(current) == SNS_BATCH or size + row_size > SNS_BATCH_BYTES):
-            groups.append(current)
-            current, size = [], 0
-        current.append(row)
-        size += row_size
-    if current:
-        groups.append(current)
-    return groups
+    """Groups of at most 10 rows and at most 250 KiB of message bodies (PublishBatch's caps)."""
+    return aws.size_batches(rows, lambda row: len(row.message_body().encode("utf-8")) + 200)
 
 
 def publish_batch(topic: str, rows: list[OutboxEvent], *, replayed: bool = False) -> dict[str, str]:

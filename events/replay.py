@@ -18,7 +18,7 @@ from django.db.models import QuerySet
 
 from . import aws, metrics, topology
 from .models import OutboxEvent
-from .relay import SNS_BATCH, message_attributes, publish_batch
+from .relay import SNS_BATCH, batches, message_attributes, publish_batch
 
 
 class ReplayError(ValueError):
@@ -118,18 +118,20 @@ def _flush(
     report: ReplayReport,
     progress: Callable[[int], None] | None,
 ) -> None:
-    try:
-        failed = _send_to_queue(key, rows) if to_queue else publish_batch(key, rows, replayed=True)
-    except (BotoCoreError, ClientError) as exc:
-        failed = {str(r.id): f"{type(exc).__name__}: {exc}" for r in rows}
-    report.sent += len(rows) - len(failed)
-    report.failed += len(failed)
-    report.errors.extend(list(failed.values())[: max(0, 5 - len(report.errors))])
+    for group in batches(rows):  # 10 big events can exceed a request's 256 KiB
+        try:
+            failed = send_to_queue(key, group) if to_queue else publish_batch(key, group, replayed=True)
+        except (BotoCoreError, ClientError) as exc:
+            failed = {str(r.id): f"{type(exc).__name__}: {exc}" for r in group}
+        report.sent += len(group) - len(failed)
+        report.failed += len(failed)
+        report.errors.extend(list(failed.values())[: max(0, 5 - len(report.errors))])
     if progress:
         progress(len(rows))
 
 
-def _send_to_queue(queue: str, rows: Iterable[OutboxEvent]) -> dict[str, str]:
+def send_to_queue(queue: str, rows: Iterable[OutboxEvent]) -> dict[str, str]:
+    """SendMessageBatch up to 10 rows to ``queue`` as SNS raw delivery would; {row id: error}."""
     rows = list(rows)
     resp = aws.client("sqs").send_message_batch(
         QueueUrl=aws.queue_url(queue),
