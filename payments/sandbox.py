@@ -23,12 +23,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import random
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -233,6 +237,14 @@ class SandboxServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], config: SandboxConfig) -> None:
         super().__init__(address, Handler)
         self.sandbox = Sandbox(config)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up mid-request (a killed worker) is routine: one line, no traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            logger.info("sandbox: client %s went away: %s", client_address, exc)
+            return
+        super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

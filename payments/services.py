@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -43,7 +43,7 @@ def payment_create_for_invoice(*, data: dict[str, Any]) -> tuple[Payment, bool]:
             "customer_email": data["customer"]["email"],
             "amount_minor": data["total_minor"],
             "currency": data["currency"],
-            "next_attempt_at": timezone.now(),
+            "next_attempt_at": _lease_end(),  # its charge is enqueued; the sweep is the fallback
         },
     )
     if created:
@@ -51,11 +51,19 @@ def payment_create_for_invoice(*, data: dict[str, Any]) -> tuple[Payment, bool]:
     return payment, created
 
 
+def _lease_end(after_seconds: float = 0) -> datetime:
+    """When the retry sweep takes up a payment whose charge is queued to run in ``after_seconds``."""
+    return timezone.now() + timedelta(seconds=after_seconds + settings.PAYMENT_CHARGE_LEASE_SECONDS)
+
+
 def _claim(payment_id: str) -> tuple[Payment, PaymentAttempt] | None:
     with transaction.atomic():
         payment = Payment.objects.select_for_update().filter(pk=payment_id).first()
         if payment is None or payment.status not in CLAIMABLE:
             return None  # done already (a duplicate task): nothing to do
+        stale = timezone.now() - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS)
+        if payment.status == Payment.Status.PROCESSING and payment.updated_at > stale:
+            return None  # another worker is charging it right now
         payment.status = Payment.Status.PROCESSING
         payment.save(update_fields=["status", "updated_at"])
         attempt = PaymentAttempt.objects.create(payment=payment, idempotency_key=payment.idempotency_key)
@@ -132,7 +140,10 @@ def _record(payment_id: str, attempt_id: int, result: ChargeResult) -> str:
             delay = settings.PAYMENT_TRANSIENT_BACKOFF_MAX_SECONDS
             p.status = Payment.Status.RETRY_SCHEDULED
             p.transient_failures = 0
-        p.next_attempt_at = now + timedelta(seconds=delay)
+        if p.status == Payment.Status.PENDING:  # a charge is queued to run after ``delay``
+            p.next_attempt_at = _lease_end(delay)
+        else:
+            p.next_attempt_at = now + timedelta(seconds=delay)
         p.save()
         metrics.PAYMENTS.labels("transient").inc()
         if p.status == Payment.Status.PENDING:
@@ -184,20 +195,33 @@ def _record(payment_id: str, attempt_id: int, result: ChargeResult) -> str:
 
 
 def payments_retry_due(*, limit: int = 1000) -> int:
-    """Enqueue the charges whose (dunning or backoff) time has come, and rescue stuck ones."""
+    """Enqueue the charges whose (dunning or backoff) time has come, and rescue stuck ones.
+
+    Each payment taken is leased (``next_attempt_at`` moves PAYMENT_CHARGE_LEASE_SECONDS on)
+    in the same transaction, so a sweep never enqueues a payment whose charge is still queued:
+    a backlog at the gateway's pace does not snowball into duplicate charge messages.
+    """
     now = timezone.now()
-    due = list(
-        Payment.objects.filter(
-            status__in=[Payment.Status.PENDING, Payment.Status.RETRY_SCHEDULED], next_attempt_at__lte=now
+    stale = now - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS)
+    with transaction.atomic():
+        due = list(
+            Payment.objects.select_for_update(skip_locked=True)
+            .filter(
+                status__in=[Payment.Status.PENDING, Payment.Status.RETRY_SCHEDULED], next_attempt_at__lte=now
+            )
+            .order_by("next_attempt_at")
+            .values_list("pk", flat=True)[:limit]
         )
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:limit]
-    )
-    stuck = list(
-        Payment.objects.filter(
-            status=Payment.Status.PROCESSING, updated_at__lt=now - timedelta(minutes=15)
-        ).values_list("pk", flat=True)[:limit]
-    )
+        stuck = list(
+            Payment.objects.select_for_update(skip_locked=True)
+            .filter(status=Payment.Status.PROCESSING, updated_at__lt=stale)
+            .values_list("pk", flat=True)[:limit]
+        )
+        Payment.objects.filter(pk__in=due).update(next_attempt_at=_lease_end())
+        # its worker died mid-charge: charge again (same idempotency key, so never twice)
+        Payment.objects.filter(pk__in=stuck).update(
+            status=Payment.Status.PENDING, next_attempt_at=_lease_end(), updated_at=now
+        )
     for pk in due + stuck:
         _enqueue_charge(str(pk))
     return len(due) + len(stuck)
@@ -214,7 +238,7 @@ def payment_retry_now(*, payment_id: str) -> bool:
         p.dunning_step += 1
     p.status = Payment.Status.RETRY_SCHEDULED
     p.transient_failures = 0
-    p.next_attempt_at = timezone.now()
+    p.next_attempt_at = _lease_end()
     p.save()
     transaction.on_commit(lambda: _enqueue_charge(payment_id), robust=True)
     return True

@@ -280,6 +280,11 @@ PAYMENT_TRANSIENT_MAX_RETRIES = env.int("PAYMENT_TRANSIENT_MAX_RETRIES", default
 PAYMENT_TRANSIENT_BACKOFF_SECONDS = env.float("PAYMENT_TRANSIENT_BACKOFF_SECONDS", default=2.0)
 PAYMENT_TRANSIENT_BACKOFF_MAX_SECONDS = env.float("PAYMENT_TRANSIENT_BACKOFF_MAX_SECONDS", default=300.0)
 PAYMENT_RETRY_SWEEP_SECONDS = env.int("PAYMENT_RETRY_SWEEP_SECONDS", default=30)
+# A queued charge that has not started this long after it was due is enqueued again by the
+# sweep (its message was lost). Longer than the charge queue's backlog at the gateway's pace.
+PAYMENT_CHARGE_LEASE_SECONDS = env.int("PAYMENT_CHARGE_LEASE_SECONDS", default=900)
+# A charge left "processing" this long (its worker died mid-charge) may be taken over.
+PAYMENT_PROCESSING_STALE_SECONDS = env.int("PAYMENT_PROCESSING_STALE_SECONDS", default=120)
 # Where local alert e-mails go (the alerts_mail consumer); SNS e-mail subscriptions use ALERT_EMAILS.
 ALERT_MAIL_FROM = env.str("ALERT_MAIL_FROM", default="billing-alerts@localhost")
 EMAIL_HOST = env.str("EMAIL_HOST", default="127.0.0.1")

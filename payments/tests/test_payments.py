@@ -7,6 +7,7 @@ import uuid
 from datetime import date, timedelta
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from events import aws, topology
@@ -181,3 +182,47 @@ def test_payment_outcome_reaches_invoicing(celery_worker, sandbox, customer, exp
     wait_until(lambda: pull_once("invoicing").outcomes.get("handled"), timeout=30)
     invoice.refresh_from_db()
     assert invoice.status == expected
+
+
+def _queued_charges(sqs) -> int:
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=aws.queue_url(topology.task_queue_name("payments")),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_retry_sweep_does_not_enqueue_a_charge_that_is_already_queued(empty_queues, sqs, settings):
+    """A backlog at the gateway's pace must not snowball: each sweep would otherwise add a copy."""
+    payment, _ = payment_create_for_invoice(data=invoice_data("cus-queued"))  # no worker: stays queued
+    assert _queued_charges(sqs) == 1
+    for _ in range(3):
+        assert payments_retry_due() == 0
+    assert _queued_charges(sqs) == 1
+    # the queued message was lost: once its lease has run out, the sweep enqueues it again, once
+    Payment.objects.filter(pk=payment.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    assert payments_retry_due() == 1
+    assert payments_retry_due() == 0
+    assert _queued_charges(sqs) == 2
+    p = Payment.objects.get(pk=payment.pk)
+    lease = timedelta(seconds=settings.PAYMENT_CHARGE_LEASE_SECONDS)
+    assert lease - timedelta(seconds=30) < p.next_attempt_at - timezone.now() <= lease
+
+
+def test_a_charge_left_processing_by_a_dead_worker_is_taken_over_and_charged_once(
+    celery_worker, sandbox, settings, sqs
+):
+    with transaction.atomic():  # its worker "died" mid-charge: "processing", nobody on it
+        stuck, _ = payment_create_for_invoice(data=invoice_data("cus-stuck"))
+        Payment.objects.filter(pk=stuck.pk).update(status="processing")
+    # the queued charge finds it "processing" and fresh (another worker's?) and leaves it alone
+    wait_until(lambda: _queued_charges(sqs) == 0, timeout=60)
+    assert payments_retry_due() == 0
+    assert Payment.objects.get(pk=stuck.pk).status == "processing" and stats(sandbox)["charges"] == 0
+    stale = timezone.now() - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS + 1)
+    Payment.objects.filter(pk=stuck.pk).update(updated_at=stale)
+    assert payments_retry_due() == 1
+    wait_until(lambda: Payment.objects.filter(pk=stuck.pk, status="succeeded").exists(), timeout=120)
+    assert stats(sandbox)["charges"] == 1
+    assert payments_retry_due() == 0
