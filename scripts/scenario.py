@@ -30,7 +30,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,34 +66,32 @@ class Report:
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-class Workers:
-    def __init__(self, n: int, env: dict[str, str]) -> None:
-        self.env = env
-        self.procs: list[subprocess.Popen[bytes] | None] = [None] * n
-        for i in range(n):
-            self.start(i)
+FAULT_KINDS = (
+    "worker SIGKILL mid-task",
+    "worker SIGKILL mid-batch",
+    "SNS/SQS endpoint down",
+    "PostgreSQL connections terminated",
+    "every event delivered 2-3 times, shuffled",
+    "beat down 3 days, then catch-up",
+    "poison messages",
+    "two daily runs at once",
+)
 
-    def start(self, i: int) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "billing_project",
-            "worker",
-            "--pool",
-            "threads",
-            "--concurrency",
-            "4",
-            "-l",
-            "WARNING",
-            "-n",
-            f"scenario{i}-{os.getpid()}@%h",
-            "-Q",
-            "default,events,invoicing,payments",
-        ]
-        self.procs[i] = subprocess.Popen(
-            cmd,
+
+class Fleet:
+    """The worker processes and the beat process, each in its own process group."""
+
+    def __init__(self, workers: int, env: dict[str, str]) -> None:
+        self.env = env
+        self.workers: list[subprocess.Popen[bytes] | None] = [None] * workers
+        self.beat: subprocess.Popen[bytes] | None = None
+        for i in range(workers):
+            self.start_worker(i)
+        self.start_beat()
+
+    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "billing_project", *args, "-l", "WARNING"],
             cwd=ROOT,
             env=self.env,
             start_new_session=True,
@@ -101,22 +99,47 @@ class Workers:
             stderr=subprocess.DEVNULL,
         )
 
-    def kill(self, i: int) -> None:
-        proc = self.procs[i]
-        if proc is not None:
+    def start_worker(self, i: int) -> None:
+        self.workers[i] = self._spawn(
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "4",
+            "-n",
+            f"scenario{i}-{os.getpid()}@%h",
+            "-Q",
+            "default,events,invoicing,payments",
+        )
+
+    def start_beat(self) -> None:
+        self.beat = self._spawn(
+            "beat", "--pidfile=", "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"
+        )
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen[bytes] | None) -> None:
+        if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
+    def kill_worker(self, i: int) -> None:
+        self._kill(self.workers[i])
+        self.workers[i] = None
+
+    def kill_beat(self) -> None:
+        self._kill(self.beat)
+        self.beat = None
+
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            if proc is not None:
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+        procs = [p for p in (*self.workers, self.beat) if p is not None and p.poll() is None]
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self._kill(proc)
 
 
 def expected_periods(plan: Plan, last_run: date) -> list[tuple[date, int]]:
@@ -138,12 +161,69 @@ def expected_periods(plan: Plan, last_run: date) -> list[tuple[date, int]]:
         out.append((start, amount))
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> bool:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached within {timeout:.0f}s")
-        time.sleep(0.5)
+        time.sleep(interval)
+    return True
+
+
+class Duplicator:
+    """Sends every published event 1-2 more times to each queue subscribed to it, shuffled.
+
+    Straight to the queues (as SNS raw delivery puts them there), a day's worth at a time, so
+    consumers see each event 2-3 times in any order, and queues never grow deep.
+    """
+
+    def __init__(self, rng: random.Random) -> None:
+        from events import topology
+
+        self.rng = rng
+        self.done: set[str] = set()
+        self.since: datetime | None = None
+        self.copies = 0
+        self.subscribers: dict[str, list[str]] = defaultdict(list)
+        for eq in (*topology.EVENT_QUEUES, *_extra_event_queues()):
+            for types in eq.subscriptions.values():
+                for event_type in types:
+                    self.subscribers[event_type].append(eq.consumer)
+
+    def run(self) -> None:
+        from django.utils import timezone
+
+        from events import aws, topology
+        from events.models import OutboxEvent
+        from events.replay import send_to_queue
+
+        started = timezone.now()
+        recent = OutboxEvent.objects.filter(published_at__isnull=False)
+        if self.since is not None:  # a margin for rows committed late; the id set skips repeats
+            recent = recent.filter(published_at__gte=self.since - timedelta(minutes=2))
+        rows = [r for r in recent.order_by("published_at") if str(r.id) not in self.done]
+        self.since = started
+        sends = []
+        for row in rows:
+            self.done.add(str(row.id))
+            for consumer in self.subscribers.get(row.type, []):
+                sends += [(consumer, row)] * self.rng.randint(1, 2)
+        self.rng.shuffle(sends)
+        by_queue: dict[str, list[Any]] = defaultdict(list)
+        for consumer, row in sends:
+            by_queue[topology.event_queue_name(consumer)].append(row)
+        for queue, queue_rows in by_queue.items():
+            for group in aws.size_batches(queue_rows, lambda r: len(r.message_body()) + 200):
+                failed = send_to_queue(queue, group)
+                if failed:
+                    raise RuntimeError(f"duplicates refused by {queue}: {failed}")
+                self.copies += len(group)
+
+
+def _extra_event_queues() -> tuple[Any, ...]:
+    from django.conf import settings
+
+    return tuple(settings.EXTRA_EVENT_QUEUES)
 
 
 def run(
@@ -159,9 +239,15 @@ def run(
     poison: int = 5,
     settle_timeout: float = 600.0,
 ) -> Report:
-    """Drive the history and check the invariants. Django must be set up, queues provisioned."""
-    from django.core.management import call_command
+    """Drive the history and check the invariants.
+
+    Django must be set up and the queues provisioned. The beat process runs the project's
+    periodic tasks (relay sweep, payment retries, monitoring) on their wall-clock intervals;
+    the daily invoice run follows the simulated calendar, so the harness sends it (one per
+    simulated day) and its beat entry is disabled here.
+    """
     from django.db import connection
+    from django_celery_beat.models import PeriodicTask
 
     from agreements.models import Agreement
     from agreements.services import (
@@ -175,22 +261,29 @@ def run(
     from billing_project.periods import next_period_start
     from events import aws, topology
     from events.models import OutboxEvent
+    from events.schedules import periodic_tasks_sync
     from invoicing.models import Invoice
     from invoicing.tasks import issue_due_invoices
-    from payments.models import Payment
+    from payments.gateway import HARD, SOFT
+    from payments.models import Payment, PaymentAttempt
 
     rng = random.Random(seed)
     report = Report(seed=seed)
     print(f"scenario seed {seed}: {agreements} agreements, {days} days", flush=True)
+    periodic_tasks_sync(reset=True)
+    PeriodicTask.objects.filter(task="invoicing.issue_due_invoices").update(enabled=False)
     plans: dict[str, Plan] = {}
     domain_changes: Counter[str] = Counter()
     d0 = date.today() - timedelta(days=days + 1)
-    pool = Workers(workers, worker_env)
     sqs = aws.client("sqs")
+    duplicator = Duplicator(rng)
     beat_down = set(range(days // 2, days // 2 + 3))
-    kill_days = {max(1, days // 4), max(2, (3 * days) // 4)}
+    kill_task_day, kill_batch_day = max(1, days // 4), max(2, (3 * days) // 4)
     outage_day, terminate_day, double_run_day = days // 3, (2 * days) // 3, max(1, days // 5)
+    poison_day = max(1, days // 2 - 1)
     last_run = d0
+    fleet = Fleet(workers, worker_env)
+    began = time.monotonic()
     try:
         for i in range(days):
             day = d0 + timedelta(days=i)
@@ -243,58 +336,61 @@ def run(
                     a = agreement_cancel(agreement_id=agreement_id, at_period_end=at_end, today=day)
                     plan.cancel = a.cancel_effective_date
                     domain_changes["agreement.cancelled"] += 1
-            # faults
-            if i in kill_days:
-                victim = rng.randrange(workers)
-                time.sleep(rng.uniform(0.2, 1.5))  # mid-task, mid-batch
-                pool.kill(victim)
-                pool.start(victim)
-                report.faults["worker SIGKILL"] += 1
+            # faults that do not need work in flight
             if i == outage_day:
                 restart_endpoint(outage_seconds)
                 report.faults["SNS/SQS endpoint down"] += 1
             if i == terminate_day:
                 with connection.cursor() as cur:
                     cur.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                     )
+                    report.messages["PostgreSQL connections terminated"] = cur.fetchone()[0]
                 report.faults["PostgreSQL connections terminated"] += 1
-            # beat: the daily run (not while beat is down; the run after catches up)
+            if i == poison_day:
+                for consumer in ("invoicing", "payments"):
+                    url = aws.queue_url(topology.event_queue_name(consumer))
+                    for n in range(poison):
+                        body = rng.choice(["not json", "[]", json.dumps({"id": n}), "{" * 5000])
+                        sqs.send_message(QueueUrl=url, MessageBody=body)
+                report.faults["poison messages"] += 2 * poison
+            # beat: down for three days (no daily run, no relay sweep, no payment retries)
             if i in beat_down:
                 if i == min(beat_down):
-                    report.faults["beat down 3 days"] += 1
+                    fleet.kill_beat()
+                    report.faults["beat down 3 days, then catch-up"] += 1
                 continue
+            if fleet.beat is None:
+                fleet.start_beat()  # the next run catches up the days it missed
             # like beat at 02:00, after the day's changes reached invoicing
-            _wait_for_events(sqs, 120)
+            _wait_for_events(sqs, 300)
             issue_due_invoices.apply_async(kwargs={"run_date": day.isoformat()})
             if i == double_run_day:
                 issue_due_invoices.apply_async(kwargs={"run_date": day.isoformat()})
                 report.faults["two daily runs at once"] += 1
             last_run = day
-            time.sleep(0.3)
-        # poison and duplicates
-        for consumer in ("invoicing", "payments"):
-            url = aws.queue_url(topology.event_queue_name(consumer))
-            for n in range(poison):
-                sqs.send_message(
-                    QueueUrl=url, MessageBody=rng.choice(["not json", "[]", json.dumps({"id": n})])
+            if i == kill_task_day:
+                _kill_when(fleet, rng, report, "worker SIGKILL mid-task", lambda: _in_flight(sqs, "tasks"))
+            if i == kill_batch_day:
+                _kill_when(fleet, rng, report, "worker SIGKILL mid-batch", lambda: _in_flight(sqs, "events"))
+            time.sleep(0.5)
+            duplicator.run()
+            if (i + 1) % max(1, days // 10) == 0:
+                print(
+                    f"  day {i + 1}/{days}: {Invoice.objects.count()} invoices, "
+                    f"{duplicator.copies} duplicates sent, {time.monotonic() - began:.0f}s",
+                    flush=True,
                 )
-        report.faults["poison messages"] += 2 * poison
-        from events.relay import relay_pending
 
-        def outbox_drained() -> bool:  # the harness plays beat's relay sweep too
-            relay_pending()
+        def outbox_drained() -> bool:  # beat's relay sweep publishes what the kicks left
             return not OutboxEvent.objects.filter(published_at__isnull=True).exists()
 
         wait_until(outbox_drained, settle_timeout, "outbox drained")
-        for consumer in ("invoicing", "payments"):
-            for _ in range(2):
-                call_command("events_replay", "--all", "--to-queue", consumer, verbosity=0)
-        report.faults["every event delivered 2 more times"] += 1
-        _settle(sqs, settle_timeout)
+        _settle(sqs, settle_timeout, duplicator)
+        report.faults["every event delivered 2-3 times, shuffled"] += 1
     finally:
-        pool.stop()
+        fleet.stop()
 
     # -- invariants --------------------------------------------------------------------------
     v = report.violations
@@ -327,6 +423,16 @@ def run(
         stored = OutboxEvent.objects.filter(type=event_type).count()
         if stored != n:
             v.append(f"{event_type}: {n} committed changes, {stored} events in the store")
+    one_event_each = {
+        "invoice.issued": Invoice.objects.count(),
+        "payment.succeeded": Payment.objects.filter(status="succeeded").count(),
+        # one per declined attempt: a soft decline (dunning goes on) and the final one
+        "payment.failed": PaymentAttempt.objects.filter(outcome__in=[SOFT, HARD]).count(),
+    }
+    for event_type, n in one_event_each.items():
+        events = OutboxEvent.objects.filter(type=event_type)
+        if events.count() != n:
+            v.append(f"{event_type}: {n} committed changes, {events.count()} events in the store")
     if OutboxEvent.objects.filter(published_at__isnull=True).exists():
         v.append("unpublished events left in the outbox")
     depths = _depths(sqs)
@@ -338,14 +444,43 @@ def run(
         v.append(f"DLQs hold {dead} messages, expected only the {2 * poison} poisoned ones: {depths}")
     report.messages = {
         "agreements": len(plans),
-        "domain changes": sum(domain_changes.values()),
+        "domain changes by the upstream": sum(domain_changes.values()),
         "invoices": Invoice.objects.count(),
         "payments succeeded": Payment.objects.filter(status="succeeded").count(),
+        "payments failed for good": Payment.objects.filter(status="failed").count(),
         "gateway charges": stats["charges"],
-        "events in store": OutboxEvent.objects.count(),
+        "events in store, all published": OutboxEvent.objects.count(),
+        "duplicate deliveries sent": duplicator.copies,
         "messages in DLQs": dead,
+        **report.messages,
     }
     return report
+
+
+def _kill_when(fleet: Fleet, rng: random.Random, report: Report, kind: str, busy: Callable[[], bool]) -> None:
+    """SIGKILL a worker as soon as ``busy()`` says work is in flight, then start it again."""
+    try:
+        wait_until(busy, 30, kind, interval=0.02)
+    except TimeoutError:
+        report.violations.append(f"{kind}: no work was in flight to kill within 30 s")
+        return
+    victim = rng.randrange(len(fleet.workers))
+    fleet.kill_worker(victim)
+    fleet.start_worker(victim)
+    report.faults[kind] += 1
+
+
+def _in_flight(sqs: Any, kind: str) -> bool:
+    from events import aws, topology
+
+    for spec in topology.build().queues:
+        if spec.kind == kind:
+            attrs = sqs.get_queue_attributes(
+                QueueUrl=aws.queue_url(spec.name), AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+            )["Attributes"]
+            if int(attrs["ApproximateNumberOfMessagesNotVisible"]):
+                return True
+    return False
 
 
 def _depths(sqs: Any) -> dict[str, int]:
@@ -369,12 +504,10 @@ def _depths(sqs: Any) -> dict[str, int]:
 def _wait_for_events(sqs: Any, timeout: float) -> None:
     from events import aws, topology
     from events.models import OutboxEvent
-    from events.relay import relay_pending
 
     url = aws.queue_url(topology.event_queue_name("invoicing"))
 
     def done() -> bool:
-        relay_pending()
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
         return (
             not OutboxEvent.objects.filter(published_at__isnull=True, type__startswith="agreement.").exists()
@@ -386,20 +519,20 @@ def _wait_for_events(sqs: Any, timeout: float) -> None:
     wait_until(done, timeout, "agreement events handled by invoicing")
 
 
-def _settle(sqs: Any, timeout: float) -> None:
-    """Quiet: source queues empty, outbox published, no charge pending, three checks in a row."""
+def _settle(sqs: Any, timeout: float, duplicator: Duplicator) -> None:
+    """Quiet: queues empty, outbox published, no charge pending, three checks in a row.
+
+    Beat's relay sweep and payment retries do the work; the harness only duplicates what
+    was published since its last pass."""
     from events.models import OutboxEvent
-    from events.relay import relay_pending
     from payments.models import Payment
-    from payments.services import payments_retry_due
 
     quiet = 0
     deadline = time.monotonic() + timeout
     while quiet < 3:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the system did not settle in {timeout:.0f}s: {_depths(sqs)}")
-        relay_pending()
-        payments_retry_due()
+        duplicator.run()
         busy = (
             any(d for q, d in _depths(sqs).items() if not q.endswith("-dlq"))
             or OutboxEvent.objects.filter(published_at__isnull=True).exists()
@@ -460,11 +593,18 @@ def main() -> None:
         "CONSUMER_WAIT_SECONDS": "1",
         "CONSUMER_RETRY_BASE_SECONDS": "1",
         "PAYMENT_TRANSIENT_BACKOFF_SECONDS": "1",
+        "PAYMENT_CHARGE_LEASE_SECONDS": "60",
+        "PAYMENT_PROCESSING_STALE_SECONDS": "30",
         "CELERY_TASK_TIME_LIMIT": "60",
         "CELERY_MAX_COUNTDOWN": "30",
         "CELERY_VISIBILITY_MARGIN": "10",
         "MESSAGING_EVENT_VISIBILITY_TIMEOUT": "20",
         "LOG_LEVEL": "WARNING",
+        # beat's periodic tasks on short wall-clock intervals
+        "OUTBOX_SWEEP_SECONDS": "2",
+        "PAYMENT_RETRY_SWEEP_SECONDS": "5",
+        "MONITOR_INTERVAL_SECONDS": "30",
+        "HEARTBEAT_INTERVAL_SECONDS": "30",
     }
     from payments.sandbox import SandboxConfig, start_in_thread
 

@@ -1,0 +1,79 @@
+"""The scenario harness, short version for CI: a simulated history with every fault, then the invariants."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+
+import pytest
+from django.db import connection
+
+from events import topology
+from events.provisioning import provision
+from payments.gateway import reset_gateway
+from payments.sandbox import SandboxConfig, start_in_thread
+from scripts import scenario
+from tests import plugin
+
+
+def _db_url() -> str:
+    s = connection.settings_dict
+    host = (s["HOST"] or "127.0.0.1").replace("/", "%2F")
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{host}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.django_db(transaction=True)
+def test_short_scenario_keeps_every_invariant(settings, empty_queues):
+    original = (settings.MESSAGING_EVENT_VISIBILITY_TIMEOUT, settings.CELERY_VISIBILITY_TIMEOUT)
+    # beat's periodic tasks on short intervals (the harness syncs them into beat's tables)
+    settings.OUTBOX_SWEEP_SECONDS = 1
+    settings.PAYMENT_RETRY_SWEEP_SECONDS = 2
+    settings.MONITOR_INTERVAL_SECONDS = settings.HEARTBEAT_INTERVAL_SECONDS = 10
+    gateway = start_in_thread(SandboxConfig(seed=5, soft_decline_rate=0.1, transient_rate=0.1))
+    settings.PAYMENT_GATEWAY_URL = gateway.url
+    settings.MESSAGING_EVENT_VISIBILITY_TIMEOUT = 10
+    settings.CELERY_VISIBILITY_TIMEOUT = 30
+    provision(topology.build())  # shorter visibility: killed work comes back quickly
+    reset_gateway()
+    env = {
+        **os.environ,
+        "DATABASE_URL": _db_url(),
+        "EVENT_CONSUMERS_IN_WORKER": "all",
+        "PAYMENT_GATEWAY_URL": gateway.url,
+        "PAYMENT_TRANSIENT_BACKOFF_SECONDS": "1",
+        "PAYMENT_CHARGE_LEASE_SECONDS": "20",
+        "PAYMENT_PROCESSING_STALE_SECONDS": "15",
+        "OUTBOX_KICK_RELAY": "true",
+        "CELERY_TASK_TIME_LIMIT": "20",
+        "CELERY_MAX_COUNTDOWN": "5",
+        "CELERY_VISIBILITY_MARGIN": "5",
+        "MESSAGING_EVENT_VISIBILITY_TIMEOUT": "10",
+    }
+
+    def stats() -> dict:
+        with urllib.request.urlopen(f"{gateway.url}/v1/_stats") as resp:
+            return json.load(resp)
+
+    try:
+        report = scenario.run(
+            agreements=24,
+            days=12,
+            seed=int(os.environ.get("SCENARIO_SEED", "20261127")),
+            worker_env=env,
+            outage_seconds=5,
+            restart_endpoint=plugin.restart_endpoint,
+            gateway_stats=stats,
+            poison=3,
+            settle_timeout=300,
+        )
+    finally:
+        gateway.shutdown()
+        settings.MESSAGING_EVENT_VISIBILITY_TIMEOUT, settings.CELERY_VISIBILITY_TIMEOUT = original
+        provision(topology.build())  # the queues as every other test expects them
+    print(report.table())
+    assert report.violations == []
+    assert set(report.faults) == set(scenario.FAULT_KINDS)  # every kind of fault, at least once
