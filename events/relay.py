@@ -201,9 +201,11 @@ class RelayKicker:
     """After a commit, ask for a relay run without making the committer wait.
 
     ``request()`` only sets a flag (well under a microsecond); a daemon thread
-    per process sends one ``events.relay_outbox`` task per wake-up, so a burst
-    of commits coalesces into a few tasks. If the broker is unreachable the
-    thread backs off; the periodic sweep publishes the rows regardless.
+    per process sends one ``events.relay_outbox`` task per wake-up, at most one
+    per ``OUTBOX_KICK_MIN_INTERVAL_SECONDS``, so a stream of commits coalesces
+    into a few tasks (the first after a quiet spell goes at once). If the broker
+    is unreachable the thread backs off; the periodic sweep publishes the rows
+    regardless.
     """
 
     def __init__(self) -> None:
@@ -239,6 +241,7 @@ class RelayKicker:
                 relay_outbox.apply_async(retry=False)
                 self.sent += 1
                 failures = 0
+                time.sleep(settings.OUTBOX_KICK_MIN_INTERVAL_SECONDS)  # later commits: the next kick
             except Exception as exc:  # noqa: BLE001 - the sweep covers any failure here
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures)

@@ -229,6 +229,9 @@ OUTBOX_RETRY_MAX_SECONDS = env.int("OUTBOX_RETRY_MAX_SECONDS", default=300)
 OUTBOX_SWEEP_SECONDS = env.int("OUTBOX_SWEEP_SECONDS", default=10)
 # After each commit that recorded events, enqueue a relay run (coalesced).
 OUTBOX_KICK_RELAY = env.bool("OUTBOX_KICK_RELAY", default=True)
+# At most one such kick per process per this many seconds: commits in between share the next
+# one (a relay run publishes every pending row). Without it a busy worker floods the queue.
+OUTBOX_KICK_MIN_INTERVAL_SECONDS = env.float("OUTBOX_KICK_MIN_INTERVAL_SECONDS", default=0.5)
 EVENT_RETENTION_DAYS = env.int("EVENT_RETENTION_DAYS", default=90)
 EVENT_PRUNE_BATCH_SIZE = env.int("EVENT_PRUNE_BATCH_SIZE", default=5000)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections import Counter
 from datetime import timedelta
@@ -264,3 +265,22 @@ def test_one_event_per_aggregate_version():
             )
     assert OutboxEvent.objects.count() == 1
     assert uuid.UUID(str(OutboxEvent.objects.get().id))
+
+
+@pytest.mark.slow
+def test_a_stream_of_commits_sends_few_relay_kicks_and_every_event_is_published(celery_worker, settings):
+    """Each commit asks for a relay run; a busy process must not flood the events queue with them."""
+    from events.relay import kicker
+
+    settings.OUTBOX_KICK_RELAY = True
+    settings.OUTBOX_KICK_MIN_INTERVAL_SECONDS = 0.5
+    before = kicker.sent
+    started = time.monotonic()
+    for i in range(100):
+        domain_change(f"K-{i}")
+        time.sleep(0.01)
+    elapsed = time.monotonic() - started
+    wait_until(lambda: not OutboxEvent.objects.filter(published_at__isnull=True).exists(), timeout=60)
+    assert OutboxEvent.objects.filter(aggregate_id__startswith="K-").count() == 100
+    kicks = kicker.sent - before
+    assert 1 <= kicks <= elapsed / 0.5 + 2  # 100 commits, a handful of relay tasks
