@@ -1,0 +1,136 @@
+"""ministack (a flat local AWS emulator) as a child process, for runs where moto is too slow.
+
+moto's SQS rescans a whole queue on every call, so deep queues make it crawl; ministack keeps a
+queue as a plain list. It is not a project dependency: it runs from its own virtualenv
+(``$MINISTACK_VENV``, default ``.data/ministack-venv``, git-ignored), created with
+``pip install ministack==1.5.33`` when missing. SQS/SNS/STS only, on loopback.
+
+With ``state_dir`` it saves its state there when stopped (SIGTERM) and loads it when started
+again, so ``stop()`` then ``start()`` on the same port is an endpoint outage that loses nothing,
+as SQS keeps its messages through one. Used by ``bench/_ministack.py`` and the soak
+(``python -m scripts.scenario``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from scripts.devstack import free_port, port_open
+
+ROOT = Path(__file__).resolve().parent.parent
+MINISTACK_VERSION = "1.5.33"
+VENV = Path(os.environ.get("MINISTACK_VENV", ROOT / ".data" / "ministack-venv"))
+
+
+def ensure_venv() -> Path:
+    """The virtualenv's python, after creating the virtualenv if it is missing."""
+    python = VENV / "bin" / "python"
+    if python.exists():
+        return python
+    print(f"[ministack] creating {VENV} with ministack=={MINISTACK_VERSION} (once)", flush=True)
+    for argv in (
+        [sys.executable, "-m", "venv", str(VENV)],
+        [str(python), "-m", "pip", "install", "--quiet", f"ministack=={MINISTACK_VERSION}"],
+    ):
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise RuntimeError(f"{' '.join(argv[1:4])} failed: {' | '.join(tail)}")
+    return python
+
+
+def smoke(endpoint: str) -> None:
+    """The SQS calls the project makes, once each, on a throwaway queue."""
+    import boto3
+
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    url = sqs.create_queue(QueueName="ministack-smoke")["QueueUrl"]
+    assert sqs.get_queue_url(QueueName="ministack-smoke")["QueueUrl"] == url
+    attrs = {"event_type": {"DataType": "String", "StringValue": "smoke"}}
+    ok = sqs.send_message_batch(
+        QueueUrl=url, Entries=[{"Id": "0", "MessageBody": "{}", "MessageAttributes": attrs}]
+    )
+    assert len(ok.get("Successful", [])) == 1, ok
+    msgs = sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]
+    ).get("Messages", [])
+    assert len(msgs) == 1 and msgs[0]["MessageAttributes"]["event_type"]["StringValue"] == "smoke", msgs
+    done = sqs.delete_message_batch(
+        QueueUrl=url, Entries=[{"Id": "0", "ReceiptHandle": msgs[0]["ReceiptHandle"]}]
+    )
+    assert len(done.get("Successful", [])) == 1, done
+    sqs.delete_queue(QueueUrl=url)
+
+
+class Ministack:
+    """One ministack process on a fixed loopback port; ``stop()``/``start()`` as often as wanted."""
+
+    def __init__(self, *, state_dir: Path | None = None, log_file: Path | None = None) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.state_dir = state_dir
+        self.log_file = log_file or Path(tempfile.gettempdir()) / f"ministack-{os.getpid()}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._smoked = False
+
+    def start(self) -> str:
+        python = ensure_venv()
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "GATEWAY_PORT": str(self.port),
+            "BIND_HOST": "127.0.0.1",
+            "SERVICES": "sqs,sns,sts",
+            "LOG_LEVEL": "WARNING",
+            "PERSIST_STATE": "1" if self.state_dir else "0",
+        }
+        if self.state_dir:
+            env["STATE_DIR"] = str(self.state_dir)
+        self.proc = subprocess.Popen(
+            [str(python), "-m", "ministack"],
+            env=env,
+            cwd=tempfile.gettempdir(),
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_file.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.1", self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ministack did not come up (see {self.log_file})")
+            time.sleep(0.1)
+        if not self._smoked:
+            smoke(self.endpoint)
+            self._smoked = True
+        return self.endpoint
+
+    def stop(self) -> None:
+        """SIGTERM (ministack saves its state, when it keeps one), then wait for it to exit."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        clean = proc.returncode in (0, -signal.SIGTERM)
+        if clean and self.log_file.exists() and not self.log_file.stat().st_size:
+            self.log_file.unlink()  # keep the log only when it says something
