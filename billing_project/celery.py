@@ -4,6 +4,9 @@ import os
 
 from celery import Celery
 
+from billing_project import kombu_fixes
+
+kombu_fixes.apply()
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_project.settings.dev")
 
 app = Celery("billing_project")

@@ -132,6 +132,16 @@ class Fleet:
         self._kill(self.beat)
         self.beat = None
 
+    def supervise(self, report: Report) -> None:
+        """Like a process supervisor: a process that exited on its own is a violation; restart it."""
+        for i, proc in enumerate(self.workers):
+            if proc is not None and proc.poll() is not None:
+                report.violations.append(f"worker {i} exited on its own (code {proc.returncode})")
+                self.start_worker(i)
+        if self.beat is not None and self.beat.poll() is not None:
+            report.violations.append(f"beat exited on its own (code {self.beat.returncode})")
+            self.start_beat()
+
     def stop_beat(self) -> None:
         if self.beat is not None and self.beat.poll() is None:
             os.killpg(self.beat.pid, signal.SIGTERM)
@@ -294,6 +304,7 @@ def run(
     try:
         for i in range(days):
             day = d0 + timedelta(days=i)
+            fleet.supervise(report)
             # upstream: new agreements in the first third, changes on the others
             if i < max(1, days // 3):
                 for _ in range(-(-agreements // max(1, days // 3))):  # ceil: all of them by then
@@ -393,6 +404,7 @@ def run(
         def outbox_drained() -> bool:  # beat's relay sweep publishes what the kicks left
             return not OutboxEvent.objects.filter(published_at__isnull=True).exists()
 
+        fleet.supervise(report)
         wait_until(outbox_drained, settle_timeout, "outbox drained")
         _settle(sqs, settle_timeout, duplicator)
         report.faults["every event delivered 2-3 times, shuffled"] += 1
@@ -671,22 +683,24 @@ def main() -> None:
         with urllib.request.urlopen(f"{gateway.url}/v1/_stats") as resp:
             return dict(json.load(resp))
 
-    report = run(
-        agreements=args.agreements,
-        days=args.days,
-        seed=args.seed,
-        worker_env=env,
-        workers=args.workers,
-        outage_seconds=args.outage_seconds,
-        restart_endpoint=restart_endpoint,
-        gateway_stats=stats,
-        settle_timeout=3600,
-    )
+    try:
+        report = run(
+            agreements=args.agreements,
+            days=args.days,
+            seed=args.seed,
+            worker_env=env,
+            workers=args.workers,
+            outage_seconds=args.outage_seconds,
+            restart_endpoint=restart_endpoint,
+            gateway_stats=stats,
+            settle_timeout=3600,
+        )
+    finally:
+        gateway.shutdown()
+        stop_endpoint()
     print(report.table())
     for violation in report.violations[:50]:
         print("VIOLATION:", violation)
-    gateway.shutdown()
-    stop_endpoint()
     sys.exit(1 if report.violations else 0)
 
 

@@ -162,3 +162,16 @@ def test_provision_alarms_on_every_dlq_and_queue_notifying_the_alerts_topic(prov
         dlq = alarms[f"{q.dlq_name}-not-empty"]
         assert dlq["MetricName"] == "ApproximateNumberOfMessagesVisible" and dlq["AlarmActions"] == [alerts]
         assert alarms[f"{q.name}-oldest-message"]["MetricName"] == "ApproximateAgeOfOldestMessage"
+
+
+@pytest.mark.slow
+def test_worker_keeps_consuming_after_the_sqs_endpoint_was_down(celery_worker):
+    """kombu answers a failed ReceiveMessage with [] and then crashed the worker on it
+    (billing_project/kombu_fixes.py); an endpoint outage must not take the workers with it."""
+    from tests import plugin
+
+    plugin.restart_endpoint(3)  # the worker's pollers hit a refused connection meanwhile
+    time.sleep(2)
+    assert celery_worker.blueprint.state == 1  # RUN: not stopped by an "Unrecoverable error"
+    heartbeat.apply_async(kwargs={"name": "after-outage"})
+    wait_until(lambda: Heartbeat.objects.filter(name="after-outage").exists(), timeout=60)
