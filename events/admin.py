@@ -46,8 +46,21 @@ class ReplayForm(forms.Form):
     target = forms.ChoiceField(choices=replay_targets)
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """The event store and consumer bookkeeping: facts to read, never to edit."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(GuardedActionsMixin, admin.ModelAdmin):
+class OutboxEventAdmin(GuardedActionsMixin, ReadOnlyAdmin):
     list_display = (
         "occurred_at",
         "type",
@@ -85,15 +98,6 @@ class OutboxEventAdmin(GuardedActionsMixin, admin.ModelAdmin):
         "pretty_errors",
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_replay_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("events.replay_event")
@@ -161,17 +165,6 @@ class HeartbeatAdmin(admin.ModelAdmin):
     readonly_fields = ("name", "beat_at", "detail")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 

@@ -210,8 +210,9 @@ class Duplicator:
     def run(self) -> None:
         from django.utils import timezone
 
-        from events import aws, topology
+        from events import topology
         from events.models import OutboxEvent
+        from events.relay import batches
         from events.replay import send_to_queue
 
         started = timezone.now()
@@ -230,7 +231,7 @@ class Duplicator:
         for consumer, row in sends:
             by_queue[topology.event_queue_name(consumer)].append(row)
         for queue, queue_rows in by_queue.items():
-            for group in aws.size_batches(queue_rows, lambda r: len(r.message_body()) + 200):
+            for group in batches(queue_rows):
                 failed = send_to_queue(queue, group)
                 if failed:
                     raise RuntimeError(f"duplicates refused by {queue}: {failed}")
@@ -264,6 +265,7 @@ def run(
     simulated day) and its beat entry is disabled here.
     """
     from django.db import connection
+    from django.db.models import Count
     from django_celery_beat.models import PeriodicTask
 
     from agreements.models import Agreement
@@ -382,16 +384,16 @@ def run(
             if fleet.beat is None:
                 fleet.start_beat()  # the next run catches up the days it missed
             # like beat at 02:00, after the day's changes reached invoicing
-            _wait_for_events(sqs, 300)
+            _wait_for_events(300)
             issue_due_invoices.apply_async(kwargs={"run_date": day.isoformat()})
             if i == double_run_day:
                 issue_due_invoices.apply_async(kwargs={"run_date": day.isoformat()})
                 report.faults["two daily runs at once"] += 1
             last_run = day
             if i == kill_task_day:
-                _kill_when(fleet, rng, report, "worker SIGKILL mid-task", lambda: _in_flight(sqs, "tasks"))
+                _kill_when(fleet, rng, report, "worker SIGKILL mid-task", lambda: _in_flight("tasks"))
             if i == kill_batch_day:
-                _kill_when(fleet, rng, report, "worker SIGKILL mid-batch", lambda: _in_flight(sqs, "events"))
+                _kill_when(fleet, rng, report, "worker SIGKILL mid-batch", lambda: _in_flight("events"))
             time.sleep(0.5)
             duplicator.run()
             if (i + 1) % max(1, days // 10) == 0:
@@ -406,18 +408,19 @@ def run(
 
         fleet.supervise(report)
         wait_until(outbox_drained, settle_timeout, "outbox drained")
-        _settle(sqs, settle_timeout, duplicator)
+        _settle(settle_timeout, duplicator)
         report.faults["every event delivered 2-3 times, shuffled"] += 1
         # beat stops sending housekeeping tasks; the workers finish what is queued
         fleet.stop_beat()
-        wait_until(lambda: not _busy_queues(sqs), settle_timeout, "every queue drained")
+        wait_until(lambda: not _busy_queues(), settle_timeout, "every queue drained")
     finally:
         fleet.stop()
 
     # -- invariants --------------------------------------------------------------------------
     v = report.violations
+    all_invoices = list(Invoice.objects.all())
     invoices = defaultdict(list)
-    for inv in Invoice.objects.all():
+    for inv in all_invoices:
         invoices[inv.agreement_id].append((inv.period_start, inv.total_minor))
     for agreement_id, plan in plans.items():
         expected = expected_periods(plan, last_run)
@@ -431,7 +434,7 @@ def run(
         v.append(f"{len(doubles)} idempotency keys charged more than once")
     by_invoice = {p.invoice_id: p for p in Payment.objects.all()}
     charged = Counter(k.split("#")[0] for k in stats["charges_by_key"])
-    for inv in Invoice.objects.all():
+    for inv in all_invoices:
         payment = by_invoice.get(str(inv.id))
         if payment is None:
             v.append(f"invoice {inv.number} has no payment")
@@ -441,23 +444,20 @@ def run(
         want = {"succeeded": "paid", "failed": "uncollectible"}.get(payment.status, "open")
         if inv.status != want:
             v.append(f"invoice {inv.number} is {inv.status} but its payment is {payment.status}")
-    for event_type, n in domain_changes.items():
-        stored = OutboxEvent.objects.filter(type=event_type).count()
-        if stored != n:
-            v.append(f"{event_type}: {n} committed changes, {stored} events in the store")
-    one_event_each = {
-        "invoice.issued": Invoice.objects.count(),
-        "payment.succeeded": Payment.objects.filter(status="succeeded").count(),
+    committed = {
+        **domain_changes,
+        "invoice.issued": len(all_invoices),
+        "payment.succeeded": sum(p.status == "succeeded" for p in by_invoice.values()),
         # one per declined attempt: a soft decline (dunning goes on) and the final one
         "payment.failed": PaymentAttempt.objects.filter(outcome__in=[SOFT, HARD]).count(),
     }
-    for event_type, n in one_event_each.items():
-        events = OutboxEvent.objects.filter(type=event_type)
-        if events.count() != n:
-            v.append(f"{event_type}: {n} committed changes, {events.count()} events in the store")
+    stored = dict(OutboxEvent.objects.values_list("type").annotate(n=Count("id")))
+    for event_type, n in committed.items():
+        if stored.get(event_type, 0) != n:
+            v.append(f"{event_type}: {n} committed changes, {stored.get(event_type, 0)} events in the store")
     if OutboxEvent.objects.filter(published_at__isnull=True).exists():
         v.append("unpublished events left in the outbox")
-    depths = _depths(sqs)
+    depths = _depths()
     left = {q: d for q, d in depths.items() if not q.endswith("-dlq") and d}
     if left:
         v.append(f"messages left in queues: {left}")
@@ -492,60 +492,36 @@ def _kill_when(fleet: Fleet, rng: random.Random, report: Report, kind: str, busy
     report.faults[kind] += 1
 
 
-def _in_flight(sqs: Any, kind: str) -> bool:
-    from events import aws, topology
+def _in_flight(kind: str) -> bool:
+    from events.monitoring import queue_stats
 
-    for spec in topology.build().queues:
-        if spec.kind == kind:
-            attrs = sqs.get_queue_attributes(
-                QueueUrl=aws.queue_url(spec.name), AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
-            )["Attributes"]
-            if int(attrs["ApproximateNumberOfMessagesNotVisible"]):
-                return True
-    return False
+    return any(s.in_flight for s in queue_stats(with_age=False) if s.kind == kind and not s.is_dlq)
 
 
-def _depths(sqs: Any) -> dict[str, int]:
-    from events import aws, topology
+def _depths() -> dict[str, int]:
+    from events.monitoring import queue_stats
 
-    out = {}
-    for spec in topology.build().queues:
-        for name in (spec.name, spec.dlq_name):
-            attrs = sqs.get_queue_attributes(
-                QueueUrl=aws.queue_url(name),
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                    "ApproximateNumberOfMessagesDelayed",
-                ],
-            )["Attributes"]
-            out[name] = sum(int(v) for v in attrs.values())
-    return out
+    return {s.name: s.visible + s.in_flight + s.delayed for s in queue_stats(with_age=False)}
 
 
-def _busy_queues(sqs: Any) -> list[str]:
-    return [q for q, d in _depths(sqs).items() if d and not q.endswith("-dlq")]
+def _busy_queues() -> list[str]:
+    return [q for q, depth in _depths().items() if depth and not q.endswith("-dlq")]
 
 
-def _wait_for_events(sqs: Any, timeout: float) -> None:
-    from events import aws, topology
+def _wait_for_events(timeout: float) -> None:
+    from events import dlq, topology
     from events.models import OutboxEvent
 
-    url = aws.queue_url(topology.event_queue_name("invoicing"))
-
     def done() -> bool:
-        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
         return (
             not OutboxEvent.objects.filter(published_at__isnull=True, type__startswith="agreement.").exists()
-            and int(attrs["ApproximateNumberOfMessages"])
-            + int(attrs["ApproximateNumberOfMessagesNotVisible"])
-            == 0
+            and dlq.depth(topology.event_queue_name("invoicing")) == 0
         )
 
     wait_until(done, timeout, "agreement events handled by invoicing")
 
 
-def _settle(sqs: Any, timeout: float, duplicator: Duplicator) -> None:
+def _settle(timeout: float, duplicator: Duplicator) -> None:
     """Quiet: event queues empty, outbox published, no charge pending, three checks in a row.
 
     Beat's relay sweep and payment retries do the work; the harness only duplicates what
@@ -557,12 +533,12 @@ def _settle(sqs: Any, timeout: float, duplicator: Duplicator) -> None:
     deadline = time.monotonic() + timeout
     while quiet < 3:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the system did not settle in {timeout:.0f}s: {_depths(sqs)}")
+            raise TimeoutError(f"the system did not settle in {timeout:.0f}s: {_depths()}")
         duplicator.run()
         # beat's housekeeping tasks (relay sweep, retries, monitoring) come and go on their own
         # task queues all the time; the work is in the event queues and the invoicing queue
         busy = (
-            any(q.endswith(("-events", "-celery-invoicing")) for q in _busy_queues(sqs))
+            any(q.endswith(("-events", "-celery-invoicing")) for q in _busy_queues())
             or OutboxEvent.objects.filter(published_at__isnull=True).exists()
             or Payment.objects.filter(status__in=["pending", "processing"]).exists()
         )

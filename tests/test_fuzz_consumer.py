@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events.consumers import DUPLICATE, HANDLED, POISON, UNHANDLED, process_message
+from events.consumers import DUPLICATE, ENVELOPE_FIELDS, HANDLED, POISON, UNHANDLED, process_message
 from events.tests.test_consumers import envelope
 from tests.auditapp.models import AuditEntry
 
@@ -22,17 +22,7 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-FIELDS = [
-    "id",
-    "type",
-    "schema_version",
-    "occurred_at",
-    "producer",
-    "aggregate_type",
-    "aggregate_id",
-    "aggregate_version",
-    "data",
-]
+FIELDS = list(ENVELOPE_FIELDS)
 AMOUNTS = st.one_of(
     st.integers(min_value=-(10**30), max_value=10**30),
     st.just(math.nan),
