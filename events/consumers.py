@@ -151,14 +151,7 @@ class Outcome:
         return self.result in (HANDLED, DUPLICATE, UNHANDLED)
 
 
-def process_message(*args: Any, **kwargs: Any) -> Outcome:
-    """Run ``consumer``'s handler for one message body. Never raises (see module doc)."""
-    consumer = args[0] if args else kwargs["consumer"]
-    with log_context(consumer=consumer, sqs_message_id=kwargs.get("message_id", "")):
-        return _process_message(*args, **kwargs)
-
-
-def _process_message(
+def process_message(
     consumer: str,
     body: str | bytes,
     *,
@@ -166,14 +159,15 @@ def _process_message(
     receive_count: int = 1,
     attributes: dict[str, Any] | None = None,
 ) -> Outcome:
-    started = time.perf_counter()
-    try:
-        envelope = parse_envelope(body)
-    except Poison as exc:
-        return _poisoned(consumer, message_id, str(exc), {})
-    event_type = envelope["type"]
-    with log_context(event_id=envelope["id"], event_type=event_type):
-        return _dispatch(consumer, envelope, started, message_id, receive_count, attributes)
+    """Run ``consumer``'s handler for one message body. Never raises (see module doc)."""
+    with log_context(consumer=consumer, sqs_message_id=message_id):
+        started = time.perf_counter()
+        try:
+            envelope = parse_envelope(body)
+        except Poison as exc:
+            return _poisoned(consumer, message_id, str(exc), {})
+        with log_context(event_id=envelope["id"], event_type=envelope["type"]):
+            return _dispatch(consumer, envelope, started, message_id, receive_count, attributes)
 
 
 def _dispatch(

@@ -75,7 +75,13 @@ class OutboxEvent(models.Model):
         }
 
     def message_body(self) -> str:
-        return json.dumps(self.envelope(), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        """The envelope as sent; serialized once per loaded row (the relay sizes its batches
+        with it, then sends it). An event is immutable once recorded."""
+        body = self.__dict__.get("_message_body")
+        if body is None:
+            body = json.dumps(self.envelope(), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+            self.__dict__["_message_body"] = body
+        return body
 
 
 class ApiToken(models.Model):

@@ -271,10 +271,10 @@ def provision_alarms(topology: Topology, *, dry_run: bool = False) -> list[Chang
     cloudwatch = aws.client("cloudwatch")
     specs = alarm_specs(topology)
     existing: dict[str, dict[str, Any]] = {}
-    for page in cloudwatch.get_paginator("describe_alarms").paginate(
-        AlarmNames=[s["AlarmName"] for s in specs][:100]
-    ):
-        existing.update({a["AlarmName"]: a for a in page.get("MetricAlarms", [])})
+    names = [s["AlarmName"] for s in specs]
+    for i in range(0, len(names), 100):  # DescribeAlarms takes at most 100 names per call
+        for page in cloudwatch.get_paginator("describe_alarms").paginate(AlarmNames=names[i : i + 100]):
+            existing.update({a["AlarmName"]: a for a in page.get("MetricAlarms", [])})
     changes = []
     for spec in specs:
         current = existing.get(spec["AlarmName"])

@@ -10,7 +10,8 @@ from .base import *  # noqa: F403
 from .base import env
 
 DEBUG = False
-LOGGING["handlers"]["console"]["formatter"] = env.str("LOG_FORMAT", default="json")  # noqa: F405
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT  # noqa: F405
 
 try:
     SECRET_KEY = env.str("SECRET_KEY")
