@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 from django.contrib.auth.models import User
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from events import aws
 
@@ -46,8 +46,8 @@ def test_operator_redrives_a_dlq_from_the_messaging_page(live_server, empty_queu
             row.locator("text=Redrive…").click()
             assert "would move back" in page.locator("#redrive-confirm").inner_text()
             page.click("#redrive-confirm input[type=submit]")
-            assert "Moved 1 message(s)" in page.content()
-            assert page.locator(f'tr[data-queue="{DLQ}"] td.visible').inner_text() == "0"
+            expect(page.locator("body")).to_contain_text("Moved 1 message(s)")  # waits for the page
+            expect(page.locator(f'tr[data-queue="{DLQ}"] td.visible')).to_have_text("0")
             page.screenshot(path=str(tmp_path / "messaging.png"))
         finally:
             browser.close()

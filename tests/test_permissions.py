@@ -10,8 +10,9 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import transaction
 
+from agreements.models import Agreement
 from agreements.services import AgreementInput, agreement_create
-from events import contracts
+from events import aws, contracts, topology
 from events.outbox import NewEvent, record_events
 from events.tests.test_outbox import agreement_data
 from invoicing.models import Invoice
@@ -67,20 +68,46 @@ def _agreement() -> str:
     )
 
 
+def _replayed(pk: str) -> bool:
+    attrs = aws.client("sqs").get_queue_attributes(
+        QueueUrl=aws.queue_url(topology.event_queue_name("invoicing")),
+        AttributeNames=["ApproximateNumberOfMessages"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) == 1
+
+
+def _voided(pk: str) -> bool:
+    return Invoice.objects.get(pk=pk).status == "void"
+
+
+def _retried(pk: str) -> bool:
+    return Payment.objects.get(pk=pk).status == "retry_scheduled"
+
+
+def _status(status: str):
+    return lambda pk: Agreement.objects.get(pk=pk).status == status
+
+
+REPLAY_TO_INVOICING = {"confirm": "1", "target": "invoicing"}
 ACTIONS = [
-    # (changelist, action, object factory, view permission, action permission)
-    ("/admin/events/outboxevent/", "replay_selected", _event, "view_outboxevent", "replay_event"),
-    ("/admin/invoicing/invoice/", "void_selected", _invoice, "view_invoice", "void_invoice"),
-    ("/admin/payments/payment/", "retry_now", _payment, "view_payment", "retry_payment"),
-    ("/admin/agreements/agreement/", "cancel_now", _agreement, "view_agreement", "cancel_agreement"),
-    ("/admin/agreements/agreement/", "pause", _agreement, "view_agreement", "cancel_agreement"),
-]
+    # (changelist, action, object factory, view permission, action permission, extra POST, effect)
+    ("/admin/events/outboxevent/", "replay_selected", _event, "view_outboxevent", "replay_event",
+     REPLAY_TO_INVOICING, _replayed),
+    ("/admin/invoicing/invoice/", "void_selected", _invoice, "view_invoice", "void_invoice", {}, _voided),
+    ("/admin/payments/payment/", "retry_now", _payment, "view_payment", "retry_payment", {}, _retried),
+    ("/admin/agreements/agreement/", "cancel_now", _agreement, "view_agreement", "cancel_agreement",
+     {}, _status("cancelled")),
+    ("/admin/agreements/agreement/", "pause", _agreement, "view_agreement", "cancel_agreement",
+     {}, _status("paused")),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize("url, action, make, view_perm, action_perm", ACTIONS, ids=[a[1] for a in ACTIONS])
-def test_permission_matrix(client, url, action, make, view_perm, action_perm, empty_queues):
+@pytest.mark.parametrize(
+    "url, action, make, view_perm, action_perm, extra, done", ACTIONS, ids=[a[1] for a in ACTIONS]
+)
+def test_permission_matrix(client, url, action, make, view_perm, action_perm, extra, done, empty_queues):
     pk = make()
-    data = {"action": action, "_selected_action": [pk]}
+    data = {"action": action, "_selected_action": [pk], **extra}
     # anonymous: sent to the login page, nothing done
     resp = client.post(url, data)
     assert resp.status_code == 302 and "/admin/login/" in resp["Location"]
@@ -91,8 +118,10 @@ def test_permission_matrix(client, url, action, make, view_perm, action_perm, em
     page = client.get(url)
     assert page.status_code == 200 and f'value="{action}"' not in page.content.decode()
     assert client.post(url, data).status_code == 403
-    # staff with the permission: offered, and it runs (a redirect back, or a confirmation page)
+    assert not done(pk)
+    # staff with the permission: offered, and it runs, with its effect
     user.user_permissions.add(Permission.objects.get(codename=action_perm))
     client.force_login(User.objects.get(pk=user.pk))
     assert f'value="{action}"' in client.get(url).content.decode()
     assert client.post(url, data).status_code in (200, 302)
+    assert done(pk)

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.test import Client
 
 from events import contracts
-from events.models import OutboxEvent
+from events.models import ApiToken, OutboxEvent
 from events.outbox import record_event
 from events.tests.test_outbox import agreement_data
 
@@ -58,4 +58,6 @@ def test_api_tokens_never_reach_logs_or_events(client, caplog, capsys):
     # request logging (401s included) never writes the Authorization header; scrubbing of
     # anything that does slip into a message is covered in events/tests/test_logs.py
     assert token not in caplog.text and "wrong-token-value-123" not in caplog.text
-    assert not OutboxEvent.objects.filter(data__icontains=token).exists()
+    # nor is it kept in clear: the database holds its SHA-256 only
+    [stored] = ApiToken.objects.values_list("key_hash", flat=True)
+    assert stored == ApiToken.hash_key(token) and stored != token

@@ -43,4 +43,10 @@ def test_many_threads_together_never_exceed_the_rate():
 def test_a_wait_beyond_the_timeout_gives_the_token_back():
     for _ in range(2):
         acquire("slow", rate=1)
-    assert acquire("slow", rate=1, timeout=0.1) is False
+    for _ in range(5):  # each would wait about a second: refused at once
+        assert acquire("slow", rate=1, timeout=0.1) is False
+    # the refused callers took nothing: the balance is where the two served ones left it
+    # (kept, it would be 5 tokens deeper in debt and the next caller would wait 6 s, not 1)
+    with connection.cursor() as cur:
+        cur.execute("SELECT tokens FROM payments_ratelimitbucket WHERE name = 'slow'")
+        assert float(cur.fetchone()[0]) > -1.5
