@@ -25,6 +25,7 @@ from events.consumers import Event, handles
 from events.models import ProcessedEvent
 from events.pollers import PushConsumer, consumer_configs
 from events.provisioning import provision
+from events.signing import signed_attributes
 from events.topology import AGREEMENTS, EventQueue
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
@@ -81,7 +82,8 @@ def fill() -> None:
                     "Id": str(j),
                     "MessageBody": body(i + j),
                     "MessageAttributes": {
-                        "event_type": {"DataType": "String", "StringValue": "agreement.created"}
+                        "event_type": {"DataType": "String", "StringValue": "agreement.created"},
+                        **signed_attributes(body(i + j)),
                     },
                 }
                 for j in range(10)
@@ -135,10 +137,14 @@ def main() -> None:
     arn = aws.topic_arn(topology.topic_name(AGREEMENTS))
     for i in range(LATENCY_EVENTS):
         occurred = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        message = body(N + i, occurred)
         sns.publish(
             TopicArn=arn,
-            Message=body(N + i, occurred),
-            MessageAttributes={"event_type": {"DataType": "String", "StringValue": "agreement.created"}},
+            Message=message,
+            MessageAttributes={
+                "event_type": {"DataType": "String", "StringValue": "agreement.created"},
+                **signed_attributes(message),
+            },
         )
         time.sleep(0.05)
     deadline = time.time() + 30

@@ -11,7 +11,10 @@ is also the name of the app's queue in ``events/topology.py``.
 
 ``process_message`` is the whole contract, used by push and pull mode alike:
 
-- not JSON / not an object / missing or ill-typed envelope fields / unknown
+- unsigned, signed with an unknown or retired key, or badly signed
+  (events/signing.py) / not JSON / not an object / missing, ill-typed or
+  out-of-range envelope fields (events/envelope.py) / a known type from the
+  wrong producer or about the wrong aggregate type / unknown
   ``schema_version`` / data off its schema / same id with different data:
   ``Poison`` -> logged with the reason and SQS message id, counted, sent to
   the DLQ at once (the messages behind it are not held up);
@@ -24,8 +27,6 @@ is also the name of the app's queue in ``events/topology.py``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 import uuid
@@ -37,26 +38,18 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils.dateparse import parse_datetime
 
-from . import contracts, metrics
+from . import contracts, metrics, signing
+from .envelope import ENVELOPE_FIELDS, Poison, check_contract, parse_envelope, payload_hash
 from .logs import log_context
 from .models import ProcessedEvent
+from .services import consumer_failure_record
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[["Event"], None]
 HANDLERS: dict[str, dict[str, Handler]] = {}
 
-ENVELOPE_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "id": str,
-    "type": str,
-    "schema_version": int,
-    "occurred_at": str,
-    "producer": str,
-    "aggregate_type": str,
-    "aggregate_id": str,
-    "aggregate_version": int,
-    "data": dict,
-}
+__all__ = ["ENVELOPE_FIELDS", "Event", "Outcome", "Poison", "handles", "parse_envelope", "process_message"]
 
 HANDLED, DUPLICATE, UNHANDLED, FAILED, POISON = "handled", "duplicate", "unhandled_type", "failed", "rejected"
 
@@ -77,10 +70,6 @@ class Event:
     replayed: bool = False
 
 
-class Poison(ValueError):
-    """The message can never be handled as it is: it goes to the DLQ with this reason."""
-
-
 def handles(event_type: str, *, consumer: str | None = None) -> Callable[[Handler], Handler]:
     """Register ``fn`` as ``consumer``'s handler for ``event_type`` (one per pair)."""
 
@@ -95,46 +84,6 @@ def handles(event_type: str, *, consumer: str | None = None) -> Callable[[Handle
         return fn
 
     return register
-
-
-def _reject_constant(value: str) -> Any:
-    raise ValueError(f"{value} is not valid JSON")
-
-
-def parse_envelope(body: str | bytes) -> dict[str, Any]:
-    """The envelope as a dict, or ``Poison`` saying exactly what is wrong."""
-    if isinstance(body, bytes):
-        try:
-            body = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise Poison(f"body is not UTF-8: {exc}") from None
-    try:
-        envelope = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise Poison(f"body is not JSON: {str(exc)[:200]}") from None
-    if not isinstance(envelope, dict):
-        raise Poison(f"body is JSON {type(envelope).__name__}, not an object")
-    missing = [f for f in ENVELOPE_FIELDS if f not in envelope]
-    if missing:
-        raise Poison(f"envelope lacks {missing}")
-    for name, kind in ENVELOPE_FIELDS.items():
-        value = envelope[name]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise Poison(f"envelope field {name!r} must be {kind.__name__}, got {type(value).__name__}")  # type: ignore[union-attr]
-    try:
-        uuid.UUID(envelope["id"])
-    except ValueError:
-        raise Poison(f"envelope id {envelope['id'][:80]!r} is not a UUID") from None
-    if parse_datetime(envelope["occurred_at"]) is None:
-        raise Poison(f"occurred_at {envelope['occurred_at'][:80]!r} is not an ISO 8601 datetime")
-    if envelope["aggregate_version"] < 0 or envelope["schema_version"] < 1:
-        raise Poison("aggregate_version must be >= 0 and schema_version >= 1")
-    return envelope
-
-
-def payload_hash(envelope: dict[str, Any]) -> str:
-    canonical = json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -159,15 +108,39 @@ def process_message(
     receive_count: int = 1,
     attributes: dict[str, Any] | None = None,
 ) -> Outcome:
-    """Run ``consumer``'s handler for one message body. Never raises (see module doc)."""
+    """Run ``consumer``'s handler for one message body. Never raises (see module doc).
+
+    The message must be signed by a current key (``attributes``: its SQS message attributes)
+    and its envelope must fit the contract of its type (producer, aggregate type, data).
+    """
     with log_context(consumer=consumer, sqs_message_id=message_id):
         started = time.perf_counter()
+        envelope: dict[str, Any] = {}
         try:
-            envelope = parse_envelope(body)
-        except Poison as exc:
-            return _poisoned(consumer, message_id, str(exc), {})
-        with log_context(event_id=envelope["id"], event_type=envelope["type"]):
-            return _dispatch(consumer, envelope, started, message_id, receive_count, attributes)
+            try:
+                signing.verify(body, attributes)
+                envelope = parse_envelope(body)
+                check_contract(envelope)
+            except (Poison, signing.SignatureError) as exc:
+                return _poisoned(consumer, message_id, str(exc), envelope or _best_effort(body))
+            with log_context(event_id=envelope["id"], event_type=envelope["type"]):
+                return _dispatch(consumer, envelope, started, message_id, receive_count, attributes)
+        except Exception as exc:  # noqa: BLE001 - the promise: never raise, whatever arrives
+            reason = f"{type(exc).__name__}: {exc}"[:2000]
+            logger.exception("unexpected error while processing a message; it will come back")
+            consumer_failure_record(
+                consumer=consumer, message_id=message_id, envelope=envelope, error=reason, poisoned=False
+            )
+            event_id, event_type = str(envelope.get("id", ""))[:64], str(envelope.get("type", ""))[:100]
+            return Outcome(FAILED, event_id, event_type, "", reason)
+
+
+def _best_effort(body: str | bytes) -> dict[str, Any]:
+    """The envelope of a message refused before parsing (unsigned...), for the failure record only."""
+    try:
+        return parse_envelope(body)
+    except Exception:  # noqa: BLE001 - anything unparseable is recorded without its fields
+        return {}
 
 
 def _dispatch(
@@ -200,7 +173,7 @@ def _dispatch(
         id=uuid.UUID(envelope["id"]),
         type=event_type,
         schema_version=envelope["schema_version"],
-        occurred_at=parse_datetime(envelope["occurred_at"]),  # type: ignore[arg-type]
+        occurred_at=parse_datetime(envelope["occurred_at"]),  # type: ignore[arg-type] # checked by the parser
         producer=envelope["producer"],
         aggregate_type=envelope["aggregate_type"],
         aggregate_id=envelope["aggregate_id"],
@@ -241,8 +214,6 @@ def _dispatch(
         logger.warning(
             "handler failed (receive %d); the message will come back", receive_count, extra=log, exc_info=True
         )
-        from .services import consumer_failure_record
-
         consumer_failure_record(
             consumer=consumer, message_id=message_id, envelope=envelope, error=reason, poisoned=False
         )
@@ -267,8 +238,6 @@ def _poisoned(consumer: str, message_id: str, reason: str, envelope: dict[str, A
             "event_type": event_type,
         },
     )
-    from .services import consumer_failure_record
-
     consumer_failure_record(
         consumer=consumer, message_id=message_id, envelope=envelope, error=reason, poisoned=True
     )

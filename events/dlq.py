@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from . import aws, topology
-from .consumers import Poison, parse_envelope
+from .envelope import Poison, parse_envelope
 from .models import ConsumerFailure
 from .pollers import RESERVED_ATTRIBUTES, SQS_MAX_BATCH
 

@@ -32,7 +32,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from . import aws, topology
-from .consumers import POISON, Outcome, process_message
+from .consumers import FAILED, POISON, Outcome, process_message
 
 logger = logging.getLogger(__name__)
 
@@ -165,8 +165,10 @@ def retry_later(cfg: ConsumerConfig, message: dict[str, Any]) -> None:
 
 
 def handle_one(cfg: ConsumerConfig, message: dict[str, Any]) -> Outcome:
-    close_old_connections()
+    """Process one received message. Never raises: whatever goes wrong is an outcome, so one
+    bad message never costs the others of its batch their settlement."""
     try:
+        close_old_connections()
         return process_message(
             cfg.name,
             message.get("Body", ""),
@@ -174,8 +176,14 @@ def handle_one(cfg: ConsumerConfig, message: dict[str, Any]) -> Outcome:
             receive_count=receive_count(message),
             attributes=message.get("MessageAttributes", {}),
         )
+    except Exception as exc:  # noqa: BLE001 - process_message never raises; a lost connection might
+        logger.exception("consumer %s: message %s could not be processed", cfg.name, message.get("MessageId"))
+        return Outcome(FAILED, reason=f"{type(exc).__name__}: {exc}"[:2000])
     finally:
-        close_old_connections()
+        try:
+            close_old_connections()
+        except Exception:  # noqa: BLE001 - a broken connection is dropped; the next message opens one
+            logger.debug("could not close old connections", exc_info=True)
 
 
 def settle(cfg: ConsumerConfig, done: list[tuple[dict[str, Any], Outcome]]) -> None:

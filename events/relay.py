@@ -31,7 +31,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import aws, metrics, topology
+from . import aws, metrics, signing, topology
 from .models import OutboxEvent
 
 logger = logging.getLogger(__name__)
@@ -56,9 +56,11 @@ class RelayResult:
 
 
 def message_attributes(row: OutboxEvent, *, replayed: bool = False) -> dict[str, dict[str, str]]:
+    """What SNS subscriptions filter on, and the signature that authenticates the body."""
     attrs = {
         "event_type": {"DataType": "String", "StringValue": row.type},
         "producer": {"DataType": "String", "StringValue": row.producer},
+        **signing.signed_attributes(row.message_body()),
     }
     if replayed:
         attrs["replayed"] = {"DataType": "String", "StringValue": "true"}

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events.consumers import DUPLICATE, ENVELOPE_FIELDS, HANDLED, POISON, UNHANDLED, process_message
-from events.tests.test_consumers import envelope
+from events.consumers import DUPLICATE, ENVELOPE_FIELDS, HANDLED, POISON, UNHANDLED
 from tests.auditapp.models import AuditEntry
+from tests.factories import deliver, envelope
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
@@ -73,7 +73,7 @@ def test_bad_messages_never_crash_and_good_ones_around_them_are_handled(data):
     bad = [data.draw(st.composite(mutate)()) for _ in range(3)]
     good = [envelope(f"G-{uuid.uuid4().hex[:8]}") for _ in range(2)]
     stream = [json.dumps(good[0]), *bad, json.dumps(good[1])]
-    outcomes = [process_message("audit", body, message_id=f"m{i}") for i, body in enumerate(stream)]
+    outcomes = [deliver("audit", body, message_id=f"m{i}") for i, body in enumerate(stream)]
     assert {o.result for o in outcomes} <= {HANDLED, DUPLICATE, UNHANDLED, POISON}
     assert outcomes[0].result == HANDLED and outcomes[-1].result == HANDLED
     for outcome in outcomes[1:-1]:

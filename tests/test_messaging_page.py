@@ -11,7 +11,7 @@ from django.db import transaction
 from events import aws, contracts
 from events.outbox import NewEvent, record_events
 from events.relay import relay_pending
-from events.tests.test_outbox import agreement_data, drain
+from tests.factories import agreement_data, drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/admin/messaging/"

@@ -14,11 +14,11 @@ from agreements.models import Agreement
 from agreements.services import AgreementInput, agreement_create
 from events import aws, contracts, topology
 from events.outbox import NewEvent, record_events
-from events.tests.test_outbox import agreement_data
 from invoicing.models import Invoice
 from invoicing.services import invoices_run_inline, projection_apply
 from invoicing.tests.factories import agreement_event
 from payments.models import Payment
+from tests.factories import agreement_data
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,7 @@ from django.test import Client
 from events import contracts
 from events.models import ApiToken, OutboxEvent
 from events.outbox import record_event
-from events.tests.test_outbox import agreement_data
+from tests.factories import agreement_data
 
 pytestmark = pytest.mark.django_db
 

@@ -15,12 +15,15 @@ PROD_ENV = {
     "SECRET_KEY": "x" * 20 + "-prod-secret-" + "y" * 30,
     "DATABASE_URL": "postgres://billing:pw@db.internal:5432/billing",
     "ALLOWED_HOSTS": "billing.example.com",
+    "EVENT_SIGNING_KEYS": '{"2026-11": "' + "k" * 64 + '"}',
 }
 
 
 def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     clean = {
-        k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DATABASE_URL", "AWS_ENDPOINT_URL")
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SECRET_KEY", "DATABASE_URL", "AWS_ENDPOINT_URL", "EVENT_SIGNING_KEYS")
     }
     return subprocess.run(
         [sys.executable, "manage.py", *args],
@@ -43,6 +46,16 @@ def test_production_settings_refuse_to_start_without_secret_key():
     result = _manage(env, "check")
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
+
+
+def test_production_settings_refuse_to_start_without_event_signing_keys():
+    env = {k: v for k, v in PROD_ENV.items() if k != "EVENT_SIGNING_KEYS"}
+    result = _manage(env, "check")
+    assert result.returncode != 0
+    assert "EVENT_SIGNING_KEYS" in result.stderr
+    weak = {**PROD_ENV, "EVENT_SIGNING_KEYS": '{"k1": "short"}'}
+    result = _manage(weak, "check")
+    assert result.returncode != 0 and "32+ random characters" in result.stderr
 
 
 def test_development_settings_work_with_nothing_set():

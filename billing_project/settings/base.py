@@ -120,6 +120,13 @@ MESSAGING_DLQ_RETENTION_SECONDS = env.int("MESSAGING_DLQ_RETENTION_SECONDS", def
 # Keep it well above (messages a poller holds / handler threads) x the slowest handler.
 MESSAGING_EVENT_VISIBILITY_TIMEOUT = env.int("MESSAGING_EVENT_VISIBILITY_TIMEOUT", default=300)
 EVENTS_API_SETTLE_SECONDS = env.int("EVENTS_API_SETTLE_SECONDS", default=5)
+# Event signing (events/signing.py): {"key id": "secret"}. Consumers accept every key listed (several
+# during a rotation); EVENT_SIGNING_KEY_ID signs what the relay and the replay tools send. Production
+# refuses to start without them; these defaults are for development and tests only.
+EVENT_SIGNING_KEYS: dict[str, str] = env.json(
+    "EVENT_SIGNING_KEYS", default={"dev-1": "dev-insecure-event-signing-key-change-me"}
+)
+EVENT_SIGNING_KEY_ID = env.str("EVENT_SIGNING_KEY_ID", default=next(iter(EVENT_SIGNING_KEYS), ""))
 # SNS e-mail subscriptions on the alerts topic (real AWS: confirm by mail).
 ALERT_EMAILS: list[str] = env.list("ALERT_EMAILS", default=[])
 

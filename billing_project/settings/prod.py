@@ -35,3 +35,18 @@ SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)  # noqa: F405
+
+# Events are signed with a key only the project's services hold (events/signing.py).
+try:
+    EVENT_SIGNING_KEYS = env.json("EVENT_SIGNING_KEYS")
+except ImproperlyConfigured:
+    raise ImproperlyConfigured(
+        'Production settings need EVENT_SIGNING_KEYS, e.g. {"2026-11": "<64 random characters>"}.'
+    ) from None
+if not isinstance(EVENT_SIGNING_KEYS, dict) or not EVENT_SIGNING_KEYS or any(
+    not isinstance(v, str) or len(v) < 32 for v in EVENT_SIGNING_KEYS.values()
+):
+    raise ImproperlyConfigured("EVENT_SIGNING_KEYS must map key ids to secrets of 32+ random characters.")
+EVENT_SIGNING_KEY_ID = env.str("EVENT_SIGNING_KEY_ID", default=next(iter(EVENT_SIGNING_KEYS)))
+if EVENT_SIGNING_KEY_ID not in EVENT_SIGNING_KEYS:
+    raise ImproperlyConfigured(f"EVENT_SIGNING_KEY_ID {EVENT_SIGNING_KEY_ID!r} is not in EVENT_SIGNING_KEYS.")

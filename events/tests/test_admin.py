@@ -11,8 +11,7 @@ from django.db import transaction
 from events import contracts, topology
 from events.models import OutboxEvent
 from events.outbox import NewEvent, record_events
-
-from .test_outbox import agreement_data, drain
+from tests.factories import agreement_data, drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CHANGELIST = "/admin/events/outboxevent/"

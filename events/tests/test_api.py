@@ -12,8 +12,7 @@ from django.utils import timezone
 from events import contracts
 from events.models import OutboxEvent
 from events.outbox import NewEvent, record_events
-
-from .test_outbox import agreement_data
+from tests.factories import agreement_data
 
 pytestmark = pytest.mark.django_db
 

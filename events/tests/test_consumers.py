@@ -10,62 +10,23 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.test import override_settings
 
-from events import aws
-from events.consumers import DUPLICATE, HANDLED, POISON, UNHANDLED, process_message
+from events.consumers import DUPLICATE, FAILED, HANDLED, POISON, UNHANDLED, process_message
 from events.models import ConsumerFailure, ProcessedEvent
 from events.pollers import PushConsumer, consumer_configs, pull_once
+from events.signing import signed_attributes
 from tests.auditapp import consumers as audit
 from tests.auditapp.models import AuditEntry
+from tests.factories import AUDIT_QUEUE, deliver, drain, envelope, send
+from tests.factories import queue_depth as queue_counts
 from tests.helpers import wait_until
 
-from .test_outbox import agreement_data
-
 ROOT = Path(__file__).resolve().parents[2]
-AUDIT_QUEUE = "billing-test-audit-events"
-
-
-def envelope(
-    aggregate_id: str,
-    *,
-    type: str = "agreement.created",
-    event_id: str | None = None,
-    version: int = 1,
-    **data_overrides: Any,
-) -> dict[str, Any]:
-    return {
-        "id": event_id or str(uuid.uuid4()),
-        "type": type,
-        "schema_version": 1,
-        "occurred_at": "2026-11-27T10:00:00Z",
-        "producer": "agreements",
-        "aggregate_type": "agreement",
-        "aggregate_id": aggregate_id,
-        "aggregate_version": version,
-        "data": agreement_data(aggregate_id, **data_overrides),
-    }
-
-
-def send(sqs: Any, bodies: list[str], queue: str = AUDIT_QUEUE) -> None:
-    url = aws.queue_url(queue)
-    for i in range(0, len(bodies), 10):
-        resp = sqs.send_message_batch(
-            QueueUrl=url, Entries=[{"Id": str(j), "MessageBody": b} for j, b in enumerate(bodies[i : i + 10])]
-        )
-        assert not resp.get("Failed"), resp
-
-
-def queue_counts(sqs: Any, queue: str) -> int:
-    attrs = sqs.get_queue_attributes(
-        QueueUrl=aws.queue_url(queue),
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
 @pytest.fixture
@@ -81,17 +42,17 @@ def audit_consumer(transactional_db, empty_queues):
 @pytest.mark.django_db
 def test_handles_once_then_acknowledges_duplicates():
     body = json.dumps(envelope("A-1"))
-    assert process_message("audit", body).result == HANDLED
-    assert process_message("audit", body).result == DUPLICATE
+    assert deliver("audit", body).result == HANDLED
+    assert deliver("audit", body).result == DUPLICATE
     assert AuditEntry.objects.count() == 1
 
 
 @pytest.mark.django_db
 def test_same_id_with_different_data_is_rejected_with_both_hashes(caplog):
     first = envelope("A-1")
-    assert process_message("audit", json.dumps(first), message_id="m1").result == HANDLED
+    assert deliver("audit", json.dumps(first), message_id="m1").result == HANDLED
     changed = {**first, "data": {**first["data"], "amount_minor": 1}}
-    outcome = process_message("audit", json.dumps(changed), message_id="m2")
+    outcome = deliver("audit", json.dumps(changed), message_id="m2")
     assert outcome.result == POISON
     assert outcome.reason.count("sha256") == 2
     assert "event id reused with different data" in caplog.text
@@ -101,7 +62,7 @@ def test_same_id_with_different_data_is_rejected_with_both_hashes(caplog):
 
 @pytest.mark.django_db
 def test_event_type_without_a_handler_is_acknowledged():
-    outcome = process_message("audit", json.dumps(envelope("A-1", type="agreement.paused")))
+    outcome = deliver("audit", json.dumps(envelope("A-1", type="agreement.paused")))
     assert outcome.result == UNHANDLED and outcome.delete
     assert not ProcessedEvent.objects.exists()
 
@@ -121,13 +82,60 @@ def test_event_type_without_a_handler_is_acknowledged():
         ('{"id": NaN}', "NaN is not valid JSON"),
         (b"\xff\xfe", "not UTF-8"),
         ("[" * 100_000 + "]" * 100_000, "not JSON"),
+        # well-formed JSON, impossible values: poison with the reason, never an exception
+        (json.dumps(envelope("A") | {"occurred_at": "2026-13-01T00:00:00Z"}), "not a valid datetime"),
+        (json.dumps(envelope("A") | {"occurred_at": "2026-11-27T10:00:00"}), "has no time zone"),
+        (json.dumps(envelope("A") | {"aggregate_version": 2**63}), "'aggregate_version' must be from 0"),
+        (json.dumps(envelope("A") | {"schema_version": 10**6}), "'schema_version' must be from 1"),
+        (json.dumps(envelope("A" * 65)), "'aggregate_id' is longer than 64"),
+        (json.dumps(envelope("A\u0000B")), "'aggregate_id' contains control characters"),
+        (json.dumps(envelope("A") | {"type": "x" * 101}), "'type' is longer than 100"),
+        # a known type from the wrong producer, or about the wrong aggregate: forged
+        (json.dumps(envelope("A") | {"producer": "payments"}), "agreement.created is produced by"),
+        (json.dumps(envelope("A") | {"aggregate_type": "invoice"}), "aggregate_type 'invoice'"),
     ],
 )
 def test_malformed_messages_are_rejected_with_a_reason(body, reason):
-    outcome = process_message("audit", body, message_id="m-bad")
+    outcome = deliver("audit", body, message_id="m-bad")
     assert outcome.result == POISON and not outcome.delete
     assert reason in outcome.reason
     assert not AuditEntry.objects.exists()
+    assert ConsumerFailure.objects.get(message_id="m-bad").poisoned
+
+
+@pytest.mark.django_db
+def test_only_messages_signed_with_a_current_key_are_acted_on(settings):
+    body = json.dumps(envelope("S-1"))
+    good = signed_attributes(body)
+    settings.EVENT_SIGNING_KEYS = {**settings.EVENT_SIGNING_KEYS, "old": "retired-key-" + "x" * 30}
+    with override_settings(EVENT_SIGNING_KEY_ID="old"):
+        by_old_key = signed_attributes(body)
+    settings.EVENT_SIGNING_KEYS = {k: v for k, v in settings.EVENT_SIGNING_KEYS.items() if k != "old"}
+    tampered = json.dumps(envelope("S-1") | {"aggregate_id": "S-2"})
+    cases = {
+        "unsigned": (body, None, "unsigned message"),
+        "signature of another body": (tampered, good, "bad signature"),
+        "retired key": (body, by_old_key, "unknown or retired key 'old'"),
+        "garbage signature": (body, {**good, "signature": {"DataType": "String", "StringValue": "0"}}, "bad"),
+    }
+    for i, (name, (text, attrs, reason)) in enumerate(cases.items()):
+        outcome = process_message("audit", text, message_id=f"m-{i}", attributes=attrs)
+        assert outcome.result == POISON and reason in outcome.reason, name
+    assert not AuditEntry.objects.exists()
+    assert ConsumerFailure.objects.filter(poisoned=True).count() == len(cases)
+    # and during a rotation both the new and the still-listed old key are accepted
+    assert process_message("audit", body, attributes=good).result == HANDLED
+
+
+@pytest.mark.django_db
+def test_a_failure_outside_the_handler_is_an_outcome_not_an_exception(monkeypatch):
+    def broken(*args, **kwargs):
+        raise ConnectionError("database went away")
+
+    monkeypatch.setattr("events.consumers.ProcessedEvent.objects.create", broken)
+    outcome = deliver("audit", json.dumps(envelope("X-1")), message_id="m-x")
+    assert outcome.result == FAILED and "database went away" in outcome.reason
+    assert not outcome.delete  # it comes back later
 
 
 # -- push mode over the real queue -----------------------------------------------------
@@ -237,6 +245,24 @@ def test_pull_mode_never_takes_more_than_its_batch_size(transactional_db, empty_
     runs = [pull_once("audit", batch_size=10) for _ in range(4)]
     assert [r.received for r in runs] == [10, 10, 5, 0]
     assert AuditEntry.objects.count() == 25
+
+
+@pytest.mark.slow
+def test_pull_mode_settles_every_good_message_whatever_a_bad_one_does(transactional_db, empty_queues, sqs):
+    # given a batch of 8 good messages and one that is well-formed JSON with an impossible date
+    good = [json.dumps(envelope(f"PB-{i}")) for i in range(8)]
+    bad = json.dumps(envelope("PB-bad") | {"occurred_at": "2026-13-01T00:00:00Z"})
+    send(sqs, [*good[:4], bad, *good[4:]])
+
+    # when one pull run takes them
+    result = pull_once("audit", batch_size=10)
+
+    # then the 8 are handled and deleted, the bad one is in the DLQ with its reason
+    assert result.received == 9 and result.outcomes == {HANDLED: 8, POISON: 1}
+    assert AuditEntry.objects.count() == 8
+    assert queue_counts(sqs, AUDIT_QUEUE) == 0
+    [dead] = drain(sqs, AUDIT_QUEUE + "-dlq")
+    assert "not a valid datetime" in dead["MessageAttributes"]["error"]["StringValue"]
 
 
 @pytest.mark.slow

@@ -8,10 +8,8 @@ import logging
 
 import pytest
 
-from events.consumers import process_message
 from events.logs import ContextFilter, json_formatter
-
-from .test_consumers import envelope
+from tests.factories import deliver, envelope
 
 
 @pytest.fixture
@@ -32,7 +30,7 @@ def json_log():
 @pytest.mark.django_db
 def test_lines_about_an_event_carry_its_id_type_and_consumer(json_log):
     env = envelope("A-log", type="agreement.paused")  # no handler: logged and acknowledged
-    process_message("audit", json.dumps(env), message_id="sqs-123")
+    deliver("audit", json.dumps(env), message_id="sqs-123")
     lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
     line = next(entry for entry in lines if "no handler" in entry["message"])
     assert (line["event_id"], line["event_type"], line["consumer"], line["sqs_message_id"]) == (

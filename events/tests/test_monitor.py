@@ -15,8 +15,7 @@ from events.monitor import monitor_run
 from events.outbox import record_event
 from events.pollers import pull_once
 from events.relay import relay_pending
-
-from .test_outbox import agreement_data
+from tests.factories import agreement_data
 
 pytestmark = pytest.mark.django_db(transaction=True)
 AUDIT_DLQ = "billing-test-audit-events-dlq"

@@ -11,35 +11,21 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from events import aws, contracts, topology
+from events import contracts, topology
 from events.models import Heartbeat, OutboxEvent
 from events.outbox import NewEvent, OutboxError, record_event, record_events
 from events.relay import relay_once, relay_pending
 from events.services import event_store_prune
+from events.signing import verify
 from scripts.devstack import free_port
+from tests.factories import agreement_data, drain
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def agreement_data(agreement_id: str = "A-1", **overrides: Any) -> dict[str, Any]:
-    data = {
-        "agreement_id": agreement_id,
-        "customer": {"external_ref": "C-1", "name": "Ada", "email": "ada@example.com"},
-        "description": "Monthly plan",
-        "amount_minor": 1999,
-        "currency": "EUR",
-        "interval": "month",
-        "interval_count": 1,
-        "start_date": "2026-01-31",
-        "end_date": None,
-        "status": "active",
-    }
-    data.update(overrides)
-    return data
 
 
 def domain_change(name: str, *, data: dict[str, Any] | None = None, fail: bool = False) -> None:
@@ -55,22 +41,6 @@ def domain_change(name: str, *, data: dict[str, Any] | None = None, fail: bool =
         )
         if fail:
             raise RuntimeError("the service failed after recording its event")
-
-
-def drain(sqs: Any, queue: str, wait: int = 1) -> list[dict[str, Any]]:
-    url = aws.queue_url(queue)
-    got: list[dict[str, Any]] = []
-    while True:
-        msgs = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait, MessageAttributeNames=["All"]
-        ).get("Messages", [])
-        if not msgs:
-            return got
-        got.extend(msgs)
-        sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)],
-        )
 
 
 def test_rollback_leaves_no_event_and_no_domain_change():
@@ -152,6 +122,8 @@ def test_commit_writes_one_row_that_the_relay_publishes_to_subscribed_queues(emp
     }
     assert msg["MessageAttributes"]["event_type"]["StringValue"] == "agreement.created"
     assert msg["MessageAttributes"]["producer"]["StringValue"] == "agreements"
+    # signed with the current key over the exact body SNS delivered
+    assert verify(msg["Body"], msg["MessageAttributes"]) == settings.EVENT_SIGNING_KEY_ID
     # and the payments consumer, which did not subscribe to it, got nothing
     assert drain(sqs, topology.event_queue_name("payments"), wait=0) == []
 

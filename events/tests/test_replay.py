@@ -12,8 +12,8 @@ from events import contracts, topology
 from events.models import OutboxEvent
 from events.outbox import NewEvent, record_events
 from events.relay import relay_pending
-
-from .test_outbox import agreement_data, drain
+from events.signing import verify
+from tests.factories import agreement_data, drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,10 +50,11 @@ def published(empty_queues, sqs):
 
 
 def bodies(sqs, consumer: str) -> list[dict]:
-    return [
-        json.loads(m["Body"]) | {"_attrs": m.get("MessageAttributes", {})}
-        for m in drain(sqs, topology.event_queue_name(consumer), wait=0)
-    ]
+    """The messages' envelopes; each must be signed like the relay signs (a replay is not a forgery)."""
+    got = drain(sqs, topology.event_queue_name(consumer), wait=0)
+    for m in got:
+        verify(m["Body"], m.get("MessageAttributes"))
+    return [json.loads(m["Body"]) | {"_attrs": m.get("MessageAttributes", {})} for m in got]
 
 
 def test_replay_to_topic_reaches_every_subscriber_with_the_original_ids(published, sqs, capsys):

@@ -10,9 +10,7 @@ from django.db import transaction
 
 from events import contracts
 from events.outbox import record_event
-
-from .test_consumers import AUDIT_QUEUE, envelope, send
-from .test_outbox import agreement_data
+from tests.factories import AUDIT_QUEUE, agreement_data, envelope, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

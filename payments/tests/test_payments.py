@@ -21,9 +21,9 @@ from payments.gateway import reset_gateway
 from payments.models import Payment
 from payments.sandbox import SandboxConfig, start_in_thread
 from payments.services import payment_create_for_invoice, payments_retry_due
+from tests.factories import gateway_stats as stats
+from tests.factories import invoice_data, send
 from tests.helpers import wait_until
-
-from .test_gateway import stats
 
 pytestmark = pytest.mark.slow
 
@@ -36,21 +36,6 @@ def sandbox(settings):
     yield server
     server.shutdown()
     reset_gateway()
-
-
-def invoice_data(customer: str = "cus-ok", invoice_id: str | None = None) -> dict:
-    invoice_id = invoice_id or str(uuid.uuid4())
-    return {
-        "invoice_id": invoice_id,
-        "number": f"INV-T-{invoice_id[:6]}",
-        "agreement_id": "A-1",
-        "customer": {"external_ref": customer, "name": "Ada", "email": "ada@example.com"},
-        "period_start": "2026-01-01",
-        "period_end": "2026-02-01",
-        "total_minor": 1500,
-        "currency": "EUR",
-        "due_date": "2026-01-15",
-    }
 
 
 def settled(payment_id) -> Payment | None:
@@ -72,12 +57,12 @@ def test_invoice_issued_delivered_twice_gives_one_payment_and_one_charge(celery_
             "data": invoice_data(invoice_id="I-1"),
         }
     )
-    url = aws.queue_url(topology.event_queue_name("payments"))
+    name = topology.event_queue_name("payments")
     consumer = PushConsumer(consumer_configs()["payments"])
     consumer.start()
     try:
-        sqs.send_message(QueueUrl=url, MessageBody=body)
-        sqs.send_message(QueueUrl=url, MessageBody=body)
+        send(sqs, [body], queue=name)
+        send(sqs, [body], queue=name)
         wait_until(lambda: Payment.objects.filter(invoice_id="I-1", status="succeeded").exists(), timeout=120)
         wait_until(lambda: consumer.handled == 2, timeout=30)
     finally:

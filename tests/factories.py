@@ -1,0 +1,146 @@
+"""Test data and delivery helpers shared by every app's tests (no test module imports another).
+
+Messages sent straight to a consumer queue are signed like the relay signs them
+(events/signing.py); a test about unsigned or forged messages builds its own.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+from typing import Any
+
+from events import aws
+from events.consumers import Outcome, process_message
+from events.signing import signed_attributes
+
+AUDIT_QUEUE = "billing-test-audit-events"
+
+
+def agreement_data(agreement_id: str = "A-1", **overrides: Any) -> dict[str, Any]:
+    """The data of an ``agreement.created`` event, as the agreements context records it."""
+    data = {
+        "agreement_id": agreement_id,
+        "customer": {"external_ref": "C-1", "name": "Ada", "email": "ada@example.com"},
+        "description": "Monthly plan",
+        "amount_minor": 1999,
+        "currency": "EUR",
+        "interval": "month",
+        "interval_count": 1,
+        "start_date": "2026-01-31",
+        "end_date": None,
+        "status": "active",
+    }
+    data.update(overrides)
+    return data
+
+
+def invoice_data(customer: str = "cus-ok", invoice_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """The data of an ``invoice.issued`` event, as the invoicing context records it."""
+    invoice_id = invoice_id or str(uuid.uuid4())
+    data = {
+        "invoice_id": invoice_id,
+        "number": f"INV-T-{invoice_id[:6]}",
+        "agreement_id": "A-1",
+        "customer": {"external_ref": customer, "name": "Ada", "email": "ada@example.com"},
+        "period_start": "2026-01-01",
+        "period_end": "2026-02-01",
+        "total_minor": 1500,
+        "currency": "EUR",
+        "due_date": "2026-01-15",
+    }
+    data.update(overrides)
+    return data
+
+
+def envelope(
+    aggregate_id: str,
+    *,
+    type: str = "agreement.created",
+    event_id: str | None = None,
+    version: int = 1,
+    **data_overrides: Any,
+) -> dict[str, Any]:
+    """An agreement event's envelope as the relay publishes it."""
+    return {
+        "id": event_id or str(uuid.uuid4()),
+        "type": type,
+        "schema_version": 1,
+        "occurred_at": "2026-11-27T10:00:00Z",
+        "producer": "agreements",
+        "aggregate_type": "agreement",
+        "aggregate_id": aggregate_id,
+        "aggregate_version": version,
+        "data": agreement_data(aggregate_id, **data_overrides),
+    }
+
+
+def invoice_envelope(invoice_id: str, *, type: str = "invoice.issued", **data: Any) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "type": type,
+        "schema_version": 1,
+        "occurred_at": "2026-11-27T10:00:00Z",
+        "producer": "invoicing",
+        "aggregate_type": "invoice",
+        "aggregate_id": invoice_id,
+        "aggregate_version": 1,
+        "data": invoice_data(invoice_id=invoice_id, **data) if type == "invoice.issued" else data,
+    }
+
+
+def deliver(consumer: str, body: str | bytes, **kwargs: Any) -> Outcome:
+    """``process_message`` with the body signed as the relay signs it."""
+    return process_message(consumer, body, attributes=signed_attributes(body), **kwargs)
+
+
+def send(sqs: Any, bodies: list[str], queue: str = AUDIT_QUEUE) -> None:
+    """Put signed messages straight into a queue, as SNS raw delivery would (10 per call)."""
+    url = aws.queue_url(queue)
+    for i in range(0, len(bodies), 10):
+        resp = sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(j), "MessageBody": b, "MessageAttributes": signed_attributes(b)}
+                for j, b in enumerate(bodies[i : i + 10])
+            ],
+        )
+        assert not resp.get("Failed"), resp
+
+
+def drain(sqs: Any, queue: str, wait: int = 1) -> list[dict[str, Any]]:
+    """Receive and delete everything in ``queue``; the messages, with their attributes."""
+    url = aws.queue_url(queue)
+    got: list[dict[str, Any]] = []
+    while True:
+        msgs = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait, MessageAttributeNames=["All"]
+        ).get("Messages", [])
+        if not msgs:
+            return got
+        got.extend(msgs)
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)],
+        )
+
+
+def queue_depth(sqs: Any, queue: str) -> int:
+    """Visible plus in-flight messages of ``queue``."""
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=aws.queue_url(queue),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def gateway_stats(server: Any) -> dict[str, Any]:
+    """The sandbox gateway's own counters (charges, refunds, per key)."""
+    with urllib.request.urlopen(f"{server.url}/v1/_stats") as resp:
+        return dict(json.load(resp))
+
+
+def body(envelope_dict: dict[str, Any]) -> str:
+    """The envelope serialized as the relay sends it (sorted keys, compact)."""
+    return json.dumps(envelope_dict, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
