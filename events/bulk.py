@@ -2,33 +2,59 @@
 
 Django's bulk_create builds a model instance and prepares every value through
 the ORM; for tens of thousands of rows that costs more than the database
-work. COPY ... FROM STDIN (CSV) inside the caller's transaction is the floor.
+work. COPY ... FROM STDIN inside the caller's transaction is the floor.
+
+Rows are written in COPY's text format with every value escaped as PostgreSQL
+documents it (backslash, tab, newline and carriage return; ``\\N`` only for
+None), so no text can be mistaken for a NULL marker or a column break: a name
+that is literally backslash-N is stored as those two characters. Text that
+PostgreSQL cannot store at all (NUL) is refused at the service boundary, before
+it gets here; if it gets here anyway, the error names the table.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterable, Sequence
+from datetime import date, datetime
 from typing import Any
 
-from django.db import connection
+from django.db import DataError, connection
 
 NULL = r"\N"
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_value(value: Any) -> str:
+    """One value in COPY text format."""
+    if value is None:
+        return NULL
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    text = value if isinstance(value, str) else str(value)
+    if "\x00" in text:
+        raise DataError("a value contains NUL (U+0000), which PostgreSQL cannot store")
+    return text.translate(_ESCAPES)
 
 
 def copy_rows(table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
-    """COPY ``rows`` into ``table`` in the current transaction. None is SQL NULL."""
+    """COPY ``rows`` into ``table`` in the current transaction. None is SQL NULL.
+
+    Database errors come back as Django's (IntegrityError, DataError, OperationalError...),
+    like every other query's, so callers and task retry policies see one family of errors.
+    """
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
     n = 0
     for row in rows:
-        writer.writerow([NULL if v is None else v for v in row])
+        buf.write("\t".join(copy_value(v) for v in row))
+        buf.write("\n")
         n += 1
     if not n:
         return 0
     buf.seek(0)
     cols = ", ".join(f'"{c}"' for c in columns)
-    with connection.cursor() as cur:
-        cur.cursor.copy_expert(f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '{NULL}')", buf)
+    with connection.cursor() as cur, connection.wrap_database_errors:
+        cur.cursor.copy_expert(f'COPY "{table}" ({cols}) FROM STDIN', buf)
     return n

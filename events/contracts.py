@@ -27,8 +27,11 @@ INVOICE_ISSUED = "invoice.issued"
 INVOICE_PAID = "invoice.paid"
 INVOICE_VOIDED = "invoice.voided"
 INVOICE_MARKED_UNCOLLECTIBLE = "invoice.marked_uncollectible"
+CREDIT_NOTE_ISSUED = "credit_note.issued"
 PAYMENT_SUCCEEDED = "payment.succeeded"
 PAYMENT_FAILED = "payment.failed"
+PAYMENT_CANCELLED = "payment.cancelled"
+PAYMENT_REFUNDED = "payment.refunded"
 ALERT_RESOLVED = "alert.resolved"
 
 
@@ -216,6 +219,28 @@ register(
     )
 )
 
+register(
+    EventType(
+        CREDIT_NOTE_ISSUED,
+        topology.INVOICING,
+        "credit_note",
+        {
+            1: _obj(
+                {
+                    "credit_note_id": ID,
+                    "number": {"type": "string", "minLength": 1, "maxLength": 40},
+                    "invoice_id": ID,
+                    "agreement_id": ID,
+                    "period_start": DATE,
+                    "total_minor": MONEY,
+                    "currency": CURRENCY,
+                    "reason": {"type": "string", "maxLength": 500},
+                }
+            )
+        },
+    )
+)
+
 # --- payments ---------------------------------------------------------------
 _PAYMENT = {"payment_id": ID, "invoice_id": ID, "amount_minor": MONEY, "currency": CURRENCY}
 register(
@@ -245,6 +270,33 @@ register(
     )
 )
 
+register(
+    EventType(
+        PAYMENT_CANCELLED,
+        topology.PAYMENTS,
+        "payment",
+        {1: _obj({**_PAYMENT, "reason": {"type": "string", "maxLength": 500}})},
+    )
+)
+register(
+    EventType(
+        PAYMENT_REFUNDED,
+        topology.PAYMENTS,
+        "payment",
+        {
+            1: _obj(
+                {
+                    **_PAYMENT,
+                    "refund_id": ID,
+                    "refunded_minor": MONEY,
+                    "gateway_reference": {"type": "string", "maxLength": 100},
+                    "reason": {"type": "string", "maxLength": 500},
+                }
+            )
+        },
+    )
+)
+
 # --- alerts (monitoring, final payment failures) ---------------------------
 ALERT_DATA = _obj(
     {
@@ -256,6 +308,10 @@ ALERT_DATA = _obj(
 )
 ALERT_TYPES = (
     "alert.payment_failed",
+    "alert.charge_on_closed_invoice",
+    "alert.refund_failed",
+    "alert.daily_run_failed",
+    "alert.daily_run_stuck",
     "alert.dlq_not_empty",
     "alert.queue_message_too_old",
     "alert.outbox_lagging",

@@ -60,6 +60,12 @@ def periodic_tasks() -> list[Periodic]:
             description="Issues every invoice that fell due (catch-up included). Edit the time here.",
         ),
         Periodic(
+            name="Daily run watchdog",
+            task="invoicing.daily_run_watchdog",
+            every_seconds=settings.INVOICING_WATCHDOG_SECONDS,
+            description="Resends daily-run chunks whose worker died; finishes runs whose chunks all ended.",
+        ),
+        Periodic(
             name="Monitoring checks",
             task="events.monitor",
             every_seconds=settings.MONITOR_INTERVAL_SECONDS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from django.db import DatabaseError
@@ -18,3 +19,9 @@ IDEMPOTENT_DB_TASK: dict[str, Any] = {
     "retry_backoff_max": 60,
     "retry_jitter": True,
 }
+
+
+def backoff_seconds(retries: int, *, base: float = 1.0, maximum: float = 60.0) -> int:
+    """Exponential backoff with equal jitter: half fixed (never at once), half random (no lockstep)."""
+    ceiling = min(maximum, base * 2**retries)
+    return max(1, round(ceiling / 2 + random.uniform(0, ceiling / 2)))

@@ -101,7 +101,10 @@ EVENT_QUEUES: tuple[EventQueue, ...] = (
             PAYMENTS: ("payment.succeeded", "payment.failed"),
         },
     ),
-    EventQueue(consumer="payments", subscriptions={INVOICING: ("invoice.issued",)}),
+    EventQueue(
+        consumer="payments",
+        subscriptions={INVOICING: ("invoice.issued", "invoice.voided", "credit_note.issued")},
+    ),
     # Locally the alerts topic also feeds a queue whose handler sends e-mail.
     EventQueue(consumer="alerts_mail", subscriptions={ALERTS: ALL_EVENTS}),
 )

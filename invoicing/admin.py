@@ -12,8 +12,16 @@ from django.http import HttpRequest
 from events.admin_tools import GuardedActionsMixin
 from events.money import format_money
 
-from .models import BillableAgreement, DailyRun, Invoice, InvoiceLine
-from .services import invoice_void
+from .models import (
+    BillableAgreement,
+    CreditNote,
+    CreditNoteLine,
+    DailyRun,
+    DailyRunChunk,
+    Invoice,
+    InvoiceLine,
+)
+from .services import correction_approve, invoice_void
 
 
 class ReadOnlyMixin:
@@ -43,6 +51,7 @@ class InvoiceAdmin(GuardedActionsMixin, ReadOnlyMixin, admin.ModelAdmin):
         "period_start",
         "period_end",
         "status",
+        "revision",
         "due_date",
         "issued_at",
     )
@@ -60,7 +69,9 @@ class InvoiceAdmin(GuardedActionsMixin, ReadOnlyMixin, admin.ModelAdmin):
     def has_void_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("invoicing.void_invoice")
 
-    @admin.action(description="Void selected open invoices", permissions=["void"])
+    @admin.action(
+        description="Void selected unpaid invoices (payments stops collecting)", permissions=["void"]
+    )
     def void_selected(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
         done, refused = 0, []
         for invoice in queryset:
@@ -75,6 +86,26 @@ class InvoiceAdmin(GuardedActionsMixin, ReadOnlyMixin, admin.ModelAdmin):
             self.message_user(request, " | ".join(refused), messages.WARNING)
 
 
+class CreditNoteLineInline(ReadOnlyMixin, admin.TabularInline):
+    model = CreditNoteLine
+    fields = ("description", "amount_minor")
+    readonly_fields = fields
+    extra = 0
+
+
+@admin.register(CreditNote)
+class CreditNoteAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("number", "invoice", "total", "period_start", "reason", "issued_at")
+    list_filter = ("currency", "series")
+    search_fields = ("=number", "=agreement_id", "=invoice__number")
+    date_hierarchy = "issued_at"
+    inlines = [CreditNoteLineInline]
+
+    @admin.display(description="total", ordering="total_minor")
+    def total(self, obj: CreditNote) -> str:
+        return format_money(obj.total_minor, obj.currency)
+
+
 @admin.register(BillableAgreement)
 class BillableAgreementAdmin(GuardedActionsMixin, admin.ModelAdmin):
     list_display = (
@@ -85,11 +116,12 @@ class BillableAgreementAdmin(GuardedActionsMixin, admin.ModelAdmin):
         "next_period_start",
         "last_version",
         "flagged_reason",
+        "correction_flag",
     )
     list_filter = ("created_seen", "interval", "currency")
     search_fields = ("=agreement_id",)
     readonly_fields = [f.name for f in BillableAgreement._meta.fields if f.name != "catchup_approved"]
-    actions = ["approve_catchup"]
+    actions = ["approve_catchup", "approve_correction"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -105,15 +137,36 @@ class BillableAgreementAdmin(GuardedActionsMixin, admin.ModelAdmin):
         n = queryset.exclude(flagged_reason="").update(catchup_approved=True)
         self.message_user(request, f"Approved catch-up for {n} agreement(s).", messages.SUCCESS)
 
+    @admin.action(
+        description="Approve correction of old periods (voids, credit notes, reissues now)",
+        permissions=["change"],
+    )
+    def approve_correction(self, request: HttpRequest, queryset: QuerySet[BillableAgreement]) -> None:
+        corrected = 0
+        for row in queryset.exclude(correction_flag=""):
+            corrected += len(correction_approve(agreement_id=row.agreement_id).corrected)
+        self.message_user(request, f"Corrected {corrected} period(s).", messages.SUCCESS)
+
+
+class DailyRunChunkInline(ReadOnlyMixin, admin.TabularInline):
+    model = DailyRunChunk
+    fields = ("pk_from", "pk_to", "status", "attempts", "issued", "started_at", "finished_at", "error")
+    readonly_fields = fields
+    extra = 0
+
 
 @admin.register(DailyRun)
 class DailyRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    inlines = [DailyRunChunkInline]
+    list_filter = ("status",)
     list_display = (
         "run_date",
+        "status",
         "started_at",
         "finished_at",
         "duration",
         "chunks_done",
+        "chunks_failed",
         "chunks_total",
         "invoices_issued",
         "agreements_flagged",

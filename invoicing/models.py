@@ -34,6 +34,9 @@ class BillableAgreement(models.Model):
     next_period_start = models.DateField(null=True, blank=True)
     flagged_reason = models.CharField(max_length=300, blank=True, default="")
     catchup_approved = models.BooleanField(default=False)
+    # A late event changed periods older than INVOICING_MAX_CORRECTION_DAYS: the correction
+    # waits for an operator (Admin -> Billable agreements -> "Approve correction").
+    correction_flag = models.CharField(max_length=500, blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -86,14 +89,23 @@ class Invoice(models.Model):
     closed_reason = models.CharField(max_length=500, blank=True, default="")
     payment_id = models.CharField(max_length=64, blank=True, default="")
     aggregate_version = models.BigIntegerField(default=1)
+    # 0: issued by the daily run; n > 0: the n-th correction of this period (a late event changed
+    # what the period owes). Unique with the period, so two runs can never issue the same one.
+    revision = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-issued_at", "-sequence"]
         constraints = [
-            models.UniqueConstraint(fields=["agreement_id", "period_start"], name="one_invoice_per_period"),
+            models.UniqueConstraint(
+                fields=["agreement_id", "period_start", "revision"], name="one_invoice_per_period_revision"
+            ),
             models.CheckConstraint(condition=Q(total_minor__gt=0), name="invoice_total_positive"),
         ]
-        indexes = [models.Index(fields=["status"]), models.Index(fields=["issued_at"])]
+        indexes = [
+            models.Index(fields=["status"]),
+            models.Index(fields=["issued_at"]),
+            models.Index(fields=["agreement_id", "period_start"], name="invoice_agreement_period"),
+        ]
         permissions = [("void_invoice", "Can void invoices")]
 
     def __str__(self) -> str:
@@ -105,6 +117,46 @@ class InvoiceLine(models.Model):
     description = models.CharField(max_length=500)
     quantity = models.PositiveIntegerField(default=1)
     unit_amount_minor = models.BigIntegerField()
+    amount_minor = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return self.description
+
+
+class CreditNote(models.Model):
+    """Money given back on a paid invoice (a correction): its own gap-free number series.
+
+    An issued invoice is never edited; a credit note reduces what was billed for its period.
+    Payments refunds its amount through the gateway (credit_note.issued).
+    """
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    number = models.CharField(max_length=40, unique=True, help_text="series + sequence: unique, gap-free")
+    series = models.CharField(max_length=20)
+    sequence = models.BigIntegerField()
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="credit_notes")
+    agreement_id = models.CharField(max_length=64)
+    period_start = models.DateField()
+    currency = models.CharField(max_length=3)
+    total_minor = models.BigIntegerField()
+    reason = models.CharField(max_length=500)
+    issued_at = models.DateTimeField()
+    aggregate_version = models.BigIntegerField(default=1)
+
+    class Meta:
+        ordering = ["-issued_at", "-sequence"]
+        constraints = [
+            models.CheckConstraint(condition=Q(total_minor__gt=0), name="credit_note_total_positive")
+        ]
+        indexes = [models.Index(fields=["agreement_id", "period_start"], name="credit_note_agreement_period")]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class CreditNoteLine(models.Model):
+    credit_note = models.ForeignKey(CreditNote, on_delete=models.CASCADE, related_name="lines")
+    description = models.CharField(max_length=500)
     amount_minor = models.BigIntegerField()
 
     def __str__(self) -> str:
@@ -125,18 +177,31 @@ class PendingPaymentOutcome(models.Model):
 
 
 class DailyRun(models.Model):
-    """One daily invoice run: what it did and how long it took (the operators' heartbeat)."""
+    """One daily invoice run: what it did and how long it took (the operators' heartbeat).
+
+    Finished once every chunk has ended: ``finished`` if all were done, ``failed`` if any failed
+    for good (an alert says which); never left ``running`` (the watchdog resumes dead chunks).
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        FINISHED = "finished"
+        FAILED = "failed"
 
     run_date = models.DateField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     chunks_total = models.PositiveIntegerField(default=0)
     chunks_done = models.PositiveIntegerField(default=0)
+    chunks_failed = models.PositiveIntegerField(default=0)
     invoices_issued = models.PositiveIntegerField(default=0)
     agreements_flagged = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["-started_at"]
+        indexes = [models.Index(fields=["status"], name="dailyrun_status")]
 
     def __str__(self) -> str:
         return f"run for {self.run_date}"
@@ -146,3 +211,36 @@ class DailyRun(models.Model):
         if self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+class DailyRunChunk(models.Model):
+    """One chunk of a run's agreements (a pk range), handled by one task in one transaction.
+
+    While its task runs, the chunk's transaction holds this row locked: a ``running`` chunk whose
+    row is not locked has lost its worker, and the watchdog sends it again (the chunk is
+    idempotent) instead of waiting for the broker's visibility timeout.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    run = models.ForeignKey(DailyRun, on_delete=models.CASCADE, related_name="chunks")
+    pk_from = models.BigIntegerField()
+    pk_to = models.BigIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    issued = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["run", "pk_from"]
+        indexes = [models.Index(fields=["status"], name="dailyrunchunk_status")]
+
+    def __str__(self) -> str:
+        return f"chunk {self.pk_from}-{self.pk_to} of {self.run}"

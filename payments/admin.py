@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from events.admin_tools import GuardedActionsMixin
 from events.money import format_money
 
-from .models import Payment, PaymentAttempt
-from .services import payment_retry_now
+from .models import Payment, PaymentAttempt, Refund
+from .services import payment_retry_now, refund_retry_now
 
 
 class AttemptInline(admin.TabularInline):
@@ -26,6 +27,18 @@ class AttemptInline(admin.TabularInline):
         "gateway_reference",
         "error_message",
     )
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RefundInline(admin.TabularInline):
+    model = Refund
+    fk_name = "payment"
+    fields = ("amount_minor", "currency", "status", "reason", "attempts", "gateway_reference", "last_error")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -55,7 +68,7 @@ class PaymentAdmin(GuardedActionsMixin, admin.ModelAdmin):
         "=gateway_reference",
     )
     date_hierarchy = "created_at"
-    inlines = [AttemptInline]
+    inlines = [AttemptInline, RefundInline]
     actions = ["retry_now"]
     readonly_fields = [f.name for f in Payment._meta.fields]
 
@@ -74,8 +87,44 @@ class PaymentAdmin(GuardedActionsMixin, admin.ModelAdmin):
 
     @admin.action(description="Retry now (charge again; idempotent)", permissions=["retry"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[Payment]) -> None:
-        queued = sum(payment_retry_now(payment_id=str(p.pk)) for p in queryset)
-        skipped = queryset.count() - queued
+        queued, skipped, refused = 0, 0, []
+        for p in queryset:
+            try:
+                if payment_retry_now(payment_id=str(p.pk)):
+                    queued += 1
+                else:
+                    skipped += 1
+            except ValidationError as exc:
+                refused.append("; ".join(exc.messages))
         self.message_user(
             request, f"Queued {queued} charge(s); {skipped} already succeeded or in flight.", messages.SUCCESS
         )
+        if refused:
+            self.message_user(request, "Not retried: " + " | ".join(refused[:20]), messages.WARNING)
+
+
+@admin.register(Refund)
+class RefundAdmin(GuardedActionsMixin, admin.ModelAdmin):
+    list_display = ("invoice_id", "amount", "status", "reason", "attempts", "last_error", "created_at")
+    list_filter = ("status", "currency")
+    search_fields = ("=invoice_id", "=key", "=gateway_reference")
+    readonly_fields = [f.name for f in Refund._meta.fields]
+    actions = ["retry_refund"]
+
+    @admin.display(description="amount", ordering="amount_minor")
+    def amount(self, obj: Refund) -> str:
+        return format_money(obj.amount_minor, obj.currency)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("payments.retry_payment")
+
+    @admin.action(description="Retry refund now (idempotent)", permissions=["retry"])
+    def retry_refund(self, request: HttpRequest, queryset: QuerySet[Refund]) -> None:
+        sent = sum(refund_retry_now(refund_id=str(r.pk)) for r in queryset)
+        self.message_user(request, f"Sent {sent} refund(s) again.", messages.SUCCESS)

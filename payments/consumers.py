@@ -5,11 +5,23 @@ from __future__ import annotations
 from events import contracts
 from events.consumers import Event, handles
 
-from .services import payment_create_for_invoice
+from .services import payment_close_for_invoice, payment_create_for_invoice, refund_for_credit_note
 
 
 @handles(contracts.INVOICE_ISSUED)
 def payment_create_on_invoice_issued(event: Event) -> None:
-    """One payment per invoice (unique invoice id), charged after commit. Order-insensitive:
-    invoice.issued is the only invoice event this consumer needs; duplicates change nothing."""
+    """One payment per invoice (unique invoice id), charged after commit. Duplicates change nothing;
+    an invoice already voided here gets a cancelled payment."""
     payment_create_for_invoice(data=event.data)
+
+
+@handles(contracts.INVOICE_VOIDED)
+def payment_stop_on_invoice_voided(event: Event) -> None:
+    """Stop collecting a voided invoice; refund money taken for it. Idempotent, any order."""
+    payment_close_for_invoice(invoice_id=event.data["invoice_id"], reason=event.data["reason"])
+
+
+@handles(contracts.CREDIT_NOTE_ISSUED)
+def payment_refund_on_credit_note(event: Event) -> None:
+    """Refund a credit note's amount on its invoice's charge, once (keyed by the credit note)."""
+    refund_for_credit_note(data=event.data)

@@ -1,6 +1,7 @@
 """The payment gateway behind one small interface, chosen by settings.
 
-``charge(idempotency_key, amount_minor, currency, customer) -> ChargeResult``; errors are
+``charge(idempotency_key, amount_minor, currency, customer) -> ChargeResult`` and
+``refund(idempotency_key, charge_reference, amount_minor, currency) -> ChargeResult``; errors are
 classified as ``hard_decline`` (never retry), ``soft_decline`` (dunning schedule) or
 ``transient`` (timeouts, connection errors, 5xx, 429: retry with backoff). The HTTP adapter
 speaks the sandbox's Stripe-like protocol; a real provider gets its own adapter class and
@@ -37,6 +38,10 @@ class Gateway(Protocol):
         self, *, idempotency_key: str, amount_minor: int, currency: str, customer: str
     ) -> ChargeResult: ...
 
+    def refund(
+        self, *, idempotency_key: str, charge_reference: str, amount_minor: int, currency: str
+    ) -> ChargeResult: ...
+
 
 class HttpGateway:
     """A Stripe-like JSON API: POST {base}/v1/charges with an Idempotency-Key header."""
@@ -56,14 +61,24 @@ class HttpGateway:
     def charge(
         self, *, idempotency_key: str, amount_minor: int, currency: str, customer: str
     ) -> ChargeResult:
+        body = {"amount_minor": amount_minor, "currency": currency, "customer": customer}
+        return self._post("/v1/charges", idempotency_key, body)
+
+    def refund(
+        self, *, idempotency_key: str, charge_reference: str, amount_minor: int, currency: str
+    ) -> ChargeResult:
+        """Give back ``amount_minor`` of the charge ``charge_reference`` (all or part of it)."""
+        body = {"charge": charge_reference, "amount_minor": amount_minor, "currency": currency}
+        return self._post("/v1/refunds", idempotency_key, body)
+
+    def _post(self, path: str, idempotency_key: str, body: dict[str, Any]) -> ChargeResult:
         headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        body = json.dumps({"amount_minor": amount_minor, "currency": currency, "customer": customer})
         try:
-            resp = self.http.request("POST", f"{self.base_url}/v1/charges", body=body, headers=headers)
+            resp = self.http.request("POST", f"{self.base_url}{path}", body=json.dumps(body), headers=headers)
         except urllib3.exceptions.HTTPError as exc:
-            # Timeouts, refused or dropped connections: the charge may or may not have
+            # Timeouts, refused or dropped connections: the operation may or may not have
             # happened; retrying with the same key is safe (the gateway replays it).
             return ChargeResult(False, error_class=TRANSIENT, message=f"{type(exc).__name__}: {exc}"[:500])
         return self._classify(resp.status, resp.data, resp.headers)

@@ -13,6 +13,8 @@ class Payment(models.Model):
         RETRY_SCHEDULED = "retry_scheduled"  # soft decline: the next dunning attempt is scheduled
         SUCCEEDED = "succeeded"
         FAILED = "failed"  # final: hard decline or dunning exhausted
+        CANCELLED = "cancelled"  # its invoice was closed (voided) before the money was taken
+        REFUNDED = "refunded"  # charged, then given back in full (its invoice was closed)
 
     id = models.UUIDField(primary_key=True, editable=False)
     invoice_id = models.CharField(max_length=64, unique=True)
@@ -30,6 +32,10 @@ class Payment(models.Model):
     gateway_reference = models.CharField(max_length=100, blank=True, default="")
     last_error_class = models.CharField(max_length=20, blank=True, default="")
     last_error_message = models.CharField(max_length=500, blank=True, default="")
+    # Set when invoicing closes the invoice (invoice.voided): nothing more is collected, and money
+    # taken anyway (a charge already in flight) is refunded.
+    invoice_closed_at = models.DateTimeField(null=True, blank=True)
+    invoice_closed_reason = models.CharField(max_length=500, blank=True, default="")
     aggregate_version = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -73,6 +79,68 @@ class PaymentAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.idempotency_key}: {self.outcome or 'in flight'}"
+
+
+class Refund(models.Model):
+    """Money given back on a charge: a credit note, or a charge taken on a closed invoice.
+
+    ``key`` says why (``credit_note:<id>``, ``closed:<invoice id>``) and is unique, so however
+    often the cause arrives the refund exists once; the gateway call's idempotency key is derived
+    from the refund's id, so a retry after a lost response never refunds twice.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # waiting for its turn (or for the charge it refunds to succeed)
+        PROCESSING = "processing"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"  # refused by the gateway: an operator must act (alert.refund_failed)
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    key = models.CharField(max_length=100, unique=True)
+    invoice_id = models.CharField(max_length=64, db_index=True)
+    payment = models.ForeignKey(
+        Payment, null=True, blank=True, on_delete=models.PROTECT, related_name="refunds"
+    )
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    reason = models.CharField(max_length=500)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    gateway_reference = models.CharField(max_length=100, blank=True, default="")
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="refund_due",
+                condition=Q(status__in=["pending", "processing"]),
+            )
+        ]
+        constraints = [models.CheckConstraint(condition=Q(amount_minor__gt=0), name="refund_amount_positive")]
+
+    def __str__(self) -> str:
+        return f"refund {self.amount_minor} {self.currency} for {self.invoice_id}"
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"refund-{self.id}"
+
+
+class ClosedInvoice(models.Model):
+    """``invoice.voided`` seen for an invoice whose ``invoice.issued`` has not arrived yet: when it
+    does, its payment starts cancelled (events arrive in any order)."""
+
+    invoice_id = models.CharField(max_length=64, unique=True)
+    reason = models.CharField(max_length=500, blank=True, default="")
+    closed_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"closed {self.invoice_id}"
 
 
 class RateLimitBucket(models.Model):

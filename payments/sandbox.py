@@ -4,10 +4,13 @@
 
 POST /v1/charges  (JSON {amount_minor, currency, customer}, header Idempotency-Key)
   200 {"id": "ch_...", "status": "succeeded"}
+POST /v1/refunds  (JSON {charge, amount_minor, currency}, header Idempotency-Key)
+  200 {"id": "re_...", "status": "succeeded"}; 400 for an unknown charge or more than is left
   402 {"error": {"type": "card_declined", "decline": "hard"|"soft", "message": ...}}
   429 {"error": {"type": "rate_limited"}}  (Retry-After: 1) when over --rate-limit per second
   500/503 {"error": {"type": "api_error"}}  (transient)
-GET  /v1/_stats   counts: charges made (succeeded), requests, rate limited, replays, per key
+GET  /v1/_stats   counts: charges made (succeeded), requests, rate limited, replays, per key;
+                  refunds, and per charge: its key, amount and how much was refunded
 POST /v1/_config  change latency, rates, limit at run time (tests)
 
 Like Stripe, the same Idempotency-Key returns the first result and never charges twice.
@@ -63,6 +66,9 @@ class Sandbox:
             "declines": 0,
             "errors": 0,
             "charges_by_key": {},
+            "refunds": 0,
+            "refunds_by_key": {},
+            "charges_detail": {},  # charge id -> {"key", "amount", "refunded"}
         }
         self.tokens = config.rate_limit
         self.refilled_at = time.monotonic()
@@ -131,18 +137,39 @@ class Sandbox:
         charge_id = "ch_" + hashlib.sha256(f"{self.config.seed}:{key}:charge".encode()).hexdigest()[:20]
         return 200, {"id": charge_id, "status": "succeeded"}
 
-    def record(self, key: str, status: int, body: dict[str, Any], *, final: bool) -> None:
+    def record(self, key: str, status: int, body: dict[str, Any], *, final: bool, amount: int = 0) -> None:
         with self.lock:
             if status == 200:
                 self.stats["charges"] += 1
                 by_key = self.stats["charges_by_key"]
                 by_key[key] = by_key.get(key, 0) + 1
+                self.stats["charges_detail"][body["id"]] = {"key": key, "amount": amount, "refunded": 0}
             elif status == 402:
                 self.stats["declines"] += 1
             else:
                 self.stats["errors"] += 1
             if final:
                 self.results[key] = (status, body)
+
+    def refund(self, key: str, charge: str, amount: int) -> tuple[int, dict[str, Any]]:
+        """Refund ``amount`` of ``charge`` (idempotent by ``key``)."""
+        with self.lock:
+            if key in self.results:
+                self.stats["replays"] += 1
+                return self.results[key]
+            detail = self.stats["charges_detail"].get(charge)
+            if detail is None:
+                return 400, {"error": {"type": "invalid_request", "message": f"no charge {charge}"}}
+            if amount > detail["amount"] - detail["refunded"]:
+                left = detail["amount"] - detail["refunded"]
+                return 400, {"error": {"type": "invalid_request", "message": f"only {left} left to refund"}}
+            detail["refunded"] += amount
+            self.stats["refunds"] += 1
+            self.stats["refunds_by_key"][key] = self.stats["refunds_by_key"].get(key, 0) + 1
+            digest = hashlib.sha256(f"{self.config.seed}:{key}:refund".encode()).hexdigest()[:20]
+            result = (200, {"id": "re_" + digest, "status": "succeeded", "charge": charge})
+            self.results[key] = result
+            return result
 
     def key_lock(self, key: str) -> threading.Lock:
         with self.lock:
@@ -189,6 +216,9 @@ class Handler(BaseHTTPRequestHandler):
                     setattr(sandbox.config, k, type(getattr(sandbox.config, k))(v))
             self._send(200, asdict(sandbox.config))
             return
+        if self.path == "/v1/refunds":
+            self._refund()
+            return
         if self.path != "/v1/charges":
             self._send(404, {"error": {"type": "not_found"}})
             return
@@ -222,12 +252,33 @@ class Handler(BaseHTTPRequestHandler):
             outcome = sandbox.decide(key, customer)
             if outcome == "drop":
                 status, result = sandbox._succeed(key)
-                sandbox.record(key, status, result, final=True)  # charged...
+                sandbox.record(key, status, result, final=True, amount=amount)  # charged...
                 self.close_connection = True
                 self.connection.shutdown(2)  # ...but the reply is lost
                 return
             status, result = outcome  # type: ignore[misc]
-            sandbox.record(key, status, result, final=status in (200, 402))
+            sandbox.record(key, status, result, final=status in (200, 402), amount=amount)
+        self._send(status, result)
+
+    def _refund(self) -> None:
+        sandbox = self.server.sandbox
+        try:
+            body = self._body()
+            charge, amount = str(body["charge"]), int(body["amount_minor"])
+        except (ValueError, KeyError, TypeError):
+            self._send(
+                400, {"error": {"type": "invalid_request", "message": "charge, amount_minor required"}}
+            )
+            return
+        key = self.headers.get("Idempotency-Key", "")
+        if not key or amount <= 0:
+            self._send(400, {"error": {"type": "invalid_request", "message": "Idempotency-Key, amount > 0"}})
+            return
+        with sandbox.lock:
+            sandbox.stats["requests"] += 1
+        if sandbox.config.latency_ms:
+            time.sleep(sandbox.config.latency_ms / 1000)
+        status, result = sandbox.refund(key, charge, amount)
         self._send(status, result)
 
 

@@ -8,7 +8,7 @@ from celery import shared_task
 
 from events.task_options import IDEMPOTENT_DB_TASK
 
-from .services import payment_charge, payments_retry_due
+from .services import payment_charge, payment_refund, payments_retry_due, refunds_retry_due
 
 
 @shared_task(name="payments.charge_payment", **IDEMPOTENT_DB_TASK)
@@ -18,7 +18,13 @@ def charge_payment(self: Any, payment_id: str) -> str:
     return payment_charge(payment_id=payment_id)
 
 
+@shared_task(name="payments.refund_payment", **IDEMPOTENT_DB_TASK)
+def refund_payment(self: Any, refund_id: str) -> str:
+    """Send one refund to the gateway. Idempotent (its key is the refund's id)."""
+    return payment_refund(refund_id=refund_id)
+
+
 @shared_task(name="payments.retry_due", bind=True, ignore_result=True, acks_late=True)
 def retry_due(self: Any) -> int:
-    """Beat: enqueue charges whose dunning/backoff time has come; rescue stuck ones."""
-    return payments_retry_due()
+    """Beat: enqueue charges and refunds whose time has come; rescue stuck ones."""
+    return payments_retry_due() + refunds_retry_due()

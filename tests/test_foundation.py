@@ -102,7 +102,7 @@ def test_published_message_reaches_exactly_the_queues_its_filter_selects(empty_q
     for topic, event_type in (
         ("agreements", "agreement.created"),
         ("invoicing", "invoice.issued"),
-        ("invoicing", "invoice.voided"),
+        ("invoicing", "invoice.paid"),
     ):
         sns.publish(
             TopicArn=aws.topic_arn(topology.topic_name(topic)),
@@ -110,7 +110,7 @@ def test_published_message_reaches_exactly_the_queues_its_filter_selects(empty_q
             MessageAttributes={"event_type": {"DataType": "String", "StringValue": event_type}},
         )
 
-    # then invoicing got only the agreement event, payments only invoice.issued
+    # then invoicing got only the agreement event, payments only invoice.issued (not invoice.paid)
     invoicing = _drain(sqs, topology.event_queue_name("invoicing"))
     payments = _drain(sqs, topology.event_queue_name("payments"))
     alerts = _drain(sqs, topology.event_queue_name("alerts_mail"), wait=0)

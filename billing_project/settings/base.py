@@ -273,6 +273,16 @@ INVOICING_CHUNK_SIZE = env.int("INVOICING_CHUNK_SIZE", default=1000)  # agreemen
 INVOICING_MAX_CATCHUP_PERIODS = env.int("INVOICING_MAX_CATCHUP_PERIODS", default=6)
 INVOICE_DUE_DAYS = env.int("INVOICE_DUE_DAYS", default=14)
 INVOICE_SERIES_FORMAT = env.str("INVOICE_SERIES_FORMAT", default="INV-{year}")
+CREDIT_NOTE_SERIES_FORMAT = env.str("CREDIT_NOTE_SERIES_FORMAT", default="CN-{year}")
+# A late event that changes what a period already billed owes is corrected at once (void and
+# reissue, credit note); a period that started more than this many days ago is flagged for an
+# operator instead (Admin -> Billable agreements -> "Approve correction").
+INVOICING_MAX_CORRECTION_DAYS = env.int("INVOICING_MAX_CORRECTION_DAYS", default=60)
+# The daily run's watchdog (beat, every INVOICING_WATCHDOG_SECONDS): a chunk marked running whose
+# transaction is gone for this long lost its worker and is sent again, at most this many attempts.
+INVOICING_WATCHDOG_SECONDS = env.int("INVOICING_WATCHDOG_SECONDS", default=30)
+INVOICING_CHUNK_STALE_SECONDS = env.int("INVOICING_CHUNK_STALE_SECONDS", default=30)
+INVOICING_CHUNK_MAX_ATTEMPTS = env.int("INVOICING_CHUNK_MAX_ATTEMPTS", default=8)
 # When beat starts the daily run (in BILLING_TIME_ZONE); operators can edit it in admin.
 INVOICE_RUN_HOUR = env.int("INVOICE_RUN_HOUR", default=2)
 INVOICE_RUN_MINUTE = env.int("INVOICE_RUN_MINUTE", default=0)
@@ -305,5 +315,7 @@ EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 MONITOR_INTERVAL_SECONDS = env.int("MONITOR_INTERVAL_SECONDS", default=60)
 MONITOR_DAILY_RUN_MAX_AGE_HOURS = env.int("MONITOR_DAILY_RUN_MAX_AGE_HOURS", default=26)
+# A daily run still running after this long raises alert.daily_run_stuck.
+MONITOR_DAILY_RUN_MAX_RUNNING_SECONDS = env.int("MONITOR_DAILY_RUN_MAX_RUNNING_SECONDS", default=3600)
 MONITOR_PAYMENT_FAILURE_RATE = env.float("MONITOR_PAYMENT_FAILURE_RATE", default=0.2)
 MONITOR_PAYMENT_MIN_OUTCOMES = env.int("MONITOR_PAYMENT_MIN_OUTCOMES", default=20)

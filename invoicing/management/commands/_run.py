@@ -29,6 +29,13 @@ class RunCommand(BaseCommand):
         self.stdout.write(f"{verb} {summary.issued} invoice(s) for {day.isoformat()}.")
         for currency, amount in sorted(summary.totals.items()):
             self.stdout.write(f"  {currency}: {format_money(amount, currency)}")
-        self.stdout.write(f"Agreements flagged for an operator (too many periods due): {summary.flagged}")
+        self.stdout.write(f"Agreements flagged for an operator: {summary.flagged}")
         for row in flagged_agreements()[:20]:
-            self.stdout.write(f"  {row.agreement_id}: {row.flagged_reason}")
+            self.stdout.write(f"  {row.agreement_id}: {row.flagged_reason or row.correction_flag}")
+        if summary.failed_chunks:
+            for error in summary.errors[:10]:
+                self.stderr.write(f"  {error}")
+            raise CommandError(
+                f"{summary.failed_chunks} chunk(s) failed (above); the others were issued. Fix the cause and "
+                f"run this command again: it is idempotent."
+            )

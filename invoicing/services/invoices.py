@@ -1,0 +1,130 @@
+"""Invoice state, changed only through the state machine (invoicing/states.py).
+
+Payment events arrive in any order and any number of times: each service here is idempotent,
+and an outcome for an invoice not issued yet is kept and applied when it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from events import contracts
+from events.outbox import record_change
+
+from .. import states
+from ..models import Invoice, PendingPaymentOutcome
+
+logger = logging.getLogger(__name__)
+S = Invoice.Status
+
+
+def _bump(invoice: Invoice, event_type: str, data: dict[str, Any]) -> None:
+    record_change(sender=Invoice, obj=invoice, type=event_type, data=data)
+
+
+@transaction.atomic
+def invoice_mark_paid(
+    *, invoice_id: str, payment_id: str, paid_at: str | datetime | None = None
+) -> Invoice | None:
+    """A payment succeeded: an open (or uncollectible) invoice is paid. Idempotent.
+
+    A void invoice stays void: the charge happened after the void (or raced it), and payments,
+    which hears ``invoice.voided`` too, refunds it and raises an alert.
+    """
+    invoice = Invoice.objects.select_for_update().filter(pk=invoice_id).first()
+    if invoice is None:
+        PendingPaymentOutcome.objects.get_or_create(
+            invoice_id=invoice_id,
+            payment_id=payment_id,
+            outcome="paid",
+            defaults={"detail": {"paid_at": str(paid_at) if paid_at else None}},
+        )
+        return None
+    if not states.can(invoice.status, S.PAID):
+        if invoice.status == S.VOID:
+            logger.warning(
+                "invoice %s is void but payment %s succeeded: payments refunds it", invoice.number, payment_id
+            )
+        return invoice
+    when = timezone.now()
+    states.transition(invoice, S.PAID)
+    invoice.paid_at = when
+    invoice.payment_id = payment_id
+    _bump(
+        invoice,
+        contracts.INVOICE_PAID,
+        {"invoice_id": str(invoice.id), "payment_id": payment_id, "paid_at": when.isoformat()},
+    )
+    return invoice
+
+
+@transaction.atomic
+def invoice_mark_uncollectible(*, invoice_id: str, payment_id: str, reason: str) -> Invoice | None:
+    """Collection failed for good: open -> uncollectible. Paid and void stay. Idempotent."""
+    invoice = Invoice.objects.select_for_update().filter(pk=invoice_id).first()
+    if invoice is None:
+        PendingPaymentOutcome.objects.get_or_create(
+            invoice_id=invoice_id,
+            payment_id=payment_id,
+            outcome="uncollectible",
+            defaults={"detail": {"reason": reason}},
+        )
+        return None
+    if not states.can(invoice.status, S.UNCOLLECTIBLE):
+        return invoice
+    states.transition(invoice, S.UNCOLLECTIBLE)
+    invoice.closed_reason = reason[:500]
+    invoice.payment_id = payment_id
+    _bump(
+        invoice,
+        contracts.INVOICE_MARKED_UNCOLLECTIBLE,
+        {"invoice_id": str(invoice.id), "payment_id": payment_id, "reason": reason[:500]},
+    )
+    return invoice
+
+
+@transaction.atomic
+def invoice_void(*, invoice_id: str, reason: str) -> Invoice:
+    """Void an unpaid invoice (issued in error, or corrected). Idempotent for void invoices.
+
+    Records ``invoice.voided``: payments stops collecting it (pending and scheduled charges are
+    cancelled; a charge already in flight that succeeds is refunded). A paid invoice cannot be
+    voided: it gets a credit note instead.
+    """
+    invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+    if invoice.status == S.VOID:
+        return invoice
+    if not states.can(invoice.status, S.VOID):
+        raise ValidationError(
+            f"{invoice.number} is {invoice.status}: only open or uncollectible invoices can be voided"
+            + ("; a paid invoice is corrected with a credit note" if invoice.status == S.PAID else "")
+        )
+    states.transition(invoice, S.VOID)
+    invoice.closed_reason = reason[:500]
+    _bump(invoice, contracts.INVOICE_VOIDED, {"invoice_id": str(invoice.id), "reason": reason[:500]})
+    return invoice
+
+
+def apply_pending_outcomes(invoice_ids: list[str]) -> None:
+    """Payment outcomes that arrived before their invoices: apply them now (same transaction)."""
+    pending = list(PendingPaymentOutcome.objects.filter(invoice_id__in=invoice_ids))
+    for outcome in pending:
+        if outcome.outcome == "paid":
+            invoice_mark_paid(
+                invoice_id=outcome.invoice_id,
+                payment_id=outcome.payment_id,
+                paid_at=outcome.detail.get("paid_at"),
+            )
+        else:
+            invoice_mark_uncollectible(
+                invoice_id=outcome.invoice_id,
+                payment_id=outcome.payment_id,
+                reason=outcome.detail.get("reason", ""),
+            )
+        outcome.delete()

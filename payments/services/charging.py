@@ -1,0 +1,307 @@
+"""Collecting an invoice: one payment per invoice, charged at the gateway's pace, through the
+payment state machine (payments/states.py).
+
+Never charges twice: every try of a dunning step uses the same idempotency key, so a retry after
+a lost response gets the gateway's original result. Never charges a closed invoice: once
+``invoice.voided`` has arrived (``invoice_closed_at``), pending and scheduled charges are
+cancelled, a charge message that arrives later does nothing, and a charge that was already in
+flight and succeeds anyway is refunded (services/refunds.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from events import contracts, metrics
+from events.outbox import record_change, record_event
+
+from .. import ratelimit, states
+from ..dispatch import enqueue_charge
+from ..gateway import HARD, SOFT, TRANSIENT, ChargeResult, gateway
+from ..models import ClosedInvoice, Payment, PaymentAttempt
+from .refunds import refund_for_closed_invoice, refunds_release
+
+logger = logging.getLogger(__name__)
+P = Payment.Status
+
+
+def payment_data(p: Payment) -> dict[str, Any]:
+    return {
+        "payment_id": str(p.id),
+        "invoice_id": p.invoice_id,
+        "amount_minor": p.amount_minor,
+        "currency": p.currency,
+    }
+
+
+def emit(p: Payment, event_type: str, data: dict[str, Any]) -> None:
+    """Save ``p`` with its next version and record its event, in the caller's transaction."""
+    record_change(sender=Payment, obj=p, type=event_type, data=data)
+
+
+def cancel(p: Payment, reason: str) -> None:
+    """Stop collecting ``p`` (its invoice is closed); records ``payment.cancelled``."""
+    states.transition(p, P.CANCELLED)
+    p.next_attempt_at = None
+    emit(p, contracts.PAYMENT_CANCELLED, {**payment_data(p), "reason": reason[:500]})
+    metrics.PAYMENTS.labels("cancelled").inc()
+
+
+@transaction.atomic
+def payment_create_for_invoice(*, data: dict[str, Any]) -> tuple[Payment, bool]:
+    """One payment per invoice, however often invoice.issued arrives; the charge is enqueued
+    after commit. An invoice voided before its ``invoice.issued`` got here starts cancelled.
+    Returns (payment, created)."""
+    payment, created = Payment.objects.get_or_create(
+        invoice_id=data["invoice_id"],
+        defaults={
+            "id": uuid.uuid4(),
+            "invoice_number": data["number"],
+            "customer_ref": data["customer"]["external_ref"],
+            "customer_email": data["customer"]["email"],
+            "amount_minor": data["total_minor"],
+            "currency": data["currency"],
+            "next_attempt_at": lease_end(),  # its charge is enqueued; the sweep is the fallback
+        },
+    )
+    if not created:
+        return payment, False
+    closed = ClosedInvoice.objects.filter(invoice_id=payment.invoice_id).first()
+    if closed is not None:
+        payment.invoice_closed_at, payment.invoice_closed_reason = closed.closed_at, closed.reason
+        cancel(payment, f"invoice voided before it was collected: {closed.reason}")
+        return payment, True
+    transaction.on_commit(lambda: enqueue_charge(str(payment.id)), robust=True)
+    return payment, True
+
+
+def lease_end(after_seconds: float = 0) -> datetime:
+    """When the retry sweep takes up a payment whose charge is queued to run in ``after_seconds``."""
+    return timezone.now() + timedelta(seconds=after_seconds + settings.PAYMENT_CHARGE_LEASE_SECONDS)
+
+
+def outcome_unknown(p: Payment) -> bool:
+    """Whether the current step's last try may have charged without our hearing it (a timeout or
+    a dropped connection, not an answer): only asking again with its key tells."""
+    last = p.attempts.filter(idempotency_key=p.idempotency_key).order_by("-started_at").first()
+    return last is not None and last.outcome == TRANSIENT and last.http_status == 0
+
+
+def _claim(payment_id: str) -> tuple[Payment, PaymentAttempt] | None:
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().filter(pk=payment_id).first()
+        if payment is None or payment.status not in states.CHARGEABLE:
+            return None  # done already, or cancelled (a duplicate task, a late message): nothing to do
+        if payment.invoice_closed_at is not None and payment.status != P.PROCESSING:
+            if not outcome_unknown(payment):
+                cancel(payment, f"invoice closed: {payment.invoice_closed_reason}")
+                return None
+            # The last try's answer was lost: ask again with the same key. The gateway replays
+            # the original result; if it had charged, the success is refunded.
+        stale = timezone.now() - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS)
+        if payment.status == P.PROCESSING and payment.updated_at > stale:
+            return None  # another worker is charging it right now
+        states.transition(payment, P.PROCESSING)
+        payment.save(update_fields=["status", "updated_at"])
+        attempt = PaymentAttempt.objects.create(payment=payment, idempotency_key=payment.idempotency_key)
+    return payment, attempt
+
+
+def payment_charge(*, payment_id: str) -> str:
+    """Charge once (rate-limited), record the attempt and its consequence. Returns the outcome."""
+    claimed = _claim(payment_id)
+    if claimed is None:
+        return "skipped"
+    payment, attempt = claimed
+    if not ratelimit.acquire("gateway", settings.PAYMENT_RATE_LIMIT_PER_SECOND):
+        result = ChargeResult(False, error_class=TRANSIENT, message="local rate limit: no token in time")
+    else:
+        result = gateway().charge(
+            idempotency_key=payment.idempotency_key,
+            amount_minor=payment.amount_minor,
+            currency=payment.currency,
+            customer=payment.customer_ref,
+        )
+    return _record(payment_id, attempt.pk, result)
+
+
+@transaction.atomic
+def _record(payment_id: str, attempt_id: int, result: ChargeResult) -> str:
+    p = Payment.objects.select_for_update().get(pk=payment_id)
+    now = timezone.now()
+    PaymentAttempt.objects.filter(pk=attempt_id).update(
+        finished_at=now,
+        outcome="succeeded" if result.ok else result.error_class,
+        gateway_reference=result.reference,
+        http_status=result.http_status,
+        error_message=result.message[:500],
+    )
+    if p.status != P.PROCESSING:
+        return p.status  # a concurrent duplicate already recorded this step
+    if result.ok:
+        return _succeeded(p, result)
+    p.last_error_class, p.last_error_message = result.error_class, result.message[:500]
+    if result.error_class == TRANSIENT:
+        if p.invoice_closed_at is not None and result.http_status != 0:
+            # an answer (5xx, 429): nothing was taken, and nothing more will be tried
+            cancel(p, f"invoice closed while its charge was retried: {p.invoice_closed_reason}")
+            return "cancelled"
+        return _transient(p, now)
+    return _declined(p, result, now)
+
+
+def _succeeded(p: Payment, result: ChargeResult) -> str:
+    states.transition(p, P.SUCCEEDED)
+    p.gateway_reference = result.reference
+    p.next_attempt_at = None
+    emit(p, contracts.PAYMENT_SUCCEEDED, {**payment_data(p), "gateway_reference": result.reference})
+    metrics.PAYMENTS.labels("succeeded").inc()
+    if p.invoice_closed_at is not None:  # the charge was in flight when the invoice was voided
+        refund_for_closed_invoice(p)
+    refunds_release(p)  # refunds (credit notes) that arrived before this success
+    return "succeeded"
+
+
+def _transient(p: Payment, now: datetime) -> str:
+    p.transient_failures += 1
+    delay = min(
+        settings.PAYMENT_TRANSIENT_BACKOFF_MAX_SECONDS,
+        settings.PAYMENT_TRANSIENT_BACKOFF_SECONDS * 2 ** (p.transient_failures - 1),
+    )
+    delay = delay / 2 + random.uniform(0, delay / 2)
+    if p.transient_failures > settings.PAYMENT_TRANSIENT_MAX_RETRIES:
+        # The gateway has been failing for a while: leave it to the retry sweep, later.
+        states.transition(p, P.RETRY_SCHEDULED)
+        p.transient_failures = 0
+        p.next_attempt_at = now + timedelta(seconds=settings.PAYMENT_TRANSIENT_BACKOFF_MAX_SECONDS)
+        p.save()
+    else:
+        states.transition(p, P.PENDING)
+        p.next_attempt_at = lease_end(delay)  # a charge is queued to run after ``delay``
+        p.save()
+        payment_id = str(p.id)
+        transaction.on_commit(lambda: enqueue_charge(payment_id, delay), robust=True)
+    metrics.PAYMENTS.labels("transient").inc()
+    return "transient"
+
+
+def _declined(p: Payment, result: ChargeResult, now: datetime) -> str:
+    closed = p.invoice_closed_at is not None
+    final = result.error_class == HARD or p.dunning_step >= len(settings.PAYMENT_DUNNING_DAYS)
+    attempts = p.attempts.count()
+    if closed:
+        pass  # recorded below, then cancelled: no dunning for a closed invoice
+    elif result.error_class == SOFT and not final:
+        p.dunning_step += 1
+        p.transient_failures = 0
+        states.transition(p, P.RETRY_SCHEDULED)
+        p.next_attempt_at = now + timedelta(days=settings.PAYMENT_DUNNING_DAYS[p.dunning_step - 1])
+    else:
+        states.transition(p, P.FAILED)
+        p.next_attempt_at = None
+    emit(
+        p,
+        contracts.PAYMENT_FAILED,
+        {
+            **payment_data(p),
+            "final": final and not closed,
+            "error_class": result.error_class,
+            "error_message": result.message[:1000],
+            "attempts": attempts,
+        },
+    )
+    if closed:
+        cancel(p, f"invoice closed: {p.invoice_closed_reason}")
+        return "cancelled"
+    metrics.PAYMENTS.labels("failed_final" if final else "soft_declined").inc()
+    if final:
+        _alert_failed(p, result, attempts)
+    return "failed_final" if final else "soft_declined"
+
+
+def _alert_failed(p: Payment, result: ChargeResult, attempts: int) -> None:
+    record_event(
+        sender=Payment,
+        type="alert.payment_failed",
+        aggregate_id=f"payment_failed:{p.id}",
+        aggregate_version=p.aggregate_version,
+        data={
+            "check": "payment_failed",
+            "severity": "warning",
+            "summary": f"Payment for invoice {p.invoice_number} failed for good: {result.message[:200]}",
+            "details": {
+                "payment_id": str(p.id),
+                "invoice_id": p.invoice_id,
+                "customer": p.customer_ref,
+                "amount_minor": p.amount_minor,
+                "currency": p.currency,
+                "error_class": result.error_class,
+                "attempts": attempts,
+            },
+        },
+    )
+
+
+def payments_retry_due(*, limit: int = 1000) -> int:
+    """Enqueue the charges whose (dunning or backoff) time has come, and rescue stuck ones.
+
+    Each payment taken is leased (``next_attempt_at`` moves PAYMENT_CHARGE_LEASE_SECONDS on)
+    in the same transaction, so a sweep never enqueues a payment whose charge is still queued:
+    a backlog at the gateway's pace does not snowball into duplicate charge messages.
+    """
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS)
+    with transaction.atomic():
+        due = list(
+            Payment.objects.select_for_update(skip_locked=True)
+            .filter(status__in=[P.PENDING, P.RETRY_SCHEDULED], next_attempt_at__lte=now)
+            .order_by("next_attempt_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        stuck = list(
+            Payment.objects.select_for_update(skip_locked=True)
+            .filter(status=P.PROCESSING, updated_at__lt=stale)
+            .values_list("pk", flat=True)[:limit]
+        )
+        Payment.objects.filter(pk__in=due).update(next_attempt_at=lease_end())
+        # its worker died mid-charge: charge again (same idempotency key, so never twice)
+        Payment.objects.filter(pk__in=stuck).update(
+            status=P.PENDING, next_attempt_at=lease_end(), updated_at=now
+        )
+    for pk in due + stuck:
+        enqueue_charge(str(pk))
+    return len(due) + len(stuck)
+
+
+@transaction.atomic
+def payment_retry_now(*, payment_id: str) -> bool:
+    """Operator: charge again now. A final failure gets a new attempt (a new idempotency key);
+    succeeded or in-flight payments are left alone (idempotent). Returns whether enqueued.
+
+    Raises ValidationError for a payment whose invoice is closed: there is nothing to collect.
+    """
+    p = Payment.objects.select_for_update().get(pk=payment_id)
+    if p.invoice_closed_at is not None or p.status in (P.CANCELLED, P.REFUNDED):
+        raise ValidationError(
+            f"{p.invoice_number}: the invoice is closed ({p.invoice_closed_reason or p.status}); "
+            "nothing to collect"
+        )
+    if p.status in (P.SUCCEEDED, P.PROCESSING):
+        return False
+    if p.status == P.FAILED:
+        p.dunning_step += 1
+    states.transition(p, P.RETRY_SCHEDULED)
+    p.transient_failures = 0
+    p.next_attempt_at = lease_end()
+    p.save()
+    transaction.on_commit(lambda: enqueue_charge(payment_id), robust=True)
+    return True

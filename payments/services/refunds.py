@@ -1,0 +1,241 @@
+"""Giving money back through the gateway: credit notes, and charges taken on closed invoices.
+
+A refund is requested once per cause (its unique ``key``), waits until the charge it gives back
+has succeeded (causes can arrive first), and is sent with an idempotency key derived from its id:
+a retry after a lost answer never refunds twice. A charge taken on a closed invoice also raises
+``alert.charge_on_closed_invoice``; a refund the gateway refuses raises ``alert.refund_failed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from events import contracts, metrics
+from events.outbox import record_change, record_event
+
+from .. import states
+from ..dispatch import enqueue_refund
+from ..gateway import TRANSIENT, ChargeResult, gateway
+from ..models import Payment, Refund
+
+logger = logging.getLogger(__name__)
+R = Refund.Status
+P = Payment.Status
+REFUNDABLE = (P.SUCCEEDED, P.REFUNDED)  # the payment's charge exists at the gateway
+
+
+def _lease() -> Any:
+    return timezone.now() + timedelta(seconds=settings.PAYMENT_CHARGE_LEASE_SECONDS)
+
+
+def _send_when_committed(refund: Refund) -> None:
+    refund.next_attempt_at = _lease()
+    refund.save(update_fields=["next_attempt_at", "payment", "updated_at"])
+    refund_id = str(refund.id)
+    transaction.on_commit(lambda: enqueue_refund(refund_id), robust=True)
+
+
+def refund_request(
+    *, key: str, invoice_id: str, payment: Payment | None, amount_minor: int, currency: str, reason: str
+) -> tuple[Refund, bool]:
+    """Ask for a refund once per ``key`` (in the caller's transaction). Returns (refund, created)."""
+    refund, created = Refund.objects.get_or_create(
+        key=key,
+        defaults={
+            "id": uuid.uuid4(),
+            "invoice_id": invoice_id,
+            "payment": payment,
+            "amount_minor": amount_minor,
+            "currency": currency,
+            "reason": reason[:500],
+        },
+    )
+    if created and payment is not None and payment.status in REFUNDABLE:
+        _send_when_committed(refund)
+    return refund, created
+
+
+def refund_for_closed_invoice(p: Payment) -> None:
+    """Money was taken on an invoice that had been voided (its charge was in flight): give all of
+    it back and tell the operators."""
+    already = (
+        Refund.objects.filter(payment=p).exclude(status=R.FAILED).aggregate(s=Sum("amount_minor"))["s"] or 0
+    )
+    amount = p.amount_minor - already
+    if amount <= 0:
+        return
+    reason = f"charged after its invoice was closed ({p.invoice_closed_reason})"
+    _, created = refund_request(
+        key=f"closed:{p.invoice_id}",
+        invoice_id=p.invoice_id,
+        payment=p,
+        amount_minor=amount,
+        currency=p.currency,
+        reason=reason,
+    )
+    if created:
+        logger.warning("payment %s: %s; refunding %s %s", p.id, reason, amount, p.currency)
+        record_event(
+            sender=Payment,
+            type="alert.charge_on_closed_invoice",
+            aggregate_id=f"charge_on_closed:{p.id}",
+            aggregate_version=1,
+            data={
+                "check": "charge_on_closed_invoice",
+                "severity": "warning",
+                "summary": (
+                    f"Invoice {p.invoice_number} was voided while its charge was in flight; the charge "
+                    f"succeeded ({p.gateway_reference}) and is being refunded in full."
+                ),
+                "details": {"payment_id": str(p.id), "invoice_id": p.invoice_id, "amount_minor": amount},
+            },
+        )
+
+
+def refunds_release(p: Payment) -> None:
+    """``p``'s charge succeeded: refunds that were waiting for it can go."""
+    for refund in Refund.objects.select_for_update().filter(
+        invoice_id=p.invoice_id, status=R.PENDING, next_attempt_at__isnull=True
+    ):
+        refund.payment = p
+        _send_when_committed(refund)
+
+
+def _claim(refund_id: str) -> tuple[Refund, Payment] | None:
+    with transaction.atomic():
+        refund = Refund.objects.select_for_update().filter(pk=refund_id).first()
+        if refund is None or refund.status not in (R.PENDING, R.PROCESSING):
+            return None
+        stale = timezone.now() - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS)
+        if refund.status == R.PROCESSING and refund.updated_at > stale:
+            return None  # another worker is on it
+        payment = refund.payment
+        if payment is None or payment.status not in REFUNDABLE or not payment.gateway_reference:
+            return None  # waits for its charge (refunds_release sends it)
+        states.transition(refund, R.PROCESSING)
+        refund.attempts += 1
+        refund.save(update_fields=["status", "attempts", "updated_at"])
+    return refund, payment
+
+
+def payment_refund(*, refund_id: str) -> str:
+    """Send one refund to the gateway and record the answer. Idempotent. Returns the outcome."""
+    claimed = _claim(refund_id)
+    if claimed is None:
+        return "skipped"
+    refund, payment = claimed
+    result = gateway().refund(
+        idempotency_key=refund.idempotency_key,
+        charge_reference=payment.gateway_reference,
+        amount_minor=refund.amount_minor,
+        currency=refund.currency,
+    )
+    return _record(refund_id, result)
+
+
+@transaction.atomic
+def _record(refund_id: str, result: ChargeResult) -> str:
+    refund = Refund.objects.select_for_update().get(pk=refund_id)
+    if refund.status != R.PROCESSING:
+        return refund.status
+    p = Payment.objects.select_for_update().get(pk=refund.payment_id)
+    if result.ok:
+        states.transition(refund, R.SUCCEEDED)
+        refund.gateway_reference, refund.next_attempt_at = result.reference, None
+        refund.save()
+        if refund.key.startswith("closed:"):
+            states.transition(p, P.REFUNDED)
+        record_change(
+            sender=Payment,
+            obj=p,
+            type=contracts.PAYMENT_REFUNDED,
+            data={
+                "payment_id": str(p.id),
+                "invoice_id": p.invoice_id,
+                "amount_minor": p.amount_minor,
+                "currency": p.currency,
+                "refund_id": str(refund.id),
+                "refunded_minor": refund.amount_minor,
+                "gateway_reference": result.reference,
+                "reason": refund.reason,
+            },
+        )
+        metrics.PAYMENTS.labels("refunded").inc()
+        return "succeeded"
+    refund.last_error = f"{result.error_class}: {result.message}"[:500]
+    if result.error_class == TRANSIENT:
+        delay = min(
+            settings.PAYMENT_TRANSIENT_BACKOFF_MAX_SECONDS,
+            settings.PAYMENT_TRANSIENT_BACKOFF_SECONDS * 2 ** min(refund.attempts, 16),
+        )
+        states.transition(refund, R.PENDING)
+        refund.next_attempt_at = timezone.now() + timedelta(
+            seconds=delay + settings.PAYMENT_CHARGE_LEASE_SECONDS
+        )
+        refund.save()
+        transaction.on_commit(lambda: enqueue_refund(refund_id, delay), robust=True)
+        return "transient"
+    states.transition(refund, R.FAILED)
+    refund.next_attempt_at = None
+    refund.save()
+    record_event(
+        sender=Refund,
+        type="alert.refund_failed",
+        aggregate_id=f"refund_failed:{refund.id}",
+        aggregate_version=refund.attempts,
+        data={
+            "check": "refund_failed",
+            "severity": "critical",
+            "summary": (
+                f"Refund of {refund.amount_minor} {refund.currency} on {p.invoice_number} was refused: "
+                f"{result.message[:200]}. Give it back by hand, or retry it in admin (Payments -> Refunds)."
+            ),
+            "details": {"refund_id": str(refund.id), "payment_id": str(p.id), "invoice_id": p.invoice_id},
+        },
+    )
+    return "failed"
+
+
+@transaction.atomic
+def refund_retry_now(*, refund_id: str) -> bool:
+    """Operator: send a failed (or waiting) refund again. Returns whether it was sent."""
+    refund = Refund.objects.select_for_update().get(pk=refund_id)
+    if refund.status not in (R.FAILED, R.PENDING):
+        return False
+    states.transition(refund, R.PENDING)
+    if refund.payment is None or refund.payment.status not in REFUNDABLE:
+        refund.save(update_fields=["status", "updated_at"])
+        return False
+    _send_when_committed(refund)
+    return True
+
+
+def refunds_retry_due(*, limit: int = 1000) -> int:
+    """Send refunds whose time has come (a lost message, a backoff over) and rescue stuck ones."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS)
+    with transaction.atomic():
+        due = list(
+            Refund.objects.select_for_update(skip_locked=True)
+            .filter(status=R.PENDING, next_attempt_at__lte=now)
+            .values_list("pk", flat=True)[:limit]
+        )
+        stuck = list(
+            Refund.objects.select_for_update(skip_locked=True)
+            .filter(status=R.PROCESSING, updated_at__lt=stale)
+            .values_list("pk", flat=True)[:limit]
+        )
+        Refund.objects.filter(pk__in=due + stuck).update(
+            status=R.PENDING, next_attempt_at=_lease(), updated_at=now
+        )
+    for pk in due + stuck:
+        enqueue_refund(str(pk))
+    return len(due) + len(stuck)
