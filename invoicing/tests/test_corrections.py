@@ -44,9 +44,11 @@ def documents(period: str) -> list[tuple[str, int, int]]:
 
 
 def net_billed(period: str) -> int:
-    live = Invoice.objects.filter(agreement_id="A", period_start=date.fromisoformat(period)).exclude(status="void")
-    credited = CreditNote.objects.filter(agreement_id="A", period_start=date.fromisoformat(period))
-    return (live.aggregate(s=Sum("total_minor"))["s"] or 0) - (credited.aggregate(s=Sum("total_minor"))["s"] or 0)
+    start = date.fromisoformat(period)
+    live = Invoice.objects.filter(agreement_id="A", period_start=start).exclude(status="void")
+    credited = CreditNote.objects.filter(agreement_id="A", period_start=start)
+    billed = live.aggregate(s=Sum("total_minor"))["s"] or 0
+    return billed - (credited.aggregate(s=Sum("total_minor"))["s"] or 0)
 
 
 def pay(period: str) -> None:
@@ -56,7 +58,7 @@ def pay(period: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _today(monkeypatch, settings):
-    """"Today" is 2026-06-01 and corrections up to a year old apply on their own."""
+    """ "Today" is 2026-06-01 and corrections up to a year old apply on their own."""
     monkeypatch.setattr("invoicing.services.corrections.billing_today", lambda: date(2026, 6, 1))
     settings.INVOICING_MAX_CORRECTION_DAYS = 365
 
