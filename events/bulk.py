@@ -7,7 +7,6 @@ work. COPY ... FROM STDIN (CSV) inside the caller's transaction is the floor.
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -17,13 +16,19 @@ from django.db import connection
 NULL = r"\N"
 
 
+def _csv_field(value: Any) -> str:
+    # Every value quoted: COPY reads an *unquoted* \N as NULL, so a customer named \N (csv's
+    # minimal quoting leaves it bare) became NULL and failed the daily run on NOT NULL.
+    return NULL if value is None else '"' + str(value).replace('"', '""') + '"'
+
+
 def copy_rows(table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
-    """COPY ``rows`` into ``table`` in the current transaction. None is SQL NULL."""
+    r"""COPY ``rows`` into ``table`` in the current transaction. None is SQL NULL, and only None:
+    any text, ``\N`` and the empty string included, arrives as itself."""
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
     n = 0
     for row in rows:
-        writer.writerow([NULL if v is None else v for v in row])
+        buf.write(",".join(map(_csv_field, row)) + "\n")
         n += 1
     if not n:
         return 0
