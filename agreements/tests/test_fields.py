@@ -3,7 +3,6 @@ e-mails, text and currencies; unstorable characters are a field error, legitimat
 
 from __future__ import annotations
 
-import json
 from datetime import date
 
 import pytest
@@ -12,9 +11,7 @@ from django.core.exceptions import ValidationError
 from agreements.models import Agreement
 from agreements.services import AgreementInput, agreement_create
 from events import contracts
-from events.consumers import HANDLED, POISON, process_message
 from events.models import OutboxEvent
-from events.tests.test_consumers import envelope
 
 pytestmark = pytest.mark.django_db
 
@@ -152,19 +149,31 @@ def test_unstorable_or_control_characters_are_a_field_error(field, value, reason
         (("agreement_id",), "A\x00"),
     ],
 )
-def test_an_event_carrying_nul_is_poison_with_its_reason(path, value):
-    # given an agreement.created forged with a NUL, which no handler could store
-    event = envelope("nul-1")
-    target = event["data"]
+def test_the_contract_refuses_nul_in_a_string_with_its_reason(path, value):
+    # given agreement.created data forged with a NUL, which no handler could store
+    data = {
+        "agreement_id": "A-1",
+        "customer": {"external_ref": "C-1", "name": "Ada", "email": "ada@example.com"},
+        "description": "Plan",
+        "amount_minor": 1999,
+        "currency": "EUR",
+        "interval": "month",
+        "interval_count": 1,
+        "start_date": "2026-01-31",
+        "end_date": None,
+        "status": "active",
+    }
+    contracts.get(contracts.AGREEMENT_CREATED).validate(data)
+    target = data
     for key in path[:-1]:
         target = target[key]
     target[path[-1]] = value
-    # when the audit consumer receives it
-    outcome = process_message("audit", json.dumps(event), message_id="nul-msg")
-    # then it is refused as poison, naming the field and the rule, and nothing is handled
-    assert outcome.result == POISON
-    assert f"data.{'.'.join(path)} must match pattern ^[^\\u0000]*$" in outcome.reason
-    assert process_message("audit", json.dumps(envelope("clean-1")), message_id="ok").result == HANDLED
+    # when it is checked (a producer before recording it, a consumer before its handler: poison)
+    with pytest.raises(contracts.ContractError) as exc:
+        contracts.get(contracts.AGREEMENT_CREATED).validate(data)
+    # then the reason names the field and the rule, and carries no NUL itself
+    assert f"data.{'.'.join(path)} must match pattern ^[^\\u0000]*$" in str(exc.value)
+    assert "\x00" not in str(exc.value)
 
 
 @pytest.mark.parametrize("code", ["DEM", "FRF", "XXX", "XTS", "XAU", "CUC", "HRK", "eur", "EURO", ""])
