@@ -8,6 +8,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django.forms.models import construct_instance
 from django.http import HttpRequest
 
 from events.admin_tools import GuardedActionsMixin
@@ -32,6 +33,13 @@ CREATE_FIELDS = (
 
 
 class AgreementForm(forms.ModelForm):
+    """Parses what the operator typed; the services decide whether it is valid.
+
+    Form fields only turn text into numbers and dates. Every rule (lengths, characters, the
+    e-mail, the currency, the price) is the services', so admin, the import and the event
+    contracts refuse the same values with the same messages, one per field.
+    """
+
     class Meta:
         model = Agreement
         fields = CREATE_FIELDS
@@ -41,16 +49,41 @@ class AgreementForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if "customer_ref" in self.fields:
             self.fields["customer_ref"].required = False
+        for field in self.fields.values():
+            # Django's own validators (its e-mail rule accepts bob@localhost, its NUL check has
+            # its own words) would be a second definition of a valid field.
+            field.validators = []
+
+    def clean_currency(self) -> str:
+        # Lower case is what people type; the import upper-cases too, the service does not guess.
+        return str(self.cleaned_data["currency"]).strip().upper()
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if self.instance.pk is None and not self.errors:
+        if self.instance.pk is None:
+            for field, errors in services.agreement_errors(data).items():
+                if field not in self.errors:  # a field that did not parse already says so
+                    self.add_error(field, errors)
+        elif "amount_minor" in self.changed_data and "amount_minor" in data:
             try:
-                services.agreement_validate(self.to_input())
+                services.agreement_change_price_validate(
+                    agreement=self.instance, amount_minor=data["amount_minor"]
+                )
             except ValidationError as exc:
-                for field, errs in exc.message_dict.items():
-                    self.add_error(field if field in self.fields else None, errs)
+                self.add_error(None, exc)  # a field error for a bad amount, else one for the form
         return data
+
+    def _post_clean(self) -> None:
+        # Model.full_clean would judge the input a second time, by the model's rules, and show
+        # CheckConstraint names ('Constraint "agreement_amount_positive" is violated.'). The
+        # services decided in clean(); here only fill the instance and ask the database's
+        # question, whether the external_ref is taken.
+        try:
+            self.instance = construct_instance(self, self.instance, self._meta.fields, self._meta.exclude)
+        except ValidationError as exc:
+            self._update_errors(exc)
+        if self._validate_unique:
+            self.validate_unique()
 
     def to_input(self) -> services.AgreementInput:
         d = self.cleaned_data

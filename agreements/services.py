@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Any
 
-from babel.numbers import list_currencies
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 
 from billing_project.periods import INTERVALS, next_period_start
-from events import contracts
+from events import contracts, fields
 from events.outbox import record_change, record_event
 
 from .models import Agreement
-
-KNOWN_CURRENCIES = frozenset(list_currencies())
-MAX_AMOUNT_MINOR = 10**13
 
 
 def billing_today() -> date:
@@ -46,35 +44,70 @@ class AgreementInput:
     customer_ref: str = ""
 
 
+def _max_length(field: str) -> int:
+    # The column's width is the one definition of how long a value may be.
+    return int(Agreement._meta.get_field(field).max_length)  # type: ignore[arg-type]
+
+
+def _validate_interval(value: object) -> None:
+    if value not in INTERVALS:
+        raise ValidationError(f"must be one of {', '.join(INTERVALS)}")
+
+
+def _validate_interval_count(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        raise ValidationError("must be a whole number from 1 to 1000")
+
+
+def _validate_date(value: object, *, required: bool = True) -> None:
+    if value is None and not required:
+        return
+    # A datetime is a date too, but cannot be compared with one (end_date < start_date).
+    if not isinstance(value, date) or isinstance(value, datetime):
+        raise ValidationError("must be a date (YYYY-MM-DD)")
+
+
+FIELD_CHECKS: dict[str, Callable[[Any], None]] = {
+    "external_ref": partial(fields.validate_single_line, max_length=_max_length("external_ref")),
+    "customer_ref": partial(
+        fields.validate_single_line, max_length=_max_length("customer_ref"), required=False
+    ),
+    "customer_name": partial(fields.validate_single_line, max_length=_max_length("customer_name")),
+    "customer_email": fields.validate_email,
+    "description": partial(fields.validate_free_text, max_length=_max_length("description")),
+    "amount_minor": fields.validate_amount_minor,
+    "currency": fields.validate_currency,
+    "interval": _validate_interval,
+    "interval_count": _validate_interval_count,
+    "start_date": _validate_date,
+    "end_date": partial(_validate_date, required=False),
+}
+
+
+def agreement_errors(values: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The problems of each field in ``values`` (AgreementInput's field names), one list per bad field.
+
+    Checks only the fields given, so a form or an import line that could not parse some fields
+    still learns what is wrong with the others. Never raises for any value; reads no database."""
+    errors: dict[str, list[str]] = {}
+    for name, value in values.items():
+        check = FIELD_CHECKS.get(name)
+        if check is None:
+            continue
+        try:
+            check(value)
+        except ValidationError as exc:
+            errors[name] = exc.messages
+    start, end = values.get("start_date"), values.get("end_date")
+    if "start_date" not in errors and "end_date" not in errors and end is not None and start is not None:
+        if end < start:
+            errors["end_date"] = ["must not be before start_date"]
+    return errors
+
+
 def agreement_validate(data: AgreementInput) -> None:
     """Raise ValidationError with one message per bad field (nothing is saved)."""
-    errors: dict[str, list[str]] = {}
-
-    def bad(field: str, message: str) -> None:
-        errors.setdefault(field, []).append(message)
-
-    if not data.external_ref or len(data.external_ref) > 100:
-        bad("external_ref", "required, at most 100 characters")
-    if not data.customer_name or len(data.customer_name) > 200:
-        bad("customer_name", "required, at most 200 characters")
-    try:
-        validate_email(data.customer_email)
-    except ValidationError:
-        bad("customer_email", f"{data.customer_email!r} is not an e-mail address")
-    if not isinstance(data.amount_minor, int) or isinstance(data.amount_minor, bool):
-        bad("amount_minor", "must be a whole number of minor units (e.g. 1999 for 19.99)")
-    elif not 0 < data.amount_minor <= MAX_AMOUNT_MINOR:
-        bad("amount_minor", f"must be positive and at most {MAX_AMOUNT_MINOR}")
-    if data.currency not in KNOWN_CURRENCIES:
-        bad("currency", f"{data.currency!r} is not an ISO 4217 currency code (e.g. EUR, USD)")
-    if data.interval not in INTERVALS:
-        bad("interval", f"must be one of {', '.join(INTERVALS)}")
-    if not isinstance(data.interval_count, int) or not 1 <= data.interval_count <= 1000:
-        bad("interval_count", "must be a whole number from 1 to 1000")
-    if data.end_date is not None and data.end_date < data.start_date:
-        bad("end_date", "must not be before start_date")
-    if len(data.description) > 500:
-        bad("description", "at most 500 characters")
+    errors = agreement_errors({f.name: getattr(data, f.name) for f in dataclasses.fields(data)})
     if errors:
         raise ValidationError(errors)
 
@@ -140,19 +173,24 @@ def _require(a: Agreement, *allowed: str, action: str) -> None:
         raise ValidationError(f"cannot {action} an agreement that is {a.status}")
 
 
+def agreement_change_price_validate(*, agreement: Agreement, amount_minor: object) -> None:
+    """Raise ValidationError if ``agreement`` cannot take this price (reads, saves nothing).
+
+    A closed agreement is a non-field error; a bad amount is filed under ``amount_minor``."""
+    _require(agreement, Agreement.Status.ACTIVE, Agreement.Status.PAUSED, action="change the price of")
+    try:
+        fields.validate_amount_minor(amount_minor)
+    except ValidationError as exc:
+        raise ValidationError({"amount_minor": exc.messages}) from None
+
+
 @transaction.atomic
 def agreement_change_price(
     *, agreement_id: uuid.UUID | str, amount_minor: int, today: date | None = None
 ) -> Agreement:
     """New price from the next period on; records ``agreement.price_changed``."""
     a = _locked(agreement_id)
-    _require(a, Agreement.Status.ACTIVE, Agreement.Status.PAUSED, action="change the price of")
-    if (
-        isinstance(amount_minor, bool)
-        or not isinstance(amount_minor, int)
-        or not 0 < amount_minor <= MAX_AMOUNT_MINOR
-    ):
-        raise ValidationError({"amount_minor": [f"must be a positive whole number up to {MAX_AMOUNT_MINOR}"]})
+    agreement_change_price_validate(agreement=a, amount_minor=amount_minor)
     today = today or billing_today()
     effective = next_period_start(a.start_date, a.interval, a.interval_count, today)
     a.amount_minor = amount_minor

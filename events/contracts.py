@@ -15,7 +15,7 @@ from typing import Any
 
 import fastjsonschema
 
-from . import topology
+from . import fields, topology
 
 # --- event type names (constants in one place) ----------------------------
 AGREEMENT_CREATED = "agreement.created"
@@ -53,8 +53,11 @@ class EventType:
 
     @cached_property
     def _validators(self) -> dict[int, Any]:
-        # Compiled once: validation sits on the hot path of every domain write.
-        return {v: fastjsonschema.compile(s) for v, s in self.schemas.items()}
+        # Compiled once: validation sits on the hot path of every domain write. "email" is the
+        # services' own rule (events/fields.py), so the two can never disagree about an address.
+        return {
+            v: fastjsonschema.compile(s, formats={"email": fields.is_email}) for v, s in self.schemas.items()
+        }
 
     def validate(self, data: Any, schema_version: int | None = None) -> None:
         """Raise ContractError with a readable reason if ``data`` does not fit."""
@@ -88,7 +91,10 @@ def get(name: str) -> EventType:
 
 
 # --- reusable schema parts ------------------------------------------------
-ID = {"type": "string", "minLength": 1, "maxLength": 64}
+# Every string a consumer may store: PostgreSQL text and jsonb cannot hold U+0000, so an event
+# carrying one is refused here (poison, with this reason) instead of failing in a handler's INSERT.
+TEXT = {"type": "string", "pattern": fields.NO_NUL_PATTERN}
+ID = {**TEXT, "minLength": 1, "maxLength": 64}
 DATE = {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
 DATETIME = {"type": "string", "format": "date-time", "minLength": 20, "maxLength": 40}
 MONEY = {"type": "integer", "minimum": 1, "maximum": 10**13}
@@ -97,9 +103,9 @@ CUSTOMER = {
     "type": "object",
     "required": ["external_ref", "name", "email"],
     "properties": {
-        "external_ref": {"type": "string", "minLength": 1, "maxLength": 100},
-        "name": {"type": "string", "minLength": 1, "maxLength": 200},
-        "email": {"type": "string", "format": "email", "maxLength": 254},
+        "external_ref": {**TEXT, "minLength": 1, "maxLength": 100},
+        "name": {**TEXT, "minLength": 1, "maxLength": 200},
+        "email": {"type": "string", "format": "email", "maxLength": fields.EMAIL_MAX_LENGTH},
     },
     "additionalProperties": False,
 }
@@ -125,7 +131,7 @@ register(
                 {
                     "agreement_id": ID,
                     "customer": CUSTOMER,
-                    "description": {"type": "string", "maxLength": 500},
+                    "description": {**TEXT, "maxLength": 500},
                     "amount_minor": MONEY,
                     "currency": CURRENCY,
                     "interval": {"enum": ["day", "week", "month", "year"]},
@@ -181,7 +187,7 @@ register(
             1: _obj(
                 {
                     "invoice_id": ID,
-                    "number": {"type": "string", "minLength": 1, "maxLength": 40},
+                    "number": {**TEXT, "minLength": 1, "maxLength": 40},
                     "agreement_id": ID,
                     "customer": CUSTOMER,
                     "period_start": DATE,
@@ -207,7 +213,7 @@ register(
         INVOICE_VOIDED,
         topology.INVOICING,
         "invoice",
-        {1: _obj({"invoice_id": ID, "reason": {"type": "string", "maxLength": 500}})},
+        {1: _obj({"invoice_id": ID, "reason": {**TEXT, "maxLength": 500}})},
     )
 )
 register(
@@ -215,7 +221,7 @@ register(
         INVOICE_MARKED_UNCOLLECTIBLE,
         topology.INVOICING,
         "invoice",
-        {1: _obj({"invoice_id": ID, "payment_id": ID, "reason": {"type": "string", "maxLength": 500}})},
+        {1: _obj({"invoice_id": ID, "payment_id": ID, "reason": {**TEXT, "maxLength": 500}})},
     )
 )
 
@@ -248,7 +254,7 @@ register(
         PAYMENT_SUCCEEDED,
         topology.PAYMENTS,
         "payment",
-        {1: _obj({**_PAYMENT, "gateway_reference": {"type": "string", "maxLength": 100}})},
+        {1: _obj({**_PAYMENT, "gateway_reference": {**TEXT, "maxLength": 100}})},
     )
 )
 register(
@@ -262,7 +268,7 @@ register(
                     **_PAYMENT,
                     "final": {"type": "boolean"},
                     "error_class": {"enum": ["hard_decline", "soft_decline", "transient"]},
-                    "error_message": {"type": "string", "maxLength": 1000},
+                    "error_message": {**TEXT, "maxLength": 1000},
                     "attempts": {"type": "integer", "minimum": 0},
                 }
             )
@@ -300,9 +306,9 @@ register(
 # --- alerts (monitoring, final payment failures) ---------------------------
 ALERT_DATA = _obj(
     {
-        "check": {"type": "string", "minLength": 1, "maxLength": 100},
+        "check": {**TEXT, "minLength": 1, "maxLength": 100},
         "severity": {"enum": ["info", "warning", "critical"]},
-        "summary": {"type": "string", "maxLength": 1000},
+        "summary": {**TEXT, "maxLength": 1000},
         "details": {"type": "object"},
     }
 )

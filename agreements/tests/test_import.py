@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import tracemalloc
 
 import pytest
 from django.core.management import CommandError, call_command
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from agreements.importing import FIELDS, RowError, row_to_input
 from agreements.models import Agreement
+from agreements.services import AgreementInput, agreement_errors, agreement_validate
 from events.models import OutboxEvent
 
 pytestmark = pytest.mark.django_db
@@ -71,3 +77,190 @@ def test_unknown_extension_and_missing_file(tmp_path):
     (tmp_path / "a.xlsx").write_text("x")
     with pytest.raises(CommandError, match="use a .csv"):
         call_command("agreements_import", str(tmp_path / "a.xlsx"))
+
+
+ROW = "{ref},Ada,{email},Plan,1999,{currency},month,1,2026-01-31,\n"
+
+
+def csv_file(tmp_path, *rows: str, name: str = "agreements.csv", prefix: str = ""):
+    f = tmp_path / name
+    f.write_text(prefix + HEADER + "".join(rows), encoding="utf-8")
+    return f
+
+
+def row(ref: str, email: str = "ada@example.com", currency: str = "EUR") -> str:
+    return ROW.format(ref=ref, email=email, currency=currency)
+
+
+def test_nul_in_a_field_is_a_line_error_naming_the_field_and_the_others_load(tmp_path, capsys):
+    f = csv_file(
+        tmp_path, row("N1"), "N2,Bo\x00b,bob@example.com,Plan,1999,EUR,month,1,2026-01-31,\n", row("N3")
+    )
+    with pytest.raises(CommandError, match="1 row"):
+        call_command("agreements_import", str(f))
+    err = capsys.readouterr().err
+    assert "line 3: customer_name: contains a NUL character (U+0000) at character 3" in err
+    assert "Traceback" not in err
+    assert set(Agreement.objects.values_list("external_ref", flat=True)) == {"N1", "N3"}
+
+
+def test_nul_in_json_lines_is_a_line_error_too(tmp_path, capsys):
+    good = {
+        "external_ref": "J1",
+        "customer_name": "Ada",
+        "customer_email": "ada@example.com",
+        "amount_minor": 500,
+        "currency": "gbp",
+        "interval": "week",
+        "start_date": "2026-03-02",
+    }
+    f = tmp_path / "a.jsonl"
+    lines = [
+        good,
+        good | {"external_ref": "J2", "description": "x\u0000"},
+        good | {"external_ref": "J3", "customer_name": ["Ada"]},
+    ]
+    f.write_text("\n".join(json.dumps(x) for x in lines) + "\n" + "[" * 100_000 + "\n")
+    with pytest.raises(CommandError, match="3 row"):
+        call_command("agreements_import", str(f))
+    err = capsys.readouterr().err
+    assert "line 2: description: contains a NUL character" in err
+    assert "line 3: customer_name: must be a string, not list" in err
+    assert "line 4: not JSON" in err
+    assert Agreement.objects.get().currency == "GBP"
+
+
+def test_an_email_the_contract_refuses_is_a_line_error_in_the_services_words(tmp_path, capsys):
+    f = csv_file(tmp_path, row("L1"), row("L2", email="bob@localhost"))
+    with pytest.raises(CommandError):
+        call_command("agreements_import", str(f))
+    [message] = agreement_errors({"customer_email": "bob@localhost"})["customer_email"]
+    assert f"line 3: customer_email: {message}" in capsys.readouterr().err
+    assert list(Agreement.objects.values_list("external_ref", flat=True)) == ["L1"]
+
+
+def test_a_file_that_is_not_utf8_is_refused_before_anything_is_imported(tmp_path):
+    f = tmp_path / "latin1.csv"
+    f.write_bytes(
+        (HEADER + row("U1") + "U2,Zoë,zoe@example.com,Plan,1,EUR,month,1,2026-01-31,\n").encode("latin-1")
+    )
+    with pytest.raises(CommandError, match=r"line 3, byte 6 \(0xEB\) is not UTF-8. Save the file as UTF-8"):
+        call_command("agreements_import", str(f))
+    assert not Agreement.objects.exists()
+
+
+def test_excel_csv_utf8_with_a_byte_order_mark_loads(tmp_path, capsys):
+    f = csv_file(
+        tmp_path, row("B1"), "B2,Zoë,zoe@example.com,Plan,1,EUR,month,1,2026-01-31,\n", prefix="\ufeff"
+    )
+    call_command("agreements_import", str(f))
+    assert "Imported 2, already present 0, rejected 0." in capsys.readouterr().out
+    assert Agreement.objects.get(external_ref="B2").customer_name == "Zoë"
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("dir.csv", None, "is a directory; give a .csv or .jsonl file"),
+        ("empty.csv", b"", "file is empty"),
+        ("empty.jsonl", b"", "file is empty"),
+        ("bom-only.csv", "\ufeff\n \n".encode(), "file is empty"),
+        ("one-line.jsonl", b"x" * (2 << 20), "line 1 is longer than 1048576 bytes"),
+    ],
+)
+def test_files_that_cannot_be_imported_at_all_are_a_clear_command_error(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CommandError, match=message):
+        call_command("agreements_import", str(path))
+
+
+def test_a_repeated_external_ref_with_other_data_reports_the_later_line(tmp_path, capsys):
+    f = csv_file(
+        tmp_path,
+        row("D1"),
+        row("D1"),  # the same row again: skipped like a re-import
+        row("D1", currency="eur"),  # the same data once normalised: skipped too
+        row("D1", currency="USD"),
+        row("D2"),
+    )
+    with pytest.raises(CommandError, match="1 row"):
+        call_command("agreements_import", str(f))
+    out, err = capsys.readouterr()
+    assert "line 5: external_ref 'D1' already on line 2 with different data" in err
+    assert "Imported 2, already present 2, rejected 1." in out
+    assert Agreement.objects.get(external_ref="D1").currency == "EUR"
+
+
+def test_the_file_is_streamed_and_progress_stays_off_when_not_on_a_terminal(tmp_path, capsys):
+    # given a big file of rows refused before the database (so the test stays quick)
+    f = csv_file(
+        tmp_path, *(f"S{i},Ada,ada@example.com,Plan,ten,EUR,month,1,2026-01-31,\n" for i in range(20_000))
+    )
+    # when it is imported
+    tracemalloc.start()
+    with open(os.devnull, "w") as devnull, pytest.raises(CommandError, match="20000 row"):
+        call_command("agreements_import", str(f), stderr=devnull)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # then memory does not grow with the file (all 20 000 rows at once took ~25 MB) ...
+    assert peak < 5_000_000, peak
+    # ... and stderr, not a terminal here, has no progress bar in it
+    assert "%|" not in capsys.readouterr().err
+
+
+FIELD_VALUES = st.one_of(
+    st.none(),
+    st.integers(),
+    st.integers(min_value=10**12, max_value=10**40),
+    st.text(st.characters(codec="utf-8"), max_size=30),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "\x00",
+            "EUR",
+            "eur",
+            "month",
+            "1",
+            "2026-01-31",
+            "2026-02-30",
+            "bob@localhost",
+            "ada@example.com",
+            "9" * 5000,
+            "1_000",
+            "١٢٣",
+            "-0",
+            "+5",
+            "\\N",
+        ]
+    ),
+)
+GOOD_ROW = {
+    "external_ref": "H1",
+    "customer_name": "Ada",
+    "customer_email": "ada@example.com",
+    "amount_minor": "1999",
+    "currency": "EUR",
+    "interval": "month",
+    "start_date": "2026-01-31",
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    overrides=st.dictionaries(st.sampled_from([*FIELDS, "customer_ref", "other"]), FIELD_VALUES, max_size=6),
+    from_scratch=st.booleans(),
+)
+def test_row_to_input_returns_valid_input_or_a_row_error_never_anything_else(overrides, from_scratch):
+    raw = overrides if from_scratch else GOOD_ROW | overrides
+    try:
+        data = row_to_input(raw)
+    except RowError as exc:
+        assert str(exc) and "\x00" not in str(exc)
+        return
+    assert isinstance(data, AgreementInput)
+    agreement_validate(data)  # what it returns, the service accepts

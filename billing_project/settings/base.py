@@ -267,6 +267,10 @@ MONITOR_OUTBOX_MAX_AGE_SECONDS = env.int("MONITOR_OUTBOX_MAX_AGE_SECONDS", defau
 # --- Billing ---------------------------------------------------------------------
 # Dates (periods, the daily run's date) are in this time zone.
 BILLING_TIME_ZONE = env.str("BILLING_TIME_ZONE", default="UTC")
+# Agreements take ISO 4217 codes that are legal tender somewhere today (events/fields.py). Codes
+# to accept besides, e.g. EXTRA_CURRENCIES=CUC,XAU for a withdrawn currency or a unit a contract
+# still uses. Each must be three letters A-Z (the database's check); upper-cased here.
+EXTRA_CURRENCIES: list[str] = [c.strip().upper() for c in env.list("EXTRA_CURRENCIES", default=[])]
 INVOICING_CHUNK_SIZE = env.int("INVOICING_CHUNK_SIZE", default=1000)  # agreements per chunk task
 # More periods than this due at once for one agreement (a long outage, bad data): the
 # agreement is flagged for an operator to approve in admin instead of being billed.

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
-from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -14,109 +10,14 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from agreements.importing import FIELDS, RowError, SeenRefs, check_file, read_rows, row_to_input
 from agreements.models import Agreement
-from agreements.services import AgreementInput, agreement_create
-
-FIELDS = (
-    "external_ref",
-    "customer_name",
-    "customer_email",
-    "description",
-    "amount_minor",
-    "currency",
-    "interval",
-    "interval_count",
-    "start_date",
-    "end_date",
-)
-REQUIRED = (
-    "external_ref",
-    "customer_name",
-    "customer_email",
-    "amount_minor",
-    "currency",
-    "interval",
-    "start_date",
-)
-
-
-class RowError(ValueError):
-    pass
-
-
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    suffix = path.suffix.lower()
-    with path.open(encoding="utf-8", newline="") as fh:
-        if suffix == ".csv":
-            reader = csv.DictReader(fh)
-            missing = [f for f in REQUIRED if f not in (reader.fieldnames or [])]
-            if missing:
-                raise CommandError(f"{path}: the header row lacks {missing}; expected columns {list(FIELDS)}")
-            for row in reader:
-                yield reader.line_num, row
-        elif suffix in (".jsonl", ".ndjson"):
-            for n, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except ValueError as exc:
-                    yield n, {"__error__": f"not JSON: {exc}"}
-                    continue
-                yield n, obj if isinstance(obj, dict) else {"__error__": "each line must be a JSON object"}
-        else:
-            raise CommandError(f"{path}: use a .csv (with header row) or .jsonl file")
-
-
-def _to_input(row: dict[str, Any]) -> AgreementInput:
-    if "__error__" in row:
-        raise RowError(row["__error__"])
-    missing = [f for f in REQUIRED if row.get(f) in (None, "")]
-    if missing:
-        raise RowError(f"missing {', '.join(missing)}")
-
-    def whole(name: str, default: int | None = None) -> int:
-        value = row.get(name)
-        if value in (None, "") and default is not None:
-            return default
-        try:
-            if isinstance(value, float) or (
-                isinstance(value, str) and not value.strip().lstrip("-").isdigit()
-            ):
-                raise ValueError
-            return int(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise RowError(f"{name}: {value!r} is not a whole number") from None
-
-    def day(name: str) -> date | None:
-        value = row.get(name)
-        if value in (None, ""):
-            return None
-        try:
-            return date.fromisoformat(str(value))
-        except ValueError:
-            raise RowError(f"{name}: {value!r} is not an ISO date (YYYY-MM-DD)") from None
-
-    start = day("start_date")
-    assert start is not None
-    return AgreementInput(
-        external_ref=str(row["external_ref"]).strip(),
-        customer_ref=str(row.get("customer_ref") or "").strip(),
-        customer_name=str(row["customer_name"]).strip(),
-        customer_email=str(row["customer_email"]).strip(),
-        description=str(row.get("description") or ""),
-        amount_minor=whole("amount_minor"),
-        currency=str(row["currency"]).strip().upper(),
-        interval=str(row["interval"]).strip().lower(),
-        interval_count=whole("interval_count", default=1),
-        start_date=start,
-        end_date=day("end_date"),
-    )
+from agreements.services import agreement_create
 
 
 class Command(BaseCommand):
     help = (
-        "Import agreements from FILE (.csv with a header row, or .jsonl), one per row, fields: "
+        "Import agreements from FILE (.csv with a header row, or .jsonl; UTF-8), one per row, fields: "
         + ", ".join(FIELDS)
         + ". Idempotent by external_ref; bad rows are reported with their line "
         "number while the good ones load."
@@ -126,30 +27,60 @@ class Command(BaseCommand):
         parser.add_argument("file", type=Path)
 
     def handle(self, *args: Any, file: Path, **options: Any) -> None:
-        if not file.exists():
-            raise CommandError(f"{file}: no such file")
-        created = skipped = 0
-        errors: list[str] = []
-        rows = list(_rows(file))
-        for line, row in tqdm(rows, unit="row", file=sys.stderr, desc="import", disable=len(rows) < 100):
+        lines = check_file(file)  # before anything is imported: a file we cannot read at all
+        created = skipped = rejected = 0
+        seen = SeenRefs()
+        # Progress on a terminal only (disable=None: off when stderr is not a tty).
+        with tqdm(total=lines, unit="line", desc="import", file=sys.stderr, disable=None) as bar:
             try:
-                data = _to_input(row)
-                if Agreement.objects.filter(external_ref=data.external_ref).exists():
-                    skipped += 1
-                    continue
-                agreement_create(data=data)
-                created += 1
-            except RowError as exc:
-                errors.append(f"line {line}: {exc}")
-            except ValidationError as exc:
-                detail = (
-                    "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
-                    if hasattr(exc, "error_dict")
-                    else "; ".join(exc.messages)
-                )
-                errors.append(f"line {line}: {detail}")
-        for e in errors:
-            self.stderr.write(e)
-        self.stdout.write(f"Imported {created}, already present {skipped}, rejected {len(errors)}.")
-        if errors:
-            raise CommandError(f"{len(errors)} row(s) rejected (listed above); the others were imported.")
+                for line, row in read_rows(file):
+                    bar.update(line - bar.n)
+                    try:
+                        if self._import(line, row, seen):
+                            created += 1
+                        else:
+                            skipped += 1
+                    except (RowError, ValidationError) as exc:
+                        rejected += 1
+                        self._report(bar, f"line {line}: {_reason(exc)}")
+            except UnicodeDecodeError:
+                raise CommandError(
+                    f"{file}: is no longer UTF-8 (was it changed during the import?)"
+                ) from None
+        self.stdout.write(f"Imported {created}, already present {skipped}, rejected {rejected}.")
+        if rejected:
+            raise CommandError(f"{rejected} row(s) rejected (listed above); the others were imported.")
+
+    def _import(self, line: int, row: dict[str, Any] | RowError, seen: SeenRefs) -> bool:
+        """Create the row's agreement (True), or skip a known one (False); raise on a bad row."""
+        if isinstance(row, RowError):
+            raise row
+        data = row_to_input(row)
+        earlier = seen.add(line, data)
+        if earlier is not None:
+            earlier_line, same = earlier
+            if same:
+                return False  # the same row twice: skipped, as a re-import would be
+            raise RowError(
+                f"external_ref {data.external_ref!r} already on line {earlier_line} with different data"
+            )
+        if Agreement.objects.filter(external_ref=data.external_ref).exists():
+            return False
+        agreement_create(data=data)
+        return True
+
+    def _report(self, bar: tqdm, message: str) -> None:
+        # Errors are written as they come (a bad file does not pile them up in memory); on a
+        # terminal through tqdm, which clears the bar first and redraws it below.
+        if bar.disable:
+            self.stderr.write(message)
+        else:
+            tqdm.write(message, file=sys.stderr)
+
+
+def _reason(exc: RowError | ValidationError) -> str:
+    if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
+        return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+    if isinstance(exc, ValidationError):
+        return "; ".join(exc.messages)
+    return str(exc)
