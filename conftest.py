@@ -9,6 +9,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from celery.contrib.testing.worker import start_worker
 from django.core.management import call_command
+from kombu.asynchronous import set_event_loop
 
 from billing_project.celery import app as celery_app
 from events import aws, topology
@@ -43,7 +44,13 @@ def empty_queues(provisioned: topology.Topology, sqs: Any) -> topology.Topology:
 
 @pytest.fixture
 def celery_worker(transactional_db: Any, empty_queues: topology.Topology) -> Iterator[Any]:
-    """A real Celery worker (threads pool) consuming the real SQS task queues."""
+    """A real Celery worker (threads pool) consuming the real SQS task queues.
+
+    Ready only once it has run a probe task: in the first seconds after a worker starts in a process
+    where another one ran, kombu's SQS consumer can take a message and drop it (it then stays
+    invisible for the whole visibility timeout), so probes are sent until one comes back.
+    """
+    set_event_loop(None)
     with start_worker(
         celery_app,
         pool="threads",
@@ -52,7 +59,42 @@ def celery_worker(transactional_db: Any, empty_queues: topology.Topology) -> Ite
         shutdown_timeout=30,
         queues=topology.celery_queue_names(),
     ) as worker:
+        _wait_until_consuming()
         yield worker
+    set_event_loop(None)
+
+
+def _wait_until_consuming(timeout: float = 30.0) -> None:
+    import time
+    import uuid
+
+    from events.models import Heartbeat
+    from events.tasks import heartbeat
+
+    name = f"test-probe-{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        heartbeat.apply_async(kwargs={"name": name})
+        for _ in range(10):
+            if Heartbeat.objects.filter(name=name).exists():
+                Heartbeat.objects.filter(name=name).delete()
+                return
+            time.sleep(0.1)
+    raise RuntimeError(f"the test worker did not run a probe task within {timeout:.0f}s")
+
+
+@pytest.fixture
+def sandbox(settings: Any) -> Iterator[Any]:
+    """The shipped sandbox gateway on a free loopback port; the project's gateway points at it."""
+    from payments.gateway import reset_gateway
+    from payments.sandbox import SandboxConfig, start_in_thread
+
+    server = start_in_thread(SandboxConfig(seed=1))
+    settings.PAYMENT_GATEWAY_URL = server.url
+    reset_gateway()
+    yield server
+    server.shutdown()
+    reset_gateway()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ clears. Alerts reach operators by e-mail (SNS subscriptions on AWS, the alerts_m
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -29,6 +30,18 @@ class CheckResult:
     summary: str = ""
     severity: str = "warning"
     details: dict[str, Any] = field(default_factory=dict)
+
+
+# Checks that belong to a domain app (e.g. invoicing's "daily run stuck"), registered by the app
+# itself so the backbone never imports it.
+EXTRA_CHECKS: list[Callable[[], CheckResult]] = []
+
+
+def register_check(fn: Callable[[], CheckResult]) -> Callable[[], CheckResult]:
+    """Add ``fn`` to the automated checks (``monitor_run`` alerts on its breaches like the others)."""
+    if fn not in EXTRA_CHECKS:
+        EXTRA_CHECKS.append(fn)
+    return fn
 
 
 def evaluate() -> list[CheckResult]:
@@ -94,6 +107,7 @@ def evaluate() -> list[CheckResult]:
             {"failed": failed, "succeeded": ok},
         )
     )
+    results.extend(check() for check in EXTRA_CHECKS)
     return results
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg2
 from celery import shared_task
+from django.conf import settings
 from django.db import DatabaseError
 
 from events.task_options import backoff_seconds
@@ -28,7 +29,6 @@ logger = logging.getLogger(__name__)
 # A dropped connection, a deadlock, a serialization failure: worth another try. psycopg2's own
 # errors are listed too, for any cursor path that does not go through Django's error wrapping.
 RETRYABLE = (DatabaseError, psycopg2.Error)
-CHUNK_MAX_RETRIES = 5
 
 
 @shared_task(name="invoicing.issue_due_invoices", bind=True, ignore_result=True, acks_late=True)
@@ -78,7 +78,7 @@ def issue_invoice_chunk(
     try:
         return chunk_execute(chunk_id=chunk_id).issued
     except RETRYABLE as exc:
-        if self.request.retries < CHUNK_MAX_RETRIES:
+        if self.request.retries < settings.INVOICING_CHUNK_MAX_RETRIES:
             logger.warning("chunk %s of run %s: %s; retrying", chunk_id, run_id, exc)
             raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries, maximum=120)) from None
         _fail(chunk_id, exc)

@@ -151,25 +151,29 @@ class Sandbox:
             if final:
                 self.results[key] = (status, body)
 
-    def refund(self, key: str, charge: str, amount: int) -> tuple[int, dict[str, Any]]:
-        """Refund ``amount`` of ``charge`` (idempotent by ``key``)."""
+    def refund(self, key: str, charge: str, amount: int) -> tuple[int, dict[str, Any], bool]:
+        """Refund ``amount`` of ``charge`` (idempotent by ``key``): (status, body, replayed)."""
         with self.lock:
             if key in self.results:
                 self.stats["replays"] += 1
-                return self.results[key]
+                return (*self.results[key], True)
             detail = self.stats["charges_detail"].get(charge)
             if detail is None:
-                return 400, {"error": {"type": "invalid_request", "message": f"no charge {charge}"}}
+                return 400, {"error": {"type": "invalid_request", "message": f"no charge {charge}"}}, False
             if amount > detail["amount"] - detail["refunded"]:
                 left = detail["amount"] - detail["refunded"]
-                return 400, {"error": {"type": "invalid_request", "message": f"only {left} left to refund"}}
+                return (
+                    400,
+                    {"error": {"type": "invalid_request", "message": f"only {left} left to refund"}},
+                    False,
+                )
             detail["refunded"] += amount
             self.stats["refunds"] += 1
             self.stats["refunds_by_key"][key] = self.stats["refunds_by_key"].get(key, 0) + 1
             digest = hashlib.sha256(f"{self.config.seed}:{key}:refund".encode()).hexdigest()[:20]
             result = (200, {"id": "re_" + digest, "status": "succeeded", "charge": charge})
             self.results[key] = result
-            return result
+            return (*result, False)
 
     def key_lock(self, key: str) -> threading.Lock:
         with self.lock:
@@ -278,8 +282,8 @@ class Handler(BaseHTTPRequestHandler):
             sandbox.stats["requests"] += 1
         if sandbox.config.latency_ms:
             time.sleep(sandbox.config.latency_ms / 1000)
-        status, result = sandbox.refund(key, charge, amount)
-        self._send(status, result)
+        status, result, replayed = sandbox.refund(key, charge, amount)
+        self._send(status, result, {"Idempotent-Replayed": "true"} if replayed else None)
 
 
 class SandboxServer(ThreadingHTTPServer):

@@ -8,11 +8,12 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import transaction
-from django.test import Client
+from django.test import Client, override_settings
 
-from events import contracts
+from events import aws, contracts
 from events.models import ApiToken, OutboxEvent
 from events.outbox import record_event
+from events.signing import signed_attributes
 from tests.factories import agreement_data
 
 pytestmark = pytest.mark.django_db
@@ -61,3 +62,77 @@ def test_api_tokens_never_reach_logs_or_events(client, caplog, capsys):
     # nor is it kept in clear: the database holds its SHA-256 only
     [stored] = ApiToken.objects.values_list("key_hash", flat=True)
     assert stored == ApiToken.hash_key(token) and stored != token
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_forged_unsigned_and_badly_signed_events_are_dead_lettered_and_change_nothing(
+    celery_worker, sandbox, sqs, settings
+):
+    from datetime import date
+
+    from events import topology
+    from events.models import ConsumerFailure
+    from events.pollers import PushConsumer, consumer_configs
+    from invoicing.models import Invoice
+    from invoicing.services import invoices_run_inline, projection_apply
+    from invoicing.tests.factories import agreement_event
+    from payments.models import Payment
+    from tests.factories import body, drain, envelope, gateway_stats, invoice_envelope
+    from tests.helpers import wait_until
+
+    # given a real open invoice
+    projection_apply(event=agreement_event("agreement.created", "SEC", 1, start_date="2026-01-01"))
+    invoices_run_inline(run_date=date(2026, 1, 1))
+    invoice = Invoice.objects.get()
+    paid = {
+        "payment_id": "forged",
+        "invoice_id": str(invoice.id),
+        "amount_minor": 1000,
+        "currency": "EUR",
+        "gateway_reference": "ch_forged",
+    }
+    forged_paid = envelope("X") | {
+        "type": "payment.succeeded",
+        "producer": "agreements",  # right shape, wrong producer
+        "aggregate_type": "agreement",
+        "data": paid,
+    }
+    huge = invoice_envelope("I-HUGE", total_minor=10**13)
+    settings.EVENT_SIGNING_KEYS = {**settings.EVENT_SIGNING_KEYS, "old": "k" * 40}
+    with override_settings(EVENT_SIGNING_KEY_ID="old"):
+        retired = signed_attributes(body(invoice_envelope("I-OLD")))
+    settings.EVENT_SIGNING_KEYS = {k: v for k, v in settings.EVENT_SIGNING_KEYS.items() if k != "old"}
+    sends = [
+        ("invoicing", body(forged_paid), signed_attributes(body(forged_paid)), "produced by 'payments'"),
+        ("payments", body(huge), None, "unsigned message"),
+        ("payments", body(huge), {**signed_attributes(body(huge) + " "), "x": None}, "bad signature"),
+        ("payments", body(invoice_envelope("I-OLD")), retired, "unknown or retired key 'old'"),
+    ]
+    consumers = [PushConsumer(consumer_configs()[name]) for name in ("invoicing", "payments")]
+    for c in consumers:
+        c.start()
+    try:
+        # when each is posted straight into the consumer queues, as anyone with SendMessage could
+        for consumer, text, attrs, _ in sends:
+            attributes = {k: v for k, v in (attrs or {}).items() if v}
+            sqs.send_message(
+                QueueUrl=aws.queue_url(topology.event_queue_name(consumer)),
+                MessageBody=text,
+                MessageAttributes=attributes,
+            )
+        wait_until(lambda: ConsumerFailure.objects.filter(poisoned=True).count() == len(sends), timeout=60)
+    finally:
+        for c in consumers:
+            c.stop()
+    # then every one is in its DLQ with the reason, and nothing happened
+    dead = drain(sqs, topology.event_queue_name("invoicing") + "-dlq") + drain(
+        sqs, topology.event_queue_name("payments") + "-dlq"
+    )
+    reasons = sorted(m["MessageAttributes"]["error"]["StringValue"] for m in dead)
+    for _, _, _, reason in sends:
+        assert any(reason in r for r in reasons), (reason, reasons)
+    invoice.refresh_from_db()
+    assert invoice.status == "open" and invoice.payment_id == ""
+    assert not Payment.objects.exists()
+    assert gateway_stats(sandbox)["requests"] == 0

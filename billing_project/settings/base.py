@@ -287,6 +287,8 @@ INVOICING_MAX_CORRECTION_DAYS = env.int("INVOICING_MAX_CORRECTION_DAYS", default
 INVOICING_WATCHDOG_SECONDS = env.int("INVOICING_WATCHDOG_SECONDS", default=30)
 INVOICING_CHUNK_STALE_SECONDS = env.int("INVOICING_CHUNK_STALE_SECONDS", default=30)
 INVOICING_CHUNK_MAX_ATTEMPTS = env.int("INVOICING_CHUNK_MAX_ATTEMPTS", default=8)
+# A chunk's database errors (dropped connection, deadlock) are retried this many times, with backoff.
+INVOICING_CHUNK_MAX_RETRIES = env.int("INVOICING_CHUNK_MAX_RETRIES", default=5)
 # When beat starts the daily run (in BILLING_TIME_ZONE); operators can edit it in admin.
 INVOICE_RUN_HOUR = env.int("INVOICE_RUN_HOUR", default=2)
 INVOICE_RUN_MINUTE = env.int("INVOICE_RUN_MINUTE", default=0)

@@ -26,3 +26,9 @@ EXTRA_EVENT_QUEUES = [
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 PAYMENT_TRANSIENT_BACKOFF_SECONDS = 0
 PAYMENT_RATE_LIMIT_PER_SECOND = 1000
+# A task message that a worker took and lost (tests start and stop in-process workers many times,
+# and a consumer stopped mid-receive keeps what it got) comes back after this, not after production's
+# 20 minutes. Test tasks are short, so the production rule "visibility > longest task" is waived.
+CELERY_VISIBILITY_TIMEOUT = 30
+CELERY_BROKER_TRANSPORT_OPTIONS = {**CELERY_BROKER_TRANSPORT_OPTIONS, "visibility_timeout": 30}  # noqa: F405
+SILENCED_SYSTEM_CHECKS = ["billing.E001"]

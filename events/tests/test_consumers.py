@@ -240,6 +240,18 @@ def test_malformed_messages_interleaved_with_good_ones(audit_consumer, sqs):
 
 
 @pytest.mark.slow
+def test_push_mode_dead_letters_an_impossible_date_at_once_with_its_reason(audit_consumer, sqs):
+    # a well-formed envelope whose occurred_at is month 13 (once: five silent retries, no reason)
+    send(sqs, [json.dumps(envelope("M13") | {"occurred_at": "2026-13-01T00:00:00Z"})])
+    wait_until(lambda: queue_counts(sqs, AUDIT_QUEUE + "-dlq") == 1, timeout=30)
+    [dead] = drain(sqs, AUDIT_QUEUE + "-dlq")
+    assert "not a valid datetime" in dead["MessageAttributes"]["error"]["StringValue"]
+    failure = ConsumerFailure.objects.get(consumer="audit")
+    assert failure.poisoned and failure.failures == 1 and "month must be in 1..12" in failure.first_error
+    assert audit.attempts["M13"] == 0 and queue_counts(sqs, AUDIT_QUEUE) == 0
+
+
+@pytest.mark.slow
 def test_pull_mode_never_takes_more_than_its_batch_size(transactional_db, empty_queues, sqs):
     send(sqs, [json.dumps(envelope(f"P-{i}")) for i in range(25)])
     runs = [pull_once("audit", batch_size=10) for _ in range(4)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from django.db import connection
@@ -153,3 +153,60 @@ def test_two_daily_runs_at_once_issue_each_invoice_once(settings):
     assert Invoice.objects.count() == 300
     assert OutboxEvent.objects.filter(type="invoice.issued").count() == 300
     assert DailyRun.objects.count() == 2
+
+
+def test_a_run_records_its_chunks_and_finishes_when_the_last_one_ends(settings):
+    settings.INVOICING_CHUNK_SIZE = 2
+    for i in range(5):
+        make(f"K{i}", start_date="2026-01-01")
+    summary = invoices_run_inline(run_date=date(2026, 1, 1))
+    run = DailyRun.objects.get()
+    assert (summary.issued, run.status, run.chunks_total, run.chunks_done, run.chunks_failed) == (
+        5,
+        "finished",
+        3,
+        3,
+        0,
+    )
+    assert list(run.chunks.values_list("status", "issued")) == [("done", 2), ("done", 2), ("done", 1)]
+
+
+def test_the_watchdog_resends_a_chunk_whose_worker_died_and_gives_up_after_its_attempts(settings):
+    from invoicing.services import daily_run_start, daily_run_watchdog
+    from invoicing.services.daily_run import chunk_claim
+
+    settings.INVOICING_CHUNK_STALE_SECONDS = 0
+    settings.INVOICING_CHUNK_MAX_ATTEMPTS = 2
+    make("W", start_date="2026-01-01")
+    run, [chunk] = daily_run_start(run_date=date(2026, 1, 1))
+    # a chunk that was never sent (its fan-out died) is sent
+    report = daily_run_watchdog()
+    assert [k["chunk_id"] for k in report.resend] == [chunk.pk]
+    # a chunk taken by a worker that died, twice: sent again, then given up on (the run fails)
+    assert chunk_claim(chunk.pk)
+    assert len(daily_run_watchdog().resend) == 1
+    assert chunk_claim(chunk.pk)
+    report = daily_run_watchdog()
+    assert report.resend == [] and report.failed == 1
+    run.refresh_from_db()
+    assert run.status == "failed" and "gave up after 2 attempts" in run.last_error
+    assert OutboxEvent.objects.filter(type="alert.daily_run_failed").count() == 1
+
+
+def test_a_run_stuck_running_raises_an_alert_and_resolves_when_it_ends(settings, empty_queues):
+    from django.utils import timezone
+
+    from events.monitor import monitor_run
+    from invoicing.services import daily_run_start
+
+    settings.MONITOR_DAILY_RUN_MAX_RUNNING_SECONDS = 60
+    make("S", start_date="2026-01-01")
+    run, [chunk] = daily_run_start(run_date=date(2026, 1, 1))
+    DailyRun.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(hours=2))
+    assert "alert.daily_run_stuck" in monitor_run()
+    summary = OutboxEvent.objects.get(type="alert.daily_run_stuck").data["summary"]
+    assert "daily run for 2026-01-01 still running" in summary
+    from invoicing.services import chunk_execute
+
+    chunk_execute(chunk_id=chunk.pk)
+    assert "alert.resolved:daily_run_stuck" in monitor_run()

@@ -7,22 +7,9 @@ import threading
 import time
 import urllib.request
 
-import pytest
-
 from payments.gateway import HARD, SOFT, TRANSIENT, HttpGateway
 from payments.sandbox import SandboxConfig, start_in_thread
-
-
-@pytest.fixture
-def sandbox():
-    server = start_in_thread(SandboxConfig(seed=7))
-    yield server
-    server.shutdown()
-
-
-def stats(server) -> dict:
-    with urllib.request.urlopen(f"{server.url}/v1/_stats") as resp:
-        return json.load(resp)
+from tests.factories import gateway_stats as stats
 
 
 def charge(gw: HttpGateway, key: str, customer: str = "cus-1"):
@@ -104,3 +91,21 @@ def test_concurrent_requests_with_one_key_charge_once(sandbox):
     assert len(results) == 8  # a thread that raised would leave its result out
     assert all(r.ok for r in results) and len({r.reference for r in results}) == 1
     assert stats(sandbox)["charges"] == 1
+
+
+def test_refunds_give_back_at_most_what_was_charged_and_never_twice(sandbox):
+    gw = HttpGateway(sandbox.url)
+    charged = charge(gw, "inv-r#1")
+
+    def refund(key: str, amount: int, reference: str = charged.reference):
+        return gw.refund(idempotency_key=key, charge_reference=reference, amount_minor=amount, currency="EUR")
+
+    part, again = refund("r-1", 400), refund("r-1", 400)
+    assert part.ok and again.ok and again.reference == part.reference and again.replayed
+    # more than is left, or an unknown charge: refused, and not worth retrying
+    too_much, unknown = refund("r-2", 601), refund("r-3", 1, "ch_nope")
+    assert too_much.error_class == HARD and "only 600 left" in too_much.message, too_much
+    assert unknown.error_class == HARD
+    assert refund("r-4", 600).ok
+    got = stats(sandbox)
+    assert got["refunds"] == 2 and got["charges_detail"][charged.reference]["refunded"] == 1000

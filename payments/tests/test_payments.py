@@ -17,25 +17,13 @@ from events.relay import relay_pending
 from invoicing.models import Invoice
 from invoicing.services import invoices_run_inline, projection_apply
 from invoicing.tests.factories import agreement_event
-from payments.gateway import reset_gateway
 from payments.models import Payment
-from payments.sandbox import SandboxConfig, start_in_thread
 from payments.services import payment_create_for_invoice, payments_retry_due
 from tests.factories import gateway_stats as stats
 from tests.factories import invoice_data, send
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def sandbox(settings):
-    server = start_in_thread(SandboxConfig(seed=1))
-    settings.PAYMENT_GATEWAY_URL = server.url
-    reset_gateway()
-    yield server
-    server.shutdown()
-    reset_gateway()
 
 
 def settled(payment_id) -> Payment | None:
