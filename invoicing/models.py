@@ -87,6 +87,13 @@ class Invoice(models.Model):
     issued_at = models.DateTimeField()
     paid_at = models.DateTimeField(null=True, blank=True)
     closed_reason = models.CharField(max_length=500, blank=True, default="")
+    # Who voided it: an operator (the period is waived: corrections leave it alone) or a correction.
+    voided_by = models.CharField(
+        max_length=10,
+        blank=True,
+        default="",
+        choices=[("operator", "operator"), ("correction", "correction")],
+    )
     payment_id = models.CharField(max_length=64, blank=True, default="")
     aggregate_version = models.BigIntegerField(default=1)
     # 0: issued by the daily run; n > 0: the n-th correction of this period (a late event changed

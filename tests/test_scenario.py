@@ -33,6 +33,7 @@ def test_short_scenario_keeps_every_invariant(settings, empty_queues):
     settings.OUTBOX_SWEEP_SECONDS = 1
     settings.PAYMENT_RETRY_SWEEP_SECONDS = 2
     settings.MONITOR_INTERVAL_SECONDS = settings.HEARTBEAT_INTERVAL_SECONDS = 10
+    settings.INVOICING_WATCHDOG_SECONDS = 3
     gateway = start_in_thread(SandboxConfig(seed=5, soft_decline_rate=0.1, transient_rate=0.1))
     settings.PAYMENT_GATEWAY_URL = gateway.url
     settings.MESSAGING_EVENT_VISIBILITY_TIMEOUT = 10
@@ -52,11 +53,19 @@ def test_short_scenario_keeps_every_invariant(settings, empty_queues):
         "CELERY_MAX_COUNTDOWN": "5",
         "CELERY_VISIBILITY_MARGIN": "5",
         "MESSAGING_EVENT_VISIBILITY_TIMEOUT": "10",
+        "INVOICING_WATCHDOG_SECONDS": "3",
+        "INVOICING_CHUNK_STALE_SECONDS": "5",
+        # the simulated calendar lies in the past: every late change is corrected, whatever its age
+        "INVOICING_MAX_CORRECTION_DAYS": "100000",
     }
 
     def stats() -> dict:
         with urllib.request.urlopen(f"{gateway.url}/v1/_stats") as resp:
             return json.load(resp)
+
+    def configure(**config) -> None:
+        for key, value in config.items():
+            setattr(gateway.sandbox.config, key, value)
 
     try:
         report = scenario.run(
@@ -67,6 +76,7 @@ def test_short_scenario_keeps_every_invariant(settings, empty_queues):
             outage_seconds=5,
             restart_endpoint=plugin.restart_endpoint,
             gateway_stats=stats,
+            gateway_config=configure,
             poison=3,
             settle_timeout=300,
         )

@@ -43,8 +43,10 @@ except ImproperlyConfigured:
     raise ImproperlyConfigured(
         'Production settings need EVENT_SIGNING_KEYS, e.g. {"2026-11": "<64 random characters>"}.'
     ) from None
-if not isinstance(EVENT_SIGNING_KEYS, dict) or not EVENT_SIGNING_KEYS or any(
-    not isinstance(v, str) or len(v) < 32 for v in EVENT_SIGNING_KEYS.values()
+if (
+    not isinstance(EVENT_SIGNING_KEYS, dict)
+    or not EVENT_SIGNING_KEYS
+    or any(not isinstance(v, str) or len(v) < 32 for v in EVENT_SIGNING_KEYS.values())
 ):
     raise ImproperlyConfigured("EVENT_SIGNING_KEYS must map key ids to secrets of 32+ random characters.")
 EVENT_SIGNING_KEY_ID = env.str("EVENT_SIGNING_KEY_ID", default=next(iter(EVENT_SIGNING_KEYS)))

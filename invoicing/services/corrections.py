@@ -11,7 +11,8 @@ credit notes, plus unpaid (open or uncollectible) invoices. When they differ:
 - if less was paid than is owed, a new invoice (the period's next revision) bills the rest.
 
 Periods that started more than INVOICING_MAX_CORRECTION_DAYS ago are not corrected on their own:
-the agreement is flagged and an operator approves the correction in admin.
+the agreement is flagged and an operator approves the correction in admin. A period whose invoice
+an operator voided is waived: corrections leave it alone.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def agreement_reconcile(
     now = timezone.now()
     for start, (end, amount) in sorted(owed.items()):
         docs = invoices.get(start, [])
+        if any(i.voided_by == "operator" for i in docs):
+            continue  # an operator waived this period: it is theirs, not the history's
         paid = [i for i in docs if i.status == S.PAID]
         unpaid = [i for i in docs if i.status in states.UNPAID]
         paid_net = sum(i.total_minor - credited.get(i.pk, 0) for i in paid)
@@ -102,7 +105,7 @@ def agreement_reconcile(
             continue
         reason = f"corrected: period {start} owes {amount}, {billed} was billed (late agreement change)"
         for inv in unpaid:
-            invoice_void(invoice_id=str(inv.pk), reason=reason)
+            invoice_void(invoice_id=str(inv.pk), reason=reason, by="correction")
             correction.voided.append(inv.number)
         if paid_net > amount:
             correction.credited = _credit(paid, credited, paid_net - amount, reason, today, now)

@@ -90,12 +90,13 @@ def invoice_mark_uncollectible(*, invoice_id: str, payment_id: str, reason: str)
 
 
 @transaction.atomic
-def invoice_void(*, invoice_id: str, reason: str) -> Invoice:
+def invoice_void(*, invoice_id: str, reason: str, by: str = "operator") -> Invoice:
     """Void an unpaid invoice (issued in error, or corrected). Idempotent for void invoices.
 
     Records ``invoice.voided``: payments stops collecting it (pending and scheduled charges are
     cancelled; a charge already in flight that succeeds is refunded). A paid invoice cannot be
-    voided: it gets a credit note instead.
+    voided: it gets a credit note instead. An operator's void (``by="operator"``) waives the
+    period: corrections never bill it again.
     """
     invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
     if invoice.status == S.VOID:
@@ -107,6 +108,7 @@ def invoice_void(*, invoice_id: str, reason: str) -> Invoice:
         )
     states.transition(invoice, S.VOID)
     invoice.closed_reason = reason[:500]
+    invoice.voided_by = by
     _bump(invoice, contracts.INVOICE_VOIDED, {"invoice_id": str(invoice.id), "reason": reason[:500]})
     return invoice
 

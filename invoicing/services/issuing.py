@@ -99,6 +99,7 @@ def issue_drafts(drafts: list[InvoiceDraft], *, issue_date: date, now: datetime)
                 "status": Invoice.Status.OPEN.value,
                 "issued_at": now_iso,
                 "closed_reason": "",
+                "voided_by": "",
                 "payment_id": "",
                 "aggregate_version": 1,
                 "revision": d.revision,

@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 
 from events.models import OutboxEvent
 from invoicing.models import BillableAgreement, CreditNote, Invoice
-from invoicing.services import correction_approve, invoice_mark_paid, invoices_run_inline, projection_apply
+from invoicing.services import (
+    correction_approve,
+    invoice_mark_paid,
+    invoice_void,
+    invoices_run_inline,
+    projection_apply,
+)
 
 from .factories import agreement_event
 
@@ -125,6 +131,18 @@ def test_a_price_change_delivered_after_the_run_rebills_the_period_at_the_new_pr
     # 800 back: the latest paid invoice first (all of a 500 one, then 300 of the 1000 one)
     expected = [300, 500] if paid else [800]
     assert sorted(CreditNote.objects.values_list("total_minor", flat=True)) == expected
+
+
+def test_a_period_an_operator_voided_is_waived_and_never_rebilled_by_a_correction():
+    make()
+    run("2026-04-01")
+    april = Invoice.objects.get(period_start=date(2026, 4, 1))
+    invoice_void(invoice_id=str(april.id), reason="goodwill")
+    # a late price change for April on: April stays waived, nothing else to correct before it
+    deliver("agreement.price_changed", 2, amount_minor=1500, currency="EUR", effective_from="2026-04-01")
+    assert documents("2026-04-01") == [("void", 1000, 0)]
+    run("2026-05-01")
+    assert documents("2026-05-01") == [("open", 1500, 0)]
 
 
 def test_the_same_late_event_twice_corrects_once():
