@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from events import aws
-from events.consumers import Outcome, process_message
+from events.consumers import Event, Outcome, process_message
 from events.signing import signed_attributes
 
 AUDIT_QUEUE = "billing-test-audit-events"
@@ -88,6 +88,21 @@ def invoice_envelope(invoice_id: str, *, type: str = "invoice.issued", **data: A
         "aggregate_version": 1,
         "data": invoice_data(invoice_id=invoice_id, **data) if type == "invoice.issued" else data,
     }
+
+
+def event_from_row(row: Any) -> Event:
+    """The Event a consumer's handler would get for this outbox row (delivery itself skipped)."""
+    return Event(
+        id=row.id,
+        type=row.type,
+        schema_version=row.schema_version,
+        occurred_at=row.occurred_at,
+        producer=row.producer,
+        aggregate_type=row.aggregate_type,
+        aggregate_id=row.aggregate_id,
+        aggregate_version=row.aggregate_version,
+        data=row.data,
+    )
 
 
 def deliver(consumer: str, body: str | bytes, **kwargs: Any) -> Outcome:

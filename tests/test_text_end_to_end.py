@@ -8,10 +8,10 @@ from datetime import date
 import pytest
 
 from agreements.services import AgreementInput, agreement_create
-from events.consumers import Event
 from events.models import OutboxEvent
 from invoicing.models import Invoice, InvoiceLine
 from invoicing.services import invoices_run_inline, projection_apply
+from tests.factories import event_from_row
 
 pytestmark = pytest.mark.django_db
 
@@ -33,19 +33,7 @@ def test_a_customer_named_backslash_n_is_invoiced_as_such():
     # when its agreement.created reaches invoicing and the daily run bills it
     row = OutboxEvent.objects.get(aggregate_id=str(agreement.id))
     # (straight to invoicing's handler service: the delivery path is the consumers' tests' job)
-    projection_apply(
-        event=Event(
-            id=row.id,
-            type=row.type,
-            schema_version=row.schema_version,
-            occurred_at=row.occurred_at,
-            producer=row.producer,
-            aggregate_type=row.aggregate_type,
-            aggregate_id=row.aggregate_id,
-            aggregate_version=row.aggregate_version,
-            data=row.data,
-        )
-    )
+    projection_apply(event=event_from_row(row))
     assert invoices_run_inline(run_date=date(2026, 1, 31)).issued == 1
     # then the invoice carries the text as typed (COPY once read a bare \N as NULL and failed)
     invoice = Invoice.objects.get(agreement_id=str(agreement.id))

@@ -22,6 +22,7 @@ from invoicing.services import (
     invoices_run_inline,
     projection_apply,
 )
+from tests.factories import event_from_row
 
 from .factories import agreement_event
 
@@ -260,10 +261,10 @@ def test_net_billed_per_period_equals_the_full_history_whatever_the_delivery(int
         rng.shuffle(todays)
         split = rng.randint(0, len(todays))
         for e in todays[:split]:
-            projection_apply(event=_event(e))
+            projection_apply(event=event_from_row(e))
         invoices_run_inline(run_date=day)
         for e in todays[split:]:
-            projection_apply(event=_event(e))
+            projection_apply(event=event_from_row(e))
         for inv in Invoice.objects.filter(status="open"):
             if rng.random() < pay_ratio:
                 invoice_mark_paid(invoice_id=str(inv.id), payment_id="p")
@@ -276,19 +277,3 @@ def test_net_billed_per_period_equals_the_full_history_whatever_the_delivery(int
     for note in CreditNote.objects.all():
         billed[note.period_start] -= note.total_minor
     assert {k: v for k, v in billed.items() if v} == expected
-
-
-def _event(row: OutboxEvent):  # type: ignore[no-untyped-def]
-    from events.consumers import Event
-
-    return Event(
-        id=row.id,
-        type=row.type,
-        schema_version=row.schema_version,
-        occurred_at=row.occurred_at,
-        producer=row.producer,
-        aggregate_type=row.aggregate_type,
-        aggregate_id=row.aggregate_id,
-        aggregate_version=row.aggregate_version,
-        data=row.data,
-    )
