@@ -91,13 +91,15 @@ def agreement_reconcile(
     now = timezone.now()
     for start, (end, amount) in sorted(owed.items()):
         docs = invoices.get(start, [])
-        if any(i.voided_by == "operator" for i in docs):
-            continue  # an operator waived this period: it is theirs, not the history's
         paid = [i for i in docs if i.status == S.PAID]
         unpaid = [i for i in docs if i.status in states.UNPAID]
         paid_net = sum(i.total_minor - credited.get(i.pk, 0) for i in paid)
         billed = paid_net + sum(i.total_minor for i in unpaid)
         if billed == amount:
+            continue
+        if paid_net <= amount and any(i.voided_by == "operator" for i in docs):
+            # an operator waived this period: it is never billed again; but money paid beyond
+            # what it owes is still given back
             continue
         correction = PeriodCorrection(start, amount, billed)
         if start < oldest_correctable and not approved:
