@@ -47,3 +47,45 @@ def test_waiving_a_supplementary_invoice_does_not_keep_money_paid_for_a_period_t
         s=Sum("total_minor")
     )["s"]
     assert credited == 1000, f"credited {credited}: the customer keeps paying 1000 for a paused April"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_operator_void_that_lands_while_a_correction_runs_is_not_overridden_by_a_reissue(monkeypatch):
+    import threading
+
+    from django.db import connection
+
+    from invoicing.services import corrections
+
+    # given April billed (1000), open
+    deliver("agreement.created", 1, start_date="2026-01-01")
+    invoices_run_inline(run_date=date(2026, 4, 1))
+    april = Invoice.objects.get(agreement_id="A", period_start=date(2026, 4, 1))
+
+    # when an operator voids April (a waiver) just as a late price change is being projected: the
+    # correction has read April as open and decided to void and reissue it; the void lands first
+    real_void = corrections.invoice_void
+
+    def operator_void_lands_first(**kwargs: object) -> object:
+        def operator() -> None:
+            try:
+                invoice_void(invoice_id=str(april.id), reason="goodwill")
+            finally:
+                connection.close()
+
+        t = threading.Thread(target=operator)
+        t.start()
+        t.join(timeout=3)  # (if the correction holds April locked, the operator waits for it)
+        return real_void(**kwargs)
+
+    monkeypatch.setattr(corrections, "invoice_void", operator_void_lands_first)
+    deliver("agreement.price_changed", 2, amount_minor=1500, currency="EUR", effective_from="2026-04-01")
+
+    # then one of the two orders is what happened: either the operator's void waived April (nothing
+    # reissued), or the correction voided it and reissued it (the operator can waive that one);
+    # never the operator's waiver recorded and April billed again anyway
+    april.refresh_from_db()
+    reissued = Invoice.objects.filter(agreement_id="A", period_start=date(2026, 4, 1), revision__gt=0)
+    assert not (april.voided_by == "operator" and reissued.exists()), (
+        f"April voided by the operator (waived) and reissued as {list(reissued.values_list('number', 'total_minor'))}"
+    )
