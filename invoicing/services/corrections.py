@@ -81,8 +81,12 @@ def agreement_reconcile(
     if not owed:
         return result
     invoices: dict[date, list[Invoice]] = defaultdict(list)
-    for inv in Invoice.objects.filter(agreement_id=row.agreement_id, period_start__gte=min(owed)).order_by(
-        "issued_at", "sequence"
+    # Locked: what is decided from these (void, credit, reissue) must still hold when it is done,
+    # whatever an operator's void or a payment outcome does to them meanwhile.
+    for inv in (
+        Invoice.objects.select_for_update()
+        .filter(agreement_id=row.agreement_id, period_start__gte=min(owed))
+        .order_by("issued_at", "sequence")
     ):
         invoices[inv.period_start].append(inv)
     credited = _credited(row.agreement_id, min(owed))
