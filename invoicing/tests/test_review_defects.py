@@ -89,3 +89,46 @@ def test_an_operator_void_that_lands_while_a_correction_runs_is_not_overridden_b
     assert not (april.voided_by == "operator" and reissued.exists()), (
         f"April voided by the operator (waived) and reissued as {list(reissued.values_list('number', 'total_minor'))}"
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_saving_an_agreement_in_admin_never_undoes_an_event_projected_meanwhile(client, monkeypatch):
+    import threading
+
+    from django.contrib.auth.models import User
+    from django.db import connection
+
+    from invoicing.admin import BillableAgreementAdmin
+    from invoicing.models import BillableAgreement
+
+    # given an agreement flagged for catch-up, which an operator opens in admin to approve it
+    deliver("agreement.created", 1, start_date="2025-01-01")
+    invoices_run_inline(run_date=date(2026, 4, 1))
+    row = BillableAgreement.objects.get(agreement_id="A")
+    assert row.flagged_reason
+    client.force_login(User.objects.create_superuser("op", password="pw"))
+
+    # when a price change is projected while the operator's save is on its way (after the admin
+    # read the row, before it wrote it)
+    real_save_model = BillableAgreementAdmin.save_model
+
+    def projection_lands_meanwhile(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        def consumer() -> None:
+            try:
+                deliver("agreement.price_changed", 2, amount_minor=1500, currency="EUR", effective_from="2026-05-01")
+            finally:
+                connection.close()
+
+        t = threading.Thread(target=consumer)
+        t.start()
+        t.join(timeout=3)
+        return real_save_model(self, request, obj, form, change)
+
+    monkeypatch.setattr(BillableAgreementAdmin, "save_model", projection_lands_meanwhile)
+    resp = client.post(f"/admin/invoicing/billableagreement/{row.pk}/change/", {"catchup_approved": "on"})
+    assert resp.status_code == 302, resp.content[:500]
+
+    # then the operator's approval is saved and the projected price change is still there
+    row.refresh_from_db()
+    assert row.catchup_approved
+    assert [p[1] for p in row.prices] == [1000, 1500], f"prices {row.prices}: the price change was lost"
