@@ -87,7 +87,8 @@ def test_an_operator_void_that_lands_while_a_correction_runs_is_not_overridden_b
     april.refresh_from_db()
     reissued = Invoice.objects.filter(agreement_id="A", period_start=date(2026, 4, 1), revision__gt=0)
     assert not (april.voided_by == "operator" and reissued.exists()), (
-        f"April voided by the operator (waived) and reissued as {list(reissued.values_list('number', 'total_minor'))}"
+        "April voided by the operator (waived) and reissued as "
+        f"{list(reissued.values_list('number', 'total_minor'))}"
     )
 
 
@@ -115,7 +116,13 @@ def test_saving_an_agreement_in_admin_never_undoes_an_event_projected_meanwhile(
     def projection_lands_meanwhile(self, request, obj, form, change):  # type: ignore[no-untyped-def]
         def consumer() -> None:
             try:
-                deliver("agreement.price_changed", 2, amount_minor=1500, currency="EUR", effective_from="2026-05-01")
+                deliver(
+                    "agreement.price_changed",
+                    2,
+                    amount_minor=1500,
+                    currency="EUR",
+                    effective_from="2026-05-01",
+                )
             finally:
                 connection.close()
 

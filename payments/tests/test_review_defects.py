@@ -33,7 +33,10 @@ def test_a_charge_whose_worker_died_after_the_gateway_took_the_money_is_refunded
     assert claimed is not None
     p, _attempt = claimed
     taken = gateway().charge(
-        idempotency_key=p.idempotency_key, amount_minor=p.amount_minor, currency=p.currency, customer="cus-died"
+        idempotency_key=p.idempotency_key,
+        amount_minor=p.amount_minor,
+        currency=p.currency,
+        customer="cus-died",
     )
     assert taken.ok
     # and the invoice is voided while the payment is still "processing"
@@ -52,6 +55,7 @@ def test_a_charge_whose_worker_died_after_the_gateway_took_the_money_is_refunded
     stats = gateway_stats(sandbox)
     [charge] = [c for c in stats["charges_detail"].values() if c["key"].startswith(f"pay-{p.pk}#")]
     assert charge["refunded"] == charge["amount"] == p.amount_minor, (
-        f"payment is {Payment.objects.get(pk=p.pk).status}; the gateway kept {charge['amount'] - charge['refunded']}"
+        f"payment is {Payment.objects.get(pk=p.pk).status}; "
+        f"the gateway kept {charge['amount'] - charge['refunded']}"
     )
     assert Payment.objects.get(pk=p.pk).status == Payment.Status.REFUNDED
