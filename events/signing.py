@@ -63,7 +63,7 @@ def verify(body: str | bytes, attributes: dict[str, Any] | None) -> str:
         raise SignatureError(f"signed with an unknown or retired key {key_id[:40]!r}")
     raw = body.encode("utf-8") if isinstance(body, str) else body
     expected = hmac.new(secret, raw, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, given):
+    if not hmac.compare_digest(expected.encode("ascii"), given.encode("utf-8")):  # bytes: any text compares
         raise SignatureError(f"bad signature for key {key_id[:40]!r}: the body was altered or forged")
     return key_id
 

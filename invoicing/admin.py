@@ -129,6 +129,11 @@ class BillableAgreementAdmin(GuardedActionsMixin, admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def save_model(self, request: HttpRequest, obj: BillableAgreement, form: Any, change: bool) -> None:
+        # Only what the form edits: the projection and the daily run write the other fields under
+        # the row's lock, and a full save would put back what this page read before they did.
+        obj.save(update_fields=[*form.changed_data, "updated_at"])
+
     @admin.action(
         description="Approve catch-up billing of flagged agreements (next run bills them)",
         permissions=["change"],

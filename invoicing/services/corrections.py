@@ -81,8 +81,12 @@ def agreement_reconcile(
     if not owed:
         return result
     invoices: dict[date, list[Invoice]] = defaultdict(list)
-    for inv in Invoice.objects.filter(agreement_id=row.agreement_id, period_start__gte=min(owed)).order_by(
-        "issued_at", "sequence"
+    # Locked: what is decided from these (void, credit, reissue) must still hold when it is done,
+    # whatever an operator's void or a payment outcome does to them meanwhile.
+    for inv in (
+        Invoice.objects.select_for_update()
+        .filter(agreement_id=row.agreement_id, period_start__gte=min(owed))
+        .order_by("issued_at", "sequence")
     ):
         invoices[inv.period_start].append(inv)
     credited = _credited(row.agreement_id, min(owed))
@@ -91,13 +95,15 @@ def agreement_reconcile(
     now = timezone.now()
     for start, (end, amount) in sorted(owed.items()):
         docs = invoices.get(start, [])
-        if any(i.voided_by == "operator" for i in docs):
-            continue  # an operator waived this period: it is theirs, not the history's
         paid = [i for i in docs if i.status == S.PAID]
         unpaid = [i for i in docs if i.status in states.UNPAID]
         paid_net = sum(i.total_minor - credited.get(i.pk, 0) for i in paid)
         billed = paid_net + sum(i.total_minor for i in unpaid)
         if billed == amount:
+            continue
+        if paid_net <= amount and any(i.voided_by == "operator" for i in docs):
+            # an operator waived this period: it is never billed again; but money paid beyond
+            # what it owes is still given back
             continue
         correction = PeriodCorrection(start, amount, billed)
         if start < oldest_correctable and not approved:

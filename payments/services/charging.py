@@ -91,9 +91,12 @@ def lease_end(after_seconds: float = 0) -> datetime:
 
 def outcome_unknown(p: Payment) -> bool:
     """Whether the current step's last try may have charged without our hearing it (a timeout or
-    a dropped connection, not an answer): only asking again with its key tells."""
+    a dropped connection, not an answer; or a try whose worker died before recording any answer):
+    only asking again with its key tells."""
     last = p.attempts.filter(idempotency_key=p.idempotency_key).order_by("-started_at").first()
-    return last is not None and last.outcome == TRANSIENT and last.http_status == 0
+    if last is None:
+        return False
+    return last.finished_at is None or (last.outcome == TRANSIENT and last.http_status == 0)
 
 
 def _claim(payment_id: str) -> tuple[Payment, PaymentAttempt] | None:

@@ -1,0 +1,61 @@
+"""Defects found in review: each test states what must hold and fails on the code reviewed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from payments.gateway import gateway
+from payments.models import Payment, Refund
+from payments.services import (
+    payment_charge,
+    payment_close_for_invoice,
+    payment_create_for_invoice,
+    payment_refund,
+    payments_retry_due,
+)
+from payments.services.charging import _claim
+from tests.factories import gateway_stats, invoice_data
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_charge_whose_worker_died_after_the_gateway_took_the_money_is_refunded_once_its_invoice_is_void(
+    sandbox, empty_queues
+):
+    # given a charge in flight: the worker claimed the payment and the gateway took the money,
+    # then the worker died before recording the answer (the attempt has no outcome)
+    payment, _ = payment_create_for_invoice(data=invoice_data("cus-died"))
+    claimed = _claim(str(payment.pk))
+    assert claimed is not None
+    p, _attempt = claimed
+    taken = gateway().charge(
+        idempotency_key=p.idempotency_key,
+        amount_minor=p.amount_minor,
+        currency=p.currency,
+        customer="cus-died",
+    )
+    assert taken.ok
+    # and the invoice is voided while the payment is still "processing"
+    payment_close_for_invoice(invoice_id=p.invoice_id, reason="issued in error")
+
+    # when the retry sweep rescues the stale "processing" payment and its charge task runs
+    stale = timezone.now() - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS + 1)
+    Payment.objects.filter(pk=p.pk).update(updated_at=stale)
+    assert payments_retry_due() == 1
+    payment_charge(payment_id=str(p.pk))
+    for refund in Refund.objects.filter(payment_id=p.pk):
+        payment_refund(refund_id=str(refund.pk))
+
+    # then the money taken for the void invoice is given back (the gateway is asked again with
+    # the same key: its answer is the original charge), not kept behind a "cancelled" payment
+    stats = gateway_stats(sandbox)
+    [charge] = [c for c in stats["charges_detail"].values() if c["key"].startswith(f"pay-{p.pk}#")]
+    assert charge["refunded"] == charge["amount"] == p.amount_minor, (
+        f"payment is {Payment.objects.get(pk=p.pk).status}; "
+        f"the gateway kept {charge['amount'] - charge['refunded']}"
+    )
+    assert Payment.objects.get(pk=p.pk).status == Payment.Status.REFUNDED
