@@ -1,4 +1,4 @@
-"""Defects found in review: each test states what must hold and fails on the code reviewed."""
+"""A closed invoice keeps no money: charges whose outcome was never heard are asked again and refunded."""
 
 from __future__ import annotations
 

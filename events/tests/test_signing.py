@@ -1,4 +1,4 @@
-"""Defects found in review: each test states what must hold and fails on the code reviewed."""
+"""Signatures: anything not signed by a current key, however malformed, is poison at once."""
 
 from __future__ import annotations
 

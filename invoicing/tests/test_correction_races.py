@@ -1,4 +1,4 @@
-"""Defects found in review: each test states what must hold and fails on the code reviewed."""
+"""Corrections racing operators and the admin: waivers, concurrent voids, the projection form."""
 
 from __future__ import annotations
 
