@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError
 
 # Idempotent work: acknowledged after it ran (a crash redelivers it), database hiccups
 # (a terminated connection, a serialization failure) retried a bounded number of times.
@@ -13,7 +13,7 @@ IDEMPOTENT_DB_TASK: dict[str, Any] = {
     "bind": True,
     "ignore_result": True,
     "acks_late": True,
-    "autoretry_for": (DatabaseError,),
+    "autoretry_for": (DatabaseError, InterfaceError),
     "max_retries": 5,
     "retry_backoff": True,
     "retry_backoff_max": 60,

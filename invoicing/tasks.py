@@ -9,7 +9,7 @@ from typing import Any
 import psycopg2
 from celery import shared_task
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError
 
 from events.task_options import backoff_seconds
 
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 # A dropped connection, a deadlock, a serialization failure: worth another try. psycopg2's own
 # errors are listed too, for any cursor path that does not go through Django's error wrapping.
-RETRYABLE = (DatabaseError, psycopg2.Error)
+RETRYABLE = (DatabaseError, InterfaceError, psycopg2.Error)
 
 
 @shared_task(name="invoicing.issue_due_invoices", bind=True, ignore_result=True, acks_late=True)

@@ -106,6 +106,9 @@ class Refund(models.Model):
     reason = models.CharField(max_length=500)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    # Bumped when an operator retries a refund the gateway refused: a gateway replays a refused
+    # result for a key it has seen, so a deliberate retry needs a key of its own.
+    operator_retries = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     gateway_reference = models.CharField(max_length=100, blank=True, default="")
     last_error = models.CharField(max_length=500, blank=True, default="")
@@ -128,7 +131,9 @@ class Refund(models.Model):
 
     @property
     def idempotency_key(self) -> str:
-        return f"refund-{self.id}"
+        """Every automatic try uses the same key (a lost answer is replayed, never refunded twice);
+        an operator's retry after a refusal gets the next one."""
+        return f"refund-{self.id}" + (f"#{self.operator_retries}" if self.operator_retries else "")
 
 
 class ClosedInvoice(models.Model):

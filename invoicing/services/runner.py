@@ -55,6 +55,8 @@ def invoices_run_inline(*, run_date: date, dry_run: bool = False, progress: Any 
                 progress(1)
         return summary
     _run, chunks = daily_run_start(run_date=run_date)
+    # taken by this process: the watchdog resends them only if it dies (after the broker's timeout)
+    chunks_mark_enqueued([c.pk for c in chunks])
     for chunk in chunks:
         try:
             _add(summary, chunk_execute(chunk_id=chunk.pk))

@@ -210,3 +210,25 @@ def test_a_run_stuck_running_raises_an_alert_and_resolves_when_it_ends(settings,
 
     chunk_execute(chunk_id=chunk.pk)
     assert "alert.resolved:daily_run_stuck" in monitor_run()
+
+
+def test_the_watchdog_leaves_the_chunks_of_an_inline_run_to_it(settings, monkeypatch):
+    """An operator's `invoices_issue` drives its own chunks; the watchdog (beat) must not send them
+    to workers meanwhile (the command would then report fewer invoices than it issued)."""
+    from invoicing.services import daily_run_watchdog
+    from invoicing.services import runner as runner_module
+
+    settings.INVOICING_CHUNK_SIZE = 1
+    settings.INVOICING_CHUNK_STALE_SECONDS = 0
+    for i in range(3):
+        make(f"I{i}", start_date="2026-01-01")
+    resent: list[int] = []
+    real_execute = runner_module.chunk_execute
+
+    def execute_then_watch(*, chunk_id: int):  # the watchdog runs between the command's chunks
+        resent.extend(k["chunk_id"] for k in daily_run_watchdog().resend)
+        return real_execute(chunk_id=chunk_id)
+
+    monkeypatch.setattr(runner_module, "chunk_execute", execute_then_watch)
+    summary = invoices_run_inline(run_date=date(2026, 1, 1))
+    assert resent == [] and summary.issued == 3

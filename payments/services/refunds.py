@@ -38,7 +38,7 @@ def _lease() -> Any:
 
 def _send_when_committed(refund: Refund) -> None:
     refund.next_attempt_at = _lease()
-    refund.save(update_fields=["next_attempt_at", "payment", "updated_at"])
+    refund.save(update_fields=["status", "next_attempt_at", "payment", "operator_retries", "updated_at"])
     refund_id = str(refund.id)
     transaction.on_commit(lambda: enqueue_refund(refund_id), robust=True)
 
@@ -210,9 +210,11 @@ def refund_retry_now(*, refund_id: str) -> bool:
     refund = Refund.objects.select_for_update().get(pk=refund_id)
     if refund.status not in (R.FAILED, R.PENDING):
         return False
+    if refund.status == R.FAILED:
+        refund.operator_retries += 1  # the refused key would only be replayed
     states.transition(refund, R.PENDING)
     if refund.payment is None or refund.payment.status not in REFUNDABLE:
-        refund.save(update_fields=["status", "updated_at"])
+        refund.save(update_fields=["status", "operator_retries", "updated_at"])
         return False
     _send_when_committed(refund)
     return True

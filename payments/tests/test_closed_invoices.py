@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -59,3 +60,23 @@ def test_a_charge_whose_worker_died_after_the_gateway_took_the_money_is_refunded
         f"the gateway kept {charge['amount'] - charge['refunded']}"
     )
     assert Payment.objects.get(pk=p.pk).status == Payment.Status.REFUNDED
+
+
+@pytest.mark.django_db
+def test_an_operator_retry_of_a_refused_refund_gets_a_key_of_its_own(django_capture_on_commit_callbacks):
+    # a gateway replays a refused result for a key it has seen: retrying with it could never succeed
+    from payments.services import refund_retry_now
+
+    payment, _ = payment_create_for_invoice(data=invoice_data("cus-rk"))
+    Payment.objects.filter(pk=payment.pk).update(status="succeeded", gateway_reference="ch_x")
+    refund = Refund.objects.create(
+        id=uuid.uuid4(), key="credit_note:x", invoice_id=payment.invoice_id, payment=payment,
+        amount_minor=100, currency="EUR", reason="r", status="failed",
+    )  # fmt: skip
+    first_key = refund.idempotency_key
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        assert refund_retry_now(refund_id=str(refund.pk))
+    refund.refresh_from_db()
+    assert refund.status == "pending" and refund.idempotency_key != first_key and len(sent) == 1
+    # automatic tries of the same attempt keep their key (a lost answer is replayed)
+    assert refund.idempotency_key == Refund.objects.get(pk=refund.pk).idempotency_key
