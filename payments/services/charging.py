@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from events import contracts, metrics
@@ -61,6 +61,7 @@ def payment_create_for_invoice(*, data: dict[str, Any]) -> tuple[Payment, bool]:
     """One payment per invoice, however often invoice.issued arrives; the charge is enqueued
     after commit. An invoice voided before its ``invoice.issued`` got here starts cancelled.
     Returns (payment, created)."""
+    lock_invoice(data["invoice_id"])
     payment, created = Payment.objects.get_or_create(
         invoice_id=data["invoice_id"],
         defaults={
@@ -82,6 +83,19 @@ def payment_create_for_invoice(*, data: dict[str, Any]) -> tuple[Payment, bool]:
         return payment, True
     transaction.on_commit(lambda: enqueue_charge(str(payment.id)), robust=True)
     return payment, True
+
+
+def lock_invoice(invoice_id: str) -> None:
+    """Serialize, until the transaction ends, everything payments does about one invoice.
+
+    ``invoice.issued`` and ``invoice.voided`` can be handled at the same moment by two consumer
+    threads: without this, each misses the other's uncommitted row (the payment, the closed-invoice
+    note) and a voided invoice is charged. Found by the soak.
+    """
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"payments.invoice:{invoice_id}"]
+        )
 
 
 def lease_end(after_seconds: float = 0) -> datetime:

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from events import contracts, metrics
@@ -226,8 +226,18 @@ def refunds_retry_due(*, limit: int = 1000) -> int:
     stale = now - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS)
     with transaction.atomic():
         due = list(
-            Refund.objects.select_for_update(skip_locked=True)
-            .filter(status=R.PENDING, next_attempt_at__lte=now)
+            Refund.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(
+                Q(next_attempt_at__lte=now)
+                # waiting for a charge that has succeeded since (belt and braces: the success
+                # releases its refunds itself)
+                | Q(
+                    next_attempt_at__isnull=True,
+                    payment__status__in=REFUNDABLE,
+                    payment__gateway_reference__gt="",
+                ),
+                status=R.PENDING,
+            )
             .values_list("pk", flat=True)[:limit]
         )
         stuck = list(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -80,3 +81,36 @@ def test_an_operator_retry_of_a_refused_refund_gets_a_key_of_its_own(django_capt
     assert refund.status == "pending" and refund.idempotency_key != first_key and len(sent) == 1
     # automatic tries of the same attempt keep their key (a lost answer is replayed)
     assert refund.idempotency_key == Refund.objects.get(pk=refund.pk).idempotency_key
+
+
+@pytest.mark.django_db(transaction=True)
+def test_invoice_issued_and_voided_handled_at_the_same_moment_never_leave_a_live_payment(monkeypatch):
+    """Found by the soak: two consumer threads, one creating the payment, one recording the void;
+    each missed the other's uncommitted row and the voided invoice went into dunning."""
+    import threading
+
+    from django.db import connection
+
+    from payments.services import charging
+
+    data = invoice_data("cus-race")
+    checked = threading.Event()
+
+    def on_commit_slowly(fn, robust=False):  # the create has looked for a void; not yet committed
+        checked.set()
+        time.sleep(0.5)
+
+    monkeypatch.setattr(charging.transaction, "on_commit", on_commit_slowly)
+
+    def issue() -> None:
+        try:
+            payment_create_for_invoice(data=data)
+        finally:
+            connection.close()
+
+    t = threading.Thread(target=issue)
+    t.start()
+    checked.wait(5)
+    payment_close_for_invoice(invoice_id=data["invoice_id"], reason="voided by a correction")
+    t.join()
+    assert Payment.objects.get(invoice_id=data["invoice_id"]).status == "cancelled"
