@@ -30,6 +30,16 @@ def check_messaging_settings(app_configs: Any = None, **kwargs: Any) -> list[Err
         )
     if settings.MESSAGING_MAX_RECEIVE_COUNT < 1:
         errors.append(Error("MESSAGING_MAX_RECEIVE_COUNT must be at least 1.", id="billing.E003"))
+    broker_prefix = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("queue_name_prefix", "")
+    if broker_prefix != f"{settings.RESOURCE_PREFIX}celery-":
+        errors.append(
+            Error(
+                f"The broker's queue_name_prefix {broker_prefix!r} is not RESOURCE_PREFIX + 'celery-' "
+                f"({settings.RESOURCE_PREFIX!r}): workers would use queues messaging_provision never "
+                "made (no DLQ). Call settings.base.derive(globals()) last in the settings module.",
+                id="billing.E004",
+            )
+        )
     return errors
 
 

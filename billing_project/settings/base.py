@@ -3,11 +3,17 @@
 Development works with nothing set; production (``prod.py``) refuses to start
 without the secrets it needs. Every knob that differs between a laptop and AWS
 is an environment variable documented in README.md.
+
+Settings computed from others (names built from ``RESOURCE_PREFIX``, the log
+formatter from ``LOG_FORMAT``) are set by ``derive()``, which every environment
+module calls last, after its own defaults: computed here, they would keep the
+base defaults whatever the environment module says.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import environ
@@ -154,10 +160,10 @@ _broker_url, _broker_secure = sqs_broker_url(
     AWS_ENDPOINT_URL, AWS_LOCAL_ACCESS_KEY_ID, AWS_LOCAL_SECRET_ACCESS_KEY
 )
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=_broker_url)
-CELERY_BROKER_TRANSPORT_OPTIONS = {
+# queue_name_prefix is added by derive(), once the environment module has set RESOURCE_PREFIX.
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {
     "region": AWS_REGION,
     "is_secure": _broker_secure,
-    "queue_name_prefix": f"{RESOURCE_PREFIX}celery-",
     "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
     "wait_time_seconds": env.int("CELERY_SQS_WAIT_TIME_SECONDS", default=10),
     "polling_interval": env.float("CELERY_SQS_POLLING_INTERVAL", default=0.5),
@@ -300,3 +306,16 @@ MONITOR_INTERVAL_SECONDS = env.int("MONITOR_INTERVAL_SECONDS", default=60)
 MONITOR_DAILY_RUN_MAX_AGE_HOURS = env.int("MONITOR_DAILY_RUN_MAX_AGE_HOURS", default=26)
 MONITOR_PAYMENT_FAILURE_RATE = env.float("MONITOR_PAYMENT_FAILURE_RATE", default=0.2)
 MONITOR_PAYMENT_MIN_OUTCOMES = env.int("MONITOR_PAYMENT_MIN_OUTCOMES", default=20)
+
+
+def derive(ns: dict[str, Any]) -> None:
+    """Set the settings computed from others in ``ns`` (an environment module's ``globals()``).
+
+    Call it last in every environment module. The check billing.E004 refuses to start if a
+    module forgot (the broker would then use queues no one provisioned, without DLQs).
+    """
+    ns["CELERY_BROKER_TRANSPORT_OPTIONS"] = {
+        **ns["CELERY_BROKER_TRANSPORT_OPTIONS"],
+        "queue_name_prefix": f"{ns['RESOURCE_PREFIX']}celery-",
+    }
+    ns["LOGGING"]["handlers"]["console"]["formatter"] = ns["LOG_FORMAT"]

@@ -1,7 +1,7 @@
 """Test run: PostgreSQL from DATABASE_URL and the moto server the test run starts."""
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import derive, env
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -26,3 +26,5 @@ EXTRA_EVENT_QUEUES = [
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 PAYMENT_TRANSIENT_BACKOFF_SECONDS = 0
 PAYMENT_RATE_LIMIT_PER_SECOND = 1000
+
+derive(globals())  # last: names and formats from this module's values
