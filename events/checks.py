@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from django.conf import settings
@@ -40,6 +41,13 @@ def check_messaging_settings(app_configs: Any = None, **kwargs: Any) -> list[Err
                 id="billing.E004",
             )
         )
+    for net in settings.METRICS_TRUSTED_SCRAPERS:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            errors.append(
+                Error(f"METRICS_TRUSTED_SCRAPERS: {net!r} is not an IP address or CIDR.", id="billing.E005")
+            )
     return errors
 
 

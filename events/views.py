@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
+import ipaddress
 import json
 import os
 import uuid
@@ -70,18 +72,15 @@ _gauges_refreshed = 0.0
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus metrics. Token (METRICS_TOKEN) or, without one, loopback callers only."""
+    """Prometheus metrics, for a caller with the token (METRICS_TOKEN) or a trusted scraper."""
     import time as _time
 
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
     from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 
-    token = settings.METRICS_TOKEN
-    if token:
-        if request.headers.get("Authorization", "") != f"Bearer {token}":
-            return HttpResponse("metrics need 'Authorization: Bearer <METRICS_TOKEN>'\n", status=401)
-    elif request.META.get("REMOTE_ADDR") not in ("127.0.0.1", "::1"):
-        return HttpResponse("metrics are served to loopback only unless METRICS_TOKEN is set\n", status=403)
+    refused = _metrics_refusal(request)
+    if refused is not None:
+        return refused
     global _gauges_refreshed
     if _time.monotonic() - _gauges_refreshed > 15:  # queue depths and outbox backlog, at most every 15 s
         _gauges_refreshed = _time.monotonic()
@@ -98,6 +97,39 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     else:
         registry = DEFAULT_REGISTRY
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def _metrics_refusal(request: HttpRequest) -> HttpResponse | None:
+    """None when the caller may read /metrics, else the 401/403 answer saying what is needed.
+
+    Allowed: the right ``Authorization: Bearer <METRICS_TOKEN>`` (compared in constant time), or a
+    connection from an address in METRICS_TRUSTED_SCRAPERS. Only REMOTE_ADDR counts, never
+    X-Forwarded-For: behind a TLS proxy REMOTE_ADDR is the proxy's, which is why production trusts
+    no address by default (development trusts loopback).
+    """
+    token = settings.METRICS_TOKEN
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+            return None
+    if _trusted_scraper(request.META.get("REMOTE_ADDR", "")):
+        return None
+    if token:
+        return HttpResponse("metrics need 'Authorization: Bearer <METRICS_TOKEN>'\n", status=401)
+    return HttpResponse(
+        "metrics are served to METRICS_TRUSTED_SCRAPERS only; set it or METRICS_TOKEN\n", status=403
+    )
+
+
+def _trusted_scraper(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # a dual-stack socket's IPv4 peer
+        ip = ip.ipv4_mapped
+    # Settings are validated at startup (check billing.E005); strict=False accepts host bits.
+    return any(ip in ipaddress.ip_network(net, strict=False) for net in settings.METRICS_TRUSTED_SCRAPERS)
 
 
 class BadRequest(ValueError):

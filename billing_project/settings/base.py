@@ -42,6 +42,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: load balancer and kubelet probes (plain HTTP, the pod IP as Host) are answered
+    # before the SSL redirect and host validation could refuse them.
+    "billing_project.middleware.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -300,8 +303,11 @@ EMAIL_HOST = env.str("EMAIL_HOST", default="127.0.0.1")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 
 # --- Metrics -----------------------------------------------------------------------
-# /metrics answers loopback callers only, unless this token is set (then: Bearer token).
+# /metrics answers a caller sending "Authorization: Bearer <METRICS_TOKEN>", or connecting from
+# one of METRICS_TRUSTED_SCRAPERS (IPs or CIDRs; REMOTE_ADDR, so behind a proxy it is the proxy's:
+# production trusts no address by default).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_TRUSTED_SCRAPERS: list[str] = env.list("METRICS_TRUSTED_SCRAPERS", default=["127.0.0.1", "::1"])
 MONITOR_INTERVAL_SECONDS = env.int("MONITOR_INTERVAL_SECONDS", default=60)
 MONITOR_DAILY_RUN_MAX_AGE_HOURS = env.int("MONITOR_DAILY_RUN_MAX_AGE_HOURS", default=26)
 MONITOR_PAYMENT_FAILURE_RATE = env.float("MONITOR_PAYMENT_FAILURE_RATE", default=0.2)

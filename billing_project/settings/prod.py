@@ -23,6 +23,9 @@ if len(SECRET_KEY) < 50 or SECRET_KEY.startswith("dev-insecure"):
     raise ImproperlyConfigured("SECRET_KEY must be at least 50 random characters in production.")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+# Behind a TLS proxy every request comes from the proxy's address (often loopback): trust none
+# by default, so /metrics needs METRICS_TOKEN unless the scrapers' addresses are named.
+METRICS_TRUSTED_SCRAPERS = env.list("METRICS_TRUSTED_SCRAPERS", default=[])
 RESOURCE_PREFIX = env.str("RESOURCE_PREFIX", default="billing-prod-")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
