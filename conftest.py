@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -11,7 +11,7 @@ from celery.contrib.testing.worker import start_worker
 from django.core.management import call_command
 
 from billing_project.celery import app as celery_app
-from events import aws, topology
+from events import aws, provisioning, topology
 from scripts.devstack import free_port
 
 
@@ -39,6 +39,21 @@ def empty_queues(provisioned: topology.Topology, sqs: Any) -> topology.Topology:
         for name in (q.name, q.dlq_name):
             sqs.purge_queue(QueueUrl=aws.queue_url(name))
     return provisioned
+
+
+@pytest.fixture
+def delete_queue(provisioned: topology.Topology, sqs: Any) -> Iterator[Callable[[str], None]]:
+    """Delete queues by full name during a test (an operator's mistake, an account cleanup);
+    messaging_provision brings them back afterwards for the tests that follow."""
+    deleted: list[str] = []
+
+    def delete(name: str) -> None:
+        sqs.delete_queue(QueueUrl=aws.queue_url(name))
+        deleted.append(name)
+
+    yield delete
+    if deleted:
+        provisioning.provision(topology.build())
 
 
 @pytest.fixture

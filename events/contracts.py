@@ -257,6 +257,7 @@ ALERT_DATA = _obj(
 ALERT_TYPES = (
     "alert.payment_failed",
     "alert.dlq_not_empty",
+    "alert.queues_missing",
     "alert.queue_message_too_old",
     "alert.outbox_lagging",
     "alert.daily_run_missed",

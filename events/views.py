@@ -40,10 +40,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Readiness: PostgreSQL, SQS and SNS answer (503 with the failing part otherwise)."""
+    """Readiness: PostgreSQL answers, every queue and DLQ of the topology exists (read now, not
+    from a cache: a queue deleted under a running worker shows at once), SNS answers.
+    503 with the failing part otherwise."""
     from django.db import connection
 
-    from . import aws, topology
+    from . import aws, monitoring, topology
 
     checks: dict[str, str] = {}
     try:
@@ -53,8 +55,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
     except Exception as exc:  # noqa: BLE001 - report, do not crash the probe
         checks["database"] = f"error: {type(exc).__name__}"
     try:
-        aws.client("sqs").get_queue_url(QueueName=topology.task_queue_name("default"))
-        checks["sqs"] = "ok"
+        missing = monitoring.missing_queues()
+        checks["sqs"] = f"missing: {', '.join(missing)}" if missing else "ok"
     except Exception as exc:  # noqa: BLE001
         checks["sqs"] = f"error: {type(exc).__name__}"
     try:

@@ -15,6 +15,9 @@ from tests.test_settings import PROD_ENV, ROOT
 
 pytestmark = pytest.mark.django_db
 
+AUDIT_QUEUE = "billing-test-audit-events"
+
+
 def test_healthz_and_readyz(client, provisioned, settings):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
@@ -23,6 +26,25 @@ def test_healthz_and_readyz(client, provisioned, settings):
     settings.AWS_MAX_ATTEMPTS = 1
     down = client.get("/readyz")
     assert down.status_code == 503 and down.json()["checks"]["sqs"].startswith("error")
+
+
+def test_readyz_reports_a_queue_deleted_under_it_and_recovers_once_provisioned(
+    client, provisioned, delete_queue
+):
+    # given a ready service whose queue URLs are already looked up (and cached)
+    assert client.get("/readyz").status_code == 200
+    # when a consumer queue and a task queue's DLQ are deleted
+    delete_queue(AUDIT_QUEUE)
+    delete_queue("billing-test-celery-payments-dlq")
+    # then readiness names both
+    resp = client.get("/readyz")
+    assert resp.status_code == 503
+    assert resp.json()["checks"]["sqs"] == f"missing: {AUDIT_QUEUE}, billing-test-celery-payments-dlq"
+    # and is back once messaging_provision recreated them
+    from events import provisioning, topology
+
+    provisioning.provision(topology.build())
+    assert client.get("/readyz").status_code == 200
 
 
 PROBE_SETTINGS = {
