@@ -48,6 +48,15 @@ def check_messaging_settings(app_configs: Any = None, **kwargs: Any) -> list[Err
             errors.append(
                 Error(f"METRICS_TRUSTED_SCRAPERS: {net!r} is not an IP address or CIDR.", id="billing.E005")
             )
+    for arn in settings.OPERATOR_PRINCIPAL_ARNS:
+        if not arn.startswith("arn:") or ":iam::" not in arn:
+            errors.append(
+                Error(
+                    f"OPERATOR_PRINCIPAL_ARNS: {arn!r} is not an IAM principal ARN "
+                    "(e.g. arn:aws:iam::123456789012:role/billing-operator).",
+                    id="billing.E006",
+                )
+            )
     return errors
 
 

@@ -129,6 +129,10 @@ MESSAGING_DLQ_RETENTION_SECONDS = env.int("MESSAGING_DLQ_RETENTION_SECONDS", def
 # Keep it well above (messages a poller holds / handler threads) x the slowest handler.
 MESSAGING_EVENT_VISIBILITY_TIMEOUT = env.int("MESSAGING_EVENT_VISIBILITY_TIMEOUT", default=300)
 EVENTS_API_SETTLE_SECONDS = env.int("EVENTS_API_SETTLE_SECONDS", default=5)
+# IAM principals (ARNs, wildcards allowed) that may send straight to consumer queues besides the
+# project's SNS topics: whoever runs events_replay --to-queue and dlq_redrive, and the web role if
+# operators use the admin's replay/redrive. Everyone else is denied by the queue policy.
+OPERATOR_PRINCIPAL_ARNS: list[str] = env.list("OPERATOR_PRINCIPAL_ARNS", default=[])
 # SNS e-mail subscriptions on the alerts topic (real AWS: confirm by mail).
 ALERT_EMAILS: list[str] = env.list("ALERT_EMAILS", default=[])
 
