@@ -156,7 +156,19 @@ def _datetime(name: str, value: str) -> datetime:
         dt = None
     if dt is None:
         raise BadRequest(f"{name} must be an ISO 8601 datetime, e.g. 2026-11-01T00:00:00Z (got {value!r})")
-    return dt if timezone.is_aware(dt) else timezone.make_aware(dt, UTC)
+    utc = _in_utc(dt)
+    if utc is None:
+        raise BadRequest(f"{name} is out of range once converted to UTC (got {value!r})")
+    return utc
+
+
+def _in_utc(dt: datetime) -> datetime | None:
+    """``dt`` in UTC (naive = UTC), or None if that leaves years 1-9999. PostgreSQL refuses UTC
+    offsets beyond 15:59 that ISO 8601 allows, so only UTC values reach the query."""
+    try:
+        return dt.astimezone(UTC) if timezone.is_aware(dt) else dt.replace(tzinfo=UTC)
+    except OverflowError:
+        return None
 
 
 def _encode_cursor(row: OutboxEvent) -> str:
@@ -164,22 +176,42 @@ def _encode_cursor(row: OutboxEvent) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# Ours are about 90 characters; refusing long ones before decoding also keeps a cursor nested
+# thousands deep (RecursionError in json) from ever reaching the parser.
+MAX_CURSOR_LENGTH = 200
+
+
 def _decode_cursor(value: str) -> tuple[datetime, uuid.UUID]:
+    """The (occurred_at, id) a cursor of ours carries; BadRequest for anything else."""
+    bad = BadRequest("cursor is not one this API returned; start again without it")
+    if len(value) > MAX_CURSOR_LENGTH:
+        raise bad
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        occurred, event_id = json.loads(raw)
-        dt = parse_datetime(occurred)
-        if dt is None:
-            raise ValueError
-        return dt, uuid.UUID(event_id)
-    except (binascii.Error, ValueError, TypeError):
-        raise BadRequest("cursor is not one this API returned; start again without it") from None
+        decoded = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+    except (binascii.Error, ValueError, RecursionError):
+        raise bad from None
+    # Exactly what _encode_cursor writes: two strings. A list or dict in either place is not ours.
+    if not (isinstance(decoded, list) and len(decoded) == 2 and all(isinstance(p, str) for p in decoded)):
+        raise bad
+    try:
+        dt = parse_datetime(decoded[0])
+        event_id = uuid.UUID(decoded[1])
+    except ValueError:
+        raise bad from None
+    utc = _in_utc(dt) if dt is not None else None
+    if utc is None:
+        raise bad
+    return utc, event_id
 
 
 def _filtered(params: Any) -> tuple[Any, int]:
     unknown = set(params) - ALLOWED_PARAMS
     if unknown:
         raise BadRequest(f"unknown parameter(s) {sorted(unknown)}; allowed: {sorted(ALLOWED_PARAMS)}")
+    for name in sorted(params):
+        # PostgreSQL text cannot hold NUL: refused here rather than as a database error (500).
+        if "\x00" in params[name]:
+            raise BadRequest(f"{name} must not contain a NUL character")
     # A row's occurred_at is stamped before its transaction commits; hiding the newest few
     # seconds keeps a cursor from stepping past rows that commit late.
     qs = OutboxEvent.objects.filter(
