@@ -141,7 +141,9 @@ def missing_queues() -> list[str]:
     wanted = {n for spec in topology.build().queues for n in (spec.name, spec.dlq_name)}
     existing: set[str] = set()
     paginator = aws.client("sqs").get_paginator("list_queues")
-    for page in paginator.paginate(QueueNamePrefix=settings.RESOURCE_PREFIX):
+    # MaxResults set, so SQS pages with NextToken instead of stopping silently at 1,000 queues.
+    pages = paginator.paginate(QueueNamePrefix=settings.RESOURCE_PREFIX, PaginationConfig={"PageSize": 1000})
+    for page in pages:
         existing.update(url.rsplit("/", 1)[-1] for url in page.get("QueueUrls", []))
     return sorted(wanted - existing)
 

@@ -130,8 +130,13 @@ def _trusted_scraper(address: str) -> bool:
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # a dual-stack socket's IPv4 peer
         ip = ip.ipv4_mapped
-    # Settings are validated at startup (check billing.E005); strict=False accepts host bits.
-    return any(ip in ipaddress.ip_network(net, strict=False) for net in settings.METRICS_TRUSTED_SCRAPERS)
+    for net in settings.METRICS_TRUSTED_SCRAPERS:
+        try:
+            if ip in ipaddress.ip_network(net, strict=False):  # strict=False accepts host bits
+                return True
+        except ValueError:
+            continue  # reported by check billing.E005; a bad entry trusts no one
+    return False
 
 
 class BadRequest(ValueError):
