@@ -4,64 +4,71 @@ workers and pollers stay up, back off, say so once a minute, and consume again o
 from __future__ import annotations
 
 import json
-import logging
+import os
+import signal
+import subprocess
+import sys
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
 from events import provisioning, topology
 from events.models import Heartbeat
-from events.pollers import PushConsumer, consumer_configs
 from events.tasks import heartbeat
-from events.tests.test_consumers import AUDIT_QUEUE, envelope, send
+from events.tests.test_consumers import AUDIT_QUEUE, ROOT, _test_database_url, envelope, send
 from tests.auditapp.models import AuditEntry
 from tests.helpers import wait_until
 
 TASK_QUEUE = "billing-test-celery-events"  # where events.heartbeat goes
 
 
-def _warnings_about(caplog: pytest.LogCaptureFixture, logger: str, text: str) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == logger and r.levelno >= logging.WARNING and text in r.getMessage()
-    ]
+def _lines_about(log: Path, logger: str, text: str) -> list[str]:
+    return [line for line in log.read_text().splitlines() if f" {logger} " in line and text in line]
 
 
 @pytest.mark.slow
 def test_workers_survive_a_deleted_queue_and_consume_again_once_provisioned(
-    celery_worker, delete_queue, sqs, caplog
+    transactional_db, empty_queues, delete_queue, sqs, tmp_path
 ):
-    caplog.set_level(logging.INFO)
-    consumer = PushConsumer(consumer_configs()["audit"])
-    consumer.start()
+    # given a real worker process consuming every task queue and running the audit push consumer
+    log = tmp_path / "worker.log"
+    env = {**os.environ, "DATABASE_URL": _test_database_url(), "EVENT_CONSUMERS_IN_WORKER": "audit"}
+    cmd = [
+        *(sys.executable, "-m", "celery", "-A", "billing_project", "worker", "--pool", "threads"),
+        *("--concurrency", "2", "-Q", ",".join(topology.celery_queue_names()), "-l", "INFO"),
+        *("-n", f"missing-{uuid.uuid4().hex[:6]}@%h"),
+    ]
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
-        # given a running Celery worker and push consumer, whose queues are then deleted
+        heartbeat.apply_async(kwargs={"name": "before-queue-deleted"})
+        wait_until(lambda: Heartbeat.objects.filter(name="before-queue-deleted").exists(), timeout=60)
+        # when its queues are deleted, and it polls them for a while (0.1 s polling interval)
         delete_queue(TASK_QUEUE)
         delete_queue(AUDIT_QUEUE)
-        # when they poll the missing queues for a while (many polls: 0.1 s polling interval)
         time.sleep(8)
-        # then the worker is still running, and each failure is logged once, with what to do
-        assert celery_worker.blueprint.state == 1  # RUN: no "Unrecoverable error"
-        assert consumer.thread.is_alive()
-        worker_lines = _warnings_about(caplog, "billing_project.kombu_fixes", TASK_QUEUE)
+        # then it is still running, and says what is wrong once per queue, with what to do
+        assert worker.poll() is None, log.read_text()[-3000:]
+        assert "Unrecoverable error" not in log.read_text()
+        worker_lines = _lines_about(log, "billing_project.kombu_fixes", f"Celery queue {TASK_QUEUE}: ")
         assert len(worker_lines) == 1, worker_lines
         assert "QueueDoesNotExist" in worker_lines[0] and "run messaging_provision" in worker_lines[0]
-        poller_lines = _warnings_about(caplog, "events.pollers", "consumer audit")
+        poller_lines = _lines_about(log, "events.pollers", "consumer audit: SQS call failed")
         assert len(poller_lines) == 1, poller_lines
-        assert not [r for r in caplog.records if r.levelno >= logging.CRITICAL]
         # and once messaging_provision recreates them, both consume again
         provisioning.provision(topology.build())
         heartbeat.apply_async(kwargs={"name": "after-queue-recreated"})
         send(sqs, [json.dumps(envelope("after-recreate"))])
         wait_until(lambda: Heartbeat.objects.filter(name="after-queue-recreated").exists(), timeout=60)
         wait_until(lambda: AuditEntry.objects.filter(aggregate_id="after-recreate").exists(), timeout=60)
-        assert any(
-            "answers again" in line
-            for line in _warnings_about(caplog, "billing_project.kombu_fixes", TASK_QUEUE)
-        )
+        assert _lines_about(log, "billing_project.kombu_fixes", "answers again")
     finally:
-        consumer.stop()
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
 
 
 @pytest.mark.parametrize(
