@@ -107,6 +107,6 @@ def test_every_queue_and_topic_name_starts_with_the_environments_prefix(module, 
 def test_a_settings_module_that_forgot_derive_does_not_pass_the_checks(settings):
     from events.checks import check_messaging_settings
 
-    assert check_messaging_settings() == []
+    assert "billing.E004" not in [e.id for e in check_messaging_settings()]
     settings.RESOURCE_PREFIX = "billing-prod-"  # set after the broker's prefix was derived
-    assert [e.id for e in check_messaging_settings()] == ["billing.E004"]
+    assert "billing.E004" in [e.id for e in check_messaging_settings()]

@@ -156,5 +156,6 @@ def test_metrics_trusted_scrapers_by_address_or_network(client, provisioned, set
 def test_a_malformed_trusted_scraper_is_refused_at_startup(settings):
     from events.checks import check_messaging_settings
 
+    assert "billing.E005" not in [e.id for e in check_messaging_settings()]
     settings.METRICS_TRUSTED_SCRAPERS = ["10.0.0.0/33"]
-    assert [e.id for e in check_messaging_settings()] == ["billing.E005"]
+    assert "billing.E005" in [e.id for e in check_messaging_settings()]

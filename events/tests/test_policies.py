@@ -66,5 +66,7 @@ def test_without_operator_principals_only_the_topics_may_send(provisioned, sqs):
 def test_a_malformed_operator_arn_is_refused_at_startup(settings):
     from events.checks import check_messaging_settings
 
+    settings.OPERATOR_PRINCIPAL_ARNS = [OPERATOR]
+    assert "billing.E006" not in [e.id for e in check_messaging_settings()]
     settings.OPERATOR_PRINCIPAL_ARNS = ["billing-operator"]
-    assert [e.id for e in check_messaging_settings()] == ["billing.E006"]
+    assert "billing.E006" in [e.id for e in check_messaging_settings()]
