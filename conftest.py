@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -41,19 +42,30 @@ def empty_queues(provisioned: topology.Topology, sqs: Any) -> topology.Topology:
     return provisioned
 
 
+class QueueDeleter:
+    """Deletes queues by full name (an operator's mistake, an account cleanup) and restores them."""
+
+    def __init__(self, sqs: Any) -> None:
+        self.sqs = sqs
+        self.deleted: list[str] = []
+
+    def __call__(self, name: str) -> None:
+        self.sqs.delete_queue(QueueUrl=aws.queue_url(name))
+        self.deleted.append(name)
+
+    def restore(self) -> None:
+        """messaging_provision, as the operator would run it; without e-mail subscriptions (the
+        smtp fixture sets ALERT_EMAILS), which would change the topology later tests read back."""
+        provisioning.provision(dataclasses.replace(topology.build(), email_subscriptions=()))
+
+
 @pytest.fixture
-def delete_queue(provisioned: topology.Topology, sqs: Any) -> Iterator[Callable[[str], None]]:
-    """Delete queues by full name during a test (an operator's mistake, an account cleanup);
-    messaging_provision brings them back afterwards for the tests that follow."""
-    deleted: list[str] = []
-
-    def delete(name: str) -> None:
-        sqs.delete_queue(QueueUrl=aws.queue_url(name))
-        deleted.append(name)
-
-    yield delete
-    if deleted:
-        provisioning.provision(topology.build())
+def delete_queue(provisioned: topology.Topology, sqs: Any) -> Iterator[QueueDeleter]:
+    """Delete queues during a test; they are back afterwards for the tests that follow."""
+    deleter = QueueDeleter(sqs)
+    yield deleter
+    if deleter.deleted:
+        deleter.restore()
 
 
 @pytest.fixture

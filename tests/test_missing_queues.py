@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from events import provisioning, topology
+from events import topology
 from events.models import Heartbeat
 from events.tasks import heartbeat
 from events.tests.test_consumers import AUDIT_QUEUE, ROOT, _test_database_url, envelope, send
@@ -60,7 +60,7 @@ def test_workers_survive_a_deleted_queue_and_consume_again_once_provisioned(
         poller_lines = _lines_about(log, "events.pollers", "consumer audit: SQS call failed")
         assert len(poller_lines) == 1, poller_lines
         # and once messaging_provision recreates them, both consume again
-        provisioning.provision(topology.build())
+        delete_queue.restore()
         heartbeat.apply_async(kwargs={"name": "after-queue-recreated"})
         send(sqs, [json.dumps(envelope("after-recreate"))])
         wait_until(lambda: Heartbeat.objects.filter(name="after-queue-recreated").exists(), timeout=60)

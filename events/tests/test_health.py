@@ -41,9 +41,7 @@ def test_readyz_reports_a_queue_deleted_under_it_and_recovers_once_provisioned(
     assert resp.status_code == 503
     assert resp.json()["checks"]["sqs"] == f"missing: {AUDIT_QUEUE}, billing-test-celery-payments-dlq"
     # and is back once messaging_provision recreated them
-    from events import provisioning, topology
-
-    provisioning.provision(topology.build())
+    delete_queue.restore()
     assert client.get("/readyz").status_code == 200
 
 

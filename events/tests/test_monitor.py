@@ -137,7 +137,6 @@ def test_breach_alerts_once_then_resolves(check, empty_queues, sqs, settings, sm
 
 
 def test_a_missing_queue_alerts_once_then_resolves_when_provisioned(empty_queues, delete_queue, smtp):
-    from events import provisioning, topology
 
     relay_pending()
     assert monitor_run() == []
@@ -151,6 +150,6 @@ def test_a_missing_queue_alerts_once_then_resolves_when_provisioned(empty_queues
     assert len(smtp.messages) == 1
     assert "billing-test-celery-payments" in smtp.messages[0].content.decode()
     # and it resolves once messaging_provision recreated the queue
-    provisioning.provision(topology.build())
+    delete_queue.restore()
     assert monitor_run() == ["alert.resolved:queues_missing"]
     assert alerts("queues_missing") == ["alert.queues_missing", "alert.resolved"]
