@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ from django.core.management import call_command
 from kombu.asynchronous import set_event_loop
 
 from billing_project.celery import app as celery_app
-from events import aws, topology
+from events import aws, provisioning, topology
 from scripts.devstack import free_port
 
 
@@ -40,6 +41,32 @@ def empty_queues(provisioned: topology.Topology, sqs: Any) -> topology.Topology:
         for name in (q.name, q.dlq_name):
             sqs.purge_queue(QueueUrl=aws.queue_url(name))
     return provisioned
+
+
+class QueueDeleter:
+    """Deletes queues by full name (an operator's mistake, an account cleanup) and restores them."""
+
+    def __init__(self, sqs: Any) -> None:
+        self.sqs = sqs
+        self.deleted: list[str] = []
+
+    def __call__(self, name: str) -> None:
+        self.sqs.delete_queue(QueueUrl=aws.queue_url(name))
+        self.deleted.append(name)
+
+    def restore(self) -> None:
+        """messaging_provision, as the operator would run it; without e-mail subscriptions (the
+        smtp fixture sets ALERT_EMAILS), which would change the topology later tests read back."""
+        provisioning.provision(dataclasses.replace(topology.build(), email_subscriptions=()))
+
+
+@pytest.fixture
+def delete_queue(provisioned: topology.Topology, sqs: Any) -> Iterator[QueueDeleter]:
+    """Delete queues during a test; they are back afterwards for the tests that follow."""
+    deleter = QueueDeleter(sqs)
+    yield deleter
+    if deleter.deleted:
+        deleter.restore()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from django.conf import settings
@@ -30,6 +31,32 @@ def check_messaging_settings(app_configs: Any = None, **kwargs: Any) -> list[Err
         )
     if settings.MESSAGING_MAX_RECEIVE_COUNT < 1:
         errors.append(Error("MESSAGING_MAX_RECEIVE_COUNT must be at least 1.", id="billing.E003"))
+    broker_prefix = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("queue_name_prefix", "")
+    if broker_prefix != f"{settings.RESOURCE_PREFIX}celery-":
+        errors.append(
+            Error(
+                f"The broker's queue_name_prefix {broker_prefix!r} is not RESOURCE_PREFIX + 'celery-' "
+                f"({settings.RESOURCE_PREFIX!r}): workers would use queues messaging_provision never "
+                "made (no DLQ). Call settings.base.derive(globals()) last in the settings module.",
+                id="billing.E004",
+            )
+        )
+    for net in settings.METRICS_TRUSTED_SCRAPERS:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            errors.append(
+                Error(f"METRICS_TRUSTED_SCRAPERS: {net!r} is not an IP address or CIDR.", id="billing.E005")
+            )
+    for arn in settings.OPERATOR_PRINCIPAL_ARNS:
+        if not arn.startswith("arn:") or ":iam::" not in arn:
+            errors.append(
+                Error(
+                    f"OPERATOR_PRINCIPAL_ARNS: {arn!r} is not an IAM principal ARN "
+                    "(e.g. arn:aws:iam::123456789012:role/billing-operator).",
+                    id="billing.E006",
+                )
+            )
     return errors
 
 

@@ -319,6 +319,7 @@ ALERT_TYPES = (
     "alert.daily_run_failed",
     "alert.daily_run_stuck",
     "alert.dlq_not_empty",
+    "alert.queues_missing",
     "alert.queue_message_too_old",
     "alert.outbox_lagging",
     "alert.daily_run_missed",

@@ -148,11 +148,36 @@ class Selection:
 
 @dataclass
 class RedriveReport:
-    matched: int = 0
+    """What a redrive did and what it left, from a pass that looks at every message once.
+
+    ``left_*`` count what stays in the DLQ: selected ones not moved (a send failed, ``--max``
+    reached), unselected ones, and ``unexamined``: in the DLQ at the end but never received
+    (in flight elsewhere during the run, or arrived after it started).
+    """
+
+    depth_before: int = 0
+    seen: int = 0  # distinct messages received
+    matched: int = 0  # selected (and within --max): moved, or would be in a dry run
     moved: int = 0
-    skipped: int = 0
+    skipped: int = 0  # seen and not selected
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    left_selected: int = 0
+    left_unselected: int = 0
+    unexamined: int = 0
+    depth_after: int = 0
+
+
+# Every message received stays invisible until the end of the pass, so each is seen once. SQS
+# takes ~10 ms per receive of 10, moto up to ~45 ms per message in a deep queue: holding for a
+# generous 0.1 s per message (at least 5 minutes, at most the SQS maximum of 12 hours) keeps a
+# hold from expiring mid-pass, which made a looked-at message come back and the pass stop early.
+# Killed midway, the messages it held come back after this; nothing is lost.
+HOLD_MIN_SECONDS = 300
+HOLD_SECONDS_PER_MESSAGE = 0.1
+HOLD_MAX_SECONDS = 12 * 3600
+# Receives in a row that bring no message not seen before, after which the pass ends early.
+IDLE_RECEIVES_TO_STOP = 3
 
 
 def redrive(
@@ -164,30 +189,41 @@ def redrive(
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> RedriveReport:
-    """Move matching DLQ messages back to ``source`` in batches of 10 (copy, then delete)."""
+    """Move matching DLQ messages back to ``source`` in batches of 10 (copy, then delete).
+
+    Visits every message once: reads the depth first, holds each message it receives until the
+    end, keeps receiving until it has seen that many (or receives keep bringing nothing new),
+    then releases what it did not move and reads the depth again for the report.
+    """
     sqs = aws.client("sqs")
-    report = RedriveReport()
+    report = RedriveReport(depth_before=depth(dlq))
+    hold = int(min(HOLD_MAX_SECONDS, max(HOLD_MIN_SECONDS, report.depth_before * HOLD_SECONDS_PER_MESSAGE)))
     held: list[str] = []  # looked at but not moved: released at the end
     seen: set[str] = set()
+    idle = 0
     try:
         while max_messages is None or report.matched < max_messages:
-            batch = _receive(dlq, hold_seconds=300)
-            if not batch:
-                break
+            batch = _receive(dlq, hold_seconds=hold)
             fresh = [m for m in batch if m["MessageId"] not in seen]
+            held.extend(m["ReceiptHandle"] for m in batch if m["MessageId"] in seen)  # came back
             if not fresh:
-                held.extend(m["ReceiptHandle"] for m in batch)
-                break
+                idle += 1
+                if idle >= IDLE_RECEIVES_TO_STOP or len(seen) >= report.depth_before:
+                    break
+                continue
+            idle = 0
             chosen: list[DlqMessage] = []
             for raw in fresh:
                 seen.add(raw["MessageId"])
                 m = _describe(raw, with_error=False)
-                room = max_messages is None or report.matched + len(chosen) < max_messages
-                if room and selection.matches(m):
-                    chosen.append(m)
-                else:
-                    held.append(m.receipt)
+                if not selection.matches(m):
                     report.skipped += 1
+                    held.append(m.receipt)
+                elif max_messages is not None and report.matched + len(chosen) >= max_messages:
+                    report.left_selected += 1  # over --max: stays
+                    held.append(m.receipt)
+                else:
+                    chosen.append(m)
             report.matched += len(chosen)
             if dry_run:
                 held.extend(m.receipt for m in chosen)
@@ -198,6 +234,13 @@ def redrive(
     finally:
         if held:
             release(dlq, held)
+    report.seen = len(seen)
+    report.left_selected += report.failed
+    report.left_unselected = report.skipped
+    if dry_run:  # nothing moved: what would move is still there too
+        report.left_selected += report.matched
+    report.depth_after = depth(dlq)
+    report.unexamined = max(0, report.depth_after - report.left_selected - report.left_unselected)
     return report
 
 

@@ -59,6 +59,17 @@ def evaluate() -> list[CheckResult]:
             {"dlqs": dlqs},
         )
     )
+    # A deleted or never-provisioned queue: workers and pollers back off on it and nothing flows.
+    missing = sorted(q.name for q in queues if q.missing)
+    results.append(
+        CheckResult(
+            "queues_missing",
+            bool(missing),
+            f"{len(missing)} queue(s) do not exist: {', '.join(missing)}; run messaging_provision",
+            "critical",
+            {"queues": missing},
+        )
+    )
     limit = settings.MONITOR_QUEUE_MAX_AGE_SECONDS
     old = {q.name: round(q.oldest_age or 0) for q in queues if not q.is_dlq and (q.oldest_age or 0) > limit}
     results.append(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from botocore.exceptions import ClientError
 from django.conf import settings
 from django.db.models import Min
 from django.utils import timezone
@@ -36,6 +37,7 @@ class QueueStat:
     in_flight: int
     delayed: int
     oldest_age: float | None  # seconds; None = unknown
+    missing: bool = False  # the queue does not exist (deleted, never provisioned): counts are 0
 
     @property
     def depth(self) -> int:
@@ -122,13 +124,35 @@ def _cloudwatch_age(queue: str) -> float | None:
     return float(points[-1]["Maximum"]) if points else None
 
 
-def queue_stats(*, with_age: bool = True) -> list[QueueStat]:
-    """Depth (visible, in flight, delayed) and oldest age of every queue and DLQ."""
-    sqs = aws.client("sqs")
-    stats: list[QueueStat] = []
-    for spec in topology.build().queues:
-        for name, is_dlq in ((spec.name, False), (spec.dlq_name, True)):
-            attrs = sqs.get_queue_attributes(
+QUEUE_MISSING_CODES = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+
+
+def is_queue_missing(exc: BaseException) -> bool:
+    """Whether a boto3 error says the queue does not exist."""
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in QUEUE_MISSING_CODES
+
+
+def missing_queues() -> list[str]:
+    """Names of the topology's queues and DLQs that do not exist right now.
+
+    One uncached ListQueues (by the environment's prefix) per 1,000 queues, so readiness probes
+    and the monitor can call it every few seconds. Raises on SQS errors (unreachable, denied).
+    """
+    wanted = {n for spec in topology.build().queues for n in (spec.name, spec.dlq_name)}
+    existing: set[str] = set()
+    paginator = aws.client("sqs").get_paginator("list_queues")
+    # MaxResults set, so SQS pages with NextToken instead of stopping silently at 1,000 queues.
+    pages = paginator.paginate(QueueNamePrefix=settings.RESOURCE_PREFIX, PaginationConfig={"PageSize": 1000})
+    for page in pages:
+        existing.update(url.rsplit("/", 1)[-1] for url in page.get("QueueUrls", []))
+    return sorted(wanted - existing)
+
+
+def _attributes(name: str) -> dict[str, str] | None:
+    """The queue's depth attributes, or None when it does not exist."""
+    try:
+        return dict(
+            aws.client("sqs").get_queue_attributes(
                 QueueUrl=aws.queue_url(name),
                 AttributeNames=[
                     "ApproximateNumberOfMessages",
@@ -136,15 +160,36 @@ def queue_stats(*, with_age: bool = True) -> list[QueueStat]:
                     "ApproximateNumberOfMessagesDelayed",
                 ],
             )["Attributes"]
+        )
+    except ClientError as exc:
+        if is_queue_missing(exc):
+            return None
+        raise
+
+
+def queue_stats(*, with_age: bool = True) -> list[QueueStat]:
+    """Depth (visible, in flight, delayed) and oldest age of every queue and DLQ.
+
+    A queue that does not exist is reported with ``missing=True`` (and zero counts) rather than
+    raising, so one deleted queue does not blank the whole status; other SQS errors raise.
+    """
+    stats: list[QueueStat] = []
+    for spec in topology.build().queues:
+        for name, is_dlq in ((spec.name, False), (spec.dlq_name, True)):
+            attrs = _attributes(name)
             stat = QueueStat(
                 name=name,
                 kind=spec.kind,
                 is_dlq=is_dlq,
-                visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
-                in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
-                delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+                visible=int((attrs or {}).get("ApproximateNumberOfMessages", 0)),
+                in_flight=int((attrs or {}).get("ApproximateNumberOfMessagesNotVisible", 0)),
+                delayed=int((attrs or {}).get("ApproximateNumberOfMessagesDelayed", 0)),
                 oldest_age=None,
+                missing=attrs is None,
             )
+            if attrs is None:
+                stats.append(stat)
+                continue
             if with_age:
                 stat.oldest_age = _age(stat)
             stats.append(stat)
@@ -189,6 +234,9 @@ def breaches(queues: list[QueueStat], outbox: OutboxStat) -> list[str]:
     """Human-readable threshold breaches (settings MONITOR_*)."""
     found = []
     for q in queues:
+        if q.missing:
+            found.append(f"queue {q.name} does not exist: run messaging_provision")
+            continue
         if q.is_dlq and q.visible + q.in_flight > settings.MONITOR_DLQ_MAX_DEPTH:
             found.append(f"DLQ {q.name} holds {q.visible + q.in_flight} message(s)")
         if (

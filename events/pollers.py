@@ -305,6 +305,7 @@ class PushConsumer:
 
     def _run(self) -> None:
         errors = 0
+        logged_at = float("-inf")
         try:
             while not self.stopping.is_set():
                 try:
@@ -336,9 +337,17 @@ class PushConsumer:
                 except Exception as exc:  # noqa: BLE001 - the poller must survive endpoint outages
                     errors += 1
                     delay = min(30.0, 0.5 * 2**errors)
-                    logger.warning(
-                        "consumer %s: SQS call failed (%s); retrying in %.1fs", self.cfg.name, exc, delay
-                    )
+                    # At most a line a minute: a deleted queue or a revoked permission fails every
+                    # poll for as long as it lasts (/readyz and the queues_missing alert say so too).
+                    if time.monotonic() - logged_at >= 60:
+                        logged_at = time.monotonic()
+                        logger.warning(
+                            "consumer %s: SQS call failed %d time(s) in a row (%s); retrying with backoff "
+                            "up to 30s, logged at most once a minute while it lasts",
+                            self.cfg.name,
+                            errors,
+                            exc,
+                        )
                     self.stopping.wait(delay)
         finally:
             connection.close()

@@ -15,6 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from . import aws
+from .policies import queue_policy
 from .topology import QueueSpec, SubscriptionSpec, Topology
 
 CREATE, UPDATE, OK = "create", "update", "ok"
@@ -122,24 +123,8 @@ class _Provisioner:
         }
         topics = sorted({s.topic for s in self.topology.subscriptions if s.queue == spec.name})
         if topics:
-            attrs["Policy"] = json.dumps(self._queue_policy(spec.name, topics))
+            attrs["Policy"] = json.dumps(queue_policy(spec.name, topics))
         return attrs
-
-    @staticmethod
-    def _queue_policy(queue: str, topics: list[str]) -> dict[str, Any]:
-        return {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "AllowBillingTopics",
-                    "Effect": "Allow",
-                    "Principal": {"Service": "sns.amazonaws.com"},
-                    "Action": "sqs:SendMessage",
-                    "Resource": aws.queue_arn(queue),
-                    "Condition": {"ArnEquals": {"aws:SourceArn": [aws.topic_arn(t) for t in topics]}},
-                }
-            ],
-        }
 
     def _queue(self, name: str, desired: dict[str, str], *, kind: str) -> Change:
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
+import ipaddress
 import json
 import os
 import uuid
@@ -38,10 +40,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Readiness: PostgreSQL, SQS and SNS answer (503 with the failing part otherwise)."""
+    """Readiness: PostgreSQL answers, every queue and DLQ of the topology exists (read now, not
+    from a cache: a queue deleted under a running worker shows at once), SNS answers.
+    503 with the failing part otherwise."""
     from django.db import connection
 
-    from . import aws, topology
+    from . import aws, monitoring, topology
 
     checks: dict[str, str] = {}
     try:
@@ -51,8 +55,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
     except Exception as exc:  # noqa: BLE001 - report, do not crash the probe
         checks["database"] = f"error: {type(exc).__name__}"
     try:
-        aws.client("sqs").get_queue_url(QueueName=topology.task_queue_name("default"))
-        checks["sqs"] = "ok"
+        missing = monitoring.missing_queues()
+        checks["sqs"] = f"missing: {', '.join(missing)}" if missing else "ok"
     except Exception as exc:  # noqa: BLE001
         checks["sqs"] = f"error: {type(exc).__name__}"
     try:
@@ -70,18 +74,15 @@ _gauges_refreshed = 0.0
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus metrics. Token (METRICS_TOKEN) or, without one, loopback callers only."""
+    """Prometheus metrics, for a caller with the token (METRICS_TOKEN) or a trusted scraper."""
     import time as _time
 
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
     from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 
-    token = settings.METRICS_TOKEN
-    if token:
-        if request.headers.get("Authorization", "") != f"Bearer {token}":
-            return HttpResponse("metrics need 'Authorization: Bearer <METRICS_TOKEN>'\n", status=401)
-    elif request.META.get("REMOTE_ADDR") not in ("127.0.0.1", "::1"):
-        return HttpResponse("metrics are served to loopback only unless METRICS_TOKEN is set\n", status=403)
+    refused = _metrics_refusal(request)
+    if refused is not None:
+        return refused
     global _gauges_refreshed
     if _time.monotonic() - _gauges_refreshed > 15:  # queue depths and outbox backlog, at most every 15 s
         _gauges_refreshed = _time.monotonic()
@@ -98,6 +99,44 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     else:
         registry = DEFAULT_REGISTRY
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def _metrics_refusal(request: HttpRequest) -> HttpResponse | None:
+    """None when the caller may read /metrics, else the 401/403 answer saying what is needed.
+
+    Allowed: the right ``Authorization: Bearer <METRICS_TOKEN>`` (compared in constant time), or a
+    connection from an address in METRICS_TRUSTED_SCRAPERS. Only REMOTE_ADDR counts, never
+    X-Forwarded-For: behind a TLS proxy REMOTE_ADDR is the proxy's, which is why production trusts
+    no address by default (development trusts loopback).
+    """
+    token = settings.METRICS_TOKEN
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+            return None
+    if _trusted_scraper(request.META.get("REMOTE_ADDR", "")):
+        return None
+    if token:
+        return HttpResponse("metrics need 'Authorization: Bearer <METRICS_TOKEN>'\n", status=401)
+    return HttpResponse(
+        "metrics are served to METRICS_TRUSTED_SCRAPERS only; set it or METRICS_TOKEN\n", status=403
+    )
+
+
+def _trusted_scraper(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # a dual-stack socket's IPv4 peer
+        ip = ip.ipv4_mapped
+    for net in settings.METRICS_TRUSTED_SCRAPERS:
+        try:
+            if ip in ipaddress.ip_network(net, strict=False):  # strict=False accepts host bits
+                return True
+        except ValueError:
+            continue  # reported by check billing.E005; a bad entry trusts no one
+    return False
 
 
 class BadRequest(ValueError):
@@ -122,7 +161,19 @@ def _datetime(name: str, value: str) -> datetime:
         dt = None
     if dt is None:
         raise BadRequest(f"{name} must be an ISO 8601 datetime, e.g. 2026-11-01T00:00:00Z (got {value!r})")
-    return dt if timezone.is_aware(dt) else timezone.make_aware(dt, UTC)
+    utc = _in_utc(dt)
+    if utc is None:
+        raise BadRequest(f"{name} is out of range once converted to UTC (got {value!r})")
+    return utc
+
+
+def _in_utc(dt: datetime) -> datetime | None:
+    """``dt`` in UTC (naive = UTC), or None if that leaves years 1-9999. PostgreSQL refuses UTC
+    offsets beyond 15:59 that ISO 8601 allows, so only UTC values reach the query."""
+    try:
+        return dt.astimezone(UTC) if timezone.is_aware(dt) else dt.replace(tzinfo=UTC)
+    except OverflowError:
+        return None
 
 
 def _encode_cursor(row: OutboxEvent) -> str:
@@ -130,22 +181,42 @@ def _encode_cursor(row: OutboxEvent) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# Ours are about 90 characters; refusing long ones before decoding also keeps a cursor nested
+# thousands deep (RecursionError in json) from ever reaching the parser.
+MAX_CURSOR_LENGTH = 200
+
+
 def _decode_cursor(value: str) -> tuple[datetime, uuid.UUID]:
+    """The (occurred_at, id) a cursor of ours carries; BadRequest for anything else."""
+    bad = BadRequest("cursor is not one this API returned; start again without it")
+    if len(value) > MAX_CURSOR_LENGTH:
+        raise bad
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        occurred, event_id = json.loads(raw)
-        dt = parse_datetime(occurred)
-        if dt is None:
-            raise ValueError
-        return dt, uuid.UUID(event_id)
-    except (binascii.Error, ValueError, TypeError):
-        raise BadRequest("cursor is not one this API returned; start again without it") from None
+        decoded = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+    except (binascii.Error, ValueError, RecursionError):
+        raise bad from None
+    # Exactly what _encode_cursor writes: two strings. A list or dict in either place is not ours.
+    if not (isinstance(decoded, list) and len(decoded) == 2 and all(isinstance(p, str) for p in decoded)):
+        raise bad
+    try:
+        dt = parse_datetime(decoded[0])
+        event_id = uuid.UUID(decoded[1])
+    except ValueError:
+        raise bad from None
+    utc = _in_utc(dt) if dt is not None else None
+    if utc is None:
+        raise bad
+    return utc, event_id
 
 
 def _filtered(params: Any) -> tuple[Any, int]:
     unknown = set(params) - ALLOWED_PARAMS
     if unknown:
         raise BadRequest(f"unknown parameter(s) {sorted(unknown)}; allowed: {sorted(ALLOWED_PARAMS)}")
+    for name in sorted(params):
+        # PostgreSQL text cannot hold NUL: refused here rather than as a database error (500).
+        if "\x00" in params[name]:
+            raise BadRequest(f"{name} must not contain a NUL character")
     # A row's occurred_at is stamped before its transaction commits; hiding the newest few
     # seconds keeps a cursor from stepping past rows that commit late.
     qs = OutboxEvent.objects.filter(

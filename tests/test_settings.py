@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from billing_project.settings.base import sqs_broker_url
 
@@ -71,3 +74,52 @@ def test_broker_url_is_built_from_the_aws_endpoint():
     )
     # unset: real AWS, boto3's credential chain, TLS
     assert sqs_broker_url(None, "k", "s") == ("sqs://", True)
+
+
+# Prints every resource name one settings module leads to: topics, queues, DLQs, the broker's prefix.
+NAMES_SCRIPT = """
+import json, django
+django.setup()
+from django.conf import settings
+from events import topology
+t = topology.build()
+print(json.dumps({
+    "prefix": settings.RESOURCE_PREFIX,
+    "names": [*t.topics, *(q.name for q in t.queues), *(q.dlq_name for q in t.queues)],
+    "broker_prefix": settings.CELERY_BROKER_TRANSPORT_OPTIONS["queue_name_prefix"],
+}))
+"""
+
+
+@pytest.mark.parametrize(
+    "module, extra, prefix",
+    [
+        ("dev", {}, "billing-dev-"),
+        ("test", {}, "billing-test-"),
+        ("prod", PROD_ENV, "billing-prod-"),
+        ("prod", {**PROD_ENV, "RESOURCE_PREFIX": "billing-staging-"}, "billing-staging-"),
+    ],
+)
+def test_every_queue_and_topic_name_starts_with_the_environments_prefix(module, extra, prefix):
+    # given a clean environment: nothing but what the module needs (no RESOURCE_PREFIX unless given)
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **extra}
+    env["DJANGO_SETTINGS_MODULE"] = f"billing_project.settings.{module}"
+    # when the settings module is loaded in its own process
+    result = subprocess.run(
+        [sys.executable, "-c", NAMES_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    # then every name, the Celery broker's included, carries that environment's prefix
+    assert found["prefix"] == prefix
+    assert found["broker_prefix"] == f"{prefix}celery-"
+    assert len(found["names"]) >= 4 + 2 * 7
+    assert [n for n in found["names"] if not n.startswith(prefix)] == []
+
+
+def test_a_settings_module_that_forgot_derive_does_not_pass_the_checks(settings):
+    from events.checks import check_messaging_settings
+
+    assert "billing.E004" not in [e.id for e in check_messaging_settings()]
+    settings.RESOURCE_PREFIX = "billing-prod-"  # set after the broker's prefix was derived
+    assert "billing.E004" in [e.id for e in check_messaging_settings()]

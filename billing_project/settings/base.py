@@ -3,11 +3,17 @@
 Development works with nothing set; production (``prod.py``) refuses to start
 without the secrets it needs. Every knob that differs between a laptop and AWS
 is an environment variable documented in README.md.
+
+Settings computed from others (names built from ``RESOURCE_PREFIX``, the log
+formatter from ``LOG_FORMAT``) are set by ``derive()``, which every environment
+module calls last, after its own defaults: computed here, they would keep the
+base defaults whatever the environment module says.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import environ
@@ -36,6 +42,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: load balancer and kubelet probes (plain HTTP, the pod IP as Host) are answered
+    # before the SSL redirect and host validation could refuse them.
+    "billing_project.middleware.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -127,6 +136,10 @@ EVENT_SIGNING_KEYS: dict[str, str] = env.json(
     "EVENT_SIGNING_KEYS", default={"dev-1": "dev-insecure-event-signing-key-change-me"}
 )
 EVENT_SIGNING_KEY_ID = env.str("EVENT_SIGNING_KEY_ID", default=next(iter(EVENT_SIGNING_KEYS), ""))
+# IAM principals (ARNs, wildcards allowed) that may send straight to consumer queues besides the
+# project's SNS topics: whoever runs events_replay --to-queue and dlq_redrive, and the web role if
+# operators use the admin's replay/redrive. Everyone else is denied by the queue policy.
+OPERATOR_PRINCIPAL_ARNS: list[str] = env.list("OPERATOR_PRINCIPAL_ARNS", default=[])
 # SNS e-mail subscriptions on the alerts topic (real AWS: confirm by mail).
 ALERT_EMAILS: list[str] = env.list("ALERT_EMAILS", default=[])
 
@@ -161,10 +174,10 @@ _broker_url, _broker_secure = sqs_broker_url(
     AWS_ENDPOINT_URL, AWS_LOCAL_ACCESS_KEY_ID, AWS_LOCAL_SECRET_ACCESS_KEY
 )
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=_broker_url)
-CELERY_BROKER_TRANSPORT_OPTIONS = {
+# queue_name_prefix is added by derive(), once the environment module has set RESOURCE_PREFIX.
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {
     "region": AWS_REGION,
     "is_secure": _broker_secure,
-    "queue_name_prefix": f"{RESOURCE_PREFIX}celery-",
     "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
     "wait_time_seconds": env.int("CELERY_SQS_WAIT_TIME_SECONDS", default=10),
     "polling_interval": env.float("CELERY_SQS_POLLING_INTERVAL", default=0.5),
@@ -317,11 +330,28 @@ EMAIL_HOST = env.str("EMAIL_HOST", default="127.0.0.1")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 
 # --- Metrics -----------------------------------------------------------------------
-# /metrics answers loopback callers only, unless this token is set (then: Bearer token).
+# /metrics answers a caller sending "Authorization: Bearer <METRICS_TOKEN>", or connecting from
+# one of METRICS_TRUSTED_SCRAPERS (IPs or CIDRs; REMOTE_ADDR, so behind a proxy it is the proxy's:
+# production trusts no address by default).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_TRUSTED_SCRAPERS: list[str] = env.list("METRICS_TRUSTED_SCRAPERS", default=["127.0.0.1", "::1"])
 MONITOR_INTERVAL_SECONDS = env.int("MONITOR_INTERVAL_SECONDS", default=60)
 MONITOR_DAILY_RUN_MAX_AGE_HOURS = env.int("MONITOR_DAILY_RUN_MAX_AGE_HOURS", default=26)
 # A daily run still running after this long raises alert.daily_run_stuck.
 MONITOR_DAILY_RUN_MAX_RUNNING_SECONDS = env.int("MONITOR_DAILY_RUN_MAX_RUNNING_SECONDS", default=3600)
 MONITOR_PAYMENT_FAILURE_RATE = env.float("MONITOR_PAYMENT_FAILURE_RATE", default=0.2)
 MONITOR_PAYMENT_MIN_OUTCOMES = env.int("MONITOR_PAYMENT_MIN_OUTCOMES", default=20)
+
+
+def derive(ns: dict[str, Any]) -> None:
+    """Set the settings computed from others in ``ns`` (an environment module's ``globals()``).
+
+    Call it last in every environment module. The check billing.E004 refuses to start if a
+    module forgot (the broker would then use queues no one provisioned, without DLQs).
+    """
+    ns["CELERY_BROKER_TRANSPORT_OPTIONS"] = {
+        **ns["CELERY_BROKER_TRANSPORT_OPTIONS"],
+        "queue_name_prefix": f"{ns['RESOURCE_PREFIX']}celery-",
+        "visibility_timeout": ns["CELERY_VISIBILITY_TIMEOUT"],
+    }
+    ns["LOGGING"]["handlers"]["console"]["formatter"] = ns["LOG_FORMAT"]

@@ -7,11 +7,10 @@ Refuses to start without SECRET_KEY and DATABASE_URL, and passes
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import derive, env
 
 DEBUG = False
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")
-LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT  # noqa: F405
 
 try:
     SECRET_KEY = env.str("SECRET_KEY")
@@ -24,6 +23,9 @@ if len(SECRET_KEY) < 50 or SECRET_KEY.startswith("dev-insecure"):
     raise ImproperlyConfigured("SECRET_KEY must be at least 50 random characters in production.")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+# Behind a TLS proxy every request comes from the proxy's address (often loopback): trust none
+# by default, so /metrics needs METRICS_TOKEN unless the scrapers' addresses are named.
+METRICS_TRUSTED_SCRAPERS = env.list("METRICS_TRUSTED_SCRAPERS", default=[])
 RESOURCE_PREFIX = env.str("RESOURCE_PREFIX", default="billing-prod-")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -52,3 +54,5 @@ if (
 EVENT_SIGNING_KEY_ID = env.str("EVENT_SIGNING_KEY_ID", default=next(iter(EVENT_SIGNING_KEYS)))
 if EVENT_SIGNING_KEY_ID not in EVENT_SIGNING_KEYS:
     raise ImproperlyConfigured(f"EVENT_SIGNING_KEY_ID {EVENT_SIGNING_KEY_ID!r} is not in EVENT_SIGNING_KEYS.")
+
+derive(globals())  # last: names and formats from this module's values

@@ -1,7 +1,7 @@
 """Test run: PostgreSQL from DATABASE_URL and the moto server the test run starts."""
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import derive, env
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -30,5 +30,6 @@ PAYMENT_RATE_LIMIT_PER_SECOND = 1000
 # and a consumer stopped mid-receive keeps what it got) comes back after this, not after production's
 # 20 minutes. Test tasks are short, so the production rule "visibility > longest task" is waived.
 CELERY_VISIBILITY_TIMEOUT = 30
-CELERY_BROKER_TRANSPORT_OPTIONS = {**CELERY_BROKER_TRANSPORT_OPTIONS, "visibility_timeout": 30}  # noqa: F405
 SILENCED_SYSTEM_CHECKS = ["billing.E001"]
+
+derive(globals())  # last: names and formats from this module's values

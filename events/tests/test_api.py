@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import timedelta
+from datetime import timezone as dt_timezone
 
 import pytest
 from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from events import contracts
 from events.models import OutboxEvent
 from events.outbox import NewEvent, record_events
+from events.views import ALLOWED_PARAMS
 from tests.factories import agreement_data
 
 pytestmark = pytest.mark.django_db
 
 URL = "/api/events/"
+
+
+def _cursor(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def base64_of(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
 @pytest.fixture
@@ -100,3 +115,75 @@ def test_filters_by_aggregate_and_time_range(client, token, events):
 
 def test_api_is_read_only(client, token):
     assert client.post(URL, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 405
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"aggregate_id": "A-\x001"},
+        {"aggregate_type": "agree\x00ment"},
+        {"type": "agreement.created\x00"},
+        {"cursor": _cursor(["2026-11-01T00:00:00+00:00", ["a", "b"]])},
+        {"cursor": _cursor(["2026-11-01T00:00:00+00:00", {"id": 1}])},
+        {"cursor": _cursor([{"at": 1}, "0b7f3a4e-8a43-4a0e-9a53-1f1c1b0f2d11"])},
+        {"cursor": _cursor(["2026-11-01T00:00:00+00:00", "0b7f3a4e-8a43-4a0e-9a53-1f1c1b0f2d11", 3])},
+        {"cursor": _cursor("not a pair")},
+        {"cursor": base64_of("[" * 3000 + "]" * 3000)},
+    ],
+    ids=[
+        "nul-aggregate-id",
+        "nul-aggregate-type",
+        "nul-type",
+        "list-id",
+        "dict-id",
+        "dict-time",
+        "triple",
+        "string",
+        "nested-3000",
+    ],
+)
+def test_hostile_values_are_400_with_a_reason_never_500(client, token, query):
+    resp = client.get(URL, query, HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert resp.status_code == 400
+    assert resp.json()["error"]
+
+
+OFFSETS = st.timedeltas(
+    min_value=-timedelta(hours=23, minutes=59), max_value=timedelta(hours=23, minutes=59)
+).map(lambda offset: dt_timezone(timedelta(minutes=offset // timedelta(minutes=1))))
+PARAM_VALUES = st.one_of(
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=40),  # NUL and every other character
+    st.sampled_from(sorted(contracts.REGISTRY)),
+    st.integers(-5, 5000).map(str),
+    st.datetimes(timezones=OFFSETS).map(lambda d: d.isoformat()),  # years 1 to 9999, any offset
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+        max_leaves=8,
+    ).map(_cursor),
+    st.integers(1, 4000).map(lambda depth: base64_of("[" * depth + "]" * depth)),
+)
+
+
+def test_datetimes_with_any_iso_offset_are_compared_in_utc(client, token):
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    # PostgreSQL refuses offsets beyond 15:59, ISO 8601 allows them: converted to UTC first
+    assert client.get(URL, {"occurred_after": "2026-02-24T02:48:32-23:59"}, **auth).status_code == 200
+    resp = client.get(URL, {"occurred_before": "0001-01-01T00:00:00+01:00"}, **auth)
+    assert resp.status_code == 400 and "out of range" in resp.json()["error"]
+
+
+PARAM_NAMES = st.sampled_from(sorted(ALLOWED_PARAMS) + ["agregate_id", "", "\x00"])
+
+
+@hypothesis_settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(query=st.dictionaries(PARAM_NAMES, PARAM_VALUES, max_size=4))
+def test_any_query_is_200_or_400_never_500(client, token, query):
+    resp = client.get(URL, query, HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert resp.status_code in (200, 400), (query, resp.content[:300])
+    if resp.status_code == 400:
+        assert resp.json()["error"]

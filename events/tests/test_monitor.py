@@ -133,3 +133,22 @@ def test_breach_alerts_once_then_resolves(check, empty_queues, sqs, settings, sm
         OutboxEvent.objects.get(aggregate_id=f"check:{check}", type="alert.resolved").message_body()
     )
     assert body["data"]["check"] == check
+
+
+def test_a_missing_queue_alerts_once_then_resolves_when_provisioned(empty_queues, delete_queue, smtp):
+
+    relay_pending()
+    assert monitor_run() == []
+    # when a provisioned queue disappears (deleted, an account cleanup)
+    delete_queue("billing-test-celery-payments")
+    # then one critical alert names it, and reaches the operators' mailbox
+    assert monitor_run() == ["alert.queues_missing"]
+    assert monitor_run() == []
+    relay_pending()
+    pull_once("alerts_mail")
+    assert len(smtp.messages) == 1
+    assert "billing-test-celery-payments" in smtp.messages[0].content.decode()
+    # and it resolves once messaging_provision recreated the queue
+    delete_queue.restore()
+    assert monitor_run() == ["alert.resolved:queues_missing"]
+    assert alerts("queues_missing") == ["alert.queues_missing", "alert.resolved"]

@@ -102,9 +102,73 @@ def test_selection_by_id_and_aggregate(published, sqs):
         (["--id", "42", "--to-topic"], "is not an event id"),
         (["--type", "agreement.made", "--to-topic"], "not a known event type"),
         (["--since", "yesterday", "--to-topic"], "is not an ISO date"),
+        (["--since", "2026-13-45", "--to-topic"], r"not a valid date .*expected YYYY-MM-DD"),
+        (["--until", "2026-02-30T10:00", "--to-topic"], r"not a valid date .*expected YYYY-MM-DD"),
         (["--since", "2026-02-01", "--until", "2026-01-01", "--to-topic"], "--since must be before --until"),
     ],
 )
 def test_bad_arguments_give_an_actionable_command_error(published, args, message):
     with pytest.raises(CommandError, match=message):
         call_command("events_replay", *args)
+
+
+def test_ctrl_c_says_how_far_it_got_and_the_command_that_resumes(empty_queues, sqs, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from events.management.commands import events_replay
+
+    # given 25 stored events a second apart, replayed to one queue in pages of 10
+    start = timezone.now() - timedelta(hours=1)
+    with transaction.atomic():
+        record_events(
+            sender=None,
+            events=[
+                NewEvent(
+                    contracts.AGREEMENT_CREATED,
+                    f"R-{i:02}",
+                    1,
+                    agreement_data(f"R-{i:02}"),
+                    occurred_at=start + timedelta(seconds=i),
+                )
+                for i in range(25)
+            ],
+        )
+    ordered = list(OutboxEvent.objects.order_by("occurred_at", "id"))
+    monkeypatch.setattr(events_replay, "PAGE_SIZE", 10)
+
+    # when the operator presses Ctrl-C while the second page is being sent
+    calls = []
+
+    def progress_then_ctrl_c(self, n):
+        calls.append(n)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(events_replay.tqdm, "update", progress_then_ctrl_c)
+    with pytest.raises(CommandError) as exc:
+        call_command("events_replay", "--type", "agreement.created", "--to-queue", "invoicing")
+
+    # then it says how far it got and the exact command that resumes it
+    message = str(exc.value)
+    assert exc.value.returncode == 130
+    assert "Interrupted: replayed 20 of 25 event(s)" in message
+    resume = next(
+        line.strip() for line in message.splitlines() if line.strip().startswith("python manage.py")
+    )
+    assert resume == (
+        "python manage.py events_replay --type agreement.created "
+        f"--since {ordered[10].occurred_at.isoformat()} --to-queue invoicing"
+    )
+    assert "consumers skip event ids they have already handled" in message
+    first_run = [b["id"] for b in bodies(sqs, "invoicing")]
+    assert sorted(first_run) == sorted(str(e.id) for e in ordered[:20])
+
+    # and running it sends from the first event of the interrupted page on: nothing is missed
+    monkeypatch.undo()
+    args = resume.split()[3:]
+    call_command("events_replay", *args)
+    resumed = [b["id"] for b in bodies(sqs, "invoicing")]
+    assert sorted(resumed) == sorted(str(e.id) for e in ordered[10:])
+    assert set(first_run) | set(resumed) == {str(e.id) for e in ordered}

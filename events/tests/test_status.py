@@ -9,6 +9,7 @@ from django.core.management import CommandError, call_command
 from django.db import transaction
 
 from events import contracts
+from events.monitoring import queue_stats
 from events.outbox import record_event
 from tests.factories import AUDIT_QUEUE, agreement_data, envelope, send
 
@@ -46,3 +47,28 @@ def test_an_old_unpublished_outbox_row_is_a_breach(empty_queues, settings, capsy
         call_command("messaging_status", "--no-age")
     out = capsys.readouterr().out
     assert "outbox: 1 unpublished" in out and "BREACH: outbox: oldest unpublished event" in out
+
+
+def test_a_deleted_queue_is_reported_missing_not_a_crash(empty_queues, delete_queue, client, capsys):
+    # given a task queue deleted under the running system (its URL already looked up and cached)
+    call_command("messaging_status", "--no-age")
+    capsys.readouterr()
+    delete_queue("billing-test-celery-payments")
+    # then the status still lists every queue, marks that one, and exits 2
+    stats = {q.name: q for q in queue_stats()}
+    assert stats["billing-test-celery-payments"].missing and not stats["billing-test-celery-default"].missing
+    with pytest.raises(CommandError) as exc:
+        call_command("messaging_status")
+    assert exc.value.returncode == 2
+    out = capsys.readouterr().out
+    assert "billing-test-celery-payments                     MISSING: run messaging_provision" in out
+    assert "BREACH: queue billing-test-celery-payments does not exist: run messaging_provision" in out
+    for q in empty_queues.queues:
+        assert q.name in out and q.dlq_name in out
+    # and so does the Messaging page
+    from django.contrib.auth.models import User
+
+    client.force_login(User.objects.create_user("ops", is_staff=True))
+    page = client.get("/admin/messaging/")
+    assert page.status_code == 200
+    assert b'queue-missing" data-queue="billing-test-celery-payments"' in page.content

@@ -76,15 +76,25 @@ class Command(BaseCommand):
             )
         finally:
             bar.close()
+        left = (
+            f"{report.left_selected} selected, {report.left_unselected} not selected, "
+            f"{report.unexamined} not examined"
+        )
         if opts["dry_run"]:
             self.stdout.write(
-                f"Dry run: would move {report.matched} of {total} message(s) from {dlq} to {source}."
+                f"Dry run: would move {report.matched} of {report.depth_before} message(s) from {dlq} to "
+                f"{source}; examined {report.seen}. Nothing moved; in {dlq}: {left}."
             )
             return
         self.stdout.write(
-            f"Moved {report.moved} message(s) from {dlq} to {source}; {report.skipped} left (not selected), "
-            f"{report.failed} failed."
+            f"Moved {report.moved} message(s) from {dlq} to {source}; examined {report.seen} of "
+            f"{report.depth_before}. Left in {dlq}: {report.depth_after} ({left})."
         )
+        if report.unexamined:
+            self.stdout.write(
+                "Not examined: in flight elsewhere during the run, arrived after it started, or beyond "
+                "--max. Run it again to look at them."
+            )
         if report.failed:
             raise CommandError(
                 f"{report.failed} message(s) could not be sent back: {'; '.join(report.errors[:5])}"

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Q, QuerySet
 from tqdm import tqdm
 
 from events import contracts
-from events.replay import ReplayError, replay, select_events
+from events.models import OutboxEvent
+from events.replay import ReplayError, ReplayReport, replay, select_events
 
 from ._args import parse_when
+
+# Events per replay() call: Ctrl-C resumes at the first event of the page in progress.
+PAGE_SIZE = 500
 
 
 class Command(BaseCommand):
     help = (
         "Replay stored events (same event ids, plus a 'replayed' attribute). --to-topic re-publishes "
         "to every subscriber; --to-queue NAME sends only to that consumer (backfilling a new one). "
-        "Try --dry-run first."
+        "Try --dry-run first. Ctrl-C prints the command that resumes where it stopped."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -63,22 +71,11 @@ class Command(BaseCommand):
             since=since,
             until=until,
         )
-        bar: tqdm | None = None
-
-        def progress(n: int) -> None:
-            nonlocal bar
-            if bar is None:
-                bar = tqdm(total=total, unit="event", file=sys.stderr, desc="replay")
-            bar.update(n)
-
         total = events.count()
-        try:
-            report = replay(events, to_queue=opts["to_queue"], dry_run=opts["dry_run"], progress=progress)
-        except ReplayError as exc:
-            raise CommandError(str(exc)) from None
-        finally:
-            if bar is not None:
-                bar.close()
+        if opts["dry_run"] or total == 0:
+            report = self._replay(events, opts, progress=None)
+        else:
+            report = self._replay_resumably(events, total, opts)
         verb = "Would replay" if report.dry_run else "Replayed"
         self.stdout.write(f"{verb} {report.count} event(s) to {report.target}.")
         for row in report.sample:
@@ -92,3 +89,83 @@ class Command(BaseCommand):
             self.stdout.write(f"Sent {report.sent}, failed {report.failed}.")
             if report.failed:
                 raise CommandError(f"{report.failed} event(s) were not sent: {'; '.join(report.errors)}")
+
+    def _replay(
+        self, events: QuerySet[OutboxEvent], opts: dict[str, Any], progress: Callable[[int], None] | None
+    ) -> ReplayReport:
+        try:
+            return replay(events, to_queue=opts["to_queue"], dry_run=opts["dry_run"], progress=progress)
+        except ReplayError as exc:
+            raise CommandError(str(exc)) from None
+
+    def _replay_resumably(
+        self, events: QuerySet[OutboxEvent], total: int, opts: dict[str, Any]
+    ) -> ReplayReport:
+        """Replay page by page (oldest first), so that Ctrl-C can say where to resume: at the first
+        event of the page in progress, every earlier page having been sent in full."""
+        done = 0
+        bar = tqdm(total=total, unit="event", file=sys.stderr, desc="replay", disable=total < 50)
+
+        def progress(n: int) -> None:
+            nonlocal done
+            done += n
+            bar.update(n)
+
+        report: ReplayReport | None = None
+        resume_at: datetime | None = None
+        try:
+            for first_at, page in pages(events, PAGE_SIZE):
+                resume_at = first_at
+                part = self._replay(page, opts, progress)
+                if report is None:
+                    report = part
+                else:
+                    report.sent += part.sent
+                    report.failed += part.failed
+                    report.errors.extend(part.errors[: max(0, 5 - len(report.errors))])
+        except KeyboardInterrupt:
+            bar.close()
+            raise CommandError(
+                f"Interrupted: replayed {done} of {total} event(s). To resume, run:\n"
+                f"  {resume_command(opts, resume_at)}\n"
+                "It starts at the first event of the batch that was in progress, so up to "
+                f"{PAGE_SIZE} event(s) may be sent twice: harmless, consumers skip event ids they "
+                "have already handled.",
+                returncode=130,
+            ) from None
+        bar.close()
+        assert report is not None  # total > 0: at least one page
+        report.count = total
+        return report
+
+
+def pages(events: QuerySet[OutboxEvent], size: int) -> Iterator[tuple[datetime, QuerySet[OutboxEvent]]]:
+    """``events`` (ordered by occurred_at, id) in pages of ``size``: (first occurred_at, page)."""
+    after: tuple[datetime, uuid.UUID] | None = None
+    while True:
+        rest = events
+        if after is not None:
+            rest = rest.filter(Q(occurred_at__gt=after[0]) | Q(occurred_at=after[0], id__gt=after[1]))
+        keys = list(rest.values_list("occurred_at", "id")[:size])
+        if not keys:
+            return
+        yield keys[0][0], events.filter(id__in=[k[1] for k in keys])
+        after = keys[-1]
+
+
+def resume_command(opts: dict[str, Any], since: datetime | None) -> str:
+    """The command line that replays the same selection from ``since`` on (--since replaced)."""
+    args = ["python", "manage.py", "events_replay"]
+    for event_id in opts["ids"]:
+        args += ["--id", event_id]
+    for name in ("type", "aggregate_type", "aggregate_id", "until"):
+        if opts[name]:
+            args += [f"--{name.replace('_', '-')}", opts[name]]
+    if since is not None:
+        args += ["--since", since.isoformat()]
+    elif opts["since"]:
+        args += ["--since", opts["since"]]
+    if opts["all"]:
+        args.append("--all")
+    args += ["--to-queue", opts["to_queue"]] if opts["to_queue"] else ["--to-topic"]
+    return shlex.join(args)

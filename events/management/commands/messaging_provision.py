@@ -44,4 +44,11 @@ class Command(BaseCommand):
         for change in changes:
             style = self.style.SUCCESS if change.action in (CREATE, UPDATE) else str
             self.stdout.write(style(str(change)))
+        if not settings.AWS_ENDPOINT_URL and not settings.OPERATOR_PRINCIPAL_ARNS:
+            self.stdout.write(
+                self.style.WARNING(
+                    "Note: OPERATOR_PRINCIPAL_ARNS is empty, so consumer queues accept messages from "
+                    "their SNS topics only: events_replay --to-queue and dlq_redrive will be refused."
+                )
+            )
         self.stdout.write(("Dry run: " if dry_run else "Done: ") + summarize(changes))

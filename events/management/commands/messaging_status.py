@@ -27,6 +27,9 @@ class Command(BaseCommand):
         outbox = outbox_stats()
         self.stdout.write(f"{'queue':<48} {'visible':>8} {'in flight':>9} {'delayed':>8} {'oldest':>7}")
         for q in queues:
+            if q.missing:
+                self.stdout.write(self.style.ERROR(f"{q.name:<48} MISSING: run messaging_provision"))
+                continue
             line = (
                 f"{q.name:<48} {q.visible:>8} {q.in_flight:>9} {q.delayed:>8} {format_age(q.oldest_age):>7}"
             )
