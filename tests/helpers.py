@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,3 +20,25 @@ def wait_until(check: Callable[[], Any], timeout: float = 20.0, interval: float 
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout}s: {check}")
         time.sleep(interval)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A production environment that passes the settings' own checks (secrets are placeholders).
+PROD_ENV = {
+    "DJANGO_SETTINGS_MODULE": "billing_project.settings.prod",
+    "SECRET_KEY": "x" * 20 + "-prod-secret-" + "y" * 30,
+    "DATABASE_URL": "postgres://billing:pw@db.internal:5432/billing",
+    "ALLOWED_HOSTS": "billing.example.com",
+    "EVENT_SIGNING_KEYS": '{"2026-11": "' + "k" * 64 + '"}',
+}
+
+
+def database_url() -> str:
+    """The test database as a DATABASE_URL, for worker and beat processes a test starts."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    host = (s["HOST"] or "127.0.0.1").replace("/", "%2F")
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{host}:{s['PORT'] or 5432}/{s['NAME']}"

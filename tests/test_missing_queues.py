@@ -17,9 +17,9 @@ import pytest
 from events import topology
 from events.models import Heartbeat
 from events.tasks import heartbeat
-from events.tests.test_consumers import AUDIT_QUEUE, ROOT, _test_database_url, envelope, send
 from tests.auditapp.models import AuditEntry
-from tests.helpers import wait_until
+from tests.factories import AUDIT_QUEUE, envelope, send
+from tests.helpers import ROOT, database_url, wait_until
 
 TASK_QUEUE = "billing-test-celery-events"  # where events.heartbeat goes
 
@@ -34,7 +34,7 @@ def test_workers_survive_a_deleted_queue_and_consume_again_once_provisioned(
 ):
     # given a real worker process consuming every task queue and running the audit push consumer
     log = tmp_path / "worker.log"
-    env = {**os.environ, "DATABASE_URL": _test_database_url(), "EVENT_CONSUMERS_IN_WORKER": "audit"}
+    env = {**os.environ, "DATABASE_URL": database_url(), "EVENT_CONSUMERS_IN_WORKER": "audit"}
     cmd = [
         *(sys.executable, "-m", "celery", "-A", "billing_project", "worker", "--pool", "threads"),
         *("--concurrency", "2", "-Q", ",".join(topology.celery_queue_names()), "-l", "INFO"),

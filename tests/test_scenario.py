@@ -7,7 +7,6 @@ import os
 import urllib.request
 
 import pytest
-from django.db import connection
 
 from events import topology
 from events.provisioning import provision
@@ -15,13 +14,7 @@ from payments.gateway import reset_gateway
 from payments.sandbox import SandboxConfig, start_in_thread
 from scripts import scenario
 from tests import plugin
-
-
-def _db_url() -> str:
-    s = connection.settings_dict
-    host = (s["HOST"] or "127.0.0.1").replace("/", "%2F")
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
-    return f"postgres://{auth}@{host}:{s['PORT'] or 5432}/{s['NAME']}"
+from tests.helpers import database_url
 
 
 @pytest.mark.slow
@@ -42,7 +35,7 @@ def test_short_scenario_keeps_every_invariant(settings, empty_queues):
     reset_gateway()
     env = {
         **os.environ,
-        "DATABASE_URL": _db_url(),
+        "DATABASE_URL": database_url(),
         "EVENT_CONSUMERS_IN_WORKER": "all",
         "PAYMENT_GATEWAY_URL": gateway.url,
         "PAYMENT_TRANSIENT_BACKOFF_SECONDS": "1",

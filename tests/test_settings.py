@@ -6,20 +6,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from billing_project.settings.base import sqs_broker_url
-
-ROOT = Path(__file__).resolve().parent.parent
-PROD_ENV = {
-    "DJANGO_SETTINGS_MODULE": "billing_project.settings.prod",
-    "SECRET_KEY": "x" * 20 + "-prod-secret-" + "y" * 30,
-    "DATABASE_URL": "postgres://billing:pw@db.internal:5432/billing",
-    "ALLOWED_HOSTS": "billing.example.com",
-    "EVENT_SIGNING_KEYS": '{"2026-11": "' + "k" * 64 + '"}',
-}
+from tests.helpers import PROD_ENV, ROOT
 
 
 def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

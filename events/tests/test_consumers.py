@@ -9,11 +9,9 @@ import signal
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.test import override_settings
 
 from events.consumers import DUPLICATE, FAILED, HANDLED, POISON, UNHANDLED, process_message
@@ -24,9 +22,7 @@ from tests.auditapp import consumers as audit
 from tests.auditapp.models import AuditEntry
 from tests.factories import AUDIT_QUEUE, deliver, drain, envelope, send
 from tests.factories import queue_depth as queue_counts
-from tests.helpers import wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT, database_url, wait_until
 
 
 @pytest.fixture
@@ -286,7 +282,7 @@ def test_worker_killed_while_handlers_run_then_restarted_effects_exactly_once(
     send(sqs, [json.dumps(e) for e in events])
     env = {
         **os.environ,
-        "DATABASE_URL": _test_database_url(),
+        "DATABASE_URL": database_url(),
         "EVENT_CONSUMERS_IN_WORKER": "audit",
     }
     cmd = [
@@ -327,12 +323,3 @@ def test_worker_killed_while_handlers_run_then_restarted_effects_exactly_once(
     for e in AuditEntry.objects.all():
         per_event[e.aggregate_id] = per_event.get(e.aggregate_id, 0) + 1
     assert per_event == {f"slow-300-{i}": 1 for i in range(40)}
-
-
-def _test_database_url() -> str:
-    s = connection.settings_dict
-    host = s["HOST"] or "127.0.0.1"
-    if host.startswith("/"):
-        host = host.replace("/", "%2F")
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
-    return f"postgres://{auth}@{host}:{s['PORT'] or 5432}/{s['NAME']}"

@@ -10,8 +10,8 @@ import pytest
 from django.core.management import call_command
 
 from events import aws
-
-from .test_consumers import AUDIT_QUEUE, envelope, queue_counts
+from tests.factories import AUDIT_QUEUE, envelope
+from tests.factories import queue_depth as queue_counts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from scripts.devstack import free_port
-from tests.test_settings import PROD_ENV, ROOT
+from tests.helpers import PROD_ENV, ROOT
 
 pytestmark = pytest.mark.django_db
 
