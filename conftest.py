@@ -13,7 +13,8 @@ from django.core.management import call_command
 from kombu.asynchronous import set_event_loop
 
 from billing_project.celery import app as celery_app
-from events import aws, provisioning, topology
+from events import topology
+from events.topology import aws, provisioning
 from scripts.devstack import free_port
 
 

@@ -11,8 +11,8 @@ from django.db.models import QuerySet
 from django.forms.models import construct_instance
 from django.http import HttpRequest
 
-from events.admin_tools import GuardedActionsMixin
-from events.money import format_money
+from core.admin_tools import GuardedActionsMixin
+from core.money import format_money
 
 from . import services
 from .models import Agreement

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from django.core.management.base import CommandError
 
-from events.fields import shown
+from core.fields import shown
 
 from .services import AgreementInput, agreement_errors
 

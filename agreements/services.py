@@ -12,21 +12,13 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
-from billing_project.periods import INTERVALS, next_period_start
-from events import contracts, fields
-from events.outbox import record_change, record_event
+from core import fields
+from core.calendar import INTERVALS, billing_today, next_period_start
+from events import contracts
+from events.publishing.outbox import record_change, record_event
 
 from .models import Agreement
-
-
-def billing_today() -> date:
-    from zoneinfo import ZoneInfo
-
-    from django.conf import settings
-
-    return timezone.now().astimezone(ZoneInfo(settings.BILLING_TIME_ZONE)).date()
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,14 @@ from datetime import UTC, datetime
 import _env
 from django.conf import settings
 
-from events import aws, topology
-from events.consumers import Event, handles
+from events import topology
+from events.consuming.config import consumer_configs
+from events.consuming.push import PushConsumer
+from events.consuming.registry import Event, handles
 from events.models import ProcessedEvent
-from events.pollers import PushConsumer, consumer_configs
-from events.provisioning import provision
 from events.signing import signed_attributes
-from events.topology import AGREEMENTS, EventQueue
+from events.topology import AGREEMENTS, EventQueue, aws
+from events.topology.provisioning import provision
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 LATENCY_EVENTS = 200

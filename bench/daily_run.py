@@ -110,8 +110,8 @@ def naive_loop(sample: int) -> float:
 
     from django.db import transaction
 
-    from billing_project.periods import period_start
-    from events.outbox import record_event
+    from core.calendar import period_start
+    from events.publishing.outbox import record_event
     from invoicing.models import BillableAgreement, Invoice, InvoiceLine, InvoiceSeries
 
     load(sample)

@@ -35,9 +35,9 @@ from typing import Any
 
 import _ministack as _env
 
-from events import aws
-from events.dlq import Selection, depth, redrive, resolve
-from events.pollers import RESERVED_ATTRIBUTES
+from events.consuming.dlq import Selection, depth, redrive, resolve
+from events.consuming.sqs import RESERVED_ATTRIBUTES
+from events.topology import aws
 
 ON_MINISTACK = _env.EMULATOR.startswith("ministack")
 N = int(sys.argv[1]) if len(sys.argv) > 1 else (10_000 if ON_MINISTACK else 1_000)

@@ -12,10 +12,11 @@ import threading
 import _env
 from django.db import transaction
 
-from events import aws, contracts, topology
+from events import contracts, topology
 from events.models import OutboxEvent
-from events.outbox import NewEvent, record_events
-from events.relay import message_attributes, relay_pending
+from events.publishing.outbox import NewEvent, record_events
+from events.publishing.relay import message_attributes, relay_pending
+from events.topology import aws
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
 DATA = _env.AGREEMENT_DATA

@@ -17,7 +17,7 @@ app.autodiscover_tasks()
 def _register_worker_extensions() -> None:
     from click import Option
 
-    from events.bootsteps import EventConsumersStep
+    from events.consuming.bootsteps import EventConsumersStep
 
     app.user_options["worker"].add(
         Option(

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from .console import messaging_view
+from events.operations.console import messaging_view
 
 admin.site.site_header = "Billing operations"
 admin.site.site_title = "Billing operations"

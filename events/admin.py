@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
-from . import topology
-from .admin_tools import GuardedActionsMixin
+from core.admin_tools import GuardedActionsMixin, ReadOnlyMixin
+
 from .models import AlertState, ApiToken, ConsumerFailure, Heartbeat, OutboxEvent, ProcessedEvent
-from .replay import ReplayError, replay
+from .operations.replay_ui import ReplayTargetForm, confirm_page
+from .publishing.replay import ReplayError, replay
 
 
 class PublishedFilter(admin.SimpleListFilter):
@@ -35,28 +34,8 @@ class PublishedFilter(admin.SimpleListFilter):
         return queryset
 
 
-def replay_targets() -> list[tuple[str, str]]:
-    choices = [("topic", "Their topics (every subscriber receives them again)")]
-    for q in topology.EVENT_QUEUES:
-        choices.append((q.consumer, f"Only the {q.consumer} consumer's queue"))
-    return choices
-
-
-class ReplayForm(forms.Form):
-    target = forms.ChoiceField(choices=replay_targets)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """The event store and consumer bookkeeping: facts to read, never to edit."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(OutboxEvent)
@@ -118,13 +97,11 @@ class OutboxEventAdmin(GuardedActionsMixin, ReadOnlyAdmin):
 
     @admin.action(description="Replay selected events…", permissions=["replay"])
     def replay_selected(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> HttpResponse | None:
-        form = ReplayForm(request.POST if "confirm" in request.POST else None)
+        events = queryset.order_by("occurred_at", "id")
+        form = ReplayTargetForm(request.POST if "confirm" in request.POST else None)
         if "confirm" in request.POST and form.is_valid():
-            target = form.cleaned_data["target"]
             try:
-                report = replay(
-                    queryset.order_by("occurred_at", "id"), to_queue=None if target == "topic" else target
-                )
+                report = replay(events, to_queue=form.to_queue())
             except ReplayError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 return None
@@ -133,19 +110,17 @@ class OutboxEventAdmin(GuardedActionsMixin, ReadOnlyAdmin):
                 request, f"Replayed {report.sent} event(s) to {report.target}; {report.failed} failed.", level
             )
             return None
-        return TemplateResponse(
+        selected = request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME)
+        return confirm_page(
             request,
-            "admin/events/replay_confirm.html",
-            {
-                **self.admin_site.each_context(request),
-                "title": "Replay events",
-                "opts": self.model._meta,
-                "form": form or ReplayForm(),
-                "queryset": queryset[:20],
-                "count": queryset.count(),
-                "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
-                "action": "replay_selected",
-            },
+            report=replay(events, dry_run=True, sample_size=20),
+            hidden=[
+                ("action", "replay_selected"),
+                *((admin.helpers.ACTION_CHECKBOX_NAME, s) for s in selected),
+            ],
+            submit_name="confirm",
+            cancel_url="",
+            form=form,
         )
 
 

@@ -8,6 +8,8 @@ class EventsConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
-        from . import alert_mail, checks, outbox, schedules  # noqa: F401  (registers checks and signal receivers)
+        from . import checks  # noqa: F401 - registers the system checks
+        from .operations import alert_mail  # noqa: F401 - registers the alerts_mail handlers
+        from .publishing import outbox  # noqa: F401 - connects the outbox to domain_event
 
         autodiscover_modules("consumers")  # each app's @handles registrations

@@ -8,6 +8,9 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, register
 
+from . import contracts, topology
+from .consuming.registry import HANDLERS
+
 
 @register("billing")
 def check_messaging_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
@@ -63,8 +66,6 @@ def check_messaging_settings(app_configs: Any = None, **kwargs: Any) -> list[Err
 @register("billing")
 def check_topology_matches_contracts(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """Every subscribed event type is a known contract, produced on the topic subscribed to."""
-    from . import contracts, topology
-
     errors: list[Error] = []
     for eq in topology.EVENT_QUEUES:
         for topic, types in eq.subscriptions.items():
@@ -88,11 +89,6 @@ def check_topology_matches_contracts(app_configs: Any = None, **kwargs: Any) -> 
 @register("billing")
 def check_handlers_are_subscribed(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """A handler whose event type its consumer's queue does not subscribe to would never run."""
-    from django.conf import settings
-
-    from . import topology
-    from .consumers import HANDLERS
-
     subscribed: dict[str, set[str]] = {}
     for eq in (*topology.EVENT_QUEUES, *settings.EXTRA_EVENT_QUEUES):
         types = subscribed.setdefault(eq.consumer, set())

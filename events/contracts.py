@@ -15,7 +15,9 @@ from typing import Any
 
 import fastjsonschema
 
-from . import fields, topology
+from core import fields
+
+from . import topology
 
 # --- event type names (constants in one place) ----------------------------
 AGREEMENT_CREATED = "agreement.created"
@@ -54,7 +56,7 @@ class EventType:
     @cached_property
     def _validators(self) -> dict[int, Any]:
         # Compiled once: validation sits on the hot path of every domain write. "email" is the
-        # services' own rule (events/fields.py), so the two can never disagree about an address.
+        # services' own rule (core/fields.py), so the two can never disagree about an address.
         return {
             v: fastjsonschema.compile(s, formats={"email": fields.is_email}) for v, s in self.schemas.items()
         }

@@ -1,9 +1,10 @@
-"""The event envelope: its fields, their limits, and parsing a message body into one.
+"""The event envelope, defined once: its fields and limits, how it is built and serialized (what
+is signed, sent and stored), its size limit, and parsing a message body back into one.
 
-One definition, read by the parser here and by the outbox model's column sizes: a value that
-passes JSON parsing but not these types and limits (a month 13, a version beyond 64 bits, an
-id that is not a UUID, a NUL in a name) is ``Poison`` with its reason, never an exception
-deeper in a consumer.
+Read by the outbox (both its row builders), the model's ``envelope()``, the admin, the parser and
+the contract checks. A value that passes JSON parsing but not these types and limits (a month
+13, a version beyond 64 bits, an id that is not a UUID, a NUL in a name) is ``Poison`` with its
+reason, never an exception deeper in a consumer.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import orjson
 from django.utils.dateparse import parse_datetime
 
 from . import contracts
@@ -48,6 +51,37 @@ FIELDS: tuple[Field, ...] = (
     Field("data", dict),
 )
 ENVELOPE_FIELDS: dict[str, type] = {f.name: f.kind for f in FIELDS}
+NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+
+# SNS and SQS accept 256 KiB per message including its attributes: keep headroom for them.
+MAX_EVENT_BYTES = 240 * 1024
+
+
+def build(**values: Any) -> dict[str, Any]:
+    """An envelope from its field values (every field, nothing else), ready to serialize."""
+    missing = [n for n in NAMES if n not in values]
+    extra = sorted(set(values) - set(NAMES))
+    if missing or extra:
+        raise TypeError(f"envelope fields missing {missing}, unknown {extra}")
+    envelope = {n: values[n] for n in NAMES}
+    envelope["id"] = str(envelope["id"])
+    if isinstance(envelope["occurred_at"], datetime):
+        envelope["occurred_at"] = envelope["occurred_at"].isoformat().replace("+00:00", "Z")
+    return envelope
+
+
+def serialize(envelope: dict[str, Any]) -> str:
+    """The canonical body (sorted keys, compact, UTF-8): what is signed, sent and sized."""
+    return orjson.dumps(envelope, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def check_size(body: str, event_type: str) -> None:
+    """Refuse an event whose message would not fit SNS/SQS (contracts.ContractError)."""
+    if len(body) * 4 > MAX_EVENT_BYTES and len(body.encode("utf-8")) > MAX_EVENT_BYTES:
+        raise contracts.ContractError(
+            f"{event_type}: envelope is {len(body.encode('utf-8'))} bytes, "
+            f"over the {MAX_EVENT_BYTES}-byte limit"
+        )
 
 
 def _reject_constant(value: str) -> Any:

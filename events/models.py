@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 from django.db import models
 from django.db.models import Q
+
+from . import envelope
 
 
 class OutboxEvent(models.Model):
@@ -62,24 +63,14 @@ class OutboxEvent(models.Model):
 
     def envelope(self) -> dict[str, Any]:
         """The envelope exactly as published (and as the API returns it)."""
-        return {
-            "id": str(self.id),
-            "type": self.type,
-            "schema_version": self.schema_version,
-            "occurred_at": self.occurred_at.isoformat().replace("+00:00", "Z"),
-            "producer": self.producer,
-            "aggregate_type": self.aggregate_type,
-            "aggregate_id": self.aggregate_id,
-            "aggregate_version": self.aggregate_version,
-            "data": self.data,
-        }
+        return envelope.build(**{name: getattr(self, name) for name in envelope.NAMES})
 
     def message_body(self) -> str:
         """The envelope as sent; serialized once per loaded row (the relay sizes its batches
         with it, then sends it). An event is immutable once recorded."""
         body = self.__dict__.get("_message_body")
         if body is None:
-            body = json.dumps(self.envelope(), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+            body = envelope.serialize(self.envelope())
             self.__dict__["_message_body"] = body
         return body
 

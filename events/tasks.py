@@ -7,9 +7,14 @@ from typing import Any
 
 from celery import shared_task
 
-from .relay import relay_pending
-from .services import event_store_prune, heartbeat_record
-from .task_options import IDEMPOTENT_DB_TASK
+from core.task_options import IDEMPOTENT_DB_TASK
+
+from .consuming.config import consumer_configs
+from .consuming.pull import pull_once
+from .operations.alerts import monitor_run
+from .operations.health import heartbeat_record
+from .publishing.relay import relay_pending
+from .publishing.store import event_store_prune
 
 
 @shared_task(name="events.heartbeat", bind=True, ignore_result=True, acks_late=True)
@@ -42,8 +47,6 @@ def prune_event_store(self: Any) -> int:
 @shared_task(name="events.pull_consumer", bind=True, ignore_result=True, acks_late=True)
 def pull_consumer(self: Any, consumer: str) -> dict[str, int]:
     """Pull mode: handle at most the consumer's batch size of messages. Idempotent (handlers are)."""
-    from .pollers import consumer_configs, pull_once
-
     cfg = consumer_configs().get(consumer)
     if cfg is None or cfg.mode != "pull":
         # Switched to push (or removed) since the schedule was made: nothing to do.
@@ -55,6 +58,4 @@ def pull_consumer(self: Any, consumer: str) -> dict[str, int]:
 @shared_task(name="events.monitor", bind=True, ignore_result=True, acks_late=True)
 def monitor(self: Any) -> list[str]:
     """Beat: run the automated checks; publish alert.* on a new breach, alert.resolved when cleared."""
-    from .monitor import monitor_run
-
     return monitor_run()

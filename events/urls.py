@@ -1,10 +1,11 @@
 from django.urls import path
 
-from . import views
+from .operations import http
+from .publishing import api
 
 urlpatterns = [
-    path("healthz", views.healthz, name="healthz"),
-    path("readyz", views.readyz, name="readyz"),
-    path("metrics", views.metrics_view, name="metrics"),
-    path("api/events/", views.events_api, name="events-api"),
+    path("healthz", http.healthz, name="healthz"),
+    path("readyz", http.readyz, name="readyz"),
+    path("metrics", http.metrics_view, name="metrics"),
+    path("api/events/", api.events_api, name="events-api"),
 ]

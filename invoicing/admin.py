@@ -9,8 +9,8 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from events.admin_tools import GuardedActionsMixin
-from events.money import format_money
+from core.admin_tools import GuardedActionsMixin, NoAddDeleteMixin, ReadOnlyMixin
+from core.money import format_money
 
 from .models import (
     BillableAgreement,
@@ -22,17 +22,6 @@ from .models import (
     InvoiceLine,
 )
 from .services import correction_approve, invoice_void
-
-
-class ReadOnlyMixin:
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class InvoiceLineInline(ReadOnlyMixin, admin.TabularInline):
@@ -107,7 +96,7 @@ class CreditNoteAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(BillableAgreement)
-class BillableAgreementAdmin(GuardedActionsMixin, admin.ModelAdmin):
+class BillableAgreementAdmin(NoAddDeleteMixin, GuardedActionsMixin, admin.ModelAdmin):
     list_display = (
         "agreement_id",
         "created_seen",
@@ -122,12 +111,6 @@ class BillableAgreementAdmin(GuardedActionsMixin, admin.ModelAdmin):
     search_fields = ("=agreement_id",)
     readonly_fields = [f.name for f in BillableAgreement._meta.fields if f.name != "catchup_approved"]
     actions = ["approve_catchup", "approve_correction"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def save_model(self, request: HttpRequest, obj: BillableAgreement, form: Any, change: bool) -> None:
         # Only what the form edits: the projection and the daily run write the other fields under

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from events.monitor import CheckResult, register_check
+from events.operations.health import CheckResult, register_check
 
 from .models import DailyRun
 

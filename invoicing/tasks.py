@@ -11,7 +11,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError
 
-from events.task_options import backoff_seconds
+from core.task_options import backoff_seconds
 
 from .models import DailyRunChunk
 from .services import (

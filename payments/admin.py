@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from events.admin_tools import GuardedActionsMixin
-from events.money import format_money
+from core.admin_tools import GuardedActionsMixin, NoAddDeleteMixin, ReadOnlyMixin
+from core.money import format_money
 
 from .models import Payment, PaymentAttempt, Refund
 from .services import payment_retry_now, refund_retry_now
 
 
-class AttemptInline(admin.TabularInline):
+class AttemptInline(ReadOnlyMixin, admin.TabularInline):
     model = PaymentAttempt
     fields = (
         "idempotency_key",
@@ -31,24 +29,17 @@ class AttemptInline(admin.TabularInline):
     extra = 0
     can_delete = False
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-
-class RefundInline(admin.TabularInline):
+class RefundInline(ReadOnlyMixin, admin.TabularInline):
     model = Refund
     fk_name = "payment"
     fields = ("amount_minor", "currency", "status", "reason", "attempts", "gateway_reference", "last_error")
     readonly_fields = fields
     extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Payment)
-class PaymentAdmin(GuardedActionsMixin, admin.ModelAdmin):
+class PaymentAdmin(NoAddDeleteMixin, GuardedActionsMixin, admin.ModelAdmin):
     list_display = (
         "invoice_number",
         "customer_ref",
@@ -76,12 +67,6 @@ class PaymentAdmin(GuardedActionsMixin, admin.ModelAdmin):
     def amount(self, obj: Payment) -> str:
         return format_money(obj.amount_minor, obj.currency)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("payments.retry_payment")
 
@@ -104,7 +89,7 @@ class PaymentAdmin(GuardedActionsMixin, admin.ModelAdmin):
 
 
 @admin.register(Refund)
-class RefundAdmin(GuardedActionsMixin, admin.ModelAdmin):
+class RefundAdmin(NoAddDeleteMixin, GuardedActionsMixin, admin.ModelAdmin):
     list_display = ("invoice_id", "amount", "status", "reason", "attempts", "last_error", "created_at")
     list_filter = ("status", "currency")
     search_fields = ("=invoice_id", "=key", "=gateway_reference")
@@ -114,12 +99,6 @@ class RefundAdmin(GuardedActionsMixin, admin.ModelAdmin):
     @admin.display(description="amount", ordering="amount_minor")
     def amount(self, obj: Refund) -> str:
         return format_money(obj.amount_minor, obj.currency)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("payments.retry_payment")

@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import shared_task
 
-from events.task_options import IDEMPOTENT_DB_TASK
+from core.task_options import IDEMPOTENT_DB_TASK
 
 from .services import payment_charge, payment_refund, payments_retry_due, refunds_retry_due
 

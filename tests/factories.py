@@ -11,9 +11,10 @@ import urllib.request
 import uuid
 from typing import Any
 
-from events import aws
-from events.consumers import Event, Outcome, process_message
+from events.consuming.registry import Event
+from events.consuming.runtime import Outcome, process_message
 from events.signing import signed_attributes
+from events.topology import aws
 
 AUDIT_QUEUE = "billing-test-audit-events"
 

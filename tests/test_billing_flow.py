@@ -11,10 +11,13 @@ from datetime import timedelta
 
 import pytest
 
-from agreements.services import AgreementInput, agreement_create, billing_today
-from events import aws, topology
+from agreements.services import AgreementInput, agreement_create
+from core.calendar import billing_today
+from events import topology
+from events.consuming.config import consumer_configs
+from events.consuming.push import PushConsumer
 from events.models import OutboxEvent
-from events.pollers import PushConsumer, consumer_configs
+from events.topology import aws
 from invoicing.models import BillableAgreement, DailyRun, Invoice
 from invoicing.tasks import issue_due_invoices
 from tests.helpers import wait_until

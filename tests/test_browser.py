@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import expect, sync_playwright
 
-from events import aws
+from events.topology import aws
 
 DLQ = "billing-test-invoicing-events-dlq"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

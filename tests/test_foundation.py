@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from events import aws, topology
+from events import topology
 from events.models import Heartbeat
-from events.provisioning import OK, provision
 from events.tasks import heartbeat
+from events.topology import aws
+from events.topology.provisioning import OK, provision
 from tests.helpers import wait_until
 
 

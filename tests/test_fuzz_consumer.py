@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events.consumers import DUPLICATE, ENVELOPE_FIELDS, HANDLED, POISON, UNHANDLED
+from events.consuming.runtime import DUPLICATE, HANDLED, POISON, UNHANDLED
+from events.envelope import ENVELOPE_FIELDS
 from tests.auditapp.models import AuditEntry
 from tests.factories import deliver, envelope
 

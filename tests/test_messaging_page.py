@@ -8,9 +8,10 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import transaction
 
-from events import aws, contracts
-from events.outbox import NewEvent, record_events
-from events.relay import relay_pending
+from events import contracts
+from events.publishing.outbox import NewEvent, record_events
+from events.publishing.relay import relay_pending
+from events.topology import aws
 from tests.factories import agreement_data, drain
 
 pytestmark = pytest.mark.django_db(transaction=True)

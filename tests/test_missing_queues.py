@@ -57,7 +57,7 @@ def test_workers_survive_a_deleted_queue_and_consume_again_once_provisioned(
         worker_lines = _lines_about(log, "billing_project.kombu_fixes", f"Celery queue {TASK_QUEUE}: ")
         assert len(worker_lines) == 1, worker_lines
         assert "QueueDoesNotExist" in worker_lines[0] and "run messaging_provision" in worker_lines[0]
-        poller_lines = _lines_about(log, "events.pollers", "consumer audit: SQS call failed")
+        poller_lines = _lines_about(log, "events.consuming.push", "consumer audit: SQS call failed")
         assert len(poller_lines) == 1, poller_lines
         # and once messaging_provision recreates them, both consume again
         delete_queue.restore()
@@ -97,7 +97,7 @@ def test_a_refused_receive_is_an_answer_with_its_reason_not_an_exception(status,
     from kombu.asynchronous.http import Request, Response
 
     from billing_project.kombu_fixes import ReceiveFailed
-    from events import aws
+    from events.topology import aws
 
     connection = AsyncSQSConnection(aws.client("sqs"), http_client=object())
     raw = Response(

@@ -18,8 +18,9 @@ from django.db import connection
 from django.db.models import Sum
 
 from agreements.services import AgreementInput, agreement_change_price, agreement_create, agreement_pause
+from events.consuming.config import consumer_configs
+from events.consuming.push import PushConsumer
 from events.models import OutboxEvent, ProcessedEvent
-from events.pollers import PushConsumer, consumer_configs
 from invoicing.models import BillableAgreement, CreditNote, DailyRun, Invoice
 from invoicing.services import billing_today, invoice_void
 from invoicing.tasks import issue_due_invoices

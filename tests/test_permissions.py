@@ -12,8 +12,9 @@ from django.db import transaction
 
 from agreements.models import Agreement
 from agreements.services import AgreementInput, agreement_create
-from events import aws, contracts, topology
-from events.outbox import NewEvent, record_events
+from events import contracts, topology
+from events.publishing.outbox import NewEvent, record_events
+from events.topology import aws
 from invoicing.models import Invoice
 from invoicing.services import invoices_run_inline, projection_apply
 from invoicing.tests.factories import agreement_event

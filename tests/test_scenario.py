@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from events import topology
-from events.provisioning import provision
+from events.topology.provisioning import provision
 from payments.gateway import reset_gateway
 from payments.sandbox import SandboxConfig, start_in_thread
 from scripts import scenario

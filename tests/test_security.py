@@ -10,10 +10,11 @@ from django.core.management import call_command
 from django.db import transaction
 from django.test import Client, override_settings
 
-from events import aws, contracts
+from events import contracts
 from events.models import ApiToken, OutboxEvent
-from events.outbox import record_event
+from events.publishing.outbox import record_event
 from events.signing import signed_attributes
+from events.topology import aws
 from tests.factories import agreement_data
 
 pytestmark = pytest.mark.django_db
@@ -72,8 +73,9 @@ def test_forged_unsigned_and_badly_signed_events_are_dead_lettered_and_change_no
     from datetime import date
 
     from events import topology
+    from events.consuming.config import consumer_configs
+    from events.consuming.push import PushConsumer
     from events.models import ConsumerFailure
-    from events.pollers import PushConsumer, consumer_configs
     from invoicing.models import Invoice
     from invoicing.services import invoices_run_inline, projection_apply
     from invoicing.tests.factories import agreement_event

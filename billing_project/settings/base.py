@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "core",
     "events",
     "agreements",
     "invoicing",
@@ -219,13 +220,13 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "events.logs.ContextFilter"}},
+    "filters": {"context": {"()": "events.operations.logs.ContextFilter"}},
     "formatters": {
         "text": {
-            "()": "events.logs.TextFormatter",
+            "()": "events.operations.logs.TextFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
         },
-        "json": {"()": "events.logs.json_formatter"},
+        "json": {"()": "events.operations.logs.json_formatter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
@@ -269,6 +270,9 @@ CONSUMER_WAIT_SECONDS = env.int("CONSUMER_WAIT_SECONDS", default=10)  # SQS long
 # A failed handler's message becomes visible again after base * 2**(receives-1) seconds.
 CONSUMER_RETRY_BASE_SECONDS = env.int("CONSUMER_RETRY_BASE_SECONDS", default=5)
 CONSUMER_RETRY_MAX_SECONDS = env.int("CONSUMER_RETRY_MAX_SECONDS", default=300)
+# A handler's statements and lock waits fail after this many seconds (0: no limit): a handler stuck
+# on the database gives its thread back and its message comes back later.
+CONSUMER_HANDLER_TIMEOUT_SECONDS = env.float("CONSUMER_HANDLER_TIMEOUT_SECONDS", default=60)
 # Consumer queues added by settings (a new consumer, or a test's), same shape as topology.EventQueue.
 EXTRA_EVENT_QUEUES: list[object] = []
 
@@ -280,7 +284,7 @@ MONITOR_OUTBOX_MAX_AGE_SECONDS = env.int("MONITOR_OUTBOX_MAX_AGE_SECONDS", defau
 # --- Billing ---------------------------------------------------------------------
 # Dates (periods, the daily run's date) are in this time zone.
 BILLING_TIME_ZONE = env.str("BILLING_TIME_ZONE", default="UTC")
-# Agreements take ISO 4217 codes that are legal tender somewhere today (events/fields.py). Codes
+# Agreements take ISO 4217 codes that are legal tender somewhere today (core/fields.py). Codes
 # to accept besides, e.g. EXTRA_CURRENCIES=CUC,XAU for a withdrawn currency or a unit a contract
 # still uses. Each must be three letters A-Z (the database's check); upper-cased here.
 EXTRA_CURRENCIES: list[str] = [c.strip().upper() for c in env.list("EXTRA_CURRENCIES", default=[])]

@@ -10,7 +10,7 @@ from django.db import transaction
 
 from events import contracts, topology
 from events.models import OutboxEvent
-from events.outbox import NewEvent, record_events
+from events.publishing.outbox import NewEvent, record_events
 from tests.factories import agreement_data, drain
 
 pytestmark = pytest.mark.django_db(transaction=True)

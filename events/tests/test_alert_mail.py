@@ -8,10 +8,10 @@ from email.policy import default as default_policy
 import pytest
 from django.db import transaction
 
+from events.consuming.pull import pull_once
 from events.models import ConsumerFailure
-from events.outbox import record_event
-from events.pollers import pull_once
-from events.relay import relay_pending
+from events.publishing.outbox import record_event
+from events.publishing.relay import relay_pending
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from events import contracts
 from events.models import OutboxEvent
-from events.outbox import NewEvent, record_events
-from events.views import ALLOWED_PARAMS
+from events.publishing.api import ALLOWED_PARAMS
+from events.publishing.outbox import NewEvent, record_events
 from tests.factories import agreement_data
 
 pytestmark = pytest.mark.django_db

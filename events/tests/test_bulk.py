@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from events.bulk import copy_rows
+from core.bulk import copy_rows
 
 pytestmark = pytest.mark.django_db
 

@@ -14,9 +14,11 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
-from events.consumers import DUPLICATE, FAILED, HANDLED, POISON, UNHANDLED, process_message
+from events.consuming.config import consumer_configs
+from events.consuming.pull import pull_once
+from events.consuming.push import PushConsumer
+from events.consuming.runtime import DUPLICATE, FAILED, HANDLED, POISON, UNHANDLED, process_message
 from events.models import ConsumerFailure, ProcessedEvent
-from events.pollers import PushConsumer, consumer_configs, pull_once
 from events.signing import signed_attributes
 from tests.auditapp import consumers as audit
 from tests.auditapp.models import AuditEntry
@@ -128,7 +130,7 @@ def test_a_failure_outside_the_handler_is_an_outcome_not_an_exception(monkeypatc
     def broken(*args, **kwargs):
         raise ConnectionError("database went away")
 
-    monkeypatch.setattr("events.consumers.ProcessedEvent.objects.create", broken)
+    monkeypatch.setattr("events.consuming.runtime.ProcessedEvent.objects.create", broken)
     outcome = deliver("audit", json.dumps(envelope("X-1")), message_id="m-x")
     assert outcome.result == FAILED and "database went away" in outcome.reason
     assert not outcome.delete  # it comes back later

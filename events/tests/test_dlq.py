@@ -9,7 +9,7 @@ import time
 import pytest
 from django.core.management import call_command
 
-from events import aws
+from events.topology import aws
 from tests.factories import AUDIT_QUEUE, envelope
 from tests.factories import queue_depth as queue_counts
 
@@ -88,7 +88,7 @@ def test_messages_held_elsewhere_or_beyond_max_are_reported_not_examined(mixed_d
 def test_holds_expiring_mid_pass_never_make_it_claim_less_is_left_than_is(mixed_dlq, sqs, monkeypatch):
     """The reported bug: holds expired on a deep queue, the pass stopped at the first batch of
     messages it had already seen, and "635 left" hid 364 selected messages still there."""
-    from events import dlq
+    from events.consuming import dlq
 
     receive = dlq._receive
     monkeypatch.setattr(dlq, "_receive", lambda queue, hold_seconds: receive(queue, hold_seconds=1))

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from events.logs import ContextFilter, json_formatter
+from events.operations.logs import ContextFilter, json_formatter
 from tests.factories import deliver, envelope
 
 
@@ -39,7 +39,7 @@ def test_lines_about_an_event_carry_its_id_type_and_consumer(json_log):
         "audit",
         "sqs-123",
     )
-    assert line["level"] == "INFO" and line["logger"] == "events.consumers"
+    assert line["level"] == "INFO" and line["logger"] == "events.consuming.runtime"
 
 
 def test_secrets_are_scrubbed(json_log):

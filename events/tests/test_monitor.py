@@ -9,12 +9,13 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from events import aws, contracts
+from events import contracts
+from events.consuming.pull import pull_once
 from events.models import AlertState, Heartbeat, OutboxEvent
-from events.monitor import monitor_run
-from events.outbox import record_event
-from events.pollers import pull_once
-from events.relay import relay_pending
+from events.operations.alerts import monitor_run
+from events.publishing.outbox import record_event
+from events.publishing.relay import relay_pending
+from events.topology import aws
 from tests.factories import agreement_data
 
 pytestmark = pytest.mark.django_db(transaction=True)

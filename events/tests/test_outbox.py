@@ -17,9 +17,9 @@ from django.utils import timezone
 
 from events import contracts, topology
 from events.models import Heartbeat, OutboxEvent
-from events.outbox import NewEvent, OutboxError, record_event, record_events
-from events.relay import relay_once, relay_pending
-from events.services import event_store_prune
+from events.publishing.outbox import NewEvent, OutboxError, record_event, record_events
+from events.publishing.relay import relay_once, relay_pending
+from events.publishing.store import event_store_prune
 from events.signing import verify
 from scripts.devstack import free_port
 from tests.factories import agreement_data, drain
@@ -242,7 +242,7 @@ def test_one_event_per_aggregate_version():
 @pytest.mark.slow
 def test_a_stream_of_commits_sends_few_relay_kicks_and_every_event_is_published(celery_worker, settings):
     """Each commit asks for a relay run; a busy process must not flood the events queue with them."""
-    from events.relay import kicker
+    from events.publishing.kicker import kicker
 
     settings.OUTBOX_KICK_RELAY = True
     settings.OUTBOX_KICK_MIN_INTERVAL_SECONDS = 0.5

@@ -7,8 +7,9 @@ import json
 import pytest
 from django.core.management import call_command
 
-from events import aws, topology
-from events.provisioning import UPDATE, provision
+from events import topology
+from events.topology import aws
+from events.topology.provisioning import UPDATE, provision
 
 pytestmark = pytest.mark.django_db
 

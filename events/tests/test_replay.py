@@ -10,8 +10,8 @@ from django.db import transaction
 
 from events import contracts, topology
 from events.models import OutboxEvent
-from events.outbox import NewEvent, record_events
-from events.relay import relay_pending
+from events.publishing.outbox import NewEvent, record_events
+from events.publishing.relay import relay_pending
 from events.signing import verify
 from tests.factories import agreement_data, drain
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from events.consumers import POISON, process_message
+from events.consuming.runtime import POISON, process_message
 from events.models import ConsumerFailure
 from events.signing import signed_attributes
 from tests.auditapp.models import AuditEntry

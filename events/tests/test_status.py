@@ -9,8 +9,8 @@ from django.core.management import CommandError, call_command
 from django.db import transaction
 
 from events import contracts
-from events.monitoring import queue_stats
-from events.outbox import record_event
+from events.operations.observations import queue_stats
+from events.publishing.outbox import record_event
 from tests.factories import AUDIT_QUEUE, agreement_data, envelope, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,7 +22,7 @@ def test_all_clear_exits_zero_and_lists_every_queue_and_dlq(empty_queues, capsys
     for q in empty_queues.queues:
         assert q.name in out and q.dlq_name in out
     assert "outbox: 0 unpublished" in out
-    assert "OK: no threshold breached" in out
+    assert "OK: all" in out and "checks pass" in out
 
 
 def test_a_message_in_a_dlq_is_a_breach_with_exit_status_2(empty_queues, sqs, capsys):
@@ -30,7 +30,7 @@ def test_a_message_in_a_dlq_is_a_breach_with_exit_status_2(empty_queues, sqs, ca
     with pytest.raises(CommandError) as exc:
         call_command("messaging_status")
     assert exc.value.returncode == 2
-    assert f"BREACH: DLQ {AUDIT_QUEUE}-dlq holds 1 message(s)" in capsys.readouterr().out
+    assert f"BREACH: dlq_not_empty: 1 message(s) in ['{AUDIT_QUEUE}-dlq']" in capsys.readouterr().out
 
 
 def test_an_old_unpublished_outbox_row_is_a_breach(empty_queues, settings, capsys):
@@ -46,7 +46,7 @@ def test_an_old_unpublished_outbox_row_is_a_breach(empty_queues, settings, capsy
     with pytest.raises(CommandError):
         call_command("messaging_status", "--no-age")
     out = capsys.readouterr().out
-    assert "outbox: 1 unpublished" in out and "BREACH: outbox: oldest unpublished event" in out
+    assert "outbox: 1 unpublished" in out and "BREACH: outbox_lagging: 1 unpublished event(s), oldest" in out
 
 
 def test_a_deleted_queue_is_reported_missing_not_a_crash(empty_queues, delete_queue, client, capsys):
@@ -62,7 +62,7 @@ def test_a_deleted_queue_is_reported_missing_not_a_crash(empty_queues, delete_qu
     assert exc.value.returncode == 2
     out = capsys.readouterr().out
     assert "billing-test-celery-payments                     MISSING: run messaging_provision" in out
-    assert "BREACH: queue billing-test-celery-payments does not exist: run messaging_provision" in out
+    assert "BREACH: queues_missing: 1 queue(s) do not exist: billing-test-celery-payments" in out
     for q in empty_queues.queues:
         assert q.name in out and q.dlq_name in out
     # and so does the Messaging page

@@ -11,19 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from django.conf import settings
-from django.utils import timezone
-
-from billing_project.periods import period_start
+from core.calendar import billing_today, period_start  # noqa: F401 - billing_today is re-exported
 
 STOP = "stop"
-
-
-def billing_today() -> date:
-    """Today in BILLING_TIME_ZONE (the calendar periods and the daily run use)."""
-    return timezone.now().astimezone(ZoneInfo(settings.BILLING_TIME_ZONE)).date()
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from billing_project.periods import period_index_on
+from core.calendar import period_index_on
 from events import contracts
-from events.outbox import record_event
+from events.publishing.outbox import record_event
 
 from .. import states
 from ..models import BillableAgreement, CreditNote, CreditNoteLine, Invoice

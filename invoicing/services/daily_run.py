@@ -26,9 +26,9 @@ from django.db.models import F
 from django.utils import timezone
 from psycopg2.extras import execute_values
 
-from events import metrics
-from events.outbox import record_event
-from events.services import heartbeat_record
+from events.operations import metrics
+from events.operations.health import heartbeat_record
+from events.publishing.outbox import record_event
 
 from ..models import BillableAgreement, DailyRun, DailyRunChunk
 from .billing import AgreementPlan, plan_agreement

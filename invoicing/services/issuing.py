@@ -16,9 +16,10 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from events import contracts, metrics
-from events.bulk import copy_rows
-from events.outbox import NewEvent, record_events
+from core.bulk import copy_rows
+from events import contracts
+from events.operations import metrics
+from events.publishing.outbox import NewEvent, record_events
 
 from ..models import Invoice, InvoiceLine, InvoiceSeries, PendingPaymentOutcome
 from .invoices import apply_pending_outcomes

@@ -225,7 +225,7 @@ def test_net_billed_per_period_equals_the_full_history_whatever_the_delivery(int
     plan = Plan(START, interval[0], interval[1], None, prices=[(START, 1000)])
     recorded_on = {1: START}
     delay = {1: 0}
-    from billing_project.periods import next_period_start
+    from core.calendar import next_period_start
 
     for day_no, op, amount, late in sorted(ops, key=lambda o: o[0]):
         day = START + timedelta(days=day_no)

@@ -196,7 +196,7 @@ def test_the_watchdog_resends_a_chunk_whose_worker_died_and_gives_up_after_its_a
 def test_a_run_stuck_running_raises_an_alert_and_resolves_when_it_ends(settings, empty_queues):
     from django.utils import timezone
 
-    from events.monitor import monitor_run
+    from events.operations.alerts import monitor_run
     from invoicing.services import daily_run_start
 
     settings.MONITOR_DAILY_RUN_MAX_RUNNING_SECONDS = 60
@@ -206,6 +206,12 @@ def test_a_run_stuck_running_raises_an_alert_and_resolves_when_it_ends(settings,
     assert "alert.daily_run_stuck" in monitor_run()
     summary = OutboxEvent.objects.get(type="alert.daily_run_stuck").data["summary"]
     assert "daily run for 2026-01-01 still running" in summary
+    # the operator's command reads the same health model: it breaches too
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError) as exc:
+        call_command("messaging_status", "--no-age")
+    assert exc.value.returncode == 2
     from invoicing.services import chunk_execute
 
     chunk_execute(chunk_id=chunk.pk)

@@ -21,8 +21,9 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from events import contracts, metrics
-from events.outbox import record_change, record_event
+from events import contracts
+from events.operations import metrics
+from events.publishing.outbox import record_change, record_event
 
 from .. import ratelimit, states
 from ..dispatch import enqueue_charge

@@ -18,8 +18,9 @@ from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from events import contracts, metrics
-from events.outbox import record_change, record_event
+from events import contracts
+from events.operations import metrics
+from events.publishing.outbox import record_change, record_event
 
 from .. import states
 from ..dispatch import enqueue_refund

@@ -10,10 +10,13 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from events import aws, topology
+from events import topology
+from events.consuming.config import consumer_configs
+from events.consuming.pull import pull_once
+from events.consuming.push import PushConsumer
 from events.models import OutboxEvent
-from events.pollers import PushConsumer, consumer_configs, pull_once
-from events.relay import relay_pending
+from events.publishing.relay import relay_pending
+from events.topology import aws
 from invoicing.models import Invoice
 from invoicing.services import invoices_run_inline, projection_apply
 from invoicing.tests.factories import agreement_event

@@ -68,8 +68,8 @@ class Duplicator:
 
         from events import topology
         from events.models import OutboxEvent
-        from events.relay import batches
-        from events.replay import send_to_queue
+        from events.publishing.relay import batches
+        from events.publishing.replay import send_to_queue
 
         started = timezone.now()
         recent = OutboxEvent.objects.filter(published_at__isnull=False)
@@ -253,14 +253,15 @@ def kill_when(fleet: Any, rng: random.Random, kind: str, busy: Callable[[], bool
 
 
 def in_flight(kind: str) -> bool:
-    from events.monitoring import queue_stats
+    from events.operations.observations import queue_stats
 
     return any(s.in_flight for s in queue_stats(with_age=False) if s.kind == kind and not s.is_dlq)
 
 
 def poison(rng: random.Random, per_queue: int) -> int:
     """Malformed messages into the invoicing and payments queues; returns how many were sent."""
-    from events import aws, topology
+    from events import topology
+    from events.topology import aws
 
     sqs = aws.client("sqs")
     for consumer in ("invoicing", "payments"):

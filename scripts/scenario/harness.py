@@ -74,8 +74,8 @@ def run(
     """Drive the history and check the invariants. Django must be set up and the queues provisioned."""
     from django_celery_beat.models import PeriodicTask
 
+    from core.schedules import periodic_tasks_sync
     from events.models import OutboxEvent
-    from events.schedules import periodic_tasks_sync
     from invoicing.models import Invoice
     from invoicing.tasks import issue_due_invoices
     from payments.models import Payment
@@ -223,7 +223,8 @@ def _busy_queues() -> list[str]:
 
 
 def _wait_for_events(timeout: float, held: list[Any]) -> None:
-    from events import dlq, topology
+    from events import topology
+    from events.consuming import dlq
     from events.models import OutboxEvent
 
     def done() -> bool:

@@ -27,7 +27,7 @@ class Plan:
 
 def expected_periods(plan: Plan, last_run: date) -> list[tuple[date, int]]:
     """Which period starts are billable by ``last_run``, and at what price."""
-    from billing_project.periods import period_start
+    from core.calendar import period_start
 
     out = []
     k = 0
@@ -140,7 +140,7 @@ def check(expect: Expectations, gateway: dict[str, Any]) -> list[str]:
 
 
 def depths() -> dict[str, int]:
-    from events.monitoring import queue_stats
+    from events.operations.observations import queue_stats
 
     return {s.name: s.visible + s.in_flight + s.delayed for s in queue_stats(with_age=False)}
 

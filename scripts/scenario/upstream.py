@@ -86,7 +86,7 @@ class Upstream:
             agreement_pause,
             agreement_resume,
         )
-        from billing_project.periods import next_period_start
+        from core.calendar import next_period_start
 
         plan, rng = self.plans[agreement_id], self.rng
         a = Agreement.objects.get(pk=agreement_id)
@@ -129,7 +129,7 @@ class Upstream:
             agreement_pause,
             agreement_resume,
         )
-        from billing_project.periods import next_period_start
+        from core.calendar import next_period_start
 
         short = [k for k, p in sorted(self.plans.items()) if p.interval in ("day", "week") and p.start <= day]
         tomorrow = day + timedelta(days=1)

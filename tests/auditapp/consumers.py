@@ -12,7 +12,7 @@ import threading
 import time
 from collections import Counter
 
-from events.consumers import Event, handles
+from events.consuming.registry import Event, handles
 
 from .models import AuditEntry
 

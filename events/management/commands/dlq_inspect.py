@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from events.dlq import DlqError, depth, inspect, resolve
-from events.monitoring import format_age
+from events.consuming.dlq import DlqError, depth, inspect, resolve
+from events.operations.observations import format_age
 
 
 class Command(BaseCommand):

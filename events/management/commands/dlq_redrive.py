@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from events.dlq import DlqError, Selection, depth, redrive, resolve, start_native_move
+from events.consuming.dlq import DlqError, Selection, depth, redrive, resolve, start_native_move
 
 from ._args import parse_duration
 

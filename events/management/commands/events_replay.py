@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from events import contracts
 from events.models import OutboxEvent
-from events.replay import ReplayError, ReplayReport, replay, select_events
+from events.publishing.replay import ReplayError, ReplayReport, replay, select_events
 
 from ._args import parse_when
 

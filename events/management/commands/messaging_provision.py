@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from events import topology
-from events.provisioning import CREATE, UPDATE, provision, provision_alarms, summarize
+from events.topology.provisioning import CREATE, UPDATE, provision, provision_alarms, summarize
 
 
 class Command(BaseCommand):

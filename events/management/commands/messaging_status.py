@@ -1,4 +1,4 @@
-"""One screen: every queue and DLQ, the outbox backlog; non-zero exit when a threshold is breached."""
+"""One screen: every queue and DLQ, the outbox backlog, every check; non-zero exit on a breach."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from events.monitoring import breaches, format_age, outbox_stats, queue_stats
+from events.operations.health import evaluate
+from events.operations.observations import format_age
 
 
 class Command(BaseCommand):
     help = (
-        "Show every queue and DLQ (visible, in flight, delayed, oldest age) and the outbox backlog. "
-        "Exits 2 when a MONITOR_* threshold is breached, so cron or a monitor can call it."
+        "Show every queue and DLQ (visible, in flight, delayed, oldest age), the outbox backlog and "
+        "every automated check (the same ones monitoring alerts on). Exits 2 when a check is "
+        "breached, so cron or a monitor can call it."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -21,12 +23,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, no_age: bool = False, **options: Any) -> None:
         try:
-            queues = queue_stats(with_age=not no_age)
+            health = evaluate(with_age=not no_age)
         except (BotoCoreError, ClientError) as exc:
             raise CommandError(f"SQS is unreachable: {exc}", returncode=3) from None
-        outbox = outbox_stats()
         self.stdout.write(f"{'queue':<48} {'visible':>8} {'in flight':>9} {'delayed':>8} {'oldest':>7}")
-        for q in queues:
+        for q in health.queues:
             if q.missing:
                 self.stdout.write(self.style.ERROR(f"{q.name:<48} MISSING: run messaging_provision"))
                 continue
@@ -34,13 +35,13 @@ class Command(BaseCommand):
                 f"{q.name:<48} {q.visible:>8} {q.in_flight:>9} {q.delayed:>8} {format_age(q.oldest_age):>7}"
             )
             self.stdout.write(self.style.WARNING(line) if q.is_dlq and q.depth else line)
+        outbox = health.outbox
         self.stdout.write(
             f"\noutbox: {outbox.unpublished} unpublished ({outbox.failing} failing), "
             f"oldest unpublished {format_age(outbox.oldest_unpublished_age)}"
         )
-        found = breaches(queues, outbox)
-        if found:
-            for b in found:
-                self.stdout.write(self.style.ERROR(f"BREACH: {b}"))
-            raise CommandError(f"{len(found)} threshold(s) breached", returncode=2)
-        self.stdout.write(self.style.SUCCESS("OK: no threshold breached"))
+        if health.breached:
+            for check in health.breached:
+                self.stdout.write(self.style.ERROR(f"BREACH: {check.check}: {check.summary}"))
+            raise CommandError(f"{len(health.breached)} check(s) breached", returncode=2)
+        self.stdout.write(self.style.SUCCESS(f"OK: all {len(health.checks)} checks pass"))

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from events.schedules import periodic_tasks_sync
+from core.schedules import periodic_tasks_sync
 
 
 class Command(BaseCommand):

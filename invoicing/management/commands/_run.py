@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from events.money import format_money
+from core.money import format_money
 from invoicing.services import billing_today, chunk_ranges, flagged_agreements, invoices_run_inline
 
 

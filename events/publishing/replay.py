@@ -16,8 +16,10 @@ from datetime import datetime
 from botocore.exceptions import BotoCoreError, ClientError
 from django.db.models import QuerySet
 
-from . import aws, metrics, topology
-from .models import OutboxEvent
+from .. import topology
+from ..models import OutboxEvent
+from ..operations import metrics
+from ..topology import aws
 from .relay import SNS_BATCH, batches, message_attributes, publish_batch
 
 

@@ -25,3 +25,26 @@ class GuardedActionsMixin(admin.ModelAdmin):
             if name in declared and name not in self.get_actions(request):
                 raise PermissionDenied(f"You may not run {name!r}.")
         return super().changelist_view(request, extra_context)
+
+
+class ReadOnlyMixin:
+    """History to read, never to edit: no add, change or delete (admins and inlines alike)."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class NoAddDeleteMixin:
+    """Rows made and changed only by services (and their admin actions): never added or deleted here."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -15,9 +15,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import random
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,14 +22,17 @@ from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError
-from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import aws, metrics, signing, topology
-from .models import OutboxEvent
+from core.backoff import backoff
+
+from .. import signing, topology
+from ..models import OutboxEvent
+from ..operations import metrics
+from ..topology import aws
 
 logger = logging.getLogger(__name__)
 
@@ -68,18 +68,10 @@ def message_attributes(row: OutboxEvent, *, replayed: bool = False) -> dict[str,
 
 
 def backoff_delay(attempts: int) -> float:
-    """Seconds before the next try after ``attempts`` failures: exponential, capped, "equal jitter".
-
-    Half the delay is fixed so a retry never comes at once; the other half is
-    random so many failed rows (and relays) do not retry in lockstep.
-    """
-    ceiling = get_exponential_backoff_interval(
-        factor=settings.OUTBOX_RETRY_BASE_SECONDS,
-        retries=max(attempts - 1, 0),
-        maximum=settings.OUTBOX_RETRY_MAX_SECONDS,
-        full_jitter=False,
+    """Seconds before a row's next try after ``attempts`` failures (core.backoff's rule)."""
+    return backoff(
+        attempts, base=settings.OUTBOX_RETRY_BASE_SECONDS, maximum=settings.OUTBOX_RETRY_MAX_SECONDS
     )
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 def batches(rows: list[OutboxEvent]) -> list[list[OutboxEvent]]:
@@ -197,59 +189,3 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
         total += step
         if step.published + step.failed == 0 or step.failed or time.monotonic() > deadline:
             return total
-
-
-class RelayKicker:
-    """After a commit, ask for a relay run without making the committer wait.
-
-    ``request()`` only sets a flag (well under a microsecond); a daemon thread
-    per process sends one ``events.relay_outbox`` task per wake-up, at most one
-    per ``OUTBOX_KICK_MIN_INTERVAL_SECONDS``, so a stream of commits coalesces
-    into a few tasks (the first after a quiet spell goes at once). If the broker
-    is unreachable the thread backs off; the periodic sweep publishes the rows
-    regardless.
-    """
-
-    def __init__(self) -> None:
-        self._wanted = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
-        self.sent = 0
-
-    def request(self) -> None:
-        if not settings.OUTBOX_KICK_RELAY:
-            return
-        self._wanted.set()
-        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-            self._start()
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
-                return
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="outbox-relay-kicker", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        from .tasks import relay_outbox
-
-        failures = 0
-        while True:
-            self._wanted.wait()
-            self._wanted.clear()
-            try:
-                relay_outbox.apply_async(retry=False)
-                self.sent += 1
-                failures = 0
-                time.sleep(settings.OUTBOX_KICK_MIN_INTERVAL_SECONDS)  # later commits: the next kick
-            except Exception as exc:  # noqa: BLE001 - the sweep covers any failure here
-                failures += 1
-                delay = min(30.0, 0.5 * 2**failures)
-                logger.warning("could not enqueue the outbox relay (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
-                self._wanted.set()
-
-
-kicker = RelayKicker()

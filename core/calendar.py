@@ -1,4 +1,4 @@
-"""Billing period arithmetic, shared by every context (pure functions, no models).
+"""The billing calendar, shared by every context: today's date and period arithmetic (no models).
 
 A period k of an agreement starts at ``start + k * (interval_count * interval)``,
 always computed from the anchor (the start date), so month ends keep their day:
@@ -10,8 +10,17 @@ from __future__ import annotations
 
 from calendar import monthrange
 from datetime import date, timedelta
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.utils import timezone
 
 INTERVALS = ("day", "week", "month", "year")
+
+
+def billing_today() -> date:
+    """Today in BILLING_TIME_ZONE: the calendar periods, the daily run and changes are dated in."""
+    return timezone.now().astimezone(ZoneInfo(settings.BILLING_TIME_ZONE)).date()
 
 
 def period_start(anchor: date, interval: str, count: int, k: int) -> date:

@@ -15,10 +15,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from . import aws, topology
-from .envelope import Poison, parse_envelope
-from .models import ConsumerFailure
-from .pollers import RESERVED_ATTRIBUTES, SQS_MAX_BATCH
+from .. import topology
+from ..envelope import Poison, parse_envelope
+from ..models import ConsumerFailure
+from ..topology import aws
+from ..topology.aws import BATCH_MAX_ENTRIES
+from .sqs import RESERVED_ATTRIBUTES
 
 
 class DlqError(ValueError):
@@ -82,7 +84,7 @@ def _receive(queue: str, hold_seconds: int) -> list[dict[str, Any]]:
         aws.client("sqs")
         .receive_message(
             QueueUrl=aws.queue_url(queue),
-            MaxNumberOfMessages=SQS_MAX_BATCH,
+            MaxNumberOfMessages=BATCH_MAX_ENTRIES,
             WaitTimeSeconds=1,
             VisibilityTimeout=hold_seconds,
             MessageAttributeNames=["All"],
@@ -95,12 +97,12 @@ def _receive(queue: str, hold_seconds: int) -> list[dict[str, Any]]:
 def release(queue: str, receipts: list[str]) -> None:
     """Make held messages visible again at once (they were only looked at)."""
     sqs = aws.client("sqs")
-    for i in range(0, len(receipts), SQS_MAX_BATCH):
+    for i in range(0, len(receipts), BATCH_MAX_ENTRIES):
         sqs.change_message_visibility_batch(
             QueueUrl=aws.queue_url(queue),
             Entries=[
                 {"Id": str(j), "ReceiptHandle": r, "VisibilityTimeout": 0}
-                for j, r in enumerate(receipts[i : i + SQS_MAX_BATCH])
+                for j, r in enumerate(receipts[i : i + BATCH_MAX_ENTRIES])
             ],
         )
 

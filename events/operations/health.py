@@ -1,26 +1,29 @@
-"""Automated checks (beat, every MONITOR_INTERVAL_SECONDS): a breach publishes one alert.* event
-to the alerts topic (once per breach, not on every run while it lasts) and alert.resolved when it
-clears. Alerts reach operators by e-mail (SNS subscriptions on AWS, the alerts_mail consumer locally).
+"""The one health model: every check, evaluated over one reading of the queues and the outbox.
+
+``evaluate()`` is what ``messaging_status`` prints and exits on, what the Messaging page shows,
+what monitoring alerts on (operations/alerts.py) and what ``/readyz`` reads its queue state from
+(``readiness()``). Checks that belong to a domain app (invoicing's "daily run stuck") are
+registered by that app with ``register_check``, so the backbone never imports it.
+
+One rule each: a DLQ is "not empty" when its depth (visible + in flight + delayed) exceeds
+MONITOR_DLQ_MAX_DEPTH; an unknown age never counts as a breach; a missing queue is a breach.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection
 from django.utils import timezone
 
-from . import contracts
-from .models import AlertState, Heartbeat, OutboxEvent
-from .monitoring import outbox_stats, queue_stats
-from .outbox import record_event
-
-logger = logging.getLogger(__name__)
+from .. import contracts
+from ..models import Heartbeat, OutboxEvent
+from ..topology import aws, resources
+from .observations import OutboxStat, QueueStat, missing_queues, outbox_stats, queue_stats
 
 
 @dataclass
@@ -44,12 +47,12 @@ def register_check(fn: Callable[[], CheckResult]) -> Callable[[], CheckResult]:
     return fn
 
 
-def evaluate() -> list[CheckResult]:
-    """Every automated check, now."""
-    queues = queue_stats()
-    outbox = outbox_stats()
+def _checks(queues: list[QueueStat], outbox: OutboxStat) -> list[CheckResult]:
+    """Every check, over one reading of the queues and the outbox."""
     results = []
-    dlqs = {q.name: q.depth for q in queues if q.is_dlq and q.depth > settings.MONITOR_DLQ_MAX_DEPTH}
+    dlqs = {
+        q.name: q.depth for q in queues if q.is_dlq and q.depth > settings.MONITOR_DLQ_MAX_DEPTH
+    }  # one rule
     results.append(
         CheckResult(
             "dlq_not_empty",
@@ -122,42 +125,53 @@ def evaluate() -> list[CheckResult]:
     return results
 
 
-def monitor_run() -> list[str]:
-    """Evaluate the checks and publish alert / resolved events on state changes. Returns what was sent."""
-    sent = []
-    for result in evaluate():
-        with transaction.atomic():
-            state, _ = AlertState.objects.select_for_update().get_or_create(name=result.check)
-            now = timezone.now()
-            state.checked_at = now
-            if result.breached and not state.breached:
-                state.breached, state.since, state.summary = True, now, result.summary[:1000]
-                state.version += 1
-                _alert(state, f"alert.{result.check}", result.severity, result.summary, result.details)
-                sent.append(f"alert.{result.check}")
-            elif not result.breached and state.breached:
-                state.breached = False
-                state.version += 1
-                _alert(
-                    state,
-                    contracts.ALERT_RESOLVED,
-                    "info",
-                    f"{result.check} is back to normal (breached since {state.since:%Y-%m-%d %H:%M} UTC)",
-                    {"check": result.check},
-                )
-                state.summary = ""
-                sent.append(f"alert.resolved:{result.check}")
-            state.save()
-    for s in sent:
-        logger.warning("monitoring: %s", s)
-    return sent
+@dataclass
+class Health:
+    """One evaluation: the readings and every check's verdict."""
+
+    queues: list[QueueStat]
+    outbox: OutboxStat
+    checks: list[CheckResult]
+
+    @property
+    def breached(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.breached]
 
 
-def _alert(state: AlertState, event_type: str, severity: str, summary: str, details: dict[str, Any]) -> None:
-    record_event(
-        sender=AlertState,
-        type=event_type,
-        aggregate_id=f"check:{state.name}",
-        aggregate_version=state.version,
-        data={"check": state.name, "severity": severity, "summary": summary[:1000], "details": details},
+def evaluate(*, with_age: bool = True) -> Health:
+    """Read the queues and the outbox once, and run every check over that reading."""
+    queues = queue_stats(with_age=with_age)
+    outbox = outbox_stats()
+    return Health(queues, outbox, _checks(queues, outbox))
+
+
+def readiness() -> dict[str, str]:
+    """What ``/readyz`` answers: the database, every queue of the topology (read now, not from a
+    cache), SNS. "ok" or what is wrong, per part."""
+    parts: dict[str, str] = {}
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT 1")
+        parts["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - report, do not crash the probe
+        parts["database"] = f"error: {type(exc).__name__}"
+    try:
+        missing = missing_queues()
+        parts["sqs"] = f"missing: {', '.join(missing)}" if missing else "ok"
+    except Exception as exc:  # noqa: BLE001
+        parts["sqs"] = f"error: {type(exc).__name__}"
+    try:
+        topic = aws.topic_arn(resources.topic_name(resources.ALERTS))
+        aws.client("sns").get_topic_attributes(TopicArn=topic)
+        parts["sns"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        parts["sns"] = f"error: {type(exc).__name__}"
+    return parts
+
+
+def heartbeat_record(*, name: str, detail: dict[str, Any] | None = None) -> Heartbeat:
+    """Record that ``name`` is alive now. Idempotent: one row per name, last write wins."""
+    beat, _ = Heartbeat.objects.update_or_create(
+        name=name, defaults={"beat_at": timezone.now(), "detail": detail or {}}
     )
+    return beat

@@ -1,7 +1,6 @@
-"""The operators' "Messaging" admin page: queues, DLQs, outbox, the last daily run, a 30-day chart,
-and redrive/replay behind their permissions with a dry-run confirmation first.
-
-It spans the contexts (it is the project's console, not an app), so it may read every app.
+"""The operators' "Messaging" admin page: the health model's checks, queues and DLQs, the outbox,
+the last daily run (its heartbeat), a 30-day chart, and redrive/replay behind their permissions
+with a dry-run confirmation first. It reads only the backbone: no app is imported.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
@@ -22,25 +20,15 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from events import contracts, topology
-from events.dlq import DlqError, Selection, depth, redrive, resolve
-from events.models import OutboxEvent, ProcessedEvent
-from events.monitoring import format_age, outbox_stats, queue_stats
-from events.replay import ReplayError, replay, select_events
-from invoicing.models import DailyRun
+from events import contracts
+from events.consuming.dlq import DlqError, Selection, depth, redrive, resolve
+from events.models import Heartbeat, OutboxEvent, ProcessedEvent
+from events.operations.health import evaluate
+from events.operations.observations import format_age, outbox_stats
+from events.operations.replay_ui import ReplayForm, confirm_page
+from events.publishing.replay import ReplayError, replay, select_events
 
 DAYS = 30
-
-
-class ReplayForm(forms.Form):
-    type = forms.ChoiceField(choices=lambda: [(t, t) for t in sorted(contracts.REGISTRY)])
-    since = forms.DateField(help_text="Events that occurred on or after this day (UTC).")
-    target = forms.ChoiceField(
-        choices=lambda: (
-            [("topic", "their topics (every subscriber)")]
-            + [(q.consumer, f"only the {q.consumer} queue") for q in topology.EVENT_QUEUES]
-        )
-    )
 
 
 def _daily_counts() -> dict[str, dict[Any, int]]:
@@ -83,18 +71,21 @@ def messaging_view(request: HttpRequest) -> HttpResponse:
         return _post(request, can_redrive, can_replay)
     context: dict[str, Any] = {**admin.site.each_context(request), "title": "Messaging"}
     try:
-        queues = queue_stats()
+        health = evaluate()
         context["queues"] = [
             {"stat": q, "age": format_age(q.oldest_age), "consumer": q.name.removesuffix("-dlq")}
-            for q in queues
+            for q in health.queues
         ]
+        context["checks"] = health.checks
+        outbox = health.outbox
     except (BotoCoreError, ClientError) as exc:
         context["sqs_error"] = str(exc)
-    outbox = outbox_stats()
+        outbox = outbox_stats()
+    beat = Heartbeat.objects.filter(name="daily_run").first()
     context.update(
         outbox=outbox,
         outbox_age=format_age(outbox.oldest_unpublished_age),
-        last_run=DailyRun.objects.order_by("-started_at").first(),
+        last_run={"at": beat.beat_at, **beat.detail} if beat else None,
         chart=_chart(_daily_counts()),
         can_redrive=can_redrive,
         can_replay=can_replay,
@@ -146,13 +137,8 @@ def _post(request: HttpRequest, can_redrive: bool, can_replay: bool) -> HttpResp
             messages.error(request, str(exc))
             return HttpResponseRedirect(here)
         if report.dry_run:
-            context = {
-                **admin.site.each_context(request),
-                "title": "Confirm replay",
-                "report": report,
-                "form": form,
-            }
-            return TemplateResponse(request, "admin/messaging_replay_confirm.html", context)
+            hidden = [(name, str(form.data.get(name, ""))) for name in form.fields]
+            return confirm_page(request, report=report, hidden=hidden, submit_name="replay", cancel_url=here)
         messages.success(
             request, f"Replayed {report.sent} event(s) to {report.target}; {report.failed} failed."
         )

@@ -17,7 +17,8 @@ class EventConsumersStep(bootsteps.StartStopStep):
         self.consumers: list[Any] = []
 
     def start(self, worker: Any) -> None:
-        from .pollers import PushConsumer, consumer_configs, push_consumer_names
+        from .config import consumer_configs, push_consumer_names
+        from .push import PushConsumer
 
         configs = consumer_configs()
         self.consumers = [PushConsumer(configs[n]) for n in push_consumer_names(self.option)]

@@ -1,4 +1,4 @@
-"""Reading the state of queues, DLQs and the outbox (messaging_status, admin, checks, metrics).
+"""Readings of queues, DLQs and the outbox: depths, ages, what is missing (the health model's input).
 
 Age of the oldest message: SQS's API does not return it. On real AWS it comes
 from CloudWatch (``ApproximateAgeOfOldestMessage``). Against a local endpoint
@@ -22,8 +22,10 @@ from django.conf import settings
 from django.db.models import Min
 from django.utils import timezone
 
-from . import aws, metrics, topology
-from .models import Heartbeat, OutboxEvent
+from .. import topology
+from ..models import Heartbeat, OutboxEvent
+from ..topology import aws
+from . import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -228,30 +230,6 @@ def outbox_stats() -> OutboxStat:
     metrics.OUTBOX_BACKLOG.set(stat.unpublished)
     metrics.OUTBOX_OLDEST_AGE.set(age)
     return stat
-
-
-def breaches(queues: list[QueueStat], outbox: OutboxStat) -> list[str]:
-    """Human-readable threshold breaches (settings MONITOR_*)."""
-    found = []
-    for q in queues:
-        if q.missing:
-            found.append(f"queue {q.name} does not exist: run messaging_provision")
-            continue
-        if q.is_dlq and q.visible + q.in_flight > settings.MONITOR_DLQ_MAX_DEPTH:
-            found.append(f"DLQ {q.name} holds {q.visible + q.in_flight} message(s)")
-        if (
-            not q.is_dlq
-            and q.oldest_age is not None
-            and q.oldest_age > settings.MONITOR_QUEUE_MAX_AGE_SECONDS
-        ):
-            limit = settings.MONITOR_QUEUE_MAX_AGE_SECONDS
-            found.append(f"queue {q.name}: oldest message {q.oldest_age:.0f}s > {limit}s")
-    age = outbox.oldest_unpublished_age or 0
-    if age > settings.MONITOR_OUTBOX_MAX_AGE_SECONDS:
-        found.append(
-            f"outbox: oldest unpublished event {age:.0f}s > {settings.MONITOR_OUTBOX_MAX_AGE_SECONDS}s"
-        )
-    return found
 
 
 def format_age(seconds: float | None) -> str:

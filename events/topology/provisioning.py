@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
+from django.conf import settings
 
 from . import aws
 from .policies import queue_policy
-from .topology import QueueSpec, SubscriptionSpec, Topology
+from .resources import QueueSpec, SubscriptionSpec, Topology
 
 CREATE, UPDATE, OK = "create", "update", "ok"
 
@@ -213,8 +214,6 @@ class _Provisioner:
 
 def alarm_specs(topology: Topology) -> list[dict[str, Any]]:
     """CloudWatch alarms: every DLQ not empty, every source queue's oldest message too old."""
-    from django.conf import settings
-
     alerts_arn = aws.topic_arn(next(t for t in topology.topics if t.endswith("alerts")))
     specs = []
     for q in topology.queues:

@@ -13,8 +13,8 @@ import re
 from django.conf import settings
 from django.core.mail import send_mail
 
-from . import contracts
-from .consumers import Event, handles
+from .. import contracts
+from ..consuming import Event, handles
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ relay, never here (that would be a dual write that loses events on a crash).
 
 from __future__ import annotations
 
-import json
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,14 +22,15 @@ from django.db import connection, transaction
 from django.dispatch import Signal, receiver
 from django.utils import timezone
 
-from . import contracts
-from .models import OutboxEvent
+from core.bulk import copy_rows
+
+from .. import contracts, envelope
+from ..models import OutboxEvent
+from ..operations import metrics
+from .kicker import kicker
 
 # Sent by services with ``events=[NewEvent, ...]``; the outbox receiver returns them, recorded.
 domain_event = Signal()
-
-# SNS and SQS accept 256 KiB per message including attributes; keep headroom.
-MAX_EVENT_BYTES = 240 * 1024
 
 
 class OutboxError(RuntimeError):
@@ -80,79 +81,58 @@ def record_events(*, sender: Any, events: Sequence[NewEvent]) -> list[NewEvent]:
     for _receiver, response in domain_event.send(sender=sender, events=events):
         if isinstance(response, list):
             return response
-    raise OutboxError("no outbox receiver is connected to events.outbox.domain_event")
+    raise OutboxError("no outbox receiver is connected to events.publishing.outbox.domain_event")
+
+
+def _prepare(event: NewEvent, now: datetime) -> tuple[dict[str, Any], str]:
+    """The outbox row's values and the message body, for both ways of writing rows: the data is
+    validated against its contract and the whole envelope sized once, the same way."""
+    event_type = contracts.get(event.type)
+    event_type.validate(event.data)
+    head = {
+        "id": event.id,
+        "type": event.type,
+        "schema_version": event_type.schema_version,
+        "occurred_at": event.occurred_at or now,
+        "producer": event_type.producer,
+        "aggregate_type": event_type.aggregate_type,
+        "aggregate_id": event.aggregate_id,
+        "aggregate_version": event.aggregate_version,
+        "data": event.data,
+    }
+    body = envelope.serialize(envelope.build(**head))
+    envelope.check_size(body, event.type)
+    bookkeeping = {
+        "attempts": 0,
+        "last_error": "",
+        "errors": [],
+        "sns_message_id": "",
+        "next_attempt_at": now,
+    }
+    return {**head, **bookkeeping}, body
+
+
+COPY_THRESHOLD = 200
+# the envelope's fields, then a new row's delivery bookkeeping (as _prepare builds them)
+COPY_COLUMNS = (*envelope.NAMES, "attempts", "last_error", "errors", "sns_message_id", "next_attempt_at")
 
 
 def build_row(event: NewEvent, now: datetime) -> OutboxEvent:
     """Validate ``event`` against its contract and build (not save) its outbox row."""
-    event_type = contracts.get(event.type)
-    event_type.validate(event.data)
-    row = OutboxEvent(
-        id=event.id,
-        type=event.type,
-        schema_version=event_type.schema_version,
-        occurred_at=event.occurred_at or now,
-        producer=event_type.producer,
-        aggregate_type=event_type.aggregate_type,
-        aggregate_id=event.aggregate_id,
-        aggregate_version=event.aggregate_version,
-        data=event.data,
-        next_attempt_at=now,
-    )
-    # Cheap pre-check first: only a large payload pays for the exact size.
-    if len(event.data) > 50 or len(json.dumps(event.data)) > MAX_EVENT_BYTES // 4:
-        size = len(row.message_body().encode("utf-8"))
-        if size > MAX_EVENT_BYTES:
-            raise contracts.ContractError(
-                f"{event.type}: envelope is {size} bytes, over the {MAX_EVENT_BYTES}-byte limit"
-            )
+    values, body = _prepare(event, now)
+    row = OutboxEvent(**values)
+    row.__dict__["_message_body"] = body  # serialized once: the relay sends this body
     return row
 
 
-COPY_THRESHOLD = 200
-COPY_COLUMNS = (
-    "id",
-    "type",
-    "schema_version",
-    "occurred_at",
-    "producer",
-    "aggregate_type",
-    "aggregate_id",
-    "aggregate_version",
-    "data",
-    "attempts",
-    "last_error",
-    "errors",
-    "sns_message_id",
-    "next_attempt_at",
-)
-
-
 def _copy_tuple(event: NewEvent, now: datetime) -> tuple[Any, ...]:
-    event_type = contracts.get(event.type)
-    event_type.validate(event.data)
-    data = orjson.dumps(event.data).decode()
-    if len(data) > MAX_EVENT_BYTES // 2 and len(data.encode("utf-8")) > MAX_EVENT_BYTES - 1024:
-        raise contracts.ContractError(f"{event.type}: data is over the {MAX_EVENT_BYTES}-byte limit")
-    return (
-        event.id,
-        event.type,
-        event_type.schema_version,
-        (event.occurred_at or now).isoformat(),
-        event_type.producer,
-        event_type.aggregate_type,
-        event.aggregate_id,
-        event.aggregate_version,
-        data,
-        0,
-        "",
-        "[]",
-        "",
-        now.isoformat(),
-    )
+    values, _ = _prepare(event, now)
+    values["data"] = orjson.dumps(values["data"]).decode()
+    values["errors"] = "[]"
+    return tuple(values[c] for c in COPY_COLUMNS)
 
 
-@receiver(domain_event, dispatch_uid="events.outbox.write_outbox_rows")
+@receiver(domain_event, dispatch_uid="events.publishing.outbox.write_outbox_rows")
 def write_outbox_rows(sender: Any, events: Sequence[NewEvent], **kwargs: Any) -> list[NewEvent]:
     """Write the outbox rows in the caller's transaction; kick the relay after commit."""
     if not connection.in_atomic_block:
@@ -162,23 +142,14 @@ def write_outbox_rows(sender: Any, events: Sequence[NewEvent], **kwargs: Any) ->
         )
     now = timezone.now()
     if len(events) >= COPY_THRESHOLD:
-        from .bulk import copy_rows
-
         copy_rows(OutboxEvent._meta.db_table, COPY_COLUMNS, (_copy_tuple(e, now) for e in events))
-        rows: Sequence[Any] = events
     else:
         rows = [build_row(e, now) for e in events]
         if len(rows) == 1:
             rows[0].save(force_insert=True)
         else:
             OutboxEvent.objects.bulk_create(rows, batch_size=2000)
-    from .relay import kicker  # late import: relay imports tasks, tasks import services
-
     transaction.on_commit(kicker.request)
-    from collections import Counter
-
-    from . import metrics
-
     for event_type, n in Counter(e.type for e in events).items():
         metrics.EVENTS_RECORDED.labels(event_type).inc(n)
     return list(events)

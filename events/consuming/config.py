@@ -1,0 +1,57 @@
+"""Every event consumer's configuration: push or pull, its queues, its pace (settings.EVENT_CONSUMERS)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from .. import topology
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    name: str
+    mode: str  # push | pull
+    queue: str  # full queue name
+    dlq: str
+    batch_size: int  # pull: max messages per run
+    interval_seconds: int  # pull: how often the run is scheduled
+    concurrency: int  # push: handler threads
+
+
+def consumer_configs() -> dict[str, ConsumerConfig]:
+    """Every event consumer with its mode and pace (settings.EVENT_CONSUMERS overrides defaults)."""
+    configs: dict[str, ConsumerConfig] = {}
+    for spec in topology.build().queues:
+        if spec.kind != "events":
+            continue
+        options = {**settings.EVENT_CONSUMER_DEFAULTS, **settings.EVENT_CONSUMERS.get(spec.consumer, {})}
+        mode = options["mode"]
+        if mode not in ("push", "pull"):
+            raise ValueError(f"EVENT_CONSUMERS[{spec.consumer!r}]['mode'] must be push or pull, not {mode!r}")
+        configs[spec.consumer] = ConsumerConfig(
+            name=spec.consumer,
+            mode=mode,
+            queue=spec.name,
+            dlq=spec.dlq_name,
+            batch_size=int(options["batch_size"]),
+            interval_seconds=int(options["interval_seconds"]),
+            concurrency=int(options["concurrency"]),
+        )
+    return configs
+
+
+def push_consumer_names(option: str | None = None) -> list[str]:
+    """Which push consumers this worker runs: the --event-consumers option, else the setting."""
+    configs = consumer_configs()
+    raw = option if option is not None else settings.EVENT_CONSUMERS_IN_WORKER
+    if raw.strip().lower() in ("", "none"):
+        return []
+    if raw.strip().lower() == "all":
+        return [c.name for c in configs.values() if c.mode == "push"]
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    unknown = [n for n in names if n not in configs]
+    if unknown:
+        raise ValueError(f"unknown event consumer(s) {unknown}; known: {sorted(configs)}")
+    return names

@@ -1,0 +1,271 @@
+"""The consumer runtime: what happens to one SQS message, for one consumer. Never raises.
+
+``ConsumerRuntime.process`` (and ``process_message``) is the whole contract, used by push and
+pull mode alike:
+
+- unsigned, signed with an unknown or retired key, or badly signed (events/signing.py) / not
+  JSON / not an object / missing, ill-typed or out-of-range envelope fields (events/envelope.py)
+  / a known type from the wrong producer or about the wrong aggregate type / unknown
+  ``schema_version`` / data off its schema / same id with different data: ``POISON`` -> logged
+  with the reason and SQS message id, recorded as a consumer failure, sent to the DLQ at once
+  (the messages behind it are not held up);
+- an event type this consumer has no handler for: acknowledged and counted;
+- already processed by this consumer: acknowledged, effects not run again;
+- otherwise the handler runs in a transaction that also writes the processed-event record,
+  with a statement and lock timeout (``CONSUMER_HANDLER_TIMEOUT_SECONDS``) so a handler stuck on
+  the database gives its thread back; if it raises, nothing is committed and the message comes
+  back after ``retry_delay`` (after ``maxReceiveCount`` receives SQS moves it to the DLQ).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from core.backoff import backoff
+
+from .. import contracts, signing
+from ..envelope import Poison, check_contract, parse_envelope, payload_hash
+from ..models import ConsumerFailure, ProcessedEvent
+from ..operations import metrics
+from ..operations.logs import log_context
+from ..topology.aws import BATCH_MAX_ENTRIES
+from .registry import Event, handler_for
+
+logger = logging.getLogger(__name__)
+
+HANDLED, DUPLICATE, UNHANDLED, FAILED, POISON = "handled", "duplicate", "unhandled_type", "failed", "rejected"
+
+
+@dataclass
+class Outcome:
+    result: str  # handled | duplicate | unhandled_type | failed | rejected
+    event_id: str = ""
+    event_type: str = ""
+    aggregate_id: str = ""
+    reason: str = ""
+
+    @property
+    def delete(self) -> bool:
+        """Whether the message is done with (deleted from its queue)."""
+        return self.result in (HANDLED, DUPLICATE, UNHANDLED)
+
+
+class ConsumerRuntime:
+    """One consumer's handling of messages (in the spirit of Zulip's queue workers): the outcomes,
+    the handler timeout, failure bookkeeping, the retry backoff and the batch limit live here,
+    the same for push and pull."""
+
+    batch_max = BATCH_MAX_ENTRIES  # SQS: at most 10 messages per receive and per delete
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    # -- the contract ---------------------------------------------------------------------
+    def process(
+        self,
+        body: str | bytes,
+        *,
+        message_id: str = "",
+        receive_count: int = 1,
+        attributes: dict[str, Any] | None = None,
+    ) -> Outcome:
+        """Handle one message body (see the module doc). Never raises."""
+        with log_context(consumer=self.name, sqs_message_id=message_id):
+            started = time.perf_counter()
+            envelope: dict[str, Any] = {}
+            try:
+                try:
+                    signing.verify(body, attributes)
+                    envelope = parse_envelope(body)
+                    check_contract(envelope)
+                except (Poison, signing.SignatureError) as exc:
+                    return self._poisoned(message_id, str(exc), envelope or _best_effort(body))
+                with log_context(event_id=envelope["id"], event_type=envelope["type"]):
+                    return self._dispatch(envelope, started, message_id, receive_count, attributes)
+            except Exception as exc:  # noqa: BLE001 - the promise: never raise, whatever arrives
+                reason = f"{type(exc).__name__}: {exc}"[:2000]
+                logger.exception("unexpected error while processing a message; it will come back")
+                self.record_failure(message_id, envelope, reason, poisoned=False)
+                event_id, event_type = str(envelope.get("id", ""))[:64], str(envelope.get("type", ""))[:100]
+                return Outcome(FAILED, event_id, event_type, "", reason)
+
+    def retry_delay(self, receive_count: int) -> float:
+        """When a failed message is seen again: grows with its receives, no jitter (SQS counts)."""
+        return backoff(
+            receive_count,
+            base=settings.CONSUMER_RETRY_BASE_SECONDS,
+            maximum=settings.CONSUMER_RETRY_MAX_SECONDS,
+            jitter=False,
+        )
+
+    @property
+    def handler_timeout_ms(self) -> int:
+        return int(settings.CONSUMER_HANDLER_TIMEOUT_SECONDS * 1000)
+
+    # -- steps ----------------------------------------------------------------------------
+    def _dispatch(
+        self,
+        envelope: dict[str, Any],
+        started: float,
+        message_id: str,
+        receive_count: int,
+        attributes: dict[str, Any] | None,
+    ) -> Outcome:
+        event_type = envelope["type"]
+        log = {
+            "consumer": self.name,
+            "event_id": envelope["id"],
+            "event_type": event_type,
+            "sqs_message_id": message_id,
+        }
+        handler = handler_for(self.name, event_type)
+        if handler is None:
+            metrics.EVENTS_HANDLED.labels(self.name, event_type[:100], UNHANDLED).inc()
+            logger.info("no handler for this event type; acknowledged", extra=log)
+            return Outcome(UNHANDLED, envelope["id"], event_type, envelope["aggregate_id"])
+        try:
+            contracts.get(event_type).validate(envelope["data"], envelope["schema_version"])
+        except contracts.ContractError as exc:
+            return self._poisoned(message_id, str(exc), envelope)
+        event = Event(
+            id=uuid.UUID(envelope["id"]),
+            type=event_type,
+            schema_version=envelope["schema_version"],
+            occurred_at=parse_datetime(envelope["occurred_at"]),  # type: ignore[arg-type] # parser checked it
+            producer=envelope["producer"],
+            aggregate_type=envelope["aggregate_type"],
+            aggregate_id=envelope["aggregate_id"],
+            aggregate_version=envelope["aggregate_version"],
+            data=envelope["data"],
+            replayed=((attributes or {}).get("replayed") or {}).get("StringValue") == "true",
+        )
+        digest = payload_hash(envelope)
+        try:
+            with transaction.atomic():
+                self._bound_statements()
+                try:
+                    with transaction.atomic():
+                        ProcessedEvent.objects.create(
+                            consumer=self.name, event_id=event.id, event_type=event_type, payload_hash=digest
+                        )
+                except IntegrityError:
+                    seen = ProcessedEvent.objects.get(consumer=self.name, event_id=event.id)
+                    if seen.payload_hash != digest:
+                        raise Poison(
+                            "event id reused with different data: processed payload sha256 "
+                            f"{seen.payload_hash}, this payload sha256 {digest}"
+                        ) from None
+                    metrics.EVENTS_HANDLED.labels(self.name, event_type, DUPLICATE).inc()
+                    logger.info("duplicate event; acknowledged without running effects", extra=log)
+                    return Outcome(DUPLICATE, envelope["id"], event_type, event.aggregate_id)
+                handler(event)
+        except Poison as exc:
+            return self._poisoned(message_id, str(exc), envelope)
+        except Exception as exc:  # noqa: BLE001 - any handler failure means "try again later"
+            reason = f"{type(exc).__name__}: {exc}"[:2000]
+            metrics.EVENTS_HANDLED.labels(self.name, event_type, FAILED).inc()
+            logger.warning(
+                "handler failed (receive %d); the message will come back",
+                receive_count,
+                extra=log,
+                exc_info=True,
+            )
+            self.record_failure(message_id, envelope, reason, poisoned=False)
+            return Outcome(FAILED, envelope["id"], event_type, event.aggregate_id, reason)
+        duration = time.perf_counter() - started
+        metrics.EVENTS_HANDLED.labels(self.name, event_type, HANDLED).inc()
+        metrics.HANDLER_DURATION.labels(self.name, event_type).observe(duration)
+        logger.debug("handled in %.1f ms", duration * 1000, extra=log)
+        return Outcome(HANDLED, envelope["id"], event_type, event.aggregate_id)
+
+    def _bound_statements(self) -> None:
+        """A handler waiting on a lock or a slow statement fails after the timeout (and its message
+        comes back) instead of holding a handler thread forever."""
+        timeout = self.handler_timeout_ms
+        if timeout > 0:
+            with connection.cursor() as cur:
+                cur.execute(
+                    "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
+                    [str(timeout), str(timeout)],
+                )
+
+    def _poisoned(self, message_id: str, reason: str, envelope: dict[str, Any]) -> Outcome:
+        event_type = str(envelope.get("type", "?"))[:100] if envelope else "?"
+        metrics.EVENTS_HANDLED.labels(self.name, event_type, POISON).inc()
+        logger.error(
+            "rejected message to the DLQ: %s",
+            reason,
+            extra={
+                "consumer": self.name,
+                "sqs_message_id": message_id,
+                "event_id": envelope.get("id", ""),
+                "event_type": event_type,
+            },
+        )
+        self.record_failure(message_id, envelope, reason, poisoned=True)
+        return Outcome(
+            POISON,
+            str(envelope.get("id", ""))[:64],
+            event_type,
+            str(envelope.get("aggregate_id", ""))[:64],
+            reason,
+        )
+
+    def record_failure(
+        self, message_id: str, envelope: dict[str, Any], error: str, *, poisoned: bool
+    ) -> None:
+        """Remember why a message failed (first and last error), by SQS message id: SQS keeps the id
+        when it moves the message to the DLQ, so ``dlq_inspect`` shows why. Never raises."""
+        if not message_id:
+            return
+        try:
+            updated = ConsumerFailure.objects.filter(consumer=self.name, message_id=message_id).update(
+                last_error=error, failures=F("failures") + 1, poisoned=poisoned, last_seen_at=timezone.now()
+            )
+            if not updated:
+                ConsumerFailure.objects.get_or_create(
+                    consumer=self.name,
+                    message_id=message_id,
+                    defaults={
+                        "event_id": str(envelope.get("id", ""))[:64],
+                        "event_type": str(envelope.get("type", ""))[:100],
+                        "aggregate_id": str(envelope.get("aggregate_id", ""))[:64],
+                        "first_error": error,
+                        "last_error": error,
+                        "poisoned": poisoned,
+                    },
+                )
+        except DatabaseError:
+            logger.exception("could not record the failure of message %s (%s)", message_id, error)
+
+
+def process_message(
+    consumer: str,
+    body: str | bytes,
+    *,
+    message_id: str = "",
+    receive_count: int = 1,
+    attributes: dict[str, Any] | None = None,
+) -> Outcome:
+    """Run ``consumer``'s handler for one message body. Never raises (see the module doc)."""
+    return ConsumerRuntime(consumer).process(
+        body, message_id=message_id, receive_count=receive_count, attributes=attributes
+    )
+
+
+def _best_effort(body: str | bytes) -> dict[str, Any]:
+    """The envelope of a message refused before parsing (unsigned...), for the failure record only."""
+    try:
+        return parse_envelope(body)
+    except Exception:  # noqa: BLE001 - anything unparseable is recorded without its fields
+        return {}
