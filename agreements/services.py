@@ -16,7 +16,7 @@ from django.db import transaction
 from core import fields
 from core.calendar import INTERVALS, billing_today, next_period_start
 from events import contracts
-from events.publishing.outbox import record_change, record_event
+from events.publishing import record_change, record_event
 
 from .models import Agreement
 

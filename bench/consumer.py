@@ -21,9 +21,9 @@ import _env
 from django.conf import settings
 
 from events import topology
+from events.consuming import Event, handles
 from events.consuming.config import consumer_configs
 from events.consuming.push import PushConsumer
-from events.consuming.registry import Event, handles
 from events.models import ProcessedEvent
 from events.signing import signed_attributes
 from events.topology import AGREEMENTS, EventQueue, aws

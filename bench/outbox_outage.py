@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from events import contracts, topology
 from events.models import Heartbeat, OutboxEvent
-from events.publishing.outbox import record_event
+from events.publishing import record_event
 from events.publishing.relay import relay_pending
 from events.topology import aws
 from scripts.devstack import free_port

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from events import contracts
 from events.models import Heartbeat, OutboxEvent
-from events.publishing.outbox import record_event
+from events.publishing import record_event
 
 N = 2000
 DATA = _env.AGREEMENT_DATA

@@ -14,7 +14,7 @@ from django.db import transaction
 
 from events import contracts, topology
 from events.models import OutboxEvent
-from events.publishing.outbox import NewEvent, record_events
+from events.publishing import NewEvent, record_events
 from events.publishing.relay import message_attributes, relay_pending
 from events.topology import aws
 

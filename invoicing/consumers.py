@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from events import contracts
-from events.consuming.registry import Event, handles
+from events.consuming import Event, handles
 
 from .services import invoice_mark_paid, invoice_mark_uncollectible, projection_apply
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from events import contracts
-from events.consuming.registry import Event, handles
+from events.consuming import Event, handles
 
 from .services import payment_close_for_invoice, payment_create_for_invoice, refund_for_credit_note
 

@@ -11,7 +11,7 @@ import urllib.request
 import uuid
 from typing import Any
 
-from events.consuming.registry import Event
+from events.consuming import Event
 from events.consuming.runtime import Outcome, process_message
 from events.signing import signed_attributes
 from events.topology import aws

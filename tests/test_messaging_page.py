@@ -9,7 +9,7 @@ from django.contrib.auth.models import Permission, User
 from django.db import transaction
 
 from events import contracts
-from events.publishing.outbox import NewEvent, record_events
+from events.publishing import NewEvent, record_events
 from events.publishing.relay import relay_pending
 from events.topology import aws
 from tests.factories import agreement_data, drain

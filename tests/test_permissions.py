@@ -13,7 +13,7 @@ from django.db import transaction
 from agreements.models import Agreement
 from agreements.services import AgreementInput, agreement_create
 from events import contracts, topology
-from events.publishing.outbox import NewEvent, record_events
+from events.publishing import NewEvent, record_events
 from events.topology import aws
 from invoicing.models import Invoice
 from invoicing.services import invoices_run_inline, projection_apply

@@ -12,7 +12,7 @@ from django.test import Client, override_settings
 
 from events import contracts
 from events.models import ApiToken, OutboxEvent
-from events.publishing.outbox import record_event
+from events.publishing import record_event
 from events.signing import signed_attributes
 from events.topology import aws
 from tests.factories import agreement_data

@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -123,6 +124,16 @@ def test_only_messages_signed_with_a_current_key_are_acted_on(settings):
     assert ConsumerFailure.objects.filter(poisoned=True).count() == len(cases)
     # and during a rotation both the new and the still-listed old key are accepted
     assert process_message("audit", body, attributes=good).result == HANDLED
+
+
+@pytest.mark.django_db
+def test_a_handler_stuck_on_the_database_gives_its_thread_back_after_the_timeout(settings):
+    settings.CONSUMER_HANDLER_TIMEOUT_SECONDS = 0.5
+    started = time.monotonic()
+    outcome = deliver("audit", json.dumps(envelope("dbsleep-5-x")), message_id="m-stuck")
+    assert outcome.result == FAILED and "statement timeout" in outcome.reason
+    assert time.monotonic() - started < 4  # not the 5 s the statement wanted
+    assert not AuditEntry.objects.exists()
 
 
 @pytest.mark.django_db

@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from core.calendar import period_index_on
 from events import contracts
-from events.publishing.outbox import record_event
+from events.publishing import record_event
 
 from .. import states
 from ..models import BillableAgreement, CreditNote, CreditNoteLine, Invoice

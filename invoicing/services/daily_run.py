@@ -28,7 +28,7 @@ from psycopg2.extras import execute_values
 
 from events.operations import metrics
 from events.operations.health import heartbeat_record
-from events.publishing.outbox import record_event
+from events.publishing import record_event
 
 from ..models import BillableAgreement, DailyRun, DailyRunChunk
 from .billing import AgreementPlan, plan_agreement

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from events import contracts
-from events.publishing.outbox import record_change
+from events.publishing import record_change
 
 from .. import states
 from ..models import Invoice, PendingPaymentOutcome

@@ -19,7 +19,7 @@ from django.db import connection
 from core.bulk import copy_rows
 from events import contracts
 from events.operations import metrics
-from events.publishing.outbox import NewEvent, record_events
+from events.publishing import NewEvent, record_events
 
 from ..models import Invoice, InvoiceLine, InvoiceSeries, PendingPaymentOutcome
 from .invoices import apply_pending_outcomes

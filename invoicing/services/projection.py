@@ -14,7 +14,7 @@ from typing import Any
 from django.db import transaction
 
 from events import contracts
-from events.consuming.registry import Event
+from events.consuming import Event
 
 from ..models import BillableAgreement
 from .corrections import agreement_reconcile

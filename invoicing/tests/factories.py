@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from events.consuming.registry import Event
+from events.consuming import Event
 
 
 def agreement_event(type: str, agreement_id: str, version: int, **data: Any) -> Event:

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from events import contracts
 from events.operations import metrics
-from events.publishing.outbox import record_change, record_event
+from events.publishing import record_change, record_event
 
 from .. import states
 from ..dispatch import enqueue_refund

@@ -3,6 +3,7 @@
 - ``fail-always-*``: the handler always raises;
 - ``flaky-N-*``: raises the first N times in this process, then succeeds;
 - ``slow-MS-*``: sleeps MS milliseconds before writing;
+- ``dbsleep-S-*``: makes the database sleep S seconds (a handler stuck on a statement or a lock);
 - anything else: writes one AuditEntry.
 """
 
@@ -12,7 +13,9 @@ import threading
 import time
 from collections import Counter
 
-from events.consuming.registry import Event, handles
+from django.db import connection
+
+from events.consuming import Event, handles
 
 from .models import AuditEntry
 
@@ -37,6 +40,9 @@ def audit_record(event: Event) -> None:
             raise RuntimeError(f"flaky failure {n} of {failures} for {key}")
     if key.startswith("slow-"):
         time.sleep(int(key.split("-")[1]) / 1000)
+    if key.startswith("dbsleep-"):
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_sleep(%s)", [int(key.split("-")[1])])
     AuditEntry.objects.create(
         event_id=event.id,
         event_type=event.type,
