@@ -13,9 +13,9 @@ from django.core.management import call_command
 from kombu.asynchronous import set_event_loop
 
 from billing_project.celery import app as celery_app
+from devsupport.net import free_port
 from events import topology
 from events.topology import aws, provisioning
-from scripts.devstack import free_port
 
 
 @pytest.fixture(scope="session")
@@ -114,8 +114,8 @@ def _wait_until_consuming(timeout: float = 30.0) -> None:
 @pytest.fixture
 def sandbox(settings: Any) -> Iterator[Any]:
     """The shipped sandbox gateway on a free loopback port; the project's gateway points at it."""
+    from devsupport.sandbox_gateway import SandboxConfig, start_in_thread
     from payments.gateway import reset_gateway
-    from payments.sandbox import SandboxConfig, start_in_thread
 
     server = start_in_thread(SandboxConfig(seed=1))
     settings.PAYMENT_GATEWAY_URL = server.url

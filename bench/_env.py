@@ -1,12 +1,16 @@
-"""Set up the real parts for a benchmark: PostgreSQL (database billing_bench) and moto's server.
+"""Set up the real parts for a benchmark: PostgreSQL (database billing_bench) and an SNS/SQS endpoint.
 
-Import this first in every bench script. DATABASE_URL's server is used (default
-127.0.0.1:5432, user postgres); the database ``billing_bench`` is created and
-migrated if needed, so benchmarks never touch development data.
+Import this first in every bench script. DATABASE_URL's server is used (default 127.0.0.1:5432,
+user postgres); the database ``billing_bench`` is created and migrated if needed, so benchmarks
+never touch development data. The endpoint comes from devsupport.endpoint, in its own process
+(in this process it would share our GIL with the code being measured): moto's server, or
+ministack (``BENCH_EMULATOR=ministack``, the default of ``_ministack``), falling back to moto
+if ministack cannot be installed or started, which ``EMULATOR`` and ``FALLBACK_REASON`` say.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import statistics
 import sys
@@ -18,50 +22,47 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import atexit  # noqa: E402
-import subprocess  # noqa: E402
+from devsupport.database import DEFAULT_SERVER_URL, ensure_database, postgres_answers  # noqa: E402
+from devsupport.endpoint import local_endpoint  # noqa: E402
 
-from scripts.devstack import (  # noqa: E402
-    DEFAULT_LOCAL_DB,
-    free_port,
-    port_open,
-    postgres_answers,
-    wait_for,
-    with_database,
-)
+EMULATOR = ""  # "ministack 1.5.33" or "moto <version>"
+FALLBACK_REASON = ""  # why moto is used when ministack was asked for
 
-os.environ.setdefault("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "false")
-# moto in its own process, as `make run` has it: in-process it would share our GIL
-# with the code being measured and slow every API call down.
-_port = free_port()
-_moto = subprocess.Popen(
-    [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(_port)],
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.DEVNULL,
-)
-atexit.register(_moto.terminate)
-wait_for(lambda: port_open("127.0.0.1", _port), 30, "moto server")
-ENDPOINT = f"http://127.0.0.1:{_port}"
+
+def _start_endpoint() -> str:
+    global EMULATOR, FALLBACK_REASON
+    if os.environ.get("BENCH_EMULATOR", "moto") == "ministack":
+        from devsupport.ministack import MINISTACK_VERSION
+
+        server = local_endpoint("ministack")
+        atexit.register(server.stop)
+        try:
+            url = server.start()
+            EMULATOR = f"ministack {MINISTACK_VERSION}"
+            return url
+        except Exception as exc:  # noqa: BLE001 - any failure means: use moto instead, and say why
+            server.stop()
+            FALLBACK_REASON = f"ministack unusable: {type(exc).__name__}: {exc}"
+    import moto
+
+    server = local_endpoint("moto")
+    atexit.register(server.stop)
+    EMULATOR = f"moto {moto.__version__}"
+    return server.start()
+
+
+ENDPOINT = _start_endpoint()
 os.environ["AWS_ENDPOINT_URL"] = ENDPOINT
 os.environ.setdefault("RESOURCE_PREFIX", "billing-bench-")
 os.environ["DJANGO_SETTINGS_MODULE"] = "billing_project.settings.dev"
 os.environ.setdefault("OUTBOX_KICK_RELAY", "false")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 
-_server_url = os.environ.get("DATABASE_URL") or DEFAULT_LOCAL_DB
-problem = postgres_answers(with_database(_server_url, "postgres"))
+_server_url = os.environ.get("DATABASE_URL") or DEFAULT_SERVER_URL
+problem = postgres_answers(_server_url)
 if problem:
     sys.exit(f"PostgreSQL does not answer at {_server_url}: {problem}\nSet DATABASE_URL to a server.")
-import psycopg2  # noqa: E402
-
-_conn = psycopg2.connect(with_database(_server_url, "postgres").replace("postgres://", "postgresql://"))
-_conn.autocommit = True
-with _conn.cursor() as cur:
-    cur.execute("SELECT 1 FROM pg_database WHERE datname = 'billing_bench'")
-    if cur.fetchone() is None:
-        cur.execute("CREATE DATABASE billing_bench")
-_conn.close()
-os.environ["DATABASE_URL"] = with_database(_server_url, "billing_bench")
+os.environ["DATABASE_URL"] = ensure_database(_server_url, "billing_bench")
 
 import django  # noqa: E402
 

@@ -20,12 +20,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from devsupport.net import free_port
 from events import contracts, topology
 from events.models import Heartbeat, OutboxEvent
 from events.publishing import record_event
 from events.publishing.relay import relay_pending
 from events.topology import aws
-from scripts.devstack import free_port
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
 DATA = _env.AGREEMENT_DATA

@@ -24,8 +24,9 @@ import _env
 from django.conf import settings
 from django.db import connection
 
+from devsupport.net import free_port, port_open
+from devsupport.waiting import wait_until as wait_for
 from payments.models import Payment, PaymentAttempt, RateLimitBucket
-from scripts.devstack import free_port, port_open, wait_for
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
 LATENCY_MS, LIMIT = 200, 100
@@ -58,7 +59,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "payments.sandbox",
+            "devsupport.sandbox_gateway",
             "--port",
             str(port),
             "--latency-ms",

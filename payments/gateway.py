@@ -6,7 +6,7 @@ classified as ``hard_decline`` (never retry), ``soft_decline`` (dunning schedule
 ``transient`` (timeouts, connection errors, 5xx, 429: retry with backoff). The HTTP adapter
 speaks the sandbox's Stripe-like protocol; a real provider gets its own adapter class and
 the setting ``PAYMENT_GATEWAY`` names it. Tests exercise this same HTTP code path against
-the sandbox (payments/sandbox.py).
+the sandbox (devsupport/sandbox_gateway.py).
 """
 
 from __future__ import annotations

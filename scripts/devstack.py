@@ -3,8 +3,8 @@
     python scripts/devstack.py run      # the whole system on embedded defaults
     python scripts/devstack.py test ... # the test suite (extra args go to pytest)
 
-Local parts: moto's server (SNS and SQS on loopback) and, unless DATABASE_URL
-points elsewhere, an embedded PostgreSQL from the pgserver wheel. Every child
+Local parts (from devsupport/): moto's server (SNS and SQS on loopback) and, unless
+DATABASE_URL points elsewhere, an embedded PostgreSQL from the pgserver wheel. Every child
 runs in its own session so Ctrl-C reaches only this supervisor, which then
 stops each child's whole process group in order and waits for it.
 """
@@ -15,100 +15,32 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: devsupport is importable
+
+from devsupport.database import DEFAULT_SERVER_URL, EmbeddedPostgres, postgres_answers, redact, with_database  # noqa: E402
+from devsupport.endpoint import Moto  # noqa: E402
+from devsupport.net import free_port, http_ok, port_open  # noqa: E402
+from devsupport.waiting import wait_until  # noqa: E402
+
 PY = sys.executable
-DEFAULT_LOCAL_DB = "postgres://postgres@127.0.0.1:5432/postgres"
 
 
 def log(msg: str) -> None:
     print(f"[devstack] {msg}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"[devstack] {what} did not come up within {timeout:.0f}s")
-
-
-def port_open(host: str, port: int) -> bool:
     try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def postgres_answers(url: str) -> str | None:
-    """None if a PostgreSQL server accepts ``url``, else the error text."""
-    import psycopg2
-
-    parts = urllib.parse.urlsplit(url)
-    try:
-        conn = psycopg2.connect(
-            host=urllib.parse.unquote(parts.hostname or "") or None,
-            port=parts.port or 5432,
-            user=parts.username or "postgres",
-            password=parts.password or None,
-            dbname=(parts.path.lstrip("/") or "postgres"),
-            connect_timeout=3,
-        )
-    except psycopg2.OperationalError as exc:
-        return str(exc).strip()
-    conn.close()
-    return None
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
-
-
-class EmbeddedPostgres:
-    """A real PostgreSQL from the pgserver wheel, data kept in ``path``."""
-
-    def __init__(self, path: Path) -> None:
-        import pgserver
-
-        path.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.server = pgserver.get_server(str(path), cleanup_mode="stop")
-        socket_dir = urllib.parse.quote(str(path), safe="")
-        self.admin_url = f"postgres://postgres@{socket_dir}/postgres"
-
-    def ensure_database(self, name: str) -> str:
-        exists = self.server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}';")
-        if "1 row" not in exists:
-            self.server.psql(f'CREATE DATABASE "{name}";')
-        return with_database(self.admin_url, name)
-
-    def postmaster_pid(self) -> int | None:
-        pidfile = self.path / "postmaster.pid"
-        try:
-            return int(pidfile.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def stop(self) -> None:
-        self.server.cleanup()
+        wait_until(check, timeout, what)
+    except TimeoutError:
+        raise SystemExit(f"[devstack] {what} did not come up within {timeout:.0f}s") from None
 
 
 class Child:
@@ -177,17 +109,6 @@ def manage(env: dict[str, str], *args: str) -> None:
     subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=env, check=True)
 
 
-def start_moto(env: dict[str, str], port: int) -> Child:
-    child = Child(
-        "moto",
-        [PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env,
-        hide=lambda line: "HTTP/1.1" in line,  # one line per API call drowns everything else
-    )
-    wait_for(lambda: port_open("127.0.0.1", port), 30, "moto server")
-    return child
-
-
 # --------------------------------------------------------------------------
 # make run
 # --------------------------------------------------------------------------
@@ -195,10 +116,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_dir = Path(os.environ.get("BILLING_DATA_DIR", ROOT / ".data")).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     web_port = int(os.environ.get("WEB_PORT", "8000"))
-    moto_port = int(os.environ.get("MOTO_PORT", "0")) or free_port()
+    endpoint = Moto(port=int(os.environ.get("MOTO_PORT", "0")))
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "billing_project.settings.dev")
-    env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{moto_port}"
+    env["AWS_ENDPOINT_URL"] = endpoint.url
     env.setdefault("PYTHONUNBUFFERED", "1")
     # prometheus-client's multiprocess mode: worker pool children and web share counters here.
     metrics_dir = data_dir / "prometheus"
@@ -217,12 +138,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signum, shutdown)
     try:
         if os.environ.get("DATABASE_URL"):
-            log(f"database: DATABASE_URL from the environment ({_redact(env['DATABASE_URL'])})")
+            log(f"database: DATABASE_URL from the environment ({redact(env['DATABASE_URL'])})")
         else:
             pg = EmbeddedPostgres(data_dir / "postgres")
             env["DATABASE_URL"] = pg.ensure_database("billing")
             log(f"database: embedded PostgreSQL in {pg.path} (pid {pg.postmaster_pid()})")
-        children.append(start_moto(env, moto_port))
+        endpoint.start()
         log(f"SNS/SQS: moto server on {env['AWS_ENDPOINT_URL']}")
         gateway_port = int(os.environ.get("SANDBOX_GATEWAY_PORT", "0")) or free_port()
         env["PAYMENT_GATEWAY_URL"] = f"http://127.0.0.1:{gateway_port}"
@@ -232,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 [
                     PY,
                     "-m",
-                    "payments.sandbox",
+                    "devsupport.sandbox_gateway",
                     "--port",
                     str(gateway_port),
                     "--latency-ms",
@@ -304,7 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             Child("web", [PY, "manage.py", "runserver", f"127.0.0.1:{web_port}", "--noreload"], env)
         )
         admin_url = f"http://127.0.0.1:{web_port}/admin/"
-        wait_for(lambda: stopping.is_set() or _http_ok(admin_url + "login/"), 60, "admin")
+        wait_for(lambda: stopping.is_set() or http_ok(admin_url + "login/"), 60, "admin")
         wait_for(lambda: stopping.is_set() or worker_ready.is_set(), 90, "worker")
         if not stopping.is_set():
             log("worker ready")
@@ -320,27 +241,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         for child in reversed(children):
             child.stop()
+        endpoint.stop()
         if pg is not None:
             pg.stop()
             log("stopped embedded PostgreSQL")
         log("all stopped")
     return 0
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
-def _redact(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 # --------------------------------------------------------------------------
@@ -374,13 +280,13 @@ def cmd_test(args: argparse.Namespace) -> int:
     if url:
         problem = postgres_answers(url)
         if problem:
-            log(f"DATABASE_URL={_redact(url)} does not answer: {problem}")
+            log(f"DATABASE_URL={redact(url)} does not answer: {problem}")
             log("Start that server, fix DATABASE_URL, or unset it to use 127.0.0.1:5432.")
             return 2
     else:
-        problem = postgres_answers(DEFAULT_LOCAL_DB)
+        problem = postgres_answers(DEFAULT_SERVER_URL)
         if problem is None:
-            url = with_database(DEFAULT_LOCAL_DB, "billing")
+            url = with_database(DEFAULT_SERVER_URL, "billing")
             log("database: PostgreSQL on 127.0.0.1:5432 (user postgres)")
         else:
             log(f"no PostgreSQL answers on 127.0.0.1:5432 ({problem.splitlines()[0]})")

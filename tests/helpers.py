@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devsupport.waiting import wait_until as devsupport_wait_until
+
 
 def wait_until(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
-    """Poll ``check`` until it returns something truthy; fail the test on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s: {check}")
-        time.sleep(interval)
+    """Poll ``check`` until it returns something truthy (devsupport's rule); fail the test on timeout."""
+    try:
+        return devsupport_wait_until(check, timeout, f"condition {check}", interval=interval)
+    except TimeoutError as exc:
+        pytest.fail(str(exc))
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,35 +1,30 @@
 """Loaded with ``-p tests.plugin`` before Django settings are read.
 
-Starts moto's server as a real HTTP endpoint on a free loopback port and points
-AWS_ENDPOINT_URL at it, so every boto3 client and kombu's SQS transport in the
-test run (and in worker subprocesses it spawns) talk to it over HTTP.
+Starts moto's server (devsupport.endpoint) in this process as a real HTTP endpoint on a free
+loopback port and points AWS_ENDPOINT_URL at it, so every boto3 client and kombu's SQS
+transport in the test run (and in worker subprocesses it spawns) talk to it over HTTP.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
-from moto.server import ThreadedMotoServer
+from devsupport.endpoint import Moto
 
-_server: ThreadedMotoServer | None = None
+_endpoint: Moto | None = None
 
 
 def _start() -> None:
-    global _server
-    # Tests purge queues between cases; real SQS (and moto by default) allow one purge a minute.
-    os.environ.setdefault("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "false")
+    global _endpoint
     if os.environ.get("BILLING_TEST_ENDPOINT"):
         os.environ["AWS_ENDPOINT_URL"] = os.environ["BILLING_TEST_ENDPOINT"]
         return
-    _server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    _server.start()
-    host, port = _server.get_host_and_port()
-    os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
+    _endpoint = Moto(in_process=True)
+    os.environ["AWS_ENDPOINT_URL"] = _endpoint.start()
 
 
 _start()
-import logging  # noqa: E402
-
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every API call
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -44,19 +39,12 @@ def pytest_report_header() -> str:
 
 
 def pytest_unconfigure() -> None:
-    if _server is not None:
-        _server.stop()
+    if _endpoint is not None:
+        _endpoint.stop()
 
 
 def restart_endpoint(down_seconds: float) -> None:
     """Take the SNS/SQS endpoint down for ``down_seconds``, then bring it back on the same port
     (moto keeps its state in this process, as SQS keeps messages through an outage)."""
-    import time
-
-    global _server
-    assert _server is not None, "the endpoint is external (BILLING_TEST_ENDPOINT)"
-    host, port = _server.get_host_and_port()
-    _server.stop()
-    time.sleep(down_seconds)
-    _server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
-    _server.start()
+    assert _endpoint is not None, "the endpoint is external (BILLING_TEST_ENDPOINT)"
+    _endpoint.restart(down_seconds)

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scripts.devstack import free_port
+from devsupport.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

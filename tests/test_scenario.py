@@ -8,10 +8,10 @@ import urllib.request
 
 import pytest
 
+from devsupport.sandbox_gateway import SandboxConfig, start_in_thread
 from events import topology
 from events.topology.provisioning import provision
 from payments.gateway import reset_gateway
-from payments.sandbox import SandboxConfig, start_in_thread
 from scripts import scenario
 from tests import plugin
 from tests.helpers import database_url

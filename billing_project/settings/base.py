@@ -311,7 +311,7 @@ INVOICE_RUN_HOUR = env.int("INVOICE_RUN_HOUR", default=2)
 INVOICE_RUN_MINUTE = env.int("INVOICE_RUN_MINUTE", default=0)
 
 # --- Payments --------------------------------------------------------------------
-# The adapter class and where it talks to. The sandbox (payments/sandbox.py) speaks the
+# The adapter class and where it talks to. The sandbox (devsupport/sandbox_gateway.py) speaks the
 # same HTTP protocol as HttpGateway; a real provider gets its own adapter class.
 PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="payments.gateway.HttpGateway")
 PAYMENT_GATEWAY_URL = env.str("PAYMENT_GATEWAY_URL", default="http://127.0.0.1:8765")

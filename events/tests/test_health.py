@@ -10,7 +10,7 @@ import sys
 import pytest
 from django.db import connection
 
-from scripts.devstack import free_port
+from devsupport.net import free_port
 from tests.helpers import PROD_ENV, ROOT
 
 pytestmark = pytest.mark.django_db

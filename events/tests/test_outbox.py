@@ -15,13 +15,13 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from devsupport.net import free_port
 from events import contracts, topology
 from events.models import Heartbeat, OutboxEvent
 from events.publishing.outbox import NewEvent, OutboxError, record_event, record_events
 from events.publishing.relay import relay_once, relay_pending
 from events.publishing.store import event_store_prune
 from events.signing import verify
-from scripts.devstack import free_port
 from tests.factories import agreement_data, drain
 from tests.helpers import wait_until
 

@@ -7,8 +7,8 @@ import threading
 import time
 import urllib.request
 
+from devsupport.sandbox_gateway import SandboxConfig, start_in_thread
 from payments.gateway import HARD, SOFT, TRANSIENT, HttpGateway
-from payments.sandbox import SandboxConfig, start_in_thread
 from tests.factories import gateway_stats as stats
 
 

@@ -7,7 +7,6 @@ import os
 import random
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,54 +37,19 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from scripts.devstack import DEFAULT_LOCAL_DB, with_database
+    from devsupport.database import DEFAULT_SERVER_URL, ensure_database
+    from devsupport.endpoint import local_endpoint
 
-    if args.emulator == "ministack":
-        from scripts.ministack import Ministack
-
-        state = Path(tempfile.mkdtemp(prefix="scenario-ministack-"))
-        emulator = Ministack(state_dir=state)
-        endpoint = emulator.start()
-
-        def restart_endpoint(seconds: float) -> None:
-            emulator.stop()  # it saves its queues and messages, as SQS keeps them through an outage
-            time.sleep(seconds)
-            emulator.start()
-
-        stop_endpoint = emulator.stop
-    else:
-        from moto.server import ThreadedMotoServer
-
-        from scripts.devstack import free_port
-
-        os.environ["MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR"] = "false"
-        port = free_port()
-        endpoint = f"http://127.0.0.1:{port}"
-        holder = {"server": ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)}
-        holder["server"].start()
-
-        def restart_endpoint(seconds: float) -> None:
-            holder["server"].stop()
-            time.sleep(seconds)
-            holder["server"] = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-            holder["server"].start()
-
-        def stop_endpoint() -> None:
-            holder["server"].stop()
-
-    import psycopg2
-
-    server_url = os.environ.get("DATABASE_URL") or DEFAULT_LOCAL_DB
-    conn = psycopg2.connect(with_database(server_url, "postgres").replace("postgres://", "postgresql://"))
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("DROP DATABASE IF EXISTS billing_scenario WITH (FORCE)")
-        cur.execute("CREATE DATABASE billing_scenario")
-    conn.close()
+    state = Path(tempfile.mkdtemp(prefix="scenario-ministack-")) if args.emulator == "ministack" else None
+    # moto in this process keeps its queues across the outage; ministack saves them to ``state``
+    emulator = local_endpoint(args.emulator, state_dir=state, in_process=True)
+    endpoint = emulator.start()
+    server_url = os.environ.get("DATABASE_URL") or DEFAULT_SERVER_URL
+    database_url = ensure_database(server_url, "billing_scenario", recreate=True)
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "billing_project.settings.dev",
-        "DATABASE_URL": with_database(server_url, "billing_scenario"),
+        "DATABASE_URL": database_url,
         "AWS_ENDPOINT_URL": endpoint,
         "RESOURCE_PREFIX": "billing-scenario-",
         "OUTBOX_KICK_RELAY": "true",
@@ -109,7 +73,7 @@ def main() -> None:
         # the simulated calendar lies in the past: every late change is corrected, whatever its age
         "INVOICING_MAX_CORRECTION_DAYS": "100000",
     }
-    from payments.sandbox import SandboxConfig, start_in_thread
+    from devsupport.sandbox_gateway import SandboxConfig, start_in_thread
 
     gateway = start_in_thread(SandboxConfig(seed=args.seed, soft_decline_rate=0.05, transient_rate=0.05))
     env["PAYMENT_GATEWAY_URL"] = gateway.url
@@ -143,14 +107,14 @@ def main() -> None:
             worker_env=env,
             workers=args.workers,
             outage_seconds=args.outage_seconds,
-            restart_endpoint=restart_endpoint,
+            restart_endpoint=emulator.restart,
             gateway_stats=stats,
             gateway_config=configure,
             settle_timeout=3600,
         )
     finally:
         gateway.shutdown()
-        stop_endpoint()
+        emulator.stop()
     print(report.table())
     for violation in report.violations[:50]:
         print("VIOLATION:", violation)

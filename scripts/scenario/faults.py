@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import random
-import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+
+from devsupport.waiting import wait_until
 
 # Legitimate text that looks like syntax somewhere (COPY, CSV, SQL, HTML, JSON): stored as typed.
 HOSTILE_NAMES = (
@@ -30,15 +31,6 @@ HOSTILE_NAMES = (
 )
 HOSTILE_DESCRIPTIONS = ("tab\there", "new\nline\r\nand \\N", 'say "hi"', "\\.", "🧾" * 100)
 TEN_KB = "x" * 10_240
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached within {timeout:.0f}s")
-        time.sleep(interval)
-    return result
 
 
 class Duplicator:
@@ -111,8 +103,10 @@ class LateEvents:
         self.held: list[tuple[date, list[uuid.UUID]]] = []
         self.kinds: Counter[str] = Counter()
 
-    def record(self, change: Callable[[], Any], *, effective: date) -> Any:
-        """Run ``change`` (an agreements service call) and hold its event until ``effective``'s run."""
+    def record(self, change: Callable[[], Any], *, effective: date, days_later: int = 0) -> Any:
+        """Run ``change`` (an agreements service call) and hold its event until ``effective``'s run
+        (and ``days_later`` more runs: by then the period's invoice is paid, so the correction is a
+        credit note and a refund, or a supplementary invoice, rather than a void)."""
         from django.db import transaction
 
         from events.models import OutboxEvent
@@ -125,7 +119,7 @@ class LateEvents:
             ids = list(rows.values_list("id", flat=True))
             event_type = rows.values_list("type", flat=True).first()
             rows.update(next_attempt_at=datetime(9999, 1, 1, tzinfo=UTC))
-        self.held.append((effective, ids))
+        self.held.append((effective + timedelta(days=days_later), ids))
         self.kinds[LATE_KINDS[event_type]] += 1
         return agreement
 

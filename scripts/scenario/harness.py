@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from devsupport.waiting import wait_until
+
 from . import faults
-from .faults import CopyKiller, Duplicator, LateEvents, OperatorVoids, wait_until
+from .faults import CopyKiller, Duplicator, LateEvents, OperatorVoids
 from .fleet import Fleet
 from .oracle import Expectations, check, check_queues, depths
 from .upstream import Upstream
@@ -95,7 +97,7 @@ def run(
     beat_down = set(range(days // 2, days // 2 + 3))
     kill_task_day, kill_batch_day = max(1, days // 4), max(2, (3 * days) // 4)
     outage_day, terminate_day, double_run_day = days // 3, (2 * days) // 3, max(1, days // 5)
-    poison_day, late_day, flight_day = max(1, days // 2 - 1), creation_days + 1, max(2, days // 4 + 1)
+    poison_day, late_day, flight_day = max(1, days // 2 - 1), max(1, creation_days - 2), max(2, days // 4 + 1)
     copy_kill_day = days - 2
     last_run = d0
     dead_letters = 0
@@ -199,6 +201,7 @@ def run(
         "domain changes by the upstream": sum(upstream.changes.values()),
         "invoices": Invoice.objects.count(),
         "invoices voided (operators and corrections)": Invoice.objects.filter(status="void").count(),
+        "invoices reissued or supplementary (revision > 0)": Invoice.objects.filter(revision__gt=0).count(),
         "credit notes": _count("invoicing", "CreditNote"),
         "payments succeeded": Payment.objects.filter(status="succeeded").count(),
         "payments failed for good": Payment.objects.filter(status="failed").count(),

@@ -141,6 +141,7 @@ class Upstream:
             self.late.record(
                 lambda: agreement_change_price(agreement_id=priced, amount_minor=4321, today=day),
                 effective=nxt,
+                days_later=3,  # its period is paid by then: a supplementary invoice or a credit note
             )
             plan.prices.append((nxt, 4321))
             self.late.record(
@@ -163,9 +164,12 @@ class Upstream:
                 a = self.late.record(
                     lambda: agreement_cancel(agreement_id=ended, at_period_end=True, today=day),
                     effective=next_period_start(plan.start, plan.interval, plan.count, day),
+                    days_later=3,  # the ended periods are paid by then: credit notes and refunds
                 )
                 plan.cancel = a.cancel_effective_date
                 self.changes["agreement.cancelled"] += 1
 
     def _do(self, late: bool, effective: date, change: Callable[[], Any]) -> Any:
-        return self.late.record(change, effective=effective) if late else change()
+        if not late:
+            return change()
+        return self.late.record(change, effective=effective, days_later=self.rng.choice((0, 0, 3)))

@@ -6,9 +6,8 @@ queue as a plain list. It is not a project dependency: it runs from its own virt
 ``pip install ministack==1.5.33`` when missing. SQS/SNS/STS only, on loopback.
 
 With ``state_dir`` it saves its state there when stopped (SIGTERM) and loads it when started
-again, so ``stop()`` then ``start()`` on the same port is an endpoint outage that loses nothing,
-as SQS keeps its messages through one. Used by ``bench/_ministack.py`` and the soak
-(``python -m scripts.scenario``).
+again, so ``restart()`` (stop, then start on the same port) is an endpoint outage that loses
+nothing, as SQS keeps its messages through one. Reached through devsupport.endpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.devstack import free_port, port_open
+from .net import free_port, port_open
 
 ROOT = Path(__file__).resolve().parent.parent
 MINISTACK_VERSION = "1.5.33"
@@ -79,7 +78,7 @@ class Ministack:
 
     def __init__(self, *, state_dir: Path | None = None, log_file: Path | None = None) -> None:
         self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.url = self.endpoint = f"http://127.0.0.1:{self.port}"
         self.state_dir = state_dir
         self.log_file = log_file or Path(tempfile.gettempdir()) / f"ministack-{os.getpid()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -134,3 +133,9 @@ class Ministack:
         clean = proc.returncode in (0, -signal.SIGTERM)
         if clean and self.log_file.exists() and not self.log_file.stat().st_size:
             self.log_file.unlink()  # keep the log only when it says something
+
+    def restart(self, down_seconds: float) -> None:
+        """An outage: stop (saving the state when it keeps one), wait, start on the same port."""
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()

@@ -1,6 +1,6 @@
 """A sandbox payment gateway: a small HTTP service on loopback, shipped for `make run` and tests.
 
-    python -m payments.sandbox --port 8765 --latency-ms 200 --rate-limit 100 --seed 7
+    python -m devsupport.sandbox_gateway --port 8765 --latency-ms 200 --rate-limit 100 --seed 7
 
 POST /v1/charges  (JSON {amount_minor, currency, customer}, header Idempotency-Key)
   200 {"id": "ch_...", "status": "succeeded"}
