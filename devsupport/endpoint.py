@@ -58,6 +58,11 @@ class Moto:
             wait_until(lambda: port_open("127.0.0.1", self.port), 30, "moto server")
         return self.url
 
+    @property
+    def pid(self) -> int:
+        """The server's process: a child's own, or this one's when it runs in this process."""
+        return self._proc.pid if self._proc is not None else os.getpid()
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()  # type: ignore[attr-defined]

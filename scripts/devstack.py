@@ -144,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             env["DATABASE_URL"] = pg.ensure_database("billing")
             log(f"database: embedded PostgreSQL in {pg.path} (pid {pg.postmaster_pid()})")
         endpoint.start()
-        log(f"SNS/SQS: moto server on {env['AWS_ENDPOINT_URL']}")
+        log(f"SNS/SQS: moto server on {env['AWS_ENDPOINT_URL']} (pid {endpoint.pid})")
         gateway_port = int(os.environ.get("SANDBOX_GATEWAY_PORT", "0")) or free_port()
         env["PAYMENT_GATEWAY_URL"] = f"http://127.0.0.1:{gateway_port}"
         children.append(
