@@ -17,19 +17,7 @@ from core.money import format_money
 from . import services
 from .models import Agreement
 
-CREATE_FIELDS = (
-    "external_ref",
-    "customer_ref",
-    "customer_name",
-    "customer_email",
-    "description",
-    "amount_minor",
-    "currency",
-    "interval",
-    "interval_count",
-    "start_date",
-    "end_date",
-)
+CREATE_FIELDS = services.FIELDS
 
 
 class AgreementForm(forms.ModelForm):

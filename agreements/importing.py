@@ -20,20 +20,11 @@ from django.core.management.base import CommandError
 
 from core.fields import shown
 
+from . import services
 from .services import AgreementInput, agreement_errors
 
-FIELDS = (
-    "external_ref",
-    "customer_name",
-    "customer_email",
-    "description",
-    "amount_minor",
-    "currency",
-    "interval",
-    "interval_count",
-    "start_date",
-    "end_date",
-)
+# The documented columns; customer_ref (optional, defaults to external_ref) is accepted too.
+FIELDS = tuple(f for f in services.FIELDS if f != "customer_ref")
 REQUIRED = (
     "external_ref",
     "customer_name",

@@ -20,6 +20,21 @@ from events.publishing import record_change, record_event
 
 from .models import Agreement
 
+# An agreement's fields as people see and type them (the admin form, the import's columns).
+FIELDS = (
+    "external_ref",
+    "customer_ref",
+    "customer_name",
+    "customer_email",
+    "description",
+    "amount_minor",
+    "currency",
+    "interval",
+    "interval_count",
+    "start_date",
+    "end_date",
+)
+
 
 @dataclass(frozen=True)
 class AgreementInput:

@@ -12,6 +12,7 @@ from django.utils.html import format_html
 
 from core.admin_tools import GuardedActionsMixin, ReadOnlyMixin
 
+from . import envelope
 from .models import AlertState, ApiToken, ConsumerFailure, Heartbeat, OutboxEvent, ProcessedEvent
 from .operations.replay_ui import ReplayTargetForm, confirm_page
 from .publishing.replay import ReplayError, replay
@@ -59,15 +60,7 @@ class OutboxEventAdmin(GuardedActionsMixin, ReadOnlyAdmin):
     show_full_result_count = False  # COUNT(*) over millions of rows is slow
     actions = ["replay_selected"]
     fields = (
-        "id",
-        "type",
-        "schema_version",
-        "occurred_at",
-        "producer",
-        "aggregate_type",
-        "aggregate_id",
-        "aggregate_version",
-        "pretty_data",
+        *("pretty_data" if name == "data" else name for name in envelope.NAMES),  # the envelope, as sent
         "published_at",
         "sns_message_id",
         "attempts",

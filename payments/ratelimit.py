@@ -11,7 +11,9 @@ import time
 
 from django.db import connection
 
-TABLE = "payments_ratelimitbucket"
+from .models import RateLimitBucket
+
+TABLE = RateLimitBucket._meta.db_table
 RESERVE = f"""
 INSERT INTO {TABLE} (name, tokens, updated_at) VALUES (%(name)s, %(cap)s - 1, clock_timestamp())
 ON CONFLICT (name) DO UPDATE

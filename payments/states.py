@@ -15,6 +15,11 @@ A cancelled or refunded payment is never charged again.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
 from .models import Payment, Refund
 
 P = Payment.Status
@@ -37,6 +42,13 @@ REFUND_TRANSITIONS: dict[str, frozenset[str]] = {
     R.SUCCEEDED: frozenset(),
     R.FAILED: frozenset({R.PENDING}),  # an operator retries it
 }
+
+
+def taken_by_another_worker(obj: Payment | Refund) -> bool:
+    """A "processing" payment or refund whose worker is still within PAYMENT_PROCESSING_STALE_SECONDS:
+    a second worker must leave it alone (a stale one may be taken over, with the same key)."""
+    stale = timezone.now() - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS)
+    return obj.status == "processing" and obj.updated_at > stale
 
 
 class InvalidTransition(ValueError):

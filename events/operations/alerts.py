@@ -51,6 +51,27 @@ def monitor_run() -> list[str]:
     return sent
 
 
+def record_alert(
+    *,
+    sender: Any,
+    check: str,
+    about: str,
+    severity: str,
+    summary: str,
+    details: dict[str, Any],
+    version: int = 1,
+) -> None:
+    """Record an ``alert.<check>`` event about one thing (``about``: a payment id, a run id) in the
+    caller's transaction: it goes to the alerts topic with the change that caused it."""
+    record_event(
+        sender=sender,
+        type=f"alert.{check}",
+        aggregate_id=f"{check}:{about}",
+        aggregate_version=version,
+        data={"check": check, "severity": severity, "summary": summary[:1000], "details": details},
+    )
+
+
 def _alert(state: AlertState, event_type: str, severity: str, summary: str, details: dict[str, Any]) -> None:
     record_event(
         sender=AlertState,

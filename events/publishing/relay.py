@@ -36,7 +36,6 @@ from ..topology import aws
 
 logger = logging.getLogger(__name__)
 
-SNS_BATCH = 10
 MAX_KEPT_ERRORS = 10
 
 

@@ -20,7 +20,8 @@ from .. import topology
 from ..models import OutboxEvent
 from ..operations import metrics
 from ..topology import aws
-from .relay import SNS_BATCH, batches, message_attributes, publish_batch
+from ..topology.aws import BATCH_MAX_ENTRIES
+from .relay import batches, message_attributes, publish_batch
 
 
 class ReplayError(ValueError):
@@ -105,7 +106,7 @@ def replay(
     for row in events.iterator(chunk_size=500):
         key = queue or topology.topic_name(row.producer)
         buffers[key].append(row)
-        if len(buffers[key]) == SNS_BATCH:
+        if len(buffers[key]) == BATCH_MAX_ENTRIES:
             _flush(key, buffers.pop(key), queue is not None, report, progress)
     for key, rows in buffers.items():
         _flush(key, rows, queue is not None, report, progress)

@@ -27,8 +27,8 @@ from django.utils import timezone
 from psycopg2.extras import execute_values
 
 from events.operations import metrics
+from events.operations.alerts import record_alert
 from events.operations.health import heartbeat_record
-from events.publishing import record_event
 
 from ..models import BillableAgreement, DailyRun, DailyRunChunk
 from .billing import AgreementPlan, plan_agreement
@@ -280,21 +280,17 @@ def daily_run_finish(*, run: DailyRun) -> None:
     run.finished_at = timezone.now()
     run.save(update_fields=["status", "finished_at"])
     if failed:
-        record_event(
+        record_alert(
             sender=DailyRun,
-            type="alert.daily_run_failed",
-            aggregate_id=f"daily_run:{run.pk}",
-            aggregate_version=1,
-            data={
-                "check": "daily_run_failed",
-                "severity": "critical",
-                "summary": (
-                    f"Daily run for {run.run_date} failed: {run.chunks_failed} of {run.chunks_total} "
-                    f"chunk(s) failed for good; their agreements are not invoiced. Fix the cause, then run "
-                    f"`invoices_issue --date {run.run_date}` (idempotent). Last error: {run.last_error[:300]}"
-                ),
-                "details": {"run_id": run.pk, "run_date": run.run_date.isoformat()},
-            },
+            check="daily_run_failed",
+            about=str(run.pk),
+            severity="critical",
+            summary=(
+                f"Daily run for {run.run_date} failed: {run.chunks_failed} of {run.chunks_total} "
+                f"chunk(s) failed for good; their agreements are not invoiced. Fix the cause, then run "
+                f"`invoices_issue --date {run.run_date}` (idempotent). Last error: {run.last_error[:300]}"
+            ),
+            details={"run_id": run.pk, "run_date": run.run_date.isoformat()},
         )
         return
     heartbeat_record(

@@ -24,6 +24,16 @@ logger = logging.getLogger(__name__)
 S = Invoice.Status
 
 
+def _locked_or_kept(invoice_id: str, payment_id: str, outcome: str, detail: dict[str, Any]) -> Invoice | None:
+    """The invoice, locked; or None after keeping the outcome for when it is issued."""
+    invoice = Invoice.objects.select_for_update().filter(pk=invoice_id).first()
+    if invoice is None:
+        PendingPaymentOutcome.objects.get_or_create(
+            invoice_id=invoice_id, payment_id=payment_id, outcome=outcome, defaults={"detail": detail}
+        )
+    return invoice
+
+
 def _bump(invoice: Invoice, event_type: str, data: dict[str, Any]) -> None:
     record_change(sender=Invoice, obj=invoice, type=event_type, data=data)
 
@@ -37,14 +47,8 @@ def invoice_mark_paid(
     A void invoice stays void: the charge happened after the void (or raced it), and payments,
     which hears ``invoice.voided`` too, refunds it and raises an alert.
     """
-    invoice = Invoice.objects.select_for_update().filter(pk=invoice_id).first()
+    invoice = _locked_or_kept(invoice_id, payment_id, "paid", {"paid_at": str(paid_at) if paid_at else None})
     if invoice is None:
-        PendingPaymentOutcome.objects.get_or_create(
-            invoice_id=invoice_id,
-            payment_id=payment_id,
-            outcome="paid",
-            defaults={"detail": {"paid_at": str(paid_at) if paid_at else None}},
-        )
         return None
     if not states.can(invoice.status, S.PAID):
         if invoice.status == S.VOID:
@@ -67,14 +71,8 @@ def invoice_mark_paid(
 @transaction.atomic
 def invoice_mark_uncollectible(*, invoice_id: str, payment_id: str, reason: str) -> Invoice | None:
     """Collection failed for good: open -> uncollectible. Paid and void stay. Idempotent."""
-    invoice = Invoice.objects.select_for_update().filter(pk=invoice_id).first()
+    invoice = _locked_or_kept(invoice_id, payment_id, "uncollectible", {"reason": reason})
     if invoice is None:
-        PendingPaymentOutcome.objects.get_or_create(
-            invoice_id=invoice_id,
-            payment_id=payment_id,
-            outcome="uncollectible",
-            defaults={"detail": {"reason": reason}},
-        )
         return None
     if not states.can(invoice.status, S.UNCOLLECTIBLE):
         return invoice

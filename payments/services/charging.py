@@ -11,7 +11,6 @@ flight and succeeds anyway is refunded (services/refunds.py).
 from __future__ import annotations
 
 import logging
-import random
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,9 +20,11 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.backoff import backoff
 from events import contracts
 from events.operations import metrics
-from events.publishing import record_change, record_event
+from events.operations.alerts import record_alert
+from events.publishing import record_change
 
 from .. import ratelimit, states
 from ..dispatch import enqueue_charge
@@ -86,6 +87,15 @@ def payment_create_for_invoice(*, data: dict[str, Any]) -> tuple[Payment, bool]:
     return payment, True
 
 
+def transient_delay(failures: int) -> float:
+    """How long a charge or refund waits after ``failures`` transient errors in a row."""
+    return backoff(
+        failures,
+        base=settings.PAYMENT_TRANSIENT_BACKOFF_SECONDS,
+        maximum=settings.PAYMENT_TRANSIENT_BACKOFF_MAX_SECONDS,
+    )
+
+
 def lock_invoice(invoice_id: str) -> None:
     """Serialize, until the transaction ends, everything payments does about one invoice.
 
@@ -125,8 +135,7 @@ def _claim(payment_id: str) -> tuple[Payment, PaymentAttempt] | None:
                 return None
             # The last try's answer was lost: ask again with the same key. The gateway replays
             # the original result; if it had charged, the success is refunded.
-        stale = timezone.now() - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS)
-        if payment.status == P.PROCESSING and payment.updated_at > stale:
+        if states.taken_by_another_worker(payment):
             return None  # another worker is charging it right now
         states.transition(payment, P.PROCESSING)
         payment.save(update_fields=["status", "updated_at"])
@@ -191,11 +200,7 @@ def _succeeded(p: Payment, result: ChargeResult) -> str:
 
 def _transient(p: Payment, now: datetime) -> str:
     p.transient_failures += 1
-    delay = min(
-        settings.PAYMENT_TRANSIENT_BACKOFF_MAX_SECONDS,
-        settings.PAYMENT_TRANSIENT_BACKOFF_SECONDS * 2 ** (p.transient_failures - 1),
-    )
-    delay = delay / 2 + random.uniform(0, delay / 2)
+    delay = transient_delay(p.transient_failures)
     if p.transient_failures > settings.PAYMENT_TRANSIENT_MAX_RETRIES:
         # The gateway has been failing for a while: leave it to the retry sweep, later.
         states.transition(p, P.RETRY_SCHEDULED)
@@ -247,24 +252,21 @@ def _declined(p: Payment, result: ChargeResult, now: datetime) -> str:
 
 
 def _alert_failed(p: Payment, result: ChargeResult, attempts: int) -> None:
-    record_event(
+    record_alert(
         sender=Payment,
-        type="alert.payment_failed",
-        aggregate_id=f"payment_failed:{p.id}",
-        aggregate_version=p.aggregate_version,
-        data={
-            "check": "payment_failed",
-            "severity": "warning",
-            "summary": f"Payment for invoice {p.invoice_number} failed for good: {result.message[:200]}",
-            "details": {
-                "payment_id": str(p.id),
-                "invoice_id": p.invoice_id,
-                "customer": p.customer_ref,
-                "amount_minor": p.amount_minor,
-                "currency": p.currency,
-                "error_class": result.error_class,
-                "attempts": attempts,
-            },
+        check="payment_failed",
+        about=str(p.id),
+        version=p.aggregate_version,
+        severity="warning",
+        summary=f"Payment for invoice {p.invoice_number} failed for good: {result.message[:200]}",
+        details={
+            "payment_id": str(p.id),
+            "invoice_id": p.invoice_id,
+            "customer": p.customer_ref,
+            "amount_minor": p.amount_minor,
+            "currency": p.currency,
+            "error_class": result.error_class,
+            "attempts": attempts,
         },
     )
 

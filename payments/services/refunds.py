@@ -18,9 +18,11 @@ from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from core.backoff import backoff
 from events import contracts
 from events.operations import metrics
-from events.publishing import record_change, record_event
+from events.operations.alerts import record_alert
+from events.publishing import record_change
 
 from .. import states
 from ..dispatch import enqueue_refund
@@ -84,20 +86,16 @@ def refund_for_closed_invoice(p: Payment) -> None:
     )
     if created:
         logger.warning("payment %s: %s; refunding %s %s", p.id, reason, amount, p.currency)
-        record_event(
+        record_alert(
             sender=Payment,
-            type="alert.charge_on_closed_invoice",
-            aggregate_id=f"charge_on_closed:{p.id}",
-            aggregate_version=1,
-            data={
-                "check": "charge_on_closed_invoice",
-                "severity": "warning",
-                "summary": (
-                    f"Invoice {p.invoice_number} was voided while its charge was in flight; the charge "
-                    f"succeeded ({p.gateway_reference}) and is being refunded in full."
-                ),
-                "details": {"payment_id": str(p.id), "invoice_id": p.invoice_id, "amount_minor": amount},
-            },
+            check="charge_on_closed_invoice",
+            about=str(p.id),
+            severity="warning",
+            summary=(
+                f"Invoice {p.invoice_number} was voided while its charge was in flight; the charge "
+                f"succeeded ({p.gateway_reference}) and is being refunded in full."
+            ),
+            details={"payment_id": str(p.id), "invoice_id": p.invoice_id, "amount_minor": amount},
         )
 
 
@@ -115,8 +113,7 @@ def _claim(refund_id: str) -> tuple[Refund, Payment] | None:
         refund = Refund.objects.select_for_update().filter(pk=refund_id).first()
         if refund is None or refund.status not in (R.PENDING, R.PROCESSING):
             return None
-        stale = timezone.now() - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS)
-        if refund.status == R.PROCESSING and refund.updated_at > stale:
+        if states.taken_by_another_worker(refund):
             return None  # another worker is on it
         payment = refund.payment
         if payment is None or payment.status not in REFUNDABLE or not payment.gateway_reference:
@@ -173,9 +170,10 @@ def _record(refund_id: str, result: ChargeResult) -> str:
         return "succeeded"
     refund.last_error = f"{result.error_class}: {result.message}"[:500]
     if result.error_class == TRANSIENT:
-        delay = min(
-            settings.PAYMENT_TRANSIENT_BACKOFF_MAX_SECONDS,
-            settings.PAYMENT_TRANSIENT_BACKOFF_SECONDS * 2 ** min(refund.attempts, 16),
+        delay = backoff(
+            refund.attempts,
+            base=settings.PAYMENT_TRANSIENT_BACKOFF_SECONDS,
+            maximum=settings.PAYMENT_TRANSIENT_BACKOFF_MAX_SECONDS,
         )
         states.transition(refund, R.PENDING)
         refund.next_attempt_at = timezone.now() + timedelta(
@@ -187,20 +185,17 @@ def _record(refund_id: str, result: ChargeResult) -> str:
     states.transition(refund, R.FAILED)
     refund.next_attempt_at = None
     refund.save()
-    record_event(
+    record_alert(
         sender=Refund,
-        type="alert.refund_failed",
-        aggregate_id=f"refund_failed:{refund.id}",
-        aggregate_version=refund.attempts,
-        data={
-            "check": "refund_failed",
-            "severity": "critical",
-            "summary": (
-                f"Refund of {refund.amount_minor} {refund.currency} on {p.invoice_number} was refused: "
-                f"{result.message[:200]}. Give it back by hand, or retry it in admin (Payments -> Refunds)."
-            ),
-            "details": {"refund_id": str(refund.id), "payment_id": str(p.id), "invoice_id": p.invoice_id},
-        },
+        check="refund_failed",
+        about=str(refund.id),
+        version=refund.attempts,
+        severity="critical",
+        summary=(
+            f"Refund of {refund.amount_minor} {refund.currency} on {p.invoice_number} was refused: "
+            f"{result.message[:200]}. Give it back by hand, or retry it in admin (Payments -> Refunds)."
+        ),
+        details={"refund_id": str(refund.id), "payment_id": str(p.id), "invoice_id": p.invoice_id},
     )
     return "failed"
 
