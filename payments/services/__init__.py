@@ -1,13 +1,15 @@
 """Use cases of the payments context, one module per concept:
 
-- ``charging``: one payment per invoice, charged at the gateway's pace (dunning, backoff, sweep);
+- ``charging``: one payment per invoice, charged at the gateway's pace (dunning, backoff);
+- ``retries``: the sweep that takes charges up again, and an operator's "retry now";
 - ``closing``: an invoice voided (stop collecting) or credited (give money back);
 - ``refunds``: refunds through the gateway, once per cause.
 """
 
-from .charging import payment_charge, payment_create_for_invoice, payment_retry_now, payments_retry_due
+from .charging import payment_charge, payment_create_for_invoice
 from .closing import payment_close_for_invoice, refund_for_credit_note
 from .refunds import payment_refund, refund_retry_now, refunds_retry_due
+from .retries import payment_retry_now, payments_retry_due
 
 __all__ = [
     "payment_charge",
