@@ -76,18 +76,19 @@ def fill() -> None:
     url = aws.queue_url(QUEUE)
     sqs.purge_queue(QueueUrl=url)
     for i in range(0, N, 10):
+        bodies = [body(i + j) for j in range(10)]  # each signed over exactly what is sent
         sqs.send_message_batch(
             QueueUrl=url,
             Entries=[
                 {
                     "Id": str(j),
-                    "MessageBody": body(i + j),
+                    "MessageBody": text,
                     "MessageAttributes": {
                         "event_type": {"DataType": "String", "StringValue": "agreement.created"},
-                        **signed_attributes(body(i + j)),
+                        **signed_attributes(text),
                     },
                 }
-                for j in range(10)
+                for j, text in enumerate(bodies)
             ],
         )
 
