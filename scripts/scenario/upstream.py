@@ -172,4 +172,4 @@ class Upstream:
     def _do(self, late: bool, effective: date, change: Callable[[], Any]) -> Any:
         if not late:
             return change()
-        return self.late.record(change, effective=effective, days_later=self.rng.choice((0, 0, 3)))
+        return self.late.record(change, effective=effective, days_later=self.rng.choice((0, 0, 3, 10)))
