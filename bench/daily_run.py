@@ -49,12 +49,12 @@ def load(n: int) -> None:
             INSERT INTO invoicing_billableagreement
               (agreement_id, created_seen, customer, description, currency, interval, interval_count,
                start_date, prices, toggles, cancellations, last_version, next_period_index, next_period_start,
-               flagged_reason, catchup_approved, updated_at)
+               flagged_reason, catchup_approved, correction_flag, updated_at)
             SELECT 'bench-' || g, true,
                    jsonb_build_object('external_ref', 'C-' || g, 'name', 'Customer ' || g, 'email', 'c' || g || '@example.com'),
                    'Monthly plan', 'EUR', 'month', 1, %s::date,
                    jsonb_build_array(jsonb_build_array(%s::text, 1000 + g %% 500, 1)), '[]'::jsonb, '[]'::jsonb,
-                   1, 0, %s::date, '', false, now()
+                   1, 0, %s::date, '', false, '', now()
               FROM generate_series(1, %s) AS g
             """,
             [RUN_DATE, RUN_DATE.isoformat(), RUN_DATE, n],
@@ -187,11 +187,11 @@ def sql_floor(n: int) -> float:
             WITH ins AS (
               INSERT INTO invoicing_invoice (id, number, series, sequence, agreement_id, customer_ref, customer_name,
                   customer_email, period_start, period_end, currency, total_minor, due_date, status, issued_at,
-                  closed_reason, payment_id, aggregate_version)
+                  closed_reason, voided_by, payment_id, aggregate_version, revision)
               SELECT gen_random_uuid(), 'SQL-' || b.id, 'SQL', b.id, b.agreement_id, b.customer->>'external_ref',
                      b.customer->>'name', b.customer->>'email', b.next_period_start,
                      (b.next_period_start + interval '1 month')::date, b.currency, (b.prices->0->>1)::bigint,
-                     b.next_period_start + 14, 'open', now(), '', '', 1
+                     b.next_period_start + 14, 'open', now(), '', '', '', 1, 0
                 FROM invoicing_billableagreement b
               RETURNING id, number, agreement_id, period_start, period_end, total_minor, currency, due_date
             )
