@@ -119,7 +119,7 @@ def agreement_validate(data: AgreementInput) -> None:
         raise ValidationError(errors)
 
 
-def _event_data(a: Agreement) -> dict[str, Any]:
+def event_data(a: Agreement) -> dict[str, Any]:
     return {
         "agreement_id": str(a.id),
         "customer": {"external_ref": a.customer_ref, "name": a.customer_name, "email": a.customer_email},
@@ -134,11 +134,9 @@ def _event_data(a: Agreement) -> dict[str, Any]:
     }
 
 
-@transaction.atomic
-def agreement_create(*, data: AgreementInput) -> Agreement:
-    """Create an agreement and record ``agreement.created`` (version 1). Raises ValidationError."""
-    agreement_validate(data)
-    agreement = Agreement(
+def build_agreement(data: AgreementInput) -> Agreement:
+    """The new (unsaved) agreement ``data`` describes: active, at version 1, with a new id."""
+    return Agreement(
         id=uuid.uuid4(),
         external_ref=data.external_ref,
         customer_ref=data.customer_ref or data.external_ref,
@@ -152,8 +150,16 @@ def agreement_create(*, data: AgreementInput) -> Agreement:
         interval_count=data.interval_count,
         start_date=data.start_date,
         end_date=data.end_date,
+        status=Agreement.Status.ACTIVE,
         aggregate_version=1,
     )
+
+
+@transaction.atomic
+def agreement_create(*, data: AgreementInput) -> Agreement:
+    """Create an agreement and record ``agreement.created`` (version 1). Raises ValidationError."""
+    agreement_validate(data)
+    agreement = build_agreement(data)
     agreement.full_clean(exclude=["id"], validate_unique=True)
     agreement.save(force_insert=True)
     record_event(
@@ -161,7 +167,7 @@ def agreement_create(*, data: AgreementInput) -> Agreement:
         type=contracts.AGREEMENT_CREATED,
         aggregate_id=str(agreement.id),
         aggregate_version=1,
-        data=_event_data(agreement),
+        data=event_data(agreement),
     )
     return agreement
 

@@ -15,6 +15,7 @@ it gets here; if it gets here anyway, the error names the table.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
@@ -23,17 +24,25 @@ from django.db import DataError, connection
 
 NULL = r"\N"
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_SPECIAL = re.compile(r"[\\\t\n\r\x00]")  # what needs escaping (or refusing)
 
 
 def copy_value(value: Any) -> str:
     """One value in COPY text format."""
-    if value is None:
+    if type(value) is str:  # the common case first: most values are plain text
+        text = value
+    elif value is None:
         return NULL
-    if isinstance(value, bool):
+    elif isinstance(value, bool):
         return "t" if value else "f"
-    if isinstance(value, (datetime, date)):
+    elif type(value) is int:
+        return str(value)
+    elif isinstance(value, (datetime, date)):
         return value.isoformat()
-    text = value if isinstance(value, str) else str(value)
+    else:
+        text = str(value)
+    if _SPECIAL.search(text) is None:
+        return text
     if "\x00" in text:
         raise DataError("a value contains NUL (U+0000), which PostgreSQL cannot store")
     return text.translate(_ESCAPES)

@@ -5,15 +5,24 @@ from __future__ import annotations
 import json
 import os
 import tracemalloc
+from datetime import date
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agreements.importing import FIELDS, RowError, row_to_input
 from agreements.models import Agreement
-from agreements.services import AgreementInput, agreement_errors, agreement_validate
+from agreements.services import (
+    AgreementInput,
+    agreement_create,
+    agreement_errors,
+    agreement_validate,
+    event_data,
+)
 from events.models import OutboxEvent
 
 pytestmark = pytest.mark.django_db
@@ -264,3 +273,72 @@ def test_row_to_input_returns_valid_input_or_a_row_error_never_anything_else(ove
         return
     assert isinstance(data, AgreementInput)
     agreement_validate(data)  # what it returns, the service accepts
+
+
+def test_rows_go_in_batches_and_each_created_agreement_has_exactly_its_event(tmp_path, capsys):
+    # given one agreement already made in the admin, with other data than the file's row
+    agreement_create(
+        data=AgreementInput("K3", "Admin", "a@example.com", 700, "GBP", "week", date(2026, 1, 5))
+    )
+    rows = [row(f"K{i}") for i in range(1, 11)]
+    rows[5] = 'K6,Tab\\N Name,k6@example.com,"a\tb\\N\nc",1999,EUR,month,1,2026-01-31,\n'
+    f = csv_file(tmp_path, *rows)
+    # when the file goes in batches of 3
+    with CaptureQueriesContext(connection) as queries:
+        call_command("agreements_import", str(f), "--batch-size", "3")
+    # then the nine new ones are created, the admin's is left as it was ...
+    assert "Imported 9, already present 1, rejected 0." in capsys.readouterr().out
+    assert Agreement.objects.get(external_ref="K3").customer_name == "Admin"
+    k6 = Agreement.objects.get(external_ref="K6")
+    assert (k6.customer_name, k6.description) == ("Tab\\N Name", "a\tb\\N\nc")
+    # ... each with one agreement.created whose data is what the single path would record
+    created = OutboxEvent.objects.filter(type="agreement.created")
+    assert created.count() == 10
+    for a in Agreement.objects.exclude(external_ref="K3"):
+        [event] = created.filter(aggregate_id=str(a.id))
+        assert event.data == event_data(a) and event.aggregate_version == 1
+    # ... in a few statements per batch of 3, not ~20 per row
+    assert len(queries) <= 4 * 10, len(queries)
+
+
+def test_a_batch_the_database_refuses_is_written_row_by_row_and_names_the_line(tmp_path, capsys):
+    # given a rule only the database knows (the test's transaction drops it again)
+    with connection.cursor() as cur:
+        cur.execute(
+            "ALTER TABLE agreements_agreement ADD CONSTRAINT test_no_zed CHECK (customer_name <> 'Zed')"
+        )
+    f = csv_file(tmp_path, row("Z1"), "Z2,Zed,zed@example.com,Plan,1999,EUR,month,1,2026-01-31,\n", row("Z3"))
+    with pytest.raises(CommandError, match="1 row"):
+        call_command("agreements_import", str(f))
+    out, err = capsys.readouterr()
+    assert "Imported 2, already present 0, rejected 1." in out
+    assert "line 3: " in err and "test_no_zed" in err
+    assert set(Agreement.objects.values_list("external_ref", flat=True)) == {"Z1", "Z3"}
+    assert OutboxEvent.objects.filter(type="agreement.created").count() == 2
+
+
+def test_batch_size_out_of_range_is_a_command_error(tmp_path):
+    f = csv_file(tmp_path, row("Q1"))
+    with pytest.raises(CommandError, match="--batch-size must be from 1 to 50000"):
+        call_command("agreements_import", str(f), "--batch-size", "0")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_batches_are_written_by_a_thread_while_the_next_is_read(tmp_path, capsys):
+    # given a file of three batches with a repeat and a bad row, imported as the command runs
+    # in production (no transaction around it, so the writer thread commits each batch)
+    rows = [row(f"W{i}") for i in range(7)]
+    rows[4] = row("W1")
+    rows[5] = "W5,Ada,ada@example.com,Plan,0,EUR,month,1,2026-01-31,\n"
+    f = csv_file(tmp_path, *rows)
+    with pytest.raises(CommandError, match="1 row"):
+        call_command("agreements_import", str(f), "--batch-size", "2")
+    out, err = capsys.readouterr()
+    assert "Imported 5, already present 1, rejected 1." in out
+    assert "line 7: amount_minor" in err
+    assert Agreement.objects.count() == 5
+    assert OutboxEvent.objects.filter(type="agreement.created").count() == 5
+    # and a second run finds them all present
+    with pytest.raises(CommandError, match="1 row"):
+        call_command("agreements_import", str(f), "--batch-size", "2")
+    assert "Imported 0, already present 6, rejected 1." in capsys.readouterr().out

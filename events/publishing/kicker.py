@@ -40,6 +40,18 @@ class RelayKicker:
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
             self._start()
 
+    def flush(self) -> None:
+        """Send a requested kick now, in this thread: for a short-lived process (a command)
+        whose kicker thread would otherwise die with it before its next wake-up."""
+        if not self._wanted.is_set():
+            return
+        self._wanted.clear()
+        try:
+            current_app.send_task("events.relay_outbox", retry=False)
+            self.sent += 1
+        except Exception as exc:  # noqa: BLE001 - the sweep covers any failure here
+            logger.warning("could not enqueue the outbox relay (%s); the periodic sweep will publish", exc)
+
     def _start(self) -> None:
         with self._lock:
             if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():

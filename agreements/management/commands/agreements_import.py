@@ -8,11 +8,13 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 from tqdm import tqdm
 
+from agreements.bulk import ImportBatch
 from agreements.importing import FIELDS, RowError, SeenRefs, check_file, read_rows, row_to_input
-from agreements.models import Agreement
-from agreements.services import agreement_create
+from agreements.services import AgreementInput
+from events.publishing.kicker import kicker
 
 
 class Command(BaseCommand):
@@ -20,39 +22,59 @@ class Command(BaseCommand):
         "Import agreements from FILE (.csv with a header row, or .jsonl; UTF-8), one per row, fields: "
         + ", ".join(FIELDS)
         + ". Idempotent by external_ref; bad rows are reported with their line "
-        "number while the good ones load."
+        "number while the good ones load. Rows are written in batches, one transaction each."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", type=Path)
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=2000,
+            help="rows per transaction (default 2000); a batch the database refuses is retried row by row",
+        )
 
-    def handle(self, *args: Any, file: Path, **options: Any) -> None:
+    def handle(self, *args: Any, file: Path, batch_size: int, **options: Any) -> None:
+        if not 1 <= batch_size <= 50_000:
+            raise CommandError(f"--batch-size must be from 1 to 50000 (got {batch_size})")
         lines = check_file(file)  # before anything is imported: a file we cannot read at all
-        created = skipped = rejected = 0
+        skipped = rejected = 0
         seen = SeenRefs()
+        batch = ImportBatch(size=batch_size)
         # Progress on a terminal only (disable=None: off when stderr is not a tty).
         with tqdm(total=lines, unit="line", desc="import", file=sys.stderr, disable=None) as bar:
             try:
                 for line, row in read_rows(file):
                     bar.update(line - bar.n)
                     try:
-                        if self._import(line, row, seen):
-                            created += 1
-                        else:
-                            skipped += 1
-                    except (RowError, ValidationError) as exc:
+                        data = self._parse(line, row, seen)
+                    except RowError as exc:
                         rejected += 1
-                        self._report(bar, f"line {line}: {_reason(exc)}")
+                        self._report(bar, f"line {line}: {exc}")
+                        continue
+                    if data is None:
+                        skipped += 1
+                    elif batch.add(line, data):
+                        batch.flush()
+                        rejected += self._report_refused(batch, bar)
             except UnicodeDecodeError:
                 raise CommandError(
                     f"{file}: is no longer UTF-8 (was it changed during the import?)"
                 ) from None
-        self.stdout.write(f"Imported {created}, already present {skipped}, rejected {rejected}.")
+            finally:
+                batch.close()  # the rows read so far are written, whatever stopped the reading
+                # what is committed is published soon, even if this process ends right away
+                kicker.flush()
+            rejected += self._report_refused(batch, bar)
+        skipped += batch.written.present
+        self.stdout.write(
+            f"Imported {batch.written.created}, already present {skipped}, rejected {rejected}."
+        )
         if rejected:
             raise CommandError(f"{rejected} row(s) rejected (listed above); the others were imported.")
 
-    def _import(self, line: int, row: dict[str, Any] | RowError, seen: SeenRefs) -> bool:
-        """Create the row's agreement (True), or skip a known one (False); raise on a bad row."""
+    def _parse(self, line: int, row: dict[str, Any] | RowError, seen: SeenRefs) -> AgreementInput | None:
+        """The row's input, or None for a repeat of an earlier line; raise RowError on a bad row."""
         if isinstance(row, RowError):
             raise row
         data = row_to_input(row)
@@ -60,14 +82,18 @@ class Command(BaseCommand):
         if earlier is not None:
             earlier_line, same = earlier
             if same:
-                return False  # the same row twice: skipped, as a re-import would be
+                return None  # the same row twice: skipped, as a re-import would be
             raise RowError(
                 f"external_ref {data.external_ref!r} already on line {earlier_line} with different data"
             )
-        if Agreement.objects.filter(external_ref=data.external_ref).exists():
-            return False
-        agreement_create(data=data)
-        return True
+        return data
+
+    def _report_refused(self, batch: ImportBatch, bar: tqdm) -> int:
+        """Report the rows the database refused so far (once each) and return their count."""
+        refused = batch.take_rejected()
+        for line, exc in refused:
+            self._report(bar, f"line {line}: {_reason(exc)}")
+        return len(refused)
 
     def _report(self, bar: tqdm, message: str) -> None:
         # Errors are written as they come (a bad file does not pile them up in memory); on a
@@ -78,7 +104,7 @@ class Command(BaseCommand):
             tqdm.write(message, file=sys.stderr)
 
 
-def _reason(exc: RowError | ValidationError) -> str:
+def _reason(exc: ValidationError | DatabaseError) -> str:
     if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
         return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
     if isinstance(exc, ValidationError):

@@ -1,0 +1,178 @@
+"""Creating many agreements at once: the import's path (the admin keeps ``agreement_create``).
+
+``agreements_create_many`` applies exactly the single path's checks to each input
+(``agreement_validate``; the database's CHECK constraints stay the last word), then writes a
+whole batch in one transaction with a handful of statements, however many rows it holds:
+
+1. COPY the rows into a temporary table (core.bulk's escaping: any text is stored as typed);
+2. ``INSERT ... SELECT ... ON CONFLICT (external_ref) DO NOTHING RETURNING``: an
+   external_ref already present (an earlier import, the admin, a concurrent import) is left
+   as it is, and the rows returned are exactly the ones created;
+3. one ``agreement.created`` event per created row, recorded through the outbox in the same
+   transaction (its COPY path for big batches), so a batch and its events commit together.
+
+If the batch fails as a whole (the database refused one row), ``write_batch`` goes row by row
+through ``agreement_create`` to name the row. ``ImportBatch`` is the import's writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from core.bulk import copy_rows
+from events import contracts
+from events.publishing import NewEvent, record_events
+
+from .models import Agreement
+from .services import AgreementInput, agreement_create, agreement_validate, build_agreement, event_data
+
+# Every column of a new agreement, in the order the COPY writes them.
+_FIELDS = tuple(Agreement._meta.concrete_fields)
+_COLUMNS = tuple(f.column for f in _FIELDS)
+_ATTNAMES = tuple(f.attname for f in _FIELDS)
+_STAGE = "agreements_import_stage"
+
+
+def _values(a: Agreement) -> list[object]:
+    # The attributes as they are: every column here is text, a number, a date, a timestamp or a
+    # UUID, which COPY's text format takes as written (core.bulk.copy_value).
+    return [getattr(a, name) for name in _ATTNAMES]
+
+
+@transaction.atomic
+def agreements_create_many(inputs: Sequence[AgreementInput]) -> set[str]:
+    """Create the agreements of ``inputs`` whose external_ref is new; return those refs.
+
+    One transaction. Raises ValidationError (nothing written) if an input is invalid, and a
+    DatabaseError if the database refuses the batch. ``inputs`` must not repeat an external_ref.
+    """
+    for data in inputs:
+        agreement_validate(data)
+    now = timezone.now()
+    agreements = {d.external_ref: build_agreement(d) for d in inputs}
+    if len(agreements) != len(inputs):
+        raise ValueError("inputs repeat an external_ref; give each one once")
+    table = Agreement._meta.db_table
+    cols = ", ".join(f'"{c}"' for c in _COLUMNS)
+    with connection.cursor() as cur:
+        # One stage per session, emptied at each commit (and here, for a second batch in one
+        # transaction); LIKE copies no constraints, so a refusal comes from the real table.
+        cur.execute(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{_STAGE}" (LIKE "{table}") ON COMMIT DELETE ROWS')
+        cur.execute(f'TRUNCATE "{_STAGE}"')
+        for a in agreements.values():
+            a.created_at = a.updated_at = now
+        copy_rows(_STAGE, _COLUMNS, (_values(a) for a in agreements.values()))
+        cur.execute(
+            f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{_STAGE}" '
+            'ON CONFLICT ("external_ref") DO NOTHING RETURNING "external_ref"'
+        )
+        created = {ref for (ref,) in cur.fetchall()}
+    record_events(
+        sender=Agreement,
+        events=[
+            NewEvent(contracts.AGREEMENT_CREATED, str(a.id), 1, event_data(a))
+            for ref, a in agreements.items()
+            if ref in created
+        ],
+    )
+    return created
+
+
+@dataclass
+class Written:
+    """What writing one batch came to."""
+
+    created: int = 0
+    present: int = 0
+    rejected: list[tuple[int, ValidationError | DatabaseError]] = field(default_factory=list)
+
+
+def write_batch(rows: Sequence[tuple[int, AgreementInput]]) -> Written:
+    """Write ``(line, input)`` rows in one transaction; if the database refuses the batch, row by
+    row, so each refused row is named by its line and the others are still written."""
+    try:
+        created = agreements_create_many([d for _, d in rows])
+    except (ValidationError, DatabaseError):
+        return _one_by_one(rows)
+    return Written(created=len(created), present=len(rows) - len(created))
+
+
+def _one_by_one(rows: Sequence[tuple[int, AgreementInput]]) -> Written:
+    out = Written()
+    for line, data in rows:
+        if Agreement.objects.filter(external_ref=data.external_ref).exists():
+            out.present += 1
+            continue
+        try:
+            agreement_create(data=data)
+        except (ValidationError, DatabaseError) as exc:
+            out.rejected.append((line, exc))
+        else:
+            out.created += 1
+    return out
+
+
+def _close_connection() -> None:
+    connection.close()  # looked up when run: the calling thread's own connection
+
+
+class ImportBatch:
+    """Rows of an import waiting to be written together, ``size`` at a time.
+
+    Outside a transaction, a batch is written by a thread of its own (with its own database
+    connection) while the caller reads and checks the next one: the database's work and
+    Python's overlap. Inside the caller's transaction (a test, a larger unit of work), batches
+    are written in it, in this thread. ``written`` sums what was written so far; ``take_rejected``
+    hands over the rows the database refused (once each)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.rows: list[tuple[int, AgreementInput]] = []
+        self.written = Written()
+        self._pool = None if connection.in_atomic_block else ThreadPoolExecutor(1, "agreements-import")
+        self._pending: Future[Written] | None = None
+
+    def add(self, line: int, data: AgreementInput) -> bool:
+        """Queue a row; True when the batch is full (then call ``flush``)."""
+        self.rows.append((line, data))
+        return len(self.rows) >= self.size
+
+    def flush(self) -> None:
+        """Start writing the queued rows (after the previous batch is written)."""
+        rows, self.rows = self.rows, []
+        self._settle()
+        if not rows:
+            return
+        if self._pool is None:
+            self._add(write_batch(rows))
+        else:
+            self._pending = self._pool.submit(write_batch, rows)
+
+    def close(self) -> None:
+        """Write what is queued, wait for it, and release the writer's connection and thread."""
+        self.flush()
+        self._settle()
+        if self._pool is not None:
+            self._pool.submit(_close_connection).result()
+            self._pool.shutdown()
+            self._pool = None
+
+    def take_rejected(self) -> list[tuple[int, ValidationError | DatabaseError]]:
+        rejected, self.written.rejected = self.written.rejected, []
+        return rejected
+
+    def _settle(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._add(pending.result())  # re-raises what the writer could not handle
+
+    def _add(self, w: Written) -> None:
+        self.written.created += w.created
+        self.written.present += w.present
+        self.written.rejected.extend(w.rejected)
