@@ -85,6 +85,7 @@ def median_ms(samples: list[float]) -> float:
 
 
 def report(rows: list[tuple[str, str]]) -> None:
+    rows = [("endpoint", EMULATOR + (f" (fell back: {FALLBACK_REASON})" if FALLBACK_REASON else "")), *rows]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

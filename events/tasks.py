@@ -13,7 +13,7 @@ from .consuming.config import consumer_configs
 from .consuming.pull import pull_once
 from .operations.alerts import monitor_run
 from .operations.health import heartbeat_record
-from .publishing.relay import relay_pending
+from .publishing.relay import relay_exclusive
 from .publishing.store import event_store_prune
 
 
@@ -30,11 +30,14 @@ def heartbeat(self: Any, name: str = "beat") -> None:
 def relay_outbox(self: Any) -> dict[str, int]:
     """Publish every due outbox row to SNS (after commits and as the periodic sweep).
 
-    Idempotent and safe to run concurrently (rows are claimed with SKIP LOCKED).
+    Idempotent; one runs at a time (a second returns at once: the first carries on), and rows
+    are claimed with SKIP LOCKED besides.
     Publish failures are recorded on the rows and retried by a later sweep, not
     by retrying this task.
     """
-    result = relay_pending()
+    result = relay_exclusive()
+    if result is None:
+        return {"published": 0, "failed": 0, "running_elsewhere": 1}
     return {"published": result.published, "failed": result.failed}
 
 

@@ -244,6 +244,8 @@ HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=60)
 
 # --- Outbox, relay, event store ---------------------------------------------
 OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=500)  # rows per DB transaction
+# PublishBatch calls in flight per relay (each of 10 events); boto3 clients are thread-safe.
+OUTBOX_RELAY_PUBLISH_CONCURRENCY = env.int("OUTBOX_RELAY_PUBLISH_CONCURRENCY", default=4)
 OUTBOX_RELAY_MAX_SECONDS = env.float("OUTBOX_RELAY_MAX_SECONDS", default=60.0)  # per relay task run
 OUTBOX_RETRY_BASE_SECONDS = env.int("OUTBOX_RETRY_BASE_SECONDS", default=2)
 OUTBOX_RETRY_MAX_SECONDS = env.int("OUTBOX_RETRY_MAX_SECONDS", default=300)

@@ -2,9 +2,14 @@
 
 - Claims due rows with ``SELECT ... FOR UPDATE SKIP LOCKED``, so any number of
   relays run at once and each row is handled by one of them.
-- Publishes with PublishBatch (10 per call) with message attributes
-  ``event_type`` and ``producer``, then marks the rows published in the same
+- Publishes with PublishBatch (10 per call, ``OUTBOX_RELAY_PUBLISH_CONCURRENCY``
+  calls in flight) with message attributes ``event_type`` and ``producer`` and
+  the signature, then marks the rows published with one UPDATE in the same
   database transaction that held their locks.
+- The task runs one relay at a time (``relay_exclusive``, a PostgreSQL advisory
+  lock): a burst of kicks from many processes costs one relay, not one each. The
+  relay that holds the lock looks again after releasing it, so a row committed
+  while it was finishing is not left for the sweep.
 - A failed entry keeps its row unpublished, with the attempt and error
   recorded and ``next_attempt_at`` pushed back (bounded exponential backoff
   with full jitter). The periodic sweep picks it up again.
@@ -15,15 +20,17 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -101,6 +108,61 @@ def publish_batch(topic: str, rows: list[OutboxEvent], *, replayed: bool = False
     return failed
 
 
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _publisher() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(settings.OUTBOX_RELAY_PUBLISH_CONCURRENCY, "outbox-relay-publish")
+        return _pool
+
+
+def publish_all(chunks: list[tuple[str, list[OutboxEvent]]]) -> dict[str, str]:
+    """Publish every chunk, several calls in flight; {row id: error} for the rows that failed.
+
+    A failed call fails all of its rows. Once a call finds the endpoint unreachable, the chunks
+    not yet sent fail at once with the same error rather than hammering it; the rows' backoff
+    spaces the retries."""
+    unreachable: list[str] = []
+
+    def publish(topic: str, chunk: list[OutboxEvent]) -> dict[str, str]:
+        if unreachable:
+            return {str(r.id): unreachable[0] for r in chunk}
+        try:
+            return publish_batch(topic, chunk)
+        except Exception as exc:  # noqa: BLE001 - one bad chunk must not stall the others
+            error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, BotoCoreError):
+                unreachable.append(error)
+            return {str(r.id): error for r in chunk}
+
+    if len(chunks) == 1:
+        return publish(*chunks[0])
+    failures: dict[str, str] = {}
+    for failed in _publisher().map(lambda c: publish(*c), chunks):
+        failures.update(failed)
+    return failures
+
+
+def _mark_published(rows: list[OutboxEvent], at: Any) -> None:
+    """One UPDATE for all the rows just published (their SNS message ids side by side)."""
+    table = OutboxEvent._meta.db_table
+    with connection.cursor() as cur:
+        cur.execute(
+            f'UPDATE "{table}" AS o SET published_at = %s, last_attempt_at = %s, next_attempt_at = NULL, '
+            "attempts = o.attempts + 1, sns_message_id = v.mid "
+            "FROM unnest(%s::uuid[], %s::text[]) AS v(id, mid) WHERE o.id = v.id",
+            [at, at, [r.id for r in rows], [r.sns_message_id for r in rows]],
+        )
+    for r in rows:
+        r.published_at = r.last_attempt_at = at
+        r.attempts += 1
+        r.next_attempt_at = None
+
+
 def relay_once(*, limit: int | None = None) -> RelayResult:
     """Claim up to ``limit`` due rows, publish them, record the outcome. One DB transaction."""
     limit = limit or settings.OUTBOX_RELAY_BATCH_SIZE
@@ -119,33 +181,12 @@ def relay_once(*, limit: int | None = None) -> RelayResult:
         for row in rows:
             by_topic[topology.topic_name(row.producer)].append(row)
         chunks = [(topic, chunk) for topic, topic_rows in by_topic.items() for chunk in batches(topic_rows)]
-        failures: dict[str, str] = {}
-        for n, (topic, chunk) in enumerate(chunks):
-            result.batches += 1
-            try:
-                failures.update(publish_batch(topic, chunk))
-            except BotoCoreError as exc:
-                # The endpoint is unreachable: fail this and the remaining chunks now rather
-                # than hammering it; the rows' backoff spaces the retries.
-                error = f"{type(exc).__name__}: {exc}"
-                failures.update({str(r.id): error for _, c in chunks[n:] for r in c})
-                break
-            except Exception as exc:  # noqa: BLE001 - one bad chunk must not stall the others
-                error = f"{type(exc).__name__}: {exc}"
-                failures.update({str(r.id): error for r in chunk})
+        result.batches = len(chunks)
+        failures = publish_all(chunks)
         done = timezone.now()
         ok_rows = [r for r in rows if str(r.id) not in failures]
         if ok_rows:
-            for r in ok_rows:
-                r.published_at = done
-                r.attempts += 1
-                r.last_attempt_at = done
-                r.next_attempt_at = None
-            OutboxEvent.objects.bulk_update(
-                ok_rows,
-                ["published_at", "attempts", "last_attempt_at", "next_attempt_at", "sns_message_id"],
-                batch_size=1000,
-            )
+            _mark_published(ok_rows, done)
         for r in rows:
             if str(r.id) in failures:
                 _record_failure(r, failures[str(r.id)], done)
@@ -175,6 +216,39 @@ def _record_failure(row: OutboxEvent, error: str, at: Any) -> None:
         last_error=error[:2000],
         errors=errors,
         next_attempt_at=at + timedelta(seconds=backoff_delay(attempts)),
+    )
+
+
+RELAY_LOCK = "events.relay"
+
+
+def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
+    """``relay_pending`` unless another relay is running (then None: that one carries on).
+
+    Holds a session advisory lock while relaying; after releasing it, looks once more for due
+    rows, since a kick refused while this relay was finishing may have been about them."""
+    max_seconds = settings.OUTBOX_RELAY_MAX_SECONDS if max_seconds is None else max_seconds
+    deadline = time.monotonic() + max_seconds
+    total = RelayResult()
+    while True:
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [RELAY_LOCK])
+            if not cur.fetchone()[0]:
+                return None if total.batches == 0 else total
+            try:
+                step = relay_pending(max_seconds=max(0.0, deadline - time.monotonic()))
+            finally:
+                cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [RELAY_LOCK])
+        total += step
+        if step.failed or time.monotonic() > deadline or not _due_rows_exist():
+            return total
+
+
+def _due_rows_exist() -> bool:
+    return (
+        OutboxEvent.objects.filter(published_at__isnull=True)
+        .filter(Q(next_attempt_at__lte=timezone.now()) | Q(next_attempt_at__isnull=True))
+        .exists()
     )
 
 
