@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
@@ -30,7 +32,7 @@ from events import contracts
 from events.publishing import NewEvent, record_events
 
 from .models import Agreement
-from .services import AgreementInput, agreement_create, agreement_validate, build_agreement, event_data
+from .services import AgreementInput, agreement_create, agreement_validate, event_data, new_agreement_values
 
 # Every column of a new agreement, in the order the COPY writes them.
 _FIELDS = tuple(Agreement._meta.concrete_fields)
@@ -39,10 +41,10 @@ _ATTNAMES = tuple(f.attname for f in _FIELDS)
 _STAGE = "agreements_import_stage"
 
 
-def _values(a: Agreement) -> list[object]:
-    # The attributes as they are: every column here is text, a number, a date, a timestamp or a
-    # UUID, which COPY's text format takes as written (core.bulk.copy_value).
-    return [getattr(a, name) for name in _ATTNAMES]
+def _row(values: dict[str, Any]) -> list[object]:
+    # The values as they are: every column here is text, a number, a date, a timestamp, a UUID or
+    # NULL (a column the new agreement leaves unset), which COPY's text format takes as written.
+    return [values.get(name) for name in _ATTNAMES]
 
 
 @transaction.atomic
@@ -55,7 +57,8 @@ def agreements_create_many(inputs: Sequence[AgreementInput]) -> set[str]:
     for data in inputs:
         agreement_validate(data)
     now = timezone.now()
-    agreements = {d.external_ref: build_agreement(d) for d in inputs}
+    stamps = {"created_at": now, "updated_at": now}
+    agreements = {d.external_ref: new_agreement_values(d) | stamps for d in inputs}
     if len(agreements) != len(inputs):
         raise ValueError("inputs repeat an external_ref; give each one once")
     table = Agreement._meta.db_table
@@ -65,9 +68,7 @@ def agreements_create_many(inputs: Sequence[AgreementInput]) -> set[str]:
         # transaction); LIKE copies no constraints, so a refusal comes from the real table.
         cur.execute(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{_STAGE}" (LIKE "{table}") ON COMMIT DELETE ROWS')
         cur.execute(f'TRUNCATE "{_STAGE}"')
-        for a in agreements.values():
-            a.created_at = a.updated_at = now
-        copy_rows(_STAGE, _COLUMNS, (_values(a) for a in agreements.values()))
+        copy_rows(_STAGE, _COLUMNS, (_row(a) for a in agreements.values()))
         cur.execute(
             f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{_STAGE}" '
             'ON CONFLICT ("external_ref") DO NOTHING RETURNING "external_ref"'
@@ -76,7 +77,7 @@ def agreements_create_many(inputs: Sequence[AgreementInput]) -> set[str]:
     record_events(
         sender=Agreement,
         events=[
-            NewEvent(contracts.AGREEMENT_CREATED, str(a.id), 1, event_data(a))
+            NewEvent(contracts.AGREEMENT_CREATED, str(a["id"]), 1, event_data(SimpleNamespace(**a)))
             for ref, a in agreements.items()
             if ref in created
         ],

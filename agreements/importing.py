@@ -21,7 +21,7 @@ from django.core.management.base import CommandError
 from core.fields import shown
 
 from . import services
-from .services import AgreementInput, agreement_errors
+from .services import AgreementInput, CheckedInput, agreement_errors
 
 # The documented columns; customer_ref (optional, defaults to external_ref) is accepted too.
 FIELDS = tuple(f for f in services.FIELDS if f != "customer_ref")
@@ -215,7 +215,7 @@ def row_to_input(row: Mapping[str, Any]) -> AgreementInput:
     problems = agreement_errors(values) | problems
     if problems:
         raise RowError("; ".join(f"{f}: {' '.join(problems[f])}" for f in _ORDER if f in problems))
-    return AgreementInput(**values)
+    return CheckedInput(**values)
 
 
 class SeenRefs:
