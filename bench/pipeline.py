@@ -1,0 +1,326 @@
+"""The whole pipeline, stage by stage: a file of N agreements to N payments created.
+
+    cd bench && ../.venv/bin/python pipeline.py [N]      # default 10,000; the issue's scale is 100,000
+
+Runs a stack as ``make run`` does (PostgreSQL database ``billing_bench``, the local endpoint,
+ministack unless ``BENCH_EMULATOR=moto``, the sandbox gateway, one worker serving every queue
+with its push consumers, and beat), then:
+
+1. baselines, measured first, in the same run, on the same endpoint: the SQL floor (one
+   INSERT ... SELECT of agreements and their outbox rows, rolled back), a plain PublishBatch loop
+   at the relay's concurrency, and plain receive(10) + delete_batch loops on the invoicing and
+   payments queues at a shallow depth (what a consumer could reach doing nothing);
+2. ``agreements_import`` of an N-row file (agreements starting today, so each owes one invoice);
+3. waits until the relay has published every ``agreement.created`` and the invoicing projection
+   has handled them, runs ``invoices_issue`` and waits until payments has created N payments
+   (charges are then paced by the gateway, which is not part of the figure).
+
+Each stage prints when it finished (seconds from the start of the import), its active window
+(first to last row, from the rows' own timestamps) and its rate next to its baseline's.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("BENCH_EMULATOR", "ministack")
+os.environ["OUTBOX_KICK_RELAY"] = "true"  # as in make run: commits kick the relay
+
+import _env  # noqa: E402
+from django.apps import apps  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+from django.db.models import Max, Min  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from core.calendar import billing_today  # noqa: E402
+from devsupport.net import free_port, port_open  # noqa: E402
+from devsupport.waiting import wait_until  # noqa: E402
+from events import contracts, topology  # noqa: E402
+from events.models import OutboxEvent, ProcessedEvent  # noqa: E402
+from events.publishing.outbox import NewEvent, build_row  # noqa: E402
+from events.publishing.relay import message_attributes  # noqa: E402
+from events.topology import aws  # noqa: E402
+from invoicing.models import Invoice  # noqa: E402
+from payments.models import Payment  # noqa: E402
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+SAMPLE = 2_000  # messages per plain-loop baseline: shallow enough that the endpoint stays flat
+ROOT = _env.ROOT
+PY = sys.executable
+
+
+def clean() -> None:
+    """Empty the domain and event tables and every queue of the bench prefix."""
+    tables = [
+        m._meta.db_table
+        for label in ("agreements", "invoicing", "payments")
+        for m in apps.get_app_config(label).get_models()
+    ]
+    tables += [m._meta.db_table for m in (OutboxEvent, ProcessedEvent)]
+    with connection.cursor() as cur:
+        cur.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
+    sqs = aws.client("sqs")
+    for q in topology.build().queues:
+        sqs.purge_queue(QueueUrl=aws.queue_url(q.name))
+
+
+def sql_floor(n: int = 10_000) -> float:
+    """Seconds for one INSERT ... SELECT of n agreements and n outbox rows (rolled back)."""
+    start = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(
+            """
+            INSERT INTO agreements_agreement (id, external_ref, customer_ref, customer_name, customer_email,
+                description, amount_minor, currency, price_effective_from, interval, interval_count,
+                start_date, status, aggregate_version, created_at, updated_at)
+            SELECT gen_random_uuid(), 'floor-' || i, 'floor-' || i, 'Customer ' || i, 'c' || i || '@example.com',
+                'Plan', 1000 + mod(i, 500), 'EUR', current_date, 'month', 1, current_date, 'active', 1, now(), now()
+            FROM generate_series(1, %s) AS i;
+            INSERT INTO events_outboxevent (id, type, schema_version, occurred_at, producer, aggregate_type,
+                aggregate_id, aggregate_version, data, attempts, last_error, errors, sns_message_id,
+                next_attempt_at)
+            SELECT gen_random_uuid(), 'agreement.created', 1, now(), 'agreements', 'agreement', a.id::text, 1,
+                jsonb_build_object('agreement_id', a.id, 'amount_minor', a.amount_minor), 0, '', '[]', '', now()
+            FROM agreements_agreement a WHERE a.external_ref LIKE 'floor-%%';
+            """,
+            [n],
+        )
+        elapsed = time.perf_counter() - start
+        transaction.set_rollback(True)
+    return elapsed * (N / n)
+
+
+def plain_publish(topic: str, event_type: str, n: int) -> float:
+    """Seconds for a plain PublishBatch loop of n messages at the relay's concurrency."""
+    data = {**_env.AGREEMENT_DATA}
+    rows = [
+        build_row(NewEvent(contracts.AGREEMENT_CREATED, f"B-{i}", 1, data), timezone.now()) for i in range(n)
+    ]
+    sns, arn = aws.client("sns"), aws.topic_arn(topology.topic_name(topic))
+
+    def publish(chunk: list[OutboxEvent]) -> None:
+        entries = []
+        for j, r in enumerate(chunk):
+            attrs = message_attributes(r)
+            attrs["event_type"]["StringValue"] = event_type  # routes to the queue measured next
+            entries.append({"Id": str(j), "Message": r.message_body(), "MessageAttributes": attrs})
+        sns.publish_batch(TopicArn=arn, PublishBatchRequestEntries=entries)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(settings.OUTBOX_RELAY_PUBLISH_CONCURRENCY) as pool:
+        list(pool.map(publish, [rows[i : i + 10] for i in range(0, n, 10)]))
+    return time.perf_counter() - start
+
+
+def plain_drain(consumer: str, n: int) -> float:
+    """Seconds for a plain receive(10) + delete_batch loop to take n messages off a queue."""
+    sqs, url = aws.client("sqs"), aws.queue_url(topology.event_queue_name(consumer))
+    wait_until(lambda: _depth(url) >= n, 60, f"{n} messages in {consumer}'s queue")
+    got, start = 0, time.perf_counter()
+    while got < n:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        )
+        if msgs:
+            sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(j), "ReceiptHandle": m["ReceiptHandle"]} for j, m in enumerate(msgs)],
+            )
+            got += len(msgs)
+    return time.perf_counter() - start
+
+
+def _depth(url: str) -> int:
+    attrs = aws.client("sqs").get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
+
+
+def write_file(path: Path) -> None:
+    today = billing_today().isoformat()
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            [
+                "external_ref",
+                "customer_name",
+                "customer_email",
+                "amount_minor",
+                "currency",
+                "interval",
+                "start_date",
+            ]
+        )
+        for i in range(N):
+            w.writerow(
+                [f"PIPE-{i}", f"Customer {i}", f"c{i}@example.com", 1000 + i % 500, "EUR", "month", today]
+            )
+
+
+def start(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
+    log = (log_dir / f"{name}.log").open("wb")
+    return subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def window(qs, field: str) -> tuple[float, int]:  # noqa: ANN001 - any queryset
+    """(seconds from the first to the last row, rows) by the rows' own timestamps."""
+    agg = qs.aggregate(first=Min(field), last=Max(field))
+    count = qs.count()
+    if not count:
+        return 0.0, 0
+    return max((agg["last"] - agg["first"]).total_seconds(), 1e-3), count
+
+
+def main() -> None:
+    clean()
+    floor = sql_floor()
+    base_publish = plain_publish("agreements", "agreement.created", SAMPLE)
+    base_invoicing = plain_drain("invoicing", SAMPLE)
+    plain_publish("invoicing", "invoice.issued", SAMPLE)
+    base_payments = plain_drain("payments", SAMPLE)
+    clean()
+
+    tmp = Path(tempfile.mkdtemp(prefix="pipeline-"))
+    env = dict(os.environ)
+    gateway_port = free_port()
+    env["PAYMENT_GATEWAY_URL"] = f"http://127.0.0.1:{gateway_port}"
+    env["LOG_LEVEL"] = "WARNING"
+    procs = [
+        start(
+            "gateway",
+            [PY, "-m", "devsupport.sandbox_gateway", "--port", str(gateway_port), "--rate-limit", "100"],
+            env,
+            tmp,
+        ),
+        start(
+            "worker",
+            [
+                PY,
+                "-m",
+                "celery",
+                "-A",
+                "billing_project",
+                "worker",
+                "-Q",
+                "default,events,invoicing,payments",
+                "-l",
+                "WARNING",
+                "--concurrency",
+                "2",
+                "-n",
+                "pipeline@%h",
+            ],
+            env,
+            tmp,
+        ),
+        start(
+            "beat",
+            [
+                PY,
+                "-m",
+                "celery",
+                "-A",
+                "billing_project",
+                "beat",
+                "-l",
+                "WARNING",
+                "--pidfile=",
+                "--scheduler",
+                "django_celery_beat.schedulers:DatabaseScheduler",
+            ],
+            env,
+            tmp,
+        ),
+    ]
+    try:
+        wait_until(lambda: port_open("127.0.0.1", gateway_port), 30, "gateway")
+        time.sleep(8)  # the worker's consumers connect
+        path = tmp / "agreements.csv"
+        write_file(path)
+        created = OutboxEvent.objects.filter(type=contracts.AGREEMENT_CREATED)
+        handled = ProcessedEvent.objects.filter(consumer="invoicing", event_type=contracts.AGREEMENT_CREATED)
+        t0 = time.perf_counter()
+        subprocess.run(
+            [PY, "manage.py", "agreements_import", str(path)],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        t_import = time.perf_counter() - t0
+        wait_until(
+            lambda: created.filter(published_at__isnull=False).count() >= N,
+            1800,
+            "all published",
+            interval=0.5,
+        )
+        t_published = time.perf_counter() - t0
+        wait_until(lambda: handled.count() >= N, 1800, "all projected", interval=0.5)
+        t_projected = time.perf_counter() - t0
+        subprocess.run(
+            [PY, "manage.py", "invoices_issue"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
+        )
+        t_issued = time.perf_counter() - t0
+        wait_until(lambda: Payment.objects.count() >= N, 1800, "all payments created", interval=0.5)
+        t_paid = time.perf_counter() - t0
+    finally:
+        for p in reversed(procs):
+            stop(p)
+
+    pub_s, pub_n = window(created, "published_at")
+    proj_s, proj_n = window(handled, "processed_at")
+    inv_s, inv_n = window(Invoice.objects.all(), "issued_at")
+    pay_handled = ProcessedEvent.objects.filter(consumer="payments", event_type="invoice.issued")
+    pay_s, pay_n = window(pay_handled, "processed_at")
+    rate = lambda n, s: f"{n / s:,.0f}/s"  # noqa: E731
+    _env.report(
+        [
+            ("agreements", f"{N:,}"),
+            (
+                "import",
+                f"done at {t_import:6.1f} s  {rate(N, t_import)} vs SQL floor {rate(N, floor)}: {floor / t_import:.0%} (target >= 25%)",
+            ),
+            (
+                "relay",
+                f"done at {t_published:6.1f} s  {rate(pub_n, pub_s)} while active vs plain PublishBatch loop {rate(SAMPLE, base_publish)}: {base_publish / SAMPLE * pub_n / pub_s:.0%}",
+            ),
+            (
+                "invoicing consumer",
+                f"done at {t_projected:6.1f} s  {rate(proj_n, proj_s)} while active vs plain receive+delete {rate(SAMPLE, base_invoicing)}: {base_invoicing / SAMPLE * proj_n / proj_s:.0%} (target >= 60%)",
+            ),
+            (
+                "invoices_issue",
+                f"done at {t_issued:6.1f} s  {inv_n:,} invoices in {t_issued - t_projected:.1f} s",
+            ),
+            (
+                "payments consumer",
+                f"done at {t_paid:6.1f} s  {rate(pay_n, pay_s)} while active vs plain receive+delete {rate(SAMPLE, base_payments)}: {base_payments / SAMPLE * pay_n / pay_s:.0%} (target >= 60%)",
+            ),
+            ("total, file to payments", f"{t_paid:.1f} s (target: 10,000 in <= 20 s, 100,000 in <= 180 s)"),
+            ("logs", str(tmp)),
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()
