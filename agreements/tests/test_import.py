@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import subprocess
+import sys
 import tracemalloc
 from datetime import date
 
@@ -24,6 +27,8 @@ from agreements.services import (
     event_data,
 )
 from events.models import OutboxEvent
+from events.topology import aws
+from tests.helpers import ROOT, database_url
 
 pytestmark = pytest.mark.django_db
 
@@ -342,3 +347,20 @@ def test_outside_a_transaction_batches_are_written_by_a_thread_while_the_next_is
     with pytest.raises(CommandError, match="1 row"):
         call_command("agreements_import", str(f), "--batch-size", "2")
     assert "Imported 0, already present 6, rejected 1." in capsys.readouterr().out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_import_asks_for_a_relay_run_before_its_process_exits(tmp_path, empty_queues, sqs):
+    # given a small file (the import is over long before the kicker thread's next wake-up)
+    f = csv_file(tmp_path, row("EX1"), row("EX2"))
+    env = {**os.environ, "DATABASE_URL": database_url(), "OUTBOX_KICK_RELAY": "true"}
+    # when the command runs in its own process and exits
+    subprocess.run(
+        [sys.executable, "manage.py", "agreements_import", str(f)], cwd=ROOT, env=env, check=True, timeout=120
+    )
+    # then a relay task is waiting on the events task queue, so the rows are published soon
+    url = aws.queue_url("billing-test-celery-events")
+    msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2).get("Messages", [])
+    tasks = [json.loads(base64.b64decode(m["Body"]))["headers"]["task"] for m in msgs]
+    assert "events.relay_outbox" in tasks
+    assert OutboxEvent.objects.filter(type="agreement.created").count() == 2

@@ -8,7 +8,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 RESOURCE_PREFIX = env.str("RESOURCE_PREFIX", default="billing-test-")
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Tests run the relay explicitly; the on-commit kick is enabled where a test is about it.
-OUTBOX_KICK_RELAY = False
+OUTBOX_KICK_RELAY = env.bool("OUTBOX_KICK_RELAY", default=False)
 EVENTS_API_SETTLE_SECONDS = 0
 CONSUMER_WAIT_SECONDS = 1
 CONSUMER_RETRY_BASE_SECONDS = 0

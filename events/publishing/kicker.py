@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -31,6 +32,7 @@ class RelayKicker:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._sending = threading.Lock()
         self.sent = 0
 
     def request(self) -> None:
@@ -42,33 +44,43 @@ class RelayKicker:
 
     def flush(self) -> None:
         """Send a requested kick now, in this thread: for a short-lived process (a command)
-        whose kicker thread would otherwise die with it before its next wake-up."""
-        if not self._wanted.is_set():
+        whose kicker thread would otherwise die with it before its next wake-up. Waits (up to
+        10 s) for a send the thread has in flight, so that one is not cut off either."""
+        if not self._sending.acquire(timeout=10):
             return
-        self._wanted.clear()
         try:
-            current_app.send_task("events.relay_outbox", retry=False)
-            self.sent += 1
+            if self._wanted.is_set():
+                self._wanted.clear()
+                self._send()
         except Exception as exc:  # noqa: BLE001 - the sweep covers any failure here
             logger.warning("could not enqueue the outbox relay (%s); the periodic sweep will publish", exc)
+        finally:
+            self._sending.release()
 
     def _start(self) -> None:
         with self._lock:
             if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
                 return
+            if self._pid != os.getpid():
+                # a short-lived process (a command) sends its last kick on the way out
+                atexit.register(self.flush)
             self._pid = os.getpid()
             self._thread = threading.Thread(target=self._run, name="outbox-relay-kicker", daemon=True)
             self._thread.start()
+
+    def _send(self) -> None:
+        # by name (the task's contract), so the outbox never imports the tasks module
+        current_app.send_task("events.relay_outbox", retry=False)
+        self.sent += 1
 
     def _run(self) -> None:
         failures = 0
         while True:
             self._wanted.wait()
-            self._wanted.clear()
             try:
-                # by name (the task's contract), so the outbox never imports the tasks module
-                current_app.send_task("events.relay_outbox", retry=False)
-                self.sent += 1
+                with self._sending:  # flush() waits for a send in flight rather than lose it
+                    self._wanted.clear()
+                    self._send()
                 failures = 0
                 time.sleep(settings.OUTBOX_KICK_MIN_INTERVAL_SECONDS)  # later commits: the next kick
             except Exception as exc:  # noqa: BLE001 - the sweep covers any failure here
