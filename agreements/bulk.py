@@ -11,8 +11,8 @@ whole batch in one transaction with a handful of statements, however many rows i
 3. one ``agreement.created`` event per created row, recorded through the outbox in the same
    transaction (its COPY path for big batches), so a batch and its events commit together.
 
-If the batch fails as a whole (the database refused one row), ``write_batch`` goes row by row
-through ``agreement_create`` to name the row. ``ImportBatch`` is the import's writer.
+If the batch fails as a whole (the database refused one row), ``write_batch`` goes row by row,
+the same way, to name the row. ``ImportBatch`` is the import's writer.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from events import contracts
 from events.publishing import NewEvent, record_events
 
 from .models import Agreement
-from .services import AgreementInput, agreement_create, agreement_validate, event_data, new_agreement_values
+from .services import AgreementInput, agreement_validate, event_data, new_agreement_values
 
 # Every column of a new agreement, in the order the COPY writes them.
 _FIELDS = tuple(Agreement._meta.concrete_fields)
@@ -70,7 +70,9 @@ def agreements_create_many(inputs: Sequence[AgreementInput]) -> set[str]:
         cur.execute(f'TRUNCATE "{_STAGE}"')
         copy_rows(_STAGE, _COLUMNS, (_row(a) for a in agreements.values()))
         cur.execute(
-            f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{_STAGE}" '
+            # in external_ref order: concurrent imports of overlapping files take the unique
+            # index's row locks in one order, so one waits for the other instead of deadlocking
+            f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{_STAGE}" ORDER BY "external_ref" '
             'ON CONFLICT ("external_ref") DO NOTHING RETURNING "external_ref"'
         )
         created = {ref for (ref,) in cur.fetchall()}
@@ -105,17 +107,17 @@ def write_batch(rows: Sequence[tuple[int, AgreementInput]]) -> Written:
 
 
 def _one_by_one(rows: Sequence[tuple[int, AgreementInput]]) -> Written:
+    # Each row alone, the same way (ON CONFLICT): a row another writer committed meanwhile is
+    # present, not refused; only a row the database refuses on its own is named.
     out = Written()
     for line, data in rows:
-        if Agreement.objects.filter(external_ref=data.external_ref).exists():
-            out.present += 1
-            continue
         try:
-            agreement_create(data=data)
+            created = agreements_create_many([data])
         except (ValidationError, DatabaseError) as exc:
             out.rejected.append((line, exc))
         else:
-            out.created += 1
+            out.created += len(created)
+            out.present += 1 - len(created)
     return out
 
 

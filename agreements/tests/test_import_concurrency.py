@@ -1,0 +1,90 @@
+"""Concurrent writers of the same external_refs (two imports, an import and the admin)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import date
+
+import pytest
+from django.db import connection, transaction
+
+from agreements import bulk
+from agreements.bulk import agreements_create_many, write_batch
+from agreements.models import Agreement
+from agreements.services import CheckedInput
+from events.models import OutboxEvent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _input(ref: str) -> CheckedInput:
+    return CheckedInput(ref, "Ada", "ada@example.com", 1999, "EUR", "month", date(2026, 1, 31))
+
+
+def test_concurrent_imports_listing_refs_in_other_orders_do_not_deadlock(monkeypatch):
+    # given two imports of overlapping files whose rows come in opposite orders (two exports of
+    # the same upstream data, sorted differently), each writing one batch at the same moment
+    refs = [f"D{i:04d}" for i in range(1500)]
+    one_by_one = []
+    real = bulk._one_by_one
+    monkeypatch.setattr(bulk, "_one_by_one", lambda rows: one_by_one.append(len(rows)) or real(rows))
+    start = threading.Barrier(2)
+    results: dict[str, bulk.Written] = {}
+
+    def importer(name: str, order: list[str]) -> None:
+        try:
+            start.wait(5)
+            results[name] = write_batch([(n + 2, _input(ref)) for n, ref in enumerate(order)])
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=importer, args=("up", refs)),
+        threading.Thread(target=importer, args=("down", refs[::-1])),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    # then every row is created once, by one of them, and neither reports a row as refused
+    assert Agreement.objects.count() == 1500
+    assert OutboxEvent.objects.filter(type="agreement.created").count() == 1500
+    assert results["up"].rejected == [] and results["down"].rejected == []
+    assert results["up"].created + results["down"].created == 1500
+    # ... without a deadlock sending either batch down the slow row-by-row path
+    assert one_by_one == []
+
+
+def test_a_row_a_concurrent_writer_commits_is_present_not_rejected_when_going_row_by_row():
+    # given another writer (a concurrent import's batch) that has inserted D2 and not committed;
+    # its deadlock_timeout is long, so if the two deadlock, this import's batch is the one refused
+    b_has_d2, a_started = threading.Event(), threading.Event()
+
+    def other_writer() -> None:
+        try:
+            with connection.cursor() as cur:
+                cur.execute("SET deadlock_timeout = '20s'")
+            with transaction.atomic():
+                agreements_create_many([_input("D2")])
+                b_has_d2.set()
+                assert a_started.wait(5)
+                time.sleep(0.3)  # this import is now waiting for D2, holding D1
+                agreements_create_many([_input("D1")])  # waits for D1: a deadlock, this import is refused
+                time.sleep(0.5)  # the rest of its batch
+        finally:
+            connection.close()
+
+    t = threading.Thread(target=other_writer)
+    t.start()
+    assert b_has_d2.wait(5)
+    a_started.set()
+    # when this import writes D1, D2 (same data as the other writer's)
+    written = write_batch([(2, _input("D1")), (3, _input("D2"))])
+    t.join(30)
+    # then both exist once, with their event, exactly as this import would have made them ...
+    assert set(Agreement.objects.values_list("external_ref", flat=True)) == {"D1", "D2"}
+    assert OutboxEvent.objects.filter(type="agreement.created").count() == 2
+    # ... so the import counts them present: it refuses nothing (no failed exit, no error lines)
+    assert [(line, type(exc).__name__) for line, exc in written.rejected] == []
+    assert (written.created, written.present) == (0, 2)
