@@ -1,0 +1,92 @@
+"""Review: relay_exclusive's second look, and due rows it cannot claim."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+
+from events import contracts
+from events.models import OutboxEvent
+from events.publishing import relay
+from events.publishing.outbox import NewEvent, record_events
+from tests.factories import agreement_data
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _record(n: int, prefix: str) -> None:
+    with transaction.atomic():
+        record_events(
+            sender=None,
+            events=[
+                NewEvent(contracts.AGREEMENT_CREATED, f"{prefix}-{i}", 1, agreement_data(f"{prefix}-{i}"))
+                for i in range(n)
+            ],
+        )
+
+
+def test_review_the_holder_looks_again_after_a_pass_with_a_failed_row(monkeypatch, empty_queues):
+    # given a due row SNS refuses (a throttled entry), and an event that commits as the relay
+    # finishes (its own relay task found the lock taken and left the work to this one)
+    _record(1, "F")
+    real_publish = relay.publish_batch
+
+    def publish(topic: str, rows: list[Any], **kwargs: Any) -> dict[str, str]:
+        failed = {str(r.id): "Throttled: slow down" for r in rows if r.aggregate_id.startswith("F-")}
+        rest = [r for r in rows if str(r.id) not in failed]
+        return failed | (real_publish(topic, rest, **kwargs) if rest else {})
+
+    monkeypatch.setattr(relay, "publish_batch", publish)
+    real_pending, calls = relay.relay_pending, []
+
+    def pending_then_a_late_commit(**kwargs: Any) -> Any:
+        result = real_pending(**kwargs)
+        if not calls:
+            _record(1, "late")
+        calls.append(result)
+        return result
+
+    monkeypatch.setattr(relay, "relay_pending", pending_then_a_late_commit)
+    # when the relay task runs
+    relay.relay_exclusive()
+    # then the late event is published too (the failed row waits for its backoff)
+    late = OutboxEvent.objects.get(aggregate_id="late-0")
+    assert late.published_at is not None, "left for the sweep: its kick was refused"
+    assert OutboxEvent.objects.get(aggregate_id="F-0").published_at is None
+
+
+def test_review_the_relay_does_not_spin_on_due_rows_another_session_has_locked(monkeypatch):
+    # given a due row that another session has locked (a relay of the previous release during a
+    # rolling deploy, mid-publish; an operator's UPDATE) for a few seconds
+    _record(1, "L")
+    locked, release = threading.Event(), threading.Event()
+
+    def other_session() -> None:
+        try:
+            with transaction.atomic():
+                list(OutboxEvent.objects.select_for_update().filter(aggregate_id="L-0"))
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    t = threading.Thread(target=other_session)
+    t.start()
+    assert locked.wait(5)
+    real_pending, calls = relay.relay_pending, []
+    monkeypatch.setattr(relay, "relay_pending", lambda **kw: calls.append(1) or real_pending(**kw))
+    try:
+        # when the relay task runs (with a 3 s budget)
+        started = time.monotonic()
+        relay.relay_exclusive(max_seconds=3)
+        took = time.monotonic() - started
+    finally:
+        release.set()
+        t.join(10)
+    # then it leaves that row to the session that holds it, rather than querying in a loop
+    # (holding the relay lock) until its time is up
+    assert len(calls) <= 2 and took < 1, f"{len(calls)} passes in {took:.1f}s"
