@@ -25,7 +25,7 @@ def _input(ref: str) -> CheckedInput:
 def test_concurrent_imports_listing_refs_in_other_orders_do_not_deadlock(monkeypatch):
     # given two imports of overlapping files whose rows come in opposite orders (two exports of
     # the same upstream data, sorted differently), each writing one batch at the same moment
-    refs = [f"D{i:04d}" for i in range(1500)]
+    refs = [f"D{i:04d}" for i in range(400)]
     one_by_one = []
     real = bulk._one_by_one
     monkeypatch.setattr(bulk, "_one_by_one", lambda rows: one_by_one.append(len(rows)) or real(rows))
@@ -43,15 +43,31 @@ def test_concurrent_imports_listing_refs_in_other_orders_do_not_deadlock(monkeyp
         threading.Thread(target=importer, args=("up", refs)),
         threading.Thread(target=importer, args=("down", refs[::-1])),
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    # (a slow disk: each row takes a few ms, so the two batches surely overlap; without it they
+    # often do not, and the test passes without the ORDER BY it guards)
+    with connection.cursor() as cur:
+        cur.execute(
+            "CREATE FUNCTION test_slow_row() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_sleep(0.005); RETURN NEW; END $$"
+        )
+        cur.execute(
+            "CREATE TRIGGER test_slow_row BEFORE INSERT ON agreements_agreement "
+            "FOR EACH ROW EXECUTE FUNCTION test_slow_row()"
+        )
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        with connection.cursor() as cur:
+            cur.execute("DROP TRIGGER test_slow_row ON agreements_agreement")
+            cur.execute("DROP FUNCTION test_slow_row()")
     # then every row is created once, by one of them, and neither reports a row as refused
-    assert Agreement.objects.count() == 1500
-    assert OutboxEvent.objects.filter(type="agreement.created").count() == 1500
+    assert Agreement.objects.count() == 400
+    assert OutboxEvent.objects.filter(type="agreement.created").count() == 400
     assert results["up"].rejected == [] and results["down"].rejected == []
-    assert results["up"].created + results["down"].created == 1500
+    assert results["up"].created + results["down"].created == 400
     # ... without a deadlock sending either batch down the slow row-by-row path
     assert one_by_one == []
 
