@@ -255,6 +255,9 @@ OUTBOX_KICK_RELAY = env.bool("OUTBOX_KICK_RELAY", default=True)
 # At most one such kick per process per this many seconds: commits in between share the next
 # one (a relay run publishes every pending row). Without it a busy worker floods the queue.
 OUTBOX_KICK_MIN_INTERVAL_SECONDS = env.float("OUTBOX_KICK_MIN_INTERVAL_SECONDS", default=0.5)
+# A process on its way out (a command) sends its last kick, waiting at most this long in all
+# for the broker; past it, the process exits and the periodic sweep publishes.
+OUTBOX_KICK_FLUSH_SECONDS = env.float("OUTBOX_KICK_FLUSH_SECONDS", default=10.0)
 EVENT_RETENTION_DAYS = env.int("EVENT_RETENTION_DAYS", default=90)
 EVENT_PRUNE_BATCH_SIZE = env.int("EVENT_PRUNE_BATCH_SIZE", default=5000)
 

@@ -33,6 +33,7 @@ class RelayKicker:
         self._pid = 0
         self._lock = threading.Lock()
         self._sending = threading.Lock()
+        self._flushing: threading.Event | None = None
         self.sent = 0
 
     def request(self) -> None:
@@ -42,20 +43,50 @@ class RelayKicker:
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
             self._start()
 
-    def flush(self) -> None:
-        """Send a requested kick now, in this thread: for a short-lived process (a command)
-        whose kicker thread would otherwise die with it before its next wake-up. Waits (up to
-        10 s) for a send the thread has in flight, so that one is not cut off either."""
-        if not self._sending.acquire(timeout=10):
-            return
+    def flush(self, timeout: float | None = None) -> None:
+        """Send a requested kick now: for a short-lived process (a command) whose kicker thread
+        would otherwise die with it before its next wake-up. Waits for a send the thread has in
+        flight, so that one is not cut off either, but returns within ``timeout`` (default
+        ``OUTBOX_KICK_FLUSH_SECONDS``) whatever the broker does: the send goes on in a daemon
+        thread, which the process's exit ends. Once a flush has given up, later ones (atexit
+        after the command's own) do not wait for the same broker again."""
+        if not self._wanted.is_set() and not self._sending.locked():
+            return  # nothing asked for, nothing in flight
+        timeout = settings.OUTBOX_KICK_FLUSH_SECONDS if timeout is None else timeout
+        previous = self._flushing
+        if previous is not None and not previous.is_set():
+            return  # an earlier flush is still waiting for the broker
+        done = self._flushing = threading.Event()
+
+        def run() -> None:
+            try:
+                self._flush_now()
+            finally:
+                done.set()
+
         try:
-            if self._wanted.is_set():
-                self._wanted.clear()
+            threading.Thread(target=run, name="outbox-relay-kicker-flush", daemon=True).start()
+        except RuntimeError:  # no new thread this late in the interpreter's shutdown
+            done.set()
+            return
+        if not done.wait(timeout):
+            logger.warning(
+                "the broker did not take the outbox relay kick within %.0fs; the periodic sweep will publish",
+                timeout,
+            )
+
+    def _flush_now(self) -> None:
+        with self._sending:
+            if not self._wanted.is_set():
+                return
+            self._wanted.clear()
+            try:
                 self._send()
-        except Exception as exc:  # noqa: BLE001 - the sweep covers any failure here
-            logger.warning("could not enqueue the outbox relay (%s); the periodic sweep will publish", exc)
-        finally:
-            self._sending.release()
+            except Exception as exc:  # noqa: BLE001 - the sweep covers any failure here
+                self._wanted.set()
+                logger.warning(
+                    "could not enqueue the outbox relay (%s); the periodic sweep will publish", exc
+                )
 
     def _start(self) -> None:
         with self._lock:
@@ -80,7 +111,11 @@ class RelayKicker:
             try:
                 with self._sending:  # flush() waits for a send in flight rather than lose it
                     self._wanted.clear()
-                    self._send()
+                    try:
+                        self._send()
+                    except Exception:
+                        self._wanted.set()  # still wanted: a flush() during the backoff sends it
+                        raise
                 failures = 0
                 time.sleep(settings.OUTBOX_KICK_MIN_INTERVAL_SECONDS)  # later commits: the next kick
             except Exception as exc:  # noqa: BLE001 - the sweep covers any failure here
