@@ -240,16 +240,23 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
             finally:
                 cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [RELAY_LOCK])
         total += step
-        if step.failed or time.monotonic() > deadline or not _due_rows_exist():
+        # After a failed pass too: a kick refused meanwhile may be about a new row.
+        if time.monotonic() > deadline or not _due_rows_exist(untried_only=bool(step.failed)):
             return total
 
 
-def _due_rows_exist() -> bool:
-    return (
-        OutboxEvent.objects.filter(published_at__isnull=True)
-        .filter(Q(next_attempt_at__lte=timezone.now()) | Q(next_attempt_at__isnull=True))
-        .exists()
+def _due_rows_exist(*, untried_only: bool = False) -> bool:
+    """Whether a due row exists that no other session holds (a held one is its holder's to
+    publish: looking again for it would only spin). ``untried_only``: after a failed pass, only
+    rows never tried count, so a relay that just failed does not retry the endpoint at once
+    (the failed rows wait for their backoff, and the sweep)."""
+    due = OutboxEvent.objects.filter(published_at__isnull=True).filter(
+        Q(next_attempt_at__lte=timezone.now()) | Q(next_attempt_at__isnull=True)
     )
+    if untried_only:
+        due = due.filter(attempts=0)
+    with transaction.atomic():
+        return due.select_for_update(skip_locked=True).exists()
 
 
 def relay_pending(*, max_seconds: float | None = None, limit: int | None = None) -> RelayResult:
