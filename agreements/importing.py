@@ -215,7 +215,7 @@ def row_to_input(row: Mapping[str, Any]) -> AgreementInput:
     problems = agreement_errors(values) | problems
     if problems:
         raise RowError("; ".join(f"{f}: {' '.join(problems[f])}" for f in _ORDER if f in problems))
-    return CheckedInput(**values)
+    return services.vouch(CheckedInput(**values))
 
 
 class SeenRefs:

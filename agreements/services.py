@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -54,8 +55,19 @@ class AgreementInput:
 @dataclass(frozen=True)
 class CheckedInput(AgreementInput):
     """An AgreementInput already found valid (made by the import's ``row_to_input`` after
-    ``agreement_errors`` found nothing): ``agreement_validate`` does not check it twice. The
-    values are frozen, so the answer cannot have changed; the database's constraints stay."""
+    ``agreement_errors`` found nothing, and passed to ``vouch``): ``agreement_validate`` does not
+    check it twice. What is vouched for is the values, not the type: an input made from it with
+    other values (``dataclasses.replace``) is checked like any other."""
+
+
+# The inputs found valid, by value (an equal input is as valid); gone with the inputs themselves.
+_vouched: weakref.WeakSet[AgreementInput] = weakref.WeakSet()
+
+
+def vouch(data: CheckedInput) -> CheckedInput:
+    """Record that ``data``'s values passed ``agreement_errors`` (call only right after)."""
+    _vouched.add(data)
+    return data
 
 
 def _max_length(field: str) -> int:
@@ -121,7 +133,7 @@ def agreement_errors(values: Mapping[str, Any]) -> dict[str, list[str]]:
 
 def agreement_validate(data: AgreementInput) -> None:
     """Raise ValidationError with one message per bad field (nothing is saved)."""
-    if type(data) is CheckedInput:
+    if data in _vouched:
         return
     errors = agreement_errors({f.name: getattr(data, f.name) for f in dataclasses.fields(data)})
     if errors:
