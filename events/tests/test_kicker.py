@@ -1,4 +1,4 @@
-"""Review: the kicker's flush when the broker fails or stops answering."""
+"""the kicker's flush when the broker fails or stops answering."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def fresh_kicker(settings, monkeypatch) -> RelayKicker:
     return RelayKicker()
 
 
-def test_review_flush_returns_within_its_bound_when_the_broker_stops_answering(fresh_kicker, settings):
+def test_flush_returns_within_its_bound_when_the_broker_stops_answering(fresh_kicker, settings):
     # given a kick that went out, and a broker that then stops answering (a send that never returns)
     settings.OUTBOX_KICK_MIN_INTERVAL_SECONDS = 5
     settings.OUTBOX_KICK_FLUSH_SECONDS = 2
@@ -54,7 +54,7 @@ def test_review_flush_returns_within_its_bound_when_the_broker_stops_answering(f
         hung.set()
 
 
-def test_review_a_kick_whose_send_failed_is_sent_by_flush(fresh_kicker, monkeypatch):
+def test_a_kick_whose_send_failed_is_sent_by_flush(fresh_kicker, monkeypatch):
     # given a broker hiccup: the thread's send fails and it backs off before trying again
     monkeypatch.setattr(kicker_module, "backoff", lambda *a, **kw: 5.0)
     k, calls = fresh_kicker, []
@@ -90,7 +90,7 @@ def _hung_endpoint() -> str:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_review_an_import_exits_within_the_flush_bound_when_the_broker_hangs(tmp_path):
+def test_an_import_exits_within_the_flush_bound_when_the_broker_hangs(tmp_path):
     from agreements.tests.test_import import csv_file, row
 
     # given a broker that accepts connections and never answers, and a flush bound of 2 s

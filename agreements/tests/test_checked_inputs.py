@@ -1,4 +1,4 @@
-"""Review: CheckedInput is a type tag, and dataclasses.replace keeps the tag for new values."""
+"""CheckedInput is a type tag, and dataclasses.replace keeps the tag for new values."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ ROW = {
         {"external_ref": "R1\nR2"},
     ],
 )
-def test_review_an_input_derived_from_a_checked_one_is_checked_again(change):
+def test_an_input_derived_from_a_checked_one_is_checked_again(change):
     # given an input the import found valid, and one made from it with other values (the usual
     # way to change a frozen dataclass; a later normalisation step would do just this)
     checked = row_to_input(ROW)

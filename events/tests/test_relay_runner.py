@@ -1,4 +1,4 @@
-"""Review: relay_exclusive's second look, and due rows it cannot claim."""
+"""relay_exclusive's second look, and due rows it cannot claim."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _record(n: int, prefix: str) -> None:
         )
 
 
-def test_review_the_holder_looks_again_after_a_pass_with_a_failed_row(monkeypatch, empty_queues):
+def test_the_holder_looks_again_after_a_pass_with_a_failed_row(monkeypatch, empty_queues):
     # given a due row SNS refuses (a throttled entry), and an event that commits as the relay
     # finishes (its own relay task found the lock taken and left the work to this one)
     _record(1, "F")
@@ -59,7 +59,7 @@ def test_review_the_holder_looks_again_after_a_pass_with_a_failed_row(monkeypatc
     assert OutboxEvent.objects.get(aggregate_id="F-0").published_at is None
 
 
-def test_review_the_relay_does_not_spin_on_due_rows_another_session_has_locked(monkeypatch):
+def test_the_relay_does_not_spin_on_due_rows_another_session_has_locked(monkeypatch):
     # given a due row that another session has locked (a relay of the previous release during a
     # rolling deploy, mid-publish; an operator's UPDATE) for a few seconds
     _record(1, "L")
