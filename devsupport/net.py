@@ -12,6 +12,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_free(port: int) -> bool:
+    """Whether ``port`` can be bound on loopback right now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def port_or_free(preferred: int) -> int:
+    """``preferred`` if it is free (a stable address between runs), else any free port."""
+    return preferred if preferred and port_free(preferred) else free_port()
+
+
 def port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
