@@ -13,8 +13,10 @@ def free_port() -> int:
 
 
 def port_free(port: int) -> bool:
-    """Whether ``port`` can be bound on loopback right now."""
+    """Whether a server could listen on ``port`` on loopback right now. SO_REUSEADDR, as servers
+    set it: connections of a server just stopped (TIME_WAIT) do not make its port taken."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
