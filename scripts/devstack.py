@@ -205,34 +205,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         manage(env, "messaging_provision")
         manage(env, "operator_ensure", "--username", "operator")
 
-        worker_ready = threading.Event()
+        ready: dict[str, threading.Event] = {"worker": threading.Event(), "ops": threading.Event()}
 
-        def watch_worker(line: str) -> None:
-            if " ready." in line:
-                worker_ready.set()
+        def watch(name: str) -> Callable[[str], None]:
+            def on_line(line: str) -> None:
+                if " ready." in line:
+                    ready[name].set()
 
-        queues = "default,events,invoicing,payments"
+            return on_line
+
+        celery = [PY, "-m", "celery", "-A", "billing_project", "worker", "-l", "INFO"]
+        # The bulk work: relay, daily run, charges, and every push consumer.
         children.append(
             Child(
                 "worker",
+                [*celery, "-Q", "default,events,invoicing,payments", "--concurrency", "2", "-n", "local@%h"],
+                env,
+                on_line=watch("worker"),
+            )
+        )
+        # Operations on a path of their own: monitoring (and the alerts it publishes) never waits
+        # behind a daily run's chunks or 10,000 charges on the worker above.
+        children.append(
+            Child(
+                "ops",
                 [
-                    PY,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "billing_project",
-                    "worker",
-                    "-Q",
-                    queues,
-                    "-l",
-                    "INFO",
-                    "--concurrency",
-                    "2",
-                    "-n",
-                    "local@%h",
+                    *celery,
+                    *("-Q", "monitoring", "--pool", "threads", "--concurrency", "1"),
+                    *("--event-consumers", "none", "-n", "ops@%h"),
                 ],
                 env,
-                on_line=watch_worker,
+                on_line=watch("ops"),
             )
         )
         children.append(
@@ -259,9 +262,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         admin_url = f"http://127.0.0.1:{web_port}/admin/"
         wait_for(lambda: stopping.is_set() or http_ok(admin_url + "login/"), 60, "admin")
-        wait_for(lambda: stopping.is_set() or worker_ready.is_set(), 90, "worker")
+        wait_for(lambda: stopping.is_set() or all(e.is_set() for e in ready.values()), 90, "workers")
         if not stopping.is_set():
-            log("worker ready")
+            log("workers ready")
             log(f"admin: {admin_url} (user 'operator')")
             log("running; press Ctrl-C to stop everything")
         while not stopping.is_set():
