@@ -22,6 +22,9 @@ from .waiting import wait_until
 class LocalEndpoint(Protocol):
     url: str
 
+    @property
+    def pid(self) -> int | None: ...
+
     def start(self) -> str: ...
 
     def stop(self) -> None: ...
@@ -59,7 +62,7 @@ class Moto:
         return self.url
 
     @property
-    def pid(self) -> int:
+    def pid(self) -> int | None:
         """The server's process: a child's own, or this one's when it runs in this process."""
         return self._proc.pid if self._proc is not None else os.getpid()
 
@@ -80,12 +83,15 @@ class Moto:
         self.start()
 
 
-def local_endpoint(kind: str, *, state_dir: Path | None = None, in_process: bool = False) -> LocalEndpoint:
-    """The endpoint of ``kind`` ("moto" or "ministack"), not started yet."""
+def local_endpoint(
+    kind: str, *, port: int = 0, state_dir: Path | None = None, in_process: bool = False
+) -> LocalEndpoint:
+    """The endpoint of ``kind`` ("moto" or "ministack"), not started yet; on ``port`` (0: a free one).
+    ``state_dir`` (ministack only) keeps its queues and messages across a clean restart."""
     if kind == "moto":
-        return Moto(in_process=in_process)
+        return Moto(port=port, in_process=in_process)
     if kind == "ministack":
         from .ministack import Ministack
 
-        return Ministack(state_dir=state_dir)
+        return Ministack(port=port, state_dir=state_dir)
     raise ValueError(f"unknown local endpoint {kind!r}: moto or ministack")

@@ -76,8 +76,8 @@ def smoke(endpoint: str) -> None:
 class Ministack:
     """One ministack process on a fixed loopback port; ``stop()``/``start()`` as often as wanted."""
 
-    def __init__(self, *, state_dir: Path | None = None, log_file: Path | None = None) -> None:
-        self.port = free_port()
+    def __init__(self, *, port: int = 0, state_dir: Path | None = None, log_file: Path | None = None) -> None:
+        self.port = port or free_port()
         self.url = self.endpoint = f"http://127.0.0.1:{self.port}"
         self.state_dir = state_dir
         self.log_file = log_file or Path(tempfile.gettempdir()) / f"ministack-{os.getpid()}.log"
@@ -115,6 +115,10 @@ class Ministack:
             smoke(self.endpoint)
             self._smoked = True
         return self.endpoint
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
 
     def stop(self) -> None:
         """SIGTERM (ministack saves its state, when it keeps one), then wait for it to exit."""

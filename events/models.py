@@ -5,8 +5,21 @@ from typing import Any
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 
 from . import envelope
+from .topology.resources import ALERTS
+
+# The relay publishes what is due in this order, lowest first: alerts never wait behind a backlog
+# of domain events (100,000 invoice.issued after a daily run).
+PRIORITY_ALERT = 0
+PRIORITY_BULK = 1
+PRIORITIES = (PRIORITY_ALERT, PRIORITY_BULK)  # the relay claims each in turn
+
+
+def publish_priority(producer: str) -> int:
+    """An event's place in the relay's queue, from its producer: the alerts topic's go first."""
+    return PRIORITY_ALERT if producer == ALERTS else PRIORITY_BULK
 
 
 class OutboxEvent(models.Model):
@@ -32,19 +45,37 @@ class OutboxEvent(models.Model):
     published_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When the relay may try it (next); set on every unpublished row (the relay claims by it),
+    # NULL once published. The database default serves raw inserts.
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_default=Now())
     last_error = models.TextField(blank=True, default="")
     errors = models.JSONField(default=list, blank=True)  # the last few {at, error}
     sns_message_id = models.CharField(max_length=100, blank=True, default="")
+    # publish_priority(producer), set on record; the database default serves raw inserts.
+    priority = models.PositiveSmallIntegerField(default=PRIORITY_BULK, db_default=PRIORITY_BULK)
 
     class Meta:
         verbose_name = "event"
         ordering = ["-occurred_at"]
         indexes = [
+            # The relay's claim: due rows, alerts first, then by due time and age (an ordered scan
+            # of unpublished rows only, however big the event store).
             models.Index(
-                fields=["next_attempt_at", "occurred_at"],
+                fields=["priority", "next_attempt_at", "occurred_at"],
                 name="outbox_unpublished",
                 condition=Q(published_at__isnull=True),
+            ),
+            # The oldest unpublished event (monitoring, messaging_status, the Messaging page).
+            models.Index(
+                fields=["occurred_at"],
+                name="outbox_unpublished_age",
+                condition=Q(published_at__isnull=True),
+            ),
+            # Rows whose publishing failed and waits for a retry: few, counted without a scan.
+            models.Index(
+                fields=["occurred_at"],
+                name="outbox_failing",
+                condition=Q(published_at__isnull=True, attempts__gt=0),
             ),
             models.Index(fields=["occurred_at", "id"], name="outbox_occurred"),
             models.Index(fields=["type", "occurred_at"], name="outbox_type"),

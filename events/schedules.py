@@ -36,6 +36,12 @@ def periodic_tasks() -> list[Periodic]:
             every_seconds=settings.MONITOR_INTERVAL_SECONDS,
             description="DLQ depth, missing queues, oldest message age, outbox lag, and every app's checks.",
         ),
+        Periodic(
+            name="Messaging chart",
+            task="events.messaging_chart",
+            every_seconds=settings.MESSAGING_CHART_SECONDS,
+            description="Counts the Messaging page's 30-day chart (the page never counts the event store).",
+        ),
         *(
             Periodic(
                 name=f"Pull consumer: {cfg.name}",

@@ -12,8 +12,9 @@ from core.task_options import IDEMPOTENT_DB_TASK
 from .consuming.config import consumer_configs
 from .consuming.pull import pull_once
 from .operations.alerts import monitor_run
+from .operations.console import chart_refresh
 from .operations.health import heartbeat_record
-from .publishing.relay import relay_exclusive
+from .publishing.relay import relay_exclusive, relay_once
 from .publishing.store import event_store_prune
 
 
@@ -60,5 +61,17 @@ def pull_consumer(self: Any, consumer: str) -> dict[str, int]:
 
 @shared_task(name="events.monitor", bind=True, ignore_result=True, acks_late=True)
 def monitor(self: Any) -> list[str]:
-    """Beat: run the automated checks; publish alert.* on a new breach, alert.resolved when cleared."""
-    return monitor_run()
+    """Beat, on the ``monitoring`` queue (never behind bulk work): run the automated checks; record
+    alert.* on a new breach, alert.resolved when cleared, and publish the alerts at once (only
+    alerts: a backlog of domain events stays the relay's). Idempotent (one alert per breach)."""
+    sent = monitor_run()
+    if sent:
+        relay_once(alerts_only=True)
+    return sent
+
+
+@shared_task(name="events.messaging_chart", bind=True, ignore_result=True, acks_late=True)
+def messaging_chart(self: Any) -> None:
+    """Beat, on the ``monitoring`` queue: count the Messaging page's 30-day chart, so the page
+    never counts the event store itself. Idempotent."""
+    chart_refresh()

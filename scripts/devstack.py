@@ -3,8 +3,10 @@
     python scripts/devstack.py run      # the whole system on embedded defaults
     python scripts/devstack.py test ... # the test suite (extra args go to pytest)
 
-Local parts (from devsupport/): moto's server (SNS and SQS on loopback) and, unless
-DATABASE_URL points elsewhere, an embedded PostgreSQL from the pgserver wheel. Every child
+Local parts (from devsupport/): an SNS/SQS endpoint on loopback (`make run`: ministack, which
+keeps its queues and messages in .data/ across a clean restart, or moto with LOCAL_ENDPOINT=moto;
+`make test`: moto in the test process) and, unless DATABASE_URL points elsewhere, an embedded
+PostgreSQL from the pgserver wheel. Every child
 runs in its own session so Ctrl-C reaches only this supervisor, which then
 stops each child's whole process group in order and waits for it.
 """
@@ -25,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: devsupport is importable
 
 from devsupport.database import DEFAULT_SERVER_URL, EmbeddedPostgres, postgres_answers, redact, with_database  # noqa: E402
-from devsupport.endpoint import Moto  # noqa: E402
-from devsupport.net import free_port, http_ok, port_open  # noqa: E402
+from devsupport.endpoint import LocalEndpoint, local_endpoint  # noqa: E402
+from devsupport.net import free_port, http_ok, port_open, port_or_free  # noqa: E402
 from devsupport.waiting import wait_until  # noqa: E402
 
 PY = sys.executable
@@ -105,6 +107,37 @@ class Child:
         log(f"stopped {self.name}")
 
 
+# The SNS/SQS endpoint's port when it is free, so AWS_ENDPOINT_URL stays the same between runs
+# (LocalStack's usual port: tools pointed at a local AWS try it first).
+DEFAULT_ENDPOINT_PORT = 4566
+
+
+def start_endpoint(data_dir: Path) -> tuple[LocalEndpoint, str]:
+    """``LOCAL_ENDPOINT`` (ministack by default, chosen by bench/endpoints.py; or moto) on
+    ``LOCAL_ENDPOINT_PORT`` (default 4566, any free port if taken), started. ministack keeps its
+    state in ``data_dir`` so a clean restart finds the queued messages again; when it cannot be
+    installed or started, moto stands in and the log says why. Returns it and what it is."""
+    kind = os.environ.get("LOCAL_ENDPOINT", "ministack")
+    if kind not in ("ministack", "moto"):
+        raise SystemExit(f"[devstack] LOCAL_ENDPOINT={kind!r}: use ministack or moto")
+    wanted = int(os.environ.get("LOCAL_ENDPOINT_PORT") or DEFAULT_ENDPOINT_PORT)
+    port = port_or_free(wanted)
+    if port != wanted:
+        log(f"SNS/SQS: port {wanted} is taken; using {port} this time")
+    if kind == "ministack":
+        endpoint = local_endpoint("ministack", port=port, state_dir=data_dir / "ministack")
+        try:
+            endpoint.start()
+            return endpoint, f"ministack (queues and messages kept in {data_dir / 'ministack'})"
+        except Exception as exc:  # noqa: BLE001 - any failure: moto stands in, and we say why
+            endpoint.stop()
+            log(f"ministack could not start ({type(exc).__name__}: {exc}); using moto instead")
+            port = port_or_free(wanted)
+    endpoint = local_endpoint("moto", port=port)
+    endpoint.start()
+    return endpoint, "moto server (in memory: queued messages are lost when it stops)"
+
+
 def manage(env: dict[str, str], *args: str) -> None:
     subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=env, check=True)
 
@@ -116,10 +149,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_dir = Path(os.environ.get("BILLING_DATA_DIR", ROOT / ".data")).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     web_port = int(os.environ.get("WEB_PORT", "8000"))
-    endpoint = Moto(port=int(os.environ.get("MOTO_PORT", "0")))
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "billing_project.settings.dev")
-    env["AWS_ENDPOINT_URL"] = endpoint.url
     env.setdefault("PYTHONUNBUFFERED", "1")
     # prometheus-client's multiprocess mode: worker pool children and web share counters here.
     metrics_dir = data_dir / "prometheus"
@@ -129,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     children: list[Child] = []
     pg: EmbeddedPostgres | None = None
+    endpoint: LocalEndpoint | None = None
     stopping = threading.Event()
 
     def shutdown(*_: object) -> None:
@@ -143,8 +175,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             pg = EmbeddedPostgres(data_dir / "postgres")
             env["DATABASE_URL"] = pg.ensure_database("billing")
             log(f"database: embedded PostgreSQL in {pg.path} (pid {pg.postmaster_pid()})")
-        endpoint.start()
-        log(f"SNS/SQS: moto server on {env['AWS_ENDPOINT_URL']} (pid {endpoint.pid})")
+        endpoint, what = start_endpoint(data_dir)
+        env["AWS_ENDPOINT_URL"] = endpoint.url
+        log(f"SNS/SQS: {what} on {endpoint.url} (pid {endpoint.pid})")
         gateway_port = int(os.environ.get("SANDBOX_GATEWAY_PORT", "0")) or free_port()
         env["PAYMENT_GATEWAY_URL"] = f"http://127.0.0.1:{gateway_port}"
         children.append(
@@ -172,34 +205,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         manage(env, "messaging_provision")
         manage(env, "operator_ensure", "--username", "operator")
 
-        worker_ready = threading.Event()
+        ready: dict[str, threading.Event] = {"worker": threading.Event(), "ops": threading.Event()}
 
-        def watch_worker(line: str) -> None:
-            if " ready." in line:
-                worker_ready.set()
+        def watch(name: str) -> Callable[[str], None]:
+            def on_line(line: str) -> None:
+                if " ready." in line:
+                    ready[name].set()
 
-        queues = "default,events,invoicing,payments"
+            return on_line
+
+        celery = [PY, "-m", "celery", "-A", "billing_project", "worker", "-l", "INFO"]
+        # The bulk work: relay, daily run, charges, and every push consumer.
         children.append(
             Child(
                 "worker",
+                [*celery, "-Q", "default,events,invoicing,payments", "--concurrency", "2", "-n", "local@%h"],
+                env,
+                on_line=watch("worker"),
+            )
+        )
+        # Operations on a path of their own: monitoring (and the alerts it publishes) never waits
+        # behind a daily run's chunks or 10,000 charges on the worker above.
+        children.append(
+            Child(
+                "ops",
                 [
-                    PY,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "billing_project",
-                    "worker",
-                    "-Q",
-                    queues,
-                    "-l",
-                    "INFO",
-                    "--concurrency",
-                    "2",
-                    "-n",
-                    "local@%h",
+                    *celery,
+                    *("-Q", "monitoring", "--pool", "threads", "--concurrency", "1"),
+                    *("--event-consumers", "none", "-n", "ops@%h"),
                 ],
                 env,
-                on_line=watch_worker,
+                on_line=watch("ops"),
             )
         )
         children.append(
@@ -226,9 +262,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         admin_url = f"http://127.0.0.1:{web_port}/admin/"
         wait_for(lambda: stopping.is_set() or http_ok(admin_url + "login/"), 60, "admin")
-        wait_for(lambda: stopping.is_set() or worker_ready.is_set(), 90, "worker")
+        wait_for(lambda: stopping.is_set() or all(e.is_set() for e in ready.values()), 90, "workers")
         if not stopping.is_set():
-            log("worker ready")
+            log("workers ready")
             log(f"admin: {admin_url} (user 'operator')")
             log("running; press Ctrl-C to stop everything")
         while not stopping.is_set():
@@ -241,7 +277,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         for child in reversed(children):
             child.stop()
-        endpoint.stop()
+        if endpoint is not None:
+            endpoint.stop()  # ministack saves its queues and messages on this (SIGTERM)
         if pg is not None:
             pg.stop()
             log("stopped embedded PostgreSQL")

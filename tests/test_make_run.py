@@ -51,7 +51,7 @@ def test_make_run_starts_everything_and_ctrl_c_stops_every_process(tmp_path):
     try:
         # when it is up: the worker reports ready and the admin login page answers 200
         deadline = time.monotonic() + 120
-        while not any("[devstack] worker ready" in line for line in lines):
+        while not any("[devstack] workers ready" in line for line in lines):
             assert proc.poll() is None, "make run exited early:\n" + "".join(lines[-50:])
             assert time.monotonic() < deadline, "worker never ready:\n" + "".join(lines[-50:])
             time.sleep(0.2)

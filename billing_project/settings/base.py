@@ -185,16 +185,21 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
-# Task queues per workload, so slow payments never delay invoicing. Every
-# queue here is provisioned (with its DLQ) by `manage.py messaging_provision`.
+# Task queues per workload, so slow payments never delay invoicing, and monitoring never waits
+# behind bulk work (its own queue, served by a worker of its own). Every queue here is
+# provisioned (with its DLQ) by `manage.py messaging_provision`.
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = (
     Queue("default"),
     Queue("events"),
     Queue("invoicing"),
     Queue("payments"),
+    Queue("monitoring"),
 )
 CELERY_TASK_ROUTES = {
+    # Exact names win over the patterns below: operations never wait behind bulk work.
+    "events.monitor": {"queue": "monitoring"},
+    "events.messaging_chart": {"queue": "monitoring"},
     "events.*": {"queue": "events"},
     "invoicing.*": {"queue": "invoicing"},
     "payments.*": {"queue": "payments"},
@@ -285,6 +290,11 @@ EXTRA_EVENT_QUEUES: list[object] = []
 MONITOR_DLQ_MAX_DEPTH = env.int("MONITOR_DLQ_MAX_DEPTH", default=0)
 MONITOR_QUEUE_MAX_AGE_SECONDS = env.int("MONITOR_QUEUE_MAX_AGE_SECONDS", default=300)
 MONITOR_OUTBOX_MAX_AGE_SECONDS = env.int("MONITOR_OUTBOX_MAX_AGE_SECONDS", default=120)
+# messaging_status, the Messaging page and monitoring count the outbox backlog up to this many rows
+# and say "more than N" beyond (with the planner's estimate), so none of them counts a big table.
+OUTBOX_COUNT_LIMIT = env.int("OUTBOX_COUNT_LIMIT", default=10_000)
+# How often beat counts the Messaging page's 30-day chart (a read of the event store).
+MESSAGING_CHART_SECONDS = env.int("MESSAGING_CHART_SECONDS", default=300)
 
 # --- Billing ---------------------------------------------------------------------
 # Dates (periods, the daily run's date) are in this time zone.

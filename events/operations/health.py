@@ -89,9 +89,13 @@ def _checks(queues: list[QueueStat], outbox: OutboxStat) -> list[CheckResult]:
         CheckResult(
             "outbox_lagging",
             lag > settings.MONITOR_OUTBOX_MAX_AGE_SECONDS,
-            f"{outbox.unpublished} unpublished event(s), oldest {lag:.0f}s",
+            f"{outbox.unpublished_text} unpublished event(s), oldest {lag:.0f}s",
             "critical",
-            {"unpublished": outbox.unpublished, "oldest_age_seconds": round(lag)},
+            {
+                "unpublished": outbox.unpublished,
+                "unpublished_more": outbox.unpublished_more,
+                "oldest_age_seconds": round(lag),
+            },
         )
     )
     beat = Heartbeat.objects.filter(name="daily_run").first()

@@ -13,13 +13,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 from django.conf import settings
-from django.db.models import Min
+from django.db import connection
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from .. import topology
@@ -48,9 +50,27 @@ class QueueStat:
 
 @dataclass
 class OutboxStat:
+    """The outbox backlog, read cheaply however big it is: counts stop at OUTBOX_COUNT_LIMIT
+    (``*_more``: there are more than that), the oldest row comes from an index."""
+
     unpublished: int
     oldest_unpublished_age: float | None
     failing: int
+    unpublished_more: bool = False
+    failing_more: bool = False
+    estimate: int | None = None  # the planner's figure for the unpublished rows, when counts stop
+
+    @property
+    def unpublished_text(self) -> str:
+        """The count as shown: `3`, or `more than 10,000 (about 98,000)` once it stopped."""
+        if not self.unpublished_more:
+            return str(self.unpublished)
+        about = f" (about {self.estimate:,})" if self.estimate and self.estimate > self.unpublished else ""
+        return f"more than {self.unpublished:,}{about}"
+
+    @property
+    def failing_text(self) -> str:
+        return f"more than {self.failing:,}" if self.failing_more else str(self.failing)
 
 
 # -- observations by pollers (local endpoint) -------------------------------
@@ -176,30 +196,37 @@ def queue_stats(*, with_age: bool = True) -> list[QueueStat]:
     raising, so one deleted queue does not blank the whole status; other SQS errors raise.
     """
     stats: list[QueueStat] = []
-    for spec in topology.build().queues:
-        for name, is_dlq in ((spec.name, False), (spec.dlq_name, True)):
-            attrs = _attributes(name)
-            stat = QueueStat(
-                name=name,
-                kind=spec.kind,
-                is_dlq=is_dlq,
-                visible=int((attrs or {}).get("ApproximateNumberOfMessages", 0)),
-                in_flight=int((attrs or {}).get("ApproximateNumberOfMessagesNotVisible", 0)),
-                delayed=int((attrs or {}).get("ApproximateNumberOfMessagesDelayed", 0)),
-                oldest_age=None,
-                missing=attrs is None,
-            )
-            if attrs is None:
-                stats.append(stat)
-                continue
-            if with_age:
-                stat.oldest_age = _age(stat)
+    queues = [
+        (spec, name, is_dlq)
+        for spec in topology.build().queues
+        for name, is_dlq in ((spec.name, False), (spec.dlq_name, True))
+    ]
+    # One GetQueueAttributes per queue, all at once (the boto3 client is thread-safe): the page and
+    # messaging_status wait for the slowest call, not for the sum of them.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(_attributes, [name for _, name, _ in queues]))
+    for (spec, name, is_dlq), attrs in zip(queues, answers, strict=True):
+        stat = QueueStat(
+            name=name,
+            kind=spec.kind,
+            is_dlq=is_dlq,
+            visible=int((attrs or {}).get("ApproximateNumberOfMessages", 0)),
+            in_flight=int((attrs or {}).get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int((attrs or {}).get("ApproximateNumberOfMessagesDelayed", 0)),
+            oldest_age=None,
+            missing=attrs is None,
+        )
+        if attrs is None:
             stats.append(stat)
-            metrics.QUEUE_DEPTH.labels(name, "visible").set(stat.visible)
-            metrics.QUEUE_DEPTH.labels(name, "in_flight").set(stat.in_flight)
-            metrics.QUEUE_DEPTH.labels(name, "delayed").set(stat.delayed)
-            if stat.oldest_age is not None:
-                metrics.QUEUE_OLDEST_AGE.labels(name).set(stat.oldest_age)
+            continue
+        if with_age:
+            stat.oldest_age = _age(stat)
+        stats.append(stat)
+        metrics.QUEUE_DEPTH.labels(name, "visible").set(stat.visible)
+        metrics.QUEUE_DEPTH.labels(name, "in_flight").set(stat.in_flight)
+        metrics.QUEUE_DEPTH.labels(name, "delayed").set(stat.delayed)
+        if stat.oldest_age is not None:
+            metrics.QUEUE_OLDEST_AGE.labels(name).set(stat.oldest_age)
     return stats
 
 
@@ -218,16 +245,40 @@ def _age(stat: QueueStat) -> float | None:
     return None
 
 
+def bounded_count(qs: QuerySet[Any], limit: int) -> tuple[int, bool]:
+    """``(count, more)``: rows of ``qs`` counted up to ``limit`` (``SELECT count(*) FROM (SELECT
+    ... LIMIT limit + 1)``), so a view never counts a big table; ``more``: there are more."""
+    n = qs.values("pk")[: limit + 1].count()
+    return min(n, limit), n > limit
+
+
+def _estimated_unpublished() -> int | None:
+    """What the planner last counted in the unpublished rows' partial index (VACUUM/ANALYZE keep
+    it; None before either ran)."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT reltuples FROM pg_class WHERE relname = 'outbox_unpublished_age'")
+        row = cur.fetchone()
+    return int(row[0]) if row and row[0] > 0 else None
+
+
 def outbox_stats() -> OutboxStat:
+    """The backlog in a few index reads, with 100 or 1,000,000 rows waiting."""
+    limit = settings.OUTBOX_COUNT_LIMIT
     pending = OutboxEvent.objects.filter(published_at__isnull=True)
-    oldest = pending.aggregate(oldest=Min("occurred_at"))["oldest"]
+    # the partial index outbox_unpublished_age, read from its first entry
+    oldest = pending.order_by("occurred_at").values_list("occurred_at", flat=True).first()
     age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
+    unpublished, more = bounded_count(pending, limit)
+    failing, failing_more = bounded_count(pending.filter(attempts__gt=0), limit)
     stat = OutboxStat(
-        unpublished=pending.count(),
+        unpublished=unpublished,
         oldest_unpublished_age=age,
-        failing=pending.filter(attempts__gt=0).count(),
+        failing=failing,
+        unpublished_more=more,
+        failing_more=failing_more,
+        estimate=_estimated_unpublished() if more else None,
     )
-    metrics.OUTBOX_BACKLOG.set(stat.unpublished)
+    metrics.OUTBOX_BACKLOG.set(max(stat.unpublished, stat.estimate or 0))
     metrics.OUTBOX_OLDEST_AGE.set(age)
     return stat
 

@@ -25,7 +25,7 @@ from django.utils import timezone
 from core.bulk import copy_rows
 
 from .. import contracts, envelope
-from ..models import OutboxEvent
+from ..models import OutboxEvent, publish_priority
 from ..operations import metrics
 from .kicker import kicker
 
@@ -108,13 +108,22 @@ def _prepare(event: NewEvent, now: datetime) -> tuple[dict[str, Any], str]:
         "errors": [],
         "sns_message_id": "",
         "next_attempt_at": now,
+        "priority": publish_priority(event_type.producer),
     }
     return {**head, **bookkeeping}, body
 
 
 COPY_THRESHOLD = 200
 # the envelope's fields, then a new row's delivery bookkeeping (as _prepare builds them)
-COPY_COLUMNS = (*envelope.NAMES, "attempts", "last_error", "errors", "sns_message_id", "next_attempt_at")
+COPY_COLUMNS = (
+    *envelope.NAMES,
+    "attempts",
+    "last_error",
+    "errors",
+    "sns_message_id",
+    "next_attempt_at",
+    "priority",
+)
 
 
 def build_row(event: NewEvent, now: datetime) -> OutboxEvent:

@@ -1,7 +1,8 @@
 """The relay: publish committed outbox rows to their producer's SNS topic.
 
 - Claims due rows with ``SELECT ... FOR UPDATE SKIP LOCKED``, so any number of
-  relays run at once and each row is handled by one of them.
+  relays run at once and each row is handled by one of them; alerts first (the rows'
+  ``priority``), so an alert recorded behind 100,000 bulk events goes out on the next pass.
 - Publishes with PublishBatch (10 per call, ``OUTBOX_RELAY_PUBLISH_CONCURRENCY``
   calls in flight) with message attributes ``event_type`` and ``producer`` and
   the signature, then marks the rows published with one UPDATE in the same
@@ -31,13 +32,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from core.backoff import backoff
 
 from .. import signing, topology
-from ..models import OutboxEvent
+from ..models import PRIORITIES, PRIORITY_ALERT, OutboxEvent
 from ..operations import metrics
 from ..topology import aws
 
@@ -163,18 +164,25 @@ def _mark_published(rows: list[OutboxEvent], at: Any) -> None:
         r.next_attempt_at = None
 
 
-def relay_once(*, limit: int | None = None) -> RelayResult:
-    """Claim up to ``limit`` due rows, publish them, record the outcome. One DB transaction."""
+def relay_once(*, limit: int | None = None, alerts_only: bool = False) -> RelayResult:
+    """Claim up to ``limit`` due rows (alerts first; ``alerts_only``: nothing else), publish them,
+    record the outcome. One DB transaction."""
     limit = limit or settings.OUTBOX_RELAY_BATCH_SIZE
     result = RelayResult()
     now = timezone.now()
     with transaction.atomic():
-        rows = list(
-            OutboxEvent.objects.select_for_update(skip_locked=True)
-            .filter(published_at__isnull=True)
-            .filter(Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True))
-            .order_by("next_attempt_at", "occurred_at")[:limit]
-        )
+        rows: list[OutboxEvent] = []
+        # One ordered scan of the index outbox_unpublished (priority, next_attempt_at,
+        # occurred_at) per priority: a claim reads at most ``limit`` entries, however deep the
+        # backlog and whatever the planner's statistics say (an OR or a range on priority there
+        # would sort the whole backlog instead).
+        for priority in (PRIORITY_ALERT,) if alerts_only else PRIORITIES:
+            if len(rows) < limit:
+                rows += (
+                    OutboxEvent.objects.select_for_update(skip_locked=True)
+                    .filter(published_at__isnull=True, priority=priority, next_attempt_at__lte=now)
+                    .order_by("next_attempt_at", "occurred_at")[: limit - len(rows)]
+                )
         if not rows:
             return result
         by_topic: dict[str, list[OutboxEvent]] = defaultdict(list)
@@ -250,9 +258,7 @@ def _due_rows_exist(*, untried_only: bool = False) -> bool:
     publish: looking again for it would only spin). ``untried_only``: after a failed pass, only
     rows never tried count, so a relay that just failed does not retry the endpoint at once
     (the failed rows wait for their backoff, and the sweep)."""
-    due = OutboxEvent.objects.filter(published_at__isnull=True).filter(
-        Q(next_attempt_at__lte=timezone.now()) | Q(next_attempt_at__isnull=True)
-    )
+    due = OutboxEvent.objects.filter(published_at__isnull=True, next_attempt_at__lte=timezone.now())
     if untried_only:
         due = due.filter(attempts=0)
     with transaction.atomic():

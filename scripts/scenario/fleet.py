@@ -43,7 +43,7 @@ class Fleet:
             "-n",
             f"scenario{i}-{os.getpid()}@%h",
             "-Q",
-            "default,events,invoicing,payments",
+            "default,events,invoicing,payments,monitoring",
         )
 
     def start_beat(self) -> None:

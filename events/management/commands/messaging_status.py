@@ -37,7 +37,7 @@ class Command(BaseCommand):
             self.stdout.write(self.style.WARNING(line) if q.is_dlq and q.depth else line)
         outbox = health.outbox
         self.stdout.write(
-            f"\noutbox: {outbox.unpublished} unpublished ({outbox.failing} failing), "
+            f"\noutbox: {outbox.unpublished_text} unpublished ({outbox.failing_text} failing), "
             f"oldest unpublished {format_age(outbox.oldest_unpublished_age)}"
         )
         if health.breached:

@@ -1,0 +1,69 @@
+"""`make run`'s SNS/SQS endpoint: ministack by default (bench/endpoints.py chose it), on a port kept
+between runs, with the messages queued before a clean stop still there after the next start."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import boto3
+import pytest
+
+from devsupport.net import free_port
+from scripts.devstack import start_endpoint
+
+pytestmark = pytest.mark.slow
+
+
+def _sqs(url: str) -> Any:
+    return boto3.client(
+        "sqs",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def test_a_clean_restart_keeps_the_port_and_the_queued_messages(tmp_path, monkeypatch):
+    # given make run's endpoint (the default kind) on the port it prefers
+    port = free_port()
+    monkeypatch.delenv("LOCAL_ENDPOINT", raising=False)
+    monkeypatch.setenv("LOCAL_ENDPOINT_PORT", str(port))
+    endpoint, what = start_endpoint(tmp_path)
+    try:
+        assert what.startswith("ministack") and endpoint.url == f"http://127.0.0.1:{port}"
+        sqs = _sqs(endpoint.url)
+        url = sqs.create_queue(QueueName="kept")["QueueUrl"]
+        entries = [{"Id": str(i), "MessageBody": f"m{i}"} for i in range(3)]
+        assert len(sqs.send_message_batch(QueueUrl=url, Entries=entries)["Successful"]) == 3
+    finally:
+        # when make run stops (Ctrl-C stops the endpoint cleanly) and starts again
+        endpoint.stop()
+    again, _ = start_endpoint(tmp_path)
+    try:
+        # then it answers at the same address, with the three messages queued
+        assert again.url == endpoint.url
+        sqs = _sqs(again.url)
+        url = sqs.get_queue_url(QueueName="kept")["QueueUrl"]
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        assert sorted(m["Body"] for m in got) == ["m0", "m1", "m2"]
+    finally:
+        again.stop()
+
+
+def test_a_taken_port_falls_back_to_a_free_one_and_says_which(tmp_path, monkeypatch, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("LOCAL_ENDPOINT", "moto")
+        monkeypatch.setenv("LOCAL_ENDPOINT_PORT", str(port))
+        endpoint, what = start_endpoint(tmp_path)
+        try:
+            assert what.startswith("moto") and endpoint.url != f"http://127.0.0.1:{port}"
+            new_port = endpoint.url.rsplit(":", 1)[1]
+            assert f"port {port} is taken; using {new_port} this time" in capsys.readouterr().out
+            assert _sqs(endpoint.url).list_queues().get("QueueUrls", []) == []
+        finally:
+            endpoint.stop()
