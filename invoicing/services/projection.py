@@ -12,8 +12,8 @@ from datetime import date
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
+from core.bulk import insert_rows, update_rows
 from events import contracts
 from events.consuming import Event
 
@@ -72,32 +72,44 @@ def projection_apply(*, event: Event) -> BillableAgreement:
 
 @transaction.atomic(savepoint=False)
 def projection_apply_batch(*, events: list[Event]) -> list[BillableAgreement]:
-    """``projection_apply`` for each event in turn, in one transaction and three statements:
-    the rows are created if missing and locked together (in agreement order, so concurrent
-    batches never deadlock), folded in memory in the events' order (a correction runs after
-    the event that calls for it, as it would alone), then written in one UPDATE of the fields
-    events change (the daily run's and operators' fields are left as they are)."""
+    """``projection_apply`` for each event in turn, in one transaction and a few statements.
+
+    Agreements without a row yet (``agreement.created`` first seen, or any event before it) get
+    theirs inserted already folded: one ``INSERT ... ON CONFLICT DO NOTHING`` for all of them (no
+    period of theirs is billed, so nothing to correct). The others, and any another transaction
+    inserted meanwhile, are locked together in primary-key order (the daily run's order),
+    folded in memory in the events' order (a correction runs right after the event that calls
+    for it, as it would alone), then written in one UPDATE of the fields events change (the
+    daily run's and operators' fields are left as they are). Returns the rows, by agreement id.
+    """
     ids = sorted({e.data["agreement_id"] for e in events})
-    BillableAgreement.objects.bulk_create(
-        [BillableAgreement(agreement_id=a) for a in ids], ignore_conflicts=True
-    )
-    rows = {
-        r.agreement_id: r
-        for r in BillableAgreement.objects.select_for_update()
-        .filter(agreement_id__in=ids)
-        .order_by("agreement_id")
-    }
+    fresh = {a: BillableAgreement(agreement_id=a) for a in ids}
     for event in events:
-        row = rows[event.data["agreement_id"]]
-        affected = _fold(row, event)
-        if affected is not None and _needs_correction(row, affected):
-            row.save(update_fields=FOLDED_FIELDS)  # what the correction reads
-            agreement_reconcile(row=row, from_date=affected)
-    now = timezone.now()
-    for row in rows.values():
-        row.updated_at = now
-    BillableAgreement.objects.bulk_update(list(rows.values()), FOLDED_FIELDS)
-    return list(rows.values())
+        _fold(fresh[event.data["agreement_id"]], event)
+    inserted = insert_rows(list(fresh.values()), ignore_conflicts=True, returning=("id", "agreement_id"))
+    rows: dict[str, BillableAgreement] = {}
+    for pk, agreement_id in inserted:
+        rows[agreement_id] = fresh[agreement_id]
+        rows[agreement_id].pk = pk
+    existing = [a for a in ids if a not in rows]
+    if existing:
+        locked = {
+            r.agreement_id: r
+            for r in BillableAgreement.objects.select_for_update()
+            .filter(agreement_id__in=existing)
+            .order_by("pk")
+        }
+        for event in events:
+            row = locked.get(event.data["agreement_id"])
+            if row is None:
+                continue  # inserted above
+            affected = _fold(row, event)
+            if affected is not None and _needs_correction(row, affected):
+                row.save(update_fields=FOLDED_FIELDS)  # what the correction reads
+                agreement_reconcile(row=row, from_date=affected)
+        update_rows(list(locked.values()), FOLDED_FIELDS)
+        rows.update(locked)
+    return [rows[a] for a in ids]
 
 
 def _fold(row: BillableAgreement, event: Event) -> date | None:
