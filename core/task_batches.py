@@ -39,8 +39,10 @@ def send_tasks(name: str, kwargs_list: Sequence[dict[str, Any]], *, countdown: f
         gathered = _Gathered(channel)
         channel.sqs = gathered.client  # type: ignore[method-assign] # this channel, until the finally
         try:
-            for kwargs in kwargs_list:
-                app.send_task(name, kwargs=kwargs, countdown=countdown, producer=producer)
+            for kwargs in kwargs_list:  # nothing is sent here: no retries, no declaring (provisioned)
+                app.send_task(
+                    name, kwargs=kwargs, countdown=countdown, producer=producer, retry=False, declare=[]
+                )
         finally:
             del channel.sqs
         gathered.send()

@@ -14,6 +14,8 @@ from typing import Any
 
 from django.db import transaction
 
+from core.bulk import insert_rows
+
 from ..dispatch import enqueue_charges
 from ..models import ClosedInvoice, Payment
 from .charging import cancel, lease_end, lock_invoices
@@ -33,23 +35,24 @@ def payments_create_for_invoices(*, invoices: list[dict[str, Any]]) -> list[tupl
     (payment, created) for each (an invoice repeated in the list is created once)."""
     ids = sorted({data["invoice_id"] for data in invoices})
     lock_invoices(ids)
-    payments = {p.invoice_id: p for p in Payment.objects.filter(invoice_id__in=ids)}
-    new = [_new_payment(data) for data in invoices if data["invoice_id"] not in payments]
-    new = list({p.invoice_id: p for p in new}.values())  # first data of a repeated invoice
-    if new:
-        Payment.objects.bulk_create(new)
-        payments.update({p.invoice_id: p for p in new})
-    closed = {
-        c.invoice_id: c for c in ClosedInvoice.objects.filter(invoice_id__in=[p.invoice_id for p in new])
-    }
+    candidates = {}
+    for data in invoices:  # the first data of a repeated invoice
+        candidates.setdefault(data["invoice_id"], data)
+    new = [_new_payment(data) for data in candidates.values()]
+    inserted = {i for (i,) in insert_rows(new, ignore_conflicts=True, returning=("invoice_id",))}
+    new = [p for p in new if p.invoice_id in inserted]
+    payments = {p.invoice_id: p for p in new}
+    if len(payments) < len(ids):  # already there (a redelivery): read, not changed
+        payments.update({p.invoice_id: p for p in Payment.objects.filter(invoice_id__in=set(ids) - inserted)})
+    closed = _closed_notes([p.invoice_id for p in new])
     charges = []
     for payment in new:
         note = closed.get(payment.invoice_id)
         if note is None:
             charges.append(str(payment.id))
             continue
-        payment.invoice_closed_at, payment.invoice_closed_reason = note.closed_at, note.reason
-        cancel(payment, f"invoice voided before it was collected: {note.reason}")
+        payment.invoice_closed_at, payment.invoice_closed_reason = note
+        cancel(payment, f"invoice voided before it was collected: {note[1]}")
     if charges:
         transaction.on_commit(lambda: enqueue_charges(charges), robust=True)
     created = {p.invoice_id for p in new}
@@ -59,6 +62,16 @@ def payments_create_for_invoices(*, invoices: list[dict[str, Any]]) -> list[tupl
         results.append((payments[invoice_id], invoice_id in created))
         created.discard(invoice_id)  # a repeat finds the payment the first one created
     return results
+
+
+def _closed_notes(invoice_ids: list[str]) -> dict[str, tuple[Any, str]]:
+    """(closed_at, reason) of the invoices voided before their payment was created."""
+    if not invoice_ids:
+        return {}
+    rows = ClosedInvoice.objects.filter(invoice_id__in=invoice_ids).values_list(
+        "invoice_id", "closed_at", "reason"
+    )
+    return {invoice_id: (closed_at, reason) for invoice_id, closed_at, reason in rows}
 
 
 def _new_payment(data: dict[str, Any]) -> Payment:
