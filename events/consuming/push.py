@@ -107,11 +107,16 @@ class _Poller:
             self.consumer.slots.release()
 
     def flush(self, force: bool = True) -> None:
-        """Settle finished messages: in full batches of 10, or whatever waited 0.1 s."""
+        """Settle finished messages: in full batches of 10 (one DeleteMessageBatch each), or
+        whatever waited 0.1 s."""
         with self.done_lock:
-            if not force and len(self.done) < BATCH_MAX_ENTRIES and time.monotonic() - self.done_since < 0.1:
+            waited = time.monotonic() - self.done_since >= 0.1
+            if not force and len(self.done) < BATCH_MAX_ENTRIES and not waited:
                 return
-            done, self.done = self.done, []
+            cut = len(self.done) if force or waited else len(self.done) - len(self.done) % BATCH_MAX_ENTRIES
+            done, self.done = self.done[:cut], self.done[cut:]
+            if self.done:
+                self.done_since = time.monotonic()
         if done:
             try:
                 settle(self.cfg, done)  # undeleted messages come back; idempotency absorbs them
