@@ -26,6 +26,7 @@ from events.models import ConsumerFailure, ProcessedEvent
 from events.signing import signed_attributes
 from invoicing.models import BillableAgreement
 from payments.models import Payment
+from payments.services import payment_close_for_invoice
 from tests.factories import drain, envelope, invoice_envelope, queue_depth, send
 from tests.factories import gateway_stats as stats
 from tests.helpers import wait_until
@@ -195,8 +196,6 @@ def test_the_charges_of_a_batch_of_invoices_leave_in_one_send_and_are_each_charg
 def test_an_invoice_voided_before_it_was_issued_starts_cancelled_within_a_batch(
     transactional_db, empty_queues, sqs, api_calls
 ):
-    from payments.services import payment_close_for_invoice
-
     # given invoice BV-2 voided before its invoice.issued arrived
     payment_close_for_invoice(invoice_id="BV-2", reason="voided by a correction")
     bodies = [json.dumps(invoice_envelope(f"BV-{i}")) for i in range(4)]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from core.bulk import copy_rows
+from core.bulk import copy_rows, insert_rows, update_rows
+from invoicing.models import BillableAgreement
 
 pytestmark = pytest.mark.django_db
 
@@ -27,13 +31,6 @@ def test_text_that_looks_like_null_or_csv_syntax_arrives_unchanged():
 
 
 def test_rows_inserted_and_updated_in_one_statement_read_back_as_the_orm_would_save_them():
-    from datetime import date
-
-    from django.test.utils import CaptureQueriesContext
-
-    from core.bulk import insert_rows, update_rows
-    from invoicing.models import BillableAgreement
-
     # given one agreement already there and three new ones, with hostile text and JSON
     BillableAgreement.objects.create(agreement_id="BK-1", description="old")
     rows = [
