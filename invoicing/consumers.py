@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 from events import contracts
-from events.consuming import Event, handles
+from events.consuming import Event, handles, handles_batch
 
-from .services import invoice_mark_paid, invoice_mark_uncollectible, projection_apply
+from .services import invoice_mark_paid, invoice_mark_uncollectible, projection_apply_batch
 
 
-@handles(contracts.AGREEMENT_CREATED)
-@handles(contracts.AGREEMENT_PRICE_CHANGED)
-@handles(contracts.AGREEMENT_PAUSED)
-@handles(contracts.AGREEMENT_RESUMED)
-@handles(contracts.AGREEMENT_CANCELLED)
-def agreement_project(event: Event) -> None:
-    """Fold the event into the billable-agreement projection.
+@handles_batch(
+    contracts.AGREEMENT_CREATED,
+    contracts.AGREEMENT_PRICE_CHANGED,
+    contracts.AGREEMENT_PAUSED,
+    contracts.AGREEMENT_RESUMED,
+    contracts.AGREEMENT_CANCELLED,
+)
+def agreement_project(events: list[Event]) -> None:
+    """Fold the events (of one receive batch, or one) into the billable-agreement projection.
 
     Order-insensitive: contributions are kept per aggregate_version, so older
     versions never overwrite newer ones and a cancel before its create is kept.
+    The same effects as folding them one at a time, each in its own transaction.
     """
-    projection_apply(event=event)
+    projection_apply_batch(events=events)
 
 
 @handles(contracts.PAYMENT_SUCCEEDED)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from events import contracts
-from events.consuming import Event, handles
+from events.consuming import Event, handles, handles_batch
 
-from .services import payment_close_for_invoice, payment_create_for_invoice, refund_for_credit_note
+from .services import payment_close_for_invoice, payments_create_for_invoices, refund_for_credit_note
 
 
-@handles(contracts.INVOICE_ISSUED)
-def payment_create_on_invoice_issued(event: Event) -> None:
-    """One payment per invoice (unique invoice id), charged after commit. Duplicates change nothing;
-    an invoice already voided here gets a cancelled payment."""
-    payment_create_for_invoice(data=event.data)
+@handles_batch(contracts.INVOICE_ISSUED)
+def payment_create_on_invoice_issued(events: list[Event]) -> None:
+    """One payment per invoice (unique invoice id), charged after commit (the charges of a batch
+    sent together). Duplicates change nothing; an invoice already voided here gets a cancelled
+    payment."""
+    payments_create_for_invoices(invoices=[e.data for e in events])
 
 
 @handles(contracts.INVOICE_VOIDED)

@@ -269,9 +269,17 @@ EVENT_PRUNE_BATCH_SIZE = env.int("EVENT_PRUNE_BATCH_SIZE", default=5000)
 # --- Event consumers -----------------------------------------------------------
 # Per consumer (its queue name in events/topology.py): mode push (a poller in
 # every worker, like a Lambda trigger) or pull (a beat task taking at most
-# batch_size messages every interval_seconds). E.g.
+# batch_size messages every interval_seconds). Push: ``concurrency`` handler threads, fed by
+# ``pollers`` threads that each receive (long polling) and settle on their own (more than one
+# overlaps SQS round trips with handling, where the endpoint serves concurrent receives). E.g.
 # EVENT_CONSUMERS='{"payments": {"mode": "pull", "batch_size": 20, "interval_seconds": 5}}'
-EVENT_CONSUMER_DEFAULTS = {"mode": "push", "batch_size": 50, "interval_seconds": 10, "concurrency": 4}
+EVENT_CONSUMER_DEFAULTS = {
+    "mode": "push",
+    "batch_size": 50,
+    "interval_seconds": 10,
+    "concurrency": 4,
+    "pollers": 1,
+}
 EVENT_CONSUMERS: dict[str, dict[str, object]] = env.json("EVENT_CONSUMERS", default={})
 # Which push consumers a worker runs: "all", "none", or a list ("invoicing,payments");
 # the worker option --event-consumers overrides it per worker.

@@ -18,6 +18,7 @@ class ConsumerConfig:
     batch_size: int  # pull: max messages per run
     interval_seconds: int  # pull: how often the run is scheduled
     concurrency: int  # push: handler threads
+    pollers: int = 1  # push: threads receiving from the queue (and settling what they received)
 
 
 def consumer_configs() -> dict[str, ConsumerConfig]:
@@ -38,6 +39,7 @@ def consumer_configs() -> dict[str, ConsumerConfig]:
             batch_size=int(options["batch_size"]),
             interval_seconds=int(options["interval_seconds"]),
             concurrency=int(options["concurrency"]),
+            pollers=max(1, int(options.get("pollers", 1))),
         )
     return configs
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .config import consumer_configs
-from .sqs import handle_one, receive, settle
+from .registry import takes_batches
+from .sqs import handle_batch, handle_one, receive, settle
 
 
 @dataclass
@@ -24,7 +25,10 @@ def pull_once(consumer: str, *, batch_size: int | None = None) -> PullResult:
         if not messages:
             break
         result.received += len(messages)
-        done = [(m, handle_one(cfg, m)) for m in messages]
+        if takes_batches(cfg.name):
+            done = list(zip(messages, handle_batch(cfg, messages), strict=True))
+        else:
+            done = [(m, handle_one(cfg, m)) for m in messages]
         settle(cfg, done)
         for _, o in done:
             result.outcomes[o.result] = result.outcomes.get(o.result, 0) + 1

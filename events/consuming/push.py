@@ -1,8 +1,11 @@
-"""Push mode: a poller thread per consumer inside every Celery worker, like a Lambda trigger.
+"""Push mode: poller threads per consumer inside every Celery worker, like a Lambda trigger.
 
-It long-polls the consumer's queue and hands every message to a bounded thread pool running
-the consumer runtime, so a slow handler stalls neither the worker's task consumption nor the
-other consumers' pollers.
+Each poller long-polls the consumer's queue and hands what it receives to a bounded thread pool
+running the consumer runtime, so a slow handler stalls neither the worker's task consumption nor
+the other consumers' pollers. A consumer whose handlers take batches (``handles_batch``) gets each
+receive batch as one unit (one transaction: events/consuming/batch.py); any other gets each message
+on a thread of its own. Several pollers (``pollers`` in EVENT_CONSUMERS) overlap their SQS round
+trips with the handling of what the others received.
 """
 
 from __future__ import annotations
@@ -20,68 +23,100 @@ from core.backoff import backoff
 
 from ..topology.aws import BATCH_MAX_ENTRIES
 from .config import ConsumerConfig
-from .runtime import Outcome
-from .sqs import handle_one, receive, settle
+from .registry import takes_batches
+from .runtime import FAILED, Outcome
+from .sqs import handle_batch, handle_one, receive, settle
 
 logger = logging.getLogger(__name__)
 
 
 class PushConsumer:
-    """Long-polls one consumer queue; runs handlers on a bounded thread pool."""
+    """Long-polls one consumer queue with ``cfg.pollers`` threads; runs handlers on a bounded pool."""
 
     def __init__(self, cfg: ConsumerConfig) -> None:
         self.cfg = cfg
         self.stopping = threading.Event()
-        # Messages held at once (running or queued for a thread): enough for full receive
-        # batches of 10, so each ReceiveMessage call brings as much as SQS allows.
-        self.slots = threading.Semaphore(max(BATCH_MAX_ENTRIES, 2 * cfg.concurrency))
-        # One thread (the poller) makes every SQS call of this consumer: receive, delete,
-        # dead-letter. It long-polls only when nothing is in flight, so finished messages
-        # are deleted promptly without a second thread racing it.
+        self.batched = takes_batches(cfg.name)
+        # Messages held at once (running or queued for a thread): full receive batches of 10 for
+        # every poller, and for every handler thread when it takes batches, so each ReceiveMessage
+        # brings as much as SQS allows and no handler thread waits for work that is on the queue.
+        per_thread = BATCH_MAX_ENTRIES if self.batched else 2
+        self.capacity = max(BATCH_MAX_ENTRIES * cfg.pollers, per_thread * cfg.concurrency)
+        self.slots = threading.Semaphore(self.capacity)
         self.pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix=f"consumer-{cfg.name}")
-        self.done: list[tuple[dict[str, Any], Outcome]] = []
-        self.done_since = 0.0  # when the oldest unsettled outcome arrived
-        self.done_lock = threading.Lock()
-        self.done_ready = threading.Condition(self.done_lock)
-        self.thread = threading.Thread(target=self._run, name=f"poller-{cfg.name}", daemon=True)
-        self.handled = 0
-        self.capacity = max(BATCH_MAX_ENTRIES, 2 * cfg.concurrency)
-        self.in_flight = 0  # received, not yet settled
+        self.pollers = [_Poller(self, i) for i in range(cfg.pollers)]
+        self.thread = self.pollers[0].thread
+
+    @property
+    def handled(self) -> int:
+        """Messages settled (processed, then deleted, dead-lettered or left to come back)."""
+        return sum(p.handled for p in self.pollers)
 
     def start(self) -> None:
-        self.thread.start()
+        for poller in self.pollers:
+            poller.thread.start()
         logger.info(
-            "push consumer %s polling %s (%d handler threads)",
+            "push consumer %s polling %s (%d poller(s), %d handler threads%s)",
             self.cfg.name,
             self.cfg.queue,
+            len(self.pollers),
             self.cfg.concurrency,
+            ", receive batches in one transaction" if self.batched else "",
         )
 
     def stop(self, timeout: float = 30.0) -> None:
         self.stopping.set()
-        self.thread.join(timeout)
+        for poller in self.pollers:
+            poller.thread.join(timeout)
         self.pool.shutdown(wait=True)
-        self._flush()
+        for poller in self.pollers:
+            poller.flush()
 
-    def _finished(self, message: dict[str, Any], future: Future[Outcome]) -> None:
+
+class _Poller:
+    """One thread making every SQS call for what it receives: receive, delete, dead-letter.
+
+    It long-polls only when nothing it received is in flight, so finished messages are deleted
+    promptly without a second thread racing it."""
+
+    def __init__(self, consumer: PushConsumer, index: int) -> None:
+        self.consumer = consumer
+        self.cfg = consumer.cfg
+        self.done: list[tuple[dict[str, Any], Outcome]] = []
+        self.done_since = 0.0  # when the oldest unsettled outcome arrived
+        self.done_lock = threading.Lock()
+        self.done_ready = threading.Condition(self.done_lock)
+        self.handled = 0
+        self.in_flight = 0  # received, not yet settled
+        name = f"poller-{self.cfg.name}" + (f"-{index}" if index else "")
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _finished(self, messages: list[dict[str, Any]], future: Future[Any]) -> None:
         try:
-            outcome = future.result()
-        except BaseException as exc:  # noqa: BLE001 - process_message never raises; be safe anyway
-            outcome = Outcome("failed", reason=repr(exc))
+            result = future.result()
+            outcomes = result if isinstance(result, list) else [result]
+        except BaseException as exc:  # noqa: BLE001 - the runtime never raises; be safe anyway
+            outcomes = [Outcome(FAILED, reason=repr(exc)) for _ in messages]
         with self.done_ready:
             if not self.done:
                 self.done_since = time.monotonic()
-            self.done.append((message, outcome))
+            self.done.extend(zip(messages, outcomes, strict=True))
             if len(self.done) >= BATCH_MAX_ENTRIES:
                 self.done_ready.notify()
-        self.slots.release()
+        for _ in messages:
+            self.consumer.slots.release()
 
-    def _flush(self, force: bool = True) -> None:
-        """Settle finished messages: in full batches of 10, or whatever waited 0.1 s."""
+    def flush(self, force: bool = True) -> None:
+        """Settle finished messages: in full batches of 10 (one DeleteMessageBatch each), or
+        whatever waited 0.1 s."""
         with self.done_lock:
-            if not force and len(self.done) < BATCH_MAX_ENTRIES and time.monotonic() - self.done_since < 0.1:
+            waited = time.monotonic() - self.done_since >= 0.1
+            if not force and len(self.done) < BATCH_MAX_ENTRIES and not waited:
                 return
-            done, self.done = self.done, []
+            cut = len(self.done) if force or waited else len(self.done) - len(self.done) % BATCH_MAX_ENTRIES
+            done, self.done = self.done[:cut], self.done[cut:]
+            if self.done:
+                self.done_since = time.monotonic()
         if done:
             try:
                 settle(self.cfg, done)  # undeleted messages come back; idempotency absorbs them
@@ -91,27 +126,37 @@ class PushConsumer:
 
     def _free_slots(self) -> int:
         """Wait briefly for a slot, then take every other free one (up to 10)."""
-        if not self.slots.acquire(timeout=0.2):
+        slots = self.consumer.slots
+        if not slots.acquire(timeout=0.2):
             return 0
         free = 1
-        while free < BATCH_MAX_ENTRIES and self.slots.acquire(blocking=False):
+        while free < BATCH_MAX_ENTRIES and slots.acquire(blocking=False):
             free += 1
         if free < BATCH_MAX_ENTRIES // 2:
             # Handlers are busy: a moment's wait fills the batch instead of many tiny receives.
             deadline = time.monotonic() + 0.05
-            while free < BATCH_MAX_ENTRIES and self.slots.acquire(
-                timeout=max(0.0, deadline - time.monotonic())
-            ):
+            while free < BATCH_MAX_ENTRIES and slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 free += 1
         return free
+
+    def _submit(self, messages: list[dict[str, Any]]) -> None:
+        pool = self.consumer.pool
+        if self.consumer.batched:
+            future = pool.submit(handle_batch, self.cfg, messages)
+            future.add_done_callback(lambda f: self._finished(messages, f))
+            return
+        for message in messages:
+            one = pool.submit(handle_one, self.cfg, message)
+            one.add_done_callback(lambda f, m=message: self._finished([m], f))
 
     def _run(self) -> None:
         errors = 0
         logged_at = float("-inf")
+        stopping = self.consumer.stopping
         try:
-            while not self.stopping.is_set():
+            while not stopping.is_set():
                 try:
-                    self._flush(force=False)
+                    self.flush(force=False)
                     free = self._free_slots()
                     if not free:
                         continue
@@ -124,15 +169,14 @@ class PushConsumer:
                         )
                     except BaseException:
                         for _ in range(free):
-                            self.slots.release()
+                            self.consumer.slots.release()
                         raise
                     for _ in range(free - len(messages)):
-                        self.slots.release()
+                        self.consumer.slots.release()
                     self.in_flight += len(messages)
-                    for message in messages:
-                        future = self.pool.submit(handle_one, self.cfg, message)
-                        future.add_done_callback(lambda f, m=message: self._finished(m, f))
-                    if busy and not messages:
+                    if messages:
+                        self._submit(messages)
+                    elif busy:
                         with self.done_ready:  # nothing new: wait for handlers, not for SQS
                             self.done_ready.wait(timeout=0.1)
                     errors = 0
@@ -150,6 +194,6 @@ class PushConsumer:
                             errors,
                             exc,
                         )
-                    self.stopping.wait(delay)
+                    stopping.wait(delay)
         finally:
             connection.close()

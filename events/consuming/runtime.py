@@ -15,6 +15,9 @@ pull mode alike:
   with a statement and lock timeout (``CONSUMER_HANDLER_TIMEOUT_SECONDS``) so a handler stuck on
   the database gives its thread back; if it raises, nothing is committed and the message comes
   back after ``retry_delay`` (after ``maxReceiveCount`` receives SQS moves it to the DLQ).
+
+A consumer whose handlers take batches gets the same outcome for every message, decided by the
+same steps (``prepare``, then a transaction for the batch): events/consuming/batch.py.
 """
 
 from __future__ import annotations
@@ -26,19 +29,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import F
-from django.utils import timezone
+from django.db import connection, transaction
 from django.utils.dateparse import parse_datetime
 
 from core.backoff import backoff
 
 from .. import contracts, signing
 from ..envelope import Poison, check_contract, parse_envelope, payload_hash
-from ..models import ConsumerFailure, ProcessedEvent
 from ..operations import metrics
 from ..operations.logs import log_context
 from ..topology.aws import BATCH_MAX_ENTRIES
+from .failures import record_failure
+from .processed import Record, processed_hashes, record_processed
 from .registry import Event, handler_for
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,27 @@ class Outcome:
     def delete(self) -> bool:
         """Whether the message is done with (deleted from its queue)."""
         return self.result in (HANDLED, DUPLICATE, UNHANDLED)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A message whose handler is to run: its event, payload hash, envelope and SQS message id."""
+
+    event: Event
+    digest: str
+    envelope: dict[str, Any]
+    message_id: str
+
+    @property
+    def record(self) -> Record:
+        return Record(self.event.id, self.event.type, self.digest)
+
+
+def reused_reason(processed_hash: str, this_hash: str) -> str:
+    return (
+        "event id reused with different data: processed payload sha256 "
+        f"{processed_hash}, this payload sha256 {this_hash}"
+    )
 
 
 class ConsumerRuntime:
@@ -80,24 +103,52 @@ class ConsumerRuntime:
         attributes: dict[str, Any] | None = None,
     ) -> Outcome:
         """Handle one message body (see the module doc). Never raises."""
+        started = time.perf_counter()
         with log_context(consumer=self.name, sqs_message_id=message_id):
-            started = time.perf_counter()
-            envelope: dict[str, Any] = {}
             try:
-                try:
-                    signing.verify(body, attributes)
-                    envelope = parse_envelope(body)
-                    check_contract(envelope)
-                except (Poison, signing.SignatureError) as exc:
-                    return self._poisoned(message_id, str(exc), envelope or _best_effort(body))
-                with log_context(event_id=envelope["id"], event_type=envelope["type"]):
-                    return self._dispatch(envelope, started, message_id, receive_count, attributes)
+                prepared = self.prepare(body, message_id=message_id, attributes=attributes)
             except Exception as exc:  # noqa: BLE001 - the promise: never raise, whatever arrives
-                reason = f"{type(exc).__name__}: {exc}"[:2000]
-                logger.exception("unexpected error while processing a message; it will come back")
-                self.record_failure(message_id, envelope, reason, poisoned=False)
-                event_id, event_type = str(envelope.get("id", ""))[:64], str(envelope.get("type", ""))[:100]
-                return Outcome(FAILED, event_id, event_type, "", reason)
+                return self._unexpected(exc, message_id, {})
+        if isinstance(prepared, Outcome):
+            return prepared
+        return self.process_admitted(prepared, receive_count=receive_count, started=started)
+
+    def process_admitted(
+        self, admitted: Admitted, *, receive_count: int = 1, started: float = 0.0
+    ) -> Outcome:
+        """Run the handler of a message ``prepare`` admitted, in its own transaction. Never raises."""
+        envelope = admitted.envelope
+        with log_context(
+            consumer=self.name,
+            sqs_message_id=admitted.message_id,
+            event_id=envelope["id"],
+            event_type=envelope["type"],
+        ):
+            try:
+                return self._run_one(admitted, started or time.perf_counter(), receive_count)
+            except Exception as exc:  # noqa: BLE001 - the promise: never raise, whatever arrives
+                return self._unexpected(exc, admitted.message_id, envelope)
+
+    def _unexpected(self, exc: Exception, message_id: str, envelope: dict[str, Any]) -> Outcome:
+        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        logger.exception("unexpected error while processing a message; it will come back")
+        self.record_failure(message_id, envelope, reason, poisoned=False)
+        event_id, event_type = str(envelope.get("id", ""))[:64], str(envelope.get("type", ""))[:100]
+        return Outcome(FAILED, event_id, event_type, "", reason)
+
+    def prepare(
+        self, body: str | bytes, *, message_id: str = "", attributes: dict[str, Any] | None = None
+    ) -> Outcome | Admitted:
+        """Everything decided before a handler runs: signature, envelope, contract, handler, data.
+        Poison and unhandled types are final outcomes here; the rest is admitted."""
+        envelope: dict[str, Any] = {}
+        try:
+            signing.verify(body, attributes)
+            envelope = parse_envelope(body)
+            check_contract(envelope)
+        except (Poison, signing.SignatureError) as exc:
+            return self.poisoned(message_id, str(exc), envelope or _best_effort(body))
+        return self.admit(envelope, message_id, attributes)
 
     def retry_delay(self, receive_count: int) -> float:
         """When a failed message is seen again: grows with its receives, no jitter (SQS counts)."""
@@ -113,30 +164,20 @@ class ConsumerRuntime:
         return int(settings.CONSUMER_HANDLER_TIMEOUT_SECONDS * 1000)
 
     # -- steps ----------------------------------------------------------------------------
-    def _dispatch(
-        self,
-        envelope: dict[str, Any],
-        started: float,
-        message_id: str,
-        receive_count: int,
-        attributes: dict[str, Any] | None,
-    ) -> Outcome:
+    def admit(
+        self, envelope: dict[str, Any], message_id: str, attributes: dict[str, Any] | None
+    ) -> Outcome | Admitted:
+        """A parsed envelope's fate before any effect: unhandled, poison (data off its schema),
+        or admitted (its handler's ``Event`` and payload hash)."""
         event_type = envelope["type"]
-        log = {
-            "consumer": self.name,
-            "event_id": envelope["id"],
-            "event_type": event_type,
-            "sqs_message_id": message_id,
-        }
-        handler = handler_for(self.name, event_type)
-        if handler is None:
+        if handler_for(self.name, event_type) is None:
             metrics.EVENTS_HANDLED.labels(self.name, event_type[:100], UNHANDLED).inc()
-            logger.info("no handler for this event type; acknowledged", extra=log)
+            logger.info("no handler for this event type; acknowledged", extra=self._log(envelope, message_id))
             return Outcome(UNHANDLED, envelope["id"], event_type, envelope["aggregate_id"])
         try:
             contracts.get(event_type).validate(envelope["data"], envelope["schema_version"])
         except contracts.ContractError as exc:
-            return self._poisoned(message_id, str(exc), envelope)
+            return self.poisoned(message_id, str(exc), envelope)
         event = Event(
             id=uuid.UUID(envelope["id"]),
             type=event_type,
@@ -149,46 +190,69 @@ class ConsumerRuntime:
             data=envelope["data"],
             replayed=((attributes or {}).get("replayed") or {}).get("StringValue") == "true",
         )
-        digest = payload_hash(envelope)
+        return Admitted(event, payload_hash(envelope), envelope, message_id)
+
+    def _run_one(self, admitted: Admitted, started: float, receive_count: int) -> Outcome:
+        """The handler of one admitted message, in its own transaction with its processed record."""
+        event, digest, envelope, message_id = (
+            admitted.event,
+            admitted.digest,
+            admitted.envelope,
+            admitted.message_id,
+        )
+        handler = handler_for(self.name, event.type)
+        assert handler is not None  # admitted
         try:
             with transaction.atomic():
-                self._bound_statements()
-                try:
-                    with transaction.atomic():
-                        ProcessedEvent.objects.create(
-                            consumer=self.name, event_id=event.id, event_type=event_type, payload_hash=digest
-                        )
-                except IntegrityError:
-                    seen = ProcessedEvent.objects.get(consumer=self.name, event_id=event.id)
-                    if seen.payload_hash != digest:
-                        raise Poison(
-                            "event id reused with different data: processed payload sha256 "
-                            f"{seen.payload_hash}, this payload sha256 {digest}"
-                        ) from None
-                    metrics.EVENTS_HANDLED.labels(self.name, event_type, DUPLICATE).inc()
-                    logger.info("duplicate event; acknowledged without running effects", extra=log)
-                    return Outcome(DUPLICATE, envelope["id"], event_type, event.aggregate_id)
+                self.bound_statements()
+                if not record_processed(self.name, [admitted.record]):
+                    seen = processed_hashes(self.name, [event.id])[event.id]
+                    if seen != digest:
+                        raise Poison(reused_reason(seen, digest))
+                    return self.duplicate(admitted)
                 handler(event)
         except Poison as exc:
-            return self._poisoned(message_id, str(exc), envelope)
+            return self.poisoned(message_id, str(exc), envelope)
         except Exception as exc:  # noqa: BLE001 - any handler failure means "try again later"
             reason = f"{type(exc).__name__}: {exc}"[:2000]
-            metrics.EVENTS_HANDLED.labels(self.name, event_type, FAILED).inc()
+            metrics.EVENTS_HANDLED.labels(self.name, event.type, FAILED).inc()
             logger.warning(
                 "handler failed (receive %d); the message will come back",
                 receive_count,
-                extra=log,
+                extra=self._log(envelope, message_id),
                 exc_info=True,
             )
             self.record_failure(message_id, envelope, reason, poisoned=False)
-            return Outcome(FAILED, envelope["id"], event_type, event.aggregate_id, reason)
-        duration = time.perf_counter() - started
-        metrics.EVENTS_HANDLED.labels(self.name, event_type, HANDLED).inc()
-        metrics.HANDLER_DURATION.labels(self.name, event_type).observe(duration)
-        logger.debug("handled in %.1f ms", duration * 1000, extra=log)
-        return Outcome(HANDLED, envelope["id"], event_type, event.aggregate_id)
+            return Outcome(FAILED, envelope["id"], event.type, event.aggregate_id, reason)
+        return self.handled(admitted, time.perf_counter() - started)
 
-    def _bound_statements(self) -> None:
+    def handled(self, admitted: Admitted, duration: float) -> Outcome:
+        event = admitted.event
+        metrics.EVENTS_HANDLED.labels(self.name, event.type, HANDLED).inc()
+        metrics.HANDLER_DURATION.labels(self.name, event.type).observe(duration)
+        logger.debug(
+            "handled in %.1f ms", duration * 1000, extra=self._log(admitted.envelope, admitted.message_id)
+        )
+        return Outcome(HANDLED, admitted.envelope["id"], event.type, event.aggregate_id)
+
+    def duplicate(self, admitted: Admitted) -> Outcome:
+        event = admitted.event
+        metrics.EVENTS_HANDLED.labels(self.name, event.type, DUPLICATE).inc()
+        logger.info(
+            "duplicate event; acknowledged without running effects",
+            extra=self._log(admitted.envelope, admitted.message_id),
+        )
+        return Outcome(DUPLICATE, admitted.envelope["id"], event.type, event.aggregate_id)
+
+    def _log(self, envelope: dict[str, Any], message_id: str) -> dict[str, Any]:
+        return {
+            "consumer": self.name,
+            "event_id": envelope["id"],
+            "event_type": envelope["type"],
+            "sqs_message_id": message_id,
+        }
+
+    def bound_statements(self) -> None:
         """A handler waiting on a lock or a slow statement fails after the timeout (and its message
         comes back) instead of holding a handler thread forever."""
         timeout = self.handler_timeout_ms
@@ -199,7 +263,7 @@ class ConsumerRuntime:
                     [str(timeout), str(timeout)],
                 )
 
-    def _poisoned(self, message_id: str, reason: str, envelope: dict[str, Any]) -> Outcome:
+    def poisoned(self, message_id: str, reason: str, envelope: dict[str, Any]) -> Outcome:
         event_type = str(envelope.get("type", "?"))[:100] if envelope else "?"
         metrics.EVENTS_HANDLED.labels(self.name, event_type, POISON).inc()
         logger.error(
@@ -224,29 +288,7 @@ class ConsumerRuntime:
     def record_failure(
         self, message_id: str, envelope: dict[str, Any], error: str, *, poisoned: bool
     ) -> None:
-        """Remember why a message failed (first and last error), by SQS message id: SQS keeps the id
-        when it moves the message to the DLQ, so ``dlq_inspect`` shows why. Never raises."""
-        if not message_id:
-            return
-        try:
-            updated = ConsumerFailure.objects.filter(consumer=self.name, message_id=message_id).update(
-                last_error=error, failures=F("failures") + 1, poisoned=poisoned, last_seen_at=timezone.now()
-            )
-            if not updated:
-                ConsumerFailure.objects.get_or_create(
-                    consumer=self.name,
-                    message_id=message_id,
-                    defaults={
-                        "event_id": str(envelope.get("id", ""))[:64],
-                        "event_type": str(envelope.get("type", ""))[:100],
-                        "aggregate_id": str(envelope.get("aggregate_id", ""))[:64],
-                        "first_error": error,
-                        "last_error": error,
-                        "poisoned": poisoned,
-                    },
-                )
-        except DatabaseError:
-            logger.exception("could not record the failure of message %s (%s)", message_id, error)
+        record_failure(self.name, message_id, envelope, error, poisoned=poisoned)
 
 
 def process_message(

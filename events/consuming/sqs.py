@@ -18,6 +18,7 @@ from django.db import close_old_connections
 from ..operations.observations import observe_receive
 from ..topology import aws
 from ..topology.aws import BATCH_MAX_ENTRIES
+from .batch import Received, process_batch
 from .config import ConsumerConfig
 from .runtime import FAILED, POISON, ConsumerRuntime, Outcome, process_message
 
@@ -133,6 +134,31 @@ def handle_one(cfg: ConsumerConfig, message: dict[str, Any]) -> Outcome:
             close_old_connections()
         except Exception:  # noqa: BLE001 - a broken connection is dropped; the next message opens one
             logger.debug("could not close old connections", exc_info=True)
+
+
+def handle_batch(cfg: ConsumerConfig, messages: list[dict[str, Any]]) -> list[Outcome]:
+    """Process one receive batch of a consumer whose handlers take batches (events/consuming/batch.py):
+    one outcome per message, in order. Never raises."""
+    try:
+        close_old_connections()
+        return process_batch(ConsumerRuntime(cfg.name), [_received(m) for m in messages])
+    except Exception as exc:  # noqa: BLE001 - process_batch never raises; a lost connection might
+        logger.exception("consumer %s: a batch of %d could not be processed", cfg.name, len(messages))
+        return [Outcome(FAILED, reason=f"{type(exc).__name__}: {exc}"[:2000]) for _ in messages]
+    finally:
+        try:
+            close_old_connections()
+        except Exception:  # noqa: BLE001 - a broken connection is dropped; the next batch opens one
+            logger.debug("could not close old connections", exc_info=True)
+
+
+def _received(message: dict[str, Any]) -> Received:
+    return Received(
+        message.get("Body", ""),
+        message_id=message.get("MessageId", ""),
+        receive_count=receive_count(message),
+        attributes=message.get("MessageAttributes", {}),
+    )
 
 
 def settle(cfg: ConsumerConfig, done: list[tuple[dict[str, Any], Outcome]]) -> None:

@@ -141,7 +141,7 @@ def test_a_failure_outside_the_handler_is_an_outcome_not_an_exception(monkeypatc
     def broken(*args, **kwargs):
         raise ConnectionError("database went away")
 
-    monkeypatch.setattr("events.consuming.runtime.ProcessedEvent.objects.create", broken)
+    monkeypatch.setattr("events.consuming.runtime.record_processed", broken)
     outcome = deliver("audit", json.dumps(envelope("X-1")), message_id="m-x")
     assert outcome.result == FAILED and "database went away" in outcome.reason
     assert not outcome.delete  # it comes back later

@@ -20,7 +20,7 @@ from .daily_run import (
     invoices_issue_chunk,
 )
 from .invoices import invoice_mark_paid, invoice_mark_uncollectible, invoice_void
-from .projection import projection_apply
+from .projection import projection_apply, projection_apply_batch
 from .runner import (
     chunks_mark_enqueued,
     daily_run_watchdog,
@@ -47,4 +47,5 @@ __all__ = [
     "invoices_issue_chunk",
     "invoices_run_inline",
     "projection_apply",
+    "projection_apply_batch",
 ]

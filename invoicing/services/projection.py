@@ -13,6 +13,7 @@ from typing import Any
 
 from django.db import transaction
 
+from core.bulk import insert_rows, update_rows
 from events import contracts
 from events.consuming import Event
 
@@ -35,7 +36,28 @@ def _by_version(e: list[Any]) -> Any:
     return e[0]
 
 
-@transaction.atomic
+# What folding events changes on a row (the daily run's cursor only when ``agreement.created``
+# first arrives); the rest of the row is the daily run's and operators'.
+FOLDED_FIELDS = (
+    "created_seen",
+    "customer",
+    "description",
+    "currency",
+    "interval",
+    "interval_count",
+    "start_date",
+    "end_date",
+    "next_period_index",
+    "next_period_start",
+    "prices",
+    "toggles",
+    "cancellations",
+    "last_version",
+    "updated_at",
+)
+
+
+@transaction.atomic(savepoint=False)
 def projection_apply(*, event: Event) -> BillableAgreement:
     """Fold one agreement event into the projection, and correct passed periods it changes.
 
@@ -44,8 +66,56 @@ def projection_apply(*, event: Event) -> BillableAgreement:
     change, pause...) arriving before ``agreement.created`` is kept and applies once the
     agreement is known.
     """
+    [row] = projection_apply_batch(events=[event])
+    return row
+
+
+@transaction.atomic(savepoint=False)
+def projection_apply_batch(*, events: list[Event]) -> list[BillableAgreement]:
+    """``projection_apply`` for each event in turn, in one transaction and a few statements.
+
+    Agreements without a row yet (``agreement.created`` first seen, or any event before it) get
+    theirs inserted already folded: one ``INSERT ... ON CONFLICT DO NOTHING`` for all of them (no
+    period of theirs is billed, so nothing to correct). The others, and any another transaction
+    inserted meanwhile, are locked together in primary-key order (the daily run's order),
+    folded in memory in the events' order (a correction runs right after the event that calls
+    for it, as it would alone), then written in one UPDATE of the fields events change (the
+    daily run's and operators' fields are left as they are). Returns the rows, by agreement id.
+    """
+    ids = sorted({e.data["agreement_id"] for e in events})
+    fresh = {a: BillableAgreement(agreement_id=a) for a in ids}
+    for event in events:
+        _fold(fresh[event.data["agreement_id"]], event)
+    inserted = insert_rows(list(fresh.values()), ignore_conflicts=True, returning=("id", "agreement_id"))
+    rows: dict[str, BillableAgreement] = {}
+    for pk, agreement_id in inserted:
+        rows[agreement_id] = fresh[agreement_id]
+        rows[agreement_id].pk = pk
+    existing = [a for a in ids if a not in rows]
+    if existing:
+        locked = {
+            r.agreement_id: r
+            for r in BillableAgreement.objects.select_for_update()
+            .filter(agreement_id__in=existing)
+            .order_by("pk")
+        }
+        for event in events:
+            row = locked.get(event.data["agreement_id"])
+            if row is None:
+                continue  # inserted above
+            affected = _fold(row, event)
+            if affected is not None and _needs_correction(row, affected):
+                row.save(update_fields=FOLDED_FIELDS)  # what the correction reads
+                agreement_reconcile(row=row, from_date=affected)
+        update_rows(list(locked.values()), FOLDED_FIELDS)
+        rows.update(locked)
+    return [rows[a] for a in ids]
+
+
+def _fold(row: BillableAgreement, event: Event) -> date | None:
+    """Add ``event``'s contribution to ``row`` (in memory); the first date whose periods may now
+    owe something else, if any."""
     data = event.data
-    row, _ = BillableAgreement.objects.select_for_update().get_or_create(agreement_id=data["agreement_id"])
     v = event.aggregate_version
     affected: date | None = None  # periods starting from here may owe something else now
     if event.type == contracts.AGREEMENT_CREATED:
@@ -81,8 +151,10 @@ def projection_apply(*, event: Event) -> BillableAgreement:
     else:
         raise ValueError(f"not an agreement event: {event.type}")
     row.last_version = max(row.last_version, v)
-    row.save()
-    if affected is not None and row.created_seen and row.next_period_index > 0:
-        if row.next_period_start is None or affected < row.next_period_start:
-            agreement_reconcile(row=row, from_date=affected)
-    return row
+    return affected
+
+
+def _needs_correction(row: BillableAgreement, affected: date | None) -> bool:
+    if affected is None or not row.created_seen or row.next_period_index == 0:
+        return False
+    return row.next_period_start is None or affected < row.next_period_start

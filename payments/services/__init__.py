@@ -1,13 +1,15 @@
 """Use cases of the payments context, one module per concept:
 
-- ``charging``: one payment per invoice, charged at the gateway's pace (dunning, backoff);
+- ``opening``: one payment per issued invoice (one at a time or a batch), its charge enqueued;
+- ``charging``: each payment charged at the gateway's pace (dunning, backoff);
 - ``retries``: the sweep that takes charges up again, and an operator's "retry now";
 - ``closing``: an invoice voided (stop collecting) or credited (give money back);
 - ``refunds``: refunds through the gateway, once per cause.
 """
 
-from .charging import payment_charge, payment_create_for_invoice
+from .charging import payment_charge
 from .closing import payment_close_for_invoice, refund_for_credit_note
+from .opening import payment_create_for_invoice, payments_create_for_invoices
 from .refunds import payment_refund, refund_retry_now, refunds_retry_due
 from .retries import payment_retry_now, payments_retry_due
 
@@ -17,6 +19,7 @@ __all__ = [
     "payment_create_for_invoice",
     "payment_refund",
     "payment_retry_now",
+    "payments_create_for_invoices",
     "payments_retry_due",
     "refund_for_credit_note",
     "refund_retry_now",

@@ -11,7 +11,7 @@ flight and succeeds anyway is refunded (services/refunds.py).
 from __future__ import annotations
 
 import logging
-import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,7 +28,7 @@ from events.publishing import record_change
 from .. import ratelimit, states
 from ..dispatch import enqueue_charge
 from ..gateway import HARD, SOFT, TRANSIENT, ChargeResult, gateway
-from ..models import ClosedInvoice, Payment, PaymentAttempt
+from ..models import Payment, PaymentAttempt
 from .refunds import refund_for_closed_invoice, refunds_release
 
 logger = logging.getLogger(__name__)
@@ -57,35 +57,6 @@ def cancel(p: Payment, reason: str) -> None:
     metrics.PAYMENTS.labels("cancelled").inc()
 
 
-@transaction.atomic
-def payment_create_for_invoice(*, data: dict[str, Any]) -> tuple[Payment, bool]:
-    """One payment per invoice, however often invoice.issued arrives; the charge is enqueued
-    after commit. An invoice voided before its ``invoice.issued`` got here starts cancelled.
-    Returns (payment, created)."""
-    lock_invoice(data["invoice_id"])
-    payment, created = Payment.objects.get_or_create(
-        invoice_id=data["invoice_id"],
-        defaults={
-            "id": uuid.uuid4(),
-            "invoice_number": data["number"],
-            "customer_ref": data["customer"]["external_ref"],
-            "customer_email": data["customer"]["email"],
-            "amount_minor": data["total_minor"],
-            "currency": data["currency"],
-            "next_attempt_at": lease_end(),  # its charge is enqueued; the sweep is the fallback
-        },
-    )
-    if not created:
-        return payment, False
-    closed = ClosedInvoice.objects.filter(invoice_id=payment.invoice_id).first()
-    if closed is not None:
-        payment.invoice_closed_at, payment.invoice_closed_reason = closed.closed_at, closed.reason
-        cancel(payment, f"invoice voided before it was collected: {closed.reason}")
-        return payment, True
-    transaction.on_commit(lambda: enqueue_charge(str(payment.id)), robust=True)
-    return payment, True
-
-
 def transient_delay(failures: int) -> float:
     """How long a charge or refund waits after ``failures`` transient errors in a row."""
     return backoff(
@@ -102,9 +73,16 @@ def lock_invoice(invoice_id: str) -> None:
     threads: without this, each misses the other's uncommitted row (the payment, the closed-invoice
     note) and a voided invoice is charged. Found by the soak.
     """
-    with connection.cursor() as cur:
+    lock_invoices([invoice_id])
+
+
+def lock_invoices(invoice_ids: Iterable[str]) -> None:
+    """``lock_invoice`` for several invoices in one statement, taken in sorted order so that two
+    transactions locking overlapping sets never wait on each other in a cycle."""
+    keys = [f"payments.invoice:{i}" for i in sorted(set(invoice_ids))]
+    with connection.cursor() as cur:  # unnest yields the keys in array order, locked one by one
         cur.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"payments.invoice:{invoice_id}"]
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%s::text[]) AS k", [keys]
         )
 
 

@@ -1,0 +1,214 @@
+"""The real consumers vs a plain receive(10)+delete_batch loop on the same endpoint (target >= 60%).
+
+Issue 17: invoicing's projection of agreement events and payments' invoice.issued, each run by
+the push consumer (the one a worker runs, with its settings' pollers and handler threads) on its
+own queue, against a plain boto3 loop that only receives and deletes the same number of messages.
+ministack (``_ministack``) by default: a flat emulator, so a queue of N messages costs what a
+shallow one costs; both sides see the same N. Payments' charges go to the Celery payments queue
+as the worker would send them (no worker takes them here; the queue is purged between runs).
+
+    cd bench && ../.venv/bin/python batch_consumers.py [N] [--pollers P] [--concurrency C] [--only NAME]
+
+Prints msg/s and our process's CPU per message for each side, and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import uuid
+from collections.abc import Callable
+
+import _ministack
+from django.conf import settings
+
+from events import topology
+from events.consuming.config import consumer_configs
+from events.consuming.push import PushConsumer
+from events.models import OutboxEvent, ProcessedEvent
+from events.signing import signed_attributes
+from events.topology import aws
+from invoicing.models import BillableAgreement
+from payments.models import Payment
+
+ROUNDS = 2
+
+
+def agreement_created(i: int) -> str:
+    agreement_id = f"BA-{i}-{uuid.uuid4().hex[:8]}"
+    return _envelope(
+        "agreement.created",
+        "agreements",
+        "agreement",
+        agreement_id,
+        {
+            "agreement_id": agreement_id,
+            "customer": {"external_ref": f"C-{i}", "name": "Ada", "email": "ada@example.com"},
+            "description": "Monthly plan",
+            "amount_minor": 1999,
+            "currency": "EUR",
+            "interval": "month",
+            "interval_count": 1,
+            "start_date": "2026-01-31",
+            "end_date": None,
+            "status": "active",
+        },
+    )
+
+
+def invoice_issued(i: int) -> str:
+    invoice_id = str(uuid.uuid4())
+    return _envelope(
+        "invoice.issued",
+        "invoicing",
+        "invoice",
+        invoice_id,
+        {
+            "invoice_id": invoice_id,
+            "number": f"INV-B-{i:07d}",
+            "agreement_id": f"BA-{i}",
+            "customer": {"external_ref": f"C-{i}", "name": "Ada", "email": "ada@example.com"},
+            "period_start": "2026-01-01",
+            "period_end": "2026-02-01",
+            "total_minor": 1999,
+            "currency": "EUR",
+            "due_date": "2026-01-15",
+        },
+    )
+
+
+def _envelope(type: str, producer: str, aggregate_type: str, aggregate_id: str, data: dict) -> str:
+    return json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "type": type,
+            "schema_version": 1,
+            "occurred_at": "2026-11-27T10:00:00Z",
+            "producer": producer,
+            "aggregate_type": aggregate_type,
+            "aggregate_id": aggregate_id,
+            "aggregate_version": 1,
+            "data": data,
+        }
+    )
+
+
+def fill(queue: str, make: Callable[[int], str], n: int) -> None:
+    sqs, url = aws.client("sqs"), aws.queue_url(queue)
+    for i in range(0, n, 10):
+        bodies = [make(i + j) for j in range(10)]
+        resp = sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(j), "MessageBody": b, "MessageAttributes": signed_attributes(b)}
+                for j, b in enumerate(bodies)
+            ],
+        )
+        assert not resp.get("Failed"), resp
+
+
+def purge(*queues: str) -> None:
+    sqs = aws.client("sqs")
+    for queue in queues:
+        sqs.purge_queue(QueueUrl=aws.queue_url(queue))
+    time.sleep(0.2)
+
+
+def plain_loop(queue: str, n: int) -> None:
+    sqs, url = aws.client("sqs"), aws.queue_url(queue)
+    got = 0
+    while got < n:
+        msgs = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]
+        ).get("Messages", [])
+        got += len(msgs)
+        if msgs:
+            sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(j), "ReceiptHandle": m["ReceiptHandle"]} for j, m in enumerate(msgs)],
+            )
+
+
+def consume(name: str, n: int) -> PushConsumer:
+    consumer = PushConsumer(consumer_configs()[name])
+    consumer.start()
+    while consumer.handled < n:  # handled = settled: processed and deleted
+        time.sleep(0.005)
+    return consumer  # stopped by the caller, outside the timing (stop waits for a long poll)
+
+
+def reset(name: str) -> None:
+    ProcessedEvent.objects.filter(consumer=name).delete()
+    BillableAgreement.objects.all().delete()
+    Payment.objects.all().delete()
+    OutboxEvent.objects.all().delete()
+    purge(topology.task_queue_name("payments"))
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall and CPU seconds of this process (all its threads) for ``fn``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def measure(name: str, make: Callable[[int], str], n: int) -> list[tuple[str, str]]:
+    queue = topology.event_queue_name(name)
+    base: list[tuple[float, float]] = []
+    ours: list[tuple[float, float]] = []
+    for _ in range(ROUNDS):
+        purge(queue)
+        fill(queue, make, n)
+        base.append(timed(lambda: plain_loop(queue, n)))
+        reset(name)
+        purge(queue)
+        fill(queue, make, n)
+        wall, cpu = time.perf_counter(), time.process_time()
+        consumer = consume(name, n)
+        ours.append((time.perf_counter() - wall, time.process_time() - cpu))
+        consumer.stop()
+        assert ProcessedEvent.objects.filter(consumer=name).count() == n, "every message handled once"
+    (b, bcpu), (p, pcpu) = min(base), min(ours)
+    cfg = consumer_configs()[name]
+    return [
+        (
+            f"{name}: plain receive(10)+delete_batch loop",
+            f"{n / b:,.0f} msg/s, {bcpu / n * 1000:.2f} ms CPU/msg",
+        ),
+        (
+            f"{name}: push consumer ({cfg.pollers} poller(s), {cfg.concurrency} threads)",
+            f"{n / p:,.0f} msg/s, {pcpu / n * 1000:.2f} ms CPU/msg",
+        ),
+        (f"{name}: consumer / plain", f"{b / p:.0%} (target >= 60%)"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("n", nargs="?", type=int, default=2000)
+    parser.add_argument("--pollers", type=int, default=None)
+    parser.add_argument("--concurrency", type=int, default=None)
+    parser.add_argument("--only", choices=["invoicing", "payments"], default=None)
+    args = parser.parse_args()
+    overrides = {k: v for k, v in (("pollers", args.pollers), ("concurrency", args.concurrency)) if v}
+    settings.EVENT_CONSUMERS = {name: overrides for name in ("invoicing", "payments")}
+    settings.DEBUG = False  # as in production: no SQL kept per query
+    rows = [
+        (
+            "endpoint",
+            _ministack.EMULATOR + (f" ({_ministack.FALLBACK_REASON})" if _ministack.FALLBACK_REASON else ""),
+        )
+    ]
+    rows.append(("messages per run (best of 2)", f"{args.n:,}"))
+    if args.only != "payments":
+        rows += measure("invoicing", agreement_created, args.n)
+    if args.only != "invoicing":
+        rows += measure("payments", invoice_issued, args.n)
+    _ministack.report(rows)
+    reset("invoicing")
+    reset("payments")
+
+
+if __name__ == "__main__":
+    main()

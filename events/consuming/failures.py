@@ -1,0 +1,45 @@
+"""Consumer failures: why a message failed (first and last error, how often), keyed by SQS message id.
+
+SQS keeps a message's id when it moves it to the DLQ, so ``dlq_inspect`` shows why from here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import DatabaseError
+from django.db.models import F
+from django.utils import timezone
+
+from ..models import ConsumerFailure
+
+logger = logging.getLogger(__name__)
+
+
+def record_failure(
+    consumer: str, message_id: str, envelope: dict[str, Any], error: str, *, poisoned: bool
+) -> None:
+    """Remember why a message failed (first and last error), by SQS message id: SQS keeps the id
+    when it moves the message to the DLQ, so ``dlq_inspect`` shows why. Never raises."""
+    if not message_id:
+        return
+    try:
+        updated = ConsumerFailure.objects.filter(consumer=consumer, message_id=message_id).update(
+            last_error=error, failures=F("failures") + 1, poisoned=poisoned, last_seen_at=timezone.now()
+        )
+        if not updated:
+            ConsumerFailure.objects.get_or_create(
+                consumer=consumer,
+                message_id=message_id,
+                defaults={
+                    "event_id": str(envelope.get("id", ""))[:64],
+                    "event_type": str(envelope.get("type", ""))[:100],
+                    "aggregate_id": str(envelope.get("aggregate_id", ""))[:64],
+                    "first_error": error,
+                    "last_error": error,
+                    "poisoned": poisoned,
+                },
+            )
+    except DatabaseError:
+        logger.exception("could not record the failure of message %s (%s)", message_id, error)

@@ -1,0 +1,87 @@
+"""Opening collection: one payment per issued invoice, its charge enqueued after commit.
+
+However often ``invoice.issued`` arrives, an invoice has one payment (unique invoice id, and the
+per-invoice lock that ``invoice.voided`` takes too). An invoice voided before its
+``invoice.issued`` got here (a ``ClosedInvoice`` note) gets a payment that starts cancelled.
+Invoices issued together (a receive batch) open together: a few statements for all of them, and
+their charges sent after commit in SendMessageBatch calls rather than one SendMessage each.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import transaction
+
+from core.bulk import insert_rows
+
+from ..dispatch import enqueue_charges
+from ..models import ClosedInvoice, Payment
+from .charging import cancel, lease_end, lock_invoices
+
+
+def payment_create_for_invoice(*, data: dict[str, Any]) -> tuple[Payment, bool]:
+    """One payment per invoice, however often invoice.issued arrives; the charge is enqueued
+    after commit. An invoice voided before its ``invoice.issued`` got here starts cancelled.
+    Returns (payment, created)."""
+    [result] = payments_create_for_invoices(invoices=[data])
+    return result
+
+
+@transaction.atomic(savepoint=False)
+def payments_create_for_invoices(*, invoices: list[dict[str, Any]]) -> list[tuple[Payment, bool]]:
+    """``payment_create_for_invoice`` for each ``invoice.issued`` data, in order, in one transaction:
+    (payment, created) for each (an invoice repeated in the list is created once)."""
+    ids = sorted({data["invoice_id"] for data in invoices})
+    lock_invoices(ids)
+    candidates = {}
+    for data in invoices:  # the first data of a repeated invoice
+        candidates.setdefault(data["invoice_id"], data)
+    new = [_new_payment(data) for data in candidates.values()]
+    inserted = {i for (i,) in insert_rows(new, ignore_conflicts=True, returning=("invoice_id",))}
+    new = [p for p in new if p.invoice_id in inserted]
+    payments = {p.invoice_id: p for p in new}
+    if len(payments) < len(ids):  # already there (a redelivery): read, not changed
+        payments.update({p.invoice_id: p for p in Payment.objects.filter(invoice_id__in=set(ids) - inserted)})
+    closed = _closed_notes([p.invoice_id for p in new])
+    charges = []
+    for payment in new:
+        note = closed.get(payment.invoice_id)
+        if note is None:
+            charges.append(str(payment.id))
+            continue
+        payment.invoice_closed_at, payment.invoice_closed_reason = note
+        cancel(payment, f"invoice voided before it was collected: {note[1]}")
+    if charges:
+        transaction.on_commit(lambda: enqueue_charges(charges), robust=True)
+    created = {p.invoice_id for p in new}
+    results = []
+    for data in invoices:
+        invoice_id = data["invoice_id"]
+        results.append((payments[invoice_id], invoice_id in created))
+        created.discard(invoice_id)  # a repeat finds the payment the first one created
+    return results
+
+
+def _closed_notes(invoice_ids: list[str]) -> dict[str, tuple[Any, str]]:
+    """(closed_at, reason) of the invoices voided before their payment was created."""
+    if not invoice_ids:
+        return {}
+    rows = ClosedInvoice.objects.filter(invoice_id__in=invoice_ids).values_list(
+        "invoice_id", "closed_at", "reason"
+    )
+    return {invoice_id: (closed_at, reason) for invoice_id, closed_at, reason in rows}
+
+
+def _new_payment(data: dict[str, Any]) -> Payment:
+    return Payment(
+        id=uuid.uuid4(),
+        invoice_id=data["invoice_id"],
+        invoice_number=data["number"],
+        customer_ref=data["customer"]["external_ref"],
+        customer_email=data["customer"]["email"],
+        amount_minor=data["total_minor"],
+        currency=data["currency"],
+        next_attempt_at=lease_end(),  # its charge is enqueued; the sweep is the fallback
+    )

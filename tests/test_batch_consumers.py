@@ -1,0 +1,211 @@
+"""Batch consumers: invoicing's projection and payments' invoice.issued take a receive batch at once.
+
+Per-event semantics are the same as one message at a time (poison, duplicates, failures), with
+far fewer statements per message, and payments' charges of a batch leave in one SendMessageBatch.
+Real PostgreSQL, the SQS endpoint over HTTP, a real Celery worker and the sandbox gateway.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.client import BaseClient
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from events import topology
+from events.consuming.batch import Received, process_batch
+from events.consuming.pull import pull_once
+from events.consuming.runtime import DUPLICATE, FAILED, HANDLED, POISON, ConsumerRuntime
+from events.models import ConsumerFailure, ProcessedEvent
+from events.signing import signed_attributes
+from invoicing.models import BillableAgreement
+from payments.models import Payment
+from payments.services import payment_close_for_invoice
+from tests.factories import drain, envelope, invoice_envelope, queue_depth, send
+from tests.factories import gateway_stats as stats
+from tests.helpers import wait_until
+
+INVOICING = "billing-test-invoicing-events"
+PAYMENTS = "billing-test-payments-events"
+
+
+def received(bodies: list[str]) -> list[Received]:
+    return [Received(b, message_id=f"m-{i}", attributes=signed_attributes(b)) for i, b in enumerate(bodies)]
+
+
+@pytest.fixture
+def api_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[tuple[str, str]]]:
+    """Every AWS API call made in this process, counted by (operation, queue name)."""
+    calls: Counter[tuple[str, str]] = Counter()
+    real = BaseClient._make_api_call
+
+    def counting(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        calls[(operation, str(params.get("QueueUrl", "")).rsplit("/", 1)[-1])] += 1
+        return real(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", counting)
+    yield calls
+
+
+def sends_to(calls: Counter[tuple[str, str]], queue: str) -> dict[str, int]:
+    return {op: n for (op, q), n in calls.items() if q == queue and op.startswith("Send")}
+
+
+# -- the invoicing projection ---------------------------------------------------------------
+@pytest.mark.slow
+def test_a_poison_message_in_the_middle_of_a_batch_costs_the_other_nine_nothing(
+    transactional_db, empty_queues, sqs
+):
+    # given a receive batch of ten agreement events, the fifth with an impossible date
+    good = [json.dumps(envelope(f"BP-{i}")) for i in range(9)]
+    bad = json.dumps(envelope("BP-bad") | {"occurred_at": "2026-13-01T00:00:00Z"})
+    send(sqs, [*good[:4], bad, *good[4:]], queue=INVOICING)
+
+    # when invoicing takes it
+    result = pull_once("invoicing", batch_size=10)
+
+    # then the nine are projected, together (one processed-event insert), and deleted
+    assert result.received == 10 and result.outcomes == {HANDLED: 9, POISON: 1}
+    assert sorted(BillableAgreement.objects.values_list("agreement_id", flat=True)) == [
+        f"BP-{i}" for i in range(9)
+    ]
+    assert ProcessedEvent.objects.filter(consumer="invoicing").values("processed_at").distinct().count() == 1
+    assert queue_depth(sqs, INVOICING) == 0
+    # and the poison one is in the DLQ at once, with its reason
+    [dead] = drain(sqs, INVOICING + "-dlq")
+    assert json.loads(dead["Body"])["aggregate_id"] == "BP-bad"
+    assert "not a valid datetime" in dead["MessageAttributes"]["error"]["StringValue"]
+    assert ConsumerFailure.objects.get(consumer="invoicing").poisoned
+
+
+@pytest.mark.slow
+def test_the_same_event_twice_in_a_batch_is_applied_once_and_two_events_of_one_agreement_both_count(
+    transactional_db, empty_queues, sqs
+):
+    # given one batch: an agreement created and cancelled, the creation delivered twice, and
+    # an event id reused with other data
+    created = envelope("BD-1", version=1)
+    cancelled = envelope("BD-1", type="agreement.cancelled", version=2)
+    cancelled["data"] = {"agreement_id": "BD-1", "effective_date": "2026-06-30", "at_period_end": False}
+    reused = envelope("BD-2") | {"id": created["id"]}
+    bodies = [json.dumps(e) for e in (created, cancelled, created, reused)]
+    send(sqs, bodies, queue=INVOICING)
+
+    # when invoicing takes it
+    result = pull_once("invoicing", batch_size=10)
+
+    # then the creation is applied once, the cancel too, the repeat acknowledged, the reuse refused
+    assert result.received == 4 and result.outcomes == {HANDLED: 2, DUPLICATE: 1, POISON: 1}
+    row = BillableAgreement.objects.get()
+    assert row.agreement_id == "BD-1" and row.created_seen
+    assert row.prices == [["2026-01-31", 1999, 1]] and row.cancellations == [[2, "2026-06-30"]]
+    assert ProcessedEvent.objects.filter(consumer="invoicing").count() == 2
+    [dead] = drain(sqs, INVOICING + "-dlq")
+    assert "event id reused with different data" in dead["MessageAttributes"]["error"]["StringValue"]
+    assert queue_depth(sqs, INVOICING) == 0
+
+
+@pytest.mark.slow
+def test_a_batch_whose_handler_fails_for_one_message_falls_back_and_the_others_are_handled(
+    settings, transactional_db, empty_queues, sqs
+):
+    # given agreement BF-3's projection row locked by someone else (an operator's long transaction)
+    settings.CONSUMER_HANDLER_TIMEOUT_SECONDS = 0.5
+    BillableAgreement.objects.create(agreement_id="BF-3")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_row() -> None:
+        try:
+            with transaction.atomic():
+                BillableAgreement.objects.select_for_update().get(agreement_id="BF-3")
+                locked.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_row)
+    holder.start()
+    assert locked.wait(10)
+    try:
+        # when a batch of ten, one of them about BF-3, is taken
+        send(sqs, [json.dumps(envelope(f"BF-{i}")) for i in range(10)], queue=INVOICING)
+        result = pull_once("invoicing", batch_size=10)
+    finally:
+        release.set()
+        holder.join()
+
+    # then the nine others are projected and deleted; BF-3 failed on its own and will come back
+    assert result.received == 10 and result.outcomes == {HANDLED: 9, FAILED: 1}
+    assert set(
+        BillableAgreement.objects.filter(created_seen=True).values_list("agreement_id", flat=True)
+    ) == {f"BF-{i}" for i in range(10) if i != 3}
+    [failure] = ConsumerFailure.objects.filter(consumer="invoicing")
+    assert failure.aggregate_id == "BF-3" and "timeout" in failure.last_error and not failure.poisoned
+    assert queue_depth(sqs, INVOICING) == 1  # the failed one, back after its retry delay
+    # and once the lock is gone, it is handled like any other
+    wait_until(lambda: pull_once("invoicing").outcomes.get(HANDLED) == 1, timeout=30)
+    assert BillableAgreement.objects.filter(created_seen=True).count() == 10
+
+
+@pytest.mark.django_db(transaction=True)  # the runtime's transaction is the outermost, as in a worker
+def test_a_batch_of_ten_takes_a_fraction_of_the_statements_of_ten_single_messages():
+    runtime = ConsumerRuntime("invoicing")
+    singles = [json.dumps(envelope(f"SQ-1-{i}")) for i in range(10)]
+    batch = [json.dumps(envelope(f"SQ-2-{i}")) for i in range(10)]
+
+    with CaptureQueriesContext(connection) as one_at_a_time:
+        outcomes = [runtime.process(m.body, attributes=m.attributes).result for m in received(singles)]
+    with CaptureQueriesContext(connection) as together:
+        outcomes += [o.result for o in process_batch(runtime, received(batch))]
+
+    assert outcomes == [HANDLED] * 20
+    assert BillableAgreement.objects.filter(created_seen=True).count() == 20
+    # BEGIN, the timeout, one processed-event insert, one insert of the new agreements' rows, COMMIT
+    assert len(together) <= 5, [q["sql"][:80] for q in together.captured_queries]
+    # where one message at a time took at least that many per message
+    assert len(one_at_a_time) >= 8 * len(together)
+
+
+# -- payments -----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_the_charges_of_a_batch_of_invoices_leave_in_one_send_and_are_each_charged_once(
+    celery_worker, sandbox, sqs, api_calls
+):
+    # given ten invoices issued, one of them delivered twice, in one receive batch
+    invoices = [invoice_envelope(f"BI-{i}") for i in range(9)]
+    send(sqs, [json.dumps(e) for e in [*invoices, invoices[0]]], queue=PAYMENTS)
+
+    # when payments takes it
+    result = pull_once("payments", batch_size=10)
+
+    # then nine payments, and their nine charges went to the task queue in one SendMessageBatch
+    assert result.received == 10 and result.outcomes == {HANDLED: 9, DUPLICATE: 1}
+    assert Payment.objects.count() == 9
+    assert sends_to(api_calls, topology.task_queue_name("payments")) == {"SendMessageBatch": 1}
+    # and the worker charges each invoice once
+    wait_until(lambda: Payment.objects.filter(status="succeeded").count() == 9, timeout=60)
+    assert stats(sandbox)["charges"] == 9
+
+
+def test_an_invoice_voided_before_it_was_issued_starts_cancelled_within_a_batch(
+    transactional_db, empty_queues, sqs, api_calls
+):
+    # given invoice BV-2 voided before its invoice.issued arrived
+    payment_close_for_invoice(invoice_id="BV-2", reason="voided by a correction")
+    bodies = [json.dumps(invoice_envelope(f"BV-{i}")) for i in range(4)]
+
+    # when the four invoice.issued come in one batch
+    outcomes = process_batch(ConsumerRuntime("payments"), received(bodies))
+
+    # then BV-2's payment starts cancelled; the three others' charges are queued, in one send
+    assert [o.result for o in outcomes] == [HANDLED] * 4
+    statuses = dict(Payment.objects.values_list("invoice_id", "status"))
+    assert statuses == {"BV-0": "pending", "BV-1": "pending", "BV-2": "cancelled", "BV-3": "pending"}
+    assert queue_depth(sqs, topology.task_queue_name("payments")) == 3
+    assert sends_to(api_calls, topology.task_queue_name("payments")) == {"SendMessageBatch": 1}
