@@ -1,8 +1,9 @@
 """Set up the real parts for a benchmark: PostgreSQL (database billing_bench) and an SNS/SQS endpoint.
 
 Import this first in every bench script. DATABASE_URL's server is used (default 127.0.0.1:5432,
-user postgres); the database ``billing_bench`` is created and migrated if needed, so benchmarks
-never touch development data. The endpoint comes from devsupport.endpoint, in its own process
+user postgres); the database ``billing_bench`` (``BENCH_DATABASE`` names another, for a server that
+several checkouts share) is created and migrated if needed, so benchmarks never touch development
+data. The endpoint comes from devsupport.endpoint, in its own process
 (in this process it would share our GIL with the code being measured): moto's server, or
 ministack (``BENCH_EMULATOR=ministack``, the default of ``_ministack``), falling back to moto
 if ministack cannot be installed or started, which ``EMULATOR`` and ``FALLBACK_REASON`` say.
@@ -62,7 +63,7 @@ _server_url = os.environ.get("DATABASE_URL") or DEFAULT_SERVER_URL
 problem = postgres_answers(_server_url)
 if problem:
     sys.exit(f"PostgreSQL does not answer at {_server_url}: {problem}\nSet DATABASE_URL to a server.")
-os.environ["DATABASE_URL"] = ensure_database(_server_url, "billing_bench")
+os.environ["DATABASE_URL"] = ensure_database(_server_url, os.environ.get("BENCH_DATABASE", "billing_bench"))
 
 import django  # noqa: E402
 
