@@ -2,8 +2,9 @@
 and an SNS/SQS endpoint.
 
 Import this first in every bench script. DATABASE_URL's server is used (default 127.0.0.1:5432,
-user postgres); the database ``billing_bench`` is created and migrated if needed, so benchmarks
-never touch development data. The endpoint comes from devsupport.endpoint, in its own process
+user postgres); the database ``billing_bench`` (``BENCH_DATABASE`` names another, for a server that
+several checkouts share) is created and migrated if needed, so benchmarks never touch development
+data. The endpoint comes from devsupport.endpoint, in its own process
 (in this process it would share our GIL with the code being measured): moto's server, or
 ministack (``BENCH_EMULATOR=ministack``, the default of ``_ministack``), falling back to moto
 if ministack cannot be installed or started, which ``EMULATOR`` and ``FALLBACK_REASON`` say.

@@ -87,9 +87,16 @@ class LocalStack:
         self.dir = Path(tempfile.mkdtemp(prefix="localstack-"))
 
     def start(self) -> str:
+        if not self.python:
+            raise RuntimeError(
+                "set LOCALSTACK_PYTHON to a python with localstack-core[runtime]: on 2026-11-28 its "
+                "2026.3.0 needed Python 3.12+, and 4.14.0 installed on 3.11 but its runtime did not "
+                "start outside its Docker image (cbor2, pyOpenSSL and cryptography pins)"
+            )
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.dir),
+            "DNS_ADDRESS": "0",
             "GATEWAY_LISTEN": f"127.0.0.1:{self.port}",
             "SERVICES": "sqs,sns,sts",
             "PERSISTENCE": "1",
@@ -323,7 +330,7 @@ def run_candidate(
     try:
         endpoint.start()
     except Exception as exc:  # noqa: BLE001 - a candidate that does not run is a result too
-        result["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        result["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         return result
     try:
         for depth in depths:
@@ -341,7 +348,7 @@ def run_candidate(
                 break  # it could not even be filled to this depth: deeper ones are out of reach
         result["restart"] = keeps_messages(endpoint)
     except Exception as exc:  # noqa: BLE001
-        result["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        result["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
     finally:
         endpoint.stop()
     return result

@@ -3,7 +3,8 @@
 moto's SQS rescans a whole queue on every call, so deep queues make it crawl; ministack keeps a
 queue as a plain list. It is not a project dependency: it runs from its own virtualenv
 (``$MINISTACK_VENV``, default ``.data/ministack-venv``, git-ignored), created with
-``pip install ministack==1.5.33`` when missing. SQS/SNS/STS only, on loopback.
+``pip install ministack==1.5.33`` when missing. SQS, SNS, STS and CloudWatch (the alarms
+``messaging_provision --alarms`` makes) only, on loopback.
 
 With ``state_dir`` it saves its state there when stopped (SIGTERM) and loads it when started
 again, so ``restart()`` (stop, then start on the same port) is an endpoint outage that loses
@@ -91,7 +92,7 @@ class Ministack:
             "HOME": os.environ.get("HOME", "/tmp"),
             "GATEWAY_PORT": str(self.port),
             "BIND_HOST": "127.0.0.1",
-            "SERVICES": "sqs,sns,sts",
+            "SERVICES": "sqs,sns,sts,cloudwatch",
             "LOG_LEVEL": "WARNING",
             "PERSIST_STATE": "1" if self.state_dir else "0",
         }

@@ -5,7 +5,7 @@
 
 Local parts (from devsupport/): an SNS/SQS endpoint on loopback (`make run`: ministack, which
 keeps its queues and messages in .data/ across a clean restart, or moto with LOCAL_ENDPOINT=moto;
-`make test`: moto in the test process) and, unless DATABASE_URL points elsewhere, an embedded
+`make test`: ministack too, started by tests/plugin.py) and, unless DATABASE_URL points elsewhere, an embedded
 PostgreSQL from the pgserver wheel. Every child
 runs in its own session so Ctrl-C reaches only this supervisor, which then
 stops each child's whole process group in order and waits for it.
@@ -311,7 +311,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "billing_project.settings.test"
     env.setdefault("PYTHONUNBUFFERED", "1")
-    env.pop("AWS_ENDPOINT_URL", None)  # the test run starts its own moto server
+    env.pop("AWS_ENDPOINT_URL", None)  # the test run starts its own endpoint (tests/plugin.py)
     pg: EmbeddedPostgres | None = None
     url = env.get("DATABASE_URL")
     if url:

@@ -60,7 +60,7 @@ def test_make_run_starts_everything_and_ctrl_c_stops_every_process(tmp_path):
         output = "".join(lines)
         assert re.search(r"Created operator account 'operator' with password: \S{12,}", output)
         pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", output)]
-        assert len(pids) >= 6  # postgres, moto, gateway, worker, beat, web
+        assert len(pids) >= 7  # postgres, SNS/SQS endpoint, gateway, worker, ops worker, beat, web
         assert "payment gateway: sandbox on http://127.0.0.1:" in output
         assert all(_alive(p) for p in pids)
         children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
