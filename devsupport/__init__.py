@@ -7,5 +7,6 @@ the benchmarks and the fault harness need to stand up local parts, in one place 
   recreated the same way everywhere), the embedded server from the pgserver wheel;
 - ``endpoint``: the local SNS/SQS endpoint, moto or ministack, started, stopped and restarted the
   same way everywhere (``ministack`` runs that emulator from its own virtualenv);
-- ``sandbox_gateway``: the payment gateway sandbox (a Stripe-like HTTP service on loopback).
+- ``sandbox_gateway``: the payment gateway sandbox (a Stripe-like HTTP service on loopback);
+- ``backlog``: an outbox backlog of any size in one SQL statement (operations behind it).
 """
