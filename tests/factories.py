@@ -11,8 +11,12 @@ import urllib.request
 import uuid
 from typing import Any
 
+from django.db import transaction
+
+from events import contracts
 from events.consuming import Event
 from events.consuming.runtime import Outcome, process_message
+from events.publishing import NewEvent, record_events
 from events.signing import signed_attributes
 from events.topology import aws
 
@@ -35,6 +39,18 @@ def agreement_data(agreement_id: str = "A-1", **overrides: Any) -> dict[str, Any
     }
     data.update(overrides)
     return data
+
+
+def record_agreements_created(n: int, prefix: str) -> None:
+    """Commit ``n`` agreement.created events (aggregates ``{prefix}-0``...) in one transaction."""
+    with transaction.atomic():
+        record_events(
+            sender=None,
+            events=[
+                NewEvent(contracts.AGREEMENT_CREATED, f"{prefix}-{i}", 1, agreement_data(f"{prefix}-{i}"))
+                for i in range(n)
+            ],
+        )
 
 
 def invoice_data(customer: str = "cus-ok", invoice_id: str | None = None, **overrides: Any) -> dict[str, Any]:

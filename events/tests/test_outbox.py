@@ -22,7 +22,7 @@ from events.publishing.outbox import NewEvent, OutboxError, record_event, record
 from events.publishing.relay import relay_once, relay_pending
 from events.publishing.store import event_store_prune
 from events.signing import verify
-from tests.factories import agreement_data, drain
+from tests.factories import agreement_data, drain, record_agreements_created
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -258,23 +258,12 @@ def test_a_stream_of_commits_sends_few_relay_kicks_and_every_event_is_published(
     assert 1 <= kicks <= elapsed / 0.5 + 2  # 100 commits, a handful of relay tasks
 
 
-def _record(n: int, prefix: str) -> None:
-    with transaction.atomic():
-        record_events(
-            sender=None,
-            events=[
-                NewEvent(contracts.AGREEMENT_CREATED, f"{prefix}-{i}", 1, agreement_data(f"{prefix}-{i}"))
-                for i in range(n)
-            ],
-        )
-
-
 def test_one_pass_publishes_its_batches_concurrently_and_keeps_each_rows_message_id(
     settings, empty_queues, sqs
 ):
     # given 250 committed events and four PublishBatch calls in flight
     settings.OUTBOX_RELAY_PUBLISH_CONCURRENCY = 4
-    _record(250, "C")
+    record_agreements_created(250, "C")
     # when one relay pass claims them all
     result = relay_once(limit=250)
     # then 25 calls published every row once, each row marked with its own SNS message id
@@ -285,45 +274,3 @@ def test_one_pass_publishes_its_batches_concurrently_and_keeps_each_rows_message
     assert not OutboxEvent.objects.filter(next_attempt_at__isnull=False).exists()
     got = Counter(json.loads(m["Body"])["id"] for m in drain(sqs, topology.event_queue_name("invoicing")))
     assert len(got) == 250 and set(got.values()) == {1}
-
-
-def test_the_relay_task_runs_once_at_a_time_and_its_holder_looks_again(monkeypatch, empty_queues, sqs):
-    from events.publishing import relay
-
-    _record(30, "X")
-    # given another relay holds the lock (a session of its own)
-    held, release, done = threading.Event(), threading.Event(), threading.Event()
-
-    def holder() -> None:
-        with connection.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [relay.RELAY_LOCK])
-            held.set()
-            release.wait(10)
-            cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [relay.RELAY_LOCK])
-        connection.close()
-        done.set()
-
-    threading.Thread(target=holder).start()
-    assert held.wait(5)
-    # when a kicked relay task starts: it leaves the work to the running one
-    assert relay.relay_exclusive() is None
-    assert OutboxEvent.objects.filter(published_at__isnull=True).count() == 30
-    release.set()
-    assert done.wait(5)
-
-    # when an event commits just as the relay finishes its last pass (its kick was refused)
-    real = relay.relay_pending
-    calls = []
-
-    def pending_then_a_late_commit(**kwargs: Any) -> Any:
-        result = real(**kwargs)
-        if not calls:
-            _record(1, "late")
-        calls.append(result)
-        return result
-
-    monkeypatch.setattr(relay, "relay_pending", pending_then_a_late_commit)
-    total = relay.relay_exclusive()
-    # then the relay looked again after letting go of the lock and published it too
-    assert total is not None and total.published == 31 and len(calls) == 2
-    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()

@@ -9,30 +9,33 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 
-from events import contracts
 from events.models import OutboxEvent
 from events.publishing import relay
-from events.publishing.outbox import NewEvent, record_events
-from tests.factories import agreement_data
+from tests.factories import record_agreements_created
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _record(n: int, prefix: str) -> None:
-    with transaction.atomic():
-        record_events(
-            sender=None,
-            events=[
-                NewEvent(contracts.AGREEMENT_CREATED, f"{prefix}-{i}", 1, agreement_data(f"{prefix}-{i}"))
-                for i in range(n)
-            ],
-        )
+def late_commit_after_first_pass(monkeypatch: Any) -> list[Any]:
+    """Make the first relay pass end with an event committing (its kick refused by the lock);
+    returns the list of passes made."""
+    real_pending, calls = relay.relay_pending, []
+
+    def pending_then_a_late_commit(**kwargs: Any) -> Any:
+        result = real_pending(**kwargs)
+        if not calls:
+            record_agreements_created(1, "late")
+        calls.append(result)
+        return result
+
+    monkeypatch.setattr(relay, "relay_pending", pending_then_a_late_commit)
+    return calls
 
 
 def test_the_holder_looks_again_after_a_pass_with_a_failed_row(monkeypatch, empty_queues):
     # given a due row SNS refuses (a throttled entry), and an event that commits as the relay
     # finishes (its own relay task found the lock taken and left the work to this one)
-    _record(1, "F")
+    record_agreements_created(1, "F")
     real_publish = relay.publish_batch
 
     def publish(topic: str, rows: list[Any], **kwargs: Any) -> dict[str, str]:
@@ -41,16 +44,7 @@ def test_the_holder_looks_again_after_a_pass_with_a_failed_row(monkeypatch, empt
         return failed | (real_publish(topic, rest, **kwargs) if rest else {})
 
     monkeypatch.setattr(relay, "publish_batch", publish)
-    real_pending, calls = relay.relay_pending, []
-
-    def pending_then_a_late_commit(**kwargs: Any) -> Any:
-        result = real_pending(**kwargs)
-        if not calls:
-            _record(1, "late")
-        calls.append(result)
-        return result
-
-    monkeypatch.setattr(relay, "relay_pending", pending_then_a_late_commit)
+    late_commit_after_first_pass(monkeypatch)
     # when the relay task runs
     relay.relay_exclusive()
     # then the late event is published too (the failed row waits for its backoff)
@@ -62,7 +56,7 @@ def test_the_holder_looks_again_after_a_pass_with_a_failed_row(monkeypatch, empt
 def test_the_relay_does_not_spin_on_due_rows_another_session_has_locked(monkeypatch):
     # given a due row that another session has locked (a relay of the previous release during a
     # rolling deploy, mid-publish; an operator's UPDATE) for a few seconds
-    _record(1, "L")
+    record_agreements_created(1, "L")
     locked, release = threading.Event(), threading.Event()
 
     def other_session() -> None:
@@ -90,3 +84,33 @@ def test_the_relay_does_not_spin_on_due_rows_another_session_has_locked(monkeypa
     # then it leaves that row to the session that holds it, rather than querying in a loop
     # (holding the relay lock) until its time is up
     assert len(calls) <= 2 and took < 1, f"{len(calls)} passes in {took:.1f}s"
+
+
+def test_the_relay_task_runs_once_at_a_time_and_its_holder_looks_again(monkeypatch, empty_queues, sqs):
+    record_agreements_created(30, "X")
+    # given another relay holds the lock (a session of its own)
+    held, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [relay.RELAY_LOCK])
+            held.set()
+            release.wait(10)
+            cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [relay.RELAY_LOCK])
+        connection.close()
+        done.set()
+
+    threading.Thread(target=holder).start()
+    assert held.wait(5)
+    # when a kicked relay task starts: it leaves the work to the running one
+    assert relay.relay_exclusive() is None
+    assert OutboxEvent.objects.filter(published_at__isnull=True).count() == 30
+    release.set()
+    assert done.wait(5)
+
+    # when an event commits just as the relay finishes its last pass (its kick was refused)
+    calls = late_commit_after_first_pass(monkeypatch)
+    total = relay.relay_exclusive()
+    # then the relay looked again after letting go of the lock and published it too
+    assert total is not None and total.published == 31 and len(calls) == 2
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
