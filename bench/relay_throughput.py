@@ -17,6 +17,7 @@ os.environ.setdefault("BENCH_EMULATOR", "ministack")
 import _env  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import transaction  # noqa: E402
+from django.db.models.functions import Now  # noqa: E402
 
 from events import contracts, topology  # noqa: E402
 from events.models import OutboxEvent  # noqa: E402
@@ -110,7 +111,7 @@ def main() -> None:
         with Drainer():
             base_runs.append(_env.timed(lambda: plain_loop(rows)))
         purge()
-        OutboxEvent.objects.update(published_at=None, attempts=0, next_attempt_at=None)
+        OutboxEvent.objects.update(published_at=None, attempts=0, next_attempt_at=Now())
         with Drainer():
             relay_runs.append(_env.timed(relay))
     purge()
