@@ -72,6 +72,8 @@ django.setup()
 
 from django.core.management import call_command  # noqa: E402
 
+from events.topology import aws  # noqa: E402
+
 call_command("migrate", verbosity=0, interactive=False)
 call_command("messaging_provision", verbosity=0)
 
@@ -84,6 +86,22 @@ def timed(fn: Callable[[], Any]) -> float:
 
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
+
+
+def plain_receive_delete(url: str, n: int) -> None:
+    """The consumers' ceiling: a plain receive(10) + delete_batch loop taking n messages off ``url``
+    (nothing parsed, nothing written). Every consumer benchmark compares with this one loop."""
+    sqs, got = aws.client("sqs"), 0
+    while got < n:
+        msgs = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]
+        ).get("Messages", [])
+        if msgs:
+            sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(j), "ReceiptHandle": m["ReceiptHandle"]} for j, m in enumerate(msgs)],
+            )
+            got += len(msgs)
 
 
 def report(rows: list[tuple[str, str]]) -> None:

@@ -10,6 +10,22 @@ import os
 
 os.environ.setdefault("BENCH_EMULATOR", "ministack")
 
-from _env import EMULATOR, ENDPOINT, FALLBACK_REASON, report, timed  # noqa: E402
+from _env import (  # noqa: E402
+    AGREEMENT_DATA,
+    EMULATOR,
+    ENDPOINT,
+    FALLBACK_REASON,
+    plain_receive_delete,
+    report,
+    timed,
+)
 
-__all__ = ["EMULATOR", "ENDPOINT", "FALLBACK_REASON", "report", "timed"]
+__all__ = [
+    "AGREEMENT_DATA",
+    "EMULATOR",
+    "ENDPOINT",
+    "FALLBACK_REASON",
+    "plain_receive_delete",
+    "report",
+    "timed",
+]

@@ -94,19 +94,7 @@ def fill() -> None:
 
 
 def plain_loop() -> None:
-    sqs = aws.client("sqs")
-    url = aws.queue_url(QUEUE)
-    got = 0
-    while got < N:
-        msgs = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]
-        ).get("Messages", [])
-        got += len(msgs)
-        if msgs:
-            sqs.delete_message_batch(
-                QueueUrl=url,
-                Entries=[{"Id": str(j), "ReceiptHandle": m["ReceiptHandle"]} for j, m in enumerate(msgs)],
-            )
+    _env.plain_receive_delete(aws.queue_url(QUEUE), N)
 
 
 def push_consumer() -> PushConsumer:

@@ -122,19 +122,10 @@ def plain_publish(topic: str, event_type: str, n: int) -> float:
 
 def plain_drain(consumer: str, n: int) -> float:
     """Seconds for a plain receive(10) + delete_batch loop to take n messages off a queue."""
-    sqs, url = aws.client("sqs"), aws.queue_url(topology.event_queue_name(consumer))
+    url = aws.queue_url(topology.event_queue_name(consumer))
     wait_until(lambda: _depth(url) >= n, 60, f"{n} messages in {consumer}'s queue")
-    got, start = 0, time.perf_counter()
-    while got < n:
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
-            "Messages", []
-        )
-        if msgs:
-            sqs.delete_message_batch(
-                QueueUrl=url,
-                Entries=[{"Id": str(j), "ReceiptHandle": m["ReceiptHandle"]} for j, m in enumerate(msgs)],
-            )
-            got += len(msgs)
+    start = time.perf_counter()
+    _env.plain_receive_delete(url, n)
     return time.perf_counter() - start
 
 
