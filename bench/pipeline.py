@@ -4,7 +4,7 @@
 
 Runs a stack as ``make run`` does (PostgreSQL database ``billing_bench``, the local endpoint,
 ministack unless ``BENCH_EMULATOR=moto``, the sandbox gateway, one worker serving every queue
-with its push consumers, and beat), then:
+with its push consumers, the ops worker for monitoring, and beat), then:
 
 1. baselines, measured first, in the same run, on the same endpoint: the SQL floor (one
    INSERT ... SELECT of agreements and their outbox rows, rolled back), a plain PublishBatch loop
@@ -55,6 +55,8 @@ N = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
 SAMPLE = 2_000  # messages per plain-loop baseline: shallow enough that the endpoint stays flat
 ROOT = _env.ROOT
 PY = sys.executable
+CELERY = [PY, "-m", "celery", "-A", "billing_project"]
+WORKER = ["-l", "WARNING", "--concurrency", "2", "-n", "pipeline@%h"]
 
 
 def clean() -> None:
@@ -203,23 +205,21 @@ def main() -> None:
             env,
             tmp,
         ),
+        start("worker", [*CELERY, "worker", "-Q", "default,events,invoicing,payments", *WORKER], env, tmp),
+        # as make run: monitoring on a worker of its own, so it never waits behind bulk work
         start(
-            "worker",
+            "ops",
             [
-                PY,
-                "-m",
-                "celery",
-                "-A",
-                "billing_project",
+                *CELERY,
                 "worker",
                 "-Q",
-                "default,events,invoicing,payments",
-                "-l",
-                "WARNING",
+                "monitoring",
+                "--pool",
+                "threads",
                 "--concurrency",
-                "2",
+                "1",
                 "-n",
-                "pipeline@%h",
+                "ops@%h",
             ],
             env,
             tmp,
