@@ -25,6 +25,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from events import contracts
+from events.audit import audit_summaries
 from events.consuming.dlq import DlqError, Selection, depth, redrive, resolve
 from events.models import Heartbeat, OutboxEvent, ProcessedEvent
 from events.operations.health import evaluate, heartbeat_record
@@ -118,6 +119,7 @@ def messaging_view(request: HttpRequest) -> HttpResponse:
         can_redrive=can_redrive,
         can_replay=can_replay,
         replay_form=ReplayForm(),
+        audit=audit_summaries(),
     )
     redrive_queue = request.GET.get("redrive")
     if redrive_queue and can_redrive:
