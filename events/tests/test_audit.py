@@ -70,8 +70,9 @@ def age(seconds: int = 3600) -> None:
     DeliveryAudit.objects.exclude(watermark=None).update(
         watermark=F("watermark") - timedelta(seconds=seconds)
     )
+    back = timedelta(seconds=seconds)
     OutboxEvent.objects.exclude(published_at=None).update(
-        published_at=F("published_at") - timedelta(seconds=seconds)
+        occurred_at=F("occurred_at") - back, published_at=F("published_at") - back
     )
     DeliveryResend.objects.update(resent_at=F("resent_at") - timedelta(seconds=seconds))
 
