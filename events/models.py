@@ -224,6 +224,7 @@ class DeliveryAudit(models.Model):
     last_pass_seconds = models.FloatField(default=0)
     missing = models.PositiveIntegerField(default=0, help_text="missing at the last pass")
     resent = models.PositiveIntegerField(default=0, help_text="re-sent by the last pass")
+    resent_total = models.PositiveBigIntegerField(default=0, help_text="re-sent by every pass so far")
     counts = models.JSONField(default=dict, blank=True, help_text="the last pass, per event type")
 
     class Meta:

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 
 from .. import contracts
@@ -125,16 +126,15 @@ def _record(report: AuditReport) -> None:
     """Keep the pass (watermark, counts) and move the gap's alert state. Only ``covering`` passes
     (not ``since``) move the alert, since only they see every event not yet accounted for."""
     totals = report.totals
-    DeliveryAudit.objects.update_or_create(
-        consumer=report.consumer,
-        defaults={
-            "watermark": report.watermark_after,
-            "last_pass_at": timezone.now(),
-            "last_pass_seconds": round(report.seconds, 3),
-            "missing": totals.missing,
-            "resent": report.resent,
-            "counts": {t: c.as_dict() for t, c in report.counts.items()},
-        },
+    DeliveryAudit.objects.get_or_create(consumer=report.consumer)
+    DeliveryAudit.objects.filter(consumer=report.consumer).update(
+        watermark=report.watermark_after,
+        last_pass_at=timezone.now(),
+        last_pass_seconds=round(report.seconds, 3),
+        missing=totals.missing,
+        resent=report.resent,
+        resent_total=F("resent_total") + report.resent,
+        counts={t: c.as_dict() for t, c in report.counts.items()},
     )
     metrics.AUDIT_MISSING.labels(report.consumer).set(totals.missing)
     if report.since is None:

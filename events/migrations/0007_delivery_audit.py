@@ -24,6 +24,7 @@ class Migration(migrations.Migration):
                 ('last_pass_seconds', models.FloatField(default=0)),
                 ('missing', models.PositiveIntegerField(default=0, help_text='missing at the last pass')),
                 ('resent', models.PositiveIntegerField(default=0, help_text='re-sent by the last pass')),
+                ('resent_total', models.PositiveBigIntegerField(default=0, help_text='re-sent by every pass so far')),
                 ('counts', models.JSONField(blank=True, default=dict, help_text='the last pass, per event type')),
             ],
             options={
