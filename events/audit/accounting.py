@@ -37,26 +37,37 @@ HANDLED, DEAD_LETTERED, IN_FLIGHT, RESENT, MISSING = (
 STATES = (HANDLED, DEAD_LETTERED, IN_FLIGHT, RESENT, MISSING)
 UNACCOUNTED = (IN_FLIGHT, RESENT, MISSING)
 
-# Joined to a relation ``e`` of events (``e.id``); parameters %(consumer)s and %(horizon)s (events
-# published, or re-sent, before the horizon are past the grace period).
-JOINS = (
-    f"LEFT JOIN {ProcessedEvent._meta.db_table} p ON p.consumer = %(consumer)s AND p.event_id = e.id "
+# For a relation ``e`` of events (``e.id``, ``e.published_at``); parameters %(consumer)s and
+# %(horizon)s (events published, or re-sent, before the horizon are past the grace period).
+PROCESSED_JOIN = (
+    f"LEFT JOIN {ProcessedEvent._meta.db_table} p ON p.consumer = %(consumer)s AND p.event_id = e.id"
+)
+NOT_HANDLED = (
+    f"NOT EXISTS (SELECT 1 FROM {ProcessedEvent._meta.db_table} p "
+    "WHERE p.consumer = %(consumer)s AND p.event_id = e.id)"
+)
+RESEND_JOIN = (
     f"LEFT JOIN {DeliveryResend._meta.db_table} r ON r.consumer = %(consumer)s AND r.event_id = e.id"
 )
 
 
-def state_sql(fresh: str) -> str:
-    """The state of the event ``e`` as a SQL expression; ``fresh`` says it was published within the
-    grace period. The failure rows (few) are read once per statement, as a hashed subplan."""
+def unhandled_state_sql(fresh: str) -> str:
+    """The state of an event ``e`` its consumer has not handled, as a SQL expression (joined with
+    ``RESEND_JOIN``); ``fresh`` says it was published within the grace period. The failure rows
+    (few) are read once per statement, as a hashed subplan."""
     failures = ConsumerFailure._meta.db_table
     return (
-        f"CASE WHEN p.event_id IS NOT NULL THEN '{HANDLED}' "
-        f"WHEN e.id::text IN (SELECT f.event_id FROM {failures} f WHERE f.consumer = %(consumer)s) "
+        f"CASE WHEN e.id::text IN (SELECT f.event_id FROM {failures} f WHERE f.consumer = %(consumer)s) "
         f"THEN '{DEAD_LETTERED}' "
         f"WHEN {fresh} THEN '{IN_FLIGHT}' "
         f"WHEN r.resent_at >= %(horizon)s THEN '{RESENT}' "
         f"ELSE '{MISSING}' END"
     )
+
+
+def state_sql(fresh: str) -> str:
+    """The state of any event ``e`` (joined with ``PROCESSED_JOIN`` and ``RESEND_JOIN``)."""
+    return f"CASE WHEN p.event_id IS NOT NULL THEN '{HANDLED}' ELSE {unhandled_state_sql(fresh)} END"
 
 
 @dataclass

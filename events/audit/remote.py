@@ -27,7 +27,7 @@ from django.utils.dateparse import parse_datetime
 
 from .. import envelope
 from ..models import OutboxEvent
-from .accounting import JOINS, MISSING, AuditError, Finding, state_sql
+from .accounting import MISSING, PROCESSED_JOIN, RESEND_JOIN, AuditError, Finding, state_sql
 
 PAGE = 1000  # the API's largest page
 
@@ -127,7 +127,7 @@ class RemoteSource:
         with connection.cursor() as cur:
             cur.execute(
                 f"SELECT e.ord, {state_sql('%(fresh)s')} "  # noqa: S608 - our SQL
-                f"FROM unnest(%(ids)s::uuid[]) WITH ORDINALITY AS e(id, ord) {JOINS}",
+                f"FROM unnest(%(ids)s::uuid[]) WITH ORDINALITY AS e(id, ord) {PROCESSED_JOIN} {RESEND_JOIN}",
                 {"consumer": consumer, "horizon": horizon, "fresh": fresh, "ids": ids},
             )
             states = dict(cur.fetchall())
