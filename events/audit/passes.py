@@ -112,8 +112,11 @@ def _run(report: AuditReport, plan: subscriptions.Plan, *, full: bool, max_resen
     if report.dry_run:
         return
     if report.repair and report.finding.to_resend:
-        sent = backfill.resend(report.consumer, report.finding.to_resend)
-        report.resent, report.resend_failed, report.resend_errors = sent.sent, sent.failed, sent.errors
+        try:
+            sent = backfill.resend(report.consumer, report.finding.to_resend)
+            report.resent, report.resend_failed, report.resend_errors = sent.sent, sent.failed, sent.errors
+        except AuditError as exc:  # its queue is missing: the gap is still alerted, with why
+            report.resend_failed, report.resend_errors = len(report.finding.to_resend), [str(exc)]
     backfill.forget_accounted(report.consumer)
     oldest = report.finding.oldest_unaccounted
     if covering:
@@ -165,7 +168,7 @@ def _gap_check(report: AuditReport) -> CheckResult:
             f"{report.consumer} is missing {totals.missing} event(s) "
             f"({', '.join(report.missing_types) or 'none left: re-sent, not handled yet'})"
             + (f", the oldest from {oldest:%Y-%m-%d %H:%M:%S} UTC" if oldest else "")
-            + (f"; {report.resent} re-sent to its queue" if report.resent else "; not re-sent (no --repair)")
+            + _repair_note(report)
         ),
         details={
             "consumer": report.consumer,
@@ -175,6 +178,15 @@ def _gap_check(report: AuditReport) -> CheckResult:
             "resent": report.resent,
         },
     )
+
+
+def _repair_note(report: AuditReport) -> str:
+    if not report.repair:
+        return "; not re-sent (repair is off: events_audit --repair)"
+    note = f"; {report.resent} re-sent to its queue" if report.resent else ""
+    if report.resend_failed:
+        note += f"; {report.resend_failed} could not be re-sent: {report.resend_errors[0][:300]}"
+    return note
 
 
 @contextlib.contextmanager

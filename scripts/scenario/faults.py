@@ -4,9 +4,8 @@ Delivery: every event sent again, shuffled (``Duplicator``); agreement events he
 after the daily run of the day they take effect (``LateEvents``). Operators: voids of invoices in
 dunning and of invoices whose charge is at the gateway (``OperatorVoids``). Data: hostile text
 (``HOSTILE_NAMES``). Processes and the database: SIGKILL while work is in flight (``kill_when``), a
-connection terminated mid-COPY of the daily run (``CopyKiller``). Poison messages (``poison``). A
-consumer queue losing every queued message while events are unhandled (``QueueLoss``): only the
-delivery audit can bring them back.
+connection terminated mid-COPY of the daily run (``CopyKiller``). Poison messages (``poison``).
+A consumer queue losing its messages: ``loss.QueueLoss``.
 """
 
 from __future__ import annotations
@@ -187,48 +186,6 @@ class OperatorVoids:
             return
         if self._void(p.invoice_id, "operator: issued in error"):
             self.done[self.IN_FLIGHT] += 1
-
-
-class QueueLoss:
-    """Every message queued for a consumer is lost (a purge; an endpoint restarted without its
-    state; a queue deleted and recreated) while events of the daily run are unhandled. Their
-    duplicates are not sent either (they would deliver them): the delivery audit must find them
-    and re-send them, and the invariants must still hold."""
-
-    KIND = "queued messages lost (a consumer queue purged mid-run)"
-
-    def __init__(self, consumer: str = "payments") -> None:
-        self.consumer = consumer
-        self.lost = 0
-
-    def _unhandled(self, since: datetime) -> list[str]:
-        from events.audit.subscriptions import plan
-        from events.models import ConsumerFailure, OutboxEvent, ProcessedEvent
-
-        done = ProcessedEvent.objects.filter(consumer=self.consumer).values("event_id")
-        failed = set(
-            ConsumerFailure.objects.filter(consumer=self.consumer).values_list("event_id", flat=True)
-        )
-        pending = OutboxEvent.objects.filter(
-            published_at__gte=since, type__in=plan(self.consumer).types
-        ).exclude(id__in=done)
-        return [str(i) for i in pending.values_list("id", flat=True) if str(i) not in failed]
-
-    def strike(self, since: datetime, duplicator: Duplicator, timeout: float = 30) -> int:
-        """As soon as events published since ``since`` wait unhandled, purge the consumer's queue.
-        Returns how many were unhandled then (0: nothing was in flight; try another day)."""
-        from events import topology
-        from events.topology import aws
-
-        try:
-            wait_until(lambda: self._unhandled(since), timeout, "events unhandled", interval=0.02)
-        except TimeoutError:
-            return 0
-        aws.client("sqs").purge_queue(QueueUrl=aws.queue_url(topology.event_queue_name(self.consumer)))
-        lost = self._unhandled(since)
-        duplicator.done.update(lost)
-        self.lost += len(lost)
-        return len(lost)
 
 
 class CopyKiller:

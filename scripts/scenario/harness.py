@@ -20,8 +20,9 @@ from typing import Any
 from devsupport.waiting import wait_until
 
 from . import faults
-from .faults import CopyKiller, Duplicator, LateEvents, OperatorVoids, QueueLoss
+from .faults import CopyKiller, Duplicator, LateEvents, OperatorVoids
 from .fleet import Fleet
+from .loss import QueueLoss
 from .oracle import Expectations, check, check_delivery, check_queues, depths, resent_by_audit, unaccounted
 from .upstream import Upstream
 
@@ -149,6 +150,8 @@ def run(
             if slow:
                 voids.slow_gateway(1500)
             run_sent = timezone.now()
+            if i >= loss_day and not report.faults[QueueLoss.KIND]:
+                queue_loss.hold()
             issue_due_invoices.apply_async(kwargs={"run_date": day.isoformat()})
             if i == double_run_day:
                 issue_due_invoices.apply_async(kwargs={"run_date": day.isoformat()})
@@ -272,6 +275,8 @@ def _settle(timeout: float, duplicator: Duplicator) -> None:
 
     Beat's relay sweep and payment retries do the work; the harness only duplicates what
     was published since its last pass."""
+    from django.conf import settings
+
     from events.models import OutboxEvent
     from payments.models import Payment, Refund
 
@@ -288,7 +293,8 @@ def _settle(timeout: float, duplicator: Duplicator) -> None:
             or OutboxEvent.objects.filter(published_at__isnull=True).exists()
             or Payment.objects.filter(status__in=["pending", "processing"]).exists()
             or Refund.objects.filter(status__in=["pending", "processing"]).exists()
-            or bool(unaccounted(full=False))  # lost events wait for the delivery audit (beat)
+            # lost events wait for the delivery audit's re-sends (beat), if it makes them
+            or (settings.DELIVERY_AUDIT_REPAIR and bool(unaccounted(full=False)))
         )
         quiet = 0 if busy else quiet + 1
         time.sleep(2)
