@@ -156,3 +156,14 @@ def test_the_messaging_page_shows_each_consumers_last_pass(lost, client):
     assert f"{watermark:%Y-%m-%d %H:%M:%S} UTC" in row
     never = page[page.index('data-consumer="payments"') :]
     assert "never" in never[: never.index("</tr>")]
+
+
+def test_bad_audit_settings_are_refused_at_start(settings):
+    from events.checks import check_messaging_settings
+
+    assert not {"billing.E007", "billing.E008"} & {e.id for e in check_messaging_settings()}
+    settings.DELIVERY_AUDIT_REMOTE_PRODUCERS = {"agreements": {"url": "agreements.internal/api/events/"}}
+    settings.DELIVERY_AUDIT_CONSUMERS = "invoicing,billing"
+    errors = {e.id: e.msg for e in check_messaging_settings()}
+    assert "needs a producer among" in errors["billing.E007"]
+    assert "['billing'], not consumers" in errors["billing.E008"]
