@@ -6,7 +6,7 @@ user postgres); the database ``billing_bench`` (``BENCH_DATABASE`` names another
 several checkouts share) is created and migrated if needed, so benchmarks never touch development
 data. The endpoint comes from devsupport.endpoint, in its own process
 (in this process it would share our GIL with the code being measured): moto's server, or
-ministack (``BENCH_EMULATOR=ministack``, the default of ``_ministack``), falling back to moto
+ministack (the default; ``BENCH_EMULATOR=moto`` asks for moto), falling back to moto
 if ministack cannot be installed or started, which ``EMULATOR`` and ``FALLBACK_REASON`` say.
 """
 
@@ -33,7 +33,7 @@ FALLBACK_REASON = ""  # why moto is used when ministack was asked for
 
 def _start_endpoint() -> str:
     global EMULATOR, FALLBACK_REASON
-    if os.environ.get("BENCH_EMULATOR", "moto") == "ministack":
+    if os.environ.get("BENCH_EMULATOR", "ministack") == "ministack":
         from devsupport.ministack import MINISTACK_VERSION
 
         server = local_endpoint("ministack")

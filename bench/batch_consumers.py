@@ -3,7 +3,7 @@
 Issue 17: invoicing's projection of agreement events and payments' invoice.issued, each run by
 the push consumer (the one a worker runs, with its settings' pollers and handler threads) on its
 own queue, against a plain boto3 loop that only receives and deletes the same number of messages.
-ministack (``_ministack``) by default: a flat emulator, so a queue of N messages costs what a
+ministack (``_env``) by default: a flat emulator, so a queue of N messages costs what a
 shallow one costs; both sides see the same N. Payments' charges go to the Celery payments queue
 as the worker would send them (no worker takes them here; the queue is purged between runs).
 
@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-import _ministack
+import _env
 from django.conf import settings
 
 from events import topology
@@ -43,7 +43,7 @@ def agreement_created(i: int) -> str:
         "agreement",
         agreement_id,
         {
-            **_ministack.AGREEMENT_DATA,
+            **_env.AGREEMENT_DATA,
             "agreement_id": agreement_id,
             "customer": {"external_ref": f"C-{i}", "name": "Ada", "email": "ada@example.com"},
         },
@@ -109,7 +109,7 @@ def purge(*queues: str) -> None:
 
 
 def plain_loop(queue: str, n: int) -> None:
-    _ministack.plain_receive_delete(aws.queue_url(queue), n)
+    _env.plain_receive_delete(aws.queue_url(queue), n)
 
 
 def consume(name: str, n: int) -> PushConsumer:
@@ -181,7 +181,7 @@ def main() -> None:
         rows += measure("invoicing", agreement_created, args.n)
     if args.only != "invoicing":
         rows += measure("payments", invoice_issued, args.n)
-    _ministack.report(rows)
+    _env.report(rows)
     reset("invoicing")
     reset("payments")
 
