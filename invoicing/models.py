@@ -49,7 +49,19 @@ class BillableAgreement(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"agreement {self.agreement_id}"
+        if not self.customer_ref:  # events arrived before agreement.created
+            return f"agreement {self.agreement_id}"
+        return f"{self.customer_ref} ({self.customer_name})"
+
+    @property
+    def customer_ref(self) -> str:
+        """The customer's external reference from agreement.created (the agreement's own external
+        reference unless the agreement named another)."""
+        return str((self.customer or {}).get("external_ref", ""))
+
+    @property
+    def customer_name(self) -> str:
+        return str((self.customer or {}).get("name", ""))
 
 
 class InvoiceSeries(models.Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,19 @@ def wait_until(check: Callable[[], Any], timeout: float = 20.0, interval: float 
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Headless Debian Chromium as browser tests launch it through Playwright (make test installs it).
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 # A production environment that passes the settings' own checks (secrets are placeholders).
 PROD_ENV = {

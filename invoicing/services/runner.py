@@ -78,10 +78,22 @@ def _add(summary: RunSummary, result: Any) -> None:
 
 
 def flagged_agreements() -> list[BillableAgreement]:
+    """Agreements waiting for an operator: a catch-up to approve, or an old correction."""
     return list(
         BillableAgreement.objects.filter(~Q(flagged_reason="") | ~Q(correction_flag="")).order_by(
             "agreement_id"
         )
+    )
+
+
+def catchup_approve(*, agreement_ids: list[str]) -> int:
+    """An operator approves the catch-up of flagged agreements: the next run bills every period
+    due, however many (the approval is used up then). The flag is cleared now, since nothing
+    waits for an operator any more: the preview and the admin stop showing the old reason. A run
+    that still cannot bill the agreement flags it again, with its new reason. Returns how many
+    agreements were approved."""
+    return BillableAgreement.objects.filter(agreement_id__in=agreement_ids).update(
+        catchup_approved=True, flagged_reason="", updated_at=timezone.now()
     )
 
 

@@ -31,7 +31,7 @@ class RunCommand(BaseCommand):
             self.stdout.write(f"  {currency}: {format_money(amount, currency)}")
         self.stdout.write(f"Agreements flagged for an operator: {summary.flagged}")
         for row in flagged_agreements()[:20]:
-            self.stdout.write(f"  {row.agreement_id}: {row.flagged_reason or row.correction_flag}")
+            self.stdout.write(f"  {row} [{row.agreement_id}]: {row.flagged_reason or row.correction_flag}")
         if summary.failed_chunks:
             for error in summary.errors[:10]:
                 self.stderr.write(f"  {error}")
