@@ -30,7 +30,7 @@ from django.test import Client
 from devsupport.backlog import outbox_backlog_insert
 from events.models import OutboxEvent
 from events.operations.alerts import record_alert
-from events.operations.observations import outbox_stats
+from events.operations.counts import outbox_stats
 from events.publishing.relay import relay_once
 
 TARGET_SECONDS = 1.0

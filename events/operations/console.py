@@ -27,8 +27,9 @@ from django.utils.safestring import SafeString
 from events import contracts
 from events.consuming.dlq import DlqError, Selection, depth, redrive, resolve
 from events.models import Heartbeat, OutboxEvent, ProcessedEvent
+from events.operations.counts import outbox_stats
 from events.operations.health import evaluate, heartbeat_record
-from events.operations.observations import format_age, outbox_stats
+from events.operations.observations import format_age
 from events.operations.replay_ui import ReplayForm, confirm_page
 from events.publishing.replay import ReplayError, replay, select_events
 

@@ -23,7 +23,8 @@ from django.utils import timezone
 from .. import contracts
 from ..models import Heartbeat, OutboxEvent
 from ..topology import aws, resources
-from .observations import OutboxStat, QueueStat, missing_queues, outbox_stats, queue_stats
+from .counts import OutboxStat, outbox_stats
+from .observations import QueueStat, missing_queues, queue_stats
 
 
 @dataclass
