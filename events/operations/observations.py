@@ -41,6 +41,7 @@ class QueueStat:
     delayed: int
     oldest_age: float | None  # seconds; None = unknown
     missing: bool = False  # the queue does not exist (deleted, never provisioned): counts are 0
+    consumer: str = ""  # the name operators' commands take (dlq_redrive payments)
 
     @property
     def depth(self) -> int:
@@ -189,6 +190,7 @@ def queue_stats(*, with_age: bool = True) -> list[QueueStat]:
             delayed=int((attrs or {}).get("ApproximateNumberOfMessagesDelayed", 0)),
             oldest_age=None,
             missing=attrs is None,
+            consumer=spec.consumer,
         )
         if attrs is None:
             stats.append(stat)
