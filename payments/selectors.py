@@ -63,7 +63,12 @@ class ChargeForecast:
         done = timezone.localtime(self.done_by)
         now = timezone.localtime(self.now)
         when = f"{done:%H:%M}" if done.date() == now.date() else f"{done:%Y-%m-%d %H:%M}"
-        verb = "done by about" if self.more else "done by"
+        if not self.more:
+            verb = "done by"
+        elif self.expected > self.pending:
+            verb = "done by about"  # at the planner's figure
+        else:
+            verb = "done no sooner than"  # the planner knows no more than the bound: a lower bound
         return f"{count} pending at {self.rate:,g}/s: {verb} {when} {done:%Z}."
 
 

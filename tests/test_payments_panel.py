@@ -75,3 +75,18 @@ def test_beyond_its_bound_the_forecast_says_more_than_and_uses_the_estimate(monk
         f"more than 10 (about {forecast.expected}) pending at 100/s: done by about 14:20 UTC."
     )
     assert forecast.done_by == timezone.make_aware(datetime(2026, 11, 28, 14, 20))
+
+
+def test_beyond_its_bound_with_stale_statistics_the_forecast_is_a_lower_bound(monkeypatch, settings):
+    # given statistics taken when 5 charges waited, and 55 more since (ANALYZE has not run again)
+    settings.PAYMENT_RATE_LIMIT_PER_SECOND = 100
+    monkeypatch.setattr(selectors, "COUNT_LIMIT", 10)
+    payments_create(5, Payment.Status.PENDING)
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE payments_payment")
+    payments_create(55, Payment.Status.PENDING)
+    # when forecast, the planner still thinks there are fewer than the bound
+    forecast = selectors.payments_charge_forecast(now=timezone.make_aware(datetime(2026, 11, 28, 14, 19, 50)))
+    assert forecast.more and (forecast.estimate or 0) <= 10
+    # then the time is what the bound alone takes: no sooner than that
+    assert forecast.text == "more than 10 pending at 100/s: done no sooner than 14:20 UTC."
