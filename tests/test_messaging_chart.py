@@ -77,13 +77,25 @@ def test_the_chart_renders_in_chromium_from_static_files_without_console_errors(
     # given a month of traffic counted for the chart, a DLQ holding a message, a stale daily run
     # and charges waiting at the gateway
     sqs.send_message(QueueUrl=aws.queue_url(DLQ), MessageBody=json.dumps({"type": "invoice.issued"}))
-    outbox_backlog_insert(DAYS, published=True, spread_seconds=1)
-    for days_ago, event in enumerate(OutboxEvent.objects.order_by("id")):
-        at = day_at(days_ago)
-        OutboxEvent.objects.filter(pk=event.pk).update(occurred_at=at, published_at=at)
+    per_day = [1 + days_ago % 4 for days_ago in range(DAYS)]  # 73 events, each handled the same day
+    outbox_backlog_insert(sum(per_day), published=True, spread_seconds=1)
+    events = iter(OutboxEvent.objects.order_by("id"))
+    for days_ago, n in enumerate(per_day):
+        ids, at = [next(events).pk for _ in range(n)], day_at(days_ago)
+        OutboxEvent.objects.filter(pk__in=ids).update(occurred_at=at, published_at=at)
+        ProcessedEvent.objects.bulk_create(
+            ProcessedEvent(consumer="payments", event_id=i, event_type="invoice.issued", payload_hash="x")
+            for i in ids
+        )
+        ProcessedEvent.objects.filter(event_id__in=ids).update(processed_at=at)
+    # the last 3 days' 6 events are payments' (not invoices issued)
     OutboxEvent.objects.filter(occurred_at__gt=day_at(3)).update(type="payment.succeeded")
     chart_refresh()
-    heartbeat_record(name="daily_run", detail={"run_date": "2026-11-26", "invoices_issued": 7})
+    heartbeat_record(
+        name="daily_run",
+        detail={"run_date": "2026-11-26", "invoices_issued": 7, "agreements_flagged": 0,
+                "duration_seconds": 2.5},
+    )
     Heartbeat.objects.filter(name="daily_run").update(beat_at=timezone.now() - timedelta(hours=30))
     settings.PAYMENT_RATE_LIMIT_PER_SECOND = 100
     payments_create(3200, Payment.Status.PENDING)
@@ -121,9 +133,9 @@ def test_the_chart_renders_in_chromium_from_static_files_without_console_errors(
             assert static.get(library) == 200, static
             assert len(chart["labels"]) == DAYS and chart["labels"][-1] == timezone.localdate().isoformat()
             assert chart["legend"] == [
-                f"events published ({DAYS} days: {DAYS})",
-                f"events handled ({DAYS} days: 0)",
-                f"invoices issued ({DAYS} days: {DAYS - 3})",
+                f"events published ({DAYS} days: 73)",
+                f"events handled ({DAYS} days: 73)",
+                f"invoices issued ({DAYS} days: 67)",
             ]
             assert len(chart["ticks"]) >= 5 and chart["yTitle"] == "per day" and chart["width"] > 500
             # and hovering over a day shows each series' value for that day
@@ -141,7 +153,7 @@ def test_the_chart_renders_in_chromium_from_static_files_without_console_errors(
             )
             day = timezone.localdate() - timedelta(days=2)
             assert str(day.year) in tooltip["title"][0] and str(day.day) in tooltip["title"][0]
-            assert tooltip["body"] == ["events published: 1", "events handled: 0", "invoices issued: 0"]
+            assert tooltip["body"] == ["events published: 3", "events handled: 3", "invoices issued: 0"]
             # and the highlights and the payments panel are there too
             expect(page.locator(f'tr[data-queue="{DLQ}"]')).to_have_class(re.compile("attention"))
             expect(page.locator("#daily-run-section")).to_have_class("attention")

@@ -131,7 +131,7 @@ def test_a_stale_daily_run_is_highlighted_with_the_command_that_issues_what_is_d
     # then the last run stands out, with the command that issues what is due today
     classes, text = element(page, "div", "id", "daily-run-section")
     assert classes == ["attention"]
-    assert "2026-11-27: 12 invoice(s) issued" in text and "Stale: no daily run finished since" in text
+    assert "2026-11-27: 12 invoice(s) issued" in text and "Stale: none has finished since." in text
     assert f'make manage ARGS="invoices_issue --date {billing_today().isoformat()}"' in text
     # and once a run has finished, it does not
     heartbeat_record(name="daily_run", detail={"run_date": "2026-11-28", "invoices_issued": 3})
