@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import urllib.request
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -19,6 +20,7 @@ from events.consuming.runtime import Outcome, process_message
 from events.publishing import NewEvent, record_events
 from events.signing import signed_attributes
 from events.topology import aws
+from payments.models import Payment
 
 AUDIT_QUEUE = "billing-test-audit-events"
 
@@ -176,3 +178,21 @@ def gateway_stats(server: Any) -> dict[str, Any]:
 def body(envelope_dict: dict[str, Any]) -> str:
     """The envelope serialized as the relay sends it (sorted keys, compact)."""
     return json.dumps(envelope_dict, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def payments_create(n: int, status: str, next_attempt_at: datetime | None = None) -> None:
+    """``n`` payments in ``status`` (one invoice each), in one INSERT."""
+    Payment.objects.bulk_create(
+        Payment(
+            id=uuid.uuid4(),
+            invoice_id=f"inv-{uuid.uuid4()}",
+            invoice_number="INV-1",
+            customer_ref="C-1",
+            customer_email="c@example.com",
+            amount_minor=1500,
+            currency="EUR",
+            status=status,
+            next_attempt_at=next_attempt_at,
+        )
+        for _ in range(n)
+    )

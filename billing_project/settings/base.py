@@ -306,6 +306,9 @@ MONITOR_OUTBOX_MAX_AGE_SECONDS = env.int("MONITOR_OUTBOX_MAX_AGE_SECONDS", defau
 OUTBOX_COUNT_LIMIT = env.int("OUTBOX_COUNT_LIMIT", default=10_000)
 # How often beat counts the Messaging page's 30-day chart (a read of the event store).
 MESSAGING_CHART_SECONDS = env.int("MESSAGING_CHART_SECONDS", default=300)
+# How the Messaging page and messaging_status spell a repair's manage.py command ({args}: its
+# arguments): beside `make run`, the `make manage` target finds the running stack.
+OPERATOR_COMMAND = env.str("OPERATOR_COMMAND", default='make manage ARGS="{args}"')
 
 # --- Billing ---------------------------------------------------------------------
 # Dates (periods, the daily run's date) are in this time zone.
