@@ -72,8 +72,13 @@ CELERY = [
     *("-m", "celery", "-A", "billing_project"),
 ]
 CELERY_QUIET = ["-q", "--skip-checks"]
-# A static file served, or found unchanged: one line each per page view, and nothing to act on.
-STATIC_HIT = re.compile(r'"GET /static/\S* HTTP/[\d.]+" (200|304) ')
+# The web log without what needs no reading: a static file served or found unchanged (a line each
+# per page view), and runserver's banner (the admin's address is said once everything is up). Its
+# errors ("That port is already in use") still show.
+WEB_QUIET = re.compile(
+    r'"GET /static/\S* HTTP/[\d.]+" (200|304) '
+    r"|^(Django version |Starting development server at |Quit the server with |\w+ \d{1,2}, \d{4} - \d)"
+)
 
 
 def start_gateway(env: dict[str, str], port: int) -> Child:
@@ -151,8 +156,7 @@ def start_services(env: dict[str, str], web_port: int, ready: dict[str, threadin
             [PY, "manage.py", "runserver", f"127.0.0.1:{web_port}", "--noreload", "--skip-checks"],
             {**env, "DJANGO_RUNSERVER_HIDE_WARNING": "true"},
             cwd=ROOT,
-            hide=STATIC_HIT.search,
-            quiet_until="Quit the server with",  # its banner: the admin's address is said below
+            hide=WEB_QUIET.search,
             what="Django's development server",
         ),
     ]

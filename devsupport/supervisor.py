@@ -1,13 +1,13 @@
 """The processes `make run` starts, and how it stops them.
 
 Every child runs in its own session, so Ctrl-C in the terminal reaches only the supervisor; its
-output is pumped to ours, prefixed with its name, less blank lines, what ``hide`` drops and a
-start-up banner (``quiet_until``). ``stop_all`` stops them in order: a Celery worker gets a warm shutdown
-(SIGTERM to its main process only: it stops taking tasks, finishes the ones at hand, then ends its
-pool; signalling the whole group killed the pool processes under it, hence WorkerLostError
-tracebacks), any other child SIGTERM to its whole process group; after ``grace`` seconds, or a
-second Ctrl-C, what is left is killed (an unfinished task goes back to its queue after the broker's
-visibility timeout: tasks acknowledge late).
+output is pumped to ours, prefixed with its name, less blank lines and what ``hide`` drops.
+``stop_all`` stops them in order: a Celery worker gets a warm shutdown (SIGTERM to its main
+process only: it stops taking tasks, finishes the ones at hand, then ends its pool; signalling the
+whole group killed the pool processes under it, hence WorkerLostError tracebacks), any other child
+SIGTERM to its whole process group; after ``grace`` seconds, or a second Ctrl-C, what is left is
+killed (an unfinished task goes back to its queue after the broker's visibility timeout: tasks
+acknowledge late).
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ class Child:
         cwd: Path,
         celery_worker: bool = False,
         on_line: Callable[[str], None] | None = None,
-        hide: Callable[[str], bool] | None = None,
-        quiet_until: str | None = None,
+        hide: Callable[[str], object] | None = None,
         out: TextIO | None = None,
         what: str = "",
     ) -> None:
@@ -59,7 +58,6 @@ class Child:
         )
         self.on_line = on_line
         self.hide = hide
-        self.quiet_until = quiet_until
         self.out = out or sys.stdout
         self.pump = threading.Thread(target=self._pump, daemon=True)
         self.pump.start()
@@ -70,10 +68,6 @@ class Child:
         for line in self.proc.stdout:
             if self.on_line:
                 self.on_line(line)
-            if self.quiet_until is not None:
-                if self.quiet_until in line:
-                    self.quiet_until = None
-                continue
             if not line.strip() or (self.hide and self.hide(line)):
                 continue
             self.out.write(f"{self.name:>8} | {line}")

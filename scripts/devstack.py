@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     endpoint: LocalEndpoint | None = None
     stopping = threading.Event()
     hurry = threading.Event()
+    status = 0
 
     def shutdown(*_: object) -> None:
         if stopping.is_set():
@@ -91,15 +93,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         ready = {"worker": threading.Event(), "ops": threading.Event()}
         children = start_services(env, web_port, ready)
         admin_url = f"http://127.0.0.1:{web_port}/admin/"
-        wait_for(lambda: stopping.is_set() or http_ok(admin_url + "login/"), 60, "admin")
-        wait_for(lambda: stopping.is_set() or all(e.is_set() for e in ready.values()), 90, "workers")
-        if not stopping.is_set():
-            announce(data, env, admin_url)
-        while not stopping.is_set():
-            for child in [*first, *children]:
+
+        def up(check: Callable[[], bool]) -> Callable[[], bool]:
+            return lambda: stopping.is_set() or exited() or check()
+
+        def exited() -> bool:
+            nonlocal status
+            for child in [] if stopping.is_set() else [*first, *children]:
                 if not child.alive():
                     log(f"{child.name} exited with {child.proc.returncode}; stopping everything")
+                    status = 1
                     stopping.set()
+            return stopping.is_set()
+
+        wait_for(up(lambda: http_ok(admin_url + "login/")), 60, "admin")
+        wait_for(up(lambda: all(e.is_set() for e in ready.values())), 90, "workers")
+        if not stopping.is_set():
+            announce(data, env, admin_url)
+        while not exited():
             stopping.wait(0.5)
     finally:
         running.remove(data, pid=os.getpid())
@@ -116,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             pg.stop()
             log("stopped embedded PostgreSQL")
         log("all stopped")
-    return 0
+    return status
 
 
 def announce(data: Path, env: dict[str, str], admin_url: str) -> None:
