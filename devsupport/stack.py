@@ -61,8 +61,16 @@ def start_endpoint(data_dir: Path) -> tuple[LocalEndpoint, str]:
 
 
 def manage(env: dict[str, str], *args: str) -> None:
-    # MANAGE_VIA: the hints it prints (operator_ensure's) read `make manage ARGS="..."`
-    subprocess.run([PY, "manage.py", *args], cwd=ROOT, env={**env, "MANAGE_VIA": "make"}, check=True)
+    """Run a manage.py command to its end: in its own session, so a Ctrl-C meanwhile reaches only
+    the supervisor, which stops once it is done. MANAGE_VIA: the hints it prints (operator_ensure's)
+    read `make manage ARGS="..."`."""
+    subprocess.run(
+        [PY, "manage.py", *args],
+        cwd=ROOT,
+        env={**env, "MANAGE_VIA": "make"},
+        check=True,
+        start_new_session=True,
+    )
 
 
 # Celery says each start-up once, here: no banner (-q), Django's checks ran in `migrate` already,

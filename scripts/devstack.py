@@ -90,6 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         first.append(start_gateway(env, gateway_port))
         log(f"payment gateway: sandbox on {env['PAYMENT_GATEWAY_URL']}")
         prepare(env)
+        if stopping.is_set():  # Ctrl-C during start-up
+            return status
         ready = {"worker": threading.Event(), "ops": threading.Event()}
         children = start_services(env, web_port, ready)
         admin_url = f"http://127.0.0.1:{web_port}/admin/"
