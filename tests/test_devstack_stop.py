@@ -5,6 +5,7 @@ period is left on its queue for redelivery (tasks acknowledge late)."""
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 import uuid
@@ -29,9 +30,7 @@ class Output(io.StringIO):
 
 
 def busy_worker(out: Output) -> Child:
-    """A prefork worker as make run starts one, on the default queue, once it is ready and busy."""
-    import os
-
+    """A prefork worker as make run starts one, on the default queue, once it is ready."""
     ready = threading.Event()
     worker = Child(
         "worker",
