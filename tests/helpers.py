@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,18 +21,24 @@ def wait_until(check: Callable[[], Any], timeout: float = 20.0, interval: float 
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Headless Debian Chromium as browser tests launch it through Playwright (make test installs it).
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+
+def ctrl_c_at_progress(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """Ctrl-C in a command, mid-run: its ``n``-th progress step (core.commands.progress_bar, shown
+    or not) raises KeyboardInterrupt, as the signal would between two steps of work."""
+    from tqdm import tqdm
+
+    steps = 0
+    update = tqdm.update
+
+    def step_then_ctrl_c(self: tqdm, k: int = 1) -> bool | None:
+        nonlocal steps
+        steps += 1
+        if steps == n:
+            raise KeyboardInterrupt
+        return update(self, k)
+
+    monkeypatch.setattr(tqdm, "update", step_then_ctrl_c)
+
 
 # A production environment that passes the settings' own checks (secrets are placeholders).
 PROD_ENV = {

@@ -13,7 +13,7 @@ from playwright.sync_api import Locator, Page, sync_playwright
 
 from invoicing.models import Invoice
 from payments.models import Payment
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 WIDTH = 1400
 LONG_NAME = "Bartholomew Featherstonehaugh-Smythe"

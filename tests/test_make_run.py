@@ -1,4 +1,5 @@
-"""`make run` smoke test: the whole system comes up, answers, and stops cleanly on Ctrl-C."""
+"""`make run` smoke test: the whole system comes up quietly, answers, takes `make manage` commands
+beside it, and stops cleanly on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ import pytest
 from devsupport.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _make_manage(args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    # this test's own environment on purpose: DATABASE_URL, AWS_ENDPOINT_URL, RESOURCE_PREFIX and the
+    # settings module of the test run are all set, and make manage must still reach the running stack
+    env = {**os.environ, "BILLING_DATA_DIR": str(data_dir)}
+    return subprocess.run(
+        ["make", "manage", f"ARGS={args}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -57,8 +67,40 @@ def test_make_run_starts_everything_and_ctrl_c_stops_every_process(tmp_path):
             time.sleep(0.2)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/", timeout=10) as resp:
             assert resp.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/admin/css/base.css", timeout=10) as resp:
+            assert resp.status == 200
+        # and a command beside it, as the start-up says, reaches it (and only it)
+        status = _make_manage("messaging_status", tmp_path / "data")
+        assert status.returncode == 0, status.stderr
+        assert "billing-dev-invoicing-events " in status.stdout and "billing-test-" not in status.stdout
+        assert "OK: all" in status.stdout
         output = "".join(lines)
+        assert (
+            '[devstack] commands beside it, in another terminal: make manage ARGS="messaging_status"'
+            in output
+        )
+        export = re.search(r"\[devstack\] or, in a shell: (export .*)", output)[1]
+        assert "AWS_ENDPOINT_URL=http://127.0.0.1:" in export and "DATABASE_URL=postgres://" in export
+        inspect = subprocess.run(
+            ["bash", "-c", f"{export} && .venv/bin/python manage.py dlq_inspect invoicing"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert inspect.returncode == 0 and "billing-dev-invoicing-events-dlq" in inspect.stdout, (
+            inspect.stderr
+        )
+        # and the start-up said each thing once: no banners, no per-process warnings, no static files
+        assert "SecurityWarning" not in output and "superuser privileges" not in output
+        assert output.count("running as root") == (1 if os.geteuid() == 0 else 0)
+        assert "Starting development server" not in output and "Performing system checks" not in output
+        assert "[tasks]" not in output and "-------------- " not in output  # Celery's banner
+        assert not re.search(r"^ok ", output, re.M) and "0 unchanged" in output  # provision: what it did
+        assert "/static/" not in output
         assert re.search(r"Created operator account 'operator' with password: \S{12,}", output)
+        assert 'change it with: make manage ARGS="changepassword operator"' in output
         pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", output)]
         assert len(pids) >= 7  # postgres, SNS/SQS endpoint, gateway, worker, ops worker, beat, web
         assert "payment gateway: sandbox on http://127.0.0.1:" in output
@@ -75,6 +117,11 @@ def test_make_run_starts_everything_and_ctrl_c_stops_every_process(tmp_path):
         reader.join(timeout=5)
     output = "".join(lines)
     assert "[devstack] all stopped" in output
+    assert "Traceback" not in output and "WorkerLostError" not in output
     assert [p for p in pids + children if _alive(p)] == []
+    # and make manage now says what to do
+    after = _make_manage("messaging_status", tmp_path / "data")
+    assert after.returncode != 0 and "No `make run` is running here" in after.stderr
+    assert "Start it in another terminal with `make run`" in after.stderr
     # and the data folder persists for the next run (git ignores .data/)
     assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()

@@ -190,15 +190,21 @@ def redrive(
     max_messages: int | None = None,
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
+    report: RedriveReport | None = None,
 ) -> RedriveReport:
     """Move matching DLQ messages back to ``source`` in batches of 10 (copy, then delete).
 
     Visits every message once: reads the depth first, holds each message it receives until the
     end, keeps receiving until it has seen that many (or receives keep bringing nothing new),
     then releases what it did not move and reads the depth again for the report.
+    ``progress(n)`` is called with each batch of messages seen; ``report``, when given, is the
+    one filled in as it goes (a caller stopped midway, by Ctrl-C, can say what was moved: the
+    messages held are released on the way out).
     """
     sqs = aws.client("sqs")
-    report = RedriveReport(depth_before=depth(dlq))
+    if report is None:
+        report = RedriveReport()
+    report.depth_before = depth(dlq)
     hold = int(min(HOLD_MAX_SECONDS, max(HOLD_MIN_SECONDS, report.depth_before * HOLD_SECONDS_PER_MESSAGE)))
     held: list[str] = []  # looked at but not moved: released at the end
     seen: set[str] = set()

@@ -14,6 +14,7 @@ from events.publishing.outbox import NewEvent, record_events
 from events.publishing.relay import relay_pending
 from events.signing import verify
 from tests.factories import agreement_data, drain
+from tests.helpers import ctrl_c_at_progress
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -139,14 +140,7 @@ def test_ctrl_c_says_how_far_it_got_and_the_command_that_resumes(empty_queues, s
     monkeypatch.setattr(events_replay, "PAGE_SIZE", 10)
 
     # when the operator presses Ctrl-C while the second page is being sent
-    calls = []
-
-    def progress_then_ctrl_c(self, n):
-        calls.append(n)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(events_replay.tqdm, "update", progress_then_ctrl_c)
+    ctrl_c_at_progress(monkeypatch, 2)
     with pytest.raises(CommandError) as exc:
         call_command("events_replay", "--type", "agreement.created", "--to-queue", "invoicing")
 
