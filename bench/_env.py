@@ -114,6 +114,7 @@ def report(rows: list[tuple[str, str]]) -> None:
 # agreement.created data used by the outbox benchmarks
 AGREEMENT_DATA = {
     "agreement_id": "A",
+    "external_ref": "SUB-A",
     "customer": {"external_ref": "C", "name": "Ada", "email": "ada@example.com"},
     "description": "Monthly plan",
     "amount_minor": 1999,

@@ -45,8 +45,10 @@ def agreement_created(i: int) -> str:
         {
             **_env.AGREEMENT_DATA,
             "agreement_id": agreement_id,
+            "external_ref": f"SUB-{i}",
             "customer": {"external_ref": f"C-{i}", "name": "Ada", "email": "ada@example.com"},
         },
+        schema_version=2,
     )
 
 
@@ -71,12 +73,14 @@ def invoice_issued(i: int) -> str:
     )
 
 
-def _envelope(type: str, producer: str, aggregate_type: str, aggregate_id: str, data: dict) -> str:
+def _envelope(
+    type: str, producer: str, aggregate_type: str, aggregate_id: str, data: dict, schema_version: int = 1
+) -> str:
     return json.dumps(
         {
             "id": str(uuid.uuid4()),
             "type": type,
-            "schema_version": 1,
+            "schema_version": schema_version,
             "occurred_at": "2026-11-27T10:00:00Z",
             "producer": producer,
             "aggregate_type": aggregate_type,

@@ -56,8 +56,9 @@ def sql_floor(n: int) -> float:
             INSERT INTO events_outboxevent (id, type, schema_version, occurred_at, producer, aggregate_type,
                 aggregate_id, aggregate_version, data, attempts, last_error, errors, sns_message_id,
                 next_attempt_at)
-            SELECT gen_random_uuid(), 'agreement.created', 1, now(), 'agreements', 'agreement', a.id::text, 1,
-                jsonb_build_object('agreement_id', a.id, 'amount_minor', a.amount_minor), 0, '', '[]', '', now()
+            SELECT gen_random_uuid(), 'agreement.created', 2, now(), 'agreements', 'agreement', a.id::text, 1,
+                jsonb_build_object('agreement_id', a.id, 'external_ref', a.external_ref, 'amount_minor', a.amount_minor),
+                0, '', '[]', '', now()
             FROM agreements_agreement a WHERE a.external_ref LIKE 'floor-%%';
             """,
             [n],

@@ -14,6 +14,9 @@ class BillableAgreement(models.Model):
     """
 
     agreement_id = models.CharField(max_length=64, unique=True)
+    # The agreement's own external reference, from agreement.created v2 (blank while only a v1
+    # event, which does not carry it, has been seen). Never changes for an agreement.
+    external_ref = models.CharField(max_length=100, blank=True, default="", db_default="")
     created_seen = models.BooleanField(default=False)
     customer = models.JSONField(default=dict)
     description = models.CharField(max_length=500, blank=True, default="")
@@ -51,7 +54,15 @@ class BillableAgreement(models.Model):
     def __str__(self) -> str:
         if not self.customer_ref:  # events arrived before agreement.created
             return f"agreement {self.agreement_id}"
-        return f"{self.customer_ref} ({self.customer_name})"
+        return f"{self.reference} ({self.customer_name})"
+
+    @property
+    def reference(self) -> str:
+        """What operators know the agreement by: its external ref, or, for an agreement only a v1
+        agreement.created described, its customer's ref, saying so."""
+        if self.external_ref:
+            return self.external_ref
+        return f"customer {self.customer_ref}" if self.customer_ref else ""
 
     @property
     def customer_ref(self) -> str:

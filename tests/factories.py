@@ -25,10 +25,12 @@ from payments.models import Payment
 AUDIT_QUEUE = "billing-test-audit-events"
 
 
-def agreement_data(agreement_id: str = "A-1", **overrides: Any) -> dict[str, Any]:
-    """The data of an ``agreement.created`` event, as the agreements context records it."""
+def agreement_data(agreement_id: str = "A-1", *, schema_version: int = 2, **overrides: Any) -> dict[str, Any]:
+    """The data of an ``agreement.created`` event, as the agreements context records it (version 2,
+    naming the agreement as ``SUB-<id>``), or as it did before (``schema_version=1``: no ref)."""
     data = {
         "agreement_id": agreement_id,
+        "external_ref": f"SUB-{agreement_id}",
         "customer": {"external_ref": "C-1", "name": "Ada", "email": "ada@example.com"},
         "description": "Monthly plan",
         "amount_minor": 1999,
@@ -39,6 +41,8 @@ def agreement_data(agreement_id: str = "A-1", **overrides: Any) -> dict[str, Any
         "end_date": None,
         "status": "active",
     }
+    if schema_version == 1:
+        del data["external_ref"]
     data.update(overrides)
     return data
 
@@ -79,19 +83,23 @@ def envelope(
     type: str = "agreement.created",
     event_id: str | None = None,
     version: int = 1,
+    schema_version: int | None = None,
     **data_overrides: Any,
 ) -> dict[str, Any]:
-    """An agreement event's envelope as the relay publishes it."""
+    """An agreement event's envelope as the relay publishes it (the type's current schema_version
+    unless given: ``schema_version=1`` is an ``agreement.created`` recorded before v2)."""
+    known = contracts.REGISTRY.get(type)
+    schema_version = schema_version or (known.schema_version if known else 1)
     return {
         "id": event_id or str(uuid.uuid4()),
         "type": type,
-        "schema_version": 1,
+        "schema_version": schema_version,
         "occurred_at": "2026-11-27T10:00:00Z",
         "producer": "agreements",
         "aggregate_type": "agreement",
         "aggregate_id": aggregate_id,
         "aggregate_version": version,
-        "data": agreement_data(aggregate_id, **data_overrides),
+        "data": agreement_data(aggregate_id, schema_version=schema_version, **data_overrides),
     }
 
 

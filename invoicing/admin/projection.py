@@ -38,12 +38,29 @@ class FlagFilter(admin.SimpleListFilter):
 
 @admin.register(BillableAgreement)
 class BillableAgreementAdmin(NoAddDeleteMixin, GuardedActionsMixin, admin.ModelAdmin):
-    list_display = ("customer_ref", "customer_name", "agreement_short", "every", "next_period_start", "flag")
+    list_display = (
+        "external_ref_shown",
+        "customer_ref",
+        "customer_name",
+        "agreement_short",
+        "every",
+        "next_period_start",
+        "flag",
+    )
     list_filter = (FlagFilter, "created_seen", "interval", "currency")
-    search_fields = ("^agreement_id", "customer__external_ref", "customer__name", "customer__email")
-    search_help_text = "Customer ref, customer name or e-mail, or the first characters of the agreement id."
+    search_fields = (
+        "^agreement_id",
+        "external_ref",
+        "customer__external_ref",
+        "customer__name",
+        "customer__email",
+    )
+    search_help_text = (
+        "External ref, customer ref, customer name or e-mail, or the first characters of the agreement id."
+    )
     fields = (
         "agreement",
+        "external_ref_shown",
         "customer_ref",
         "customer_shown",
         "description",
@@ -64,6 +81,19 @@ class BillableAgreementAdmin(NoAddDeleteMixin, GuardedActionsMixin, admin.ModelA
     )
     readonly_fields = [f for f in fields if f != "catchup_approved"]
     actions = ["approve_catchup", "approve_correction"]
+
+    @admin.display(description="external ref", ordering="external_ref")
+    def external_ref_shown(self, obj: BillableAgreement) -> SafeString | str:
+        if obj.external_ref:
+            return obj.external_ref
+        if obj.customer_ref:  # only a v1 agreement.created was seen: it does not name the agreement
+            return format_html(
+                '{} <span class="console-note" title="{}">(customer ref)</span>',
+                obj.customer_ref,
+                "agreement.created v1 does not carry the agreement's own external ref; "
+                "the customer's is shown instead",
+            )
+        return "-"
 
     @admin.display(description="customer ref", ordering="customer__external_ref")
     def customer_ref(self, obj: BillableAgreement) -> str:
