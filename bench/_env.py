@@ -71,6 +71,7 @@ import django  # noqa: E402
 django.setup()
 
 from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
 
 from events.topology import aws  # noqa: E402
 
@@ -125,3 +126,31 @@ AGREEMENT_DATA = {
     "end_date": None,
     "status": "active",
 }
+
+
+def sql_floor(n: int) -> float:
+    """The import's floor: seconds for one INSERT ... SELECT of n agreements and their n
+    ``agreement.created`` outbox rows (rolled back), what PostgreSQL needs to store them."""
+    start = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(
+            """
+            INSERT INTO agreements_agreement (id, external_ref, customer_ref, customer_name, customer_email,
+                description, amount_minor, currency, price_effective_from, interval, interval_count,
+                start_date, status, aggregate_version, created_at, updated_at)
+            SELECT gen_random_uuid(), 'floor-' || i, 'floor-' || i, 'Customer ' || i, 'c' || i || '@example.com',
+                'Plan', 1000 + mod(i, 500), 'EUR', current_date, 'month', 1, current_date, 'active', 1, now(), now()
+            FROM generate_series(1, %s) AS i;
+            INSERT INTO events_outboxevent (id, type, schema_version, occurred_at, producer, aggregate_type,
+                aggregate_id, aggregate_version, data, attempts, last_error, errors, sns_message_id,
+                next_attempt_at)
+            SELECT gen_random_uuid(), 'agreement.created', 2, now(), 'agreements', 'agreement', a.id::text, 1,
+                jsonb_build_object('agreement_id', a.id, 'external_ref', a.external_ref, 'amount_minor', a.amount_minor),
+                0, '', '[]', '', now()
+            FROM agreements_agreement a WHERE a.external_ref LIKE 'floor-%%';
+            """,
+            [n],
+        )
+        elapsed = time.perf_counter() - start
+        transaction.set_rollback(True)
+    return elapsed

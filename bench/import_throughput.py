@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import _env
-from django.db import connection, transaction
+from django.db import connection
 
 from core.calendar import billing_today
 
@@ -39,33 +39,6 @@ def write_file(path: Path, n: int) -> None:
 def clean() -> None:
     with connection.cursor() as cur:
         cur.execute("TRUNCATE agreements_agreement, events_outboxevent CASCADE")
-
-
-def sql_floor(n: int) -> float:
-    """Seconds for one INSERT ... SELECT of n agreements and their n outbox rows (rolled back)."""
-    start = time.perf_counter()
-    with transaction.atomic(), connection.cursor() as cur:
-        cur.execute(
-            """
-            INSERT INTO agreements_agreement (id, external_ref, customer_ref, customer_name, customer_email,
-                description, amount_minor, currency, price_effective_from, interval, interval_count,
-                start_date, status, aggregate_version, created_at, updated_at)
-            SELECT gen_random_uuid(), 'floor-' || i, 'floor-' || i, 'Customer ' || i, 'c' || i || '@example.com',
-                'Plan', 1000 + mod(i, 500), 'EUR', current_date, 'month', 1, current_date, 'active', 1, now(), now()
-            FROM generate_series(1, %s) AS i;
-            INSERT INTO events_outboxevent (id, type, schema_version, occurred_at, producer, aggregate_type,
-                aggregate_id, aggregate_version, data, attempts, last_error, errors, sns_message_id,
-                next_attempt_at)
-            SELECT gen_random_uuid(), 'agreement.created', 2, now(), 'agreements', 'agreement', a.id::text, 1,
-                jsonb_build_object('agreement_id', a.id, 'external_ref', a.external_ref, 'amount_minor', a.amount_minor),
-                0, '', '[]', '', now()
-            FROM agreements_agreement a WHERE a.external_ref LIKE 'floor-%%';
-            """,
-            [n],
-        )
-        elapsed = time.perf_counter() - start
-        transaction.set_rollback(True)
-    return elapsed
 
 
 # Runs manage.py in a fresh interpreter and prints that process's own peak RSS (KiB) last.
@@ -91,7 +64,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in sorted(SIZES):
             clean()
-            floor = sql_floor(n)
+            floor = _env.sql_floor(n)
             path = Path(tmp) / f"agreements-{n}.csv"
             write_file(path, n)
             seconds, peak = import_file(path)

@@ -36,7 +36,7 @@ import _env  # noqa: E402
 import _stack  # noqa: E402
 from django.apps import apps  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.db import connection, transaction  # noqa: E402
+from django.db import connection  # noqa: E402
 from django.db.models import Max, Min  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
@@ -73,30 +73,8 @@ def clean() -> None:
 
 
 def sql_floor(n: int = 10_000) -> float:
-    """Seconds for one INSERT ... SELECT of n agreements and n outbox rows (rolled back)."""
-    start = time.perf_counter()
-    with transaction.atomic(), connection.cursor() as cur:
-        cur.execute(
-            """
-            INSERT INTO agreements_agreement (id, external_ref, customer_ref, customer_name, customer_email,
-                description, amount_minor, currency, price_effective_from, interval, interval_count,
-                start_date, status, aggregate_version, created_at, updated_at)
-            SELECT gen_random_uuid(), 'floor-' || i, 'floor-' || i, 'Customer ' || i, 'c' || i || '@example.com',
-                'Plan', 1000 + mod(i, 500), 'EUR', current_date, 'month', 1, current_date, 'active', 1, now(), now()
-            FROM generate_series(1, %s) AS i;
-            INSERT INTO events_outboxevent (id, type, schema_version, occurred_at, producer, aggregate_type,
-                aggregate_id, aggregate_version, data, attempts, last_error, errors, sns_message_id,
-                next_attempt_at)
-            SELECT gen_random_uuid(), 'agreement.created', 2, now(), 'agreements', 'agreement', a.id::text, 1,
-                jsonb_build_object('agreement_id', a.id, 'external_ref', a.external_ref, 'amount_minor', a.amount_minor),
-                0, '', '[]', '', now()
-            FROM agreements_agreement a WHERE a.external_ref LIKE 'floor-%%';
-            """,
-            [n],
-        )
-        elapsed = time.perf_counter() - start
-        transaction.set_rollback(True)
-    return elapsed * (N / n)
+    """The SQL floor for N rows, extrapolated from n (rolled back; see _env.sql_floor)."""
+    return _env.sql_floor(n) * (N / n)
 
 
 def plain_publish(topic: str, event_type: str, n: int) -> float:

@@ -18,6 +18,7 @@ from invoicing.models import CreditNote, Invoice
 from invoicing.services import invoice_mark_paid, invoices_run_inline, projection_apply
 from payments.models import Refund
 from payments.services import payments_create_for_invoices
+from tests.factories import event_from_row
 
 pytestmark = pytest.mark.django_db
 LINE = "Pro plan (2026-01-01 to 2026-02-01)"
@@ -25,18 +26,7 @@ LINE = "Pro plan (2026-01-01 to 2026-02-01)"
 
 def delivered(event_type: str) -> Event:
     """The recorded event as its consumer gets it (the relay and SQS are other tests' subject)."""
-    row = OutboxEvent.objects.get(type=event_type)
-    return Event(
-        id=row.id,
-        type=row.type,
-        schema_version=row.schema_version,
-        occurred_at=row.occurred_at,
-        producer=row.producer,
-        aggregate_type=row.aggregate_type,
-        aggregate_id=row.aggregate_id,
-        aggregate_version=row.aggregate_version,
-        data=row.data,
-    )
+    return event_from_row(OutboxEvent.objects.get(type=event_type))
 
 
 @pytest.fixture
