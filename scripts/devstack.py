@@ -50,6 +50,21 @@ def data_dir() -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     data = data_dir()
     data.mkdir(parents=True, exist_ok=True)
+    lock = running.hold(data)
+    if lock is None:
+        log(
+            f"another `make run` (pid {running.holder(data) or '?'}) is running on {data}: stop it first "
+            "(Ctrl-C in its terminal), or give this one its own BILLING_DATA_DIR and WEB_PORT"
+        )
+        return 2
+    try:
+        running.stack_file(data).unlink(missing_ok=True)  # left by a `make run` that was killed
+        return _run(data)
+    finally:
+        lock.close()
+
+
+def _run(data: Path) -> int:
     web_port = int(os.environ.get("WEB_PORT", "8000"))
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "billing_project.settings.dev")
@@ -155,7 +170,18 @@ def cmd_manage(argv: list[str]) -> int:
     stack = running.read(data)
     if stack is None or not stack.alive():
         path = running.stack_file(data)
-        why = f"{path} is missing" if stack is None else f"{path} is left by pid {stack.pid}, now gone"
+        starting = running.holder(data)
+        if starting is not None:
+            print(
+                f"[devstack] The `make run` here (pid {starting}) is still starting; once it says "
+                '"running", run this again.',
+                file=sys.stderr,
+            )
+            return 2
+        if stack is None:
+            why = f"{path} is missing"
+        else:
+            why = f"{path} is left by pid {stack.pid}, which stopped without removing it"
         print(
             f"[devstack] No `make run` is running here ({why}).\n"
             '[devstack] Start it in another terminal with `make run`; once it says "running", run this '

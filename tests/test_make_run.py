@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from devsupport import running
 from devsupport.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +35,25 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_make_manage_knows_a_file_left_by_a_killed_make_run_even_when_its_pid_lives_again(tmp_path):
+    # given the run.env of a `make run` that was killed (kill -9, a crash: nothing removed it), whose
+    # pid a live process has taken since (here this test's own)
+    data = tmp_path / "data"
+    data.mkdir()
+    running.write(
+        data,
+        {"DATABASE_URL": "postgres://postgres@127.0.0.1:9/gone", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+        pid=os.getpid(),
+    )
+    # when an operator runs a command beside it
+    result = _make_manage("messaging_status", data)
+    # then make manage says that no make run is running (not a connection error from a stack long gone)
+    assert result.returncode != 0
+    assert "No `make run` is running here" in result.stderr, result.stderr
+    assert f"left by pid {os.getpid()}, which stopped without removing it" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
@@ -69,6 +89,15 @@ def test_make_run_starts_everything_and_ctrl_c_stops_every_process(tmp_path):
             assert resp.status == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/admin/css/base.css", timeout=10) as resp:
             assert resp.status == 200
+        # and a second `make run` on the same folder (another terminal) refuses to start, leaving
+        # the first one's database, endpoint state and run.env alone
+        second = subprocess.run(
+            ["make", "run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode != 0
+        first = running.read(tmp_path / "data")
+        assert f"another `make run` (pid {first.pid}) is running on" in second.stdout, second.stdout
+        assert "started" not in second.stdout and (tmp_path / "data" / "run.env").exists()
         # and a command beside it, as the start-up says, reaches it (and only it)
         status = _make_manage("messaging_status", tmp_path / "data")
         assert status.returncode == 0, status.stderr
