@@ -182,3 +182,39 @@ def test_an_id_whose_object_is_not_in_this_database_is_shown_not_linked(operator
     assert "/admin/agreements/agreement/A-elsewhere/" not in html
     # its events are still one click away
     assert hrefs(html, "events")[0] == "/admin/events/outboxevent/?aggregate_id=A-elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount_minor", "shown"),
+    [
+        ("JPY", 1500, "¥1,500"),  # no minor unit
+        ("KWD", 1500, "KWD1.500"),  # three decimals
+        ("GBP", 1500, "£15.00"),
+        # ISO 4217 counts these in hundredths (thousandths for IQD), though people are usually shown
+        # whole units: 1,500,000 minor units of rupiah are IDR 15,000.00, not IDR 1,500,000
+        ("IDR", 1_500_000, "IDR15,000.00"),
+        ("HUF", 1500, "HUF15.00"),
+        ("IQD", 1500, "IQD1.500"),
+    ],
+)
+def test_money_counts_the_minor_units_of_its_currency(operator, currency, amount_minor, shown):
+    # given an agreement and its invoice in that currency
+    agreement_create(
+        data=AgreementInput(
+            external_ref=f"SUB-{currency}",
+            customer_name="Ada Lovelace",
+            customer_email="ada@example.com",
+            description="Pro plan",
+            amount_minor=amount_minor,
+            currency=currency,
+            interval="month",
+            start_date=date(2026, 1, 1),
+        )
+    )
+    projection_apply(event=delivered("agreement.created"))
+    invoices_run_inline(run_date=date(2026, 1, 1))
+    invoice = Invoice.objects.get()
+    # then the agreement list, the invoice list and the invoice's page show that amount
+    assert f'<td class="field-price">{shown}</td>' in page(operator, "/admin/agreements/agreement/")
+    assert f'<td class="field-total">{shown}</td>' in page(operator, "/admin/invoicing/invoice/")
+    assert shown in page(operator, f"/admin/invoicing/invoice/{invoice.pk}/change/")
