@@ -9,7 +9,7 @@ from datetime import date
 from types import SimpleNamespace
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 
 from agreements.services import AgreementInput, agreement_create
 from events.consuming import Event
@@ -182,6 +182,27 @@ def test_an_id_whose_object_is_not_in_this_database_is_shown_not_linked(operator
     assert "/admin/agreements/agreement/A-elsewhere/" not in html
     # its events are still one click away
     assert hrefs(html, "events")[0] == "/admin/events/outboxevent/?aggregate_id=A-elsewhere"
+
+
+def test_a_clerk_who_may_see_only_invoices_gets_no_link_to_a_page_he_may_not_open(client, billed):
+    # given a staff user allowed to view invoices, and nothing else
+    clerk = User.objects.create_user("clerk", password="pw", is_staff=True)
+    clerk.user_permissions.add(Permission.objects.get(codename="view_invoice"))
+    client.force_login(clerk)
+    # when he opens an invoice
+    html = page(client, f"/admin/invoicing/invoice/{billed.invoice.pk}/change/")
+    # then its agreement and payments are named, not linked, and there is no link to the event store
+    assert str(billed.agreement.pk) in html and not hrefs(html, str(billed.agreement.pk))
+    assert not hrefs(html, "events") and not hrefs(html, "events of this invoice")
+    assert not hrefs(html, "payments of this invoice")
+    # and every link in the invoice's fields opens for him (none answers 403)
+    fields = html[html.index('<fieldset class="module aligned') : html.index('<div class="submit-row"')]
+    for href, _label in re.findall(r'<a href="([^"]+)"[^>]*>([^<]*)</a>', fields):
+        assert client.get(href.replace("&amp;", "&")).status_code == 200, href
+    # while an operator allowed everything still gets every link
+    client.force_login(User.objects.create_superuser("op2", password="pw"))
+    html = page(client, f"/admin/invoicing/invoice/{billed.invoice.pk}/change/")
+    assert hrefs(html, str(billed.agreement.pk)) and hrefs(html, "events of this invoice")
 
 
 @pytest.mark.parametrize(
