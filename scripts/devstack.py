@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.parse
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,7 @@ warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")  # platformdirs, 
 from devsupport import running  # noqa: E402
 from devsupport.database import DEFAULT_SERVER_URL, EmbeddedPostgres, postgres_answers, redact, with_database  # noqa: E402
 from devsupport.endpoint import LocalEndpoint  # noqa: E402
-from devsupport.net import free_port, http_ok  # noqa: E402
+from devsupport.net import free_port, http_ok, port_open  # noqa: E402
 from devsupport.stack import prepare, start_endpoint, start_gateway, start_services, wait_for  # noqa: E402
 from devsupport.supervisor import Child, log, stop_all  # noqa: E402
 
@@ -190,11 +191,31 @@ def cmd_manage(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    gone = stack_part_gone(stack.env)
+    if gone:
+        print(
+            f"[devstack] The `make run` here (pid {stack.pid}) runs, but {gone}.\n"
+            "[devstack] Stop it (Ctrl-C in its terminal) and start it again.",
+            file=sys.stderr,
+        )
+        return 2
     # The stack's settings win over the shell's (a RESOURCE_PREFIX it was not started with, too).
     shell = {k: v for k, v in os.environ.items() if k not in (*running.DECIDED, *running.PASSED_ON)}
     env = {**shell, **stack.env, "MANAGE_VIA": "make"}
     os.chdir(ROOT)
     os.execve(PY, [PY, "manage.py", *argv], env)
+
+
+def stack_part_gone(env: dict[str, str]) -> str | None:
+    """What of the stack in ``env`` no longer answers (its database, its SNS/SQS endpoint), or None."""
+    url = env.get("DATABASE_URL", "")
+    problem = postgres_answers(url) if url else None
+    if problem:
+        return f"its database does not answer ({redact(url)}: {problem.splitlines()[0]})"
+    endpoint = urllib.parse.urlsplit(env.get("AWS_ENDPOINT_URL", ""))
+    if endpoint.hostname and not port_open(endpoint.hostname, endpoint.port or 80):
+        return f"its SNS/SQS endpoint does not answer ({env['AWS_ENDPOINT_URL']})"
+    return None
 
 
 # --------------------------------------------------------------------------

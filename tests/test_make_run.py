@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -54,6 +55,41 @@ def test_make_manage_knows_a_file_left_by_a_killed_make_run_even_when_its_pid_li
     assert "No `make run` is running here" in result.stderr, result.stderr
     assert f"left by pid {os.getpid()}, which stopped without removing it" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_make_manage_says_so_when_the_running_stack_lost_its_database(tmp_path):
+    # given a `make run` that runs (it holds its folder) whose embedded PostgreSQL is gone
+    data = tmp_path / "data"
+    data.mkdir()
+    holder = subprocess.Popen(
+        [
+            *(sys.executable, "-c"),
+            "import sys, time; from pathlib import Path; from devsupport import running; "
+            "held = running.hold(Path(sys.argv[1])); print('held', flush=True); time.sleep(120)",
+            str(data),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        dead = free_port()
+        running.write(
+            data,
+            {"DATABASE_URL": f"postgres://postgres@127.0.0.1:{dead}/billing", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+            pid=holder.pid,
+        )
+        # when an operator runs a command beside it
+        result = _make_manage("messaging_status", data)
+    finally:
+        holder.kill()
+        holder.wait()
+    # then it says what is wrong and what to do, instead of a connection error from the command
+    assert result.returncode != 0
+    assert f"The `make run` here (pid {holder.pid}) runs, but its database does not answer" in result.stderr
+    assert "Stop it (Ctrl-C in its terminal) and start it again." in result.stderr
+    assert "Traceback" not in result.stderr and "SQS is unreachable" not in result.stderr
 
 
 @pytest.mark.slow
