@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -156,7 +157,7 @@ def announce(data: Path, env: dict[str, str], admin_url: str) -> None:
     log(f"admin: {admin_url} (user 'operator')")
     log('commands beside it, in another terminal: make manage ARGS="messaging_status"')
     if redact(values.get("DATABASE_URL", "")) != values.get("DATABASE_URL", ""):  # not on screen
-        log(f"or, in a shell: . {path}")
+        log(f"or, in a shell: . {shlex.quote(str(path))}")
     else:
         log(f"or, in a shell: {running.export_line(values)}")
     log("running; press Ctrl-C to stop everything")

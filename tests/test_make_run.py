@@ -190,3 +190,23 @@ def test_make_run_starts_everything_and_ctrl_c_stops_every_process(tmp_path):
     assert "Start it in another terminal with `make run`" in after.stderr
     # and the data folder persists for the next run (git ignores .data/)
     assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
+
+
+def test_the_line_that_loads_run_env_in_a_shell_works_from_a_folder_with_a_space(tmp_path, capsys):
+    from scripts.devstack import announce
+
+    # given a stack whose DATABASE_URL holds a password (so the line names run.env, not the values)
+    # and a data folder whose path has a space in it
+    data = tmp_path / "my billing" / ".data"
+    data.mkdir(parents=True)
+    url = "postgres://billing:s3cret@db.internal:5432/billing"
+    announce(data, {"DATABASE_URL": url, "AWS_ENDPOINT_URL": "http://127.0.0.1:4566"}, "http://x/admin/")
+    out = capsys.readouterr().out
+    assert "s3cret" not in out
+    line = re.search(r"\[devstack\] or, in a shell: (.*)", out)[1]
+    # when it is pasted into a shell, then the shell has the stack's settings
+    shell = subprocess.run(
+        ["bash", "-c", f'{line} && echo "$DATABASE_URL"'], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.strip() == url
