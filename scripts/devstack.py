@@ -35,7 +35,7 @@ from devsupport.database import DEFAULT_SERVER_URL, EmbeddedPostgres, postgres_a
 from devsupport.endpoint import LocalEndpoint  # noqa: E402
 from devsupport.net import free_port, http_ok, port_open  # noqa: E402
 from devsupport.stack import prepare, start_endpoint, start_gateway, start_services, wait_for  # noqa: E402
-from devsupport.supervisor import Child, log, stop_all  # noqa: E402
+from devsupport.supervisor import Child, log, pid_running, stop_all  # noqa: E402
 
 PY = sys.executable
 # Seconds a Celery worker gets, at Ctrl-C, to finish the tasks at hand (a second Ctrl-C: none).
@@ -121,6 +121,13 @@ def _run(data: Path) -> int:
             for child in [] if stopping.is_set() else [*first, *children]:
                 if not child.alive():
                     log(f"{child.name} exited with {child.proc.returncode}; stopping everything")
+                    status = 1
+                    stopping.set()
+            # the parts every child needs: without them workers only log connection errors
+            parts = [("embedded PostgreSQL", pg.postmaster_pid())] if pg is not None else []
+            for name, pid in [] if stopping.is_set() else [*parts, ("SNS/SQS endpoint", endpoint.pid)]:
+                if not pid_running(pid):
+                    log(f"the {name} (pid {pid}) exited; stopping everything")
                     status = 1
                     stopping.set()
             return stopping.is_set()

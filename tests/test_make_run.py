@@ -210,3 +210,39 @@ def test_the_line_that_loads_run_env_in_a_shell_works_from_a_folder_with_a_space
     )
     assert shell.returncode == 0, shell.stderr
     assert shell.stdout.strip() == url
+
+
+@pytest.mark.slow
+def test_make_run_stops_everything_when_its_sns_sqs_endpoint_dies(tmp_path):
+    # given a running `make run`
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL", "DJANGO_SETTINGS_MODULE", "RESOURCE_PREFIX")
+    }
+    env.update(BILLING_DATA_DIR=str(tmp_path / "data"), WEB_PORT=str(free_port()), LOCAL_ENDPOINT_PORT="0")
+    proc = subprocess.Popen(
+        ["make", "run"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not any("[devstack] running;" in line for line in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines[-50:])
+            time.sleep(0.2)
+        endpoint = int(re.search(r"\[devstack\] SNS/SQS: .* \(pid (\d+)\)", "".join(lines))[1])
+        # when the endpoint dies under it (a crash, the OOM killer)
+        os.kill(endpoint, signal.SIGKILL)
+        # then make run says so and stops everything, exiting non-zero
+        assert proc.wait(timeout=90) != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=60)
+        reader.join(timeout=5)
+    output = "".join(lines)
+    assert f"[devstack] the SNS/SQS endpoint (pid {endpoint}) exited; stopping everything" in output
+    assert "[devstack] all stopped" in output
