@@ -1,9 +1,14 @@
 """Admin building blocks shared by every app's admin: guards, read-only history, and how the
-console shows money, links, dates and warnings (one place, so every page shows them alike)."""
+console shows money, links, dates and warnings (one place, so every page shows them alike).
+
+A link is shown only to whom may open it: ``ConsoleRequestMiddleware`` tells the helpers who is
+looking (a read-only field's function is given only the object), and a page the user may not view
+is named as text instead of a link that answers 403."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import date, datetime
 from operator import attrgetter
 from typing import Any
@@ -19,6 +24,36 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from core.money import format_money
+
+# The request being answered, for the display helpers below (set by ConsoleRequestMiddleware).
+_request: ContextVar[HttpRequest | None] = ContextVar("console_request", default=None)
+
+
+class ConsoleRequestMiddleware:
+    """Lets the display helpers know who is looking, while a response is made and rendered."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        token = _request.set(request)
+        try:
+            return self.get_response(request)
+        finally:
+            _request.reset(token)
+
+
+def may_view(app_label: str, model_name: str) -> bool:
+    """Whether the user being answered may open that model's admin pages (outside a request, as
+    in a shell: yes)."""
+    request = _request.get()
+    if request is None:
+        return True
+    try:
+        model_admin = admin.site.get_model_admin(apps.get_model(app_label, model_name))
+    except (LookupError, admin.sites.NotRegistered):
+        return False
+    return bool(model_admin.has_view_permission(request))
 
 
 class GuardedActionsMixin(admin.ModelAdmin):
@@ -131,11 +166,16 @@ def admin_link(app_label: str, model_name: str, object_id: Any, text: Any = None
         found = False
     if not found:
         return format_html('{} <span class="console-note">(not in this database)</span>', text)
+    if not may_view(app_label, model_name):
+        return format_html("{}", text)
     return format_html('<a href="{}">{}</a>', url, text)
 
 
 def events_link(aggregate_id: Any, text: str = "events") -> SafeString:
-    """A link to the event store (Admin → Events) showing this aggregate's events."""
+    """A link to the event store (Admin → Events) showing this aggregate's events; for a user who
+    may not open it, ``text`` when it is the aggregate's id, else ``-``."""
+    if not may_view("events", "outboxevent"):
+        return format_html("{}", text if text == str(aggregate_id) else "-")
     url = reverse("admin:events_outboxevent_changelist")
     return format_html('<a href="{}?{}">{}</a>', url, urlencode({"aggregate_id": str(aggregate_id)}), text)
 
@@ -146,6 +186,8 @@ def changelist_link(app_label: str, model_name: str, params: dict[str, Any], tex
         url = reverse(f"admin:{app_label}_{model_name}_changelist")
     except NoReverseMatch:
         return format_html("{}", "-")
+    if not may_view(app_label, model_name):
+        return format_html("{}", "-")
     query = urlencode({k: str(v) for k, v in params.items()})
     return format_html('<a href="{}?{}">{}</a>', url, query, text)
 
@@ -154,4 +196,6 @@ def object_and_events(app_label: str, model_name: str, object_id: Any, text: Any
     """The object's admin link followed by a link to its events: ``<id> · events``."""
     if object_id in (None, ""):
         return format_html("{}", "-")
+    if not may_view("events", "outboxevent"):
+        return admin_link(app_label, model_name, object_id, text)
     return format_html("{} · {}", admin_link(app_label, model_name, object_id, text), events_link(object_id))

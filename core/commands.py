@@ -12,6 +12,7 @@ management command the way this one was run: ``make manage ARGS="..."`` beside `
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -41,11 +42,22 @@ def note(bar: tqdm | None, message: str, stderr: OutputWrapper) -> None:
 
 
 def command_line(*args: str) -> str:
-    """The command that runs ``manage.py *args`` the way this process was run."""
+    """The command that runs ``manage.py *args`` the way this process was run, as a shell line."""
     line = shlex.join(args)
     if os.environ.get(MANAGE_VIA_ENV) == "make":
-        return f'make manage ARGS="{line}"'
+        return f"make manage ARGS={_make_value(line)}"
     return f"python manage.py {line}"
+
+
+def _make_value(line: str) -> str:
+    """``line`` as the value of a variable on make's command line, quoted for the shell: make
+    expands ``$`` in it (``$$`` is one), and the shell must hand make the line as one word. In
+    double quotes when nothing in it means anything there (``ARGS="dlq_inspect invoicing"``), else
+    in single quotes (a file name with a quote, a ``$``, a backquote or a ``!``)."""
+    value = line.replace("$", "$$")
+    if re.search(r'["\\$`!]', value):
+        return shlex.quote(value)
+    return f'"{value}"'
 
 
 def interrupted(done: str, *, resume: Sequence[str], why_safe: str) -> CommandError:

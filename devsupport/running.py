@@ -2,18 +2,27 @@
 
 `make run` writes ``<data dir>/run.env`` once everything is up (``export NAME=value`` lines a shell
 can source, readable by its owner only) and removes it when it stops; `make manage ARGS="..."`
-reads it and runs ``manage.py`` with it. The file names the supervisor's pid, so a file left by a
-`make run` that was killed is recognised as stale.
+reads it and runs ``manage.py`` with it.
+
+Whether a `make run` is running is not the file's say: `make run` holds ``run.lock`` in the same
+folder (an advisory lock, released by the kernel however the process ends), so a file left by a
+`make run` that was killed, whose pid a new process may have taken since, is known to be stale,
+and a second `make run` on the same folder refuses to start instead of sharing its database and
+endpoint state and then removing the first one's file as it stops.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shlex
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 FILE_NAME = "run.env"
+LOCK_NAME = "run.lock"
 PID_NAME = "BILLING_STACK_PID"
 # What make run decides for its children (a command beside them needs the same) ...
 DECIDED = ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "AWS_ENDPOINT_URL", "PAYMENT_GATEWAY_URL")
@@ -28,15 +37,8 @@ class Stack:
     env: dict[str, str]
 
     def alive(self) -> bool:
-        if self.pid <= 0:
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True  # someone else's process: it exists
-        return True
+        """Whether the `make run` that wrote this file still runs (it holds the folder's lock)."""
+        return self.pid > 0 and holder(self.path.parent) == self.pid
 
 
 def stack_file(data_dir: Path) -> Path:
@@ -56,6 +58,7 @@ def write(data_dir: Path, values: dict[str, str], *, pid: int) -> Path:
     path = stack_file(data_dir)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a DATABASE_URL may hold a password
+    os.fchmod(fd, 0o600)  # a file left by a crash keeps its mode through O_CREAT: set it anyway
     with os.fdopen(fd, "w") as fh:
         fh.write("# written by `make run` for `make manage`; removed when it stops\n")
         for name, value in {PID_NAME: str(pid), **values}.items():
@@ -86,3 +89,39 @@ def remove(data_dir: Path, *, pid: int) -> None:
     stack = read(data_dir)
     if stack is not None and stack.pid == pid:
         stack.path.unlink(missing_ok=True)
+
+
+def hold(data_dir: Path) -> TextIO | None:
+    """Take ``data_dir`` for this `make run`: the open lock file (keep it open while running; it is
+    released when it is closed or the process ends), or None when another process holds it."""
+    fh = open(data_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the whole run
+    for _ in range(20):  # a `make manage` looks at the lock for an instant (holder): let it
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            time.sleep(0.05)
+    else:
+        fh.close()
+        return None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+def holder(data_dir: Path) -> int | None:
+    """The pid of the `make run` holding ``data_dir`` (0 if it has not said it yet), or None."""
+    try:
+        fh = open(data_dir / LOCK_NAME)  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = fh.read().strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return None

@@ -22,9 +22,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+import psutil
+
 
 def log(msg: str) -> None:
     print(f"[devstack] {msg}", flush=True)
+
+
+def pid_running(pid: int | None) -> bool:
+    """Whether process ``pid`` runs (one that exited and was not waited for yet does not)."""
+    try:
+        return pid is not None and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 class Child:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import urllib.parse
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -31,9 +33,9 @@ warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")  # platformdirs, 
 from devsupport import running  # noqa: E402
 from devsupport.database import DEFAULT_SERVER_URL, EmbeddedPostgres, postgres_answers, redact, with_database  # noqa: E402
 from devsupport.endpoint import LocalEndpoint  # noqa: E402
-from devsupport.net import free_port, http_ok  # noqa: E402
+from devsupport.net import free_port, http_ok, port_open  # noqa: E402
 from devsupport.stack import prepare, start_endpoint, start_gateway, start_services, wait_for  # noqa: E402
-from devsupport.supervisor import Child, log, stop_all  # noqa: E402
+from devsupport.supervisor import Child, log, pid_running, stop_all  # noqa: E402
 
 PY = sys.executable
 # Seconds a Celery worker gets, at Ctrl-C, to finish the tasks at hand (a second Ctrl-C: none).
@@ -50,6 +52,21 @@ def data_dir() -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     data = data_dir()
     data.mkdir(parents=True, exist_ok=True)
+    lock = running.hold(data)
+    if lock is None:
+        log(
+            f"another `make run` (pid {running.holder(data) or '?'}) is running on {data}: stop it first "
+            "(Ctrl-C in its terminal), or give this one its own BILLING_DATA_DIR and WEB_PORT"
+        )
+        return 2
+    try:
+        running.stack_file(data).unlink(missing_ok=True)  # left by a `make run` that was killed
+        return _run(data)
+    finally:
+        lock.close()
+
+
+def _run(data: Path) -> int:
     web_port = int(os.environ.get("WEB_PORT", "8000"))
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "billing_project.settings.dev")
@@ -106,6 +123,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                     log(f"{child.name} exited with {child.proc.returncode}; stopping everything")
                     status = 1
                     stopping.set()
+            # the parts every child needs: without them workers only log connection errors
+            parts = [("embedded PostgreSQL", pg.postmaster_pid())] if pg is not None else []
+            for name, pid in [] if stopping.is_set() else [*parts, ("SNS/SQS endpoint", endpoint.pid)]:
+                if not pid_running(pid):
+                    log(f"the {name} (pid {pid}) exited; stopping everything")
+                    status = 1
+                    stopping.set()
             return stopping.is_set()
 
         wait_for(up(lambda: http_ok(admin_url + "login/")), 60, "admin")
@@ -140,7 +164,7 @@ def announce(data: Path, env: dict[str, str], admin_url: str) -> None:
     log(f"admin: {admin_url} (user 'operator')")
     log('commands beside it, in another terminal: make manage ARGS="messaging_status"')
     if redact(values.get("DATABASE_URL", "")) != values.get("DATABASE_URL", ""):  # not on screen
-        log(f"or, in a shell: . {path}")
+        log(f"or, in a shell: . {shlex.quote(str(path))}")
     else:
         log(f"or, in a shell: {running.export_line(values)}")
     log("running; press Ctrl-C to stop everything")
@@ -155,7 +179,18 @@ def cmd_manage(argv: list[str]) -> int:
     stack = running.read(data)
     if stack is None or not stack.alive():
         path = running.stack_file(data)
-        why = f"{path} is missing" if stack is None else f"{path} is left by pid {stack.pid}, now gone"
+        starting = running.holder(data)
+        if starting is not None:
+            print(
+                f"[devstack] The `make run` here (pid {starting}) is still starting; once it says "
+                '"running", run this again.',
+                file=sys.stderr,
+            )
+            return 2
+        if stack is None:
+            why = f"{path} is missing"
+        else:
+            why = f"{path} is left by pid {stack.pid}, which stopped without removing it"
         print(
             f"[devstack] No `make run` is running here ({why}).\n"
             '[devstack] Start it in another terminal with `make run`; once it says "running", run this '
@@ -164,11 +199,31 @@ def cmd_manage(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    gone = stack_part_gone(stack.env)
+    if gone:
+        print(
+            f"[devstack] The `make run` here (pid {stack.pid}) runs, but {gone}.\n"
+            "[devstack] Stop it (Ctrl-C in its terminal) and start it again.",
+            file=sys.stderr,
+        )
+        return 2
     # The stack's settings win over the shell's (a RESOURCE_PREFIX it was not started with, too).
     shell = {k: v for k, v in os.environ.items() if k not in (*running.DECIDED, *running.PASSED_ON)}
     env = {**shell, **stack.env, "MANAGE_VIA": "make"}
     os.chdir(ROOT)
     os.execve(PY, [PY, "manage.py", *argv], env)
+
+
+def stack_part_gone(env: dict[str, str]) -> str | None:
+    """What of the stack in ``env`` no longer answers (its database, its SNS/SQS endpoint), or None."""
+    url = env.get("DATABASE_URL", "")
+    problem = postgres_answers(url) if url else None
+    if problem:
+        return f"its database does not answer ({redact(url)}: {problem.splitlines()[0]})"
+    endpoint = urllib.parse.urlsplit(env.get("AWS_ENDPOINT_URL", ""))
+    if endpoint.hostname and not port_open(endpoint.hostname, endpoint.port or 80):
+        return f"its SNS/SQS endpoint does not answer ({env['AWS_ENDPOINT_URL']})"
+    return None
 
 
 # --------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from datetime import date
 from types import SimpleNamespace
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 
 from agreements.services import AgreementInput, agreement_create
 from events.consuming import Event
@@ -172,3 +172,60 @@ def test_an_id_whose_object_is_not_in_this_database_is_shown_not_linked(operator
     assert "/admin/agreements/agreement/A-elsewhere/" not in html
     # its events are still one click away
     assert hrefs(html, "events")[0] == "/admin/events/outboxevent/?aggregate_id=A-elsewhere"
+
+
+def test_a_clerk_who_may_see_only_invoices_gets_no_link_to_a_page_he_may_not_open(client, billed):
+    # given a staff user allowed to view invoices, and nothing else
+    clerk = User.objects.create_user("clerk", password="pw", is_staff=True)
+    clerk.user_permissions.add(Permission.objects.get(codename="view_invoice"))
+    client.force_login(clerk)
+    # when he opens an invoice
+    html = page(client, f"/admin/invoicing/invoice/{billed.invoice.pk}/change/")
+    # then its agreement and payments are named, not linked, and there is no link to the event store
+    assert str(billed.agreement.pk) in html and not hrefs(html, str(billed.agreement.pk))
+    assert not hrefs(html, "events") and not hrefs(html, "events of this invoice")
+    assert not hrefs(html, "payments of this invoice")
+    # and every link in the invoice's fields opens for him (none answers 403)
+    fields = html[html.index('<fieldset class="module aligned') : html.index('<div class="submit-row"')]
+    for href, _label in re.findall(r'<a href="([^"]+)"[^>]*>([^<]*)</a>', fields):
+        assert client.get(href.replace("&amp;", "&")).status_code == 200, href
+    # while an operator allowed everything still gets every link
+    client.force_login(User.objects.create_superuser("op2", password="pw"))
+    html = page(client, f"/admin/invoicing/invoice/{billed.invoice.pk}/change/")
+    assert hrefs(html, str(billed.agreement.pk)) and hrefs(html, "events of this invoice")
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount_minor", "shown"),
+    [
+        ("JPY", 1500, "¥1,500"),  # no minor unit
+        ("KWD", 1500, "KWD1.500"),  # three decimals
+        ("GBP", 1500, "£15.00"),
+        # ISO 4217 counts these in hundredths (thousandths for IQD), though people are usually shown
+        # whole units: 1,500,000 minor units of rupiah are IDR 15,000.00, not IDR 1,500,000
+        ("IDR", 1_500_000, "IDR15,000.00"),
+        ("HUF", 1500, "HUF15.00"),
+        ("IQD", 1500, "IQD1.500"),
+    ],
+)
+def test_money_counts_the_minor_units_of_its_currency(operator, currency, amount_minor, shown):
+    # given an agreement and its invoice in that currency
+    agreement_create(
+        data=AgreementInput(
+            external_ref=f"SUB-{currency}",
+            customer_name="Ada Lovelace",
+            customer_email="ada@example.com",
+            description="Pro plan",
+            amount_minor=amount_minor,
+            currency=currency,
+            interval="month",
+            start_date=date(2026, 1, 1),
+        )
+    )
+    projection_apply(event=delivered("agreement.created"))
+    invoices_run_inline(run_date=date(2026, 1, 1))
+    invoice = Invoice.objects.get()
+    # then the agreement list, the invoice list and the invoice's page show that amount
+    assert f'<td class="field-price">{shown}</td>' in page(operator, "/admin/agreements/agreement/")
+    assert f'<td class="field-total">{shown}</td>' in page(operator, "/admin/invoicing/invoice/")
+    assert shown in page(operator, f"/admin/invoicing/invoice/{invoice.pk}/change/")

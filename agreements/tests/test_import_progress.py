@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from agreements.models import Agreement
 from events.models import OutboxEvent
-from tests.helpers import ROOT, database_url, wait_until
+from tests.helpers import ROOT, ctrl_c_at_progress, database_url, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -114,3 +114,46 @@ def test_on_a_terminal_it_shows_progress_with_a_rate_and_an_eta(tmp_path):
     assert proc.returncode == 0, text
     assert re.search(r"import: 100%\|.*\| 3001/3001 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+k?line/s\]", text), text
     assert "Imported 3000, already present 0, rejected 0." in out
+
+
+def _as_bash_reads(line: str) -> list[str]:
+    """The words bash makes of ``line`` (what the operator's shell runs when it is pasted)."""
+    out = subprocess.run(
+        ["bash", "-c", 'printf "%s\\0" ' + line], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    return out.split("\0")[:-1]
+
+
+@pytest.mark.parametrize("via", ["make", "python"])
+def test_the_resume_command_survives_a_file_name_with_spaces_quotes_and_dollars(tmp_path, monkeypatch, via):
+    # given an export whose name a shell would take apart, imported beside `make run` or not
+    folder = tmp_path / "Q4 exports"
+    folder.mkdir()
+    f = folder / """Bob's "final" $HOME `id` export!.csv"""
+    rows = (f"Q-{i},Ada,ada@example.com,Plan,1999,EUR,month,1,2026-01-31,\n" for i in range(5))
+    f.write_text(HEADER + "".join(rows))
+    if via == "make":
+        monkeypatch.setenv("MANAGE_VIA", "make")
+    else:
+        monkeypatch.delenv("MANAGE_VIA", raising=False)
+    # when Ctrl-C stops it midway
+    ctrl_c_at_progress(monkeypatch, 3)
+    with pytest.raises(CommandError) as exc:
+        call_command("agreements_import", str(f), "--batch-size", "1")
+    monkeypatch.undo()
+    resume = re.search(r"To resume, run:\n  (.*)\n", str(exc.value))[1]
+    # then the command it prints, pasted into a shell, runs the import of that very file
+    words = _as_bash_reads(resume)
+    if via == "make":
+        assert words[:2] == ["make", "manage"] and words[2].startswith("ARGS=")
+        recipe = subprocess.run(
+            ["make", "-n", "manage", words[2]], capture_output=True, text=True, check=True, cwd=ROOT
+        ).stdout.strip()
+        words = _as_bash_reads(recipe)
+        assert words[1:3] == ["scripts/devstack.py", "manage"]
+        assert words[3:] == ["agreements_import", str(f), "--batch-size", "1"]
+    else:
+        assert words[:2] == ["python", "manage.py"]
+        assert words[2:] == ["agreements_import", str(f), "--batch-size", "1"]
+        call_command(*words[2:])
+        assert Agreement.objects.count() == 5

@@ -53,6 +53,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # The console's links are shown only to whom may open them (core/admin_tools.py).
+    "core.admin_tools.ConsoleRequestMiddleware",
 ]
 
 ROOT_URLCONF = "billing_project.urls"

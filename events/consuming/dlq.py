@@ -207,11 +207,16 @@ def redrive(
     report.depth_before = depth(dlq)
     hold = int(min(HOLD_MAX_SECONDS, max(HOLD_MIN_SECONDS, report.depth_before * HOLD_SECONDS_PER_MESSAGE)))
     held: list[str] = []  # looked at but not moved: released at the end
+    # The batch at hand, until each of its messages is held or moved: stopped midway (Ctrl-C), the
+    # rest of it is released too, not left hidden for the whole hold; ``gone``: deleted, moved.
+    in_hand: list[str] = []
+    gone: set[str] = set()
     seen: set[str] = set()
     idle = 0
     try:
         while max_messages is None or report.matched < max_messages:
             batch = _receive(dlq, hold_seconds=hold)
+            in_hand = [m["ReceiptHandle"] for m in batch]
             fresh = [m for m in batch if m["MessageId"] not in seen]
             held.extend(m["ReceiptHandle"] for m in batch if m["MessageId"] in seen)  # came back
             if not fresh:
@@ -236,10 +241,13 @@ def redrive(
             if dry_run:
                 held.extend(m.receipt for m in chosen)
             elif chosen:
-                _move(sqs, dlq, source, chosen, report, held)
+                _move(sqs, dlq, source, chosen, report, held, gone)
+            in_hand = []
             if progress:
                 progress(len(fresh))
     finally:
+        kept = set(held)
+        held.extend(r for r in in_hand if r not in kept and r not in gone)
         if held:
             release(dlq, held)
     report.seen = len(seen)
@@ -253,7 +261,13 @@ def redrive(
 
 
 def _move(
-    sqs: Any, dlq: str, source: str, chosen: list[DlqMessage], report: RedriveReport, held: list[str]
+    sqs: Any,
+    dlq: str,
+    source: str,
+    chosen: list[DlqMessage],
+    report: RedriveReport,
+    held: list[str],
+    gone: set[str],
 ) -> None:
     resp = sqs.send_message_batch(
         QueueUrl=aws.queue_url(source),
@@ -277,11 +291,13 @@ def _move(
             QueueUrl=aws.queue_url(dlq),
             Entries=[{"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(done)],
         )
+        kept = {int(f["Id"]) for f in resp.get("Failed", [])}
         for f in resp.get("Failed", []):
             # Copied but still in the DLQ: a later redrive sends it again (consumers are idempotent).
             report.errors.append(
                 f"not deleted from the DLQ after copying: {f.get('Code')}: {f.get('Message', '')}"
             )
+        gone.update(m.receipt for i, m in enumerate(done) if i not in kept)
     report.moved += len(done)
 
 

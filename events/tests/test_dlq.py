@@ -145,3 +145,30 @@ def test_an_impossible_duration_is_a_command_error(provisioned):
 
     with pytest.raises(CommandError, match="longer than any message can be old"):
         call_command("dlq_redrive", "audit", "--older-than", "99999999999999d", "--dry-run")
+
+
+def test_ctrl_c_while_a_batch_is_in_hand_leaves_no_message_hidden(mixed_dlq, sqs, monkeypatch):
+    from events.consuming import dlq
+
+    # given a selective redrive, and Ctrl-C while it looks at the 5th message of its 3rd batch
+    describe, looked = dlq._describe, 0
+
+    def describe_then_ctrl_c(msg, **kwargs):
+        nonlocal looked
+        looked += 1
+        if looked == 25:
+            raise KeyboardInterrupt
+        return describe(msg, **kwargs)
+
+    monkeypatch.setattr(dlq, "_describe", describe_then_ctrl_c)
+    with pytest.raises(CommandError) as exc:
+        call_command("dlq_redrive", "audit", "--type", "agreement.created")
+    moved = int(re.search(r"Interrupted: moved (\d+) message\(s\)", str(exc.value))[1])
+    # then every message not moved is visible in the DLQ at once, the batch at hand too (not hidden
+    # for the pass's hold of 5 minutes), so the command it gives, run now, moves all the rest
+    assert queue_counts(sqs, AUDIT_QUEUE) == moved
+    assert _visible(sqs, AUDIT_DLQ) == 300 - moved
+    monkeypatch.undo()
+    call_command("dlq_redrive", "audit", "--type", "agreement.created")
+    assert queue_counts(sqs, AUDIT_QUEUE) == SELECTED
+    assert _visible(sqs, AUDIT_DLQ) == OTHER

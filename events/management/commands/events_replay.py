@@ -110,11 +110,14 @@ class Command(BaseCommand):
 
         report: ReplayReport | None = None
         resume_at: datetime | None = None
+        failed_at: datetime | None = None  # the first page with an event not sent
         try:
             with progress_bar(total=total, unit="event", desc="replay") as bar:
                 for first_at, page in pages(events, PAGE_SIZE):
                     resume_at = first_at
                     part = self._replay(page, opts, progress)
+                    if part.failed and failed_at is None:
+                        failed_at = first_at
                     if report is None:
                         report = part
                     else:
@@ -122,12 +125,20 @@ class Command(BaseCommand):
                         report.failed += part.failed
                         report.errors.extend(part.errors[: max(0, 5 - len(report.errors))])
         except KeyboardInterrupt:
+            failed = report.failed if report else 0
+            if failed:  # resumed from the page in progress, they would never be sent
+                done_text = (
+                    f"replayed {done} of {total} event(s); {failed} failed ({'; '.join(report.errors[:3])})."
+                )
+                start = "It starts at the first batch in which an event failed"
+            else:
+                done_text = f"replayed {done} of {total} event(s)."
+                start = "It starts at the first event of the batch that was in progress"
             raise interrupted(
-                f"replayed {done} of {total} event(s).",
-                resume=resume_args(opts, resume_at),
-                why_safe="It starts at the first event of the batch that was in progress, so up to "
-                f"{PAGE_SIZE} event(s) may be sent twice: harmless, consumers skip event ids they "
-                "have already handled.",
+                done_text,
+                resume=resume_args(opts, failed_at or resume_at),
+                why_safe=f"{start}, so events already sent may be sent twice: harmless, consumers "
+                "skip event ids they have already handled.",
             ) from None
         assert report is not None  # total > 0: at least one page
         report.count = total
