@@ -60,6 +60,35 @@ def check_messaging_settings(app_configs: Any = None, **kwargs: Any) -> list[Err
                     id="billing.E006",
                 )
             )
+    errors += _delivery_audit_settings()
+    return errors
+
+
+def _delivery_audit_settings() -> list[Error]:
+    errors = []
+    for producer, conf in settings.DELIVERY_AUDIT_REMOTE_PRODUCERS.items():
+        url = conf.get("url", "") if isinstance(conf, dict) else ""
+        token = conf.get("token", "") if isinstance(conf, dict) else ""
+        if producer not in topology.TOPICS or not url.startswith(("http://", "https://")) or not token:
+            errors.append(
+                Error(
+                    f"DELIVERY_AUDIT_REMOTE_PRODUCERS[{producer!r}]: needs a producer among "
+                    f"{list(topology.TOPICS)} and {{'url': 'https://.../api/events/', 'token': '...'}} "
+                    "(a token from api_token_create on that service).",
+                    id="billing.E007",
+                )
+            )
+    consumers = {eq.consumer for eq in (*topology.EVENT_QUEUES, *settings.EXTRA_EVENT_QUEUES)}
+    chosen = settings.DELIVERY_AUDIT_CONSUMERS.strip()
+    unknown = [c.strip() for c in chosen.split(",") if c.strip() and c.strip() not in consumers]
+    if chosen not in ("", "all") and unknown:
+        errors.append(
+            Error(
+                f"DELIVERY_AUDIT_CONSUMERS names {unknown}, not consumers: "
+                f"'all' or some of {sorted(consumers)}.",
+                id="billing.E008",
+            )
+        )
     return errors
 
 

@@ -38,6 +38,7 @@ PAYMENT_FAILED = "payment.failed"
 PAYMENT_CANCELLED = "payment.cancelled"
 PAYMENT_REFUNDED = "payment.refunded"
 ALERT_RESOLVED = "alert.resolved"
+ALERT_DELIVERY_GAP = "alert.delivery_gap"
 
 
 class ContractError(ValueError):
@@ -335,6 +336,7 @@ ALERT_TYPES = (
     "alert.outbox_lagging",
     "alert.daily_run_missed",
     "alert.payment_failure_rate",
+    ALERT_DELIVERY_GAP,
     ALERT_RESOLVED,
 )
 for _name in ALERT_TYPES:

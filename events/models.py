@@ -78,6 +78,14 @@ class OutboxEvent(models.Model):
                 condition=Q(published_at__isnull=True, attempts__gt=0),
             ),
             models.Index(fields=["occurred_at", "id"], name="outbox_occurred"),
+            # The delivery audit reads what was published since its watermark, in publishing order
+            # (published_at is stamped after the row committed, unlike occurred_at).
+            models.Index(
+                fields=["published_at", "id"],
+                name="outbox_published",
+                include=["type"],
+                condition=Q(published_at__isnull=False),
+            ),
             models.Index(fields=["type", "occurred_at"], name="outbox_type"),
             # (aggregate_type, aggregate_id) lookups use the unique constraint's index below.
         ]
@@ -201,3 +209,44 @@ class AlertState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {'BREACHED' if self.breached else 'ok'}"
+
+
+class DeliveryAudit(models.Model):
+    """One consumer's delivery audit (events/audit/): its watermark and its last pass.
+
+    Every event published before ``watermark`` that this consumer subscribes to is accounted for
+    (handled or dead-lettered); a pass reads only what was published since.
+    """
+
+    consumer = models.CharField(max_length=50, unique=True)
+    watermark = models.DateTimeField(null=True, blank=True, help_text="published_at audited up to")
+    last_pass_at = models.DateTimeField(null=True, blank=True)
+    last_pass_seconds = models.FloatField(default=0)
+    missing = models.PositiveIntegerField(default=0, help_text="missing at the last pass")
+    resent = models.PositiveIntegerField(default=0, help_text="re-sent by the last pass")
+    resent_total = models.PositiveBigIntegerField(default=0, help_text="re-sent by every pass so far")
+    counts = models.JSONField(default=dict, blank=True, help_text="the last pass, per event type")
+
+    class Meta:
+        ordering = ["consumer"]
+
+    def __str__(self) -> str:
+        return f"{self.consumer}: audited to {self.watermark}"
+
+
+class DeliveryResend(models.Model):
+    """An event the audit re-sent to one consumer's queue: in flight until ``resent_at`` plus the
+    grace period, then missing again (lost again) if still not accounted for. Deleted once it is."""
+
+    consumer = models.CharField(max_length=50)
+    event_id = models.UUIDField()
+    resent_at = models.DateTimeField()
+    times = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["consumer", "event_id"], name="one_resend_row_per_event")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consumer}: {self.event_id} re-sent {self.times}x"

@@ -37,6 +37,13 @@ def periodic_tasks() -> list[Periodic]:
             description="DLQ depth, missing queues, oldest message age, outbox lag, and every app's checks.",
         ),
         Periodic(
+            name="Delivery audit",
+            task="events.delivery_audit",
+            every_seconds=settings.DELIVERY_AUDIT_INTERVAL_SECONDS,
+            description="Every consumer has every event it subscribes to (handled, dead-lettered or in "
+            "flight); what it lost is re-sent to its queue, with alert.delivery_gap.",
+        ),
+        Periodic(
             name="Messaging chart",
             task="events.messaging_chart",
             every_seconds=settings.MESSAGING_CHART_SECONDS,

@@ -6,9 +6,11 @@ import socket
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 
 from core.task_options import IDEMPOTENT_DB_TASK
 
+from .audit import delivery_audit_all
 from .consuming.config import consumer_configs
 from .consuming.pull import pull_once
 from .operations.alerts import monitor_run
@@ -75,3 +77,15 @@ def messaging_chart(self: Any) -> None:
     """Beat, on the ``monitoring`` queue: count the Messaging page's 30-day chart, so the page
     never counts the event store itself. Idempotent."""
     chart_refresh()
+
+
+@shared_task(name="events.delivery_audit", bind=True, ignore_result=True, acks_late=True)
+def delivery_audit(self: Any) -> dict[str, int]:
+    """Beat, on the ``monitoring`` queue: audit every consumer from its watermark, re-send what it
+    lost (``DELIVERY_AUDIT_REPAIR``), raise or clear ``alert.delivery_gap`` and publish the alerts
+    at once. Idempotent: it never applies an effect; re-sent events are skipped by consumers that
+    have them. Returns the missing count per consumer."""
+    reports = delivery_audit_all(repair=settings.DELIVERY_AUDIT_REPAIR)
+    if any(r.alert for r in reports):
+        relay_once(alerts_only=True)
+    return {r.consumer: r.totals.missing for r in reports}

@@ -1,4 +1,5 @@
-"""The scenario harness, short version for CI: a simulated history with every fault, then the invariants."""
+"""The scenario harness, short version for CI: a simulated history with every fault, then the invariants
+(the delivery audit's among them: every consumer has every event it subscribes to)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def test_short_scenario_keeps_every_invariant(settings, empty_queues):
     settings.PAYMENT_RETRY_SWEEP_SECONDS = 2
     settings.MONITOR_INTERVAL_SECONDS = settings.HEARTBEAT_INTERVAL_SECONDS = 10
     settings.INVOICING_WATCHDOG_SECONDS = 3
+    settings.DELIVERY_AUDIT_INTERVAL_SECONDS, settings.DELIVERY_AUDIT_GRACE_SECONDS = 5, 10
     gateway = start_in_thread(SandboxConfig(seed=5, soft_decline_rate=0.1, transient_rate=0.1))
     settings.PAYMENT_GATEWAY_URL = gateway.url
     settings.MESSAGING_EVENT_VISIBILITY_TIMEOUT = 10
@@ -48,6 +50,7 @@ def test_short_scenario_keeps_every_invariant(settings, empty_queues):
         "MESSAGING_EVENT_VISIBILITY_TIMEOUT": "10",
         "INVOICING_WATCHDOG_SECONDS": "3",
         "INVOICING_CHUNK_STALE_SECONDS": "5",
+        "DELIVERY_AUDIT_GRACE_SECONDS": "10",
         # the simulated calendar lies in the past: every late change is corrected, whatever its age
         "INVOICING_MAX_CORRECTION_DAYS": "100000",
     }

@@ -202,6 +202,7 @@ CELERY_TASK_ROUTES = {
     # Exact names win over the patterns below: operations never wait behind bulk work.
     "events.monitor": {"queue": "monitoring"},
     "events.messaging_chart": {"queue": "monitoring"},
+    "events.delivery_audit": {"queue": "monitoring"},
     "events.*": {"queue": "events"},
     "invoicing.*": {"queue": "invoicing"},
     "payments.*": {"queue": "payments"},
@@ -311,6 +312,30 @@ MESSAGING_CHART_SECONDS = env.int("MESSAGING_CHART_SECONDS", default=300)
 # How the Messaging page and messaging_status spell a repair's manage.py command ({args}: its
 # arguments): beside `make run`, the `make manage` target finds the running stack.
 OPERATOR_COMMAND = env.str("OPERATOR_COMMAND", default='make manage ARGS="{args}"')
+
+# --- Delivery audit (events/audit/): every consumer proves it has every event ----------------
+# How often beat audits every consumer (events_audit does the same on demand).
+DELIVERY_AUDIT_INTERVAL_SECONDS = env.int("DELIVERY_AUDIT_INTERVAL_SECONDS", default=300)
+# An event published (or re-sent by the audit) less than this long ago is in flight, not missing.
+# Keep it above the longest backlog a consumer's queue holds in normal work (a daily run's
+# invoice.issued at the consumer's pace): a queued event taken for missing is only re-sent (its
+# consumer skips the copy), but it raises alert.delivery_gap.
+DELIVERY_AUDIT_GRACE_SECONDS = env.int("DELIVERY_AUDIT_GRACE_SECONDS", default=900)
+# At most this many missing events re-sent per consumer and pass (the rest on the next passes).
+DELIVERY_AUDIT_MAX_RESEND = env.int("DELIVERY_AUDIT_MAX_RESEND", default=10_000)
+# Whether beat's pass re-sends what is missing (false: it only reports and alerts).
+DELIVERY_AUDIT_REPAIR = env.bool("DELIVERY_AUDIT_REPAIR", default=True)
+# Which consumers beat audits here: "all" (every consumer queue of the topology) or a list, e.g.
+# "invoicing,alerts_mail" when payments runs as a service of its own and audits itself.
+DELIVERY_AUDIT_CONSUMERS = env.str("DELIVERY_AUDIT_CONSUMERS", default="all")
+# Producers whose event store is another service's: the audit reads their events through that
+# service's GET /api/events/ with a token (api_token_create there), e.g.
+# DELIVERY_AUDIT_REMOTE_PRODUCERS='{"agreements": {"url": "https://agreements.internal/api/events/",
+# "token": "..."}}'. Producers not listed share this database and are read in it directly.
+DELIVERY_AUDIT_REMOTE_PRODUCERS: dict[str, dict[str, str]] = env.json(
+    "DELIVERY_AUDIT_REMOTE_PRODUCERS", default={}
+)
+DELIVERY_AUDIT_API_TIMEOUT_SECONDS = env.float("DELIVERY_AUDIT_API_TIMEOUT_SECONDS", default=30.0)
 
 # --- Billing ---------------------------------------------------------------------
 # Dates (periods, the daily run's date) are in this time zone.

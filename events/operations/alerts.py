@@ -15,39 +15,50 @@ from django.utils import timezone
 from .. import contracts
 from ..models import AlertState
 from ..publishing.outbox import record_event
-from .health import evaluate
+from .health import CheckResult, evaluate
 
 logger = logging.getLogger(__name__)
 
 
 def monitor_run() -> list[str]:
     """Evaluate the checks and publish alert / resolved events on state changes. Returns what was sent."""
-    sent = []
-    for result in evaluate().checks:
-        with transaction.atomic():
-            state, _ = AlertState.objects.select_for_update().get_or_create(name=result.check)
-            now = timezone.now()
-            state.checked_at = now
-            if result.breached and not state.breached:
-                state.breached, state.since, state.summary = True, now, result.summary[:1000]
-                state.version += 1
-                _alert(state, f"alert.{result.check}", result.severity, result.summary, result.details)
-                sent.append(f"alert.{result.check}")
-            elif not result.breached and state.breached:
-                state.breached = False
-                state.version += 1
-                _alert(
-                    state,
-                    contracts.ALERT_RESOLVED,
-                    "info",
-                    f"{result.check} is back to normal (breached since {state.since:%Y-%m-%d %H:%M} UTC)",
-                    {"check": result.check},
-                )
-                state.summary = ""
-                sent.append(f"alert.resolved:{result.check}")
-            state.save()
+    sent = [s for s in (alert_transition(result) for result in evaluate().checks) if s]
     for s in sent:
         logger.warning("monitoring: %s", s)
+    return sent
+
+
+def alert_transition(
+    result: CheckResult, *, name: str | None = None, resolved_details: dict[str, Any] | None = None
+) -> str | None:
+    """Move the alert state ``name`` (default: the check's name) to ``result``: on a new breach
+    record one ``alert.<check>``, when it clears one ``alert.resolved`` (with ``resolved_details``,
+    default the check's name), nothing while it stays as it was. In its own transaction, the state
+    row locked, so two runs at once send one alert. Returns what was sent, if anything."""
+    name = name or result.check
+    with transaction.atomic():
+        state, _ = AlertState.objects.select_for_update().get_or_create(name=name)
+        now = timezone.now()
+        state.checked_at = now
+        sent = None
+        if result.breached and not state.breached:
+            state.breached, state.since, state.summary = True, now, result.summary[:1000]
+            state.version += 1
+            _alert(state, f"alert.{result.check}", result.severity, result.summary, result.details)
+            sent = f"alert.{result.check}" + ("" if name == result.check else f":{name.split(':')[-1]}")
+        elif not result.breached and state.breached:
+            state.breached = False
+            state.version += 1
+            _alert(
+                state,
+                contracts.ALERT_RESOLVED,
+                "info",
+                f"{name} is back to normal (breached since {state.since:%Y-%m-%d %H:%M} UTC)",
+                resolved_details or {"check": result.check},
+            )
+            state.summary = ""
+            sent = f"alert.resolved:{name}"
+        state.save()
     return sent
 
 

@@ -26,6 +26,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
+from events.audit import audit_summaries
 from events.consuming.dlq import DlqError, Selection, depth, redrive, resolve
 from events.models import Heartbeat
 from events.operations.chart import DAYS, chart_data
@@ -116,6 +117,7 @@ def messaging_view(request: HttpRequest) -> HttpResponse:
         can_redrive=can_redrive,
         can_replay=can_replay,
         replay_form=ReplayForm(),
+        audit=audit_summaries(),
     )
     redrive_queue = request.GET.get("redrive")
     if redrive_queue and can_redrive:

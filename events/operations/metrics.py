@@ -10,7 +10,17 @@ from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_RECORDED = Counter("billing_events_recorded_total", "Events written to the outbox", ["type"])
 EVENTS_PUBLISHED = Counter("billing_events_published_total", "Events published to SNS", ["type"])
-EVENTS_REPLAYED = Counter("billing_events_replayed_total", "Events re-sent by replay", ["target"])
+EVENTS_REPLAYED = Counter(
+    "billing_events_replayed_total",
+    "Events re-sent by replay (topic, queue) and the delivery audit (backfill)",
+    ["target"],
+)
+AUDIT_MISSING = Gauge(
+    "billing_delivery_audit_missing",
+    "Events a consumer's last delivery audit found missing",
+    ["consumer"],
+    multiprocess_mode="max",
+)
 RELAY_FAILURES = Counter("billing_relay_failures_total", "Outbox rows whose publish attempt failed")
 RELAY_LAG = Histogram(
     "billing_relay_lag_seconds",

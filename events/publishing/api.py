@@ -27,6 +27,8 @@ ALLOWED_PARAMS = {
     "aggregate_id",
     "occurred_after",
     "occurred_before",
+    "published_after",
+    "published_before",
     "limit",
     "cursor",
 }
@@ -127,6 +129,12 @@ def _filtered(params: Any) -> tuple[Any, int]:
         qs = qs.filter(occurred_at__gte=_datetime("occurred_after", params["occurred_after"]))
     if "occurred_before" in params:
         qs = qs.filter(occurred_at__lt=_datetime("occurred_before", params["occurred_before"]))
+    # Either one selects published events only: what a consumer's delivery audit compares with
+    # what it handled (an unpublished event is the relay's to send, not missing).
+    if "published_after" in params:
+        qs = qs.filter(published_at__gte=_datetime("published_after", params["published_after"]))
+    if "published_before" in params:
+        qs = qs.filter(published_at__lt=_datetime("published_before", params["published_before"]))
     try:
         limit = int(params.get("limit", 100))
     except ValueError:

@@ -2,7 +2,7 @@
 
 - ``harness``: the simulated calendar, the upstream and the operators, the settle (``run``);
 - ``faults``: each fault the harness arms (late events, operator voids, hostile text, a connection
-  killed mid-COPY, SIGKILLs, duplicates, poison...);
+  killed mid-COPY, SIGKILLs, duplicates, poison...); ``loss``: a consumer queue losing its messages;
 - ``oracle``: what the harness did (``Plan``), what it therefore expects, the invariants;
 - ``fleet``: the worker and beat processes; ``__main__``: the soak's command line.
 

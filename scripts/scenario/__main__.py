@@ -17,7 +17,8 @@ def main() -> None:
     """The soak: ``python -m scripts.scenario --agreements 1000 --days 90 [--seed N]``.
 
     Uses DATABASE_URL's server (default 127.0.0.1:5432) with its own database
-    ``billing_scenario`` (recreated), ministack (or ``--emulator moto``), the sandbox gateway.
+    ``billing_scenario`` (recreated; ``SCENARIO_DATABASE`` names another, for a server several
+    checkouts share), ministack (or ``--emulator moto``), the sandbox gateway.
     """
     import argparse
     import urllib.request
@@ -45,7 +46,8 @@ def main() -> None:
     emulator = local_endpoint(args.emulator, state_dir=state, in_process=True)
     endpoint = emulator.start()
     server_url = os.environ.get("DATABASE_URL") or DEFAULT_SERVER_URL
-    database_url = ensure_database(server_url, "billing_scenario", recreate=True)
+    database = os.environ.get("SCENARIO_DATABASE", "billing_scenario")
+    database_url = ensure_database(server_url, database, recreate=True)
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "billing_project.settings.dev",
@@ -67,6 +69,9 @@ def main() -> None:
         "OUTBOX_SWEEP_SECONDS": "2",
         "PAYMENT_RETRY_SWEEP_SECONDS": "5",
         "MONITOR_INTERVAL_SECONDS": "30",
+        # the delivery audit repairs a purged queue within a couple of minutes
+        "DELIVERY_AUDIT_INTERVAL_SECONDS": "10",
+        "DELIVERY_AUDIT_GRACE_SECONDS": "90",
         "HEARTBEAT_INTERVAL_SECONDS": "30",
         "INVOICING_WATCHDOG_SECONDS": "5",
         "INVOICING_CHUNK_STALE_SECONDS": "10",

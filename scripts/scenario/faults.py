@@ -5,6 +5,7 @@ after the daily run of the day they take effect (``LateEvents``). Operators: voi
 dunning and of invoices whose charge is at the gateway (``OperatorVoids``). Data: hostile text
 (``HOSTILE_NAMES``). Processes and the database: SIGKILL while work is in flight (``kill_when``), a
 connection terminated mid-COPY of the daily run (``CopyKiller``). Poison messages (``poison``).
+A consumer queue losing its messages: ``loss.QueueLoss``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from devsupport.waiting import wait_until
 from . import faults
 from .faults import CopyKiller, Duplicator, LateEvents, OperatorVoids
 from .fleet import Fleet
-from .oracle import Expectations, check, check_queues, depths
+from .loss import QueueLoss
+from .oracle import Expectations, check, check_delivery, check_queues, depths, resent_by_audit, unaccounted
 from .upstream import Upstream
 
 FAULT_KINDS = (
@@ -39,6 +40,7 @@ FAULT_KINDS = (
     "hostile text in names and descriptions (10 kB refused)",
     "poison messages",
     "two daily runs at once",
+    QueueLoss.KIND,
 )
 
 
@@ -74,6 +76,7 @@ def run(
     settle_timeout: float = 600.0,
 ) -> Report:
     """Drive the history and check the invariants. Django must be set up and the queues provisioned."""
+    from django.utils import timezone
     from django_celery_beat.models import PeriodicTask
 
     from core.schedules import periodic_tasks_sync
@@ -99,6 +102,9 @@ def run(
     outage_day, terminate_day, double_run_day = days // 3, (2 * days) // 3, max(1, days // 5)
     poison_day, late_day, flight_day = max(1, days // 2 - 1), max(1, creation_days - 2), max(2, days // 4 + 1)
     copy_kill_day = days - 2
+    queue_loss, loss_day = QueueLoss("payments"), max(1, days // 3 + 1)
+    while loss_day in beat_down or loss_day in (poison_day, kill_task_day, kill_batch_day):
+        loss_day += 1  # a day of its own, with a daily run (poison purged with the queue would be lost)
     last_run = d0
     dead_letters = 0
     began = time.monotonic()
@@ -143,6 +149,9 @@ def run(
             slow = i >= flight_day and not voids.done[OperatorVoids.IN_FLIGHT]
             if slow:
                 voids.slow_gateway(1500)
+            run_sent = timezone.now()
+            if i >= loss_day and not report.faults[QueueLoss.KIND]:
+                queue_loss.hold()
             issue_due_invoices.apply_async(kwargs={"run_date": day.isoformat()})
             if i == double_run_day:
                 issue_due_invoices.apply_async(kwargs={"run_date": day.isoformat()})
@@ -156,6 +165,12 @@ def run(
                 fleet, rng, "mid-batch", lambda: faults.in_flight("events")
             ):
                 report.faults["worker SIGKILL mid-batch"] += 1
+            if (
+                i >= loss_day
+                and not report.faults[QueueLoss.KIND]
+                and queue_loss.strike(run_sent, duplicator)
+            ):
+                report.faults[QueueLoss.KIND] += 1
             _wait_for_run(day, 300)
             if slow:
                 voids.in_flight()
@@ -195,6 +210,7 @@ def run(
     expect = Expectations(upstream.plans, last_run, upstream.changes, voids.waived, dead_letters)
     report.violations += check(expect, gateway_stats())
     report.violations += check_queues(dead_letters)
+    report.violations += check_delivery()
     stats = gateway_stats()
     report.messages = {
         "agreements": len(upstream.plans),
@@ -210,6 +226,9 @@ def run(
         "events in store, all published": OutboxEvent.objects.count(),
         "duplicate deliveries sent": duplicator.copies,
         "messages in DLQs": dead_letters,
+        "events lost with a purged queue": queue_loss.lost,
+        "events re-sent by the delivery audit": resent_by_audit(),
+        "alert.delivery_gap raised": OutboxEvent.objects.filter(type="alert.delivery_gap").count(),
         **report.messages,
     }
     return report
@@ -256,6 +275,8 @@ def _settle(timeout: float, duplicator: Duplicator) -> None:
 
     Beat's relay sweep and payment retries do the work; the harness only duplicates what
     was published since its last pass."""
+    from django.conf import settings
+
     from events.models import OutboxEvent
     from payments.models import Payment, Refund
 
@@ -272,6 +293,8 @@ def _settle(timeout: float, duplicator: Duplicator) -> None:
             or OutboxEvent.objects.filter(published_at__isnull=True).exists()
             or Payment.objects.filter(status__in=["pending", "processing"]).exists()
             or Refund.objects.filter(status__in=["pending", "processing"]).exists()
+            # lost events wait for the delivery audit's re-sends (beat), if it makes them
+            or (settings.DELIVERY_AUDIT_REPAIR and bool(unaccounted(full=False)))
         )
         quiet = 0 if busy else quiet + 1
         time.sleep(2)
