@@ -1,10 +1,11 @@
-# The two commands: `make run` (the whole system, embedded defaults) and `make test`.
+# The two commands: `make run` (the whole system, embedded defaults) and `make test`; and
+# `make manage ARGS="dlq_inspect invoicing"`: any manage.py command against the running `make run`.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run manage test lint bench clean
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (found " + sys.version.split()[0] + ")")'
@@ -15,6 +16,9 @@ $(STAMP): requirements/base.txt requirements/dev.txt
 
 run: $(STAMP)
 	$(PY) scripts/devstack.py run
+
+manage: $(STAMP)
+	@$(PY) scripts/devstack.py manage $(ARGS)
 
 test: $(STAMP)
 	$(PY) scripts/devstack.py test $(ARGS)

@@ -10,8 +10,10 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms.models import construct_instance
 from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
-from core.admin_tools import GuardedActionsMixin
+from core.admin_tools import GuardedActionsMixin, changelist_link, events_link
 from core.money import format_money
 
 from . import services
@@ -31,7 +33,12 @@ class AgreementForm(forms.ModelForm):
     class Meta:
         model = Agreement
         fields = CREATE_FIELDS
-        help_texts = {"customer_ref": "Optional; defaults to the external reference."}
+        labels = {"amount_minor": "Amount in minor units"}
+        help_texts = {
+            "customer_ref": "Optional; defaults to the external reference.",
+            "amount_minor": "In the currency's smallest unit: 1999 is 19.99 (a new price applies from "
+            "the next period).",
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -112,17 +119,32 @@ class AgreementAdmin(GuardedActionsMixin, admin.ModelAdmin):
         if obj is None:
             return ()
         # After creation only the price changes here (from the next period); the rest is history.
-        return tuple(f for f in CREATE_FIELDS if f != "amount_minor") + (
+        return ("price",) + tuple(f for f in CREATE_FIELDS if f != "amount_minor") + (
             "status",
             "price_effective_from",
             "paused_from",
             "cancel_effective_date",
             "aggregate_version",
+            "related",
         )
+
+    def get_fields(self, request: HttpRequest, obj: Agreement | None = None) -> list[str]:
+        if obj is None:
+            return list(CREATE_FIELDS)
+        readonly = self.get_readonly_fields(request, obj)
+        return [readonly[0], "amount_minor", *readonly[1:]]  # the price, then the new price's input
 
     @admin.display(description="price", ordering="amount_minor")
     def price(self, obj: Agreement) -> str:
         return format_money(obj.amount_minor, obj.currency)
+
+    @admin.display(description="history")
+    def related(self, obj: Agreement) -> SafeString:
+        return format_html(
+            "{} · {}",
+            events_link(obj.pk, "events of this agreement"),
+            changelist_link("invoicing", "invoice", {"agreement_id": obj.pk}, "its invoices"),
+        )
 
     @admin.display(description="every")
     def every(self, obj: Agreement) -> str:

@@ -148,8 +148,8 @@ class ImportBatch:
 
     def flush(self) -> None:
         """Start writing the queued rows (after the previous batch is written)."""
+        self._settle()  # first: interrupted while waiting (Ctrl-C), the rows are still queued
         rows, self.rows = self.rows, []
-        self._settle()
         if not rows:
             return
         if self._pool is None:
@@ -172,8 +172,9 @@ class ImportBatch:
 
     def _settle(self) -> None:
         if self._pending is not None:
-            pending, self._pending = self._pending, None
-            self._add(pending.result())  # re-raises what the writer could not handle
+            written = self._pending.result()  # re-raises what the writer could not handle
+            self._pending = None  # only now: interrupted while waiting, ``close`` waits again
+            self._add(written)
 
     def _add(self, w: Written) -> None:
         self.written.created += w.created

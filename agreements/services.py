@@ -141,9 +141,12 @@ def agreement_validate(data: AgreementInput) -> None:
 
 
 def event_data(a: Agreement | Any) -> dict[str, Any]:
-    """``agreement.created``'s data for ``a`` (an Agreement, or anything with its attributes)."""
+    """``agreement.created``'s data for ``a`` (an Agreement, or anything with its attributes): the
+    contract's newest version (2, naming the agreement's own ``external_ref``), which the outbox
+    records. The single path (``agreement_create``) and the import (``bulk``) both use it."""
     return {
         "agreement_id": str(a.id),
+        "external_ref": a.external_ref,
         "customer": {"external_ref": a.customer_ref, "name": a.customer_name, "email": a.customer_email},
         "description": a.description,
         "amount_minor": a.amount_minor,
@@ -184,7 +187,8 @@ def new_agreement_values(data: AgreementInput) -> dict[str, Any]:
 
 @transaction.atomic
 def agreement_create(*, data: AgreementInput) -> Agreement:
-    """Create an agreement and record ``agreement.created`` (version 1). Raises ValidationError."""
+    """Create an agreement and record ``agreement.created`` (aggregate version 1). Raises
+    ValidationError."""
     agreement_validate(data)
     agreement = build_agreement(data)
     agreement.full_clean(exclude=["id"], validate_unique=True)

@@ -6,7 +6,7 @@ user postgres); the database ``billing_bench`` (``BENCH_DATABASE`` names another
 several checkouts share) is created and migrated if needed, so benchmarks never touch development
 data. The endpoint comes from devsupport.endpoint, in its own process
 (in this process it would share our GIL with the code being measured): moto's server, or
-ministack (``BENCH_EMULATOR=ministack``, the default of ``_ministack``), falling back to moto
+ministack (the default; ``BENCH_EMULATOR=moto`` asks for moto), falling back to moto
 if ministack cannot be installed or started, which ``EMULATOR`` and ``FALLBACK_REASON`` say.
 """
 
@@ -33,7 +33,7 @@ FALLBACK_REASON = ""  # why moto is used when ministack was asked for
 
 def _start_endpoint() -> str:
     global EMULATOR, FALLBACK_REASON
-    if os.environ.get("BENCH_EMULATOR", "moto") == "ministack":
+    if os.environ.get("BENCH_EMULATOR", "ministack") == "ministack":
         from devsupport.ministack import MINISTACK_VERSION
 
         server = local_endpoint("ministack")
@@ -71,6 +71,7 @@ import django  # noqa: E402
 django.setup()
 
 from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
 
 from events.topology import aws  # noqa: E402
 
@@ -114,6 +115,7 @@ def report(rows: list[tuple[str, str]]) -> None:
 # agreement.created data used by the outbox benchmarks
 AGREEMENT_DATA = {
     "agreement_id": "A",
+    "external_ref": "SUB-A",
     "customer": {"external_ref": "C", "name": "Ada", "email": "ada@example.com"},
     "description": "Monthly plan",
     "amount_minor": 1999,
@@ -124,3 +126,31 @@ AGREEMENT_DATA = {
     "end_date": None,
     "status": "active",
 }
+
+
+def sql_floor(n: int) -> float:
+    """The import's floor: seconds for one INSERT ... SELECT of n agreements and their n
+    ``agreement.created`` outbox rows (rolled back), what PostgreSQL needs to store them."""
+    start = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(
+            """
+            INSERT INTO agreements_agreement (id, external_ref, customer_ref, customer_name, customer_email,
+                description, amount_minor, currency, price_effective_from, interval, interval_count,
+                start_date, status, aggregate_version, created_at, updated_at)
+            SELECT gen_random_uuid(), 'floor-' || i, 'floor-' || i, 'Customer ' || i, 'c' || i || '@example.com',
+                'Plan', 1000 + mod(i, 500), 'EUR', current_date, 'month', 1, current_date, 'active', 1, now(), now()
+            FROM generate_series(1, %s) AS i;
+            INSERT INTO events_outboxevent (id, type, schema_version, occurred_at, producer, aggregate_type,
+                aggregate_id, aggregate_version, data, attempts, last_error, errors, sns_message_id,
+                next_attempt_at)
+            SELECT gen_random_uuid(), 'agreement.created', 2, now(), 'agreements', 'agreement', a.id::text, 1,
+                jsonb_build_object('agreement_id', a.id, 'external_ref', a.external_ref, 'amount_minor', a.amount_minor),
+                0, '', '[]', '', now()
+            FROM agreements_agreement a WHERE a.external_ref LIKE 'floor-%%';
+            """,
+            [n],
+        )
+        elapsed = time.perf_counter() - start
+        transaction.set_rollback(True)
+    return elapsed

@@ -3,7 +3,7 @@
 Issue 17: invoicing's projection of agreement events and payments' invoice.issued, each run by
 the push consumer (the one a worker runs, with its settings' pollers and handler threads) on its
 own queue, against a plain boto3 loop that only receives and deletes the same number of messages.
-ministack (``_ministack``) by default: a flat emulator, so a queue of N messages costs what a
+ministack (``_env``) by default: a flat emulator, so a queue of N messages costs what a
 shallow one costs; both sides see the same N. Payments' charges go to the Celery payments queue
 as the worker would send them (no worker takes them here; the queue is purged between runs).
 
@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-import _ministack
+import _env
 from django.conf import settings
 
 from events import topology
@@ -43,10 +43,12 @@ def agreement_created(i: int) -> str:
         "agreement",
         agreement_id,
         {
-            **_ministack.AGREEMENT_DATA,
+            **_env.AGREEMENT_DATA,
             "agreement_id": agreement_id,
+            "external_ref": f"SUB-{i}",
             "customer": {"external_ref": f"C-{i}", "name": "Ada", "email": "ada@example.com"},
         },
+        schema_version=2,
     )
 
 
@@ -71,12 +73,14 @@ def invoice_issued(i: int) -> str:
     )
 
 
-def _envelope(type: str, producer: str, aggregate_type: str, aggregate_id: str, data: dict) -> str:
+def _envelope(
+    type: str, producer: str, aggregate_type: str, aggregate_id: str, data: dict, schema_version: int = 1
+) -> str:
     return json.dumps(
         {
             "id": str(uuid.uuid4()),
             "type": type,
-            "schema_version": 1,
+            "schema_version": schema_version,
             "occurred_at": "2026-11-27T10:00:00Z",
             "producer": producer,
             "aggregate_type": aggregate_type,
@@ -109,7 +113,7 @@ def purge(*queues: str) -> None:
 
 
 def plain_loop(queue: str, n: int) -> None:
-    _ministack.plain_receive_delete(aws.queue_url(queue), n)
+    _env.plain_receive_delete(aws.queue_url(queue), n)
 
 
 def consume(name: str, n: int) -> PushConsumer:
@@ -181,7 +185,7 @@ def main() -> None:
         rows += measure("invoicing", agreement_created, args.n)
     if args.only != "invoicing":
         rows += measure("payments", invoice_issued, args.n)
-    _ministack.report(rows)
+    _env.report(rows)
     reset("invoicing")
     reset("payments")
 

@@ -49,7 +49,7 @@ def body(i: int, occurred: str = "2026-11-27T10:00:00Z") -> str:
         {
             "id": str(uuid.uuid4()),
             "type": "agreement.created",
-            "schema_version": 1,
+            "schema_version": 2,
             "occurred_at": occurred,
             "producer": "agreements",
             "aggregate_type": "agreement",
@@ -57,6 +57,7 @@ def body(i: int, occurred: str = "2026-11-27T10:00:00Z") -> str:
             "aggregate_version": 1,
             "data": {
                 "agreement_id": f"B-{i}",
+                "external_ref": f"SUB-{i}",
                 "customer": {"external_ref": "C", "name": "Ada", "email": "a@b.co"},
                 "description": "",
                 "amount_minor": 100,

@@ -47,10 +47,10 @@ def load(n: int) -> None:
         cur.execute(
             """
             INSERT INTO invoicing_billableagreement
-              (agreement_id, created_seen, customer, description, currency, interval, interval_count,
+              (agreement_id, external_ref, created_seen, customer, description, currency, interval, interval_count,
                start_date, prices, toggles, cancellations, last_version, next_period_index, next_period_start,
                flagged_reason, catchup_approved, correction_flag, updated_at)
-            SELECT 'bench-' || g, true,
+            SELECT 'bench-' || g, 'SUB-' || g, true,
                    jsonb_build_object('external_ref', 'C-' || g, 'name', 'Customer ' || g, 'email', 'c' || g || '@example.com'),
                    'Monthly plan', 'EUR', 'month', 1, %s::date,
                    jsonb_build_array(jsonb_build_array(%s::text, 1000 + g %% 500, 1)), '[]'::jsonb, '[]'::jsonb,

@@ -13,7 +13,7 @@ sample of the source has its ``event_type`` and none of the DLQ-only attributes.
              copying the body and the same attributes. It asks for no system attributes, which
              redrive does (for message age), so the comparison leans the baseline's way.
 
-The endpoint is ministack (``_ministack``: a flat local emulator run from its own virtualenv),
+The endpoint is ministack (``_env``: a flat local emulator run from its own virtualenv),
 because moto rescans the whole queue on every receive and a 10,000-deep figure on it is
 impractical. If ministack is unusable the script falls back to moto with N=1,000 and says so.
 
@@ -33,7 +33,7 @@ import time
 import uuid
 from typing import Any
 
-import _ministack as _env
+import _env
 
 from events.consuming.dlq import Selection, depth, redrive, resolve
 from events.consuming.sqs import RESERVED_ATTRIBUTES

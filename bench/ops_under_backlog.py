@@ -1,14 +1,17 @@
 """Operations behind a backlog: messaging_status, /readyz and the Messaging page with 100,000
-unpublished outbox events (target: each under 1 s), and where the relay puts an alert.
+unpublished outbox events and 100,000 charges waiting at the gateway (target: each under 1 s), and
+where the relay puts an alert.
 
 The outbox is emptied, then filled by SQL (devsupport.backlog): ``--published`` rows of history
 (default 200,000) and ``--backlog`` unpublished ones (default 100,000), not analyzed (the worst
 moment: right after a daily run). Each view is timed ``--repeat`` times (median), next to a
 trivial query and to what an exact count and an unindexed oldest-row read of the same backlog
-cost, in the same run. Then one alert is recorded and the relay makes one pass of 10 rows: the
+cost, in the same run. The payments table gets ``--payments`` pending charges (default 100,000),
+a tenth as many dunning retries over the next week and twice as many succeeded payments, for the
+page's payments panel. Then one alert is recorded and the relay makes one pass of 10 rows: the
 alert must be among them.
 
-    cd bench && ../.venv/bin/python ops_under_backlog.py [--backlog 100000] [--published 200000]
+    cd bench && ../.venv/bin/python ops_under_backlog.py [--backlog 100000] [--published 200000] [--payments 100000]
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from django.test import Client
 from devsupport.backlog import outbox_backlog_insert
 from events.models import OutboxEvent
 from events.operations.alerts import record_alert
-from events.operations.observations import outbox_stats
+from events.operations.counts import outbox_stats
 from events.publishing.relay import relay_once
+from payments.console import payments_panel
 
 TARGET_SECONDS = 1.0
 
@@ -52,10 +56,34 @@ def status() -> None:
         pass  # a breach (the backlog is one) exits 2: the screen was still produced
 
 
+PAYMENTS_FILL = """
+INSERT INTO payments_payment (id, invoice_id, invoice_number, customer_ref, customer_email, amount_minor,
+    currency, status, dunning_step, transient_failures, next_attempt_at, gateway_reference,
+    last_error_class, last_error_message, invoice_closed_reason, aggregate_version, created_at, updated_at)
+SELECT gen_random_uuid(), %(status)s || '-' || i, 'BKL-' || i, 'cus-' || i, 'c@example.com', 1999, 'EUR',
+       %(status)s, 0, 0, now() + make_interval(secs => %(spread)s * i::float8 / %(n)s), '', '', '', '', 1,
+       now(), now()
+  FROM generate_series(1, %(n)s) AS i
+"""
+
+
+def payments_fill(pending: int) -> None:
+    """Charges waiting (their lease 15 minutes on), retries over the next week, a history."""
+    with connection.cursor() as cur:
+        cur.execute("TRUNCATE payments_payment CASCADE")
+        for status, n, spread in (
+            ("pending", pending, 900),
+            ("retry_scheduled", pending // 10, 7 * 86400),
+            ("succeeded", 2 * pending, 0),
+        ):
+            cur.execute(PAYMENTS_FILL, {"status": status, "n": n, "spread": spread})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--published", type=int, default=200_000)
+    parser.add_argument("--payments", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
@@ -65,6 +93,7 @@ def main() -> None:
     with transaction.atomic():
         outbox_backlog_insert(args.published, spread_seconds=30 * 86400, published=True)
         outbox_backlog_insert(args.backlog)
+        payments_fill(args.payments)
     filled = time.perf_counter() - start
 
     user, _ = User.objects.get_or_create(
@@ -115,6 +144,12 @@ def main() -> None:
             f"{median_seconds(unindexed_oldest, args.repeat) * 1000:.1f} ms",
         ),
         ("outbox_stats()", f"{median_seconds(outbox_stats, args.repeat) * 1000:.1f} ms"),
+        (
+            "payments",
+            f"{args.payments:,} pending, {args.payments // 10:,} retries, {2 * args.payments:,} succeeded",
+        ),
+        ("payments panel as shown", payments_panel()["forecast"].text),
+        ("payments panel read", f"{median_seconds(payments_panel, args.repeat) * 1000:.1f} ms"),
     ]
     for name, fn in (("messaging_status", status), ("/readyz", ready), ("Messaging page", page)):
         took = median_seconds(fn, args.repeat)

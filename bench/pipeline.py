@@ -30,13 +30,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-os.environ.setdefault("BENCH_EMULATOR", "ministack")
 os.environ["OUTBOX_KICK_RELAY"] = "true"  # as in make run: commits kick the relay
 
 import _env  # noqa: E402
+import _stack  # noqa: E402
 from django.apps import apps  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.db import connection, transaction  # noqa: E402
+from django.db import connection  # noqa: E402
 from django.db.models import Max, Min  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
@@ -55,8 +55,6 @@ N = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
 SAMPLE = 2_000  # messages per plain-loop baseline: shallow enough that the endpoint stays flat
 ROOT = _env.ROOT
 PY = sys.executable
-CELERY = [PY, "-m", "celery", "-A", "billing_project"]
-WORKER = ["-l", "WARNING", "--concurrency", "2", "-n", "pipeline@%h"]
 
 
 def clean() -> None:
@@ -75,29 +73,8 @@ def clean() -> None:
 
 
 def sql_floor(n: int = 10_000) -> float:
-    """Seconds for one INSERT ... SELECT of n agreements and n outbox rows (rolled back)."""
-    start = time.perf_counter()
-    with transaction.atomic(), connection.cursor() as cur:
-        cur.execute(
-            """
-            INSERT INTO agreements_agreement (id, external_ref, customer_ref, customer_name, customer_email,
-                description, amount_minor, currency, price_effective_from, interval, interval_count,
-                start_date, status, aggregate_version, created_at, updated_at)
-            SELECT gen_random_uuid(), 'floor-' || i, 'floor-' || i, 'Customer ' || i, 'c' || i || '@example.com',
-                'Plan', 1000 + mod(i, 500), 'EUR', current_date, 'month', 1, current_date, 'active', 1, now(), now()
-            FROM generate_series(1, %s) AS i;
-            INSERT INTO events_outboxevent (id, type, schema_version, occurred_at, producer, aggregate_type,
-                aggregate_id, aggregate_version, data, attempts, last_error, errors, sns_message_id,
-                next_attempt_at)
-            SELECT gen_random_uuid(), 'agreement.created', 1, now(), 'agreements', 'agreement', a.id::text, 1,
-                jsonb_build_object('agreement_id', a.id, 'amount_minor', a.amount_minor), 0, '', '[]', '', now()
-            FROM agreements_agreement a WHERE a.external_ref LIKE 'floor-%%';
-            """,
-            [n],
-        )
-        elapsed = time.perf_counter() - start
-        transaction.set_rollback(True)
-    return elapsed * (N / n)
+    """The SQL floor for N rows, extrapolated from n (rolled back; see _env.sql_floor)."""
+    return _env.sql_floor(n) * (N / n)
 
 
 def plain_publish(topic: str, event_type: str, n: int) -> float:
@@ -159,22 +136,6 @@ def write_file(path: Path) -> None:
             )
 
 
-def start(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
-    log = (log_dir / f"{name}.log").open("wb")
-    return subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def window(qs, field: str) -> tuple[float, int]:  # noqa: ANN001 - any queryset
     """(seconds from the first to the last row, rows) by the rows' own timestamps."""
     agg = qs.aggregate(first=Min(field), last=Max(field))
@@ -199,49 +160,15 @@ def main() -> None:
     env["PAYMENT_GATEWAY_URL"] = f"http://127.0.0.1:{gateway_port}"
     env["LOG_LEVEL"] = "WARNING"
     procs = [
-        start(
+        _stack.start(
             "gateway",
             [PY, "-m", "devsupport.sandbox_gateway", "--port", str(gateway_port), "--rate-limit", "100"],
             env,
             tmp,
         ),
-        start("worker", [*CELERY, "worker", "-Q", "default,events,invoicing,payments", *WORKER], env, tmp),
-        # as make run: monitoring on a worker of its own, so it never waits behind bulk work
-        start(
-            "ops",
-            [
-                *CELERY,
-                "worker",
-                "-Q",
-                "monitoring",
-                "--pool",
-                "threads",
-                "--concurrency",
-                "1",
-                "-n",
-                "ops@%h",
-            ],
-            env,
-            tmp,
-        ),
-        start(
-            "beat",
-            [
-                PY,
-                "-m",
-                "celery",
-                "-A",
-                "billing_project",
-                "beat",
-                "-l",
-                "WARNING",
-                "--pidfile=",
-                "--scheduler",
-                "django_celery_beat.schedulers:DatabaseScheduler",
-            ],
-            env,
-            tmp,
-        ),
+        _stack.worker(env, tmp),
+        _stack.ops_worker(env, tmp),
+        _stack.beat(env, tmp),
     ]
     try:
         wait_until(lambda: port_open("127.0.0.1", gateway_port), 30, "gateway")
@@ -276,7 +203,7 @@ def main() -> None:
         t_paid = time.perf_counter() - t0
     finally:
         for p in reversed(procs):
-            stop(p)
+            _stack.stop(p)
 
     pub_s, pub_n = window(created, "published_at")
     proj_s, proj_n = window(handled, "processed_at")

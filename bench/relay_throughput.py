@@ -7,23 +7,20 @@ queue is drained during and purged between runs: neither emulator is flat at dep
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-os.environ.setdefault("BENCH_EMULATOR", "ministack")
+import _env
+from django.conf import settings
+from django.db import transaction
+from django.db.models.functions import Now
 
-import _env  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.db import transaction  # noqa: E402
-from django.db.models.functions import Now  # noqa: E402
-
-from events import contracts, topology  # noqa: E402
-from events.models import OutboxEvent  # noqa: E402
-from events.publishing import NewEvent, record_events  # noqa: E402
-from events.publishing.relay import message_attributes, relay_pending  # noqa: E402
-from events.topology import aws  # noqa: E402
+from events import contracts, topology
+from events.models import OutboxEvent
+from events.publishing import NewEvent, record_events
+from events.publishing.relay import message_attributes, relay_pending
+from events.topology import aws
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
 DATA = _env.AGREEMENT_DATA

@@ -60,7 +60,7 @@ def copy_rows(table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]])
     buf = io.StringIO()
     n = 0
     for row in rows:
-        buf.write("\t".join(copy_value(v) for v in row))
+        buf.write("\t".join(map(copy_value, row)))
         buf.write("\n")
         n += 1
     if not n:

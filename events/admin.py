@@ -9,8 +9,9 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
-from core.admin_tools import GuardedActionsMixin, ReadOnlyMixin
+from core.admin_tools import GuardedActionsMixin, ReadOnlyMixin, admin_link, events_link, warning
 
 from . import envelope
 from .models import AlertState, ApiToken, ConsumerFailure, Heartbeat, OutboxEvent, ProcessedEvent
@@ -153,12 +154,39 @@ class ConsumerFailureAdmin(ReadOnlyAdmin):
         "event_type",
         "aggregate_id",
         "failures",
-        "poisoned",
+        "kind",
         "first_error",
     )
     list_filter = ("consumer", "poisoned", "event_type")
     search_fields = ("=message_id", "=event_id", "=aggregate_id")
     date_hierarchy = "last_seen_at"
+    fields = (
+        "consumer",
+        "kind",
+        "message_id",
+        "event",
+        "event_type",
+        "aggregate",
+        "failures",
+        "first_error",
+        "last_error",
+        "first_seen_at",
+        "last_seen_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="kind", ordering="poisoned")
+    def kind(self, obj: ConsumerFailure) -> SafeString | str:
+        # Poisoned: refused as malformed and already in the DLQ; an operator must look at it.
+        return warning("poisoned") if obj.poisoned else "handler error"
+
+    @admin.display(description="event")
+    def event(self, obj: ConsumerFailure) -> SafeString:
+        return admin_link("events", "outboxevent", obj.event_id)
+
+    @admin.display(description="aggregate")
+    def aggregate(self, obj: ConsumerFailure) -> SafeString | str:
+        return events_link(obj.aggregate_id, obj.aggregate_id) if obj.aggregate_id else "-"
 
 
 @admin.register(AlertState)

@@ -4,7 +4,10 @@ This is the only thing producers and consumers share besides the envelope.
 A producer cannot record data that does not fit its type's schema; a consumer
 sends a message whose data does not fit to its DLQ. Changing a schema in an
 incompatible way means a new ``schema_version`` (keep the old one registered
-until no message of it can still be in flight or replayed).
+until no message of it can still be in flight or replayed). Producers record the
+newest version of their type; consumers accept every registered one, so each
+handler reads what a newer version added as optional (``agreement.created`` v2
+added ``external_ref``: a v1 event of the store or of a replay has none).
 """
 
 from __future__ import annotations
@@ -102,11 +105,13 @@ DATE = {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
 DATETIME = {"type": "string", "format": "date-time", "minLength": 20, "maxLength": 40}
 MONEY = {"type": "integer", "minimum": 1, "maximum": 10**13}
 CURRENCY = {"type": "string", "pattern": "^[A-Z]{3}$"}
+# An external reference (an upstream system's id for an agreement or a customer).
+REF = {**TEXT, "minLength": 1, "maxLength": 100}
 CUSTOMER = {
     "type": "object",
     "required": ["external_ref", "name", "email"],
     "properties": {
-        "external_ref": {**TEXT, "minLength": 1, "maxLength": 100},
+        "external_ref": REF,
         "name": {**TEXT, "minLength": 1, "maxLength": 200},
         "email": {"type": "string", "format": "email", "maxLength": fields.EMAIL_MAX_LENGTH},
     },
@@ -124,26 +129,30 @@ def _obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> di
 
 
 # --- agreements -------------------------------------------------------------
+_AGREEMENT_CREATED_V1 = {
+    "agreement_id": ID,
+    "customer": CUSTOMER,
+    "description": {**TEXT, "maxLength": 500},
+    "amount_minor": MONEY,
+    "currency": CURRENCY,
+    "interval": {"enum": ["day", "week", "month", "year"]},
+    "interval_count": {"type": "integer", "minimum": 1, "maximum": 1000},
+    "start_date": DATE,
+    "end_date": {"anyOf": [DATE, {"type": "null"}]},
+    "status": {"enum": ["active", "paused", "cancelled", "ended"]},
+}
 register(
     EventType(
         AGREEMENT_CREATED,
         topology.AGREEMENTS,
         "agreement",
         {
-            1: _obj(
-                {
-                    "agreement_id": ID,
-                    "customer": CUSTOMER,
-                    "description": {**TEXT, "maxLength": 500},
-                    "amount_minor": MONEY,
-                    "currency": CURRENCY,
-                    "interval": {"enum": ["day", "week", "month", "year"]},
-                    "interval_count": {"type": "integer", "minimum": 1, "maximum": 1000},
-                    "start_date": DATE,
-                    "end_date": {"anyOf": [DATE, {"type": "null"}]},
-                    "status": {"enum": ["active", "paused", "cancelled", "ended"]},
-                }
-            )
+            # v1: what the agreements context recorded until it named the agreement itself. Kept:
+            # the event store holds v1 events, and their replays and backfills are still v1.
+            1: _obj(_AGREEMENT_CREATED_V1),
+            # v2 adds the agreement's own ``external_ref`` (the upstream system's id, which
+            # operators know it by; ``customer.external_ref`` is the customer's).
+            2: _obj({**_AGREEMENT_CREATED_V1, "external_ref": REF}),
         },
     )
 )

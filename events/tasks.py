@@ -14,7 +14,7 @@ from .audit import delivery_audit_all
 from .consuming.config import consumer_configs
 from .consuming.pull import pull_once
 from .operations.alerts import monitor_run
-from .operations.console import chart_refresh
+from .operations.chart import chart_refresh
 from .operations.health import heartbeat_record
 from .publishing.relay import relay_exclusive, relay_once
 from .publishing.store import event_store_prune

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.urls import reverse
 from django.utils import timezone
 
-from events.operations.health import CheckResult, register_check
+from events.operations.health import CheckResult, Repair, register_check
 
 from .models import DailyRun
 
@@ -37,4 +38,12 @@ def daily_run_stuck() -> CheckResult:
         summary,
         "critical",
         {"runs": [{"id": r["pk"], "run_date": r["run_date"].isoformat()} for r in stuck]},
+        [
+            Repair(
+                "see which chunks fail and why; once fixed, run that day again (idempotent)",
+                (f"invoices_issue --date {r['run_date'].isoformat()}",),
+                reverse("admin:invoicing_dailyrun_change", args=[r["pk"]]),
+            )
+            for r in stuck
+        ],
     )

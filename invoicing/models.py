@@ -14,6 +14,9 @@ class BillableAgreement(models.Model):
     """
 
     agreement_id = models.CharField(max_length=64, unique=True)
+    # The agreement's own external reference, from agreement.created v2 (blank while only a v1
+    # event, which does not carry it, has been seen). Never changes for an agreement.
+    external_ref = models.CharField(max_length=100, blank=True, default="", db_default="")
     created_seen = models.BooleanField(default=False)
     customer = models.JSONField(default=dict)
     description = models.CharField(max_length=500, blank=True, default="")
@@ -49,7 +52,27 @@ class BillableAgreement(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"agreement {self.agreement_id}"
+        if not self.customer_ref:  # events arrived before agreement.created
+            return f"agreement {self.agreement_id}"
+        return f"{self.reference} ({self.customer_name})"
+
+    @property
+    def reference(self) -> str:
+        """What operators know the agreement by: its external ref, or, for an agreement only a v1
+        agreement.created described, its customer's ref, saying so."""
+        if self.external_ref:
+            return self.external_ref
+        return f"customer {self.customer_ref}" if self.customer_ref else ""
+
+    @property
+    def customer_ref(self) -> str:
+        """The customer's external reference from agreement.created (the agreement's own external
+        reference unless the agreement named another)."""
+        return str((self.customer or {}).get("external_ref", ""))
+
+    @property
+    def customer_name(self) -> str:
+        return str((self.customer or {}).get("name", ""))
 
 
 class InvoiceSeries(models.Model):

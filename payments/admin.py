@@ -6,15 +6,23 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.safestring import SafeString
 
-from core.admin_tools import GuardedActionsMixin, NoAddDeleteMixin, ReadOnlyMixin
-from core.money import format_money
+from core.admin_tools import (
+    GuardedActionsMixin,
+    HistoryInline,
+    NoAddDeleteMixin,
+    events_link,
+    moment,
+    money,
+    object_and_events,
+)
 
 from .models import Payment, PaymentAttempt, Refund
 from .services import payment_retry_now, refund_retry_now
 
 
-class AttemptInline(ReadOnlyMixin, admin.TabularInline):
+class AttemptInline(HistoryInline):
     model = PaymentAttempt
     fields = (
         "idempotency_key",
@@ -26,30 +34,19 @@ class AttemptInline(ReadOnlyMixin, admin.TabularInline):
         "error_message",
     )
     readonly_fields = fields
-    extra = 0
-    can_delete = False
 
 
-class RefundInline(ReadOnlyMixin, admin.TabularInline):
+class RefundInline(HistoryInline):
     model = Refund
     fk_name = "payment"
-    fields = ("amount_minor", "currency", "status", "reason", "attempts", "gateway_reference", "last_error")
+    fields = ("amount", "status", "reason", "attempts", "gateway_reference", "last_error")
     readonly_fields = fields
-    extra = 0
+    amount = money("amount_minor", description="amount")
 
 
 @admin.register(Payment)
 class PaymentAdmin(NoAddDeleteMixin, GuardedActionsMixin, admin.ModelAdmin):
-    list_display = (
-        "invoice_number",
-        "customer_ref",
-        "amount",
-        "status",
-        "dunning_step",
-        "last_error_class",
-        "next_attempt_at",
-        "updated_at",
-    )
+    list_display = ("invoice_number", "customer_ref", "amount", "status", "dunning", "next_attempt")
     list_filter = ("status", "last_error_class", "currency")
     search_fields = (
         "=invoice_number",
@@ -59,13 +56,47 @@ class PaymentAdmin(NoAddDeleteMixin, GuardedActionsMixin, admin.ModelAdmin):
         "=gateway_reference",
     )
     date_hierarchy = "created_at"
+    fields = (
+        "invoice",
+        "amount",
+        "status",
+        "customer_ref",
+        "customer_email",
+        "dunning_step",
+        "transient_failures",
+        "next_attempt_at",
+        "gateway_reference",
+        "last_error_class",
+        "last_error_message",
+        "invoice_closed_at",
+        "invoice_closed_reason",
+        "history",
+        "created_at",
+        "updated_at",
+        "aggregate_version",
+        "id",
+    )
+    readonly_fields = fields
     inlines = [AttemptInline, RefundInline]
     actions = ["retry_now"]
-    readonly_fields = [f.name for f in Payment._meta.fields]
+    amount = money("amount_minor", description="amount")
 
-    @admin.display(description="amount", ordering="amount_minor")
-    def amount(self, obj: Payment) -> str:
-        return format_money(obj.amount_minor, obj.currency)
+    @admin.display(description="dunning", ordering="dunning_step")
+    def dunning(self, obj: Payment) -> str:
+        step = "first attempt" if obj.dunning_step == 0 else f"retry {obj.dunning_step}"
+        return f"{step} · {obj.last_error_class}" if obj.last_error_class else step
+
+    @admin.display(description="next attempt", ordering="next_attempt_at")
+    def next_attempt(self, obj: Payment) -> SafeString:
+        return moment(obj.next_attempt_at)
+
+    @admin.display(description="invoice")
+    def invoice(self, obj: Payment) -> SafeString:
+        return object_and_events("invoicing", "invoice", obj.invoice_id, obj.invoice_number)
+
+    @admin.display(description="events")
+    def history(self, obj: Payment) -> SafeString:
+        return events_link(obj.pk, "events of this payment")
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("payments.retry_payment")
@@ -93,12 +124,29 @@ class RefundAdmin(NoAddDeleteMixin, GuardedActionsMixin, admin.ModelAdmin):
     list_display = ("invoice_id", "amount", "status", "reason", "attempts", "last_error", "created_at")
     list_filter = ("status", "currency")
     search_fields = ("=invoice_id", "=key", "=gateway_reference")
-    readonly_fields = [f.name for f in Refund._meta.fields]
+    fields = (
+        "amount",
+        "status",
+        "reason",
+        "invoice",
+        "payment",
+        "attempts",
+        "operator_retries",
+        "next_attempt_at",
+        "gateway_reference",
+        "last_error",
+        "key",
+        "created_at",
+        "updated_at",
+        "id",
+    )
+    readonly_fields = fields
     actions = ["retry_refund"]
+    amount = money("amount_minor", description="amount")
 
-    @admin.display(description="amount", ordering="amount_minor")
-    def amount(self, obj: Refund) -> str:
-        return format_money(obj.amount_minor, obj.currency)
+    @admin.display(description="invoice")
+    def invoice(self, obj: Refund) -> SafeString:
+        return object_and_events("invoicing", "invoice", obj.invoice_id)
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("payments.retry_payment")

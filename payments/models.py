@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from core.money import format_money
+
 
 class Payment(models.Model):
     """Collecting one invoice. One per invoice (unique), however often invoice.issued arrives."""
@@ -127,7 +129,7 @@ class Refund(models.Model):
         constraints = [models.CheckConstraint(condition=Q(amount_minor__gt=0), name="refund_amount_positive")]
 
     def __str__(self) -> str:
-        return f"refund {self.amount_minor} {self.currency} for {self.invoice_id}"
+        return f"refund of {format_money(self.amount_minor, self.currency)} for invoice {self.invoice_id}"
 
     @property
     def idempotency_key(self) -> str:

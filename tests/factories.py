@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import urllib.request
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -19,14 +20,17 @@ from events.consuming.runtime import Outcome, process_message
 from events.publishing import NewEvent, record_events
 from events.signing import signed_attributes
 from events.topology import aws
+from payments.models import Payment
 
 AUDIT_QUEUE = "billing-test-audit-events"
 
 
-def agreement_data(agreement_id: str = "A-1", **overrides: Any) -> dict[str, Any]:
-    """The data of an ``agreement.created`` event, as the agreements context records it."""
+def agreement_data(agreement_id: str = "A-1", *, schema_version: int = 2, **overrides: Any) -> dict[str, Any]:
+    """The data of an ``agreement.created`` event, as the agreements context records it (version 2,
+    naming the agreement as ``SUB-<id>``), or as it did before (``schema_version=1``: no ref)."""
     data = {
         "agreement_id": agreement_id,
+        "external_ref": f"SUB-{agreement_id}",
         "customer": {"external_ref": "C-1", "name": "Ada", "email": "ada@example.com"},
         "description": "Monthly plan",
         "amount_minor": 1999,
@@ -37,6 +41,8 @@ def agreement_data(agreement_id: str = "A-1", **overrides: Any) -> dict[str, Any
         "end_date": None,
         "status": "active",
     }
+    if schema_version == 1:
+        del data["external_ref"]
     data.update(overrides)
     return data
 
@@ -77,19 +83,23 @@ def envelope(
     type: str = "agreement.created",
     event_id: str | None = None,
     version: int = 1,
+    schema_version: int | None = None,
     **data_overrides: Any,
 ) -> dict[str, Any]:
-    """An agreement event's envelope as the relay publishes it."""
+    """An agreement event's envelope as the relay publishes it (the type's current schema_version
+    unless given: ``schema_version=1`` is an ``agreement.created`` recorded before v2)."""
+    known = contracts.REGISTRY.get(type)
+    schema_version = schema_version or (known.schema_version if known else 1)
     return {
         "id": event_id or str(uuid.uuid4()),
         "type": type,
-        "schema_version": 1,
+        "schema_version": schema_version,
         "occurred_at": "2026-11-27T10:00:00Z",
         "producer": "agreements",
         "aggregate_type": "agreement",
         "aggregate_id": aggregate_id,
         "aggregate_version": version,
-        "data": agreement_data(aggregate_id, **data_overrides),
+        "data": agreement_data(aggregate_id, schema_version=schema_version, **data_overrides),
     }
 
 
@@ -176,3 +186,21 @@ def gateway_stats(server: Any) -> dict[str, Any]:
 def body(envelope_dict: dict[str, Any]) -> str:
     """The envelope serialized as the relay sends it (sorted keys, compact)."""
     return json.dumps(envelope_dict, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def payments_create(n: int, status: str, next_attempt_at: datetime | None = None) -> None:
+    """``n`` payments in ``status`` (one invoice each), in one INSERT."""
+    Payment.objects.bulk_create(
+        Payment(
+            id=uuid.uuid4(),
+            invoice_id=f"inv-{uuid.uuid4()}",
+            invoice_number="INV-1",
+            customer_ref="C-1",
+            customer_email="c@example.com",
+            amount_minor=1500,
+            currency="EUR",
+            status=status,
+            next_attempt_at=next_attempt_at,
+        )
+        for _ in range(n)
+    )

@@ -21,6 +21,25 @@ def wait_until(check: Callable[[], Any], timeout: float = 20.0, interval: float 
 
 ROOT = Path(__file__).resolve().parent.parent
 
+
+def ctrl_c_at_progress(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """Ctrl-C in a command, mid-run: its ``n``-th progress step (core.commands.progress_bar, shown
+    or not) raises KeyboardInterrupt, as the signal would between two steps of work."""
+    from tqdm import tqdm
+
+    steps = 0
+    update = tqdm.update
+
+    def step_then_ctrl_c(self: tqdm, k: int = 1) -> bool | None:
+        nonlocal steps
+        steps += 1
+        if steps == n:
+            raise KeyboardInterrupt
+        return update(self, k)
+
+    monkeypatch.setattr(tqdm, "update", step_then_ctrl_c)
+
+
 # A production environment that passes the settings' own checks (secrets are placeholders).
 PROD_ENV = {
     "DJANGO_SETTINGS_MODULE": "billing_project.settings.prod",

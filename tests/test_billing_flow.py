@@ -64,6 +64,9 @@ def test_agreement_to_published_invoices_with_two_runs_at_once(settings, celery_
         ]
         # when agreement.created travels outbox -> SNS -> invoicing's queue -> its handler
         wait_until(lambda: BillableAgreement.objects.filter(created_seen=True).count() == 5, timeout=60)
+        # (version 2: invoicing knows each agreement by its own external ref)
+        projected = dict(BillableAgreement.objects.values_list("agreement_id", "external_ref"))
+        assert projected == {str(a.id): a.external_ref for a in created}
 
         # and the daily run is started twice at once through the broker
         issue_due_invoices.apply_async(kwargs={"run_date": today.isoformat()})

@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from devsupport.net import free_port
-from scripts.devstack import start_endpoint
+from devsupport.stack import start_endpoint
 
 pytestmark = pytest.mark.slow
 

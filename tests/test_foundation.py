@@ -81,6 +81,20 @@ def test_provision_dry_run_prints_plan_and_creates_nothing(settings, sqs, capsys
     assert queues == []
 
 
+def test_provision_prints_what_it_changes_and_lists_the_unchanged_only_when_asked(provisioned, capsys):
+    # when it runs on a topology that is all there (make run does this at every start)
+    call_command("messaging_provision")
+    out = capsys.readouterr().out.splitlines()
+    # then it names the endpoint and sums up: nothing changed, nothing listed
+    assert out[0].startswith("Provisioning ") and out[-1].startswith("Done: 0 to create, 0 to update, ")
+    assert len(out) == 2
+    # and with -v 2 it lists every resource it found unchanged
+    call_command("messaging_provision", verbosity=2)
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ok ")]
+    assert len(listed) == int(out[-1].split(", ")[-1].split()[0])
+    assert any(line.endswith("billing-test-invoicing-events") for line in listed)
+
+
 def _drain(sqs: Any, name: str, wait: int = 1) -> list[dict[str, Any]]:
     url = aws.queue_url(name)
     got: list[dict[str, Any]] = []

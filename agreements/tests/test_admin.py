@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.contrib.auth.models import Permission, User
 
@@ -36,6 +38,21 @@ def test_create_through_admin_records_the_event(operator):
     assert resp.status_code == 302
     agreement = Agreement.objects.get(external_ref="ADM-1")
     assert OutboxEvent.objects.get(aggregate_id=str(agreement.id)).type == "agreement.created"
+
+
+def test_the_event_of_an_admin_create_names_the_agreement_and_its_customer(operator):
+    # when an operator creates an agreement for a customer known by another ref
+    resp = operator.post(ADD, FORM | {"external_ref": "SUB-1001", "customer_ref": "CUS-77"})
+    assert resp.status_code == 302
+
+    # then its agreement.created is version 2, naming the agreement and the customer apart
+    agreement = Agreement.objects.get(external_ref="SUB-1001")
+    event = OutboxEvent.objects.get(aggregate_id=str(agreement.id))
+    assert (event.type, event.schema_version) == ("agreement.created", 2)
+    assert event.data["external_ref"] == "SUB-1001"
+    assert event.data["customer"]["external_ref"] == "CUS-77"
+    published = json.loads(event.message_body())  # the envelope the relay sends
+    assert (published["schema_version"], published["data"]["external_ref"]) == (2, "SUB-1001")
 
 
 def test_bad_input_is_a_form_error_and_nothing_is_saved(operator):

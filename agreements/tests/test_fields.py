@@ -32,6 +32,7 @@ def new(**overrides: object) -> AgreementInput:
 def contract_accepts_email(email: str) -> bool:
     data = {
         "agreement_id": "A-1",
+        "external_ref": "EXT-1",
         "customer": {"external_ref": "C-1", "name": "Ada", "email": email},
         "description": "",
         "amount_minor": 1999,
@@ -147,12 +148,14 @@ def test_unstorable_or_control_characters_are_a_field_error(field, value, reason
         (("customer", "name"), "Ada\x00"),
         (("customer", "external_ref"), "\x00"),
         (("agreement_id",), "A\x00"),
+        (("external_ref",), "EXT\x00"),
     ],
 )
 def test_the_contract_refuses_nul_in_a_string_with_its_reason(path, value):
     # given agreement.created data forged with a NUL, which no handler could store
     data = {
         "agreement_id": "A-1",
+        "external_ref": "EXT-1",
         "customer": {"external_ref": "C-1", "name": "Ada", "email": "ada@example.com"},
         "description": "Plan",
         "amount_minor": 1999,

@@ -62,6 +62,33 @@ def test_csv_good_rows_load_and_bad_rows_are_reported_by_line(tmp_path, capsys):
     assert OutboxEvent.objects.filter(type="agreement.created").count() == 2
 
 
+def test_imported_agreements_events_are_version_2_naming_each_agreement(tmp_path, capsys):
+    # given a file naming customers by refs of their own, and one row without (its own ref then)
+    f = tmp_path / "agreements.csv"
+    f.write_text(
+        "external_ref,customer_ref,customer_name,customer_email,amount_minor,currency,interval,start_date\n"
+        "SUB-1001,CUS-77,Ada,ada@example.com,1999,EUR,month,2026-01-31\n"
+        "SUB-1002,CUS-77,Ada,ada@example.com,500,EUR,month,2026-02-01\n"
+        "SUB-2001,,Grace,grace@example.com,700,GBP,week,2026-01-05\n"
+    )
+
+    # when it is imported (the bulk path)
+    call_command("agreements_import", str(f))
+    assert "Imported 3, already present 0, rejected 0." in capsys.readouterr().out
+
+    # then each agreement.created is version 2 and names its agreement and its customer
+    named = {
+        e.aggregate_id: (e.schema_version, e.data["external_ref"], e.data["customer"]["external_ref"])
+        for e in OutboxEvent.objects.filter(type="agreement.created")
+    }
+    ids = dict(Agreement.objects.values_list("external_ref", "id"))
+    assert named == {
+        str(ids["SUB-1001"]): (2, "SUB-1001", "CUS-77"),
+        str(ids["SUB-1002"]): (2, "SUB-1002", "CUS-77"),
+        str(ids["SUB-2001"]): (2, "SUB-2001", "SUB-2001"),
+    }
+
+
 def test_json_lines(tmp_path, capsys):
     f = tmp_path / "agreements.jsonl"
     rows = [
@@ -302,6 +329,7 @@ def test_rows_go_in_batches_and_each_created_agreement_has_exactly_its_event(tmp
     for a in Agreement.objects.exclude(external_ref="K3"):
         [event] = created.filter(aggregate_id=str(a.id))
         assert event.data == event_data(a) and event.aggregate_version == 1
+        assert (event.schema_version, event.data["external_ref"]) == (2, a.external_ref)
     # ... in a few statements per batch of 3, not ~20 per row
     assert len(queries) <= 4 * 10, len(queries)
 

@@ -39,6 +39,7 @@ def test_create_records_agreement_created_version_1():
     a = agreement_create(data=new())
     event = OutboxEvent.objects.get()
     assert (event.type, event.aggregate_id, event.aggregate_version) == ("agreement.created", str(a.id), 1)
+    assert event.schema_version == 2 and event.data["external_ref"] == "EXT-1"
     assert event.data["customer"] == {"external_ref": "EXT-1", "name": "Ada", "email": "ada@example.com"}
 
 

@@ -53,6 +53,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # The console's links are shown only to whom may open them (core/admin_tools.py).
+    "core.admin_tools.ConsoleRequestMiddleware",
 ]
 
 ROOT_URLCONF = "billing_project.urls"
@@ -298,12 +300,18 @@ EXTRA_EVENT_QUEUES: list[object] = []
 # --- Monitoring thresholds (messaging_status exit code, automated checks) -------
 MONITOR_DLQ_MAX_DEPTH = env.int("MONITOR_DLQ_MAX_DEPTH", default=0)
 MONITOR_QUEUE_MAX_AGE_SECONDS = env.int("MONITOR_QUEUE_MAX_AGE_SECONDS", default=300)
-MONITOR_OUTBOX_MAX_AGE_SECONDS = env.int("MONITOR_OUTBOX_MAX_AGE_SECONDS", default=120)
+# An outbox row unpublished this long is a lag (the relay normally publishes within a second; the
+# tail of a 100,000-event daily run at a plain PublishBatch loop's pace stays under it). With one
+# monitoring interval on top, a stuck backlog is alerted within 2 minutes (bench/outbox_lag_alert.py).
+MONITOR_OUTBOX_MAX_AGE_SECONDS = env.int("MONITOR_OUTBOX_MAX_AGE_SECONDS", default=90)
 # messaging_status, the Messaging page and monitoring count the outbox backlog up to this many rows
 # and say "more than N" beyond (with the planner's estimate), so none of them counts a big table.
 OUTBOX_COUNT_LIMIT = env.int("OUTBOX_COUNT_LIMIT", default=10_000)
 # How often beat counts the Messaging page's 30-day chart (a read of the event store).
 MESSAGING_CHART_SECONDS = env.int("MESSAGING_CHART_SECONDS", default=300)
+# How the Messaging page and messaging_status spell a repair's manage.py command ({args}: its
+# arguments): beside `make run`, the `make manage` target finds the running stack.
+OPERATOR_COMMAND = env.str("OPERATOR_COMMAND", default='make manage ARGS="{args}"')
 
 # --- Delivery audit (events/audit/): every consumer proves it has every event ----------------
 # How often beat audits every consumer (events_audit does the same on demand).
@@ -387,7 +395,7 @@ EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 # production trusts no address by default).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_TRUSTED_SCRAPERS: list[str] = env.list("METRICS_TRUSTED_SCRAPERS", default=["127.0.0.1", "::1"])
-MONITOR_INTERVAL_SECONDS = env.int("MONITOR_INTERVAL_SECONDS", default=60)
+MONITOR_INTERVAL_SECONDS = env.int("MONITOR_INTERVAL_SECONDS", default=20)
 MONITOR_DAILY_RUN_MAX_AGE_HOURS = env.int("MONITOR_DAILY_RUN_MAX_AGE_HOURS", default=26)
 # A daily run still running after this long raises alert.daily_run_stuck.
 MONITOR_DAILY_RUN_MAX_RUNNING_SECONDS = env.int("MONITOR_DAILY_RUN_MAX_RUNNING_SECONDS", default=3600)

@@ -27,6 +27,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 # by default, so /metrics needs METRICS_TOKEN unless the scrapers' addresses are named.
 METRICS_TRUSTED_SCRAPERS = env.list("METRICS_TRUSTED_SCRAPERS", default=[])
 RESOURCE_PREFIX = env.str("RESOURCE_PREFIX", default="billing-prod-")
+OPERATOR_COMMAND = env.str("OPERATOR_COMMAND", default="python manage.py {args}")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)

@@ -190,22 +190,33 @@ def redrive(
     max_messages: int | None = None,
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
+    report: RedriveReport | None = None,
 ) -> RedriveReport:
     """Move matching DLQ messages back to ``source`` in batches of 10 (copy, then delete).
 
     Visits every message once: reads the depth first, holds each message it receives until the
     end, keeps receiving until it has seen that many (or receives keep bringing nothing new),
     then releases what it did not move and reads the depth again for the report.
+    ``progress(n)`` is called with each batch of messages seen; ``report``, when given, is the
+    one filled in as it goes (a caller stopped midway, by Ctrl-C, can say what was moved: the
+    messages held are released on the way out).
     """
     sqs = aws.client("sqs")
-    report = RedriveReport(depth_before=depth(dlq))
+    if report is None:
+        report = RedriveReport()
+    report.depth_before = depth(dlq)
     hold = int(min(HOLD_MAX_SECONDS, max(HOLD_MIN_SECONDS, report.depth_before * HOLD_SECONDS_PER_MESSAGE)))
     held: list[str] = []  # looked at but not moved: released at the end
+    # The batch at hand, until each of its messages is held or moved: stopped midway (Ctrl-C), the
+    # rest of it is released too, not left hidden for the whole hold; ``gone``: deleted, moved.
+    in_hand: list[str] = []
+    gone: set[str] = set()
     seen: set[str] = set()
     idle = 0
     try:
         while max_messages is None or report.matched < max_messages:
             batch = _receive(dlq, hold_seconds=hold)
+            in_hand = [m["ReceiptHandle"] for m in batch]
             fresh = [m for m in batch if m["MessageId"] not in seen]
             held.extend(m["ReceiptHandle"] for m in batch if m["MessageId"] in seen)  # came back
             if not fresh:
@@ -230,10 +241,13 @@ def redrive(
             if dry_run:
                 held.extend(m.receipt for m in chosen)
             elif chosen:
-                _move(sqs, dlq, source, chosen, report, held)
+                _move(sqs, dlq, source, chosen, report, held, gone)
+            in_hand = []
             if progress:
                 progress(len(fresh))
     finally:
+        kept = set(held)
+        held.extend(r for r in in_hand if r not in kept and r not in gone)
         if held:
             release(dlq, held)
     report.seen = len(seen)
@@ -247,7 +261,13 @@ def redrive(
 
 
 def _move(
-    sqs: Any, dlq: str, source: str, chosen: list[DlqMessage], report: RedriveReport, held: list[str]
+    sqs: Any,
+    dlq: str,
+    source: str,
+    chosen: list[DlqMessage],
+    report: RedriveReport,
+    held: list[str],
+    gone: set[str],
 ) -> None:
     resp = sqs.send_message_batch(
         QueueUrl=aws.queue_url(source),
@@ -271,11 +291,13 @@ def _move(
             QueueUrl=aws.queue_url(dlq),
             Entries=[{"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(done)],
         )
+        kept = {int(f["Id"]) for f in resp.get("Failed", [])}
         for f in resp.get("Failed", []):
             # Copied but still in the DLQ: a later redrive sends it again (consumers are idempotent).
             report.errors.append(
                 f"not deleted from the DLQ after copying: {f.get('Code')}: {f.get('Message', '')}"
             )
+        gone.update(m.receipt for i, m in enumerate(done) if i not in kept)
     report.moved += len(done)
 
 

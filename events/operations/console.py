@@ -1,94 +1,80 @@
 """The operators' "Messaging" admin page: the health model's checks, queues and DLQs, the outbox,
-the last daily run (its heartbeat), a 30-day chart, and redrive/replay behind their permissions
-with a dry-run confirmation first. It reads only the backbone: no app is imported.
+the last daily run (its heartbeat), panels that apps add (payments: charges waiting at the gateway's
+pace), a 30-day chart, and redrive/replay behind their permissions with a dry-run confirmation
+first. It reads only the backbone: apps add what the page shows with ``register_panel`` (as they add
+checks with ``health.register_check``), so no app is imported.
 
-Nothing here counts a big table per view: the outbox figures are bounded (observations), and the
-chart's daily counts (30 days of the event store) are computed off the request path by
-``chart_refresh`` (beat, every MESSAGING_CHART_SECONDS, on the monitoring queue) and read back.
+What needs an operator is highlighted where it shows (a DLQ holding messages, a breached check, an
+outbox backlog, a stale daily run), each with what repairs it next to it (``health.Repair``).
+
+Nothing here counts a big table per view: the outbox figures are bounded (counts.py), and the
+chart's daily counts are computed off the request path (chart.py) and read back.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
-from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
-from django.utils.safestring import SafeString
 
-from events import contracts
 from events.audit import audit_summaries
 from events.consuming.dlq import DlqError, Selection, depth, redrive, resolve
-from events.models import Heartbeat, OutboxEvent, ProcessedEvent
-from events.operations.health import evaluate, heartbeat_record
-from events.operations.observations import format_age, outbox_stats
+from events.models import Heartbeat
+from events.operations.chart import DAYS, chart_data
+from events.operations.counts import outbox_stats
+from events.operations.health import dlq_repair, evaluate
+from events.operations.observations import format_age
 from events.operations.replay_ui import ReplayForm, confirm_page
 from events.publishing.replay import ReplayError, replay, select_events
 
-DAYS = 30
-CHART_HEARTBEAT = "messaging_chart"  # its detail holds the chart's daily counts
+logger = logging.getLogger(__name__)
+
+PanelRead = Callable[[], dict[str, Any]]
 
 
-def _daily_counts() -> dict[str, dict[Any, int]]:
-    start = timezone.now() - timedelta(days=DAYS)
-
-    def per_day(qs: Any, field: str) -> dict[Any, int]:
-        rows = qs.filter(**{f"{field}__gte": start}).annotate(day=TruncDate(field)).values("day")
-        return {r["day"]: r["n"] for r in rows.annotate(n=Count("pk")).order_by()}
-
-    return {
-        "published": per_day(OutboxEvent.objects.exclude(published_at=None), "published_at"),
-        "handled": per_day(ProcessedEvent.objects.all(), "processed_at"),
-        "invoices": per_day(OutboxEvent.objects.filter(type=contracts.INVOICE_ISSUED), "occurred_at"),
-    }
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    template: str  # rendered with ``panel``: what ``read`` returned
+    read: PanelRead
 
 
-def chart_refresh() -> None:
-    """Count the chart's three daily series now and keep them for the page. Idempotent."""
-    counts = _daily_counts()
-    heartbeat_record(
-        name=CHART_HEARTBEAT,
-        detail={name: {day.isoformat(): n for day, n in series.items()} for name, series in counts.items()},
-    )
+PANELS: list[Panel] = []
 
 
-def _stored_counts() -> tuple[dict[str, dict[Any, int]], datetime | None]:
-    """The counts ``chart_refresh`` kept, and when; empty series before its first run."""
-    beat = Heartbeat.objects.filter(name=CHART_HEARTBEAT).first()
-    names = ("published", "handled", "invoices")
-    if beat is None:
-        return {name: {} for name in names}, None
-    counts = {
-        name: {date.fromisoformat(day): n for day, n in beat.detail.get(name, {}).items()} for name in names
-    }
-    return counts, beat.beat_at
+def register_panel(*, title: str, template: str) -> Callable[[PanelRead], PanelRead]:
+    """Add a section to the Messaging page: ``template`` rendered with what the decorated function
+    returns. It runs on every view, so it must be read-only and cheap (bounded counts, indexes)."""
+
+    def add(read: PanelRead) -> PanelRead:
+        if all(p.read is not read for p in PANELS):
+            PANELS.append(Panel(title, template, read))
+        return read
+
+    return add
 
 
-def _chart(counts: dict[str, dict[Any, int]]) -> SafeString:
-    """An inline SVG of three daily series over the last 30 days (no JavaScript)."""
-    today = timezone.now().date()
-    days = [today - timedelta(days=DAYS - 1 - i) for i in range(DAYS)]
-    top = max([1, *(v for series in counts.values() for v in series.values())])
-    width, height, pad = 720, 180, 20
-    colors = {"published": "#417690", "handled": "#79aec8", "invoices": "#e0a030"}
-    parts = [f'<svg role="img" aria-label="events per day" width="{width}" height="{height + 40}">']
-    for name, series in counts.items():
-        xs = [pad + i * (width - 2 * pad) / (DAYS - 1) for i in range(DAYS)]
-        ys = [pad + (height - 2 * pad) * (1 - series.get(d, 0) / top) for d in days]
-        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
-        parts.append(f'<polyline fill="none" stroke="{colors[name]}" stroke-width="2" points="{points}"/>')
-    for i, name in enumerate(counts):
-        parts.append(f'<text x="{pad + i * 160}" y="{height + 25}" fill="{colors[name]}">{name}</text>')
-    parts.append(f'<text x="{width - 150}" y="14">max {top}/day</text></svg>')
-    return format_html("{}", SafeString("".join(parts)))
+def _panels() -> list[dict[str, Any]]:
+    """Each registered panel with what it read; one that fails says why instead of failing the page."""
+    shown = []
+    for panel in PANELS:
+        entry: dict[str, Any] = {"title": panel.title, "template": panel.template, "error": ""}
+        try:
+            entry["context"] = panel.read()
+        except Exception as exc:  # noqa: BLE001 - one panel must not take the page down
+            logger.exception("the Messaging page's panel %r could not be read", panel.title)
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        shown.append(entry)
+    return shown
 
 
 def messaging_view(request: HttpRequest) -> HttpResponse:
@@ -99,23 +85,35 @@ def messaging_view(request: HttpRequest) -> HttpResponse:
     context: dict[str, Any] = {**admin.site.each_context(request), "title": "Messaging"}
     try:
         health = evaluate()
+        dlq_breach = health.breach("dlq_not_empty")
+        full_dlqs = dlq_breach.details["dlqs"] if dlq_breach else {}
         context["queues"] = [
-            {"stat": q, "age": format_age(q.oldest_age), "consumer": q.name.removesuffix("-dlq")}
+            {
+                "stat": q,
+                "age": format_age(q.oldest_age),
+                "repair": dlq_repair(q) if q.name in full_dlqs else None,
+            }
             for q in health.queues
         ]
-        context["checks"] = health.checks
+        context.update(
+            checks=health.checks,
+            outbox_breach=health.breach("outbox_lagging"),
+            daily_run_breach=health.breach("daily_run_missed"),
+        )
         outbox = health.outbox
     except (BotoCoreError, ClientError) as exc:
         context["sqs_error"] = str(exc)
         outbox = outbox_stats()
     beat = Heartbeat.objects.filter(name="daily_run").first()
-    counts, counted_at = _stored_counts()
+    chart, counted_at = chart_data()
     context.update(
         outbox=outbox,
         outbox_age=format_age(outbox.oldest_unpublished_age),
         last_run={"at": beat.beat_at, **beat.detail} if beat else None,
-        chart=_chart(counts),
+        panels=_panels(),
+        chart=chart,
         chart_counted_at=counted_at,
+        chart_days=DAYS,
         can_redrive=can_redrive,
         can_replay=can_replay,
         replay_form=ReplayForm(),

@@ -7,6 +7,8 @@ registered by that app with ``register_check``, so the backbone never imports it
 
 One rule each: a DLQ is "not empty" when its depth (visible + in flight + delayed) exceeds
 MONITOR_DLQ_MAX_DEPTH; an unknown age never counts as a breach; a missing queue is a breach.
+Each breach names what repairs it (``Repair``), shown next to it on the Messaging page and by
+``messaging_status``.
 """
 
 from __future__ import annotations
@@ -18,12 +20,34 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
+
+from core.calendar import billing_today
 
 from .. import contracts
 from ..models import Heartbeat, OutboxEvent
 from ..topology import aws, resources
-from .observations import OutboxStat, QueueStat, missing_queues, outbox_stats, queue_stats
+from .counts import OutboxStat, outbox_stats
+from .observations import QueueStat, missing_queues, queue_stats
+
+
+def operator_command(args: str) -> str:
+    """A manage.py command (``args``) as an operator types it beside the stack (OPERATOR_COMMAND)."""
+    return settings.OPERATOR_COMMAND.format(args=args)
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What repairs a breach: in words, manage.py commands (arguments only), an admin page."""
+
+    text: str
+    commands: tuple[str, ...] = ()  # e.g. "dlq_redrive payments --dry-run"
+    url: str = ""  # an admin page that repairs it or shows why
+
+    @property
+    def command_lines(self) -> list[str]:
+        return [operator_command(c) for c in self.commands]
 
 
 @dataclass
@@ -33,6 +57,16 @@ class CheckResult:
     summary: str = ""
     severity: str = "warning"
     details: dict[str, Any] = field(default_factory=dict)
+    repairs: list[Repair] = field(default_factory=list)  # what to do about a breach
+
+
+def dlq_repair(queue: QueueStat) -> Repair:
+    """What empties a DLQ: see why its messages failed, fix that, move them back (dry run first)."""
+    return Repair(
+        f"{queue.name}: read the first error of each message, fix its cause, then move them back "
+        "(dry run first)",
+        (f"dlq_inspect {queue.consumer}", f"dlq_redrive {queue.consumer} --dry-run"),
+    )
 
 
 # Checks that belong to a domain app (e.g. invoicing's "daily run stuck"), registered by the app
@@ -50,9 +84,8 @@ def register_check(fn: Callable[[], CheckResult]) -> Callable[[], CheckResult]:
 def _checks(queues: list[QueueStat], outbox: OutboxStat) -> list[CheckResult]:
     """Every check, over one reading of the queues and the outbox."""
     results = []
-    dlqs = {
-        q.name: q.depth for q in queues if q.is_dlq and q.depth > settings.MONITOR_DLQ_MAX_DEPTH
-    }  # one rule
+    full = [q for q in queues if q.is_dlq and q.depth > settings.MONITOR_DLQ_MAX_DEPTH]  # one rule
+    dlqs = {q.name: q.depth for q in full}
     results.append(
         CheckResult(
             "dlq_not_empty",
@@ -60,6 +93,7 @@ def _checks(queues: list[QueueStat], outbox: OutboxStat) -> list[CheckResult]:
             f"{sum(dlqs.values())} message(s) in {sorted(dlqs)}",
             "critical",
             {"dlqs": dlqs},
+            [dlq_repair(q) for q in full],
         )
     )
     # A deleted or never-provisioned queue: workers and pollers back off on it and nothing flows.
@@ -71,6 +105,7 @@ def _checks(queues: list[QueueStat], outbox: OutboxStat) -> list[CheckResult]:
             f"{len(missing)} queue(s) do not exist: {', '.join(missing)}; run messaging_provision",
             "critical",
             {"queues": missing},
+            [Repair("create the missing queues and their DLQs", ("messaging_provision",))],
         )
     )
     limit = settings.MONITOR_QUEUE_MAX_AGE_SECONDS
@@ -82,6 +117,7 @@ def _checks(queues: list[QueueStat], outbox: OutboxStat) -> list[CheckResult]:
             f"oldest message over {limit}s in {sorted(old)}",
             "warning",
             {"queues": old},
+            [Repair("their consumers are behind or stopped: are the workers that read them running?")],
         )
     )
     lag = outbox.oldest_unpublished_age or 0
@@ -96,6 +132,13 @@ def _checks(queues: list[QueueStat], outbox: OutboxStat) -> list[CheckResult]:
                 "unpublished_more": outbox.unpublished_more,
                 "oldest_age_seconds": round(lag),
             },
+            [
+                Repair(
+                    "the relay is not keeping up: failing rows show their last error; the relay runs on "
+                    "the events task queue (a worker must consume it) and needs SNS",
+                    url=reverse("admin:events_outboxevent_changelist") + "?published=failing",
+                )
+            ],
         )
     )
     beat = Heartbeat.objects.filter(name="daily_run").first()
@@ -108,6 +151,12 @@ def _checks(queues: list[QueueStat], outbox: OutboxStat) -> list[CheckResult]:
             f"no daily run finished since {beat.beat_at:%Y-%m-%d %H:%M} UTC" if beat else "",
             "critical",
             {"last_run": beat.beat_at.isoformat() if beat else None},
+            [
+                Repair(
+                    "issue what is due now, in this process (idempotent; catches up every missed day)",
+                    (f"invoices_issue --date {billing_today().isoformat()}",),
+                )
+            ],
         )
     )
     since = timezone.now() - timedelta(hours=1)
@@ -123,6 +172,7 @@ def _checks(queues: list[QueueStat], outbox: OutboxStat) -> list[CheckResult]:
             f"{rate:.0%} of {total} payments failed for good in the last hour",
             "warning",
             {"failed": failed, "succeeded": ok},
+            [Repair("read the error classes of the failed payments: Admin -> Payments, status failed")],
         )
     )
     results.extend(check() for check in EXTRA_CHECKS)
@@ -140,6 +190,10 @@ class Health:
     @property
     def breached(self) -> list[CheckResult]:
         return [c for c in self.checks if c.breached]
+
+    def breach(self, check: str) -> CheckResult | None:
+        """The named check's result if it is breached."""
+        return next((c for c in self.breached if c.check == check), None)
 
 
 def evaluate(*, with_age: bool = True) -> Health:

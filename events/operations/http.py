@@ -12,8 +12,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 
+from .counts import outbox_stats
 from .health import readiness
-from .observations import outbox_stats, queue_stats
+from .observations import queue_stats
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

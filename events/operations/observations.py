@@ -1,4 +1,5 @@
-"""Readings of queues, DLQs and the outbox: depths, ages, what is missing (the health model's input).
+"""Readings of queues and DLQs: depths, ages, what is missing (the health model's input; the outbox's
+readings are in counts.py).
 
 Age of the oldest message: SQS's API does not return it. On real AWS it comes
 from CloudWatch (``ApproximateAgeOfOldestMessage``). Against a local endpoint
@@ -20,12 +21,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from django.conf import settings
-from django.db import connection
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from .. import topology
-from ..models import Heartbeat, OutboxEvent
+from ..models import Heartbeat
 from ..topology import aws
 from . import metrics
 
@@ -42,35 +41,11 @@ class QueueStat:
     delayed: int
     oldest_age: float | None  # seconds; None = unknown
     missing: bool = False  # the queue does not exist (deleted, never provisioned): counts are 0
+    consumer: str = ""  # the name operators' commands take (dlq_redrive payments)
 
     @property
     def depth(self) -> int:
         return self.visible + self.in_flight + self.delayed
-
-
-@dataclass
-class OutboxStat:
-    """The outbox backlog, read cheaply however big it is: counts stop at OUTBOX_COUNT_LIMIT
-    (``*_more``: there are more than that), the oldest row comes from an index."""
-
-    unpublished: int
-    oldest_unpublished_age: float | None
-    failing: int
-    unpublished_more: bool = False
-    failing_more: bool = False
-    estimate: int | None = None  # the planner's figure for the unpublished rows, when counts stop
-
-    @property
-    def unpublished_text(self) -> str:
-        """The count as shown: `3`, or `more than 10,000 (about 98,000)` once it stopped."""
-        if not self.unpublished_more:
-            return str(self.unpublished)
-        about = f" (about {self.estimate:,})" if self.estimate and self.estimate > self.unpublished else ""
-        return f"more than {self.unpublished:,}{about}"
-
-    @property
-    def failing_text(self) -> str:
-        return f"more than {self.failing:,}" if self.failing_more else str(self.failing)
 
 
 # -- observations by pollers (local endpoint) -------------------------------
@@ -215,6 +190,7 @@ def queue_stats(*, with_age: bool = True) -> list[QueueStat]:
             delayed=int((attrs or {}).get("ApproximateNumberOfMessagesDelayed", 0)),
             oldest_age=None,
             missing=attrs is None,
+            consumer=spec.consumer,
         )
         if attrs is None:
             stats.append(stat)
@@ -243,44 +219,6 @@ def _age(stat: QueueStat) -> float | None:
     except Exception:  # noqa: BLE001 - a missing age must not hide the depths
         logger.warning("could not read the oldest message age of %s", stat.name, exc_info=True)
     return None
-
-
-def bounded_count(qs: QuerySet[Any], limit: int) -> tuple[int, bool]:
-    """``(count, more)``: rows of ``qs`` counted up to ``limit`` (``SELECT count(*) FROM (SELECT
-    ... LIMIT limit + 1)``), so a view never counts a big table; ``more``: there are more."""
-    n = qs.values("pk")[: limit + 1].count()
-    return min(n, limit), n > limit
-
-
-def _estimated_unpublished() -> int | None:
-    """What the planner last counted in the unpublished rows' partial index (VACUUM/ANALYZE keep
-    it; None before either ran)."""
-    with connection.cursor() as cur:
-        cur.execute("SELECT reltuples FROM pg_class WHERE relname = 'outbox_unpublished_age'")
-        row = cur.fetchone()
-    return int(row[0]) if row and row[0] > 0 else None
-
-
-def outbox_stats() -> OutboxStat:
-    """The backlog in a few index reads, with 100 or 1,000,000 rows waiting."""
-    limit = settings.OUTBOX_COUNT_LIMIT
-    pending = OutboxEvent.objects.filter(published_at__isnull=True)
-    # the partial index outbox_unpublished_age, read from its first entry
-    oldest = pending.order_by("occurred_at").values_list("occurred_at", flat=True).first()
-    age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
-    unpublished, more = bounded_count(pending, limit)
-    failing, failing_more = bounded_count(pending.filter(attempts__gt=0), limit)
-    stat = OutboxStat(
-        unpublished=unpublished,
-        oldest_unpublished_age=age,
-        failing=failing,
-        unpublished_more=more,
-        failing_more=failing_more,
-        estimate=_estimated_unpublished() if more else None,
-    )
-    metrics.OUTBOX_BACKLOG.set(max(stat.unpublished, stat.estimate or 0))
-    metrics.OUTBOX_OLDEST_AGE.set(age)
-    return stat
 
 
 def format_age(seconds: float | None) -> str:

@@ -91,7 +91,8 @@ def replay(
     progress: Callable[[int], None] | None = None,
     sample_size: int = 5,
 ) -> ReplayReport:
-    """Re-send ``events`` to their topics (default) or to one queue. Streams; batches of 10."""
+    """Re-send ``events`` to their topics (default) or to one queue. Streams; batches of 10.
+    ``progress(n)`` is called with the events sent by each batch (failed ones are not counted)."""
     queue = resolve_queue(to_queue) if to_queue else None
     count = events.count()
     report = ReplayReport(
@@ -121,16 +122,18 @@ def _flush(
     report: ReplayReport,
     progress: Callable[[int], None] | None,
 ) -> None:
+    sent = 0
     for group in batches(rows):  # 10 big events can exceed a request's 256 KiB
         try:
             failed = send_to_queue(key, group) if to_queue else publish_batch(key, group, replayed=True)
         except (BotoCoreError, ClientError) as exc:
             failed = {str(r.id): f"{type(exc).__name__}: {exc}" for r in group}
-        report.sent += len(group) - len(failed)
+        sent += len(group) - len(failed)
         report.failed += len(failed)
         report.errors.extend(list(failed.values())[: max(0, 5 - len(report.errors))])
+    report.sent += sent
     if progress:
-        progress(len(rows))
+        progress(sent)  # what was sent: a failed event is not replayed
 
 
 def send_to_queue(queue: str, rows: Iterable[OutboxEvent]) -> dict[str, str]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import transaction
 
 from events import contracts, topology
-from events.models import OutboxEvent
+from events.models import ConsumerFailure, OutboxEvent
 from events.publishing.outbox import NewEvent, record_events
 from tests.factories import agreement_data, drain
 
@@ -76,3 +77,26 @@ def test_event_detail_is_read_only_with_pretty_json(client, events):
     assert client.post(f"{CHANGELIST}{event.pk}/change/", {"type": "x"}).status_code == 403
     # search by exact aggregate id
     assert "A-1" in client.get(CHANGELIST, {"q": "A-1"}).content.decode()
+
+
+def test_a_poisoned_message_shows_as_a_warning_not_a_tick(client):
+    client.force_login(User.objects.create_superuser("root", password="pw"))
+    poisoned = ConsumerFailure.objects.create(
+        consumer="invoicing", message_id="m-1", event_type="agreement.created", aggregate_id="A-9",
+        first_error="data off-schema", last_error="data off-schema", poisoned=True,
+    )  # fmt: skip
+    ConsumerFailure.objects.create(
+        consumer="invoicing", message_id="m-2", first_error="boom", last_error="boom"
+    )
+    url = "/admin/events/consumerfailure/"
+    listed = client.get(url).content.decode()
+    cells = re.findall(r'<td class="field-kind">(.*?)</td>', listed)
+    assert sorted(cells) == [
+        '<span class="console-label console-warning">poisoned</span>',
+        "handler error",
+    ]
+    assert "icon-yes.svg" not in listed  # no green tick for poison
+    detail = client.get(f"{url}{poisoned.pk}/change/").content.decode()
+    assert '<span class="console-label console-warning">poisoned</span>' in detail
+    assert "icon-yes.svg" not in detail
+    assert 'href="/admin/events/outboxevent/?aggregate_id=A-9"' in detail

@@ -7,11 +7,12 @@ import re
 import time
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from events.topology import aws
 from tests.factories import AUDIT_QUEUE, envelope
 from tests.factories import queue_depth as queue_counts
+from tests.helpers import ctrl_c_at_progress
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -85,6 +86,31 @@ def test_messages_held_elsewhere_or_beyond_max_are_reported_not_examined(mixed_d
     assert queue_counts(sqs, AUDIT_QUEUE) == 50
 
 
+def test_ctrl_c_mid_redrive_says_what_moved_and_the_command_that_moves_the_rest(mixed_dlq, sqs, monkeypatch):
+    # given a selective redrive, and Ctrl-C once it has looked at 6 receive batches (60 messages)
+    ctrl_c_at_progress(monkeypatch, 6)
+    with pytest.raises(CommandError) as exc:
+        call_command("dlq_redrive", "audit", "--type", "agreement.created")
+
+    # then it exits 130 saying how many moved, which is what reached the source queue ...
+    message = str(exc.value)
+    assert exc.value.returncode == 130
+    moved = int(
+        re.search(r"Interrupted: moved (\d+) message\(s\) from \S+ to \S+, looked at 60 of 300", message)[1]
+    )
+    assert 0 < moved < SELECTED
+    assert queue_counts(sqs, AUDIT_QUEUE) == moved
+    # ... every other message is back in the DLQ at once (the ones it held are released) ...
+    assert _visible(sqs, AUDIT_DLQ) == 300 - moved
+    # ... and the command it gives moves the rest
+    resume = "python manage.py dlq_redrive audit --type agreement.created"
+    assert f"To resume, run:\n  {resume}\n" in message
+    monkeypatch.undo()
+    call_command("dlq_redrive", *resume.split()[3:])
+    assert queue_counts(sqs, AUDIT_QUEUE) == SELECTED
+    assert _visible(sqs, AUDIT_DLQ) == OTHER
+
+
 def test_holds_expiring_mid_pass_never_make_it_claim_less_is_left_than_is(mixed_dlq, sqs, monkeypatch):
     """The reported bug: holds expired on a deep queue, the pass stopped at the first batch of
     messages it had already seen, and "635 left" hid 364 selected messages still there."""
@@ -119,3 +145,30 @@ def test_an_impossible_duration_is_a_command_error(provisioned):
 
     with pytest.raises(CommandError, match="longer than any message can be old"):
         call_command("dlq_redrive", "audit", "--older-than", "99999999999999d", "--dry-run")
+
+
+def test_ctrl_c_while_a_batch_is_in_hand_leaves_no_message_hidden(mixed_dlq, sqs, monkeypatch):
+    from events.consuming import dlq
+
+    # given a selective redrive, and Ctrl-C while it looks at the 5th message of its 3rd batch
+    describe, looked = dlq._describe, 0
+
+    def describe_then_ctrl_c(msg, **kwargs):
+        nonlocal looked
+        looked += 1
+        if looked == 25:
+            raise KeyboardInterrupt
+        return describe(msg, **kwargs)
+
+    monkeypatch.setattr(dlq, "_describe", describe_then_ctrl_c)
+    with pytest.raises(CommandError) as exc:
+        call_command("dlq_redrive", "audit", "--type", "agreement.created")
+    moved = int(re.search(r"Interrupted: moved (\d+) message\(s\)", str(exc.value))[1])
+    # then every message not moved is visible in the DLQ at once, the batch at hand too (not hidden
+    # for the pass's hold of 5 minutes), so the command it gives, run now, moves all the rest
+    assert queue_counts(sqs, AUDIT_QUEUE) == moved
+    assert _visible(sqs, AUDIT_DLQ) == 300 - moved
+    monkeypatch.undo()
+    call_command("dlq_redrive", "audit", "--type", "agreement.created")
+    assert queue_counts(sqs, AUDIT_QUEUE) == SELECTED
+    assert _visible(sqs, AUDIT_DLQ) == OTHER

@@ -14,6 +14,7 @@ from events.publishing.outbox import NewEvent, record_events
 from events.publishing.relay import relay_pending
 from events.signing import verify
 from tests.factories import agreement_data, drain
+from tests.helpers import ctrl_c_at_progress
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -139,14 +140,7 @@ def test_ctrl_c_says_how_far_it_got_and_the_command_that_resumes(empty_queues, s
     monkeypatch.setattr(events_replay, "PAGE_SIZE", 10)
 
     # when the operator presses Ctrl-C while the second page is being sent
-    calls = []
-
-    def progress_then_ctrl_c(self, n):
-        calls.append(n)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(events_replay.tqdm, "update", progress_then_ctrl_c)
+    ctrl_c_at_progress(monkeypatch, 2)
     with pytest.raises(CommandError) as exc:
         call_command("events_replay", "--type", "agreement.created", "--to-queue", "invoicing")
 
@@ -172,3 +166,58 @@ def test_ctrl_c_says_how_far_it_got_and_the_command_that_resumes(empty_queues, s
     resumed = [b["id"] for b in bodies(sqs, "invoicing")]
     assert sorted(resumed) == sorted(str(e.id) for e in ordered[10:])
     assert set(first_run) | set(resumed) == {str(e.id) for e in ordered}
+
+
+def test_ctrl_c_after_some_events_failed_resumes_where_they_failed(empty_queues, sqs, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from events.management.commands import events_replay
+    from events.publishing import replay as replaying
+
+    # given 25 stored events replayed to one queue in pages of 10, two of the first page refused by SQS
+    start = timezone.now() - timedelta(hours=1)
+    with transaction.atomic():
+        record_events(
+            sender=None,
+            events=[
+                NewEvent(
+                    contracts.AGREEMENT_CREATED,
+                    f"F-{i:02}",
+                    1,
+                    agreement_data(f"F-{i:02}"),
+                    occurred_at=start + timedelta(seconds=i),
+                )
+                for i in range(25)
+            ],
+        )
+    ordered = list(OutboxEvent.objects.order_by("occurred_at", "id"))
+    refused = {str(ordered[3].id), str(ordered[4].id)}
+    monkeypatch.setattr(events_replay, "PAGE_SIZE", 10)
+    send = replaying.send_to_queue
+
+    def sqs_refusing_two(queue, rows):  # SendMessageBatch's answer: two entries Failed
+        rows = list(rows)
+        failed = send(queue, [r for r in rows if str(r.id) not in refused])
+        return failed | {str(r.id): "InternalError: try again" for r in rows if str(r.id) in refused}
+
+    monkeypatch.setattr(replaying, "send_to_queue", sqs_refusing_two)
+    # when the operator presses Ctrl-C during the second page
+    ctrl_c_at_progress(monkeypatch, 2)
+    with pytest.raises(CommandError) as exc:
+        call_command("events_replay", "--type", "agreement.created", "--to-queue", "invoicing")
+
+    # then it says what was sent and what failed, and resumes from the page where events failed
+    message = str(exc.value)
+    assert "Interrupted: replayed 18 of 25 event(s); 2 failed (InternalError: try again" in message
+    resume = next(
+        line.strip() for line in message.splitlines() if line.strip().startswith("python manage.py")
+    )
+    assert f"--since {ordered[0].occurred_at.isoformat()}" in resume
+    first_run = {b["id"] for b in bodies(sqs, "invoicing")}
+    assert len(first_run) == 18 and not refused & first_run
+    # and the command it gives sends the two that failed: every event reached the queue in the end
+    monkeypatch.undo()
+    call_command("events_replay", *resume.split()[3:])
+    assert first_run | {b["id"] for b in bodies(sqs, "invoicing")} == {str(e.id) for e in ordered}

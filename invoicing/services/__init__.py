@@ -22,6 +22,8 @@ from .daily_run import (
 from .invoices import invoice_mark_paid, invoice_mark_uncollectible, invoice_void
 from .projection import projection_apply, projection_apply_batch
 from .runner import (
+    RunSummary,
+    catchup_approve,
     chunks_mark_enqueued,
     daily_run_watchdog,
     flagged_agreements,
@@ -29,8 +31,10 @@ from .runner import (
 )
 
 __all__ = [
+    "RunSummary",
     "agreement_reconcile",
     "billing_today",
+    "catchup_approve",
     "chunk_execute",
     "chunk_fail",
     "chunk_ranges",

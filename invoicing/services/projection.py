@@ -39,6 +39,7 @@ def _by_version(e: list[Any]) -> Any:
 # What folding events changes on a row (the daily run's cursor only when ``agreement.created``
 # first arrives); the rest of the row is the daily run's and operators'.
 FOLDED_FIELDS = (
+    "external_ref",
     "created_seen",
     "customer",
     "description",
@@ -119,6 +120,11 @@ def _fold(row: BillableAgreement, event: Event) -> date | None:
     v = event.aggregate_version
     affected: date | None = None  # periods starting from here may owe something else now
     if event.type == contracts.AGREEMENT_CREATED:
+        # Only v2 names the agreement (v1 events: the store's, their replays). The ref never
+        # changes, so whichever event brings it first fills it, in any order: a v2 delivered after
+        # a v1 (a re-announcement) completes a row the v1 made.
+        if not row.external_ref and data.get("external_ref"):
+            row.external_ref = data["external_ref"]
         if not row.created_seen:
             row.created_seen = True
             row.customer = data["customer"]

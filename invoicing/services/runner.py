@@ -41,13 +41,20 @@ class RunSummary:
     errors: list[str] = field(default_factory=list)
 
 
-def invoices_run_inline(*, run_date: date, dry_run: bool = False, progress: Any = None) -> RunSummary:
+def invoices_run_inline(
+    *, run_date: date, dry_run: bool = False, progress: Any = None, summary: RunSummary | None = None
+) -> RunSummary:
     """The daily run in this process, chunk after chunk (operators' command and the preview).
 
     A chunk that fails is recorded as failed (the run then ends ``failed`` with an alert) and
-    the others still run; the summary lists the errors.
+    the others still run; the summary lists the errors. ``progress(1)`` is called after each
+    chunk; ``summary``, when given, is the one filled in chunk by chunk (so a caller stopped
+    midway, by Ctrl-C, can say what was done). Interrupted, the run's chunks not done are left
+    to the watchdog (``daily_run_watchdog``), which sends them to the workers; running it again
+    at once is as safe, since chunks are idempotent.
     """
-    summary = RunSummary(run_date=run_date)
+    if summary is None:
+        summary = RunSummary(run_date=run_date)
     if dry_run:
         for pk_from, pk_to in chunk_ranges(run_date):
             _add(summary, invoices_issue_chunk(run_date=run_date, pk_from=pk_from, pk_to=pk_to, dry_run=True))
@@ -78,10 +85,22 @@ def _add(summary: RunSummary, result: Any) -> None:
 
 
 def flagged_agreements() -> list[BillableAgreement]:
+    """Agreements waiting for an operator: a catch-up to approve, or an old correction."""
     return list(
         BillableAgreement.objects.filter(~Q(flagged_reason="") | ~Q(correction_flag="")).order_by(
             "agreement_id"
         )
+    )
+
+
+def catchup_approve(*, agreement_ids: list[str]) -> int:
+    """An operator approves the catch-up of flagged agreements: the next run bills every period
+    due, however many (the approval is used up then). The flag is cleared now, since nothing
+    waits for an operator any more: the preview and the admin stop showing the old reason. A run
+    that still cannot bill the agreement flags it again, with its new reason. Returns how many
+    agreements were approved."""
+    return BillableAgreement.objects.filter(agreement_id__in=agreement_ids).update(
+        catchup_approved=True, flagged_reason="", updated_at=timezone.now()
     )
 
 

@@ -9,9 +9,16 @@ from typing import Any
 from events.consuming import Event
 
 
-def agreement_event(type: str, agreement_id: str, version: int, **data: Any) -> Event:
+def agreement_event(
+    type: str, agreement_id: str, version: int, *, schema_version: int | None = None, **data: Any
+) -> Event:
+    """The event as its consumer gets it. ``agreement.created`` is version 2 (the agreement named
+    ``SUB-<id>``) unless ``schema_version=1`` (as recorded before v2: no ref, another event id)."""
     base: dict[str, Any] = {"agreement_id": agreement_id}
+    schema_version = schema_version or (2 if type == "agreement.created" else 1)
     if type == "agreement.created":
+        if schema_version >= 2:
+            base["external_ref"] = f"SUB-{agreement_id}"
         base |= {
             "customer": {"external_ref": f"C-{agreement_id}", "name": "Ada", "email": "ada@example.com"},
             "description": "Plan",
@@ -24,10 +31,11 @@ def agreement_event(type: str, agreement_id: str, version: int, **data: Any) -> 
             "status": "active",
         }
     base |= data
+    suffix = "/v1" if type == "agreement.created" and schema_version == 1 else ""
     return Event(
-        id=uuid.uuid5(uuid.NAMESPACE_URL, f"{agreement_id}/{version}"),
+        id=uuid.uuid5(uuid.NAMESPACE_URL, f"{agreement_id}/{version}{suffix}"),
         type=type,
-        schema_version=1,
+        schema_version=schema_version,
         occurred_at=datetime.now(UTC),
         producer="agreements",
         aggregate_type="agreement",

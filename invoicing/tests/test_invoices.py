@@ -16,6 +16,7 @@ from invoicing.services import (
     invoices_run_inline,
     projection_apply,
 )
+from tests.helpers import ctrl_c_at_progress
 
 from .factories import agreement_event
 
@@ -73,6 +74,49 @@ def test_preview_writes_nothing_and_issue_issues(capsys):
     assert Invoice.objects.count() == 3
     with pytest.raises(CommandError, match="is not a date"):
         call_command("invoices_issue", "--date", "March 1st")
+
+
+def test_ctrl_c_during_issue_says_what_was_issued_and_the_command_that_resumes(settings, monkeypatch):
+    # given three agreements due, one chunk each
+    settings.INVOICING_CHUNK_SIZE = 1
+    for ref in ("K1", "K2", "K3"):
+        projection_apply(event=agreement_event("agreement.created", ref, 1, start_date="2026-01-01"))
+
+    # when the operator presses Ctrl-C once the second chunk is done
+    ctrl_c_at_progress(monkeypatch, 2)
+    with pytest.raises(CommandError) as exc:
+        call_command("invoices_issue", "--date", "2026-01-01")
+
+    # then it exits 130 saying what was issued, and the command that resumes
+    message = str(exc.value)
+    assert exc.value.returncode == 130
+    assert "Interrupted: issued 2 invoice(s) in 2 of 3 chunk(s) of agreements for 2026-01-01" in message
+    assert "To resume, run:\n  python manage.py invoices_issue --date 2026-01-01\n" in message
+    assert Invoice.objects.count() == 2
+    # and that command issues the rest, nothing twice
+    monkeypatch.undo()
+    call_command("invoices_issue", "--date", "2026-01-01")
+    assert sorted(Invoice.objects.values_list("agreement_id", flat=True)) == ["K1", "K2", "K3"]
+
+
+def test_ctrl_c_during_a_preview_beside_make_run_says_nothing_was_issued_and_how_to_resume(
+    settings, monkeypatch
+):
+    # given a preview run with `make manage` (which sets MANAGE_VIA) over two chunks
+    settings.INVOICING_CHUNK_SIZE = 1
+    for ref in ("P1", "P2"):
+        projection_apply(event=agreement_event("agreement.created", ref, 1, start_date="2026-01-01"))
+    monkeypatch.setenv("MANAGE_VIA", "make")
+    # when Ctrl-C comes after the first
+    ctrl_c_at_progress(monkeypatch, 1)
+    with pytest.raises(CommandError) as exc:
+        call_command("invoices_preview", "--date", "2026-01-01")
+    # then it says what it saw, that nothing was issued, and the command in the form it was run
+    message = str(exc.value)
+    assert exc.value.returncode == 130
+    assert "looked at 1 of 2 chunk(s) of agreements for 2026-01-01: 1 invoice(s) would be" in message
+    assert "nothing was issued" in message and not Invoice.objects.exists()
+    assert '\n  make manage ARGS="invoices_preview --date 2026-01-01"\n' in message
 
 
 def test_void_needs_its_permission(client, invoice):

@@ -23,8 +23,11 @@ EVENTS = [
         "agreement.price_changed", "P", 5, amount_minor=1800, currency="EUR", effective_from="2026-07-31"
     ),
     agreement_event("agreement.cancelled", "P", 6, effective_date="2026-09-30", at_period_end=True),
+    # the same creation as recorded before v2 (no external ref): whichever order, the ref is kept
+    agreement_event("agreement.created", "P", 1, schema_version=1, start_date="2026-01-31"),
 ]
 FIELDS = [
+    "external_ref",
     "created_seen",
     "customer",
     "currency",
@@ -69,6 +72,7 @@ def project(events) -> dict:
 )
 def test_any_permutation_with_duplicates_gives_the_same_projection(order, duplicates, positions):
     expected = project(EVENTS)
+    assert expected["external_ref"] == "SUB-P"  # from the v2 creation, listed before the v1
     shuffled = [EVENTS[i] for i in order]
     for dup, pos in zip(duplicates, positions, strict=False):
         shuffled.insert(min(pos, len(shuffled)), EVENTS[dup])

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from tqdm import tqdm
 
-from events.consuming.dlq import DlqError, Selection, depth, redrive, resolve, start_native_move
+from core.commands import INTERRUPTED_EXIT, interrupted, progress_bar
+from events.consuming.dlq import (
+    DlqError,
+    RedriveReport,
+    Selection,
+    depth,
+    redrive,
+    resolve,
+    start_native_move,
+)
 
 from ._args import parse_duration
 
@@ -64,18 +71,27 @@ class Command(BaseCommand):
             self.stdout.write(f"Started SQS move task {handle}: {dlq} -> {source}")
             return
         total = depth(dlq)
-        bar = tqdm(total=total, unit="msg", file=sys.stderr, desc="redrive", disable=total < 50)
+        report = RedriveReport()
+        seen = 0
+
+        def progress(n: int) -> None:
+            nonlocal seen
+            seen += n
+            bar.update(n)
+
         try:
-            report = redrive(
-                dlq,
-                source,
-                selection=selection,
-                max_messages=opts["max_messages"],
-                dry_run=opts["dry_run"],
-                progress=bar.update,
-            )
-        finally:
-            bar.close()
+            with progress_bar(total=total, unit="msg", desc="redrive") as bar:
+                redrive(
+                    dlq,
+                    source,
+                    selection=selection,
+                    max_messages=opts["max_messages"],
+                    dry_run=opts["dry_run"],
+                    progress=progress,
+                    report=report,
+                )
+        except KeyboardInterrupt:
+            raise self._interrupted(queue, dlq, source, report, seen, opts) from None
         left = (
             f"{report.left_selected} selected, {report.left_unselected} not selected, "
             f"{report.unexamined} not examined"
@@ -99,3 +115,33 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{report.failed} message(s) could not be sent back: {'; '.join(report.errors[:5])}"
             )
+
+    def _interrupted(
+        self, queue: str, dlq: str, source: str, report: RedriveReport, seen: int, opts: dict[str, Any]
+    ) -> CommandError:
+        resume = ["dlq_redrive", queue]
+        for name in ("type", "aggregate_id", "older_than"):
+            if opts[name]:
+                resume += [f"--{name.replace('_', '-')}", opts[name]]
+        if opts["max_messages"] is not None:
+            if report.moved >= opts["max_messages"]:
+                return CommandError(
+                    f"Interrupted after moving the {report.moved} message(s) asked for (--max) from "
+                    f"{dlq} to {source}: nothing left to resume.",
+                    returncode=INTERRUPTED_EXIT,
+                )
+            resume += ["--max", str(opts["max_messages"] - report.moved)]
+        if opts["dry_run"]:
+            return interrupted(
+                f"dry run: looked at {seen} of {report.depth_before} message(s) in {dlq}, "
+                f"{report.matched} would move; nothing moved.",
+                resume=[*resume, "--dry-run"],
+                why_safe="A dry run moves nothing.",
+            )
+        return interrupted(
+            f"moved {report.moved} message(s) from {dlq} to {source}, looked at {seen} of "
+            f"{report.depth_before}. The others stay in {dlq} (those it held are released).",
+            resume=resume,
+            why_safe="It moves what is left. A message being copied at the moment of Ctrl-C may reach "
+            f"{source} twice: harmless, consumers skip event ids they have already handled.",
+        )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -11,8 +9,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q, QuerySet
-from tqdm import tqdm
 
+from core.commands import interrupted, progress_bar
 from events import contracts
 from events.models import OutboxEvent
 from events.publishing.replay import ReplayError, ReplayReport, replay, select_events
@@ -104,7 +102,6 @@ class Command(BaseCommand):
         """Replay page by page (oldest first), so that Ctrl-C can say where to resume: at the first
         event of the page in progress, every earlier page having been sent in full."""
         done = 0
-        bar = tqdm(total=total, unit="event", file=sys.stderr, desc="replay", disable=total < 50)
 
         def progress(n: int) -> None:
             nonlocal done
@@ -113,27 +110,36 @@ class Command(BaseCommand):
 
         report: ReplayReport | None = None
         resume_at: datetime | None = None
+        failed_at: datetime | None = None  # the first page with an event not sent
         try:
-            for first_at, page in pages(events, PAGE_SIZE):
-                resume_at = first_at
-                part = self._replay(page, opts, progress)
-                if report is None:
-                    report = part
-                else:
-                    report.sent += part.sent
-                    report.failed += part.failed
-                    report.errors.extend(part.errors[: max(0, 5 - len(report.errors))])
+            with progress_bar(total=total, unit="event", desc="replay") as bar:
+                for first_at, page in pages(events, PAGE_SIZE):
+                    resume_at = first_at
+                    part = self._replay(page, opts, progress)
+                    if part.failed and failed_at is None:
+                        failed_at = first_at
+                    if report is None:
+                        report = part
+                    else:
+                        report.sent += part.sent
+                        report.failed += part.failed
+                        report.errors.extend(part.errors[: max(0, 5 - len(report.errors))])
         except KeyboardInterrupt:
-            bar.close()
-            raise CommandError(
-                f"Interrupted: replayed {done} of {total} event(s). To resume, run:\n"
-                f"  {resume_command(opts, resume_at)}\n"
-                "It starts at the first event of the batch that was in progress, so up to "
-                f"{PAGE_SIZE} event(s) may be sent twice: harmless, consumers skip event ids they "
-                "have already handled.",
-                returncode=130,
+            failed = report.failed if report else 0
+            if failed:  # resumed from the page in progress, they would never be sent
+                done_text = (
+                    f"replayed {done} of {total} event(s); {failed} failed ({'; '.join(report.errors[:3])})."
+                )
+                start = "It starts at the first batch in which an event failed"
+            else:
+                done_text = f"replayed {done} of {total} event(s)."
+                start = "It starts at the first event of the batch that was in progress"
+            raise interrupted(
+                done_text,
+                resume=resume_args(opts, failed_at or resume_at),
+                why_safe=f"{start}, so events already sent may be sent twice: harmless, consumers "
+                "skip event ids they have already handled.",
             ) from None
-        bar.close()
         assert report is not None  # total > 0: at least one page
         report.count = total
         return report
@@ -153,9 +159,9 @@ def pages(events: QuerySet[OutboxEvent], size: int) -> Iterator[tuple[datetime, 
         after = keys[-1]
 
 
-def resume_command(opts: dict[str, Any], since: datetime | None) -> str:
-    """The command line that replays the same selection from ``since`` on (--since replaced)."""
-    args = ["python", "manage.py", "events_replay"]
+def resume_args(opts: dict[str, Any], since: datetime | None) -> list[str]:
+    """The arguments that replay the same selection from ``since`` on (--since replaced)."""
+    args = ["events_replay"]
     for event_id in opts["ids"]:
         args += ["--id", event_id]
     for name in ("type", "aggregate_type", "aggregate_id", "until"):
@@ -168,4 +174,4 @@ def resume_command(opts: dict[str, Any], since: datetime | None) -> str:
     if opts["all"]:
         args.append("--all")
     args += ["--to-queue", opts["to_queue"]] if opts["to_queue"] else ["--to-topic"]
-    return shlex.join(args)
+    return args

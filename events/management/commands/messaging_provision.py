@@ -15,7 +15,8 @@ from events.topology.provisioning import CREATE, UPDATE, provision, provision_al
 class Command(BaseCommand):
     help = (
         "Create (idempotently) the SNS topics, SQS queues with their dead-letter queues, "
-        "and SNS->SQS subscriptions described in events/topology.py. Safe to run on every deploy."
+        "and SNS->SQS subscriptions described in events/topology.py. Safe to run on every deploy. "
+        "Prints what it changes (and, with -v 2 or --dry-run, what it found unchanged)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -42,8 +43,10 @@ class Command(BaseCommand):
                 "or your AWS credentials and AWS_REGION (real AWS)."
             ) from exc
         for change in changes:
-            style = self.style.SUCCESS if change.action in (CREATE, UPDATE) else str
-            self.stdout.write(style(str(change)))
+            if change.action in (CREATE, UPDATE):
+                self.stdout.write(self.style.SUCCESS(str(change)))
+            elif dry_run or options["verbosity"] >= 2:  # unchanged: part of a plan, or asked for
+                self.stdout.write(str(change))
         if not settings.AWS_ENDPOINT_URL and not settings.OPERATOR_PRINCIPAL_ARNS:
             self.stdout.write(
                 self.style.WARNING(

@@ -14,8 +14,8 @@ from events.operations.observations import format_age
 class Command(BaseCommand):
     help = (
         "Show every queue and DLQ (visible, in flight, delayed, oldest age), the outbox backlog and "
-        "every automated check (the same ones monitoring alerts on). Exits 2 when a check is "
-        "breached, so cron or a monitor can call it."
+        "every automated check (the same ones monitoring alerts on) with what repairs a breach. "
+        "Exits 2 when a check is breached, so cron or a monitor can call it."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -43,5 +43,11 @@ class Command(BaseCommand):
         if health.breached:
             for check in health.breached:
                 self.stdout.write(self.style.ERROR(f"BREACH: {check.check}: {check.summary}"))
+                for repair in check.repairs:
+                    self.stdout.write(f"  repair: {repair.text}")
+                    for line in repair.command_lines:
+                        self.stdout.write(f"    {line}")
+                    if repair.url:
+                        self.stdout.write(f"    admin: {repair.url}")
             raise CommandError(f"{len(health.breached)} check(s) breached", returncode=2)
         self.stdout.write(self.style.SUCCESS(f"OK: all {len(health.checks)} checks pass"))

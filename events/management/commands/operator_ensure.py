@@ -8,6 +8,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
+from core.commands import command_line
+
 
 class Command(BaseCommand):
     help = "Create an operator superuser if missing, with a random password printed once."
@@ -21,7 +23,7 @@ class Command(BaseCommand):
         if User.objects.filter(username=username).exists():
             self.stdout.write(
                 f"Operator account {username!r} exists. Forgot the password? "
-                f"python manage.py changepassword {username}"
+                + command_line("changepassword", username)
             )
             return
         password = secrets.token_urlsafe(12)
@@ -29,4 +31,4 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(f"Created operator account {username!r} with password: {password}")
         )
-        self.stdout.write("It is shown only now; change it with: python manage.py changepassword " + username)
+        self.stdout.write("It is shown only now; change it with: " + command_line("changepassword", username))

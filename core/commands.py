@@ -1,0 +1,69 @@
+"""What the operator's management commands share: progress on a terminal, a Ctrl-C that says
+what was done, and the command line that runs one (again).
+
+``progress_bar`` is tqdm with the project's choices: on stderr, with a rate and an ETA, only when
+stderr is a terminal (logs and CI get the command's summary lines, no bar). ``interrupted`` is
+the error a command raises on Ctrl-C (KeyboardInterrupt): what was done, the exact command that
+resumes and why running it is safe, exit status 130, no traceback. ``command_line`` spells a
+management command the way this one was run: ``make manage ARGS="..."`` beside ``make run``
+(which sets ``MANAGE_VIA=make``), else ``python manage.py ...``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+from collections.abc import Sequence
+
+from django.core.management.base import CommandError, OutputWrapper
+from tqdm import tqdm
+
+# Set by `make manage` (scripts/devstack.py): resume hints are then given in that form.
+MANAGE_VIA_ENV = "MANAGE_VIA"
+# What a shell reports for a process ended by SIGINT (128 + 2).
+INTERRUPTED_EXIT = 130
+
+
+def progress_bar(*, total: int, unit: str, desc: str) -> tqdm:
+    """A progress bar ("import:  40%|####      | 4000/10000 [00:02<00:03, 1850.12line/s]") on a
+    terminal; disabled (its methods do nothing) when stderr is not one."""
+    return tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, disable=None, dynamic_ncols=True)
+
+
+def note(bar: tqdm | None, message: str, stderr: OutputWrapper) -> None:
+    """A line on the command's ``stderr`` that does not break the bar: while one is shown,
+    through tqdm (which clears it, writes, redraws it)."""
+    if bar is None or bar.disable:
+        stderr.write(message)
+    else:
+        tqdm.write(message, file=sys.stderr)
+
+
+def command_line(*args: str) -> str:
+    """The command that runs ``manage.py *args`` the way this process was run, as a shell line."""
+    line = shlex.join(args)
+    if os.environ.get(MANAGE_VIA_ENV) == "make":
+        return f"make manage ARGS={_make_value(line)}"
+    return f"python manage.py {line}"
+
+
+def _make_value(line: str) -> str:
+    """``line`` as the value of a variable on make's command line, quoted for the shell: make
+    expands ``$`` in it (``$$`` is one), and the shell must hand make the line as one word. In
+    double quotes when nothing in it means anything there (``ARGS="dlq_inspect invoicing"``), else
+    in single quotes (a file name with a quote, a ``$``, a backquote or a ``!``)."""
+    value = line.replace("$", "$$")
+    if re.search(r'["\\$`!]', value):
+        return shlex.quote(value)
+    return f'"{value}"'
+
+
+def interrupted(done: str, *, resume: Sequence[str], why_safe: str) -> CommandError:
+    """The error for Ctrl-C: ``done`` (what was done, counts), then the command that resumes
+    (``resume``: manage.py's arguments) and ``why_safe`` (why running it again does no harm)."""
+    return CommandError(
+        f"Interrupted: {done}\nTo resume, run:\n  {command_line(*resume)}\n{why_safe}",
+        returncode=INTERRUPTED_EXIT,
+    )

@@ -1,0 +1,98 @@
+"""Reads of payments for operators: charges waiting at the gateway's pace with a forecast of when
+they are done, and the dunning retries scheduled per day. Read-only and cheap (the Messaging page
+runs them on every view): the waiting charges are counted up to a bound from the status index, the
+planner's estimate beyond it; the retries are read from the partial index ``payment_due``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Count
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from events.operations.counts import bounded_count, count_text, planner_estimate
+
+from .models import Payment
+
+P = Payment.Status
+# Waiting charges counted exactly up to this many (an index read of some tens of milliseconds;
+# 100,000 is over a quarter of an hour at 100 charges/s), the planner's estimate beyond.
+COUNT_LIMIT = 100_000
+
+
+@dataclass(frozen=True)
+class ChargeForecast:
+    """Charges waiting (their message queued, or at the gateway now) and when, at the gateway's
+    rate limit, the last of them is done."""
+
+    pending: int
+    more: bool  # more than ``pending`` (the count stopped at its bound)
+    estimate: int | None  # the planner's figure when the count stopped
+    rate: float  # charges per second (PAYMENT_RATE_LIMIT_PER_SECOND; 0: no limit)
+    now: datetime
+
+    @property
+    def expected(self) -> int:
+        """The best figure to forecast with: the count, or the estimate when it says more."""
+        return max(self.pending, self.estimate or 0) if self.more else self.pending
+
+    @property
+    def done_by(self) -> datetime | None:
+        """When the last waiting charge is done at the full rate (to the next minute); None
+        without a limit or with nothing waiting."""
+        if self.rate <= 0 or self.expected == 0:
+            return None
+        done = self.now + timedelta(seconds=self.expected / self.rate)
+        whole = done.replace(second=0, microsecond=0)
+        return whole if whole == done else whole + timedelta(minutes=1)
+
+    @property
+    def text(self) -> str:
+        """E.g. ``3,200 pending at 100/s: done by 14:20 UTC``."""
+        if self.expected == 0:
+            return "No charges pending."
+        count = f"{self.pending:,}"
+        if self.more:
+            count = count_text(self.pending, more=True, estimate=self.estimate)
+        if self.rate <= 0:
+            return f"{count} pending; no gateway rate limit (PAYMENT_RATE_LIMIT_PER_SECOND): no forecast."
+        done = timezone.localtime(self.done_by)
+        now = timezone.localtime(self.now)
+        when = f"{done:%H:%M}" if done.date() == now.date() else f"{done:%Y-%m-%d %H:%M}"
+        if not self.more:
+            verb = "done by"
+        elif self.expected > self.pending:
+            verb = "done by about"  # at the planner's figure
+        else:
+            verb = "done no sooner than"  # the planner knows no more than the bound: a lower bound
+        return f"{count} pending at {self.rate:,g}/s: {verb} {when} {done:%Z}."
+
+
+def payments_charge_forecast(*, now: datetime | None = None) -> ChargeForecast:
+    """How many charges wait (pending or processing) and when the gateway's pace gets them done."""
+    waiting = Payment.objects.filter(status__in=[P.PENDING, P.PROCESSING])
+    pending, more = bounded_count(waiting, COUNT_LIMIT)
+    return ChargeForecast(
+        pending=pending,
+        more=more,
+        estimate=planner_estimate(waiting) if more else None,
+        rate=float(settings.PAYMENT_RATE_LIMIT_PER_SECOND),
+        now=now or timezone.now(),
+    )
+
+
+def payments_retries_by_day(*, now: datetime | None = None) -> list[tuple[date, int]]:
+    """Dunning retries still to come (soft declines, a gateway that kept failing), per day of their
+    next attempt (current time zone), soonest first."""
+    rows = (
+        Payment.objects.filter(status=P.RETRY_SCHEDULED, next_attempt_at__gt=now or timezone.now())
+        .annotate(day=TruncDate("next_attempt_at"))
+        .values("day")
+        .annotate(n=Count("pk"))
+        .order_by("day")
+    )
+    return [(r["day"], r["n"]) for r in rows]
