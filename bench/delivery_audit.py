@@ -14,7 +14,7 @@
    the consumers are done, while the re-sending shares the machine with them), time until handled,
    and the effects counted at the end: invoices per agreement and period, charges per invoice at
    the gateway.
-2. **An audit pass over 1,000,000 stored events with nothing missing** (rows made with INSERT ...
+2. **An audit pass over 1,000,000 stored events with nothing missing** (``_audit_store.py``) (rows made with INSERT ...
    SELECT generate_series, every one handled): a full pass (``full=True``) next to the floor, one
    indexed SQL anti-join counting the same consumer's unhandled events over the same rows, each in
    a fresh process (time: median of 3, alternating; memory: the process's peak RSS while the operation
@@ -28,11 +28,9 @@ import argparse
 import csv
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,57 +38,11 @@ from pathlib import Path
 GRACE = 3  # seconds: the events are past the grace period soon after they are lost
 
 
-def measure(what: str) -> None:
-    """Child process: one operation on the bench database; prints its time and memory as JSON."""
-    import django
-
-    django.setup()
-    import psutil
-    from django.db import connection
-
-    from events.audit import delivery_audit_run
-    from events.audit.subscriptions import plan
-
-    proc = psutil.Process()
-    before = proc.memory_info().rss
-    peak = [before]
-    done = threading.Event()
-
-    def sample() -> None:  # the process's RSS while the operation runs (its own peak, not start-up's)
-        while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    start = time.perf_counter()
-    if what == "floor":
-        with connection.cursor() as cur:
-            cur.execute(
-                "SELECT count(*) FROM events_outboxevent o WHERE o.published_at IS NOT NULL "
-                "AND o.type = ANY(%s) AND NOT EXISTS (SELECT 1 FROM events_processedevent p "
-                "WHERE p.consumer = 'invoicing' AND p.event_id = o.id)",
-                [list(plan("invoicing").types)],
-            )
-            result = {"missing": cur.fetchone()[0]}
-    else:
-        report = delivery_audit_run(consumer="invoicing", full=what == "full")
-        result = {"missing": report.totals.missing, "audited": report.totals.published}
-    seconds = time.perf_counter() - start
-    done.set()
-    sampler.join()
-    peak[0] = max(peak[0], proc.memory_info().rss)
-    print(json.dumps({"seconds": seconds, "before_mb": before / 2**20, "peak_mb": peak[0] / 2**20, **result}))
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["--measure"]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    measure(sys.argv[2])
-    sys.exit(0)
-
 os.environ.setdefault("BENCH_EMULATOR", "ministack")
 os.environ["DELIVERY_AUDIT_GRACE_SECONDS"] = str(GRACE)
 import _env  # noqa: E402
+import _stack  # noqa: E402
+from _audit_store import scale  # noqa: E402
 from django.apps import apps  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
@@ -122,22 +74,6 @@ def clean() -> None:
         cur.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
     for q in topology.build().queues:
         aws.client("sqs").purge_queue(QueueUrl=aws.queue_url(q.name))
-
-
-def start(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
-    log = (log_dir / f"{name}.log").open("ab")
-    return subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def depth(consumer: str) -> int:
@@ -186,67 +122,31 @@ def plain_send(event_type: str, n: int) -> float:
 
 
 class Stack:
-    def __init__(self, n: int) -> None:
-        self.n = n
+    """The sandbox gateway, and a worker with the push consumers (bench/_stack.py, as make run)."""
+
+    def __init__(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="delivery-audit-"))
         port = free_port()
         self.env = {**os.environ, "PAYMENT_GATEWAY_URL": f"http://127.0.0.1:{port}", "LOG_LEVEL": "WARNING"}
         self.env["OUTBOX_KICK_RELAY"] = "false"  # the bench relays itself where it matters
-        self.gateway = start(
-            "gateway",
-            [
-                PY,
-                "-m",
-                "devsupport.sandbox_gateway",
-                "--port",
-                str(port),
-                "--latency-ms",
-                "20",
-                "--rate-limit",
-                "1000",
-            ],
-            self.env,
-            self.tmp,
-        )
+        gateway = [PY, "-m", "devsupport.sandbox_gateway", "--port", str(port), "--latency-ms", "20"]
+        self.gateway = _stack.start("gateway", [*gateway, "--rate-limit", "1000"], self.env, self.tmp)
         wait_until(lambda: port_open("127.0.0.1", port), 30, "gateway")
         self.gateway_url = f"http://127.0.0.1:{port}"
         self.worker: subprocess.Popen[bytes] | None = None
 
     def start_worker(self) -> None:
-        worker_env = {**self.env, "OUTBOX_KICK_RELAY": "true"}
-        self.worker = start(
-            "worker",
-            [
-                PY,
-                "-m",
-                "celery",
-                "-A",
-                "billing_project",
-                "worker",
-                "-Q",
-                "default,events,invoicing,payments",
-                "--pool",
-                "threads",
-                "--concurrency",
-                "8",
-                "-l",
-                "WARNING",
-                "-n",
-                "audit-bench@%h",
-            ],
-            worker_env,
-            self.tmp,
-        )
+        self.worker = _stack.worker({**self.env, "OUTBOX_KICK_RELAY": "true"}, self.tmp)
         time.sleep(8)  # its push consumers connect
 
     def stop_worker(self) -> None:
         if self.worker:
-            stop(self.worker)
+            _stack.stop(self.worker)
             self.worker = None
 
     def close(self) -> None:
         self.stop_worker()
-        stop(self.gateway)
+        _stack.stop(self.gateway)
 
     def manage(self, *args: str) -> None:
         subprocess.run(
@@ -287,7 +187,7 @@ def heal(consumer: str, event_type: str, n: int) -> dict:
 
 def lose_and_heal(n: int) -> list[tuple[str, str]]:
     clean()
-    stack = Stack(n)
+    stack = Stack()
     try:
         # N agreements, their agreement.created published to invoicing's queue and lost there
         path = stack.tmp / "agreements.csv"
@@ -375,81 +275,6 @@ def lose_and_heal(n: int) -> list[tuple[str, str]]:
     ]
 
 
-def generate(upto: int) -> None:
-    """Published agreement.created rows up to ``upto`` in all, every one handled by invoicing."""
-    with connection.cursor() as cur:
-        cur.execute("SELECT count(*) FROM events_outboxevent")
-        have = cur.fetchone()[0]
-        cur.execute(
-            """
-            INSERT INTO events_outboxevent (id, type, schema_version, occurred_at, producer, aggregate_type,
-                aggregate_id, aggregate_version, data, published_at, attempts, last_attempt_at, next_attempt_at,
-                last_error, errors, sns_message_id, priority)
-            SELECT gen_random_uuid(), 'agreement.created', 1, t, 'agreements', 'agreement', 'bench-' || i, 1,
-                   '{}'::jsonb, t + interval '1 second', 1, t + interval '1 second', NULL, '', '[]', '', 1
-              FROM generate_series(%s, %s) AS i,
-                   LATERAL (SELECT now() - interval '2 hours' + i * interval '1 millisecond') AS x(t)
-            """,
-            [have + 1, upto],
-        )
-        cur.execute(
-            """
-            INSERT INTO events_processedevent (consumer, event_id, event_type, payload_hash, processed_at)
-            SELECT 'invoicing', o.id, o.type, repeat('0', 64), o.published_at FROM events_outboxevent o
-             WHERE o.aggregate_id LIKE 'bench-%%'
-               AND NOT EXISTS (SELECT 1 FROM events_processedevent p WHERE p.consumer = 'invoicing' AND p.event_id = o.id)
-            """
-        )
-        cur.execute("VACUUM ANALYZE events_outboxevent")
-        cur.execute("VACUUM ANALYZE events_processedevent")
-
-
-def child(what: str) -> dict:
-    env = {**os.environ, "DELIVERY_AUDIT_GRACE_SECONDS": "900"}
-    out = subprocess.run(
-        [PY, __file__, "--measure", what],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parent,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def scale(sizes: list[int]) -> list[tuple[str, str]]:
-    clean()
-    rows, peaks = [], {}
-    for size in sizes:
-        t = time.perf_counter()
-        generate(size)
-        made = time.perf_counter() - t
-        floors, audits = [], []
-        for _ in range(3):
-            floors.append(child("floor"))
-            audits.append(child("full"))
-        assert all(r["missing"] == 0 for r in floors + audits) and audits[0]["audited"] == size
-        incremental = child("incremental")
-        f = statistics.median(r["seconds"] for r in floors)
-        a = statistics.median(r["seconds"] for r in audits)
-        fm, am = max(r["peak_mb"] for r in floors), max(r["peak_mb"] for r in audits)
-        peaks[size] = am
-        rows.append(
-            (
-                f"full pass over {size:,} events",
-                f"{a:.2f} s vs SQL anti-join floor {f:.2f} s: {a / f:.2f}x the floor; peak RSS {am:.1f} MB vs "
-                f"{fm:.1f} MB (+{max(r['peak_mb'] - r['before_mb'] for r in audits):.1f} vs "
-                f"+{max(r['peak_mb'] - r['before_mb'] for r in floors):.1f} MB over the process before); "
-                f"next incremental pass {incremental['seconds'] * 1000:.0f} ms ({incremental['audited']} events); "
-                f"rows made in {made:.0f} s",
-            )
-        )
-    if len(sizes) > 1:
-        small, big = sizes[0], sizes[-1]
-        rows.append(("peak RSS ratio", f"{peaks[big] / peaks[small]:.2f} ({big:,} vs {small:,} events)"))
-    return rows
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=5000, help="messages lost per consumer (0: skip)")
@@ -461,6 +286,7 @@ def main() -> None:
     if args.events:
         rows += lose_and_heal(args.events)
     if args.rows:
+        clean()
         rows += scale(sorted({min(100_000, args.rows), args.rows}))
     _env.report(rows)
 

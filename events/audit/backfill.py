@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,17 +47,29 @@ def resend(consumer: str, items: list[Any]) -> Sent:
     except ReplayError as exc:
         raise AuditError(f"cannot re-send to {consumer}: {exc}") from None
     with ThreadPoolExecutor(settings.OUTBOX_RELAY_PUBLISH_CONCURRENCY, "audit-resend") as pool:
+        # The next chunk is read from the store while the previous one is being sent.
+        sending: list[tuple[list[OutboxEvent], Future[dict[str, str]]]] = []
         for rows in _chunks(items):
-            groups = batches(rows)
-            sent_ids: list[uuid.UUID] = []
-            for group, failed in zip(groups, pool.map(lambda g: _send(queue, g), groups), strict=True):
-                sent_ids += [r.id for r in group if str(r.id) not in failed]
-                result.failed += len(failed)
-                result.errors += list(failed.values())[: max(0, 5 - len(result.errors))]
-            _remember(consumer, sent_ids)
-            result.sent += len(sent_ids)
+            chunk = [(group, pool.submit(_send, queue, group)) for group in batches(rows)]
+            _settle(consumer, sending, result)
+            sending = chunk
+        _settle(consumer, sending, result)
     metrics.EVENTS_REPLAYED.labels("backfill").inc(result.sent)
     return result
+
+
+def _settle(
+    consumer: str, sending: list[tuple[list[OutboxEvent], Future[dict[str, str]]]], result: Sent
+) -> None:
+    """Wait for these sends and remember the events that went."""
+    sent_ids: list[uuid.UUID] = []
+    for group, future in sending:
+        failed = future.result()
+        sent_ids += [r.id for r in group if str(r.id) not in failed]
+        result.failed += len(failed)
+        result.errors += list(failed.values())[: max(0, 5 - len(result.errors))]
+    _remember(consumer, sent_ids)
+    result.sent += len(sent_ids)
 
 
 def _send(queue: str, group: list[OutboxEvent]) -> dict[str, str]:

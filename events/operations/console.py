@@ -26,7 +26,6 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from events.audit import audit_summaries
 from events.consuming.dlq import DlqError, Selection, depth, redrive, resolve
 from events.models import Heartbeat
 from events.operations.chart import DAYS, chart_data
@@ -117,7 +116,6 @@ def messaging_view(request: HttpRequest) -> HttpResponse:
         can_redrive=can_redrive,
         can_replay=can_replay,
         replay_form=ReplayForm(),
-        audit=audit_summaries(),
     )
     redrive_queue = request.GET.get("redrive")
     if redrive_queue and can_redrive:
