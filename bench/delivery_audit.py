@@ -122,7 +122,7 @@ def plain_send(event_type: str, n: int) -> float:
 
 
 class Stack:
-    """The sandbox gateway, and a worker with the push consumers (bench/_stack.py, as make run)."""
+    """The sandbox gateway, and a worker with the push consumers (started through bench/_stack.py)."""
 
     def __init__(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="delivery-audit-"))
@@ -136,7 +136,12 @@ class Stack:
         self.worker: subprocess.Popen[bytes] | None = None
 
     def start_worker(self) -> None:
-        self.worker = _stack.worker({**self.env, "OUTBOX_KICK_RELAY": "true"}, self.tmp)
+        # threads: 5,000 charges (waiting on the gateway) and the relay kicks their events send
+        # would take many minutes on 2 prefork processes; the figures do not depend on it
+        queues = "default,events,invoicing,payments"
+        argv = [*_stack.CELERY, "worker", "-Q", queues, "--pool", "threads", "--concurrency", "8"]
+        argv += ["-l", "WARNING", "-n", "audit-bench@%h"]
+        self.worker = _stack.start("worker", argv, {**self.env, "OUTBOX_KICK_RELAY": "true"}, self.tmp)
         time.sleep(8)  # its push consumers connect
 
     def stop_worker(self) -> None:
