@@ -13,6 +13,7 @@ if ministack cannot be installed or started, which ``EMULATOR`` and ``FALLBACK_R
 from __future__ import annotations
 
 import atexit
+import csv
 import os
 import statistics
 import sys
@@ -73,6 +74,7 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
+from core.calendar import billing_today  # noqa: E402
 from events.topology import aws  # noqa: E402
 
 call_command("migrate", verbosity=0, interactive=False)
@@ -154,3 +156,18 @@ def sql_floor(n: int) -> float:
         elapsed = time.perf_counter() - start
         transaction.set_rollback(True)
     return elapsed
+
+
+def write_agreements_file(path: Path, n: int, prefix: str) -> None:
+    """An import file of n monthly agreements starting today (``agreements_import``'s CSV): each
+    owes one invoice at the next daily run. External refs are ``<prefix>-<i>``."""
+    today = billing_today().isoformat()
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            ["external_ref", "customer_name", "customer_email", "amount_minor", "currency", "interval", "start_date"]
+        )
+        w.writerows(
+            [f"{prefix}-{i}", f"Customer {i}", f"c{i}@example.com", 1000 + i % 500, "EUR", "month", today]
+            for i in range(n)
+        )

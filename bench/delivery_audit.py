@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -48,7 +47,6 @@ from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.db.models import Count  # noqa: E402
 
-from core.calendar import billing_today  # noqa: E402
 from devsupport.net import free_port, port_open  # noqa: E402
 from devsupport.waiting import wait_until  # noqa: E402
 from events import contracts, topology  # noqa: E402
@@ -196,24 +194,7 @@ def lose_and_heal(n: int) -> list[tuple[str, str]]:
     try:
         # N agreements, their agreement.created published to invoicing's queue and lost there
         path = stack.tmp / "agreements.csv"
-        today = billing_today().isoformat()
-        with path.open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(
-                [
-                    "external_ref",
-                    "customer_name",
-                    "customer_email",
-                    "amount_minor",
-                    "currency",
-                    "interval",
-                    "start_date",
-                ]
-            )
-            w.writerows(
-                [f"HEAL-{i}", f"Customer {i}", f"c{i}@example.com", 1000 + i % 500, "EUR", "month", today]
-                for i in range(n)
-            )
+        _env.write_agreements_file(path, n, "HEAL")
         stack.manage("agreements_import", str(path))
         relay_pending(max_seconds=900)
         wait_until(lambda: depth("invoicing") >= n, 300, "agreement.created queued")

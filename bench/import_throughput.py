@@ -12,7 +12,6 @@ Nothing else runs: the relay is not kicked (``pipeline.py`` measures the import 
 
 from __future__ import annotations
 
-import csv
 import subprocess
 import sys
 import tempfile
@@ -22,18 +21,7 @@ from pathlib import Path
 import _env
 from django.db import connection
 
-from core.calendar import billing_today
-
 SIZES = [int(a) for a in sys.argv[1:]] or [10_000, 100_000]
-
-
-def write_file(path: Path, n: int) -> None:
-    today = billing_today().isoformat()
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["external_ref", "customer_name", "customer_email", "amount_minor", "currency", "interval", "start_date"])
-        for i in range(n):
-            w.writerow([f"IMP-{i}", f"Customer {i}", f"c{i}@example.com", 1000 + i % 500, "EUR", "month", today])
 
 
 def clean() -> None:
@@ -66,7 +54,7 @@ def main() -> None:
             clean()
             floor = _env.sql_floor(n)
             path = Path(tmp) / f"agreements-{n}.csv"
-            write_file(path, n)
+            _env.write_agreements_file(path, n, "IMP")
             seconds, peak = import_file(path)
             peaks.append(peak)
             rows.append(

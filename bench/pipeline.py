@@ -21,7 +21,6 @@ Each stage prints when it finished (seconds from the start of the import), its a
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -40,7 +39,6 @@ from django.db import connection  # noqa: E402
 from django.db.models import Max, Min  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from core.calendar import billing_today  # noqa: E402
 from devsupport.net import free_port, port_open  # noqa: E402
 from devsupport.waiting import wait_until  # noqa: E402
 from events import contracts, topology  # noqa: E402
@@ -115,27 +113,6 @@ def _depth(url: str) -> int:
     return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
 
 
-def write_file(path: Path) -> None:
-    today = billing_today().isoformat()
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(
-            [
-                "external_ref",
-                "customer_name",
-                "customer_email",
-                "amount_minor",
-                "currency",
-                "interval",
-                "start_date",
-            ]
-        )
-        for i in range(N):
-            w.writerow(
-                [f"PIPE-{i}", f"Customer {i}", f"c{i}@example.com", 1000 + i % 500, "EUR", "month", today]
-            )
-
-
 def window(qs, field: str) -> tuple[float, int]:  # noqa: ANN001 - any queryset
     """(seconds from the first to the last row, rows) by the rows' own timestamps."""
     agg = qs.aggregate(first=Min(field), last=Max(field))
@@ -174,7 +151,7 @@ def main() -> None:
         wait_until(lambda: port_open("127.0.0.1", gateway_port), 30, "gateway")
         time.sleep(8)  # the worker's consumers connect
         path = tmp / "agreements.csv"
-        write_file(path)
+        _env.write_agreements_file(path, N, "PIPE")
         created = OutboxEvent.objects.filter(type=contracts.AGREEMENT_CREATED)
         handled = ProcessedEvent.objects.filter(consumer="invoicing", event_type=contracts.AGREEMENT_CREATED)
         t0 = time.perf_counter()

@@ -147,7 +147,12 @@ def test_the_resume_command_survives_a_file_name_with_spaces_quotes_and_dollars(
     if via == "make":
         assert words[:2] == ["make", "manage"] and words[2].startswith("ARGS=")
         recipe = subprocess.run(
-            ["make", "-n", "manage", words[2]], capture_output=True, text=True, check=True, cwd=ROOT
+            # --no-print-directory: under `make test` this make is nested and would add its own lines
+            ["make", "-n", "--no-print-directory", "manage", words[2]],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
         ).stdout.strip()
         words = _as_bash_reads(recipe)
         assert words[1:3] == ["scripts/devstack.py", "manage"]
