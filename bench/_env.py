@@ -71,10 +71,12 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.apps import apps  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
 from core.calendar import billing_today  # noqa: E402
+from events import topology  # noqa: E402
 from events.topology import aws  # noqa: E402
 
 call_command("migrate", verbosity=0, interactive=False)
@@ -171,3 +173,19 @@ def write_agreements_file(path: Path, n: int, prefix: str) -> None:
             [f"{prefix}-{i}", f"Customer {i}", f"c{i}@example.com", 1000 + i % 500, "EUR", "month", today]
             for i in range(n)
         )
+
+
+def clean(*extra: Any) -> None:
+    """Empty the domain tables (agreements, invoicing, payments), the ``extra`` models' tables and
+    every queue of the bench prefix: each stage of a benchmark starts from nothing."""
+    tables = [
+        m._meta.db_table
+        for label in ("agreements", "invoicing", "payments")
+        for m in apps.get_app_config(label).get_models()
+    ]
+    tables += [m._meta.db_table for m in extra]
+    with connection.cursor() as cur:
+        cur.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
+    sqs = aws.client("sqs")
+    for q in topology.build().queues:
+        sqs.purge_queue(QueueUrl=aws.queue_url(q.name))

@@ -42,9 +42,7 @@ os.environ["DELIVERY_AUDIT_GRACE_SECONDS"] = str(GRACE)
 import _env  # noqa: E402
 import _stack  # noqa: E402
 from _audit_store import scale  # noqa: E402
-from django.apps import apps  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.db import connection  # noqa: E402
 from django.db.models import Count  # noqa: E402
 
 from devsupport.net import free_port, port_open  # noqa: E402
@@ -57,21 +55,6 @@ from events.topology import aws  # noqa: E402
 
 ROOT = _env.ROOT
 PY = sys.executable
-
-
-def clean() -> None:
-    tables = [
-        m._meta.db_table
-        for label in ("agreements", "invoicing", "payments")
-        for m in apps.get_app_config(label).get_models()
-    ]
-    tables += [
-        m._meta.db_table for m in (OutboxEvent, ProcessedEvent, DeliveryAudit, DeliveryResend, AlertState)
-    ]
-    with connection.cursor() as cur:
-        cur.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
-    for q in topology.build().queues:
-        aws.client("sqs").purge_queue(QueueUrl=aws.queue_url(q.name))
 
 
 def depth(consumer: str) -> int:
@@ -189,7 +172,7 @@ def heal(consumer: str, event_type: str, n: int) -> dict:
 
 
 def lose_and_heal(n: int) -> list[tuple[str, str]]:
-    clean()
+    _env.clean(OutboxEvent, ProcessedEvent, DeliveryAudit, DeliveryResend, AlertState)
     stack = Stack()
     try:
         # N agreements, their agreement.created published to invoicing's queue and lost there
@@ -272,7 +255,7 @@ def main() -> None:
     if args.events:
         rows += lose_and_heal(args.events)
     if args.rows:
-        clean()
+        _env.clean(OutboxEvent, ProcessedEvent, DeliveryAudit, DeliveryResend, AlertState)
         rows += scale(sorted({min(100_000, args.rows), args.rows}))
     _env.report(rows)
 

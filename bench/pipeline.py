@@ -33,9 +33,7 @@ os.environ["OUTBOX_KICK_RELAY"] = "true"  # as in make run: commits kick the rel
 
 import _env  # noqa: E402
 import _stack  # noqa: E402
-from django.apps import apps  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.db import connection  # noqa: E402
 from django.db.models import Max, Min  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
@@ -53,21 +51,6 @@ N = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
 SAMPLE = 2_000  # messages per plain-loop baseline: shallow enough that the endpoint stays flat
 ROOT = _env.ROOT
 PY = sys.executable
-
-
-def clean() -> None:
-    """Empty the domain and event tables and every queue of the bench prefix."""
-    tables = [
-        m._meta.db_table
-        for label in ("agreements", "invoicing", "payments")
-        for m in apps.get_app_config(label).get_models()
-    ]
-    tables += [m._meta.db_table for m in (OutboxEvent, ProcessedEvent)]
-    with connection.cursor() as cur:
-        cur.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
-    sqs = aws.client("sqs")
-    for q in topology.build().queues:
-        sqs.purge_queue(QueueUrl=aws.queue_url(q.name))
 
 
 def sql_floor(n: int = 10_000) -> float:
@@ -123,13 +106,13 @@ def window(qs, field: str) -> tuple[float, int]:  # noqa: ANN001 - any queryset
 
 
 def main() -> None:
-    clean()
+    _env.clean(OutboxEvent, ProcessedEvent)
     floor = sql_floor()
     base_publish = plain_publish("agreements", "agreement.created", SAMPLE)
     base_invoicing = plain_drain("invoicing", SAMPLE)
     plain_publish("invoicing", "invoice.issued", SAMPLE)
     base_payments = plain_drain("payments", SAMPLE)
-    clean()
+    _env.clean(OutboxEvent, ProcessedEvent)
 
     tmp = Path(tempfile.mkdtemp(prefix="pipeline-"))
     env = dict(os.environ)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import transaction
+from django.utils import timezone
 
 from events import contracts, topology
+from events.management.commands import events_replay
 from events.models import OutboxEvent
+from events.publishing import replay as replaying
 from events.publishing.outbox import NewEvent, record_events
 from events.publishing.relay import relay_pending
 from events.signing import verify
@@ -113,14 +117,8 @@ def test_bad_arguments_give_an_actionable_command_error(published, args, message
         call_command("events_replay", *args)
 
 
-def test_ctrl_c_says_how_far_it_got_and_the_command_that_resumes(empty_queues, sqs, monkeypatch):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from events.management.commands import events_replay
-
-    # given 25 stored events a second apart, replayed to one queue in pages of 10
+def stored_a_second_apart(prefix: str, n: int) -> list[OutboxEvent]:
+    """n agreement.created events recorded an hour ago, a second apart, oldest first."""
     start = timezone.now() - timedelta(hours=1)
     with transaction.atomic():
         record_events(
@@ -128,15 +126,20 @@ def test_ctrl_c_says_how_far_it_got_and_the_command_that_resumes(empty_queues, s
             events=[
                 NewEvent(
                     contracts.AGREEMENT_CREATED,
-                    f"R-{i:02}",
+                    f"{prefix}-{i:02}",
                     1,
-                    agreement_data(f"R-{i:02}"),
+                    agreement_data(f"{prefix}-{i:02}"),
                     occurred_at=start + timedelta(seconds=i),
                 )
-                for i in range(25)
+                for i in range(n)
             ],
         )
-    ordered = list(OutboxEvent.objects.order_by("occurred_at", "id"))
+    return list(OutboxEvent.objects.order_by("occurred_at", "id"))
+
+
+def test_ctrl_c_says_how_far_it_got_and_the_command_that_resumes(empty_queues, sqs, monkeypatch):
+    # given 25 stored events a second apart, replayed to one queue in pages of 10
+    ordered = stored_a_second_apart("R", 25)
     monkeypatch.setattr(events_replay, "PAGE_SIZE", 10)
 
     # when the operator presses Ctrl-C while the second page is being sent
@@ -169,30 +172,8 @@ def test_ctrl_c_says_how_far_it_got_and_the_command_that_resumes(empty_queues, s
 
 
 def test_ctrl_c_after_some_events_failed_resumes_where_they_failed(empty_queues, sqs, monkeypatch):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from events.management.commands import events_replay
-    from events.publishing import replay as replaying
-
     # given 25 stored events replayed to one queue in pages of 10, two of the first page refused by SQS
-    start = timezone.now() - timedelta(hours=1)
-    with transaction.atomic():
-        record_events(
-            sender=None,
-            events=[
-                NewEvent(
-                    contracts.AGREEMENT_CREATED,
-                    f"F-{i:02}",
-                    1,
-                    agreement_data(f"F-{i:02}"),
-                    occurred_at=start + timedelta(seconds=i),
-                )
-                for i in range(25)
-            ],
-        )
-    ordered = list(OutboxEvent.objects.order_by("occurred_at", "id"))
+    ordered = stored_a_second_apart("F", 25)
     refused = {str(ordered[3].id), str(ordered[4].id)}
     monkeypatch.setattr(events_replay, "PAGE_SIZE", 10)
     send = replaying.send_to_queue
