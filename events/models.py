@@ -148,6 +148,18 @@ class Heartbeat(models.Model):
         return f"{self.name} @ {self.beat_at:%Y-%m-%d %H:%M:%S}"
 
 
+class RelayKick(models.Model):
+    """A relay task sent and not yet started (events/publishing/kicker.py): while ``sent_at`` is
+    fresh, the kickers of every process send no other, since that task will claim every row
+    committed before it starts. Cleared by the task when it starts."""
+
+    name = models.CharField(max_length=50, primary_key=True, help_text="the relay (one per shard)")
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="when the waiting relay task was sent")
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'a relay task waiting since ' + str(self.sent_at) if self.sent_at else 'none waiting'}"
+
+
 class ProcessedEvent(models.Model):
     """This consumer has applied this event: written in the handler's own transaction."""
 

@@ -263,6 +263,9 @@ OUTBOX_KICK_RELAY = env.bool("OUTBOX_KICK_RELAY", default=True)
 # At most one such kick per process per this many seconds: commits in between share the next
 # one (a relay run publishes every pending row). Without it a busy worker floods the queue.
 OUTBOX_KICK_MIN_INTERVAL_SECONDS = env.float("OUTBOX_KICK_MIN_INTERVAL_SECONDS", default=0.5)
+# And across processes: while a relay task sent less than this long ago has not started, no
+# process sends another (a row in events_relaykick says so). Past it, that task is taken for lost.
+OUTBOX_KICK_PENDING_SECONDS = env.float("OUTBOX_KICK_PENDING_SECONDS", default=30.0)
 # A process on its way out (a command) sends its last kick, waiting at most this long in all
 # for the broker; past it, the process exits and the periodic sweep publishes.
 OUTBOX_KICK_FLUSH_SECONDS = env.float("OUTBOX_KICK_FLUSH_SECONDS", default=10.0)

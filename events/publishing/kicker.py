@@ -1,4 +1,16 @@
-"""The relay kicker: after a commit that recorded events, ask for a relay run without waiting."""
+"""The relay kicker: after a commit that recorded events, ask for a relay run without waiting.
+
+Kicks coalesce twice. In a process, a daemon thread sends at most one per
+``OUTBOX_KICK_MIN_INTERVAL_SECONDS``. Across processes (every worker child, web process and
+command kicks), a row in ``events_relaykick`` says a relay task was sent and has not started:
+a kicker claims it with one conditional upsert before sending and sends nothing while another's
+claim is fresh, and the relay task clears it when it starts (``kick_taken``). Nothing is lost by
+skipping: that waiting task claims every row committed before it starts, and a row committed
+after it started finds the marker cleared and kicks again. A claim whose send failed is given
+back; one whose task was lost goes stale after ``OUTBOX_KICK_PENDING_SECONDS``; the periodic
+sweep publishes whatever a lost kick was about. Without this, N processes each sending one kick
+per interval queued ~1,400 relay tasks ahead of 5,000 charges on a two-process worker.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +22,49 @@ import time
 
 from celery import current_app
 from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
 
 from core.backoff import backoff
 
+from ..models import RelayKick
+
 logger = logging.getLogger(__name__)
+
+RELAY = "relay"  # the marker's row: one relay (RELAY_LOCK) for the whole outbox
+
+
+def kick_claim() -> bool:
+    """Claim the right to send a relay task: True unless one sent by any process less than
+    ``OUTBOX_KICK_PENDING_SECONDS`` ago has not started yet. Fails open: a database that does not
+    answer here costs a kick too many, never one too few."""
+    table = RelayKick._meta.db_table
+    try:
+        close_old_connections()  # this runs in the kicker's own long-lived thread
+        with connection.cursor() as cur:
+            cur.execute(
+                f'INSERT INTO "{table}" AS k (name, sent_at) VALUES (%s, clock_timestamp()) '
+                "ON CONFLICT (name) DO UPDATE SET sent_at = EXCLUDED.sent_at "
+                "WHERE k.sent_at IS NULL OR k.sent_at < clock_timestamp() - make_interval(secs => %s) "
+                "RETURNING 1",
+                [RELAY, settings.OUTBOX_KICK_PENDING_SECONDS],
+            )
+            return cur.fetchone() is not None
+    except DatabaseError as exc:
+        logger.warning("could not read the relay kick marker (%s); kicking anyway", exc)
+        connection.close()
+        return True
+
+
+def kick_taken() -> None:
+    """A relay task has started: kicks from now on are about rows it may not see, so they go."""
+    RelayKick.objects.filter(name=RELAY, sent_at__isnull=False).update(sent_at=None)
+
+
+def _kick_given_back() -> None:
+    try:
+        kick_taken()
+    except DatabaseError:  # it goes stale instead
+        connection.close()
 
 
 class RelayKicker:
@@ -28,6 +79,7 @@ class RelayKicker:
     """
 
     def __init__(self) -> None:
+        self.skipped = 0  # kicks not sent: a relay task from some process was already waiting
         self._wanted = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -62,6 +114,7 @@ class RelayKicker:
             try:
                 self._flush_now()
             finally:
+                connection.close()  # this thread's, opened by kick_claim
                 done.set()
 
         try:
@@ -100,8 +153,15 @@ class RelayKicker:
             self._thread.start()
 
     def _send(self) -> None:
-        # by name (the task's contract), so the outbox never imports the tasks module
-        current_app.send_task("events.relay_outbox", retry=False)
+        if not kick_claim():
+            self.skipped += 1  # the waiting task will claim this process's rows too
+            return
+        try:
+            # by name (the task's contract), so the outbox never imports the tasks module
+            current_app.send_task("events.relay_outbox", retry=False)
+        except Exception:
+            _kick_given_back()  # the next kick, from any process, need not wait for it to go stale
+            raise
         self.sent += 1
 
     def _run(self) -> None:
@@ -118,6 +178,8 @@ class RelayKicker:
                         raise
                 failures = 0
                 time.sleep(settings.OUTBOX_KICK_MIN_INTERVAL_SECONDS)  # later commits: the next kick
+                if not self._wanted.is_set():
+                    connection.close()  # quiet now: hold no idle connection for kick_claim
             except Exception as exc:  # noqa: BLE001 - the sweep covers any failure here
                 failures += 1
                 delay = backoff(failures, base=1.0, maximum=30.0)

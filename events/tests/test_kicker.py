@@ -1,7 +1,9 @@
-"""the kicker's flush when the broker fails or stops answering."""
+"""The relay kicker: kicks coalesce across processes; flush when the broker fails or stops answering."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import socket
 import subprocess
@@ -15,7 +17,12 @@ import pytest
 from events.models import OutboxEvent
 from events.publishing import kicker as kicker_module
 from events.publishing.kicker import RelayKicker
+from events.tasks import relay_outbox
+from events.topology import aws
+from tests.factories import drain
 from tests.helpers import ROOT, database_url, wait_until
+
+TASK_QUEUE = "billing-test-celery-events"  # where events.relay_outbox is routed
 
 
 @pytest.fixture
@@ -23,6 +30,82 @@ def fresh_kicker(settings, monkeypatch) -> RelayKicker:
     settings.OUTBOX_KICK_RELAY = True
     monkeypatch.setattr(kicker_module.atexit, "register", lambda fn: fn)  # not this test's process exit
     return RelayKicker()
+
+
+def relay_tasks_queued(sqs: Any) -> int:
+    """The relay tasks waiting on the events task queue since the last look (taken off it)."""
+    msgs = drain(sqs, TASK_QUEUE, wait=1)
+    return sum(json.loads(base64.b64decode(m["Body"]))["headers"]["task"] == "events.relay_outbox" for m in msgs)
+
+
+def kick_from_every_process(kickers: list[RelayKicker], seconds: float) -> None:
+    """Commits in every process, one after another, for ``seconds``: each asks its kicker."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        for k in kickers:
+            k.request()
+        time.sleep(0.01)
+    wait_until(lambda: all(not k._wanted.is_set() and not k._sending.locked() for k in kickers), timeout=10)
+
+
+@pytest.fixture
+def processes(settings, monkeypatch, sqs, empty_queues) -> list[RelayKicker]:
+    """Four processes' kickers (each its own thread and database connection), a kick every 50 ms
+    each at most, the real broker, nothing yet on the events task queue."""
+    settings.OUTBOX_KICK_RELAY = True
+    settings.OUTBOX_KICK_MIN_INTERVAL_SECONDS = 0.05
+    monkeypatch.setattr(kicker_module.atexit, "register", lambda fn: fn)
+    drain(sqs, TASK_QUEUE, wait=0)
+    return [RelayKicker() for _ in range(4)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_kicks_from_many_processes_queue_one_relay_task_until_it_starts(processes, sqs):
+    # when four busy processes commit events for a second and a half, no worker yet taking tasks
+    kick_from_every_process(processes, 1.5)
+    # then one relay task waits on the queue, not one per process per interval (~120)
+    assert relay_tasks_queued(sqs) == 1
+    assert sum(k.sent for k in processes) == 1 and sum(k.skipped for k in processes) > 20
+    # when a worker starts that task (its rows are claimed from now on) and commits go on
+    relay_outbox()
+    kick_from_every_process(processes, 0.5)
+    # then exactly one more goes: rows committed after the task started need a relay of their own
+    assert relay_tasks_queued(sqs) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_relay_task_that_never_starts_is_taken_for_lost_and_kicked_again(processes, sqs, settings):
+    # given a relay task sent and lost (a worker that took it and died, a purged queue)
+    settings.OUTBOX_KICK_PENDING_SECONDS = 3
+    kick_from_every_process(processes[:1], 0.1)
+    sent = time.monotonic()
+    assert relay_tasks_queued(sqs) == 1
+    # when commits go on while it is still fresh: nothing more is sent
+    kick_from_every_process(processes, 0.3)
+    assert time.monotonic() - sent < 3 and relay_tasks_queued(sqs) == 0
+    # when they go on past the pending bound, nothing having started it
+    time.sleep(max(0.0, sent + 3.2 - time.monotonic()))
+    kick_from_every_process(processes, 0.3)
+    # then a new one goes, and only one
+    assert relay_tasks_queued(sqs) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_kick_the_broker_refused_does_not_hold_back_other_processes(processes, sqs, monkeypatch):
+    class Down:
+        def send_task(self, *args: Any, **kwargs: Any) -> None:
+            raise ConnectionError("broker hiccup")
+
+    # given one process whose kick the broker refused (a flush: one try, no retrying thread)
+    monkeypatch.setattr(kicker_module, "current_app", Down())
+    processes[0]._wanted.set()
+    processes[0]._flush_now()
+    assert processes[0].sent == 0 and processes[0]._wanted.is_set()
+    monkeypatch.undo()
+    # when another process commits at once
+    kick_from_every_process(processes[1:2], 0.1)
+    # then its kick goes, rather than wait out the failed one's claim
+    assert relay_tasks_queued(sqs) == 1
 
 
 def test_flush_returns_within_its_bound_when_the_broker_stops_answering(fresh_kicker, settings):
