@@ -16,7 +16,6 @@ from .consuming.pull import pull_once
 from .operations.alerts import monitor_run
 from .operations.chart import chart_refresh
 from .operations.health import heartbeat_record
-from .publishing.kicker import kick_taken
 from .publishing.relay import relay_exclusive, relay_once
 from .publishing.store import event_store_prune
 
@@ -39,7 +38,6 @@ def relay_outbox(self: Any) -> dict[str, int]:
     Publish failures are recorded on the rows and retried by a later sweep, not
     by retrying this task.
     """
-    kick_taken()  # before claiming: a commit after this point kicks again
     result = relay_exclusive()
     if result is None:
         return {"published": 0, "failed": 0, "running_elsewhere": 1}

@@ -4,7 +4,7 @@ Kicks coalesce twice. In a process, a daemon thread sends at most one per
 ``OUTBOX_KICK_MIN_INTERVAL_SECONDS``. Across processes (every worker child, web process and
 command kicks), a row in ``events_relaykick`` says a relay task was sent and has not started:
 a kicker claims it with one conditional upsert before sending and sends nothing while another's
-claim is fresh, and the relay task clears it when it starts (``kick_taken``). Nothing is lost by
+claim is fresh, and the relay clears it once it holds the relay lock (``kick_taken``). Nothing is lost by
 skipping: that waiting task claims every row committed before it starts, and a row committed
 after it started finds the marker cleared and kicks again. A claim whose send failed is given
 back; one whose task was lost goes stale after ``OUTBOX_KICK_PENDING_SECONDS``; the periodic
@@ -56,7 +56,8 @@ def kick_claim() -> bool:
 
 
 def kick_taken() -> None:
-    """A relay task has started: kicks from now on are about rows it may not see, so they go."""
+    """A relay holds the relay lock and is about to look for rows: kicks from now on are about
+    rows it may not see, so they go."""
     RelayKick.objects.filter(name=RELAY, sent_at__isnull=False).update(sent_at=None)
 
 

@@ -41,6 +41,7 @@ from .. import signing, topology
 from ..models import PRIORITIES, PRIORITY_ALERT, OutboxEvent
 from ..operations import metrics
 from ..topology import aws
+from .kicker import kick_taken
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +235,10 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
     """``relay_pending`` unless another relay is running (then None: that one carries on).
 
     Holds a session advisory lock while relaying; after releasing it, looks once more for due
-    rows, since a kick refused while this relay was finishing may have been about them."""
+    rows, since a kick refused while this relay was finishing may have been about them.
+    The waiting-kick marker (kicker.py) is cleared once the lock is held and again once it is
+    let go, each time before rows are looked for: a commit after either clear kicks again. A
+    relay refused the lock leaves it: the running one's second look covers those commits."""
     max_seconds = settings.OUTBOX_RELAY_MAX_SECONDS if max_seconds is None else max_seconds
     deadline = time.monotonic() + max_seconds
     total = RelayResult()
@@ -244,9 +248,11 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
             if not cur.fetchone()[0]:
                 return None if total.batches == 0 else total
             try:
+                kick_taken()
                 step = relay_pending(max_seconds=max(0.0, deadline - time.monotonic()))
             finally:
                 cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [RELAY_LOCK])
+        kick_taken()
         total += step
         # After a failed pass too: a kick refused meanwhile may be about a new row.
         if time.monotonic() > deadline or not _due_rows_exist(untried_only=bool(step.failed)):

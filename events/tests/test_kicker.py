@@ -13,9 +13,11 @@ import time
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from events.models import OutboxEvent
 from events.publishing import kicker as kicker_module
+from events.publishing import relay
 from events.publishing.kicker import RelayKicker
 from events.tasks import relay_outbox
 from events.topology import aws
@@ -70,6 +72,44 @@ def test_kicks_from_many_processes_queue_one_relay_task_until_it_starts(processe
     relay_outbox()
     kick_from_every_process(processes, 0.5)
     # then exactly one more goes: rows committed after the task started need a relay of their own
+    assert relay_tasks_queued(sqs) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_during_a_long_relay_one_kick_waits_and_the_relay_clears_it_when_done(processes, sqs, monkeypatch):
+    # given a relay task running a long pass (a backlog of 100,000)
+    started, finish = threading.Event(), threading.Event()
+
+    def long_pass(**kwargs: Any) -> relay.RelayResult:
+        started.set()
+        finish.wait(30)
+        return relay.RelayResult()
+
+    monkeypatch.setattr(relay, "relay_pending", long_pass)
+
+    def run() -> None:
+        try:
+            relay_outbox()
+        finally:
+            connection.close()
+
+    running = threading.Thread(target=run)
+    running.start()
+    assert started.wait(10)
+    try:
+        # when commits go on: one kick goes (rows after its start may be missed by its pass)
+        kick_from_every_process(processes, 0.3)
+        assert relay_tasks_queued(sqs) == 1
+        # and that task starts, finds the relay running and returns
+        assert relay_outbox()["running_elsewhere"] == 1
+        # then later commits send nothing more while the long pass goes on
+        kick_from_every_process(processes, 0.5)
+        assert relay_tasks_queued(sqs) == 0
+    finally:
+        finish.set()
+        running.join(10)
+    # when the long pass ends (and looks once more): commits after it kick again at once
+    kick_from_every_process(processes, 0.3)
     assert relay_tasks_queued(sqs) == 1
 
 
