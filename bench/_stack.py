@@ -1,6 +1,7 @@
-"""Processes of a running stack for the benchmarks, started as ``make run`` starts them: a worker
-serving the bulk queues, the ops worker (monitoring on a queue of its own) and beat. Each writes
-its output to a log file in ``log_dir``; ``stop`` ends one (TERM, then KILL after 30 s)."""
+"""Processes of a running stack for the benchmarks, started as ``make run`` starts them: its
+workers (devsupport.stack.WORKERS: the bulk queues and push consumers, a worker per context, and
+the ops worker for monitoring) and beat. Each writes its output to a log file in ``log_dir``;
+``stop`` ends one (TERM, then KILL after 30 s)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import _env
+
+from devsupport.stack import WORKERS
 
 PY = sys.executable
 CELERY = [PY, "-m", "celery", "-A", "billing_project"]
@@ -30,15 +33,15 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def worker(env: dict[str, str], log_dir: Path, queues: str = "default,events,invoicing,payments") -> subprocess.Popen[bytes]:
-    argv = [*CELERY, "worker", "-Q", queues, "-l", "WARNING", "--concurrency", "2", "-n", "bench@%h"]
-    return start("worker", argv, env, log_dir)
-
-
-def ops_worker(env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
-    """Monitoring on a worker of its own, so it never waits behind bulk work (as make run)."""
-    argv = [*CELERY, "worker", "-Q", "monitoring", "--pool", "threads", "--concurrency", "1", "-n", "ops@%h"]
-    return start("ops", argv, env, log_dir)
+def workers(env: dict[str, str], log_dir: Path, only: tuple[str, ...] = ()) -> list[subprocess.Popen[bytes]]:
+    """The Celery workers of ``make run`` (devsupport.stack.WORKERS; ``only``: those named)."""
+    return [
+        start(
+            w.name, [*CELERY, "worker", "-l", "WARNING", *w.options, "-n", f"bench-{w.name}@%h"], env, log_dir
+        )
+        for w in WORKERS
+        if not only or w.name in only
+    ]
 
 
 def beat(env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:

@@ -34,7 +34,9 @@ ALERT = "alert.outbox_lagging"
 
 
 def alert_arrived(url: str) -> bool:
-    msgs = aws.client("sqs").receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=0)
+    msgs = aws.client("sqs").receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=0
+    )
     return any(json.loads(m["Body"]).get("type") == ALERT for m in msgs.get("Messages", []))
 
 
@@ -49,7 +51,7 @@ def main() -> None:
     aws.client("sqs").purge_queue(QueueUrl=url)
     tmp = Path(tempfile.mkdtemp(prefix="lag-alert-"))
     env = dict(os.environ, LOG_LEVEL="WARNING")
-    procs = [_stack.ops_worker(env, tmp), _stack.beat(env, tmp)]
+    procs = [*_stack.workers(env, tmp, only=("ops",)), _stack.beat(env, tmp)]
     try:
         time.sleep(5)  # both connected and idle
         t0 = time.perf_counter()

@@ -3,8 +3,9 @@
     cd bench && ../.venv/bin/python pipeline.py [N]      # default 10,000; the issue's scale is 100,000
 
 Runs a stack as ``make run`` does (PostgreSQL database ``billing_bench``, the local endpoint,
-ministack unless ``BENCH_EMULATOR=moto``, the sandbox gateway, one worker serving every queue
-with its push consumers, the ops worker for monitoring, and beat), then:
+ministack unless ``BENCH_EMULATOR=moto``, the sandbox gateway, make run's workers (invoicing's
+and payments' each with its context's queues and push consumer, the ops worker for monitoring)
+and beat), then:
 
 1. baselines, measured first, in the same run, on the same endpoint: the SQL floor (one
    INSERT ... SELECT of agreements and their outbox rows, rolled back), a plain PublishBatch loop
@@ -126,8 +127,7 @@ def main() -> None:
             env,
             tmp,
         ),
-        _stack.worker(env, tmp),
-        _stack.ops_worker(env, tmp),
+        *_stack.workers(env, tmp),
         _stack.beat(env, tmp),
     ]
     try:

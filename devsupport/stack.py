@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .endpoint import LocalEndpoint, local_endpoint
@@ -112,40 +113,61 @@ def prepare(env: dict[str, str]) -> None:
     manage(env, "operator_ensure", "--username", "operator")
 
 
+@dataclass(frozen=True)
+class Worker:
+    """One Celery worker of the local stack: its options after ``worker`` and what it is for."""
+
+    name: str
+    options: tuple[str, ...]
+    what: str
+
+
+# The workers of `make run` (and of the benchmarks, bench/_stack.py), a worker per context as in
+# production (README, "Running against AWS"): each context's push consumer runs in a process of
+# its own, so invoicing's projection and payments' consumer never share one interpreter lock.
+WORKERS = (
+    Worker(
+        "worker",
+        ("-Q", "default,events,invoicing", "--concurrency", "2")
+        + ("--event-consumers", "invoicing,alerts_mail"),
+        "Celery: queues default, events, invoicing; 2 processes; consumers invoicing, alerts_mail",
+    ),
+    # Charges wait on the gateway: threads, as the README advises for the payments workers.
+    Worker(
+        "payments",
+        ("-Q", "payments", "--pool", "threads", "--concurrency", "16", "--event-consumers", "payments"),
+        "Celery: queue payments; 16 threads; consumer payments",
+    ),
+    # Operations on a path of their own: monitoring (and the alerts it publishes) never waits
+    # behind a daily run's chunks or 10,000 charges on the workers above.
+    Worker(
+        "ops",
+        ("-Q", "monitoring", "--pool", "threads", "--concurrency", "1", "--event-consumers", "none"),
+        "Celery: queue monitoring; 1 thread",
+    ),
+)
+
+
 def start_services(env: dict[str, str], web_port: int, ready: dict[str, threading.Event]) -> list[Child]:
-    """The two Celery workers (``ready[name]`` set when each says it is), beat and the web server."""
+    """The Celery workers (``ready[name]`` set when each says it is), beat and the web server."""
     if os.geteuid() == 0:
         log("running as root: Celery advises against it outside a container (said once here)")
-    worker = [*CELERY, *CELERY_QUIET, "worker", "-l", "INFO"]
 
     def when_ready(name: str) -> Callable[[str], None]:
         return lambda line: ready[name].set() if " ready." in line else None
 
     return [
-        # The bulk work: relay, daily run, charges, and every push consumer.
-        Child(
-            "worker",
-            [*worker, "-Q", "default,events,invoicing,payments", "--concurrency", "2", "-n", "local@%h"],
-            env,
-            cwd=ROOT,
-            celery_worker=True,
-            on_line=when_ready("worker"),
-            what="Celery: queues default, events, invoicing, payments; 2 processes; the push consumers",
-        ),
-        # Operations on a path of their own: monitoring (and the alerts it publishes) never waits
-        # behind a daily run's chunks or 10,000 charges on the worker above.
-        Child(
-            "ops",
-            [
-                *worker,
-                *("-Q", "monitoring", "--pool", "threads", "--concurrency", "1"),
-                *("--event-consumers", "none", "-n", "ops@%h"),
-            ],
-            env,
-            cwd=ROOT,
-            celery_worker=True,
-            on_line=when_ready("ops"),
-            what="Celery: queue monitoring; 1 thread",
+        *(
+            Child(
+                w.name,
+                [*CELERY, *CELERY_QUIET, "worker", "-l", "INFO", *w.options, "-n", f"{w.name}@%h"],
+                env,
+                cwd=ROOT,
+                celery_worker=True,
+                on_line=when_ready(w.name),
+                what=w.what,
+            )
+            for w in WORKERS
         ),
         Child(
             "beat",

@@ -34,7 +34,7 @@ from devsupport import running  # noqa: E402
 from devsupport.database import DEFAULT_SERVER_URL, EmbeddedPostgres, postgres_answers, redact, with_database  # noqa: E402
 from devsupport.endpoint import LocalEndpoint  # noqa: E402
 from devsupport.net import free_port, http_ok, port_open  # noqa: E402
-from devsupport.stack import prepare, start_endpoint, start_gateway, start_services, wait_for  # noqa: E402
+from devsupport.stack import WORKERS, prepare, start_endpoint, start_gateway, start_services, wait_for  # noqa: E402
 from devsupport.supervisor import Child, log, pid_running, stop_all  # noqa: E402
 
 PY = sys.executable
@@ -109,7 +109,7 @@ def _run(data: Path) -> int:
         prepare(env)
         if stopping.is_set():  # Ctrl-C during start-up
             return status
-        ready = {"worker": threading.Event(), "ops": threading.Event()}
+        ready = {w.name: threading.Event() for w in WORKERS}
         children = start_services(env, web_port, ready)
         admin_url = f"http://127.0.0.1:{web_port}/admin/"
 
