@@ -41,7 +41,7 @@ from .. import signing, topology
 from ..models import PRIORITIES, PRIORITY_ALERT, OutboxEvent
 from ..operations import metrics
 from ..topology import aws
-from .kicker import kick_taken
+from .kicker import kick_taken, kicker
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +238,8 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
     rows, since a kick refused while this relay was finishing may have been about them.
     The waiting-kick marker (kicker.py) is cleared once the lock is held and again once it is
     let go, each time before rows are looked for: a commit after either clear kicks again. A
-    relay refused the lock leaves it: the running one's second look covers those commits."""
+    relay refused the lock leaves it: the running one's second look covers those commits, and
+    one that runs out of time with rows due kicks a relay task for them."""
     max_seconds = settings.OUTBOX_RELAY_MAX_SECONDS if max_seconds is None else max_seconds
     deadline = time.monotonic() + max_seconds
     total = RelayResult()
@@ -255,7 +256,12 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
         kick_taken()
         total += step
         # After a failed pass too: a kick refused meanwhile may be about a new row.
-        if time.monotonic() > deadline or not _due_rows_exist(untried_only=bool(step.failed)):
+        if not _due_rows_exist(untried_only=bool(step.failed)):
+            return total
+        if time.monotonic() > deadline:
+            # Out of time with rows due, some maybe committed while kicks were skipped for a task
+            # this relay refused: one more relay task takes them over, not the sweep.
+            kicker.request()
             return total
 
 

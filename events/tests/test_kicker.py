@@ -21,7 +21,7 @@ from events.publishing import relay
 from events.publishing.kicker import RelayKicker
 from events.tasks import relay_outbox
 from events.topology import aws
-from tests.factories import drain
+from tests.factories import drain, record_agreements_created
 from tests.helpers import ROOT, database_url, wait_until
 
 TASK_QUEUE = "billing-test-celery-events"  # where events.relay_outbox is routed
@@ -235,3 +235,44 @@ def test_an_import_exits_within_the_flush_bound_when_the_broker_hangs(tmp_path):
     # per flush (the command's own and atexit's), nor after the broker client's own timeouts
     assert OutboxEvent.objects.filter(type="agreement.created").count() == 2
     assert took < 10, f"the import took {took:.0f}s to exit"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_relay_out_of_time_with_rows_due_hands_them_to_a_new_relay_task(processes, sqs, monkeypatch, settings):
+    # given a relay task with a one-second budget whose pass outlasts it (a backlog it cannot finish)
+    settings.OUTBOX_RELAY_MAX_SECONDS = 1
+    started, finish = threading.Event(), threading.Event()
+
+    def long_pass(**kwargs: Any) -> relay.RelayResult:
+        started.set()
+        finish.wait(30)
+        return relay.RelayResult()
+
+    monkeypatch.setattr(relay, "relay_pending", long_pass)
+
+    def run() -> None:
+        try:
+            relay_outbox()
+        finally:
+            connection.close()
+
+    running = threading.Thread(target=run)
+    running.start()
+    assert started.wait(10)
+    try:
+        # and, during that pass, the one kick that goes, whose task finds the relay running
+        kick_from_every_process(processes, 0.2)
+        assert relay_tasks_queued(sqs) == 1
+        assert relay_outbox()["running_elsewhere"] == 1
+        # when an event commits (its kick skipped: that task is taken for waiting) and no other follows
+        record_agreements_created(1, "late")
+        kick_from_every_process(processes, 0.2)
+        assert relay_tasks_queued(sqs) == 0
+        time.sleep(1.2)  # past the running relay's budget
+    finally:
+        finish.set()
+        running.join(10)
+    # then the relay, out of time with that row due, sends a relay task for it, not the sweep
+    wait_until(lambda: not kicker_module.kicker._wanted.is_set() and not kicker_module.kicker._sending.locked())
+    assert OutboxEvent.objects.get(aggregate_id="late-0").published_at is None
+    assert relay_tasks_queued(sqs) == 1
