@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 
 from celery import current_app
 from django.conf import settings
@@ -88,6 +89,21 @@ class RelayKicker:
         self._sending = threading.Lock()
         self._flushing: threading.Event | None = None
         self.sent = 0
+        me = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (k := me()) is not None and k._forked())
+
+    def _forked(self) -> None:
+        """In a new process (a prefork pool's child, forked from a worker whose push consumers
+        commit): its parent's kicker thread is not here, so a lock that thread held at the fork
+        would be held for ever. Start afresh, keeping a kick already asked for."""
+        wanted = self._wanted.is_set()
+        self._wanted = threading.Event()
+        if wanted:
+            self._wanted.set()
+        self._thread = None
+        self._lock = threading.Lock()
+        self._sending = threading.Lock()
+        self._flushing = None
 
     def request(self) -> None:
         if not settings.OUTBOX_KICK_RELAY:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -20,7 +21,6 @@ from events.publishing import kicker as kicker_module
 from events.publishing import relay
 from events.publishing.kicker import RelayKicker
 from events.tasks import relay_outbox
-from events.topology import aws
 from tests.factories import drain, record_agreements_created
 from tests.helpers import ROOT, database_url, wait_until
 
@@ -37,7 +37,8 @@ def fresh_kicker(settings, monkeypatch) -> RelayKicker:
 def relay_tasks_queued(sqs: Any) -> int:
     """The relay tasks waiting on the events task queue since the last look (taken off it)."""
     msgs = drain(sqs, TASK_QUEUE, wait=1)
-    return sum(json.loads(base64.b64decode(m["Body"]))["headers"]["task"] == "events.relay_outbox" for m in msgs)
+    tasks = [json.loads(base64.b64decode(m["Body"]))["headers"]["task"] for m in msgs]
+    return tasks.count("events.relay_outbox")
 
 
 def kick_from_every_process(kickers: list[RelayKicker], seconds: float) -> None:
@@ -177,6 +178,38 @@ def test_flush_returns_within_its_bound_when_the_broker_stops_answering(fresh_ki
         hung.set()
 
 
+def test_a_process_forked_while_its_parent_sends_a_kick_kicks_after_its_own_commits(fresh_kicker):
+    # given a worker's main process (where the push consumers commit) whose kicker is sending
+    k, sending, release = fresh_kicker, threading.Event(), threading.Event()
+
+    def slow_send() -> None:
+        sending.set()
+        release.wait(30)
+
+    k._send = slow_send  # type: ignore[method-assign]
+    k.request()
+    assert sending.wait(5)
+    # when the prefork pool forks a new child then, and the child commits events
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            sent = threading.Event()
+            k._send = lambda: (os.write(w, b"k"), sent.set())  # type: ignore[method-assign,assignment]
+            k.request()
+            sent.wait(5)
+        finally:
+            os._exit(0)
+    os.close(w)
+    release.set()
+    try:
+        # then the child's kicker sends its kick (it does not wait for ever on its parent's send)
+        assert select.select([r], [], [], 10)[0] and os.read(r, 1) == b"k"
+    finally:
+        os.waitpid(pid, 0)
+        os.close(r)
+
+
 def test_a_kick_whose_send_failed_is_sent_by_flush(fresh_kicker, monkeypatch):
     # given a broker hiccup: the thread's send fails and it backs off before trying again
     monkeypatch.setattr(kicker_module, "backoff", lambda *a, **kw: 5.0)
@@ -238,7 +271,9 @@ def test_an_import_exits_within_the_flush_bound_when_the_broker_hangs(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_relay_out_of_time_with_rows_due_hands_them_to_a_new_relay_task(processes, sqs, monkeypatch, settings):
+def test_a_relay_out_of_time_with_rows_due_hands_them_to_a_new_relay_task(
+    processes, sqs, monkeypatch, settings
+):
     # given a relay task with a one-second budget whose pass outlasts it (a backlog it cannot finish)
     settings.OUTBOX_RELAY_MAX_SECONDS = 1
     started, finish = threading.Event(), threading.Event()
@@ -273,6 +308,7 @@ def test_a_relay_out_of_time_with_rows_due_hands_them_to_a_new_relay_task(proces
         finish.set()
         running.join(10)
     # then the relay, out of time with that row due, sends a relay task for it, not the sweep
-    wait_until(lambda: not kicker_module.kicker._wanted.is_set() and not kicker_module.kicker._sending.locked())
+    k = kicker_module.kicker
+    wait_until(lambda: not k._wanted.is_set() and not k._sending.locked())
     assert OutboxEvent.objects.get(aggregate_id="late-0").published_at is None
     assert relay_tasks_queued(sqs) == 1
