@@ -157,7 +157,8 @@ class RelayKick(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True, help_text="when the waiting relay task was sent")
 
     def __str__(self) -> str:
-        return f"{self.name}: {'a relay task waiting since ' + str(self.sent_at) if self.sent_at else 'none waiting'}"
+        waiting = f"a relay task waiting since {self.sent_at}" if self.sent_at else "none waiting"
+        return f"{self.name}: {waiting}"
 
 
 class ProcessedEvent(models.Model):
