@@ -63,22 +63,22 @@ def processes(settings, monkeypatch, sqs, empty_queues) -> list[RelayKicker]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_kicks_from_many_processes_queue_one_relay_task_until_it_starts(processes, sqs):
+def test_kicks_from_many_processes_queue_one_relay_task_until_it_has_run(processes, sqs):
     # when four busy processes commit events for a second and a half, no worker yet taking tasks
     kick_from_every_process(processes, 1.5)
     # then one relay task waits on the queue, not one per process per interval (~120)
     assert relay_tasks_queued(sqs) == 1
     assert sum(k.sent for k in processes) == 1 and sum(k.skipped for k in processes) > 20
-    # when a worker starts that task (its rows are claimed from now on) and commits go on
+    # when a worker runs that task and commits go on
     relay_outbox()
     kick_from_every_process(processes, 0.5)
-    # then exactly one more goes: rows committed after the task started need a relay of their own
+    # then exactly one more goes: rows committed after its last look need a relay of their own
     assert relay_tasks_queued(sqs) == 1
 
 
 @pytest.mark.django_db(transaction=True)
-def test_during_a_long_relay_one_kick_waits_and_the_relay_clears_it_when_done(processes, sqs, monkeypatch):
-    # given a relay task running a long pass (a backlog of 100,000)
+def test_during_a_long_relay_kicks_wait_for_it_and_go_again_when_it_ends(processes, sqs, monkeypatch):
+    # given a relay running a long pass (the sweep's, through a backlog of 100,000)
     started, finish = threading.Event(), threading.Event()
 
     def long_pass(**kwargs: Any) -> relay.RelayResult:
@@ -98,12 +98,11 @@ def test_during_a_long_relay_one_kick_waits_and_the_relay_clears_it_when_done(pr
     running.start()
     assert started.wait(10)
     try:
-        # when commits go on: one kick goes (rows after its start may be missed by its pass)
+        # when commits go on: no kick goes (the running relay looks again before it stops)
         kick_from_every_process(processes, 0.3)
-        assert relay_tasks_queued(sqs) == 1
-        # and that task starts, finds the relay running and returns
+        assert relay_tasks_queued(sqs) == 0
+        # nor once a relay task sent earlier starts, finds the relay running and returns
         assert relay_outbox()["running_elsewhere"] == 1
-        # then later commits send nothing more while the long pass goes on
         kick_from_every_process(processes, 0.5)
         assert relay_tasks_queued(sqs) == 0
     finally:
@@ -111,6 +110,42 @@ def test_during_a_long_relay_one_kick_waits_and_the_relay_clears_it_when_done(pr
         running.join(10)
     # when the long pass ends (and looks once more): commits after it kick again at once
     kick_from_every_process(processes, 0.3)
+    assert relay_tasks_queued(sqs) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_while_a_relay_keeps_finding_new_rows_kicks_send_nothing(processes, sqs, monkeypatch):
+    # given a relay whose every look after a pass finds new rows (events commit faster than its
+    # passes end: a daily run, 5,000 charges), passes of 50 ms, for a second and a half
+    started, finish = threading.Event(), threading.Event()
+
+    def short_pass(**kwargs: Any) -> relay.RelayResult:
+        started.set()
+        time.sleep(0.05)
+        return relay.RelayResult(published=1, batches=1)
+
+    monkeypatch.setattr(relay, "relay_pending", short_pass)
+    monkeypatch.setattr(relay, "_due_rows_exist", lambda **kwargs: not finish.is_set())
+
+    def run() -> None:
+        try:
+            relay_outbox()
+        finally:
+            connection.close()
+
+    running = threading.Thread(target=run)
+    running.start()
+    assert started.wait(10)
+    try:
+        # when every process commits and kicks meanwhile
+        kick_from_every_process(processes, 1.5)
+        # then no relay task is queued, not one per process per interval while it goes on
+        assert relay_tasks_queued(sqs) == 0
+    finally:
+        finish.set()
+        running.join(10)
+    # and once it stops, commits kick again
+    kick_from_every_process(processes, 0.2)
     assert relay_tasks_queued(sqs) == 1
 
 
@@ -297,11 +332,8 @@ def test_a_relay_out_of_time_with_rows_due_hands_them_to_a_new_relay_task(
     running.start()
     assert started.wait(10)
     try:
-        # and, during that pass, the one kick that goes, whose task finds the relay running
-        kick_from_every_process(processes, 0.2)
-        assert relay_tasks_queued(sqs) == 1
-        assert relay_outbox()["running_elsewhere"] == 1
-        # when an event commits (its kick skipped: that task is taken for waiting) and no other follows
+        # when an event commits during that pass (its kick skipped: the relay looks again before
+        # it stops), and no other follows
         record_agreements_created(1, "late")
         kick_from_every_process(processes, 0.2)
         assert relay_tasks_queued(sqs) == 0
