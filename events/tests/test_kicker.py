@@ -150,6 +150,21 @@ def test_while_a_relay_keeps_finding_new_rows_kicks_send_nothing(processes, sqs,
 
 
 @pytest.mark.django_db(transaction=True)
+def test_commits_after_a_relay_that_failed_kick_again(processes, sqs, monkeypatch):
+    # given a relay whose pass fails with an error no retry covers
+    def broken_pass(**kwargs: Any) -> relay.RelayResult:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(relay, "relay_pending", broken_pass)
+    with pytest.raises(RuntimeError):
+        relay_outbox()
+    # when events commit after it
+    kick_from_every_process(processes, 0.2)
+    # then their kick goes, rather than wait for the sweep behind the failed relay's hold
+    assert relay_tasks_queued(sqs) == 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_relay_task_that_never_starts_is_taken_for_lost_and_kicked_again(processes, sqs, settings):
     # given a relay task sent and lost (a worker that took it and died, a purged queue)
     settings.OUTBOX_KICK_PENDING_SECONDS = 3
