@@ -149,15 +149,17 @@ class Heartbeat(models.Model):
 
 
 class RelayKick(models.Model):
-    """A relay task sent and not yet started (events/publishing/kicker.py): while ``sent_at`` is
-    fresh, the kickers of every process send no other, since that task will claim every row
-    committed before it starts. Cleared by the task when it starts."""
+    """A relay will look for due rows later (events/publishing/kicker.py): a relay task was sent
+    and has not stopped, or a relay is running. While ``sent_at`` is fresh, the kickers of every
+    process send no task, since that relay takes every row committed before it stops. Cleared by
+    a relay as it stops, before its last look for due rows."""
 
     name = models.CharField(max_length=50, primary_key=True, help_text="the relay (one per shard)")
     sent_at = models.DateTimeField(null=True, blank=True, help_text="when the waiting relay task was sent")
 
     def __str__(self) -> str:
-        return f"{self.name}: {'a relay task waiting since ' + str(self.sent_at) if self.sent_at else 'none waiting'}"
+        waiting = f"a relay task waiting since {self.sent_at}" if self.sent_at else "none waiting"
+        return f"{self.name}: {waiting}"
 
 
 class ProcessedEvent(models.Model):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from django.conf import settings
 
 from .. import topology
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,8 @@ def consumer_configs() -> dict[str, ConsumerConfig]:
 
 
 def push_consumer_names(option: str | None = None) -> list[str]:
-    """Which push consumers this worker runs: the --event-consumers option, else the setting."""
+    """Which push consumers this worker runs: the --event-consumers option, else the setting; a
+    consumer named there but switched to pull is left to beat (its one reader)."""
     configs = consumer_configs()
     raw = option if option is not None else settings.EVENT_CONSUMERS_IN_WORKER
     if raw.strip().lower() in ("", "none"):
@@ -56,4 +60,7 @@ def push_consumer_names(option: str | None = None) -> list[str]:
     unknown = [n for n in names if n not in configs]
     if unknown:
         raise ValueError(f"unknown event consumer(s) {unknown}; known: {sorted(configs)}")
-    return names
+    pulled = [n for n in names if configs[n].mode != "push"]
+    if pulled:
+        logger.info("event consumer(s) %s in pull mode: beat's events.pull_consumer reads them", pulled)
+    return [n for n in names if n not in pulled]

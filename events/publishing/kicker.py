@@ -2,14 +2,15 @@
 
 Kicks coalesce twice. In a process, a daemon thread sends at most one per
 ``OUTBOX_KICK_MIN_INTERVAL_SECONDS``. Across processes (every worker child, web process and
-command kicks), a row in ``events_relaykick`` says a relay task was sent and has not started:
-a kicker claims it with one conditional upsert before sending and sends nothing while another's
-claim is fresh, and the relay clears it once it holds the relay lock (``kick_taken``). Nothing is lost by
-skipping: that waiting task claims every row committed before it starts, and a row committed
-after it started finds the marker cleared and kicks again. A claim whose send failed is given
-back; one whose task was lost goes stale after ``OUTBOX_KICK_PENDING_SECONDS``; the periodic
-sweep publishes whatever a lost kick was about. Without this, N processes each sending one kick
-per interval queued ~1,400 relay tasks ahead of 5,000 charges on a two-process worker.
+command kicks), a row in ``events_relaykick`` says a relay will look for due rows later: a relay
+task was sent, or a relay is running (``kick_hold``). A kicker claims it with one conditional
+upsert before sending and sends nothing while it is held, and a relay clears it as it stops,
+before its last look (``kick_release``). Nothing is lost by skipping: the relay waiting or running
+takes every row committed before that last look, and a row committed after it finds the marker
+cleared and kicks again. A claim whose send failed is given back; one whose task was lost goes
+stale after ``OUTBOX_KICK_PENDING_SECONDS``; the periodic sweep publishes whatever a lost kick
+was about. Without this, N processes each sending one kick per interval queued ~1,400 relay
+tasks ahead of 5,000 charges on a two-process worker.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 
 from celery import current_app
 from django.conf import settings
@@ -34,36 +36,43 @@ RELAY = "relay"  # the marker's row: one relay (RELAY_LOCK) for the whole outbox
 
 
 def kick_claim() -> bool:
-    """Claim the right to send a relay task: True unless one sent by any process less than
-    ``OUTBOX_KICK_PENDING_SECONDS`` ago has not started yet. Fails open: a database that does not
-    answer here costs a kick too many, never one too few."""
-    table = RelayKick._meta.db_table
+    """Claim the right to send a relay task: True unless a relay task sent by any process, or a
+    relay running, holds the marker (``kick_hold``). Fails open: a database that does not answer
+    here costs a kick too many, never one too few."""
     try:
         close_old_connections()  # this runs in the kicker's own long-lived thread
-        with connection.cursor() as cur:
-            cur.execute(
-                f'INSERT INTO "{table}" AS k (name, sent_at) VALUES (%s, clock_timestamp()) '
-                "ON CONFLICT (name) DO UPDATE SET sent_at = EXCLUDED.sent_at "
-                "WHERE k.sent_at IS NULL OR k.sent_at < clock_timestamp() - make_interval(secs => %s) "
-                "RETURNING 1",
-                [RELAY, settings.OUTBOX_KICK_PENDING_SECONDS],
-            )
-            return cur.fetchone() is not None
+        return kick_hold()
     except DatabaseError as exc:
         logger.warning("could not read the relay kick marker (%s); kicking anyway", exc)
         connection.close()
         return True
 
 
-def kick_taken() -> None:
-    """A relay holds the relay lock and is about to look for rows: kicks from now on are about
-    rows it may not see, so they go."""
+def kick_hold() -> bool:
+    """Set the marker unless it is set less than ``OUTBOX_KICK_PENDING_SECONDS`` ago: by a kicker
+    about to send a relay task, or by a relay running, which looks for due rows again before it
+    stops. True if this call set it."""
+    table = RelayKick._meta.db_table
+    with connection.cursor() as cur:
+        cur.execute(
+            f'INSERT INTO "{table}" AS k (name, sent_at) VALUES (%s, clock_timestamp()) '
+            "ON CONFLICT (name) DO UPDATE SET sent_at = EXCLUDED.sent_at "
+            "WHERE k.sent_at IS NULL OR k.sent_at < clock_timestamp() - make_interval(secs => %s) "
+            "RETURNING 1",
+            [RELAY, settings.OUTBOX_KICK_PENDING_SECONDS],
+        )
+        return cur.fetchone() is not None
+
+
+def kick_release() -> None:
+    """A relay is stopping and about to look for rows one last time: kicks from now on are about
+    rows it will not see, so they go."""
     RelayKick.objects.filter(name=RELAY, sent_at__isnull=False).update(sent_at=None)
 
 
 def _kick_given_back() -> None:
     try:
-        kick_taken()
+        kick_release()
     except DatabaseError:  # it goes stale instead
         connection.close()
 
@@ -88,6 +97,21 @@ class RelayKicker:
         self._sending = threading.Lock()
         self._flushing: threading.Event | None = None
         self.sent = 0
+        me = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (k := me()) is not None and k._forked())
+
+    def _forked(self) -> None:
+        """In a new process (a prefork pool's child, forked from a worker whose push consumers
+        commit): its parent's kicker thread is not here, so a lock that thread held at the fork
+        would be held for ever. Start afresh, keeping a kick already asked for."""
+        wanted = self._wanted.is_set()
+        self._wanted = threading.Event()
+        if wanted:
+            self._wanted.set()
+        self._thread = None
+        self._lock = threading.Lock()
+        self._sending = threading.Lock()
+        self._flushing = None
 
     def request(self) -> None:
         if not settings.OUTBOX_KICK_RELAY:

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -31,7 +32,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -41,7 +42,7 @@ from .. import signing, topology
 from ..models import PRIORITIES, PRIORITY_ALERT, OutboxEvent
 from ..operations import metrics
 from ..topology import aws
-from .kicker import kick_taken
+from .kicker import kick_hold, kick_release, kicker
 
 logger = logging.getLogger(__name__)
 
@@ -234,29 +235,45 @@ RELAY_LOCK = "events.relay"
 def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
     """``relay_pending`` unless another relay is running (then None: that one carries on).
 
-    Holds a session advisory lock while relaying; after releasing it, looks once more for due
-    rows, since a kick refused while this relay was finishing may have been about them.
-    The waiting-kick marker (kicker.py) is cleared once the lock is held and again once it is
-    let go, each time before rows are looked for: a commit after either clear kicks again. A
-    relay refused the lock leaves it: the running one's second look covers those commits."""
+    Holds a session advisory lock while relaying; after releasing it, looks again for due rows,
+    since a kick refused while this relay was finishing may have been about them, and goes on
+    while there are some. It holds the kick marker (kicker.py) while it runs and clears it only
+    as it stops, before its last look: kicks meanwhile are about rows a later pass of it takes,
+    so none is sent (a stream of commits during a relay costs no task, not one per process per
+    pass); a commit after the clear kicks again. A relay refused the lock leaves the marker to the
+    running one; one that runs out of time with rows due kicks a relay task for them."""
     max_seconds = settings.OUTBOX_RELAY_MAX_SECONDS if max_seconds is None else max_seconds
     deadline = time.monotonic() + max_seconds
     total = RelayResult()
-    while True:
-        with connection.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [RELAY_LOCK])
-            if not cur.fetchone()[0]:
-                return None if total.batches == 0 else total
-            try:
-                kick_taken()
-                step = relay_pending(max_seconds=max(0.0, deadline - time.monotonic()))
-            finally:
-                cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [RELAY_LOCK])
-        kick_taken()
-        total += step
-        # After a failed pass too: a kick refused meanwhile may be about a new row.
-        if time.monotonic() > deadline or not _due_rows_exist(untried_only=bool(step.failed)):
-            return total
+    try:
+        while True:
+            with connection.cursor() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [RELAY_LOCK])
+                if not cur.fetchone()[0]:
+                    return None if total.batches == 0 else total
+                try:
+                    kick_hold()  # this relay looks again before it stops: kicks can wait
+                    step = relay_pending(max_seconds=max(0.0, deadline - time.monotonic()))
+                finally:
+                    cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [RELAY_LOCK])
+            total += step
+            # After a failed pass too: a kick refused meanwhile may be about a new row.
+            untried_only = bool(step.failed)
+            out_of_time = time.monotonic() > deadline
+            if not out_of_time and _due_rows_exist(untried_only=untried_only):
+                continue
+            kick_release()  # stopping: kicks from now on are about rows this relay will not see
+            if not _due_rows_exist(untried_only=untried_only):
+                return total
+            if out_of_time:
+                # Rows due, some maybe committed while kicks waited for this relay: one more relay
+                # task takes them over, not the sweep.
+                kicker.request()
+                return total
+    except Exception:
+        with contextlib.suppress(DatabaseError):
+            kick_release()  # a failed relay looks for nothing more: later commits kick again
+        raise
 
 
 def _due_rows_exist(*, untried_only: bool = False) -> bool:

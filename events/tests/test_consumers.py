@@ -15,7 +15,7 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
-from events.consuming.config import consumer_configs
+from events.consuming.config import consumer_configs, push_consumer_names
 from events.consuming.pull import pull_once
 from events.consuming.push import PushConsumer
 from events.consuming.runtime import DUPLICATE, FAILED, HANDLED, POISON, UNHANDLED, process_message
@@ -258,6 +258,16 @@ def test_push_mode_dead_letters_an_impossible_date_at_once_with_its_reason(audit
     failure = ConsumerFailure.objects.get(consumer="audit")
     assert failure.poisoned and failure.failures == 1 and "month must be in 1..12" in failure.first_error
     assert audit.attempts["M13"] == 0 and queue_counts(sqs, AUDIT_QUEUE) == 0
+
+
+def test_a_worker_named_to_run_a_consumer_switched_to_pull_leaves_it_to_beat(settings):
+    # given payments switched to pull (the README's example), and workers started as make run and
+    # the README's production set-up start them, each naming its context's consumers
+    settings.EVENT_CONSUMERS = {"payments": {"mode": "pull", "batch_size": 20, "interval_seconds": 5}}
+    # then no worker polls it too: beat's pull task is its only reader, at its batch size and pace
+    assert push_consumer_names("payments") == []
+    assert push_consumer_names("invoicing,payments") == ["invoicing"]
+    assert "payments" not in push_consumer_names("all")
 
 
 @pytest.mark.slow

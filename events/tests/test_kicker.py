@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -20,8 +21,7 @@ from events.publishing import kicker as kicker_module
 from events.publishing import relay
 from events.publishing.kicker import RelayKicker
 from events.tasks import relay_outbox
-from events.topology import aws
-from tests.factories import drain
+from tests.factories import drain, record_agreements_created
 from tests.helpers import ROOT, database_url, wait_until
 
 TASK_QUEUE = "billing-test-celery-events"  # where events.relay_outbox is routed
@@ -37,7 +37,8 @@ def fresh_kicker(settings, monkeypatch) -> RelayKicker:
 def relay_tasks_queued(sqs: Any) -> int:
     """The relay tasks waiting on the events task queue since the last look (taken off it)."""
     msgs = drain(sqs, TASK_QUEUE, wait=1)
-    return sum(json.loads(base64.b64decode(m["Body"]))["headers"]["task"] == "events.relay_outbox" for m in msgs)
+    tasks = [json.loads(base64.b64decode(m["Body"]))["headers"]["task"] for m in msgs]
+    return tasks.count("events.relay_outbox")
 
 
 def kick_from_every_process(kickers: list[RelayKicker], seconds: float) -> None:
@@ -62,22 +63,22 @@ def processes(settings, monkeypatch, sqs, empty_queues) -> list[RelayKicker]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_kicks_from_many_processes_queue_one_relay_task_until_it_starts(processes, sqs):
+def test_kicks_from_many_processes_queue_one_relay_task_until_it_has_run(processes, sqs):
     # when four busy processes commit events for a second and a half, no worker yet taking tasks
     kick_from_every_process(processes, 1.5)
     # then one relay task waits on the queue, not one per process per interval (~120)
     assert relay_tasks_queued(sqs) == 1
     assert sum(k.sent for k in processes) == 1 and sum(k.skipped for k in processes) > 20
-    # when a worker starts that task (its rows are claimed from now on) and commits go on
+    # when a worker runs that task and commits go on
     relay_outbox()
     kick_from_every_process(processes, 0.5)
-    # then exactly one more goes: rows committed after the task started need a relay of their own
+    # then exactly one more goes: rows committed after its last look need a relay of their own
     assert relay_tasks_queued(sqs) == 1
 
 
 @pytest.mark.django_db(transaction=True)
-def test_during_a_long_relay_one_kick_waits_and_the_relay_clears_it_when_done(processes, sqs, monkeypatch):
-    # given a relay task running a long pass (a backlog of 100,000)
+def test_during_a_long_relay_kicks_wait_for_it_and_go_again_when_it_ends(processes, sqs, monkeypatch):
+    # given a relay running a long pass (the sweep's, through a backlog of 100,000)
     started, finish = threading.Event(), threading.Event()
 
     def long_pass(**kwargs: Any) -> relay.RelayResult:
@@ -97,12 +98,11 @@ def test_during_a_long_relay_one_kick_waits_and_the_relay_clears_it_when_done(pr
     running.start()
     assert started.wait(10)
     try:
-        # when commits go on: one kick goes (rows after its start may be missed by its pass)
+        # when commits go on: no kick goes (the running relay looks again before it stops)
         kick_from_every_process(processes, 0.3)
-        assert relay_tasks_queued(sqs) == 1
-        # and that task starts, finds the relay running and returns
+        assert relay_tasks_queued(sqs) == 0
+        # nor once a relay task sent earlier starts, finds the relay running and returns
         assert relay_outbox()["running_elsewhere"] == 1
-        # then later commits send nothing more while the long pass goes on
         kick_from_every_process(processes, 0.5)
         assert relay_tasks_queued(sqs) == 0
     finally:
@@ -114,15 +114,68 @@ def test_during_a_long_relay_one_kick_waits_and_the_relay_clears_it_when_done(pr
 
 
 @pytest.mark.django_db(transaction=True)
+def test_while_a_relay_keeps_finding_new_rows_kicks_send_nothing(processes, sqs, monkeypatch):
+    # given a relay whose every look after a pass finds new rows (events commit faster than its
+    # passes end: a daily run, 5,000 charges), passes of 50 ms, for a second and a half
+    started, finish = threading.Event(), threading.Event()
+
+    def short_pass(**kwargs: Any) -> relay.RelayResult:
+        started.set()
+        time.sleep(0.05)
+        return relay.RelayResult(published=1, batches=1)
+
+    monkeypatch.setattr(relay, "relay_pending", short_pass)
+    monkeypatch.setattr(relay, "_due_rows_exist", lambda **kwargs: not finish.is_set())
+
+    def run() -> None:
+        try:
+            relay_outbox()
+        finally:
+            connection.close()
+
+    running = threading.Thread(target=run)
+    running.start()
+    assert started.wait(10)
+    try:
+        # when every process commits and kicks meanwhile
+        kick_from_every_process(processes, 1.5)
+        # then no relay task is queued, not one per process per interval while it goes on
+        assert relay_tasks_queued(sqs) == 0
+    finally:
+        finish.set()
+        running.join(10)
+    # and once it stops, commits kick again
+    kick_from_every_process(processes, 0.2)
+    assert relay_tasks_queued(sqs) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_commits_after_a_relay_that_failed_kick_again(processes, sqs, monkeypatch):
+    # given a relay whose pass fails with an error no retry covers
+    def broken_pass(**kwargs: Any) -> relay.RelayResult:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(relay, "relay_pending", broken_pass)
+    with pytest.raises(RuntimeError):
+        relay_outbox()
+    # when events commit after it
+    kick_from_every_process(processes, 0.2)
+    # then their kick goes, rather than wait for the sweep behind the failed relay's hold
+    assert relay_tasks_queued(sqs) == 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_relay_task_that_never_starts_is_taken_for_lost_and_kicked_again(processes, sqs, settings):
     # given a relay task sent and lost (a worker that took it and died, a purged queue)
     settings.OUTBOX_KICK_PENDING_SECONDS = 3
+    before = time.monotonic()
     kick_from_every_process(processes[:1], 0.1)
-    sent = time.monotonic()
-    assert relay_tasks_queued(sqs) == 1
-    # when commits go on while it is still fresh: nothing more is sent
+    sent = time.monotonic()  # the claim was made between these two
+    # when commits go on while it is still fresh: nothing more is sent (counted after, so the
+    # queue's long poll does not eat into the bound)
     kick_from_every_process(processes, 0.3)
-    assert time.monotonic() - sent < 3 and relay_tasks_queued(sqs) == 0
+    assert time.monotonic() - before < 3, "too slow to kick while the claim was fresh"
+    assert relay_tasks_queued(sqs) == 1
     # when they go on past the pending bound, nothing having started it
     time.sleep(max(0.0, sent + 3.2 - time.monotonic()))
     kick_from_every_process(processes, 0.3)
@@ -137,11 +190,11 @@ def test_a_kick_the_broker_refused_does_not_hold_back_other_processes(processes,
             raise ConnectionError("broker hiccup")
 
     # given one process whose kick the broker refused (a flush: one try, no retrying thread)
-    monkeypatch.setattr(kicker_module, "current_app", Down())
-    processes[0]._wanted.set()
-    processes[0]._flush_now()
+    with monkeypatch.context() as broker_down:  # undoes this only, not the fixture's patches
+        broker_down.setattr(kicker_module, "current_app", Down())
+        processes[0]._wanted.set()
+        processes[0]._flush_now()
     assert processes[0].sent == 0 and processes[0]._wanted.is_set()
-    monkeypatch.undo()
     # when another process commits at once
     kick_from_every_process(processes[1:2], 0.1)
     # then its kick goes, rather than wait out the failed one's claim
@@ -175,6 +228,38 @@ def test_flush_returns_within_its_bound_when_the_broker_stops_answering(fresh_ki
         assert not flushing.is_alive(), f"flush still waiting after {time.monotonic() - started:.0f}s"
     finally:
         hung.set()
+
+
+def test_a_process_forked_while_its_parent_sends_a_kick_kicks_after_its_own_commits(fresh_kicker):
+    # given a worker's main process (where the push consumers commit) whose kicker is sending
+    k, sending, release = fresh_kicker, threading.Event(), threading.Event()
+
+    def slow_send() -> None:
+        sending.set()
+        release.wait(30)
+
+    k._send = slow_send  # type: ignore[method-assign]
+    k.request()
+    assert sending.wait(5)
+    # when the prefork pool forks a new child then, and the child commits events
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            sent = threading.Event()
+            k._send = lambda: (os.write(w, b"k"), sent.set())  # type: ignore[method-assign,assignment]
+            k.request()
+            sent.wait(5)
+        finally:
+            os._exit(0)
+    os.close(w)
+    release.set()
+    try:
+        # then the child's kicker sends its kick (it does not wait for ever on its parent's send)
+        assert select.select([r], [], [], 10)[0] and os.read(r, 1) == b"k"
+    finally:
+        os.waitpid(pid, 0)
+        os.close(r)
 
 
 def test_a_kick_whose_send_failed_is_sent_by_flush(fresh_kicker, monkeypatch):
@@ -235,3 +320,44 @@ def test_an_import_exits_within_the_flush_bound_when_the_broker_hangs(tmp_path):
     # per flush (the command's own and atexit's), nor after the broker client's own timeouts
     assert OutboxEvent.objects.filter(type="agreement.created").count() == 2
     assert took < 10, f"the import took {took:.0f}s to exit"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_relay_out_of_time_with_rows_due_hands_them_to_a_new_relay_task(
+    processes, sqs, monkeypatch, settings
+):
+    # given a relay task with a one-second budget whose pass outlasts it (a backlog it cannot finish)
+    settings.OUTBOX_RELAY_MAX_SECONDS = 1
+    started, finish = threading.Event(), threading.Event()
+
+    def long_pass(**kwargs: Any) -> relay.RelayResult:
+        started.set()
+        finish.wait(30)
+        return relay.RelayResult()
+
+    monkeypatch.setattr(relay, "relay_pending", long_pass)
+
+    def run() -> None:
+        try:
+            relay_outbox()
+        finally:
+            connection.close()
+
+    running = threading.Thread(target=run)
+    running.start()
+    assert started.wait(10)
+    try:
+        # when an event commits during that pass (its kick skipped: the relay looks again before
+        # it stops), and no other follows
+        record_agreements_created(1, "late")
+        kick_from_every_process(processes, 0.2)
+        assert relay_tasks_queued(sqs) == 0
+        time.sleep(1.2)  # past the running relay's budget
+    finally:
+        finish.set()
+        running.join(10)
+    # then the relay, out of time with that row due, sends a relay task for it, not the sweep
+    k = kicker_module.kicker
+    wait_until(lambda: not k._wanted.is_set() and not k._sending.locked())
+    assert OutboxEvent.objects.get(aggregate_id="late-0").published_at is None
+    assert relay_tasks_queued(sqs) == 1
