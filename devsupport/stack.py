@@ -122,23 +122,22 @@ class Worker:
     what: str
 
 
-# The workers of `make run` (and of the benchmarks, bench/_stack.py), a worker per context as in
-# production (README, "Running against AWS"): each context's push consumer runs in a process of
-# its own, so invoicing's projection and payments' consumer never share one interpreter lock.
+# The workers of `make run` (and of the benchmarks, bench/_stack.py). Two alike for the bulk work,
+# each serving every bulk queue and running every push consumer: a push consumer runs in its
+# worker's main process, so two workers give each consumer two interpreter locks, the machine's
+# two cores (pipeline.py, 10,000 agreements: payments created at 31.3-31.8 s this way; 41-50 s
+# with a worker per context, whose single consumer process each stage waits on). In production,
+# scale out the same way: more hosts, or a worker per context (README, "Running against AWS").
+# Charges wait on the gateway (200 ms each here): 8 processes in all charge about 40/s.
 WORKERS = (
-    Worker(
-        "worker",
-        ("-Q", "default,events,invoicing", "--concurrency", "2")
-        + ("--event-consumers", "invoicing,alerts_mail"),
-        "Celery: queues default, events, invoicing; 2 processes; consumers invoicing, alerts_mail",
-    ),
-    # Charges wait on the gateway (200 ms each here): 8 processes charge about 40/s. Processes,
-    # not threads: charge threads would share the consumer's interpreter lock (pipeline.py, 10,000:
-    # payments created at 50 s with 16 threads, 41-42 s with 2 or 8 processes).
-    Worker(
-        "payments",
-        ("-Q", "payments", "--concurrency", "8", "--event-consumers", "payments"),
-        "Celery: queue payments; 8 processes; consumer payments",
+    *(
+        Worker(
+            f"worker-{n}",
+            ("-Q", "default,events,invoicing,payments", "--concurrency", "4")
+            + ("--event-consumers", "invoicing,payments,alerts_mail"),
+            "Celery: queues default, events, invoicing, payments; 4 processes; every push consumer",
+        )
+        for n in (1, 2)
     ),
     # Operations on a path of their own: monitoring (and the alerts it publishes) never waits
     # behind a daily run's chunks or 10,000 charges on the workers above.
