@@ -14,7 +14,7 @@ class Migration(migrations.Migration):
             name='RelayKick',
             fields=[
                 ('name', models.CharField(help_text='the relay (one per shard)', max_length=50, primary_key=True, serialize=False)),
-                ('sent_at', models.DateTimeField(blank=True, help_text='when the waiting relay task was sent', null=True)),
+                ('sent_at', models.DateTimeField(blank=True, help_text='since when a relay task waits or a relay runs', null=True)),
             ],
         ),
     ]
