@@ -155,7 +155,9 @@ class RelayKick(models.Model):
     a relay as it stops, before its last look for due rows."""
 
     name = models.CharField(max_length=50, primary_key=True, help_text="the relay (one per shard)")
-    sent_at = models.DateTimeField(null=True, blank=True, help_text="since when a relay task waits or a relay runs")
+    sent_at = models.DateTimeField(
+        null=True, blank=True, help_text="since when a relay task waits or a relay runs"
+    )
 
     def __str__(self) -> str:
         waiting = f"a relay task waiting since {self.sent_at}" if self.sent_at else "none waiting"
