@@ -133,8 +133,8 @@ WORKERS = (
     *(
         Worker(
             f"worker-{n}",
-            ("-Q", "default,events,invoicing,payments", "--concurrency", "4")
-            + ("--event-consumers", "invoicing,payments,alerts_mail"),
+            # "all": a consumer added later (README, "A new consumer") is polled without an edit here
+            ("-Q", "default,events,invoicing,payments", "--concurrency", "4", "--event-consumers", "all"),
             "Celery: queues default, events, invoicing, payments; 4 processes; every push consumer",
         )
         for n in (1, 2)
