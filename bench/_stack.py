@@ -1,6 +1,6 @@
 """Processes of a running stack for the benchmarks, started as ``make run`` starts them: its
-workers (devsupport.stack.WORKERS: the bulk queues and push consumers, a worker per context, and
-the ops worker for monitoring) and beat. Each writes its output to a log file in ``log_dir``;
+workers (devsupport.stack.WORKERS: two alike serving every bulk queue and running every push
+consumer, and the ops worker for monitoring) and beat. Each writes its output to a log file in ``log_dir``;
 ``stop`` ends one (TERM, then KILL after 30 s)."""
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
     cd bench && ../.venv/bin/python pipeline.py [N]      # default 10,000; the issue's scale is 100,000
 
 Runs a stack as ``make run`` does (PostgreSQL database ``billing_bench``, the local endpoint,
-ministack unless ``BENCH_EMULATOR=moto``, the sandbox gateway, make run's workers (invoicing's
-and payments' each with its context's queues and push consumer, the ops worker for monitoring)
+ministack unless ``BENCH_EMULATOR=moto``, the sandbox gateway, make run's workers (two alike,
+each serving every bulk queue and running every push consumer, and the ops worker for monitoring)
 and beat), then:
 
 1. baselines, measured first, in the same run, on the same endpoint: the SQL floor (one
