@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 from celery import current_app
+from celery._state import _task_stack
 
 from core.task_batches import send_tasks
 from events import topology
 from events.models import Heartbeat
+from events.tasks import heartbeat
 from tests.factories import drain, queue_depth
 from tests.helpers import wait_until
 
@@ -81,3 +83,26 @@ def test_a_worker_runs_each_batched_task_once_and_acknowledges_it(celery_worker,
     assert len(task_ids) == 15
     # and each was acknowledged: nothing is left on the queue to come back
     wait_until(lambda: queue_depth(sqs, topology.task_queue_name("events")) == 0, timeout=30)
+
+
+def test_batched_from_inside_a_task_they_are_its_children_as_send_task_makes_them(empty_queues, sqs):
+    # given a task at work (a pull consumer runs its handlers in one), as Celery's tracer sets it up
+    task = heartbeat
+    task.push_request(id="T-parent", root_id="T-root", delivery_info={}, called_directly=False)
+    _task_stack.push(task)
+    try:
+        # when it sends three charges together, and one as send_task does
+        send_tasks("payments.charge_payment", [{"payment_id": f"P-{i}"} for i in range(3)])
+        current_app.send_task("payments.charge_payment", kwargs={"payment_id": "P-ref"})
+        children = list(task.request.children)
+    finally:
+        _task_stack.pop()
+        task.pop_request()
+
+    # then each message names it as parent and its root as root, as send_task's does
+    messages = [task_message(m) for m in drain(sqs, topology.task_queue_name("payments"))]
+    assert len(messages) == 4
+    for m in messages:
+        assert (m["headers"]["parent_id"], m["headers"]["root_id"]) == ("T-parent", "T-root")
+    # and the task knows its four children (their results, were results kept)
+    assert {c.id for c in children} == {m["headers"]["id"] for m in messages}
