@@ -125,7 +125,7 @@ class Worker:
 # The workers of `make run` (and of the benchmarks, bench/_stack.py). Two alike for the bulk work,
 # each serving every bulk queue and running every push consumer: a push consumer runs in its
 # worker's main process, so two workers give each consumer two interpreter locks, the machine's
-# two cores (pipeline.py, 10,000 agreements: payments created at 31.3-31.8 s this way; 41-50 s
+# two cores (pipeline.py, 10,000 agreements: payments created at 31.3-32.4 s this way; 41-50 s
 # with a worker per context, whose single consumer process each stage waits on). In production,
 # scale out the same way: more hosts, or a worker per context (README, "Running against AWS").
 # Charges wait on the gateway (200 ms each here): 8 processes in all charge about 40/s.
