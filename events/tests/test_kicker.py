@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -76,9 +78,9 @@ def test_kicks_from_many_processes_queue_one_relay_task_until_it_has_run(process
     assert relay_tasks_queued(sqs) == 1
 
 
-@pytest.mark.django_db(transaction=True)
-def test_during_a_long_relay_kicks_wait_for_it_and_go_again_when_it_ends(processes, sqs, monkeypatch):
-    # given a relay running a long pass (the sweep's, through a backlog of 100,000)
+@contextmanager
+def relay_in_a_long_pass(monkeypatch: Any) -> Iterator[None]:
+    """A relay task running in a thread of its own, its pass held until the block ends."""
     started, finish = threading.Event(), threading.Event()
 
     def long_pass(**kwargs: Any) -> relay.RelayResult:
@@ -98,6 +100,16 @@ def test_during_a_long_relay_kicks_wait_for_it_and_go_again_when_it_ends(process
     running.start()
     assert started.wait(10)
     try:
+        yield
+    finally:
+        finish.set()
+        running.join(10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_during_a_long_relay_kicks_wait_for_it_and_go_again_when_it_ends(processes, sqs, monkeypatch):
+    # given a relay running a long pass (the sweep's, through a backlog of 100,000)
+    with relay_in_a_long_pass(monkeypatch):
         # when commits go on: no kick goes (the running relay looks again before it stops)
         kick_from_every_process(processes, 0.3)
         assert relay_tasks_queued(sqs) == 0
@@ -105,9 +117,6 @@ def test_during_a_long_relay_kicks_wait_for_it_and_go_again_when_it_ends(process
         assert relay_outbox()["running_elsewhere"] == 1
         kick_from_every_process(processes, 0.5)
         assert relay_tasks_queued(sqs) == 0
-    finally:
-        finish.set()
-        running.join(10)
     # when the long pass ends (and looks once more): commits after it kick again at once
     kick_from_every_process(processes, 0.3)
     assert relay_tasks_queued(sqs) == 1
@@ -328,34 +337,13 @@ def test_a_relay_out_of_time_with_rows_due_hands_them_to_a_new_relay_task(
 ):
     # given a relay task with a one-second budget whose pass outlasts it (a backlog it cannot finish)
     settings.OUTBOX_RELAY_MAX_SECONDS = 1
-    started, finish = threading.Event(), threading.Event()
-
-    def long_pass(**kwargs: Any) -> relay.RelayResult:
-        started.set()
-        finish.wait(30)
-        return relay.RelayResult()
-
-    monkeypatch.setattr(relay, "relay_pending", long_pass)
-
-    def run() -> None:
-        try:
-            relay_outbox()
-        finally:
-            connection.close()
-
-    running = threading.Thread(target=run)
-    running.start()
-    assert started.wait(10)
-    try:
+    with relay_in_a_long_pass(monkeypatch):
         # when an event commits during that pass (its kick skipped: the relay looks again before
         # it stops), and no other follows
         record_agreements_created(1, "late")
         kick_from_every_process(processes, 0.2)
         assert relay_tasks_queued(sqs) == 0
         time.sleep(1.2)  # past the running relay's budget
-    finally:
-        finish.set()
-        running.join(10)
     # then the relay, out of time with that row due, sends a relay task for it, not the sweep
     k = kicker_module.kicker
     wait_until(lambda: not k._wanted.is_set() and not k._sending.locked())
