@@ -39,6 +39,12 @@ def big_file(tmp_path: Path, n: int) -> Path:
     return f
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A test run started in the background (nohup, `cmd &` in a script) passes SIGINT on ignored,
+    # and Python then leaves it ignored: the import would never see the Ctrl-C sent to it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def import_process(f: Path, *args: str, **popen: object) -> subprocess.Popen[str]:
     env = {**os.environ, "DATABASE_URL": database_url()}
     return subprocess.Popen(
@@ -46,6 +52,7 @@ def import_process(f: Path, *args: str, **popen: object) -> subprocess.Popen[str
         cwd=ROOT,
         env=env,
         text=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
         **popen,  # type: ignore[arg-type]
     )
 
