@@ -79,16 +79,22 @@ def test_kicks_from_many_processes_queue_one_relay_task_until_it_has_run(process
 
 
 @contextmanager
-def relay_in_a_long_pass(monkeypatch: Any) -> Iterator[None]:
-    """A relay task running in a thread of its own, its pass held until the block ends."""
-    started, finish = threading.Event(), threading.Event()
+def relay_task_running(
+    monkeypatch: Any, ended: threading.Event | None = None, passes: Any = None
+) -> Iterator[None]:
+    """A relay task running in a thread of its own until the block ends (then ``ended`` is set).
+    Its passes are ``passes`` if given, else one pass held until the block ends."""
+    started, ended = threading.Event(), ended or threading.Event()
 
-    def long_pass(**kwargs: Any) -> relay.RelayResult:
-        started.set()
-        finish.wait(30)
+    def held(**kwargs: Any) -> relay.RelayResult:
+        ended.wait(30)
         return relay.RelayResult()
 
-    monkeypatch.setattr(relay, "relay_pending", long_pass)
+    def each_pass(**kwargs: Any) -> relay.RelayResult:
+        started.set()
+        return (passes or held)(**kwargs)
+
+    monkeypatch.setattr(relay, "relay_pending", each_pass)
 
     def run() -> None:
         try:
@@ -102,14 +108,14 @@ def relay_in_a_long_pass(monkeypatch: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        finish.set()
+        ended.set()
         running.join(10)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_during_a_long_relay_kicks_wait_for_it_and_go_again_when_it_ends(processes, sqs, monkeypatch):
     # given a relay running a long pass (the sweep's, through a backlog of 100,000)
-    with relay_in_a_long_pass(monkeypatch):
+    with relay_task_running(monkeypatch):
         # when commits go on: no kick goes (the running relay looks again before it stops)
         kick_from_every_process(processes, 0.3)
         assert relay_tasks_queued(sqs) == 0
@@ -126,33 +132,18 @@ def test_during_a_long_relay_kicks_wait_for_it_and_go_again_when_it_ends(process
 def test_while_a_relay_keeps_finding_new_rows_kicks_send_nothing(processes, sqs, monkeypatch):
     # given a relay whose every look after a pass finds new rows (events commit faster than its
     # passes end: a daily run, 5,000 charges), passes of 50 ms, for a second and a half
-    started, finish = threading.Event(), threading.Event()
+    ended = threading.Event()
 
     def short_pass(**kwargs: Any) -> relay.RelayResult:
-        started.set()
         time.sleep(0.05)
         return relay.RelayResult(published=1, batches=1)
 
-    monkeypatch.setattr(relay, "relay_pending", short_pass)
-    monkeypatch.setattr(relay, "_due_rows_exist", lambda **kwargs: not finish.is_set())
-
-    def run() -> None:
-        try:
-            relay_outbox()
-        finally:
-            connection.close()
-
-    running = threading.Thread(target=run)
-    running.start()
-    assert started.wait(10)
-    try:
+    monkeypatch.setattr(relay, "_due_rows_exist", lambda **kwargs: not ended.is_set())
+    with relay_task_running(monkeypatch, ended, short_pass):
         # when every process commits and kicks meanwhile
         kick_from_every_process(processes, 1.5)
         # then no relay task is queued, not one per process per interval while it goes on
         assert relay_tasks_queued(sqs) == 0
-    finally:
-        finish.set()
-        running.join(10)
     # and once it stops, commits kick again
     kick_from_every_process(processes, 0.2)
     assert relay_tasks_queued(sqs) == 1
@@ -337,7 +328,7 @@ def test_a_relay_out_of_time_with_rows_due_hands_them_to_a_new_relay_task(
 ):
     # given a relay task with a one-second budget whose pass outlasts it (a backlog it cannot finish)
     settings.OUTBOX_RELAY_MAX_SECONDS = 1
-    with relay_in_a_long_pass(monkeypatch):
+    with relay_task_running(monkeypatch):
         # when an event commits during that pass (its kick skipped: the relay looks again before
         # it stops), and no other follows
         record_agreements_created(1, "late")
