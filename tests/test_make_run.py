@@ -92,16 +92,18 @@ def test_make_manage_says_so_when_the_running_stack_lost_its_database(tmp_path):
     assert "Traceback" not in result.stderr and "SQS is unreachable" not in result.stderr
 
 
-@pytest.mark.slow
-def test_make_run_starts_everything_and_ctrl_c_stops_every_process(tmp_path):
-    # given a fresh data folder and no DATABASE_URL: the embedded defaults
-    port = free_port()
+def start_make_run(
+    tmp_path: Path, **settings: str
+) -> tuple[dict[str, str], subprocess.Popen[str], list[str], threading.Thread]:
+    """`make run` on its embedded defaults (no DATABASE_URL, no endpoint) with a fresh data folder
+    and ``settings``, in a session of its own: its environment, process, output lines (filled as
+    they come) and the thread reading them."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL", "DJANGO_SETTINGS_MODULE", "RESOURCE_PREFIX")
     }
-    env.update(BILLING_DATA_DIR=str(tmp_path / "data"), WEB_PORT=str(port))
+    env.update(BILLING_DATA_DIR=str(tmp_path / "data"), **settings)
     proc = subprocess.Popen(
         ["make", "run"],
         cwd=ROOT,
@@ -114,6 +116,14 @@ def test_make_run_starts_everything_and_ctrl_c_stops_every_process(tmp_path):
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
     reader.start()
+    return env, proc, lines, reader
+
+
+@pytest.mark.slow
+def test_make_run_starts_everything_and_ctrl_c_stops_every_process(tmp_path):
+    # given a fresh data folder and no DATABASE_URL: the embedded defaults
+    port = free_port()
+    env, proc, lines, reader = start_make_run(tmp_path, WEB_PORT=str(port))
     try:
         # when it is up: the worker reports ready and the admin login page answers 200
         deadline = time.monotonic() + 120
@@ -215,19 +225,7 @@ def test_the_line_that_loads_run_env_in_a_shell_works_from_a_folder_with_a_space
 @pytest.mark.slow
 def test_make_run_stops_everything_when_its_sns_sqs_endpoint_dies(tmp_path):
     # given a running `make run`
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL", "DJANGO_SETTINGS_MODULE", "RESOURCE_PREFIX")
-    }
-    env.update(BILLING_DATA_DIR=str(tmp_path / "data"), WEB_PORT=str(free_port()), LOCAL_ENDPOINT_PORT="0")
-    proc = subprocess.Popen(
-        ["make", "run"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
-    reader.start()
+    _, proc, lines, reader = start_make_run(tmp_path, WEB_PORT=str(free_port()), LOCAL_ENDPOINT_PORT="0")
     try:
         deadline = time.monotonic() + 120
         while not any("[devstack] running;" in line for line in lines):
