@@ -2,8 +2,10 @@
 
 Services ask for work here instead of importing ``payments.tasks``, which imports the services:
 the task names are the contract (STYLE: explicit dotted names), so no import cycle is needed.
-Charges decided together (a receive batch of ``invoice.issued``) are sent together: one
-SendMessageBatch per 10 charges (core/task_batches.py), not one SendMessage per payment.
+Charges sent together (a dispatch pass, services/dispatching.py) go in one SendMessageBatch per
+10 charges (core/task_batches.py), not one SendMessage per payment. Payments opened from
+``invoice.issued`` are not sent by their consumer at all: its commit asks ``charge_kicker`` for a
+dispatch pass, coalesced across processes as the relay's kicks are.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ from collections.abc import Sequence
 from celery import current_app
 
 from core.task_batches import send_tasks
+from events.publishing.kicker import Kicker
+
+CHARGES = "payments.charges"  # the dispatch's kick marker (events_relaykick)
+
+charge_kicker = Kicker(CHARGES, "payments.dispatch_charges", what="the charge dispatch")
 
 
 def enqueue_charge(payment_id: str, countdown: float = 0) -> None:

@@ -8,7 +8,7 @@ from celery import shared_task
 
 from core.task_options import IDEMPOTENT_DB_TASK
 
-from .services import payment_charge, payment_refund, payments_retry_due, refunds_retry_due
+from .services import charges_dispatch, payment_charge, payment_refund, payments_retry_due, refunds_retry_due
 
 
 @shared_task(name="payments.charge_payment", **IDEMPOTENT_DB_TASK)
@@ -16,6 +16,12 @@ def charge_payment(self: Any, payment_id: str) -> str:
     """Charge one payment at the global rate limit. Idempotent (same key per dunning step);
     gateway errors are handled by the service (backoff, dunning), not by retrying this task."""
     return payment_charge(payment_id=payment_id)
+
+
+@shared_task(name="payments.dispatch_charges", bind=True, ignore_result=True, acks_late=True)
+def dispatch_charges(self: Any) -> int:
+    """Kicked after payments open: send every due charge in batches (services/dispatching.py)."""
+    return charges_dispatch()
 
 
 @shared_task(name="payments.refund_payment", **IDEMPOTENT_DB_TASK)

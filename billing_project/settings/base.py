@@ -382,6 +382,10 @@ PAYMENT_TRANSIENT_MAX_RETRIES = env.int("PAYMENT_TRANSIENT_MAX_RETRIES", default
 PAYMENT_TRANSIENT_BACKOFF_SECONDS = env.float("PAYMENT_TRANSIENT_BACKOFF_SECONDS", default=2.0)
 PAYMENT_TRANSIENT_BACKOFF_MAX_SECONDS = env.float("PAYMENT_TRANSIENT_BACKOFF_MAX_SECONDS", default=300.0)
 PAYMENT_RETRY_SWEEP_SECONDS = env.int("PAYMENT_RETRY_SWEEP_SECONDS", default=30)
+# A dispatch pass (kicked after payments open) leases and sends due charges this many at a time,
+# for at most this long before it hands over to a new pass.
+PAYMENT_DISPATCH_BATCH = env.int("PAYMENT_DISPATCH_BATCH", default=500)
+PAYMENT_DISPATCH_MAX_SECONDS = env.float("PAYMENT_DISPATCH_MAX_SECONDS", default=20.0)
 # A queued charge that has not started this long after it was due is enqueued again by the
 # sweep (its message was lost). Longer than the charge queue's backlog at the gateway's pace.
 PAYMENT_CHARGE_LEASE_SECONDS = env.int("PAYMENT_CHARGE_LEASE_SECONDS", default=900)

@@ -1,16 +1,18 @@
-"""The relay kicker: after a commit that recorded events, ask for a relay run without waiting.
+"""Kickers: after a commit, ask for a run of a draining task without waiting (the outbox relay
+after a commit that recorded events; payments' charge dispatch after one that opened payments).
 
 Kicks coalesce twice. In a process, a daemon thread sends at most one per
 ``OUTBOX_KICK_MIN_INTERVAL_SECONDS``. Across processes (every worker child, web process and
-command kicks), a row in ``events_relaykick`` says a relay will look for due rows later: a relay
-task was sent, or a relay is running (``kick_hold``). A kicker claims it with one conditional
-upsert before sending and sends nothing while it is held, and a relay clears it as it stops,
-before its last look (``kick_release``). Nothing is lost by skipping: the relay waiting or running
-takes every row committed before that last look, and a row committed after it finds the marker
-cleared and kicks again. A claim whose send failed is given back; one whose task was lost goes
-stale after ``OUTBOX_KICK_PENDING_SECONDS``; the periodic sweep publishes whatever a lost kick
-was about. Without this, N processes each sending one kick per interval queued ~1,400 relay
-tasks ahead of 5,000 charges on a two-process worker.
+command kicks), a row in ``events_relaykick`` (one per kicker, by its ``name``: ``relay``,
+``payments.charges``) says a task will look for due rows later: one was sent, or one is running
+(``kick_hold``). A kicker claims it with one conditional upsert before sending and sends nothing
+while it is held, and the running task clears it as it stops, before its last look
+(``kick_release``). Nothing is lost by skipping: the task waiting or running takes every row
+committed before that last look, and a row committed after it finds the marker cleared and kicks
+again. A claim whose send failed is given back; one whose task was lost goes stale after
+``OUTBOX_KICK_PENDING_SECONDS``; the periodic sweep does whatever a lost kick was about. Without
+this, N processes each sending one kick per interval queued ~1,400 relay tasks ahead of 5,000
+charges on a two-process worker.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 
 from celery import current_app
 from django.conf import settings
@@ -35,20 +38,20 @@ logger = logging.getLogger(__name__)
 RELAY = "relay"  # the marker's row: one relay (RELAY_LOCK) for the whole outbox
 
 
-def kick_claim() -> bool:
-    """Claim the right to send a relay task: True unless a relay task sent by any process, or a
-    relay running, holds the marker (``kick_hold``). Fails open: a database that does not answer
+def kick_claim(name: str) -> bool:
+    """Claim the right to send ``name``'s task: True unless one sent by any process, or one
+    running, holds the marker (``kick_hold``). Fails open: a database that does not answer
     here costs a kick too many, never one too few."""
     try:
         close_old_connections()  # this runs in the kicker's own long-lived thread
-        return kick_hold()
+        return kick_hold(name)
     except DatabaseError as exc:
-        logger.warning("could not read the relay kick marker (%s); kicking anyway", exc)
+        logger.warning("could not read the %s kick marker (%s); kicking anyway", name, exc)
         connection.close()
         return True
 
 
-def kick_hold() -> bool:
+def kick_hold(name: str) -> bool:
     """Set the marker unless it is set less than ``OUTBOX_KICK_PENDING_SECONDS`` ago: by a kicker
     about to send a relay task, or by a relay running, which looks for due rows again before it
     stops. True if this call set it."""
@@ -59,37 +62,40 @@ def kick_hold() -> bool:
             "ON CONFLICT (name) DO UPDATE SET sent_at = EXCLUDED.sent_at "
             "WHERE k.sent_at IS NULL OR k.sent_at < clock_timestamp() - make_interval(secs => %s) "
             "RETURNING 1",
-            [RELAY, settings.OUTBOX_KICK_PENDING_SECONDS],
+            [name, settings.OUTBOX_KICK_PENDING_SECONDS],
         )
         return cur.fetchone() is not None
 
 
-def kick_release() -> None:
-    """A relay is stopping and about to look for rows one last time: kicks from now on are about
-    rows it will not see, so they go."""
-    RelayKick.objects.filter(name=RELAY, sent_at__isnull=False).update(sent_at=None)
+def kick_release(name: str) -> None:
+    """A relay (or dispatch) is stopping and about to look for rows one last time: kicks from now
+    on are about rows it will not see, so they go."""
+    RelayKick.objects.filter(name=name, sent_at__isnull=False).update(sent_at=None)
 
 
-def _kick_given_back() -> None:
+def _kick_given_back(name: str) -> None:
     try:
-        kick_release()
+        kick_release(name)
     except DatabaseError:  # it goes stale instead
         connection.close()
 
 
-class RelayKicker:
-    """After a commit, ask for a relay run without making the committer wait.
+class Kicker:
+    """After a commit, ask for a run of ``task`` without making the committer wait.
 
     ``request()`` only sets a flag (well under a microsecond); a daemon thread
-    per process sends one ``events.relay_outbox`` task per wake-up, at most one
-    per ``OUTBOX_KICK_MIN_INTERVAL_SECONDS``, so a stream of commits coalesces
-    into a few tasks (the first after a quiet spell goes at once). If the broker
-    is unreachable the thread backs off; the periodic sweep publishes the rows
-    regardless.
+    per process sends one ``task`` per wake-up, at most one per
+    ``OUTBOX_KICK_MIN_INTERVAL_SECONDS``, and none while the marker ``name`` is
+    held, so a stream of commits coalesces into a few tasks (the first after a
+    quiet spell goes at once). If the broker is unreachable the thread backs
+    off; a periodic sweep does the work regardless.
     """
 
-    def __init__(self) -> None:
-        self.skipped = 0  # kicks not sent: a relay task from some process was already waiting
+    def __init__(
+        self, name: str, task: str, *, what: str, enabled: Callable[[], bool] = lambda: True
+    ) -> None:
+        self.name, self.task, self.what, self.enabled = name, task, what, enabled
+        self.skipped = 0  # kicks not sent: a task from some process was already waiting
         self._wanted = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -114,7 +120,7 @@ class RelayKicker:
         self._flushing = None
 
     def request(self) -> None:
-        if not settings.OUTBOX_KICK_RELAY:
+        if not self.enabled():
             return
         self._wanted.set()
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
@@ -143,13 +149,14 @@ class RelayKicker:
                 done.set()
 
         try:
-            threading.Thread(target=run, name="outbox-relay-kicker-flush", daemon=True).start()
+            threading.Thread(target=run, name=f"{self.name}-kicker-flush", daemon=True).start()
         except RuntimeError:  # no new thread this late in the interpreter's shutdown
             done.set()
             return
         if not done.wait(timeout):
             logger.warning(
-                "the broker did not take the outbox relay kick within %.0fs; the periodic sweep will publish",
+                "the broker did not take the kick of %s within %.0fs; the periodic sweep will do its work",
+                self.what,
                 timeout,
             )
 
@@ -163,7 +170,7 @@ class RelayKicker:
             except Exception as exc:  # noqa: BLE001 - the sweep covers any failure here
                 self._wanted.set()
                 logger.warning(
-                    "could not enqueue the outbox relay (%s); the periodic sweep will publish", exc
+                    "could not enqueue %s (%s); the periodic sweep will do its work", self.what, exc
                 )
 
     def _start(self) -> None:
@@ -174,18 +181,18 @@ class RelayKicker:
                 # a short-lived process (a command) sends its last kick on the way out
                 atexit.register(self.flush)
             self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="outbox-relay-kicker", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=f"{self.name}-kicker", daemon=True)
             self._thread.start()
 
     def _send(self) -> None:
-        if not kick_claim():
+        if not kick_claim(self.name):
             self.skipped += 1  # the waiting task will claim this process's rows too
             return
         try:
-            # by name (the task's contract), so the outbox never imports the tasks module
-            current_app.send_task("events.relay_outbox", retry=False)
+            # by name (the task's contract), so the committer never imports the tasks module
+            current_app.send_task(self.task, retry=False)
         except Exception:
-            _kick_given_back()  # the next kick, from any process, need not wait for it to go stale
+            _kick_given_back(self.name)  # the next kick, from any process, need not wait for it to go stale
             raise
         self.sent += 1
 
@@ -208,9 +215,18 @@ class RelayKicker:
             except Exception as exc:  # noqa: BLE001 - the sweep covers any failure here
                 failures += 1
                 delay = backoff(failures, base=1.0, maximum=30.0)
-                logger.warning("could not enqueue the outbox relay (%s); retrying in %.1fs", exc, delay)
+                logger.warning("could not enqueue %s (%s); retrying in %.1fs", self.what, exc, delay)
                 time.sleep(delay)
                 self._wanted.set()
+
+
+class RelayKicker(Kicker):
+    """The outbox's kicker: ``events.relay_outbox`` after a commit that recorded events."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            RELAY, "events.relay_outbox", what="the outbox relay", enabled=lambda: settings.OUTBOX_KICK_RELAY
+        )
 
 
 kicker = RelayKicker()

@@ -42,7 +42,7 @@ from .. import signing, topology
 from ..models import PRIORITIES, PRIORITY_ALERT, OutboxEvent
 from ..operations import metrics
 from ..topology import aws
-from .kicker import kick_hold, kick_release, kicker
+from .kicker import RELAY, kick_hold, kick_release, kicker
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
                 if not cur.fetchone()[0]:
                     return None if total.batches == 0 else total
                 try:
-                    kick_hold()  # this relay looks again before it stops: kicks can wait
+                    kick_hold(RELAY)  # this relay looks again before it stops: kicks can wait
                     step = relay_pending(max_seconds=max(0.0, deadline - time.monotonic()))
                 finally:
                     cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [RELAY_LOCK])
@@ -262,7 +262,7 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
             out_of_time = time.monotonic() > deadline
             if not out_of_time and _due_rows_exist(untried_only=untried_only):
                 continue
-            kick_release()  # stopping: kicks from now on are about rows this relay will not see
+            kick_release(RELAY)  # stopping: kicks from now on are about rows this relay will not see
             if not _due_rows_exist(untried_only=untried_only):
                 return total
             if out_of_time:
@@ -272,7 +272,7 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
                 return total
     except Exception:
         with contextlib.suppress(DatabaseError):
-            kick_release()  # a failed relay looks for nothing more: later commits kick again
+            kick_release(RELAY)  # a failed relay looks for nothing more: later commits kick again
         raise
 
 

@@ -1,6 +1,7 @@
 """Use cases of the payments context, one module per concept:
 
-- ``opening``: one payment per issued invoice (one at a time or a batch), its charge enqueued;
+- ``opening``: one payment per issued invoice (one at a time or a batch), due at once;
+- ``dispatching``: the due charges leased and sent in batches (a kicked pass, the sweep);
 - ``charging``: each payment charged at the gateway's pace (dunning, backoff);
 - ``retries``: the sweep that takes charges up again, and an operator's "retry now";
 - ``closing``: an invoice voided (stop collecting) or credited (give money back);
@@ -9,11 +10,13 @@
 
 from .charging import payment_charge
 from .closing import payment_close_for_invoice, refund_for_credit_note
+from .dispatching import charges_dispatch
 from .opening import payment_create_for_invoice, payments_create_for_invoices
 from .refunds import payment_refund, refund_retry_now, refunds_retry_due
 from .retries import payment_retry_now, payments_retry_due
 
 __all__ = [
+    "charges_dispatch",
     "payment_charge",
     "payment_close_for_invoice",
     "payment_create_for_invoice",

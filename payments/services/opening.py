@@ -1,10 +1,12 @@
-"""Opening collection: one payment per issued invoice, its charge enqueued after commit.
+"""Opening collection: one payment per issued invoice, due to be charged at once.
 
 However often ``invoice.issued`` arrives, an invoice has one payment (unique invoice id, and the
 per-invoice lock that ``invoice.voided`` takes too). An invoice voided before its
 ``invoice.issued`` got here (a ``ClosedInvoice`` note) gets a payment that starts cancelled.
-Invoices issued together (a receive batch) open together: a few statements for all of them, and
-their charges sent after commit in SendMessageBatch calls rather than one SendMessage each.
+Invoices issued together (a receive batch) open together: a few statements for all of them. Their
+charges are not sent from here: the commit kicks a dispatch pass (services/dispatching.py), which
+sends the due charges of every consumer process in batches, so handling ``invoice.issued`` costs
+no call to the broker.
 """
 
 from __future__ import annotations
@@ -13,17 +15,18 @@ import uuid
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from core.bulk import insert_rows
 
-from ..dispatch import enqueue_charges
+from ..dispatch import charge_kicker
 from ..models import ClosedInvoice, Payment
-from .charging import cancel, lease_end, lock_invoices
+from .charging import cancel, lock_invoices
 
 
 def payment_create_for_invoice(*, data: dict[str, Any]) -> tuple[Payment, bool]:
-    """One payment per invoice, however often invoice.issued arrives; the charge is enqueued
-    after commit. An invoice voided before its ``invoice.issued`` got here starts cancelled.
+    """One payment per invoice, however often invoice.issued arrives; its charge is sent by the
+    dispatch pass its commit kicks. An invoice voided before its ``invoice.issued`` got here starts cancelled.
     Returns (payment, created)."""
     [result] = payments_create_for_invoices(invoices=[data])
     return result
@@ -45,16 +48,16 @@ def payments_create_for_invoices(*, invoices: list[dict[str, Any]]) -> list[tupl
     if len(payments) < len(ids):  # already there (a redelivery): read, not changed
         payments.update({p.invoice_id: p for p in Payment.objects.filter(invoice_id__in=set(ids) - inserted)})
     closed = _closed_notes([p.invoice_id for p in new])
-    charges = []
+    due = False
     for payment in new:
         note = closed.get(payment.invoice_id)
         if note is None:
-            charges.append(str(payment.id))
+            due = True
             continue
         payment.invoice_closed_at, payment.invoice_closed_reason = note
         cancel(payment, f"invoice voided before it was collected: {note[1]}")
-    if charges:
-        transaction.on_commit(lambda: enqueue_charges(charges), robust=True)
+    if due:
+        transaction.on_commit(charge_kicker.request)
     created = {p.invoice_id for p in new}
     results = []
     for data in invoices:
@@ -75,6 +78,7 @@ def _closed_notes(invoice_ids: list[str]) -> dict[str, tuple[Any, str]]:
 
 
 def _new_payment(data: dict[str, Any]) -> Payment:
+    now = timezone.now()
     return Payment(
         id=uuid.uuid4(),
         invoice_id=data["invoice_id"],
@@ -83,5 +87,5 @@ def _new_payment(data: dict[str, Any]) -> Payment:
         customer_email=data["customer"]["email"],
         amount_minor=data["total_minor"],
         currency=data["currency"],
-        next_attempt_at=lease_end(),  # its charge is enqueued; the sweep is the fallback
+        next_attempt_at=now,  # due: the dispatch pass its commit kicks sends it (or the sweep)
     )

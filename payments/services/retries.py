@@ -1,5 +1,6 @@
-"""Charges taken up again: the beat sweep (due dunning steps and backoffs, rescues of charges whose
-message was lost or whose worker died) and an operator's "retry now"."""
+"""Charges taken up again: the beat sweep (due dunning steps and backoffs, charges a lost kick
+left, rescues of charges whose message was lost or whose worker died) and an operator's "retry
+now"."""
 
 from __future__ import annotations
 
@@ -11,42 +12,36 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import states
-from ..dispatch import enqueue_charge
+from ..dispatch import enqueue_charge, enqueue_charges
 from ..models import Payment
 from .charging import lease_end
+from .dispatching import charges_send_due
 
 P = Payment.Status
 
 
 def payments_retry_due(*, limit: int = 1000) -> int:
-    """Enqueue the charges whose (dunning or backoff) time has come, and rescue stuck ones.
+    """Send the charges whose time has come, and rescue stuck ones. Returns how many were sent.
 
-    Each payment taken is leased (``next_attempt_at`` moves PAYMENT_CHARGE_LEASE_SECONDS on)
-    in the same transaction, so a sweep never enqueues a payment whose charge is still queued:
+    What is due is sent as a dispatch pass sends it (services/dispatching.py): leased in the
+    transaction that takes it, so a sweep never sends a payment whose charge is still queued, and
     a backlog at the gateway's pace does not snowball into duplicate charge messages.
     """
-    now = timezone.now()
-    stale = now - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS)
+    sent = charges_send_due(limit=limit)
+    stale = timezone.now() - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS)
     with transaction.atomic():
-        due = list(
-            Payment.objects.select_for_update(skip_locked=True)
-            .filter(status__in=[P.PENDING, P.RETRY_SCHEDULED], next_attempt_at__lte=now)
-            .order_by("next_attempt_at")
-            .values_list("pk", flat=True)[:limit]
-        )
         stuck = list(
             Payment.objects.select_for_update(skip_locked=True)
             .filter(status=P.PROCESSING, updated_at__lt=stale)
             .values_list("pk", flat=True)[:limit]
         )
-        Payment.objects.filter(pk__in=due).update(next_attempt_at=lease_end())
         # its worker died mid-charge: charge again (same idempotency key, so never twice)
         Payment.objects.filter(pk__in=stuck).update(
-            status=P.PENDING, next_attempt_at=lease_end(), updated_at=now
+            status=P.PENDING, next_attempt_at=lease_end(), updated_at=timezone.now()
         )
-    for pk in due + stuck:
-        enqueue_charge(str(pk))
-    return len(due) + len(stuck)
+    if stuck:
+        enqueue_charges([str(pk) for pk in stuck])
+    return sent + len(stuck)
 
 
 @transaction.atomic

@@ -20,6 +20,7 @@ from events.topology import aws
 from invoicing.models import Invoice
 from invoicing.services import invoices_run_inline, projection_apply
 from invoicing.tests.factories import agreement_event
+from payments.dispatch import charge_kicker
 from payments.models import Payment
 from payments.services import payment_create_for_invoice, payments_retry_due
 from tests.factories import gateway_stats as stats
@@ -169,10 +170,14 @@ def _queued_charges(sqs) -> int:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_retry_sweep_does_not_enqueue_a_charge_that_is_already_queued(empty_queues, sqs, settings):
+def test_retry_sweep_does_not_enqueue_a_charge_that_is_already_queued(
+    empty_queues, sqs, settings, monkeypatch
+):
     """A backlog at the gateway's pace must not snowball: each sweep would otherwise add a copy."""
+    monkeypatch.setattr(charge_kicker, "enabled", lambda: False)  # its kick was lost: the sweep's turn
     payment, _ = payment_create_for_invoice(data=invoice_data("cus-queued"))  # no worker: stays queued
-    assert _queued_charges(sqs) == 1
+    assert _queued_charges(sqs) == 0
+    assert payments_retry_due() == 1  # due since it opened
     for _ in range(3):
         assert payments_retry_due() == 0
     assert _queued_charges(sqs) == 1

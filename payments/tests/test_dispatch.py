@@ -1,0 +1,136 @@
+"""Charges sent from the database: the consumer opens payments and sends nothing; a kicked
+dispatch pass leases the due ones and sends their charges in batches (services/dispatching.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from events.models import RelayKick
+from payments.dispatch import CHARGES, charge_kicker
+from payments.models import Payment
+from payments.services import charges_dispatch, dispatching, payments_create_for_invoices
+from tests.factories import drain, invoice_data, payments_create
+from tests.factories import gateway_stats as stats
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TASK_QUEUE = "billing-test-celery-payments"  # where payments.* tasks are routed
+
+
+def queued(sqs) -> list[tuple[str, dict]]:
+    """The payments tasks waiting on their queue (taken off it): (name, kwargs) each."""
+    tasks = []
+    for m in drain(sqs, TASK_QUEUE, wait=1):
+        message = json.loads(base64.b64decode(m["Body"]))
+        _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        tasks.append((message["headers"]["task"], kwargs))
+    return tasks
+
+
+def tasks_queued(sqs) -> Counter[str]:
+    """The payments tasks waiting on their queue, by name (taken off it)."""
+    return Counter(name for name, _kwargs in queued(sqs))
+
+
+def marker_held() -> bool:
+    return RelayKick.objects.filter(name=CHARGES, sent_at__isnull=False).exists()
+
+
+def invoices(prefix: str, n: int) -> list[dict]:
+    return [invoice_data(f"cus-{prefix}-{i}") for i in range(n)]
+
+
+def test_a_consumer_batch_sends_one_dispatch_task_and_the_pass_sends_every_charge_once(sqs, empty_queues):
+    # given a receive batch of 25 invoice.issued handled (no worker: what is sent stays queued)
+    before = charge_kicker.sent
+    payments_create_for_invoices(invoices=invoices("batch", 25))
+    wait_until(lambda: charge_kicker.sent == before + 1, timeout=10)
+    # then the consumer sent no charge, only one dispatch task
+    assert tasks_queued(sqs) == {"payments.dispatch_charges": 1}
+    assert marker_held()  # other processes' commits send nothing while that task waits
+    # when the dispatch pass runs
+    assert charges_dispatch() == 25
+    # then every charge is queued once, the marker is cleared and nothing is due any more
+    assert tasks_queued(sqs) == {"payments.charge_payment": 25}
+    assert not marker_held()
+    assert charges_dispatch() == 0
+    assert not Payment.objects.filter(next_attempt_at__lte=timezone.now()).exists()
+
+
+def test_payments_opened_in_a_stream_are_each_charged_once_by_a_few_dispatch_passes(celery_worker, sandbox):
+    before = charge_kicker.sent + charge_kicker.skipped
+    sent_before = charge_kicker.sent
+    for batch in range(6):  # six receive batches in quick succession
+        payments_create_for_invoices(invoices=invoices(f"stream{batch}", 5))
+        time.sleep(0.02)
+    wait_until(lambda: Payment.objects.filter(status="succeeded").count() == 30, timeout=120)
+    assert stats(sandbox)["charges"] == 30
+    assert charge_kicker.sent + charge_kicker.skipped > before
+    assert charge_kicker.sent - sent_before <= 3  # six commits, at most a kick per 0.5 s
+
+
+def test_a_send_that_fails_gives_the_lease_back(sqs, empty_queues, monkeypatch):
+    payments_create(3, "pending", next_attempt_at=timezone.now() - timedelta(seconds=1))
+
+    def broker_down(ids):
+        raise ConnectionError("the broker did not answer")
+
+    monkeypatch.setattr(dispatching, "enqueue_charges", broker_down)
+    with pytest.raises(ConnectionError):
+        charges_dispatch()
+    # due again at once (not leased for PAYMENT_CHARGE_LEASE_SECONDS), and later commits kick again
+    assert Payment.objects.filter(next_attempt_at__lte=timezone.now()).count() == 3
+    assert not marker_held()
+    monkeypatch.undo()
+    assert charges_dispatch() == 3
+    assert tasks_queued(sqs) == {"payments.charge_payment": 3}
+
+
+def test_a_pass_out_of_time_hands_the_payments_still_due_to_a_new_pass(
+    sqs, empty_queues, settings, monkeypatch
+):
+    settings.PAYMENT_DISPATCH_BATCH = 2
+    payments_create(5, "pending", next_attempt_at=timezone.now() - timedelta(seconds=1))
+    kicks = []
+    monkeypatch.setattr(charge_kicker, "request", lambda: kicks.append(marker_held()))
+    # a pass with no time left: one batch, then its last look (after clearing the marker) another
+    assert charges_dispatch(max_seconds=0) == 4
+    assert kicks == [False]  # a full last batch: more may be due, so a new pass is asked for
+    assert charges_dispatch() == 1
+    assert kicks == [False]
+    assert tasks_queued(sqs) == {"payments.charge_payment": 5}
+
+
+def test_two_passes_at_once_never_send_one_payment_twice(sqs, empty_queues, settings):
+    settings.PAYMENT_DISPATCH_BATCH = 10
+    payments_create(200, "pending", next_attempt_at=timezone.now() - timedelta(seconds=1))
+    counts: list[int] = []
+    barrier = threading.Barrier(3)
+
+    def a_pass() -> None:
+        from django.db import connection
+
+        barrier.wait()
+        try:
+            counts.append(charges_dispatch())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=a_pass) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sum(counts) == 200
+    sent = Counter(kwargs["payment_id"] for name, kwargs in queued(sqs) if name == "payments.charge_payment")
+    assert len(sent) == 200 and set(sent.values()) == {1}
+    assert len([c for c in counts if c]) >= 2  # the passes did run side by side
