@@ -149,10 +149,11 @@ class Heartbeat(models.Model):
 
 
 class RelayKick(models.Model):
-    """A relay will look for due rows later (events/publishing/kicker.py): a relay task was sent
-    and has not stopped, or a relay is running. While ``sent_at`` is fresh, the kickers of every
-    process send no task, since that relay takes every row committed before it stops. Cleared by
-    a relay as it stops, before its last look for due rows."""
+    """A draining task will look for due rows later (events/publishing/kicker.py): one was sent
+    and has not stopped, or one is running. One row per kicker: ``relay`` (the outbox relay),
+    ``payments.charges`` (payments' charge dispatch). While ``sent_at`` is fresh, the kickers of
+    every process send no task, since that task takes every row committed before it stops.
+    Cleared by the task as it stops, before its last look for due rows."""
 
     name = models.CharField(max_length=50, primary_key=True, help_text="the relay (one per shard)")
     sent_at = models.DateTimeField(
