@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from events.operations.console import register_panel
 
-from .selectors import payments_charge_forecast, payments_retries_by_day
+from .selectors import payments_charge_forecast, payments_retries_by_day, payments_unsent
 
 
 @register_panel(title="Payments", template="admin/payments/messaging_panel.html")
@@ -17,6 +17,7 @@ def payments_panel() -> dict[str, Any]:
     """Read-only and cheap: a bounded count and an index read (payments/selectors.py)."""
     return {
         "forecast": payments_charge_forecast(),
+        "unsent": payments_unsent(),
         "retries": payments_retries_by_day(),
         "payments_url": reverse("admin:payments_payment_changelist"),
     }

@@ -1,5 +1,6 @@
 """Reads of payments for operators: charges waiting at the gateway's pace with a forecast of when
-they are done, and the dunning retries scheduled per day. Read-only and cheap (the Messaging page
+they are done, charges due and not yet sent to a charging worker, and the dunning retries
+scheduled per day. Read-only and cheap (the Messaging page
 runs them on every view): the waiting charges are counted up to a bound from the status index, the
 planner's estimate beyond it; the retries are read from the partial index ``payment_due``.
 """
@@ -83,6 +84,43 @@ def payments_charge_forecast(*, now: datetime | None = None) -> ChargeForecast:
         rate=float(settings.PAYMENT_RATE_LIMIT_PER_SECOND),
         now=now or timezone.now(),
     )
+
+
+@dataclass(frozen=True)
+class UnsentCharges:
+    """Payments due whose charge no dispatch pass or sweep has sent yet (services/dispatching.py).
+    A moment's worth is normal (a commit's kick on its way); a count that stays means no pass
+    runs: no worker serves the payments task queue, or the kicks and beat's sweep are both down."""
+
+    count: int
+    more: bool
+    oldest: datetime | None  # due since
+    sweep_seconds: int
+
+    @property
+    def text(self) -> str:
+        if self.count == 0:
+            return "Every due charge is sent to the charging workers."
+        count = count_text(self.count, more=True) if self.more else f"{self.count:,}"
+        since = timezone.localtime(self.oldest) if self.oldest else None
+        oldest = f", the oldest due since {since:%Y-%m-%d %H:%M:%S %Z}" if since else ""
+        return (
+            f"{count} due and not yet sent to a charging worker{oldest}. A dispatch pass sends them "
+            f"when kicked, the retry sweep every {self.sweep_seconds} s; if this stays, check that a "
+            "worker serves the payments task queue and that beat runs."
+        )
+
+
+def payments_unsent(*, now: datetime | None = None) -> UnsentCharges:
+    """The due charges not yet sent, counted up to the bound, from the partial index ``payment_due``."""
+    due = Payment.objects.filter(
+        status__in=[P.PENDING, P.RETRY_SCHEDULED], next_attempt_at__lte=now or timezone.now()
+    )
+    count, more = bounded_count(due, COUNT_LIMIT)
+    oldest = (
+        due.order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first() if count else None
+    )
+    return UnsentCharges(count, more, oldest, settings.PAYMENT_RETRY_SWEEP_SECONDS)
 
 
 def payments_retries_by_day(*, now: datetime | None = None) -> list[tuple[date, int]]:

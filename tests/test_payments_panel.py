@@ -50,12 +50,21 @@ def test_the_payments_panel_forecasts_pending_charges_and_lists_retries_by_day(
     assert element(page, "tr", "data-day", tomorrow.isoformat())[1].endswith("2")
     assert element(page, "tr", "data-day", in_three.isoformat())[1].endswith("1")
     assert len(re.findall(r'<tr data-day="', page)) == 2
+    # and the overdue retry, due a minute ago and sent by no pass yet, is named with its age
+    _, unsent = element(page, "p", "id", "payments-unsent")
+    since = timezone.localtime(now - timedelta(minutes=1))
+    assert unsent.startswith(
+        f"1 due and not yet sent to a charging worker, the oldest due since {since:%Y-%m-%d %H:%M:%S}"
+    )
+    assert "check that a worker serves the payments task queue" in unsent
 
 
 def test_the_payments_panel_says_when_nothing_waits(client, empty_queues):
     page = messaging_page(client)
     assert element(page, "p", "id", "payments-forecast")[1] == "No charges pending."
     assert element(page, "p", "id", "payments-retries")[1] == "No retries scheduled."
+    unsent = element(page, "p", "id", "payments-unsent")[1]
+    assert unsent == "Every due charge is sent to the charging workers."
 
 
 def test_beyond_its_bound_the_forecast_says_more_than_and_uses_the_estimate(monkeypatch, settings):
