@@ -33,6 +33,11 @@ def enqueue_charges(payment_ids: Sequence[str]) -> None:
     send_tasks("payments.charge_payment", [{"payment_id": p} for p in payment_ids])
 
 
+def enqueue_dispatch(countdown: float) -> None:
+    """A dispatch pass in ``countdown`` seconds (one stopped by PAYMENT_DISPATCH_AHEAD_SECONDS)."""
+    current_app.send_task("payments.dispatch_charges", countdown=max(0, int(countdown)))
+
+
 def enqueue_refund(refund_id: str, countdown: float = 0) -> None:
     current_app.send_task(
         "payments.refund_payment", kwargs={"refund_id": refund_id}, countdown=max(0, int(countdown))

@@ -96,6 +96,7 @@ class UnsentCharges:
     more: bool
     oldest: datetime | None  # due since
     sweep_seconds: int
+    ahead: str  # the bound on charges queued ahead of the gateway, as shown
 
     @property
     def text(self) -> str:
@@ -106,8 +107,9 @@ class UnsentCharges:
         oldest = f", the oldest due since {since:%Y-%m-%d %H:%M:%S %Z}" if since else ""
         return (
             f"{count} due and not yet sent to a charging worker{oldest}. A dispatch pass sends them "
-            f"when kicked, the retry sweep every {self.sweep_seconds} s; if this stays, check that a "
-            "worker serves the payments task queue and that beat runs."
+            f"when kicked, the retry sweep every {self.sweep_seconds} s, at most {self.ahead} "
+            "queued ahead of the gateway (the rest as the queue drains); if the oldest grows old, "
+            "check that a worker serves the default and payments task queues and that beat runs."
         )
 
 
@@ -120,7 +122,9 @@ def payments_unsent(*, now: datetime | None = None) -> UnsentCharges:
     oldest = (
         due.order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first() if count else None
     )
-    return UnsentCharges(count, more, oldest, settings.PAYMENT_RETRY_SWEEP_SECONDS)
+    rate, ahead = settings.PAYMENT_RATE_LIMIT_PER_SECOND, settings.PAYMENT_DISPATCH_AHEAD_SECONDS
+    bound = f"{max(1, int(rate * ahead)):,}" if rate > 0 and ahead > 0 else "all"
+    return UnsentCharges(count, more, oldest, settings.PAYMENT_RETRY_SWEEP_SECONDS, bound)
 
 
 def payments_retries_by_day(*, now: datetime | None = None) -> list[tuple[date, int]]:

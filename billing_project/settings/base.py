@@ -205,6 +205,8 @@ CELERY_TASK_ROUTES = {
     "events.delivery_audit": {"queue": "monitoring"},
     "events.*": {"queue": "events"},
     "invoicing.*": {"queue": "invoicing"},
+    # A dispatch pass sends charges: it must not wait behind the charges it sent.
+    "payments.dispatch_charges": {"queue": "default"},
     "payments.*": {"queue": "payments"},
 }
 CELERY_TASK_SERIALIZER = "json"
@@ -386,6 +388,10 @@ PAYMENT_RETRY_SWEEP_SECONDS = env.int("PAYMENT_RETRY_SWEEP_SECONDS", default=30)
 # for at most this long before it hands over to a new pass.
 PAYMENT_DISPATCH_BATCH = env.int("PAYMENT_DISPATCH_BATCH", default=500)
 PAYMENT_DISPATCH_MAX_SECONDS = env.float("PAYMENT_DISPATCH_MAX_SECONDS", default=20.0)
+# Charges queued ahead of the gateway: at most this many seconds of PAYMENT_RATE_LIMIT_PER_SECOND
+# (60 s: 6,000 at 100/s). The rest stay due in the database, sent as the queue drains, so a big
+# daily run never queues more than the workers take before a lease runs out (0: no bound).
+PAYMENT_DISPATCH_AHEAD_SECONDS = env.float("PAYMENT_DISPATCH_AHEAD_SECONDS", default=60.0)
 # A queued charge that has not started this long after it was due is enqueued again by the
 # sweep (its message was lost). Longer than the charge queue's backlog at the gateway's pace.
 PAYMENT_CHARGE_LEASE_SECONDS = env.int("PAYMENT_CHARGE_LEASE_SECONDS", default=900)

@@ -67,6 +67,19 @@ def kick_hold(name: str) -> bool:
         return cur.fetchone() is not None
 
 
+def kick_defer(name: str, seconds: float) -> None:
+    """A task sent with a countdown of ``seconds`` will look for due rows then: hold the marker
+    until it runs (and ``OUTBOX_KICK_PENDING_SECONDS`` more, should it be lost)."""
+    table = RelayKick._meta.db_table
+    with connection.cursor() as cur:
+        cur.execute(
+            f'INSERT INTO "{table}" AS k (name, sent_at) '
+            "VALUES (%s, clock_timestamp() + make_interval(secs => %s)) "
+            "ON CONFLICT (name) DO UPDATE SET sent_at = EXCLUDED.sent_at",
+            [name, seconds],
+        )
+
+
 def kick_release(name: str) -> None:
     """A relay (or dispatch) is stopping and about to look for rows one last time: kicks from now
     on are about rows it will not see, so they go."""

@@ -1,14 +1,23 @@
-"""Charges sent from the database: the payments due now, leased and sent in batches.
+"""Charges sent from the database: the payments due now, leased and sent in batches, at most
+``PAYMENT_DISPATCH_AHEAD_SECONDS`` of the gateway's rate queued ahead of it.
 
 A payment opened from ``invoice.issued`` is due at once (``next_attempt_at`` its opening); the
 consumer only commits it and asks the charge kicker (payments/dispatch.py) for a dispatch pass, so
 handling a batch of ``invoice.issued`` costs no call to the broker. A pass (task
-``payments.dispatch_charges``, the beat sweep too) takes the due payments in batches of
-``PAYMENT_DISPATCH_BATCH``, each in one transaction: ``FOR UPDATE SKIP LOCKED``, so two passes at
-once never take the same payment, and leased (``next_attempt_at`` moves
-PAYMENT_CHARGE_LEASE_SECONDS on) in the same transaction, so no later pass sends it again while
-its charge is queued. After the commit the batch's charge tasks go out in SendMessageBatch calls;
-a send that fails gives the lease back (the payments are due again) and raises.
+``payments.dispatch_charges``, on the ``default`` queue so it never waits behind the charges it
+sent; the beat sweep too) takes the due payments in batches of ``PAYMENT_DISPATCH_BATCH``, each in
+one transaction: ``FOR UPDATE SKIP LOCKED``, so two passes at once never take the same payment,
+and leased (``next_attempt_at`` moves PAYMENT_CHARGE_LEASE_SECONDS on) in the same transaction, so
+no later pass sends it again while its charge is queued. After the commit the batch's charge tasks
+go out in SendMessageBatch calls; a send that fails gives the lease back (the payments are due
+again) and raises.
+
+The queue ahead of the gateway is bounded: charges queued (pending and leased) or at the gateway
+(processing) are counted, and a pass sends no more than ``PAYMENT_DISPATCH_AHEAD_SECONDS`` times
+``PAYMENT_RATE_LIMIT_PER_SECOND`` of them. A daily run of 100,000 invoices thus never queues more
+than the workers take before a lease runs out (at 100/s, 1,000 s of charges against a 900 s lease
+would have had the sweep send thousands again), and the queue stays shallow. A pass stopped by the
+bound sends a follow-up pass due in half that time and holds the kick marker until then.
 
 A pass holds the kick marker while it runs and clears it only as it stops, before its last look
 (as the relay does, events/publishing/kicker.py): commits meanwhile send no task, and one after
@@ -20,27 +29,54 @@ from __future__ import annotations
 
 import contextlib
 import time
+from enum import Enum
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models.functions import Now
 
-from events.publishing.kicker import kick_hold, kick_release
+from events.operations.counts import bounded_count
+from events.publishing.kicker import kick_defer, kick_hold, kick_release
 
-from ..dispatch import CHARGES, charge_kicker, enqueue_charges
+from ..dispatch import CHARGES, charge_kicker, enqueue_charges, enqueue_dispatch
 from ..models import Payment
 from .charging import lease_end
 
 P = Payment.Status
 
 
+class More(Enum):
+    """Why a batch says more may be due: it was full, or the queue ahead reached its bound."""
+
+    BATCH = "batch"
+    BOUND = "bound"
+
+
+def _due():
+    return Payment.objects.filter(status__in=[P.PENDING, P.RETRY_SCHEDULED], next_attempt_at__lte=Now())
+
+
+def charges_room() -> int | None:
+    """How many more charges may be queued now (``PAYMENT_DISPATCH_AHEAD_SECONDS`` of the rate
+    limit, less those queued or at the gateway); None: no bound."""
+    rate, ahead = settings.PAYMENT_RATE_LIMIT_PER_SECOND, settings.PAYMENT_DISPATCH_AHEAD_SECONDS
+    if rate <= 0 or ahead <= 0:
+        return None
+    bound = max(1, int(rate * ahead))
+    queued, _ = bounded_count(Payment.objects.filter(status=P.PENDING, next_attempt_at__gt=Now()), bound)
+    at_gateway, _ = bounded_count(Payment.objects.filter(status=P.PROCESSING), bound)
+    return max(0, bound - queued - at_gateway)
+
+
 def charges_send_due(*, limit: int) -> int:
     """Lease up to ``limit`` due payments (earliest due first) and send their charge tasks.
-    Returns how many were sent."""
+    Returns how many were sent. The bound on the queue ahead is the caller's (``charges_room``)."""
+    if limit <= 0:
+        return 0
     with transaction.atomic():
         ids = list(
-            Payment.objects.select_for_update(skip_locked=True)
-            .filter(status__in=[P.PENDING, P.RETRY_SCHEDULED], next_attempt_at__lte=Now())
+            _due()
+            .select_for_update(skip_locked=True)
             .order_by("next_attempt_at")
             .values_list("pk", flat=True)[:limit]
         )
@@ -61,9 +97,21 @@ def charges_send_due(*, limit: int) -> int:
     return len(ids)
 
 
+def charges_send_batch(*, limit: int) -> tuple[int, More | None]:
+    """One batch of at most ``limit`` within the bound: (sent, why more may be due, or None)."""
+    room = charges_room()
+    if room is not None and room < limit:
+        sent = charges_send_due(limit=room)
+        if sent == room and _due().exists():
+            return sent, More.BOUND
+        return sent, None
+    sent = charges_send_due(limit=limit)
+    return sent, More.BATCH if sent == limit else None
+
+
 def charges_dispatch(*, max_seconds: float | None = None) -> int:
-    """A dispatch pass: send every due charge, batch after batch, then stop (see the module).
-    Returns how many charges were sent."""
+    """A dispatch pass: send the due charges, batch after batch, within the bound, then stop (see
+    the module). Returns how many charges were sent."""
     max_seconds = settings.PAYMENT_DISPATCH_MAX_SECONDS if max_seconds is None else max_seconds
     deadline = time.monotonic() + max_seconds
     batch = settings.PAYMENT_DISPATCH_BATCH
@@ -71,17 +119,30 @@ def charges_dispatch(*, max_seconds: float | None = None) -> int:
     try:
         while True:
             kick_hold(CHARGES)  # this pass looks again before it stops: kicks can wait
-            step = charges_send_due(limit=batch)
+            step, more = charges_send_batch(limit=batch)
             sent += step
-            if step == batch and time.monotonic() <= deadline:
+            if more is More.BOUND:
+                _follow_up()
+                return sent
+            if more is More.BATCH and time.monotonic() <= deadline:
                 continue
             kick_release(CHARGES)  # stopping: kicks from now on are about payments it will not see
-            step = charges_send_due(limit=batch)
+            step, more = charges_send_batch(limit=batch)
             sent += step
-            if step == batch:  # out of time with more due: one more pass takes them, not the sweep
+            if more is More.BOUND:
+                _follow_up()
+            elif more is More.BATCH:  # out of time with more due: one more pass, not the sweep
                 charge_kicker.request()
             return sent
     except Exception:
         with contextlib.suppress(DatabaseError):
             kick_release(CHARGES)  # a failed pass looks for nothing more: later commits kick again
         raise
+
+
+def _follow_up() -> None:
+    """The queue ahead is full: a pass in half the bound's time sends more as it drains. Kicks wait
+    for it (the marker is held until it is due), since it takes every payment due by then."""
+    delay = settings.PAYMENT_DISPATCH_AHEAD_SECONDS / 2
+    kick_defer(CHARGES, delay)
+    enqueue_dispatch(countdown=delay)

@@ -15,7 +15,7 @@ from .. import states
 from ..dispatch import enqueue_charge, enqueue_charges
 from ..models import Payment
 from .charging import lease_end
-from .dispatching import charges_send_due
+from .dispatching import charges_send_batch
 
 P = Payment.Status
 
@@ -25,9 +25,10 @@ def payments_retry_due(*, limit: int = 1000) -> int:
 
     What is due is sent as a dispatch pass sends it (services/dispatching.py): leased in the
     transaction that takes it, so a sweep never sends a payment whose charge is still queued, and
-    a backlog at the gateway's pace does not snowball into duplicate charge messages.
+    within the bound on the queue ahead of the gateway, so a backlog at the gateway's pace does not
+    snowball into duplicate charge messages.
     """
-    sent = charges_send_due(limit=limit)
+    sent, _more = charges_send_batch(limit=limit)
     stale = timezone.now() - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS)
     with transaction.atomic():
         stuck = list(

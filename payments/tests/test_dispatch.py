@@ -14,9 +14,10 @@ import pytest
 from django.utils import timezone
 
 from events.models import RelayKick
+from events.publishing.kicker import kick_claim
 from payments.dispatch import CHARGES, charge_kicker
 from payments.models import Payment
-from payments.services import charges_dispatch, dispatching, payments_create_for_invoices
+from payments.services import charges_dispatch, dispatching, payments_create_for_invoices, payments_retry_due
 from tests.factories import drain, invoice_data, payments_create
 from tests.factories import gateway_stats as stats
 from tests.helpers import wait_until
@@ -24,21 +25,27 @@ from tests.helpers import wait_until
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TASK_QUEUE = "billing-test-celery-payments"  # where payments.* tasks are routed
+DISPATCH_QUEUE = "billing-test-celery-default"  # the dispatch pass: never behind the charges
 
 
-def queued(sqs) -> list[tuple[str, dict]]:
-    """The payments tasks waiting on their queue (taken off it): (name, kwargs) each."""
+def queued(sqs, queue: str = TASK_QUEUE) -> list[tuple[str, dict, dict]]:
+    """The tasks waiting on ``queue`` (taken off it): (name, kwargs, headers) each."""
     tasks = []
-    for m in drain(sqs, TASK_QUEUE, wait=1):
+    for m in drain(sqs, queue, wait=1):
         message = json.loads(base64.b64decode(m["Body"]))
         _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        tasks.append((message["headers"]["task"], kwargs))
+        tasks.append((message["headers"]["task"], kwargs, message["headers"]))
     return tasks
 
 
-def tasks_queued(sqs) -> Counter[str]:
-    """The payments tasks waiting on their queue, by name (taken off it)."""
-    return Counter(name for name, _kwargs in queued(sqs))
+def tasks_queued(sqs, queue: str = TASK_QUEUE) -> Counter[str]:
+    """The tasks waiting on ``queue``, by name (taken off it)."""
+    return Counter(name for name, _kwargs, _headers in queued(sqs, queue))
+
+
+def charges_queued(sqs) -> Counter[str]:
+    """The charge tasks waiting, by payment (taken off the queue)."""
+    return Counter(kw["payment_id"] for name, kw, _h in queued(sqs) if name == "payments.charge_payment")
 
 
 def marker_held() -> bool:
@@ -54,8 +61,9 @@ def test_a_consumer_batch_sends_one_dispatch_task_and_the_pass_sends_every_charg
     before = charge_kicker.sent
     payments_create_for_invoices(invoices=invoices("batch", 25))
     wait_until(lambda: charge_kicker.sent == before + 1, timeout=10)
-    # then the consumer sent no charge, only one dispatch task
-    assert tasks_queued(sqs) == {"payments.dispatch_charges": 1}
+    # then the consumer sent no charge, only one dispatch task (not behind the charges)
+    assert tasks_queued(sqs) == {}
+    assert tasks_queued(sqs, DISPATCH_QUEUE) == {"payments.dispatch_charges": 1}
     assert marker_held()  # other processes' commits send nothing while that task waits
     # when the dispatch pass runs
     assert charges_dispatch() == 25
@@ -131,6 +139,37 @@ def test_two_passes_at_once_never_send_one_payment_twice(sqs, empty_queues, sett
     for t in threads:
         t.join(timeout=60)
     assert sum(counts) == 200
-    sent = Counter(kwargs["payment_id"] for name, kwargs in queued(sqs) if name == "payments.charge_payment")
+    sent = charges_queued(sqs)
     assert len(sent) == 200 and set(sent.values()) == {1}
     assert len([c for c in counts if c]) >= 2  # the passes did run side by side
+
+
+def test_the_queue_ahead_of_the_gateway_is_bounded_and_a_follow_up_sends_the_rest_as_it_drains(
+    sqs, empty_queues, settings
+):
+    # given 6 s of a 10 charges/s gateway as the bound (60 queued at most) and 100 payments due
+    settings.PAYMENT_RATE_LIMIT_PER_SECOND = 10
+    settings.PAYMENT_DISPATCH_AHEAD_SECONDS = 6
+    payments_create(100, "pending", next_attempt_at=timezone.now() - timedelta(seconds=1))
+    sent: Counter[str] = Counter()
+    # when a pass runs: 60 are sent, and a follow-up pass is queued for 3 s later
+    assert charges_dispatch() == 60
+    sent += charges_queued(sqs)
+    [(name, _kw, headers)] = queued(sqs, DISPATCH_QUEUE)
+    assert name == "payments.dispatch_charges" and headers["eta"] is not None
+    # and kicks wait for it meanwhile; nor does the sweep go past the bound
+    assert not kick_claim(CHARGES)
+    assert payments_retry_due() == 0
+    assert len(sent) == 60
+    # when the gateway has taken 30 of them, the follow-up sends 30 more, and queues another
+    Payment.objects.filter(pk__in=list(sent)[:30]).update(status="succeeded", next_attempt_at=None)
+    assert charges_dispatch() == 30
+    sent += charges_queued(sqs)
+    assert tasks_queued(sqs, DISPATCH_QUEUE) == {"payments.dispatch_charges": 1}
+    # when all are done, the last 10 go, and the pass stops for good, the marker cleared
+    Payment.objects.filter(pk__in=list(sent)).update(status="succeeded", next_attempt_at=None)
+    assert charges_dispatch() == 10
+    sent += charges_queued(sqs)
+    assert tasks_queued(sqs, DISPATCH_QUEUE) == {}
+    assert not marker_held()
+    assert len(sent) == 100 and set(sent.values()) == {1}
