@@ -60,7 +60,7 @@ PAYMENTS_FILL = """
 INSERT INTO payments_payment (id, invoice_id, invoice_number, customer_ref, customer_email, amount_minor,
     currency, status, dunning_step, transient_failures, next_attempt_at, gateway_reference,
     last_error_class, last_error_message, invoice_closed_reason, aggregate_version, created_at, updated_at)
-SELECT gen_random_uuid(), %(status)s || '-' || i, 'BKL-' || i, 'cus-' || i, 'c@example.com', 1999, 'EUR',
+SELECT gen_random_uuid(), %(label)s || '-' || i, 'BKL-' || i, 'cus-' || i, 'c@example.com', 1999, 'EUR',
        %(status)s, 0, 0, now() + make_interval(secs => %(spread)s * i::float8 / %(n)s), '', '', '', '', 1,
        now(), now()
   FROM generate_series(1, %(n)s) AS i
@@ -68,15 +68,18 @@ SELECT gen_random_uuid(), %(status)s || '-' || i, 'BKL-' || i, 'cus-' || i, 'c@e
 
 
 def payments_fill(pending: int) -> None:
-    """Charges waiting (their lease 15 minutes on), retries over the next week, a history."""
+    """Charges waiting (their lease 15 minutes on), as many due and not yet sent (a big daily run
+    held back by PAYMENT_DISPATCH_AHEAD_SECONDS, due over the last hour), retries over the next
+    week, a history."""
     with connection.cursor() as cur:
         cur.execute("TRUNCATE payments_payment CASCADE")
-        for status, n, spread in (
-            ("pending", pending, 900),
-            ("retry_scheduled", pending // 10, 7 * 86400),
-            ("succeeded", 2 * pending, 0),
+        for label, status, n, spread in (
+            ("queued", "pending", pending, 900),
+            ("unsent", "pending", pending, -3600),
+            ("retry", "retry_scheduled", pending // 10, 7 * 86400),
+            ("paid", "succeeded", 2 * pending, 0),
         ):
-            cur.execute(PAYMENTS_FILL, {"status": status, "n": n, "spread": spread})
+            cur.execute(PAYMENTS_FILL, {"label": label, "status": status, "n": n, "spread": spread})
 
 
 def main() -> None:
@@ -146,9 +149,11 @@ def main() -> None:
         ("outbox_stats()", f"{median_seconds(outbox_stats, args.repeat) * 1000:.1f} ms"),
         (
             "payments",
-            f"{args.payments:,} pending, {args.payments // 10:,} retries, {2 * args.payments:,} succeeded",
+            f"{args.payments:,} pending, {args.payments:,} due and unsent, {args.payments // 10:,} retries, "
+            f"{2 * args.payments:,} succeeded",
         ),
         ("payments panel as shown", payments_panel()["forecast"].text),
+        ("payments panel, unsent", payments_panel()["unsent"].text[:90] + "..."),
         ("payments panel read", f"{median_seconds(payments_panel, args.repeat) * 1000:.1f} ms"),
     ]
     for name, fn in (("messaging_status", status), ("/readyz", ready), ("Messaging page", page)):
