@@ -18,12 +18,13 @@ charges on a two-process worker.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from celery import current_app
 from django.conf import settings
@@ -84,6 +85,18 @@ def kick_release(name: str) -> None:
     """A relay (or dispatch) is stopping and about to look for rows one last time: kicks from now
     on are about rows it will not see, so they go."""
     RelayKick.objects.filter(name=name, sent_at__isnull=False).update(sent_at=None)
+
+
+@contextlib.contextmanager
+def kick_released_on_error(name: str) -> Iterator[None]:
+    """Around a running task that holds the marker: a task that fails looks for nothing more, so
+    the marker is cleared and later commits kick again (not left to go stale)."""
+    try:
+        yield
+    except Exception:
+        with contextlib.suppress(DatabaseError):
+            kick_release(name)
+        raise
 
 
 def _kick_given_back(name: str) -> None:

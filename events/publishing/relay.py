@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -32,7 +31,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -42,7 +41,7 @@ from .. import signing, topology
 from ..models import PRIORITIES, PRIORITY_ALERT, OutboxEvent
 from ..operations import metrics
 from ..topology import aws
-from .kicker import RELAY, kick_hold, kick_release, kicker
+from .kicker import RELAY, kick_hold, kick_release, kick_released_on_error, kicker
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +244,7 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
     max_seconds = settings.OUTBOX_RELAY_MAX_SECONDS if max_seconds is None else max_seconds
     deadline = time.monotonic() + max_seconds
     total = RelayResult()
-    try:
+    with kick_released_on_error(RELAY):  # a failed relay looks for nothing more
         while True:
             with connection.cursor() as cur:
                 cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [RELAY_LOCK])
@@ -270,10 +269,6 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
                 # task takes them over, not the sweep.
                 kicker.request()
                 return total
-    except Exception:
-        with contextlib.suppress(DatabaseError):
-            kick_release(RELAY)  # a failed relay looks for nothing more: later commits kick again
-        raise
 
 
 def _due_rows_exist(*, untried_only: bool = False) -> bool:

@@ -70,7 +70,8 @@ def test_kicks_from_many_processes_queue_one_relay_task_until_it_has_run(process
     kick_from_every_process(processes, 1.5)
     # then one relay task waits on the queue, not one per process per interval (~120)
     assert relay_tasks_queued(sqs) == 1
-    assert sum(k.sent for k in processes) == 1 and sum(k.skipped for k in processes) > 20
+    # (each process tried again and again: how often depends on the machine's load, 16-30 in all)
+    assert sum(k.sent for k in processes) == 1 and all(k.skipped >= 2 for k in processes)
     # when a worker runs that task and commits go on
     relay_outbox()
     kick_from_every_process(processes, 0.5)

@@ -36,7 +36,7 @@ from django.db import DatabaseError, transaction
 from django.db.models.functions import Now
 
 from events.operations.counts import bounded_count
-from events.publishing.kicker import kick_defer, kick_hold, kick_release
+from events.publishing.kicker import kick_defer, kick_hold, kick_release, kick_released_on_error
 
 from ..dispatch import CHARGES, charge_kicker, enqueue_charges, enqueue_dispatch
 from ..models import Payment
@@ -116,7 +116,7 @@ def charges_dispatch(*, max_seconds: float | None = None) -> int:
     deadline = time.monotonic() + max_seconds
     batch = settings.PAYMENT_DISPATCH_BATCH
     sent = 0
-    try:
+    with kick_released_on_error(CHARGES):
         while True:
             kick_hold(CHARGES)  # this pass looks again before it stops: kicks can wait
             step, more = charges_send_batch(limit=batch)
@@ -134,10 +134,6 @@ def charges_dispatch(*, max_seconds: float | None = None) -> int:
             elif more is More.BATCH:  # out of time with more due: one more pass, not the sweep
                 charge_kicker.request()
             return sent
-    except Exception:
-        with contextlib.suppress(DatabaseError):
-            kick_release(CHARGES)  # a failed pass looks for nothing more: later commits kick again
-        raise
 
 
 def _follow_up() -> None:
