@@ -134,3 +134,26 @@ def test_two_passes_at_once_never_send_one_payment_twice(sqs, empty_queues, sett
     sent = Counter(kwargs["payment_id"] for name, kwargs in queued(sqs) if name == "payments.charge_payment")
     assert len(sent) == 200 and set(sent.values()) == {1}
     assert len([c for c in counts if c]) >= 2  # the passes did run side by side
+
+
+def test_a_failed_send_gives_back_only_the_leases_no_charge_has_moved_on(sqs, empty_queues, monkeypatch):
+    # given three due payments, and a pass whose send fails part-way: the first chunk went out and
+    # its charge already ran (soft decline: the next dunning step is scheduled a day on)
+    payments_create(3, "pending", next_attempt_at=timezone.now() - timedelta(seconds=1))
+    tomorrow = timezone.now() + timedelta(days=1)
+
+    def sent_some_then_failed(ids):
+        Payment.objects.filter(pk=ids[0]).update(
+            status="retry_scheduled", dunning_step=1, next_attempt_at=tomorrow
+        )
+        raise ConnectionError("the broker went away mid-send")
+
+    monkeypatch.setattr(dispatching, "enqueue_charges", sent_some_then_failed)
+    with pytest.raises(ConnectionError):
+        charges_dispatch()
+    # then the dunning step keeps its day: only the two leases nothing moved on are due again
+    assert Payment.objects.filter(status="retry_scheduled", next_attempt_at=tomorrow).count() == 1
+    assert Payment.objects.filter(next_attempt_at__lte=timezone.now()).count() == 2
+    monkeypatch.undo()
+    assert charges_dispatch() == 2
+
