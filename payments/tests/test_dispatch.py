@@ -157,3 +157,16 @@ def test_a_failed_send_gives_back_only_the_leases_no_charge_has_moved_on(sqs, em
     monkeypatch.undo()
     assert charges_dispatch() == 2
 
+
+def test_payments_opened_on_a_host_whose_clock_is_ahead_are_sent_by_the_pass_their_commit_kicks(
+    sqs, empty_queues, monkeypatch
+):
+    # given the consumer's host clock 10 s ahead of the database's
+    monkeypatch.setattr(charge_kicker, "enabled", lambda: False)  # this test runs the pass itself
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + timedelta(seconds=10))
+    payments_create_for_invoices(invoices=invoices("skew", 3))
+    monkeypatch.setattr(timezone, "now", real_now)
+    # when the pass its commit kicked runs (at once): it sends them, not the sweep 30 s later
+    assert charges_dispatch() == 3
+    assert tasks_queued(sqs) == {"payments.charge_payment": 3}
