@@ -1,12 +1,14 @@
 """Batch consumers: invoicing's projection and payments' invoice.issued take a receive batch at once.
 
 Per-event semantics are the same as one message at a time (poison, duplicates, failures), with
-far fewer statements per message, and payments' charges of a batch leave in one SendMessageBatch.
+far fewer statements per message, and payments' charges of a batch leave in one SendMessageBatch
+(sent by the dispatch pass the batch's commit kicks).
 Real PostgreSQL, the SQS endpoint over HTTP, a real Celery worker and the sandbox gateway.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections import Counter
@@ -25,8 +27,9 @@ from events.consuming.runtime import DUPLICATE, FAILED, HANDLED, POISON, Consume
 from events.models import ConsumerFailure, ProcessedEvent
 from events.signing import signed_attributes
 from invoicing.models import BillableAgreement
+from payments.dispatch import charge_kicker
 from payments.models import Payment
-from payments.services import payment_close_for_invoice
+from payments.services import charges_dispatch, payment_close_for_invoice
 from tests.factories import drain, envelope, invoice_envelope, queue_depth, send
 from tests.factories import gateway_stats as stats
 from tests.helpers import wait_until
@@ -184,18 +187,23 @@ def test_the_charges_of_a_batch_of_invoices_leave_in_one_send_and_are_each_charg
     # when payments takes it
     result = pull_once("payments", batch_size=10)
 
-    # then nine payments, and their nine charges went to the task queue in one SendMessageBatch
+    # then nine payments; the consumer's commit kicked one dispatch task, whose pass sent the nine
+    # charges to the task queue in one SendMessageBatch
     assert result.received == 10 and result.outcomes == {HANDLED: 9, DUPLICATE: 1}
     assert Payment.objects.count() == 9
-    assert sends_to(api_calls, topology.task_queue_name("payments")) == {"SendMessageBatch": 1}
     # and the worker charges each invoice once
     wait_until(lambda: Payment.objects.filter(status="succeeded").count() == 9, timeout=60)
     assert stats(sandbox)["charges"] == 9
+    assert sends_to(api_calls, topology.task_queue_name("payments")) == {
+        "SendMessage": 1,
+        "SendMessageBatch": 1,
+    }
 
 
 def test_an_invoice_voided_before_it_was_issued_starts_cancelled_within_a_batch(
-    transactional_db, empty_queues, sqs, api_calls
+    transactional_db, empty_queues, sqs, api_calls, monkeypatch
 ):
+    monkeypatch.setattr(charge_kicker, "enabled", lambda: False)  # the test runs the dispatch pass
     # given invoice BV-2 voided before its invoice.issued arrived
     payment_close_for_invoice(invoice_id="BV-2", reason="voided by a correction")
     bodies = [json.dumps(invoice_envelope(f"BV-{i}")) for i in range(4)]
@@ -203,9 +211,17 @@ def test_an_invoice_voided_before_it_was_issued_starts_cancelled_within_a_batch(
     # when the four invoice.issued come in one batch
     outcomes = process_batch(ConsumerRuntime("payments"), received(bodies))
 
-    # then BV-2's payment starts cancelled; the three others' charges are queued, in one send
+    # then BV-2's payment starts cancelled; the three others are due, and a dispatch pass queues
+    # their charges (not BV-2's) in one send
     assert [o.result for o in outcomes] == [HANDLED] * 4
     statuses = dict(Payment.objects.values_list("invoice_id", "status"))
     assert statuses == {"BV-0": "pending", "BV-1": "pending", "BV-2": "cancelled", "BV-3": "pending"}
-    assert queue_depth(sqs, topology.task_queue_name("payments")) == 3
-    assert sends_to(api_calls, topology.task_queue_name("payments")) == {"SendMessageBatch": 1}
+    assert charges_dispatch() == 3
+    charged = sorted(
+        json.loads(base64.b64decode(json.loads(base64.b64decode(m["Body"]))["body"]))[1]["payment_id"]
+        for m in drain(sqs, topology.task_queue_name("payments"), wait=1)
+    )
+    assert charged == sorted(
+        str(p) for p in Payment.objects.filter(status="pending").values_list("pk", flat=True)
+    )
+    assert sends_to(api_calls, topology.task_queue_name("payments"))["SendMessageBatch"] == 1

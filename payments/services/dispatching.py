@@ -73,6 +73,7 @@ def charges_send_due(*, limit: int) -> int:
     Returns how many were sent. The bound on the queue ahead is the caller's (``charges_room``)."""
     if limit <= 0:
         return 0
+    lease = lease_end()
     with transaction.atomic():
         ids = list(
             _due()
@@ -81,18 +82,19 @@ def charges_send_due(*, limit: int) -> int:
             .values_list("pk", flat=True)[:limit]
         )
         if ids:
-            Payment.objects.filter(pk__in=ids).update(next_attempt_at=lease_end())
+            Payment.objects.filter(pk__in=ids).update(next_attempt_at=lease)
     if not ids:
         return 0
     try:
         enqueue_charges([str(pk) for pk in ids])
     except Exception:
-        # Not sent (some maybe were): due again, for the next pass. A charge sent twice is taken
-        # once (the charge task claims its payment under a row lock; same idempotency key).
+        # Not sent (some maybe were): due again, for the next pass. Only the payments still on
+        # this pass's lease: one whose charge went out and already ran (a soft decline scheduled
+        # its next dunning step days on, a transient error its backoff) keeps its new time.
         with contextlib.suppress(DatabaseError):
-            Payment.objects.filter(pk__in=ids, status__in=[P.PENDING, P.RETRY_SCHEDULED]).update(
-                next_attempt_at=Now()
-            )
+            Payment.objects.filter(
+                pk__in=ids, status__in=[P.PENDING, P.RETRY_SCHEDULED], next_attempt_at=lease
+            ).update(next_attempt_at=Now())
         raise
     return len(ids)
 

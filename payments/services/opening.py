@@ -12,10 +12,10 @@ no call to the broker.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
-from django.db import transaction
-from django.utils import timezone
+from django.db import connection, transaction
 
 from core.bulk import insert_rows
 
@@ -41,7 +41,8 @@ def payments_create_for_invoices(*, invoices: list[dict[str, Any]]) -> list[tupl
     candidates = {}
     for data in invoices:  # the first data of a repeated invoice
         candidates.setdefault(data["invoice_id"], data)
-    new = [_new_payment(data) for data in candidates.values()]
+    due_at = _database_now()
+    new = [_new_payment(data, due_at) for data in candidates.values()]
     inserted = {i for (i,) in insert_rows(new, ignore_conflicts=True, returning=("invoice_id",))}
     new = [p for p in new if p.invoice_id in inserted]
     payments = {p.invoice_id: p for p in new}
@@ -77,8 +78,16 @@ def _closed_notes(invoice_ids: list[str]) -> dict[str, tuple[Any, str]]:
     return {invoice_id: (closed_at, reason) for invoice_id, closed_at, reason in rows}
 
 
-def _new_payment(data: dict[str, Any]) -> Payment:
-    now = timezone.now()
+def _database_now() -> datetime:
+    """The database's clock (this transaction's start), which a dispatch pass compares
+    ``next_attempt_at`` with: a payment due by this host's clock, if it runs ahead, would not be
+    due yet for the pass its commit kicks, and would wait for the sweep."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT now()")
+        return cur.fetchone()[0]
+
+
+def _new_payment(data: dict[str, Any], due_at: datetime) -> Payment:
     return Payment(
         id=uuid.uuid4(),
         invoice_id=data["invoice_id"],
@@ -87,5 +96,5 @@ def _new_payment(data: dict[str, Any]) -> Payment:
         customer_email=data["customer"]["email"],
         amount_minor=data["total_minor"],
         currency=data["currency"],
-        next_attempt_at=now,  # due: the dispatch pass its commit kicks sends it (or the sweep)
+        next_attempt_at=due_at,  # due: the dispatch pass its commit kicks sends it (or the sweep)
     )

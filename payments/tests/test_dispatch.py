@@ -173,3 +173,39 @@ def test_the_queue_ahead_of_the_gateway_is_bounded_and_a_follow_up_sends_the_res
     assert tasks_queued(sqs, DISPATCH_QUEUE) == {}
     assert not marker_held()
     assert len(sent) == 100 and set(sent.values()) == {1}
+
+
+def test_a_failed_send_gives_back_only_the_leases_no_charge_has_moved_on(sqs, empty_queues, monkeypatch):
+    # given three due payments, and a pass whose send fails part-way: the first chunk went out and
+    # its charge already ran (soft decline: the next dunning step is scheduled a day on)
+    payments_create(3, "pending", next_attempt_at=timezone.now() - timedelta(seconds=1))
+    tomorrow = timezone.now() + timedelta(days=1)
+
+    def sent_some_then_failed(ids):
+        Payment.objects.filter(pk=ids[0]).update(
+            status="retry_scheduled", dunning_step=1, next_attempt_at=tomorrow
+        )
+        raise ConnectionError("the broker went away mid-send")
+
+    monkeypatch.setattr(dispatching, "enqueue_charges", sent_some_then_failed)
+    with pytest.raises(ConnectionError):
+        charges_dispatch()
+    # then the dunning step keeps its day: only the two leases nothing moved on are due again
+    assert Payment.objects.filter(status="retry_scheduled", next_attempt_at=tomorrow).count() == 1
+    assert Payment.objects.filter(next_attempt_at__lte=timezone.now()).count() == 2
+    monkeypatch.undo()
+    assert charges_dispatch() == 2
+
+
+def test_payments_opened_on_a_host_whose_clock_is_ahead_are_sent_by_the_pass_their_commit_kicks(
+    sqs, empty_queues, monkeypatch
+):
+    # given the consumer's host clock 10 s ahead of the database's
+    monkeypatch.setattr(charge_kicker, "enabled", lambda: False)  # this test runs the pass itself
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + timedelta(seconds=10))
+    payments_create_for_invoices(invoices=invoices("skew", 3))
+    monkeypatch.setattr(timezone, "now", real_now)
+    # when the pass its commit kicked runs (at once): it sends them, not the sweep 30 s later
+    assert charges_dispatch() == 3
+    assert tasks_queued(sqs) == {"payments.charge_payment": 3}
