@@ -15,7 +15,9 @@ from kombu.asynchronous import set_event_loop
 from billing_project.celery import app as celery_app
 from devsupport.net import free_port
 from events import topology
+from events.publishing.kicker import kicker as relay_kicker
 from events.topology import aws, provisioning
+from payments.dispatch import charge_kicker
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +25,15 @@ def provisioned(django_db_setup: Any) -> topology.Topology:
     """Every topic, queue, DLQ and subscription, created once per test session."""
     call_command("messaging_provision", verbosity=0)
     return topology.build()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kickers_idle_at_the_end(django_db_setup: Any) -> Iterator[None]:
+    """The kickers' threads (the relay's, payments' dispatch) keep their database connection for a
+    moment after a kick: let them go idle before the test database is dropped."""
+    yield
+    for k in (relay_kicker, charge_kicker):
+        k.wait_idle()
 
 
 @pytest.fixture

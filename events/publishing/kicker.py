@@ -152,6 +152,19 @@ class Kicker:
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
             self._start()
 
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until no kick is wanted or being sent, and the thread has had time to let its
+        database connection go (a test session before it drops its database). True if idle."""
+        deadline = time.monotonic() + timeout
+        while self._wanted.is_set() or self._sending.locked():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        time.sleep(
+            min(settings.OUTBOX_KICK_MIN_INTERVAL_SECONDS + 0.1, max(0.0, deadline - time.monotonic()))
+        )
+        return True
+
     def flush(self, timeout: float | None = None) -> None:
         """Send a requested kick now: for a short-lived process (a command) whose kicker thread
         would otherwise die with it before its next wake-up. Waits for a send the thread has in
