@@ -22,15 +22,19 @@ CHARGES = "payments.charges"  # the dispatch's kick marker (events_relaykick)
 charge_kicker = Kicker(CHARGES, "payments.dispatch_charges", what="the charge dispatch")
 
 
-def enqueue_charge(payment_id: str, countdown: float = 0) -> None:
+def enqueue_charge(payment_id: str, step: int, countdown: float = 0) -> None:
+    """A charge of dunning step ``step`` (the payment's ``dunning_step``): a copy of the message
+    that arrives once that step is decided does nothing (services/charging.py)."""
     current_app.send_task(
-        "payments.charge_payment", kwargs={"payment_id": payment_id}, countdown=max(0, int(countdown))
+        "payments.charge_payment",
+        kwargs={"payment_id": payment_id, "step": step},
+        countdown=max(0, int(countdown)),
     )
 
 
-def enqueue_charges(payment_ids: Sequence[str]) -> None:
-    """One ``payments.charge_payment`` message per payment, sent in batches."""
-    send_tasks("payments.charge_payment", [{"payment_id": p} for p in payment_ids])
+def enqueue_charges(charges: Sequence[tuple[str, int]]) -> None:
+    """One ``payments.charge_payment`` message per (payment id, dunning step), sent in batches."""
+    send_tasks("payments.charge_payment", [{"payment_id": p, "step": step} for p, step in charges])
 
 
 def enqueue_dispatch(countdown: float) -> None:

@@ -12,10 +12,11 @@ from .services import charges_dispatch, payment_charge, payment_refund, payments
 
 
 @shared_task(name="payments.charge_payment", **IDEMPOTENT_DB_TASK)
-def charge_payment(self: Any, payment_id: str) -> str:
-    """Charge one payment at the global rate limit. Idempotent (same key per dunning step);
-    gateway errors are handled by the service (backoff, dunning), not by retrying this task."""
-    return payment_charge(payment_id=payment_id)
+def charge_payment(self: Any, payment_id: str, step: int | None = None) -> str:
+    """Charge one payment at the global rate limit, for dunning step ``step`` (a message sent
+    before steps were named has none). Idempotent (same key per dunning step); gateway errors are
+    handled by the service (backoff, dunning), not by retrying this task."""
+    return payment_charge(payment_id=payment_id, step=step)
 
 
 @shared_task(name="payments.dispatch_charges", bind=True, ignore_result=True, acks_late=True)

@@ -101,11 +101,16 @@ def outcome_unknown(p: Payment) -> bool:
     return last.finished_at is None or (last.outcome == TRANSIENT and last.http_status == 0)
 
 
-def _claim(payment_id: str) -> tuple[Payment, PaymentAttempt] | None:
+def _claim(payment_id: str, step: int | None = None) -> tuple[Payment, PaymentAttempt] | None:
     with transaction.atomic():
         payment = Payment.objects.select_for_update().filter(pk=payment_id).first()
         if payment is None or payment.status not in states.CHARGEABLE:
             return None  # done already, or cancelled (a duplicate task, a late message): nothing to do
+        if step is not None and step != payment.dunning_step:
+            # A copy of a message whose step is decided (a dispatch whose send failed part-way
+            # sends its batch again; an operator's "retry now" while a charge was queued): the
+            # next step is charged when it is due, not now.
+            return None
         if payment.invoice_closed_at is not None and payment.status != P.PROCESSING:
             if not outcome_unknown(payment):
                 cancel(payment, f"invoice closed: {payment.invoice_closed_reason}")
@@ -120,9 +125,10 @@ def _claim(payment_id: str) -> tuple[Payment, PaymentAttempt] | None:
     return payment, attempt
 
 
-def payment_charge(*, payment_id: str) -> str:
-    """Charge once (rate-limited), record the attempt and its consequence. Returns the outcome."""
-    claimed = _claim(payment_id)
+def payment_charge(*, payment_id: str, step: int | None = None) -> str:
+    """Charge once (rate-limited), record the attempt and its consequence. Returns the outcome.
+    ``step``: the dunning step the message was sent for; a copy for a decided step is skipped."""
+    claimed = _claim(payment_id, step)
     if claimed is None:
         return "skipped"
     payment, attempt = claimed
@@ -188,8 +194,8 @@ def _transient(p: Payment, now: datetime) -> str:
         states.transition(p, P.PENDING)
         p.next_attempt_at = lease_end(delay)  # a charge is queued to run after ``delay``
         p.save()
-        payment_id = str(p.id)
-        transaction.on_commit(lambda: enqueue_charge(payment_id, delay), robust=True)
+        payment_id, step = str(p.id), p.dunning_step
+        transaction.on_commit(lambda: enqueue_charge(payment_id, step, delay), robust=True)
     metrics.PAYMENTS.labels("transient").inc()
     return "transient"
 

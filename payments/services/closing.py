@@ -40,8 +40,8 @@ def payment_close_for_invoice(*, invoice_id: str, reason: str) -> Payment | None
             states.transition(p, P.PENDING)
             p.next_attempt_at = lease_end()
             p.save(update_fields=["status", "next_attempt_at", "updated_at"])
-            payment_id = str(p.id)
-            transaction.on_commit(lambda: enqueue_charge(payment_id), robust=True)
+            payment_id, step = str(p.id), p.dunning_step
+            transaction.on_commit(lambda: enqueue_charge(payment_id, step), robust=True)
         else:
             cancel(p, f"invoice voided: {reason}")
     elif p.status == P.SUCCEEDED:

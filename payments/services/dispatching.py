@@ -69,28 +69,31 @@ def charges_room() -> int | None:
 
 
 def charges_send_due(*, limit: int) -> int:
-    """Lease up to ``limit`` due payments (earliest due first) and send their charge tasks.
-    Returns how many were sent. The bound on the queue ahead is the caller's (``charges_room``)."""
+    """Lease up to ``limit`` due payments (earliest due first) and send their charge tasks, each
+    for the payment's dunning step. Returns how many were sent. The bound on the queue ahead is
+    the caller's (``charges_room``)."""
     if limit <= 0:
         return 0
     lease = lease_end()
     with transaction.atomic():
-        ids = list(
+        due = list(
             _due()
             .select_for_update(skip_locked=True)
             .order_by("next_attempt_at")
-            .values_list("pk", flat=True)[:limit]
+            .values_list("pk", "dunning_step")[:limit]
         )
+        ids = [pk for pk, _step in due]
         if ids:
             Payment.objects.filter(pk__in=ids).update(next_attempt_at=lease)
     if not ids:
         return 0
     try:
-        enqueue_charges([str(pk) for pk in ids])
+        enqueue_charges([(str(pk), step) for pk, step in due])
     except Exception:
         # Not sent (some maybe were): due again, for the next pass. Only the payments still on
         # this pass's lease: one whose charge went out and already ran (a soft decline scheduled
-        # its next dunning step days on, a transient error its backoff) keeps its new time.
+        # its next dunning step days on, a transient error its backoff) keeps its new time, and
+        # the copy of its message the next pass sends is for a decided step: skipped.
         with contextlib.suppress(DatabaseError):
             Payment.objects.filter(
                 pk__in=ids, status__in=[P.PENDING, P.RETRY_SCHEDULED], next_attempt_at=lease

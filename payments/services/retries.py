@@ -34,14 +34,14 @@ def payments_retry_due(*, limit: int = 1000) -> int:
         stuck = list(
             Payment.objects.select_for_update(skip_locked=True)
             .filter(status=P.PROCESSING, updated_at__lt=stale)
-            .values_list("pk", flat=True)[:limit]
+            .values_list("pk", "dunning_step")[:limit]
         )
         # its worker died mid-charge: charge again (same idempotency key, so never twice)
-        Payment.objects.filter(pk__in=stuck).update(
+        Payment.objects.filter(pk__in=[pk for pk, _step in stuck]).update(
             status=P.PENDING, next_attempt_at=lease_end(), updated_at=timezone.now()
         )
     if stuck:
-        enqueue_charges([str(pk) for pk in stuck])
+        enqueue_charges([(str(pk), step) for pk, step in stuck])
     return sent + len(stuck)
 
 
@@ -66,5 +66,6 @@ def payment_retry_now(*, payment_id: str) -> bool:
     p.transient_failures = 0
     p.next_attempt_at = lease_end()
     p.save()
-    transaction.on_commit(lambda: enqueue_charge(payment_id), robust=True)
+    step = p.dunning_step
+    transaction.on_commit(lambda: enqueue_charge(payment_id, step), robust=True)
     return True

@@ -17,7 +17,13 @@ from events.models import RelayKick
 from events.publishing.kicker import kick_claim
 from payments.dispatch import CHARGES, charge_kicker
 from payments.models import Payment
-from payments.services import charges_dispatch, dispatching, payments_create_for_invoices, payments_retry_due
+from payments.services import (
+    charges_dispatch,
+    dispatching,
+    payment_charge,
+    payments_create_for_invoices,
+    payments_retry_due,
+)
 from tests.factories import drain, invoice_data, payments_create
 from tests.factories import gateway_stats as stats
 from tests.helpers import wait_until
@@ -67,8 +73,11 @@ def test_a_consumer_batch_sends_one_dispatch_task_and_the_pass_sends_every_charg
     assert marker_held()  # other processes' commits send nothing while that task waits
     # when the dispatch pass runs
     assert charges_dispatch() == 25
-    # then every charge is queued once, the marker is cleared and nothing is due any more
-    assert tasks_queued(sqs) == {"payments.charge_payment": 25}
+    # then every charge is queued once, for the first dunning step, the marker is cleared and
+    # nothing is due any more
+    charges = queued(sqs)
+    assert Counter(name for name, _kw, _h in charges) == {"payments.charge_payment": 25}
+    assert {kw["step"] for _name, kw, _h in charges} == {0}
     assert not marker_held()
     assert charges_dispatch() == 0
     assert not Payment.objects.filter(next_attempt_at__lte=timezone.now()).exists()
@@ -181,8 +190,8 @@ def test_a_failed_send_gives_back_only_the_leases_no_charge_has_moved_on(sqs, em
     payments_create(3, "pending", next_attempt_at=timezone.now() - timedelta(seconds=1))
     tomorrow = timezone.now() + timedelta(days=1)
 
-    def sent_some_then_failed(ids):
-        Payment.objects.filter(pk=ids[0]).update(
+    def sent_some_then_failed(charges):
+        Payment.objects.filter(pk=charges[0][0]).update(
             status="retry_scheduled", dunning_step=1, next_attempt_at=tomorrow
         )
         raise ConnectionError("the broker went away mid-send")
@@ -209,3 +218,21 @@ def test_payments_opened_on_a_host_whose_clock_is_ahead_are_sent_by_the_pass_the
     # when the pass its commit kicked runs (at once): it sends them, not the sweep 30 s later
     assert charges_dispatch() == 3
     assert tasks_queued(sqs) == {"payments.charge_payment": 3}
+
+
+def test_a_copy_of_a_charge_message_never_charges_the_next_dunning_step_early(sandbox, monkeypatch):
+    # given a payment whose first charge was soft-declined: its next step is due in a day
+    monkeypatch.setattr(charge_kicker, "enabled", lambda: False)  # this test charges it itself
+    [(payment, _)] = payments_create_for_invoices(invoices=[invoice_data("soft1-copy")])
+    assert payment_charge(payment_id=str(payment.pk), step=0) == "soft_declined"
+    declined = Payment.objects.get(pk=payment.pk)
+    assert declined.status == "retry_scheduled" and declined.dunning_step == 1
+    # when a copy of the first step's message arrives (a dispatch sent its batch again after a
+    # send failed part-way; an operator's retry while it was queued)
+    assert payment_charge(payment_id=str(payment.pk), step=0) == "skipped"
+    # then the gateway is not asked again: the next step keeps its day
+    after = Payment.objects.get(pk=payment.pk)
+    assert (after.status, after.next_attempt_at) == ("retry_scheduled", declined.next_attempt_at)
+    assert after.attempts.count() == 1
+    # and the message for the next step, when it is due, charges it
+    assert payment_charge(payment_id=str(payment.pk), step=1) == "succeeded"
