@@ -48,7 +48,10 @@ def sns() -> Any:
 
 @pytest.fixture
 def empty_queues(provisioned: topology.Topology, sqs: Any) -> topology.Topology:
-    """Purge every queue and DLQ so a test starts from nothing."""
+    """Purge every queue and DLQ so a test starts from nothing (after the kicks of an earlier
+    test's commits, which a kicker thread may send up to an interval later)."""
+    for k in (relay_kicker, charge_kicker):
+        k.wait_idle()
     for q in provisioned.queues:
         for name in (q.name, q.dlq_name):
             sqs.purge_queue(QueueUrl=aws.queue_url(name))
