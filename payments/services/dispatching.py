@@ -28,6 +28,7 @@ kicks one more pass for them. What a lost kick leaves, the beat sweep sends (ser
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from enum import Enum
 
@@ -150,6 +151,8 @@ def charges_dispatch(*, max_seconds: float | None = None) -> int:
 def _follow_up() -> None:
     """The queue ahead is full: a pass in half the bound's time sends more as it drains. Kicks wait
     for it (the marker is held until it is due), since it takes every payment due by then."""
-    delay = settings.PAYMENT_DISPATCH_AHEAD_SECONDS / 2
+    # whole seconds (a countdown is), at least one: a bound under 2 s made it 0, a follow-up due at
+    # once that met the same full queue and sent another, a loop for as long as the queue stayed full
+    delay = max(1, math.ceil(settings.PAYMENT_DISPATCH_AHEAD_SECONDS / 2))
     kick_defer(CHARGES, delay)
     enqueue_dispatch(countdown=delay)

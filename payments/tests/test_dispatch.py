@@ -251,3 +251,15 @@ def test_dunning_retries_coming_due_together_keep_the_bound_too(sqs, empty_queue
     assert payments_retry_due() == 0
     assert charges_dispatch() == 0
     assert tasks_queued(sqs) == {}
+
+
+def test_a_follow_up_under_a_short_bound_still_waits_for_the_queue_to_drain(sqs, empty_queues, settings):
+    # given a bound of a second of the gateway's rate (half of it rounds to no countdown at all)
+    settings.PAYMENT_RATE_LIMIT_PER_SECOND = 10
+    settings.PAYMENT_DISPATCH_AHEAD_SECONDS = 1
+    payments_create(20, "pending", next_attempt_at=timezone.now() - timedelta(seconds=1))
+    assert charges_dispatch() == 10
+    # then the follow-up is not due at once: a pass meeting the same full queue would send another,
+    # and so on, a loop of passes on the default queue for as long as the queue stays full
+    [(name, _kw, headers)] = queued(sqs, DISPATCH_QUEUE)
+    assert name == "payments.dispatch_charges" and headers["eta"] is not None
