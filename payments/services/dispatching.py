@@ -7,10 +7,10 @@ handling a batch of ``invoice.issued`` costs no call to the broker. A pass (task
 ``payments.dispatch_charges``, on the ``default`` queue so it never waits behind the charges it
 sent; the beat sweep too) takes the due payments in batches of ``PAYMENT_DISPATCH_BATCH``, each in
 one transaction: ``FOR UPDATE SKIP LOCKED``, so two passes at once never take the same payment,
-and leased (``next_attempt_at`` moves PAYMENT_CHARGE_LEASE_SECONDS on) in the same transaction, so
-no later pass sends it again while its charge is queued. After the commit the batch's charge tasks
-go out in SendMessageBatch calls; a send that fails gives the lease back (the payments are due
-again) and raises.
+and leased (``next_attempt_at`` moves PAYMENT_CHARGE_LEASE_SECONDS on; a dunning retry is
+``pending`` again, queued) in the same transaction, so no later pass sends it again while its
+charge is queued. After the commit the batch's charge tasks go out in SendMessageBatch calls; a
+send that fails gives the lease back (the payments are due again) and raises.
 
 The queue ahead of the gateway is bounded: charges queued (pending and leased) or at the gateway
 (processing) are counted, and a pass sends no more than ``PAYMENT_DISPATCH_AHEAD_SECONDS`` times
@@ -28,12 +28,14 @@ kicks one more pass for them. What a lost kick leaves, the beat sweep sends (ser
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from enum import Enum
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from events.operations.counts import bounded_count
 from events.publishing.kicker import kick_defer, kick_hold, kick_release, kick_released_on_error
@@ -84,7 +86,12 @@ def charges_send_due(*, limit: int) -> int:
         )
         ids = [pk for pk, _step in due]
         if ids:
-            Payment.objects.filter(pk__in=ids).update(next_attempt_at=lease)
+            # pending while queued, a dunning retry too: the bound counts the queued charges by
+            # that (charges_room), and a retry left "retry_scheduled" escaped it, every pass and
+            # sweep sending as many again while the retries sent before were still queued
+            Payment.objects.filter(pk__in=ids).update(
+                status=P.PENDING, next_attempt_at=lease, updated_at=timezone.now()
+            )
     if not ids:
         return 0
     try:
@@ -144,6 +151,8 @@ def charges_dispatch(*, max_seconds: float | None = None) -> int:
 def _follow_up() -> None:
     """The queue ahead is full: a pass in half the bound's time sends more as it drains. Kicks wait
     for it (the marker is held until it is due), since it takes every payment due by then."""
-    delay = settings.PAYMENT_DISPATCH_AHEAD_SECONDS / 2
+    # whole seconds (a countdown is), at least one: a bound under 2 s made it 0, a follow-up due at
+    # once that met the same full queue and sent another, a loop for as long as the queue stayed full
+    delay = max(1, math.ceil(settings.PAYMENT_DISPATCH_AHEAD_SECONDS / 2))
     kick_defer(CHARGES, delay)
     enqueue_dispatch(countdown=delay)

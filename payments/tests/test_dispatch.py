@@ -236,3 +236,30 @@ def test_a_copy_of_a_charge_message_never_charges_the_next_dunning_step_early(sa
     assert after.attempts.count() == 1
     # and the message for the next step, when it is due, charges it
     assert payment_charge(payment_id=str(payment.pk), step=1) == "succeeded"
+
+
+def test_dunning_retries_coming_due_together_keep_the_bound_too(sqs, empty_queues, settings):
+    # given 6 s of a 10 charges/s gateway as the bound (60 queued at most) and 100 dunning retries
+    # due at once (a daily run's soft declines a day later; a gateway outage's payments after it)
+    settings.PAYMENT_RATE_LIMIT_PER_SECOND = 10
+    settings.PAYMENT_DISPATCH_AHEAD_SECONDS = 6
+    payments_create(100, "retry_scheduled", next_attempt_at=timezone.now() - timedelta(seconds=1))
+    # when a pass runs: the charges it queued count against the bound, as a new payment's do
+    assert charges_dispatch() == 60
+    assert len(charges_queued(sqs)) == 60
+    # nor does the sweep, nor the follow-up, send more while they are queued
+    assert payments_retry_due() == 0
+    assert charges_dispatch() == 0
+    assert tasks_queued(sqs) == {}
+
+
+def test_a_follow_up_under_a_short_bound_still_waits_for_the_queue_to_drain(sqs, empty_queues, settings):
+    # given a bound of a second of the gateway's rate (half of it rounds to no countdown at all)
+    settings.PAYMENT_RATE_LIMIT_PER_SECOND = 10
+    settings.PAYMENT_DISPATCH_AHEAD_SECONDS = 1
+    payments_create(20, "pending", next_attempt_at=timezone.now() - timedelta(seconds=1))
+    assert charges_dispatch() == 10
+    # then the follow-up is not due at once: a pass meeting the same full queue would send another,
+    # and so on, a loop of passes on the default queue for as long as the queue stays full
+    [(name, _kw, headers)] = queued(sqs, DISPATCH_QUEUE)
+    assert name == "payments.dispatch_charges" and headers["eta"] is not None
