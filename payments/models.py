@@ -71,7 +71,8 @@ class PaymentAttempt(models.Model):
     idempotency_key = models.CharField(max_length=100)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    outcome = models.CharField(max_length=20, blank=True, default="")  # succeeded | <error class>
+    # succeeded | <error class> | not_sent (held back by the local rate limiter)
+    outcome = models.CharField(max_length=20, blank=True, default="")
     gateway_reference = models.CharField(max_length=100, blank=True, default="")
     http_status = models.PositiveSmallIntegerField(default=0)
     error_message = models.CharField(max_length=500, blank=True, default="")

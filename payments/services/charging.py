@@ -91,11 +91,21 @@ def lease_end(after_seconds: float = 0) -> datetime:
     return timezone.now() + timedelta(seconds=after_seconds + settings.PAYMENT_CHARGE_LEASE_SECONDS)
 
 
+NOT_SENT = "not_sent"  # an attempt's outcome: held back here (no rate-limit token), never sent
+
+
 def outcome_unknown(p: Payment) -> bool:
-    """Whether the current step's last try may have charged without our hearing it (a timeout or
-    a dropped connection, not an answer; or a try whose worker died before recording any answer):
-    only asking again with its key tells."""
-    last = p.attempts.filter(idempotency_key=p.idempotency_key).order_by("-started_at").first()
+    """Whether the current step's last try sent to the gateway may have charged without our
+    hearing it (a timeout or a dropped connection, not an answer; or a try whose worker died
+    before recording any answer): only asking again with its key tells. A try the local rate
+    limiter held back was never sent: it tells nothing, and asking "again" would be a first
+    charge (of an invoice maybe voided since)."""
+    last = (
+        p.attempts.filter(idempotency_key=p.idempotency_key)
+        .exclude(outcome=NOT_SENT)
+        .order_by("-started_at")
+        .first()
+    )
     if last is None:
         return False
     return last.finished_at is None or (last.outcome == TRANSIENT and last.http_status == 0)
@@ -132,7 +142,8 @@ def payment_charge(*, payment_id: str, step: int | None = None) -> str:
     if claimed is None:
         return "skipped"
     payment, attempt = claimed
-    if not ratelimit.acquire("gateway", settings.PAYMENT_RATE_LIMIT_PER_SECOND):
+    sent = ratelimit.acquire("gateway", settings.PAYMENT_RATE_LIMIT_PER_SECOND)
+    if not sent:
         result = ChargeResult(False, error_class=TRANSIENT, message="local rate limit: no token in time")
     else:
         result = gateway().charge(
@@ -141,16 +152,16 @@ def payment_charge(*, payment_id: str, step: int | None = None) -> str:
             currency=payment.currency,
             customer=payment.customer_ref,
         )
-    return _record(payment_id, attempt.pk, result)
+    return _record(payment_id, attempt.pk, result, sent=sent)
 
 
 @transaction.atomic
-def _record(payment_id: str, attempt_id: int, result: ChargeResult) -> str:
+def _record(payment_id: str, attempt_id: int, result: ChargeResult, *, sent: bool = True) -> str:
     p = Payment.objects.select_for_update().get(pk=payment_id)
     now = timezone.now()
     PaymentAttempt.objects.filter(pk=attempt_id).update(
         finished_at=now,
-        outcome="succeeded" if result.ok else result.error_class,
+        outcome=NOT_SENT if not sent else "succeeded" if result.ok else result.error_class,
         gateway_reference=result.reference,
         http_status=result.http_status,
         error_message=result.message[:500],

@@ -13,6 +13,7 @@ from django.utils import timezone
 from payments.gateway import gateway
 from payments.models import Payment, Refund
 from payments.services import (
+    charging,
     payment_charge,
     payment_close_for_invoice,
     payment_create_for_invoice,
@@ -114,3 +115,20 @@ def test_invoice_issued_and_voided_handled_at_the_same_moment_never_leave_a_live
     payment_close_for_invoice(invoice_id=data["invoice_id"], reason="voided by a correction")
     t.join()
     assert Payment.objects.get(invoice_id=data["invoice_id"]).status == "cancelled"
+
+
+def test_a_charge_the_rate_limiter_held_back_is_not_sent_once_its_invoice_is_void(
+    sandbox, empty_queues, monkeypatch
+):
+    # given a charge the local rate limiter held back (no token in time): it never reached the gateway
+    payment, _ = payment_create_for_invoice(data=invoice_data("cus-held"))
+    monkeypatch.setattr(charging.ratelimit, "acquire", lambda *args, **kwargs: False)
+    assert payment_charge(payment_id=str(payment.pk)) == "transient"
+    monkeypatch.undo()
+    # when its invoice is voided before the retry
+    payment_close_for_invoice(invoice_id=payment.invoice_id, reason="issued in error")
+    # then it is cancelled, not "asked again" (a first charge, then a refund, on a void invoice)
+    p = Payment.objects.get(pk=payment.pk)
+    assert p.status == "cancelled"
+    assert list(p.attempts.values_list("outcome", flat=True)) == ["not_sent"]
+    assert gateway_stats(sandbox)["charges"] == 0
