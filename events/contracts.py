@@ -336,6 +336,7 @@ ALERT_TYPES = (
     "alert.outbox_lagging",
     "alert.daily_run_missed",
     "alert.payment_failure_rate",
+    "alert.charges_unsent",
     ALERT_DELIVERY_GAP,
     ALERT_RESOLVED,
 )

@@ -414,6 +414,9 @@ MONITOR_DAILY_RUN_MAX_AGE_HOURS = env.int("MONITOR_DAILY_RUN_MAX_AGE_HOURS", def
 MONITOR_DAILY_RUN_MAX_RUNNING_SECONDS = env.int("MONITOR_DAILY_RUN_MAX_RUNNING_SECONDS", default=3600)
 MONITOR_PAYMENT_FAILURE_RATE = env.float("MONITOR_PAYMENT_FAILURE_RATE", default=0.2)
 MONITOR_PAYMENT_MIN_OUTCOMES = env.int("MONITOR_PAYMENT_MIN_OUTCOMES", default=20)
+# Charges due and sent to no worker this long, with room in the queue ahead of the gateway: no
+# dispatch pass and no sweep runs (alert.charges_unsent).
+MONITOR_CHARGES_UNSENT_MAX_AGE_SECONDS = env.int("MONITOR_CHARGES_UNSENT_MAX_AGE_SECONDS", default=300)
 
 
 def derive(ns: dict[str, Any]) -> None:

@@ -1,0 +1,45 @@
+"""payments' automated checks, run with the backbone's monitoring (events.monitor)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.urls import reverse
+from django.utils import timezone
+
+from events.operations.health import CheckResult, Repair, register_check
+
+from .selectors import payments_unsent
+from .services.dispatching import charges_room
+
+
+@register_check
+def charges_unsent() -> CheckResult:
+    """Charges due and sent to no charging worker for MONITOR_CHARGES_UNSENT_MAX_AGE_SECONDS while
+    the queue ahead of the gateway has room: no dispatch pass runs and no sweep either (no worker
+    on the ``default`` or ``payments`` task queue, beat down). A backlog held back by
+    PAYMENT_DISPATCH_AHEAD_SECONDS (the queue ahead full) is the design, not a breach."""
+    limit = settings.MONITOR_CHARGES_UNSENT_MAX_AGE_SECONDS
+    unsent = payments_unsent()
+    age = (timezone.now() - unsent.oldest).total_seconds() if unsent.oldest else 0.0
+    room = charges_room() if unsent.count and age > limit else None
+    breached = unsent.count > 0 and age > limit and (room is None or room > 0)
+    summary = ""
+    if breached:
+        count = f"more than {unsent.count:,}" if unsent.more else f"{unsent.count:,}"
+        summary = f"{count} charge(s) due and not sent to a charging worker, the oldest for {age:.0f}s"
+    return CheckResult(
+        "charges_unsent",
+        breached,
+        summary,
+        "critical",
+        {"count": unsent.count, "more": unsent.more, "oldest_age_seconds": round(age)},
+        [
+            Repair(
+                "start a worker on the default and payments task queues and beat "
+                "(celery -A billing_project worker -Q default,payments; celery -A billing_project beat): "
+                "the next dispatch pass or retry sweep sends them",
+                (),
+                reverse("admin:payments_payment_changelist") + "?status__exact=pending",
+            )
+        ],
+    )
