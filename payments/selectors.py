@@ -18,6 +18,7 @@ from django.utils import timezone
 from events.operations.counts import bounded_count, count_text, planner_estimate
 
 from .models import Payment
+from .services.dispatching import charges_bound, charges_due
 
 P = Payment.Status
 # Waiting charges counted exactly up to this many (an index read of some tens of milliseconds;
@@ -96,35 +97,37 @@ class UnsentCharges:
     more: bool
     oldest: datetime | None  # due since
     sweep_seconds: int
-    ahead: str  # the bound on charges queued ahead of the gateway, as shown
+    bound: int | None  # charges queued ahead of the gateway at most (None: no bound)
+
+    @property
+    def count_text(self) -> str:
+        return count_text(self.count, more=True) if self.more else f"{self.count:,}"
 
     @property
     def text(self) -> str:
         if self.count == 0:
             return "Every due charge is sent to the charging workers."
-        count = count_text(self.count, more=True) if self.more else f"{self.count:,}"
         since = timezone.localtime(self.oldest) if self.oldest else None
         oldest = f", the oldest due since {since:%Y-%m-%d %H:%M:%S %Z}" if since else ""
+        ahead = "all" if self.bound is None else f"{self.bound:,}"
         return (
-            f"{count} due and not yet sent to a charging worker{oldest}. A dispatch pass sends them "
-            f"when kicked, the retry sweep every {self.sweep_seconds} s, at most {self.ahead} "
+            f"{self.count_text} due and not yet sent to a charging worker{oldest}. A dispatch pass "
+            f"sends them when kicked, the retry sweep every {self.sweep_seconds} s, at most {ahead} "
             "queued ahead of the gateway (the rest as the queue drains); if the oldest grows old, "
             "check that a worker serves the default and payments task queues and that beat runs."
         )
 
 
-def payments_unsent(*, now: datetime | None = None) -> UnsentCharges:
+def payments_oldest_unsent() -> datetime | None:
+    """Since when the oldest due charge waits to be sent (an index read of ``payment_due``)."""
+    return charges_due().order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first()
+
+
+def payments_unsent() -> UnsentCharges:
     """The due charges not yet sent, counted up to the bound, from the partial index ``payment_due``."""
-    due = Payment.objects.filter(
-        status__in=[P.PENDING, P.RETRY_SCHEDULED], next_attempt_at__lte=now or timezone.now()
-    )
-    count, more = bounded_count(due, COUNT_LIMIT)
-    oldest = (
-        due.order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first() if count else None
-    )
-    rate, ahead = settings.PAYMENT_RATE_LIMIT_PER_SECOND, settings.PAYMENT_DISPATCH_AHEAD_SECONDS
-    bound = f"{max(1, int(rate * ahead)):,}" if rate > 0 and ahead > 0 else "all"
-    return UnsentCharges(count, more, oldest, settings.PAYMENT_RETRY_SWEEP_SECONDS, bound)
+    count, more = bounded_count(charges_due(), COUNT_LIMIT)
+    oldest = payments_oldest_unsent() if count else None
+    return UnsentCharges(count, more, oldest, settings.PAYMENT_RETRY_SWEEP_SECONDS, charges_bound())
 
 
 def payments_retries_by_day(*, now: datetime | None = None) -> list[tuple[date, int]]:

@@ -34,6 +34,7 @@ from enum import Enum
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
+from django.db.models import QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -54,17 +55,27 @@ class More(Enum):
     BOUND = "bound"
 
 
-def _due():
+def charges_due() -> QuerySet[Payment]:
+    """The payments whose charge is due and not sent (by the database's clock, which every
+    ``next_attempt_at`` a pass or the sweep compares is set against)."""
     return Payment.objects.filter(status__in=[P.PENDING, P.RETRY_SCHEDULED], next_attempt_at__lte=Now())
 
 
-def charges_room() -> int | None:
-    """How many more charges may be queued now (``PAYMENT_DISPATCH_AHEAD_SECONDS`` of the rate
-    limit, less those queued or at the gateway); None: no bound."""
+def charges_bound() -> int | None:
+    """At most this many charges queued ahead of the gateway (``PAYMENT_DISPATCH_AHEAD_SECONDS``
+    of ``PAYMENT_RATE_LIMIT_PER_SECOND``); None: no bound."""
     rate, ahead = settings.PAYMENT_RATE_LIMIT_PER_SECOND, settings.PAYMENT_DISPATCH_AHEAD_SECONDS
     if rate <= 0 or ahead <= 0:
         return None
-    bound = max(1, int(rate * ahead))
+    return max(1, int(rate * ahead))
+
+
+def charges_room() -> int | None:
+    """How many more charges may be queued now (the bound, less those queued or at the gateway);
+    None: no bound."""
+    bound = charges_bound()
+    if bound is None:
+        return None
     queued, _ = bounded_count(Payment.objects.filter(status=P.PENDING, next_attempt_at__gt=Now()), bound)
     at_gateway, _ = bounded_count(Payment.objects.filter(status=P.PROCESSING), bound)
     return max(0, bound - queued - at_gateway)
@@ -79,7 +90,7 @@ def charges_send_due(*, limit: int) -> int:
     lease = lease_end()
     with transaction.atomic():
         due = list(
-            _due()
+            charges_due()
             .select_for_update(skip_locked=True)
             .order_by("next_attempt_at")
             .values_list("pk", "dunning_step")[:limit]
@@ -114,7 +125,7 @@ def charges_send_batch(*, limit: int) -> tuple[int, More | None]:
     room = charges_room()
     if room is not None and room < limit:
         sent = charges_send_due(limit=room)
-        if sent == room and _due().exists():
+        if sent == room and charges_due().exists():
             return sent, More.BOUND
         return sent, None
     sent = charges_send_due(limit=limit)
