@@ -52,6 +52,7 @@ FIELDS: tuple[Field, ...] = (
 )
 ENVELOPE_FIELDS: dict[str, type] = {f.name: f.kind for f in FIELDS}
 NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+_NAME_SET = frozenset(NAMES)
 
 # SNS and SQS accept 256 KiB per message including its attributes: keep headroom for them.
 MAX_EVENT_BYTES = 240 * 1024
@@ -59,10 +60,9 @@ MAX_EVENT_BYTES = 240 * 1024
 
 def build(**values: Any) -> dict[str, Any]:
     """An envelope from its field values (every field, nothing else), ready to serialize."""
-    missing = [n for n in NAMES if n not in values]
-    extra = sorted(set(values) - set(NAMES))
-    if missing or extra:
-        raise TypeError(f"envelope fields missing {missing}, unknown {extra}")
+    if values.keys() != _NAME_SET:
+        missing = [n for n in NAMES if n not in values]
+        raise TypeError(f"envelope fields missing {missing}, unknown {sorted(values.keys() - _NAME_SET)}")
     envelope = {n: values[n] for n in NAMES}
     envelope["id"] = str(envelope["id"])
     if isinstance(envelope["occurred_at"], datetime):
