@@ -9,7 +9,12 @@ whole batch in one transaction with a handful of statements, however many rows i
    external_ref already present (an earlier import, the admin, a concurrent import) is left
    as it is, and the rows returned are exactly the ones created;
 3. one ``agreement.created`` event per created row, recorded through the outbox in the same
-   transaction (its COPY path for big batches), so a batch and its events commit together.
+   transaction (its COPY path), so a batch and its events commit together.
+
+It does so in two steps: ``prepare`` (checks, new ids, COPY lines, the events checked against
+their contract: all Python, no database) and ``write_prepared`` (the transaction). The import
+prepares a batch in its reading thread while a writer thread waits on the database with the
+previous one, so the two overlap despite the interpreter lock.
 
 If the batch fails as a whole (the database refused one row), ``write_batch`` goes row by row,
 the same way, to name the row. ``ImportBatch`` is the import's writer.
@@ -27,9 +32,10 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from core.bulk import copy_rows
+from core.bulk import copy_line, copy_lines
 from events import contracts
 from events.publishing import NewEvent, record_events
+from events.publishing.outbox import PreparedEvents, prepare_events
 
 from .models import Agreement
 from .services import AgreementInput, agreement_validate, event_data, new_agreement_values
@@ -47,13 +53,20 @@ def _row(values: dict[str, Any]) -> list[object]:
     return [values.get(name) for name in _ATTNAMES]
 
 
-@transaction.atomic
-def agreements_create_many(inputs: Sequence[AgreementInput]) -> set[str]:
-    """Create the agreements of ``inputs`` whose external_ref is new; return those refs.
+@dataclass(frozen=True)
+class Prepared:
+    """A batch of new agreements ready to write: checked, with their ids, their rows as COPY
+    lines and their ``agreement.created`` events (by external_ref) made and checked."""
 
-    One transaction. Raises ValidationError (nothing written) if an input is invalid, and a
-    DatabaseError if the database refuses the batch. ``inputs`` must not repeat an external_ref.
-    """
+    lines: list[str]
+    events: dict[str, NewEvent]
+    outbox: PreparedEvents
+
+
+def prepare(inputs: Sequence[AgreementInput]) -> Prepared:
+    """Check ``inputs`` and make everything their writing needs (no database; any thread).
+
+    Raises ValidationError if an input is invalid. ``inputs`` must not repeat an external_ref."""
     for data in inputs:
         agreement_validate(data)
     now = timezone.now()
@@ -61,6 +74,22 @@ def agreements_create_many(inputs: Sequence[AgreementInput]) -> set[str]:
     agreements = {d.external_ref: new_agreement_values(d) | stamps for d in inputs}
     if len(agreements) != len(inputs):
         raise ValueError("inputs repeat an external_ref; give each one once")
+    texts: dict[Any, str] = {}
+    events = {
+        ref: NewEvent(contracts.AGREEMENT_CREATED, str(a["id"]), 1, event_data(SimpleNamespace(**a)))
+        for ref, a in agreements.items()
+    }
+    return Prepared(
+        lines=[copy_line(_row(a), texts) for a in agreements.values()],
+        events=events,
+        outbox=prepare_events(list(events.values())),
+    )
+
+
+@transaction.atomic
+def write_prepared(batch: Prepared) -> set[str]:
+    """Create the agreements of ``batch`` whose external_ref is new, with their events; return
+    those refs. One transaction; a DatabaseError if the database refuses the batch."""
     table = Agreement._meta.db_table
     cols = ", ".join(f'"{c}"' for c in _COLUMNS)
     with connection.cursor() as cur:
@@ -68,7 +97,7 @@ def agreements_create_many(inputs: Sequence[AgreementInput]) -> set[str]:
         # transaction); LIKE copies no constraints, so a refusal comes from the real table.
         cur.execute(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{_STAGE}" (LIKE "{table}") ON COMMIT DELETE ROWS')
         cur.execute(f'TRUNCATE "{_STAGE}"')
-        copy_rows(_STAGE, _COLUMNS, (_row(a) for a in agreements.values()))
+        copy_lines(_STAGE, _COLUMNS, batch.lines)
         cur.execute(
             # in external_ref order: concurrent imports of overlapping files take the unique
             # index's row locks in one order, so one waits for the other instead of deadlocking
@@ -78,13 +107,19 @@ def agreements_create_many(inputs: Sequence[AgreementInput]) -> set[str]:
         created = {ref for (ref,) in cur.fetchall()}
     record_events(
         sender=Agreement,
-        events=[
-            NewEvent(contracts.AGREEMENT_CREATED, str(a["id"]), 1, event_data(SimpleNamespace(**a)))
-            for ref, a in agreements.items()
-            if ref in created
-        ],
+        events=[e for ref, e in batch.events.items() if ref in created],
+        prepared=batch.outbox,
     )
     return created
+
+
+def agreements_create_many(inputs: Sequence[AgreementInput]) -> set[str]:
+    """Create the agreements of ``inputs`` whose external_ref is new; return those refs.
+
+    One transaction. Raises ValidationError (nothing written) if an input is invalid, and a
+    DatabaseError if the database refuses the batch. ``inputs`` must not repeat an external_ref.
+    """
+    return write_prepared(prepare(inputs))
 
 
 @dataclass
@@ -96,11 +131,12 @@ class Written:
     rejected: list[tuple[int, ValidationError | DatabaseError]] = field(default_factory=list)
 
 
-def write_batch(rows: Sequence[tuple[int, AgreementInput]]) -> Written:
-    """Write ``(line, input)`` rows in one transaction; if the database refuses the batch, row by
-    row, so each refused row is named by its line and the others are still written."""
+def write_batch(rows: Sequence[tuple[int, AgreementInput]], prepared: Prepared | None = None) -> Written:
+    """Write ``(line, input)`` rows in one transaction (``prepared``: what ``prepare`` made of
+    them, if it did); if the database refuses the batch, row by row, so each refused row is
+    named by its line and the others are still written."""
     try:
-        created = agreements_create_many([d for _, d in rows])
+        created = write_prepared(prepared) if prepared else agreements_create_many([d for _, d in rows])
     except (ValidationError, DatabaseError):
         return _one_by_one(rows)
     return Written(created=len(created), present=len(rows) - len(created))
@@ -128,11 +164,12 @@ def _close_connection() -> None:
 class ImportBatch:
     """Rows of an import waiting to be written together, ``size`` at a time.
 
-    Outside a transaction, a batch is written by a thread of its own (with its own database
-    connection) while the caller reads and checks the next one: the database's work and
-    Python's overlap. Inside the caller's transaction (a test, a larger unit of work), batches
-    are written in it, in this thread. ``written`` sums what was written so far; ``take_rejected``
-    hands over the rows the database refused (once each)."""
+    Outside a transaction, a batch is prepared in the caller's thread (``prepare``: the Python
+    work) and written by a thread of its own (with its own database connection), which mostly
+    waits on the database while the caller reads, checks and prepares the next one. Inside the
+    caller's transaction (a test, a larger unit of work), batches are written in it, in this
+    thread. ``written`` sums what was written so far; ``take_rejected`` hands over the rows the
+    database refused (once each)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -147,15 +184,20 @@ class ImportBatch:
         return len(self.rows) >= self.size
 
     def flush(self) -> None:
-        """Start writing the queued rows (after the previous batch is written)."""
-        self._settle()  # first: interrupted while waiting (Ctrl-C), the rows are still queued
+        """Prepare the queued rows, then start writing them (after the previous batch is written)."""
+        try:
+            prepared = prepare([d for _, d in self.rows]) if self.rows else None
+        except ValidationError:
+            prepared = None  # the writer goes row by row and names the bad ones
+        # interrupted (Ctrl-C) while preparing or waiting, the rows are still queued
+        self._settle()
         rows, self.rows = self.rows, []
         if not rows:
             return
         if self._pool is None:
-            self._add(write_batch(rows))
+            self._add(write_batch(rows, prepared))
         else:
-            self._pending = self._pool.submit(write_batch, rows)
+            self._pending = self._pool.submit(write_batch, rows, prepared)
 
     def close(self) -> None:
         """Write what is queued, wait for it, and release the writer's connection and thread."""

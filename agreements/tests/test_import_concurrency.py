@@ -1,4 +1,5 @@
-"""Concurrent writers of the same external_refs (two imports, an import and the admin)."""
+"""Concurrent writers of the same external_refs (two imports, an import and the admin), and the
+import's writer thread."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from django.db import connection, transaction
 from agreements import bulk
 from agreements.bulk import agreements_create_many, write_batch
 from agreements.models import Agreement
-from agreements.services import CheckedInput
+from agreements.services import AgreementInput, CheckedInput
 from events.models import OutboxEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -104,3 +105,21 @@ def test_a_row_a_concurrent_writer_commits_is_present_not_rejected_when_going_ro
     # ... so the import counts them present: it refuses nothing (no failed exit, no error lines)
     assert [(line, type(exc).__name__) for line, exc in written.rejected] == []
     assert (written.created, written.present) == (0, 2)
+
+
+def test_the_writer_thread_checks_inputs_nobody_vouched_for_and_names_the_bad_line():
+    # given a batch of inputs that did not come through the import's reader (nothing vouches for
+    # them), one of them invalid, written as the import writes outside a transaction
+    assert not connection.in_atomic_block
+    batch = bulk.ImportBatch(size=10)
+    batch.add(2, _input("V1"))
+    batch.add(3, AgreementInput("V2", "Ada", "ada@example.com", 0, "EUR", "month", date(2026, 1, 31)))
+    batch.add(4, AgreementInput("V3", "Bea", "bea@example.com", 500, "EUR", "month", date(2026, 1, 31)))
+    # when it is written
+    batch.close()
+    # then the two good ones are created with their events, and the bad one is named by its line
+    assert (batch.written.created, batch.written.present) == (2, 0)
+    [(line, exc)] = batch.take_rejected()
+    assert line == 3 and "amount_minor" in exc.message_dict
+    assert set(Agreement.objects.values_list("external_ref", flat=True)) == {"V1", "V3"}
+    assert OutboxEvent.objects.filter(type="agreement.created").count() == 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.dispatch import Signal, receiver
 from django.utils import timezone
 
-from core.bulk import copy_rows
+from core.bulk import copy_line, copy_lines
 
 from .. import contracts, envelope
 from ..models import OutboxEvent, publish_priority
@@ -76,9 +76,12 @@ def record_change(*, sender: Any, obj: Any, type: str, data: dict[str, Any]) -> 
     )
 
 
-def record_events(*, sender: Any, events: Sequence[NewEvent]) -> list[NewEvent]:
-    """Record many events in the current transaction (one COPY for big batches)."""
-    for _receiver, response in domain_event.send(sender=sender, events=events):
+def record_events(
+    *, sender: Any, events: Sequence[NewEvent], prepared: PreparedEvents | None = None
+) -> list[NewEvent]:
+    """Record many events in the current transaction (one COPY for big batches). ``prepared``:
+    what ``prepare_events`` made of them (or of more) ahead of this transaction."""
+    for _receiver, response in domain_event.send(sender=sender, events=events, prepared=prepared):
         if isinstance(response, list):
             return response
     raise OutboxError("no outbox receiver is connected to events.publishing.outbox.domain_event")
@@ -141,8 +144,39 @@ def _copy_tuple(event: NewEvent, now: datetime) -> tuple[Any, ...]:
     return tuple(values[c] for c in COPY_COLUMNS)
 
 
+class PreparedEvents:
+    """Events checked against their contracts and made into outbox rows ahead of the transaction
+    that records them (``prepare_events``), so that this work, all Python, can run in one thread
+    while another waits on the database. Each row is as ``record_events`` would write it then,
+    except that its times (``occurred_at`` when the event gives none, ``next_attempt_at``) are
+    those of the preparing. ``record_events(events=..., prepared=...)`` records any of them (an
+    event it was not made from is prepared there and then, as usual); an event must not change
+    once prepared."""
+
+    def __init__(self, events: Sequence[NewEvent], now: datetime) -> None:
+        texts: dict[Any, str] = {}
+        self._rows = {e.id: (e, copy_line(_copy_tuple(e, now), texts)) for e in events}
+
+    def lines(self, events: Sequence[NewEvent], now: datetime) -> Iterator[str]:
+        texts: dict[Any, str] = {}
+        for event in events:
+            made = self._rows.get(event.id)
+            if made is not None and made[0] is event:
+                yield made[1]
+            else:
+                yield copy_line(_copy_tuple(event, now), texts)
+
+
+def prepare_events(events: Sequence[NewEvent]) -> PreparedEvents:
+    """Check ``events`` against their contracts and make their outbox rows, without recording
+    them (no database; any thread). Raises ContractError as ``record_events`` would."""
+    return PreparedEvents(events, timezone.now())
+
+
 @receiver(domain_event, dispatch_uid="events.publishing.outbox.write_outbox_rows")
-def write_outbox_rows(sender: Any, events: Sequence[NewEvent], **kwargs: Any) -> list[NewEvent]:
+def write_outbox_rows(
+    sender: Any, events: Sequence[NewEvent], prepared: PreparedEvents | None = None, **kwargs: Any
+) -> list[NewEvent]:
     """Write the outbox rows in the caller's transaction; kick the relay after commit."""
     if not connection.in_atomic_block:
         raise OutboxError(
@@ -150,8 +184,9 @@ def write_outbox_rows(sender: Any, events: Sequence[NewEvent], **kwargs: Any) ->
             "so the change and its event commit together"
         )
     now = timezone.now()
-    if len(events) >= COPY_THRESHOLD:
-        copy_rows(OutboxEvent._meta.db_table, COPY_COLUMNS, (_copy_tuple(e, now) for e in events))
+    if prepared is not None or len(events) >= COPY_THRESHOLD:
+        made = prepared or PreparedEvents((), now)
+        copy_lines(OutboxEvent._meta.db_table, COPY_COLUMNS, made.lines(events, now))
     else:
         rows = [build_row(e, now) for e in events]
         if len(rows) == 1:
