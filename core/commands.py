@@ -6,16 +6,19 @@ stderr is a terminal (logs and CI get the command's summary lines, no bar). ``in
 the error a command raises on Ctrl-C (KeyboardInterrupt): what was done, the exact command that
 resumes and why running it is safe, exit status 130, no traceback. ``command_line`` spells a
 management command the way this one was run: ``make manage ARGS="..."`` beside ``make run``
-(which sets ``MANAGE_VIA=make``), else ``python manage.py ...``.
+(which sets ``MANAGE_VIA=make``), else ``python manage.py ...``. ``few_collections`` is for a
+command that makes and drops millions of small objects (a bulk import).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import re
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from django.core.management.base import CommandError, OutputWrapper
 from tqdm import tqdm
@@ -67,3 +70,23 @@ def interrupted(done: str, *, resume: Sequence[str], why_safe: str) -> CommandEr
         f"Interrupted: {done}\nTo resume, run:\n  {command_line(*resume)}\n{why_safe}",
         returncode=INTERRUPTED_EXIT,
     )
+
+
+@contextlib.contextmanager
+def few_collections(first_generation: int = 20_000) -> Iterator[None]:
+    """Run a bulk command's work with the cyclic garbage collector mostly out of the way.
+
+    By default the collector runs after every 700 new objects and, every so often, walks every
+    object of the process (Django's, the libraries'), none of which a bulk command frees: a
+    tenth of an import's time. Here what exists already is frozen out of its walks
+    (``gc.freeze``) and it runs after ``first_generation`` new objects. Reference counting
+    still frees everything that is not in a cycle at once, so memory stays as flat. The
+    process's settings come back afterwards (a command can run inside a long-lived process)."""
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(first_generation, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import date
+import gc
+import uuid
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
-from django.db import connection
+from django.db import DataError, connection
 from django.test.utils import CaptureQueriesContext
 
-from core.bulk import copy_rows, insert_rows, update_rows
+from agreements.models import Agreement
+from core.bulk import copy_line, copy_rows, copy_value, insert_rows, update_rows
+from core.commands import few_collections
 from invoicing.models import BillableAgreement
 
 pytestmark = pytest.mark.django_db
@@ -28,6 +32,53 @@ def test_text_that_looks_like_null_or_csv_syntax_arrives_unchanged():
         cur.execute("SELECT t, d IS NULL FROM bulk_probe ORDER BY n")
         back = cur.fetchall()
     assert back == [(t, False) for t in TEXTS] + [(None, True)]
+
+
+def test_a_row_of_every_kind_of_value_reads_back_as_itself_the_fast_way_or_escaped():
+    # given rows mixing text (plain and hostile), a model's choice (a str subclass),
+    # numbers, booleans, ids, dates and two timestamps that are the same instant in two offsets
+    utc = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
+    paris = utc.astimezone(timezone(timedelta(hours=1)))
+    assert utc == paris  # equal, yet written differently
+    choice = Agreement.Status.ACTIVE
+    hostile = [
+        (3 + i, t, choice, True, uuid.UUID(int=3 + i), date(2026, 2, 1), utc, t) for i, t in enumerate(TEXTS)
+    ]
+    rows = [
+        (1, "plain", choice, True, uuid.UUID(int=1), date(2026, 1, 31), utc, None),
+        (2, "plain", choice, False, uuid.UUID(int=2), date(2026, 1, 31), paris, None),
+        *hostile,
+    ]
+    # then each line is what escaping every value alone gives
+    texts: dict[object, str] = {}
+    for row in rows:
+        assert copy_line(row, texts) == "\t".join(map(copy_value, row)) + "\n"
+    # and each value reads back as itself (each timestamp in the offset it was given in)
+    with connection.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE bulk_kinds (n int, t text, c text, b bool, u uuid, d date, ts text, x text)"
+        )
+    copy_rows("bulk_kinds", ("n", "t", "c", "b", "u", "d", "ts", "x"), rows)
+    with connection.cursor() as cur:
+        cur.execute("SELECT t, c, b, u, d, ts, x FROM bulk_kinds ORDER BY n")
+        back = cur.fetchall()
+    assert back == [(r[1], "active", r[3], r[4], r[5], r[6].isoformat(), r[7]) for r in rows]
+    assert back[0][5].endswith("+00:00") and back[1][5].endswith("+01:00")
+
+
+def test_a_nul_is_refused_naming_the_table_however_the_row_is_written():
+    with connection.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE bulk_nul (t text)")
+    with pytest.raises(DataError, match="NUL"):
+        copy_rows("bulk_nul", ("t",), [("fine",), ("a\x00b",)])
+
+
+def test_few_collections_gives_the_process_its_collector_back_even_after_an_error():
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    with pytest.raises(RuntimeError), few_collections(first_generation=12_345):
+        assert gc.get_threshold()[0] == 12_345 and gc.get_freeze_count() > frozen
+        raise RuntimeError("the command failed")
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
 
 
 def test_rows_inserted_and_updated_in_one_statement_read_back_as_the_orm_would_save_them():

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from agreements.bulk import ImportBatch
 from agreements.importing import FIELDS, RowError, SeenRefs, check_file, read_rows, row_to_input
 from agreements.services import AgreementInput
-from core.commands import interrupted, note, progress_bar
+from core.commands import few_collections, interrupted, note, progress_bar
 from events.publishing.kicker import kicker
 
 DEFAULT_BATCH_SIZE = 2000
@@ -44,7 +44,7 @@ class Command(BaseCommand):
         seen = SeenRefs()
         batch = ImportBatch(size=batch_size)
         try:
-            with progress_bar(total=lines, unit="line", desc="import") as bar:
+            with few_collections(), progress_bar(total=lines, unit="line", desc="import") as bar:
                 try:
                     for last_line, row in read_rows(file):
                         bar.update(last_line - bar.n)
