@@ -128,7 +128,8 @@ class Worker:
 # two cores (pipeline.py, 10,000 agreements: payments created at 31.3-32.4 s this way; 41-50 s
 # with a worker per context, whose single consumer process each stage waits on). In production,
 # scale out the same way: more hosts, or a worker per context (README, "Running against AWS").
-# Charges wait on the gateway (200 ms each here): 8 processes in all charge about 40/s.
+# Charges wait on the gateway (200 ms each with make run's sandbox): 8 processes in all charge at
+# most about 40/s, fewer by the time a worker waits between fetches (CELERY_SQS_POLLING_INTERVAL).
 WORKERS = (
     *(
         Worker(
