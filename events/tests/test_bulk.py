@@ -1,19 +1,25 @@
-"""COPY bulk inserts: every text arrives as itself; only None is NULL."""
+"""COPY bulk inserts: every text arrives as itself; only None is NULL; events prepared ahead of their
+transaction are recorded as they would have been."""
 
 from __future__ import annotations
 
 import gc
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
-from django.db import DataError, connection
+from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from agreements.models import Agreement
 from core.bulk import copy_line, copy_rows, copy_value, insert_rows, update_rows
 from core.commands import few_collections
+from events import contracts
+from events.models import OutboxEvent
+from events.publishing.outbox import NewEvent, prepare_events, record_events
 from invoicing.models import BillableAgreement
+from tests.factories import agreement_data
 
 pytestmark = pytest.mark.django_db
 
@@ -110,3 +116,42 @@ def test_rows_inserted_and_updated_in_one_statement_read_back_as_the_orm_would_s
     for i, row in enumerate(BillableAgreement.objects.order_by("agreement_id")):
         assert row.prices == [["2026-01-31", 100 + i, 1]] and row.start_date == date(2026, 1, 31)
         assert row.created_seen and row.updated_at > before[row.agreement_id]
+
+
+def _stored(event_id: uuid.UUID) -> dict[str, Any]:
+    # a row as a consumer or the relay would see it, but its times (set when it was prepared)
+    row = OutboxEvent.objects.values().get(pk=event_id)
+    return {k: v for k, v in row.items() if k not in ("id", "occurred_at", "next_attempt_at", "created_at")}
+
+
+def test_prepared_events_are_recorded_as_they_would_have_been_and_only_those_asked_for():
+    # given events checked and made into rows ahead of their transaction (as the import's reading
+    # thread does), one of them with hostile text in its data
+    events = [NewEvent(contracts.AGREEMENT_CREATED, f"P-{i}", 1, agreement_data(f"P-{i}")) for i in range(3)]
+    events[1].data["description"] = "tab\there\\N and a line\nbreak"
+    prepared = prepare_events(events)
+    # when two of them are recorded with it, beside an event it was not made from (same id, other
+    # data: an event changed after preparing is written as it is now, never as it was then)
+    later = NewEvent(
+        contracts.AGREEMENT_CREATED, "P-2", 1, agreement_data("P-2", currency="GBP"), id=events[2].id
+    )
+    with transaction.atomic():
+        record_events(sender=None, events=[events[0], events[1], later], prepared=prepared)
+    # and the same events, unprepared, in another transaction
+    twins = [
+        NewEvent(e.type, e.aggregate_id.replace("P-", "Q-"), 1, e.data) for e in (events[0], events[1], later)
+    ]
+    with transaction.atomic():
+        record_events(sender=None, events=twins)
+    # then what was recorded is exactly what recording them unprepared writes, times aside
+    assert OutboxEvent.objects.count() == 6
+    for e, twin in zip((events[0], events[1], later), twins, strict=True):
+        assert _stored(e.id) | {"aggregate_id": ""} == _stored(twin.id) | {"aggregate_id": ""}
+    assert OutboxEvent.objects.get(pk=events[1].id).data["description"] == "tab\there\\N and a line\nbreak"
+    assert OutboxEvent.objects.get(pk=later.id).data["currency"] == "GBP"
+
+
+def test_an_event_off_contract_is_refused_when_prepared():
+    bad = NewEvent(contracts.AGREEMENT_CREATED, "bad", 1, agreement_data("bad", currency="euro"))
+    with pytest.raises(contracts.ContractError, match="currency must match pattern"):
+        prepare_events([bad])

@@ -18,7 +18,7 @@ from django.utils import timezone
 from devsupport.net import free_port
 from events import contracts, topology
 from events.models import Heartbeat, OutboxEvent
-from events.publishing.outbox import NewEvent, OutboxError, prepare_events, record_event, record_events
+from events.publishing.outbox import NewEvent, OutboxError, record_event, record_events
 from events.publishing.relay import relay_once, relay_pending
 from events.publishing.store import event_store_prune
 from events.signing import verify
@@ -84,45 +84,6 @@ def test_oversized_event_is_refused():
                     "details": {"blob": "x" * (300 * 1024)},
                 },
             )
-
-
-def _stored(event_id: uuid.UUID) -> dict[str, Any]:
-    # a row as a consumer or the relay would see it, but its times (set when it was prepared)
-    row = OutboxEvent.objects.values().get(pk=event_id)
-    return {k: v for k, v in row.items() if k not in ("id", "occurred_at", "next_attempt_at", "created_at")}
-
-
-def test_prepared_events_are_recorded_as_they_would_have_been_and_only_those_asked_for():
-    # given events checked and made into rows ahead of their transaction (as the import's reading
-    # thread does), one of them with hostile text in its data
-    events = [NewEvent(contracts.AGREEMENT_CREATED, f"P-{i}", 1, agreement_data(f"P-{i}")) for i in range(3)]
-    events[1].data["description"] = "tab\there\\N and a line\nbreak"
-    prepared = prepare_events(events)
-    # when two of them are recorded with it, beside an event it was not made from (same id, other
-    # data: an event changed after preparing is written as it is now, never as it was then)
-    later = NewEvent(
-        contracts.AGREEMENT_CREATED, "P-2", 1, agreement_data("P-2", currency="GBP"), id=events[2].id
-    )
-    with transaction.atomic():
-        record_events(sender=None, events=[events[0], events[1], later], prepared=prepared)
-    # and the same events, unprepared, in another transaction
-    twins = [
-        NewEvent(e.type, e.aggregate_id.replace("P-", "Q-"), 1, e.data) for e in (events[0], events[1], later)
-    ]
-    with transaction.atomic():
-        record_events(sender=None, events=twins)
-    # then what was recorded is exactly what recording them unprepared writes, times aside
-    assert OutboxEvent.objects.count() == 6
-    for e, twin in zip((events[0], events[1], later), twins, strict=True):
-        assert _stored(e.id) | {"aggregate_id": ""} == _stored(twin.id) | {"aggregate_id": ""}
-    assert OutboxEvent.objects.get(pk=events[1].id).data["description"] == "tab\there\\N and a line\nbreak"
-    assert OutboxEvent.objects.get(pk=later.id).data["currency"] == "GBP"
-
-
-def test_an_event_off_contract_is_refused_when_prepared():
-    bad = NewEvent(contracts.AGREEMENT_CREATED, "bad", 1, agreement_data("bad", currency="euro"))
-    with pytest.raises(contracts.ContractError, match="currency must match pattern"):
-        prepare_events([bad])
 
 
 def test_commit_writes_one_row_that_the_relay_publishes_to_subscribed_queues(empty_queues, sqs):
