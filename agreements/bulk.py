@@ -60,11 +60,13 @@ class Prepared:
 
     lines: list[str]
     events: dict[str, NewEvent]
-    outbox: PreparedEvents
+    outbox: PreparedEvents | None  # None: the events are checked when recorded
 
 
-def prepare(inputs: Sequence[AgreementInput]) -> Prepared:
-    """Check ``inputs`` and make everything their writing needs (no database; any thread).
+def prepare(inputs: Sequence[AgreementInput], *, events_too: bool = True) -> Prepared:
+    """Check ``inputs`` and make everything their writing needs (no database; any thread):
+    with ``events_too``, their events' outbox rows as well (for a batch whose rows are
+    expected to be new: the work is lost on a row found present).
 
     Raises ValidationError if an input is invalid. ``inputs`` must not repeat an external_ref."""
     for data in inputs:
@@ -82,7 +84,7 @@ def prepare(inputs: Sequence[AgreementInput]) -> Prepared:
     return Prepared(
         lines=[copy_line(_row(a), texts) for a in agreements.values()],
         events=events,
-        outbox=prepare_events(list(events.values())),
+        outbox=prepare_events(list(events.values())) if events_too else None,
     )
 
 
@@ -177,6 +179,9 @@ class ImportBatch:
         self.written = Written()
         self._pool = None if connection.in_atomic_block else ThreadPoolExecutor(1, "agreements-import")
         self._pending: Future[Written] | None = None
+        # Events are prepared ahead while batches create agreements; a batch that found all its
+        # rows present (a re-import, the done part of a resumed one) stops that until one creates.
+        self._expect_new = True
 
     def add(self, line: int, data: AgreementInput) -> bool:
         """Queue a row; True when the batch is full (then call ``flush``)."""
@@ -186,7 +191,7 @@ class ImportBatch:
     def flush(self) -> None:
         """Prepare the queued rows, then start writing them (after the previous batch is written)."""
         try:
-            prepared = prepare([d for _, d in self.rows]) if self.rows else None
+            prepared = prepare([d for _, d in self.rows], events_too=self._expect_new) if self.rows else None
         except ValidationError:
             prepared = None  # the writer goes row by row and names the bad ones
         # interrupted (Ctrl-C) while preparing or waiting, the rows are still queued
@@ -200,13 +205,16 @@ class ImportBatch:
             self._pending = self._pool.submit(write_batch, rows, prepared)
 
     def close(self) -> None:
-        """Write what is queued, wait for it, and release the writer's connection and thread."""
-        self.flush()
-        self._settle()
-        if self._pool is not None:
-            self._pool.submit(_close_connection).result()
-            self._pool.shutdown()
-            self._pool = None
+        """Write what is queued, wait for it, and release the writer's connection and thread
+        (also when the queued rows could not be prepared: what was sent is still counted)."""
+        try:
+            self.flush()
+        finally:
+            self._settle()
+            if self._pool is not None:
+                self._pool.submit(_close_connection).result()
+                self._pool.shutdown()
+                self._pool = None
 
     def take_rejected(self) -> list[tuple[int, ValidationError | DatabaseError]]:
         rejected, self.written.rejected = self.written.rejected, []
@@ -219,6 +227,7 @@ class ImportBatch:
             self._add(written)
 
     def _add(self, w: Written) -> None:
+        self._expect_new = w.created > 0 or w.present == 0
         self.written.created += w.created
         self.written.present += w.present
         self.written.rejected.extend(w.rejected)

@@ -76,10 +76,8 @@ def copy_line(row: Sequence[Any], texts: dict[Any, str]) -> str:
             if text is None:
                 text = texts[key] = value.isoformat()
             out.append(text)
-        else:  # a bool, a str subclass (a model's choice), anything else: as copy_value has it
-            text = copy_value(value)
-            out.append(text)
-            strings.append(text)
+        else:  # a bool, a str subclass (a model's choice), anything else: escaped by copy_value
+            out.append(copy_value(value))
     if strings and _SPECIAL.search("".join(strings)) is not None:
         return "\t".join(map(copy_value, row)) + "\n"
     return "\t".join(out) + "\n"

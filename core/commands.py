@@ -18,6 +18,7 @@ import os
 import re
 import shlex
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 
 from django.core.management.base import CommandError, OutputWrapper
@@ -72,6 +73,15 @@ def interrupted(done: str, *, resume: Sequence[str], why_safe: str) -> CommandEr
     )
 
 
+class _Collector:
+    """What ``few_collections`` changed, for whoever leaves last (uses may overlap, in threads)."""
+
+    lock = threading.Lock()
+    users = 0
+    threshold: tuple[int, ...] = ()
+    froze = False
+
+
 @contextlib.contextmanager
 def few_collections(first_generation: int = 20_000) -> Iterator[None]:
     """Run a bulk command's work with the cyclic garbage collector mostly out of the way.
@@ -79,14 +89,24 @@ def few_collections(first_generation: int = 20_000) -> Iterator[None]:
     By default the collector runs after every 700 new objects and, every so often, walks every
     object of the process (Django's, the libraries'), none of which a bulk command frees: a
     tenth of an import's time. Here what exists already is frozen out of its walks
-    (``gc.freeze``) and it runs after ``first_generation`` new objects. Reference counting
-    still frees everything that is not in a cycle at once, so memory stays as flat. The
-    process's settings come back afterwards (a command can run inside a long-lived process)."""
-    threshold = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(first_generation, *threshold[1:])
+    (``gc.freeze``, unless the process froze objects of its own: then they stay as they are) and
+    it runs after ``first_generation`` new objects. Reference counting still frees everything
+    that is not in a cycle at once, so memory stays as flat. The process's settings come back
+    when the last use ends (a command can run inside a long-lived process, in a thread)."""
+    with _Collector.lock:
+        if _Collector.users == 0:
+            _Collector.threshold = gc.get_threshold()
+            _Collector.froze = gc.get_freeze_count() == 0
+            if _Collector.froze:
+                gc.freeze()
+            gc.set_threshold(first_generation, *_Collector.threshold[1:])
+        _Collector.users += 1
     try:
         yield
     finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
+        with _Collector.lock:
+            _Collector.users -= 1
+            if _Collector.users == 0:
+                gc.set_threshold(*_Collector.threshold)
+                if _Collector.froze:
+                    gc.unfreeze()

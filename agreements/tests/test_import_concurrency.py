@@ -15,6 +15,7 @@ from agreements.bulk import agreements_create_many, write_batch
 from agreements.models import Agreement
 from agreements.services import AgreementInput, CheckedInput
 from events.models import OutboxEvent
+from events.publishing import outbox
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -123,3 +124,43 @@ def test_the_writer_thread_checks_inputs_nobody_vouched_for_and_names_the_bad_li
     assert line == 3 and "amount_minor" in exc.message_dict
     assert set(Agreement.objects.values_list("external_ref", flat=True)) == {"V1", "V3"}
     assert OutboxEvent.objects.filter(type="agreement.created").count() == 2
+
+
+def test_events_are_checked_in_the_reading_thread_and_not_ahead_once_rows_are_found_present(monkeypatch):
+    # given a spy on where events are checked against their contract and made into outbox rows
+    checked: list[str] = []
+    real = outbox._prepare
+
+    def spy(event, now):  # noqa: ANN001, ANN202 - the outbox's own signature
+        checked.append(threading.current_thread().name)
+        return real(event, now)
+
+    monkeypatch.setattr(outbox, "_prepare", spy)
+
+    def run(refs: list[str]) -> bulk.ImportBatch:
+        batch = bulk.ImportBatch(size=2)  # as the command writes: outside a transaction
+        for line, ref in enumerate(refs, start=2):
+            if batch.add(line, _input(ref)):
+                batch.flush()
+        batch.close()
+        return batch
+
+    # when five batches of new rows are imported
+    refs = [f"T{i}" for i in range(10)]
+    run(refs)
+    # then each event was checked once, in the reading thread: the writer thread only wrote
+    assert checked == [threading.current_thread().name] * 10
+    assert OutboxEvent.objects.filter(type="agreement.created").count() == 10
+
+    # and when the same file is imported again (a re-import, the done part of a resumed one), the
+    # batches read after the first was found present check no events they would not record
+    checked.clear()
+    again = run(refs)
+    assert (again.written.created, again.written.present) == (0, 10)
+    assert len(checked) <= 4  # the two batches prepared before the first came back
+
+    # and new rows after present ones (a resumed import) are created with their events all the same
+    checked.clear()
+    resumed = run([*refs, "T10", "T11", "T12"])
+    assert (resumed.written.created, resumed.written.present) == (3, 10)
+    assert OutboxEvent.objects.filter(type="agreement.created").count() == 13

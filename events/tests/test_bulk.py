@@ -47,6 +47,11 @@ def test_a_row_of_every_kind_of_value_reads_back_as_itself_the_fast_way_or_escap
     paris = utc.astimezone(timezone(timedelta(hours=1)))
     assert utc == paris  # equal, yet written differently
     choice = Agreement.Status.ACTIVE
+
+    class Text(str):  # another str subclass, holding what must be escaped
+        pass
+
+    tabbed = Text("tab\there\\N")
     hostile = [
         (3 + i, t, choice, True, uuid.UUID(int=3 + i), date(2026, 2, 1), utc, t) for i, t in enumerate(TEXTS)
     ]
@@ -54,6 +59,7 @@ def test_a_row_of_every_kind_of_value_reads_back_as_itself_the_fast_way_or_escap
         (1, "plain", choice, True, uuid.UUID(int=1), date(2026, 1, 31), utc, None),
         (2, "plain", choice, False, uuid.UUID(int=2), date(2026, 1, 31), paris, None),
         *hostile,
+        (100, "plain", tabbed, False, uuid.UUID(int=100), date(2026, 1, 31), paris, tabbed),
     ]
     # then each line is what escaping every value alone gives
     texts: dict[object, str] = {}
@@ -68,7 +74,8 @@ def test_a_row_of_every_kind_of_value_reads_back_as_itself_the_fast_way_or_escap
     with connection.cursor() as cur:
         cur.execute("SELECT t, c, b, u, d, ts, x FROM bulk_kinds ORDER BY n")
         back = cur.fetchall()
-    assert back == [(r[1], "active", r[3], r[4], r[5], r[6].isoformat(), r[7]) for r in rows]
+    assert back == [(r[1], str(r[2]), r[3], r[4], r[5], r[6].isoformat(), r[7]) for r in rows]
+    assert back[-1][1] == back[-1][6] == "tab\there\\N"
     assert back[0][5].endswith("+00:00") and back[1][5].endswith("+01:00")
 
 
@@ -85,6 +92,23 @@ def test_few_collections_gives_the_process_its_collector_back_even_after_an_erro
         assert gc.get_threshold()[0] == 12_345 and gc.get_freeze_count() > frozen
         raise RuntimeError("the command failed")
     assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+
+
+def test_few_collections_leaves_what_the_process_froze_and_overlapping_uses_restore_once():
+    before = gc.get_threshold()
+    gc.freeze()  # as a preforking server does before it forks
+    try:
+        frozen = gc.get_freeze_count()
+        one, two = few_collections(), few_collections()
+        one.__enter__()
+        two.__enter__()
+        one.__exit__(None, None, None)  # the first one in leaves first (two threads' imports)
+        assert gc.get_threshold()[0] == 20_000  # the other is still running
+        two.__exit__(None, None, None)
+        # (a frozen object that nothing refers to any more is still freed: the count only drops)
+        assert gc.get_threshold() == before and frozen * 0.9 < gc.get_freeze_count() <= frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_rows_inserted_and_updated_in_one_statement_read_back_as_the_orm_would_save_them():

@@ -323,13 +323,16 @@ def test_an_import_exits_within_the_flush_bound_when_the_broker_hangs(tmp_path):
         )
         return time.monotonic() - started
 
-    # (the same import with no kick to send: the command's start-up and work on this machine now)
-    baseline = import_seconds({**env, "OUTBOX_KICK_RELAY": "false"}, "HB0", "HB00")
+    # (the same import with no kick to send, just before and just after: the command's start-up
+    # and work on this machine at that moment; a busy machine can double it within seconds)
+    quiet = {**env, "OUTBOX_KICK_RELAY": "false"}
+    before = import_seconds(quiet, "HB0", "HB00")
     # when the import runs in its own process
     took = import_seconds(env, "HB1", "HB2")
+    baseline = max(before, import_seconds(quiet, "HB000", "HB0000"))
     # then its rows are committed and it exits about one flush bound after its work, not one
     # per flush (the command's own and atexit's), nor after the broker client's own timeouts
-    assert OutboxEvent.objects.filter(type="agreement.created").count() == 4
+    assert OutboxEvent.objects.filter(type="agreement.created").count() == 6
     assert took - baseline < 2 + 3, f"the import took {took:.1f}s to exit, {baseline:.1f}s without a kick"
 
 
