@@ -52,7 +52,7 @@ from payments.models import Payment, PaymentAttempt  # noqa: E402
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
 SAMPLE = 2_000  # messages per plain-loop baseline: shallow enough that the endpoint stays flat
-GATEWAY_RATE = 100  # charges/s the sandbox gateway takes (PAYMENT_RATE_LIMIT_PER_SECOND's default)
+GATEWAY_RATE = settings.PAYMENT_RATE_LIMIT_PER_SECOND  # the sandbox gateway takes what the workers pace to
 CHARGE_WINDOW = float(os.environ.get("CHARGE_WINDOW", "15"))
 ROOT = _env.ROOT
 PY = sys.executable
@@ -127,7 +127,15 @@ def main() -> None:
     procs = [
         _stack.start(
             "gateway",
-            [PY, "-m", "devsupport.sandbox_gateway", "--port", str(gateway_port), "--rate-limit", str(GATEWAY_RATE)],
+            [
+                PY,
+                "-m",
+                "devsupport.sandbox_gateway",
+                "--port",
+                str(gateway_port),
+                "--rate-limit",
+                f"{GATEWAY_RATE:g}",
+            ],
             env,
             tmp,
         ),
@@ -206,7 +214,7 @@ def main() -> None:
             (
                 "charges, then",
                 f"{charged / CHARGE_WINDOW:,.0f}/s over the next {CHARGE_WINDOW:.0f} s vs the gateway's "
-                f"{GATEWAY_RATE}/s: {charged / CHARGE_WINDOW / GATEWAY_RATE:.0%}",
+                f"{GATEWAY_RATE:g}/s: {charged / CHARGE_WINDOW / GATEWAY_RATE:.0%}",
             ),
             ("logs", str(tmp)),
         ]
