@@ -1,4 +1,5 @@
-"""A test-only Celery task that keeps a worker busy for as long as a test needs."""
+"""Test-only Celery tasks: one keeps a worker busy as long as a test needs, one tells which
+database session a task ran on."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 from typing import Any
 
 from celery import shared_task
+from django.db import connection
 
 from events.operations.health import heartbeat_record
 
@@ -16,3 +18,17 @@ def busy(self: Any, name: str, seconds: float) -> None:
     heartbeat_record(name=f"{name}-started")
     time.sleep(seconds)
     heartbeat_record(name=f"{name}-done")
+
+
+@shared_task(name="auditapp.session", bind=True, ignore_result=True)
+def session(self: Any, name: str, lock_key: str = "", fail: bool = False) -> None:
+    """Record ``name`` with the PostgreSQL backend this task's connection is on; optionally take a
+    session advisory lock ``lock_key`` it never releases, and fail after recording."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        pid = cur.fetchone()[0]
+        if lock_key:
+            cur.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [lock_key])
+    heartbeat_record(name=name, detail={"backend_pid": pid, "retries": self.request.retries})
+    if fail:
+        raise RuntimeError(f"{name} fails as asked")
