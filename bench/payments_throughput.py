@@ -36,7 +36,7 @@ def _charge_all(ids: list[str]) -> int:
     import django
 
     django.setup()
-    from django.db import connection as conn
+    from django.db import close_old_connections
 
     from payments.gateway import reset_gateway
     from payments.services import payment_charge
@@ -44,10 +44,11 @@ def _charge_all(ids: list[str]) -> int:
     reset_gateway()
 
     def one(pid: str) -> str:
+        close_old_connections()  # what a worker does around each task (billing_project/celery.py)
         try:
             return payment_charge(payment_id=pid)
         finally:
-            conn.close()
+            close_old_connections()
 
     with ThreadPoolExecutor(16) as pool:
         return sum(1 for r in pool.map(one, ids) if r == "succeeded")
