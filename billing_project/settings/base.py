@@ -87,6 +87,18 @@ DATABASES["default"]["HOST"] = unquote(DATABASES["default"].get("HOST", ""))
 # Persistent connections (health-checked before reuse): workers handle many messages.
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Connections outlive a request or a task: a server that vanished (a failover, a dropped NAT entry)
+# is noticed within about a minute, idle (TCP keepalives) or mid-call (tcp_user_timeout: sent data
+# unacknowledged), instead of the kernel's 2 hours or 15 minutes. libpq's parameters, ignored on
+# a Unix socket.
+for _key, _value in {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}.items():
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(_key, _value)
 DATABASES["default"].setdefault("TEST", {})
 DATABASES["default"]["TEST"].setdefault("NAME", env.str("TEST_DATABASE_NAME", default="test_billing"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -222,10 +234,10 @@ CELERY_RESULT_BACKEND = None
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Celery's Django fixup closes every database connection before and after each task (it no longer
 # honours CONN_MAX_AGE: celery#9824 reverted that) unless this is set; then it closes them once
-# every this many tasks, and billing_project/celery.py closes around each task only those past
-# CONN_MAX_AGE or broken, as Django does around a web request. A connection per task cost a new
-# PostgreSQL backend each time: about 8.6 ms of the database's CPU and 1 ms of the worker's, more
-# than a charge's own SQL (measured on the 2-core machine).
+# every this many tasks a process, and billing_project/celery.py closes around each task only
+# those past CONN_MAX_AGE, broken, or left holding a lock or a transaction, as Django does around a
+# web request. A connection per task cost a new PostgreSQL backend each time: about 9 ms of the
+# database's CPU and 1 ms of the worker's, more than a charge's own SQL (bench/task_connection.py).
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_TASK_ACKS_LATE = False  # opted into per task, only where idempotent
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
