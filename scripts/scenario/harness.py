@@ -85,7 +85,9 @@ def run(
     from invoicing.tasks import issue_due_invoices
     from payments.models import Payment
 
-    rng = random.Random(seed)
+    # two streams: the upstream's history is the seed's alone; the faults' draws depend on timing
+    # (how many rows each duplication pass finds), so they must not shift the history
+    rng, fault_rng = random.Random(seed), random.Random(seed + 1)
     report = Report(seed=seed)
     print(f"scenario seed {seed}: {agreements} agreements, {days} days", flush=True)
     periodic_tasks_sync(reset=True)
@@ -95,7 +97,7 @@ def run(
     voids = OperatorVoids(gateway_config)
     copy_killer = CopyKiller()
     d0 = date.today() - timedelta(days=days + 1)
-    duplicator = Duplicator(rng)
+    duplicator = Duplicator(fault_rng)
     creation_days = max(1, days // 3)
     beat_down = set(range(days // 2, days // 2 + 3))
     kill_task_day, kill_batch_day = max(1, days // 4), max(2, (3 * days) // 4)
@@ -132,7 +134,7 @@ def run(
                 report.messages["PostgreSQL connections terminated"] = faults.terminate_connections()
                 report.faults["PostgreSQL connections terminated"] += 1
             if i == poison_day:
-                dead_letters += faults.poison(rng, poison)
+                dead_letters += faults.poison(fault_rng, poison)
                 report.faults["poison messages"] += 2 * poison
             # beat: down for three days (no daily run, sweep or payment retries)
             if i in beat_down:
@@ -158,11 +160,11 @@ def run(
                 report.faults["two daily runs at once"] += 1
             last_run = day
             if i == kill_task_day and faults.kill_when(
-                fleet, rng, "mid-task", lambda: faults.in_flight("tasks")
+                fleet, fault_rng, "mid-task", lambda: faults.in_flight("tasks")
             ):
                 report.faults["worker SIGKILL mid-task"] += 1
             if i == kill_batch_day and faults.kill_when(
-                fleet, rng, "mid-batch", lambda: faults.in_flight("events")
+                fleet, fault_rng, "mid-batch", lambda: faults.in_flight("events")
             ):
                 report.faults["worker SIGKILL mid-batch"] += 1
             if (

@@ -22,6 +22,7 @@ class Upstream:
         self.rng, self.seed, self.late, self.report = rng, seed, late, report
         self.plans: dict[str, Plan] = {}
         self.changes: Counter[str] = Counter()
+        self.reserved: set[str] = set()  # kept for the late resume: no random change touches them
 
     def create(self, day: date, days: int) -> None:
         from agreements.services import AgreementInput, agreement_create
@@ -91,6 +92,8 @@ class Upstream:
         plan, rng = self.plans[agreement_id], self.rng
         a = Agreement.objects.get(pk=agreement_id)
         roll = rng.random()
+        if agreement_id in self.reserved:
+            return
         tomorrow = day + timedelta(days=1)
         nxt = next_period_start(plan.start, plan.interval, plan.count, day)
         if a.status == "active" and roll < 0.35:
@@ -149,10 +152,13 @@ class Upstream:
             )
             self.plans[paused].pauses.append([tomorrow, None])
             self.changes.update(["agreement.price_changed", "agreement.paused"])
+            self.reserved.add(paused)  # tomorrow's late resume must find it still paused
         elif step == 1:
             paused = [k for k in short if Agreement.objects.get(pk=k).status == "paused"]
+            paused.sort(key=lambda k: k not in self.reserved)  # the one paused late yesterday first
             if paused:
                 resumed = paused[0]
+                self.reserved.discard(resumed)
                 self.late.record(
                     lambda: agreement_resume(agreement_id=resumed, from_date=tomorrow), effective=tomorrow
                 )
