@@ -20,7 +20,7 @@ import _env
 from celery import states
 from django.db import close_old_connections, connection, connections, transaction
 
-from billing_project.celery import _after_task, _before_task
+from billing_project.celery import after_task, before_task
 from payments.models import Payment
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 300
@@ -56,9 +56,9 @@ def task_closing() -> None:  # Celery's fixup: close before and after every task
 
 
 def task_keeping() -> None:  # this project's signal handlers
-    _before_task()
+    before_task()
     claim()
-    _after_task(state=states.SUCCESS)
+    after_task(state=states.SUCCESS)
 
 
 def measure(fn, n: int) -> tuple[float, float, float]:  # noqa: ANN001 - a task body

@@ -2,7 +2,6 @@
 
 import logging
 import os
-import time
 from typing import Any
 
 import psycopg2
@@ -42,7 +41,7 @@ _register_worker_extensions()
 
 
 @task_prerun.connect(weak=False)
-def _before_task(task: Any = None, **_: Any) -> None:
+def before_task(task: Any = None, **_: Any) -> None:
     """Close this thread's database connections that are past CONN_MAX_AGE or broken: the task's
     first query opens a fresh one (with CONN_HEALTH_CHECKS, one the server dropped meanwhile is
     found by a ping, not by the task's first statement failing). What Django does around a web
@@ -52,22 +51,24 @@ def _before_task(task: Any = None, **_: Any) -> None:
 
 
 @task_postrun.connect(weak=False)
-def _after_task(task: Any = None, state: str | None = None, **_: Any) -> None:
-    """After a task that succeeded and left its session as it found it, the same as before one.
-    Otherwise close its connections outright, and with them whatever it left in the session (a
-    lock it did not release, a transaction it did not end), as it did when every task closed:
-    the next task on this thread starts on a session of its own."""
+def after_task(task: Any = None, state: str | None = None, **_: Any) -> None:
+    """After a task that failed or is retried, close its connections outright, and with them
+    whatever it left in the session, as it did when every task closed. After one that succeeded,
+    the same as before a task; then a connection kept that the task left holding a lock or a
+    transaction is closed too (and logged): the next task on this thread starts on a session of
+    its own."""
     if _eager(task):
         return
+    if state != states.SUCCESS:
+        connections.close_all()
+        return
+    close_old_connections()  # past its age, or broken (a dropped one is not looked into)
     for conn in connections.all(initialized_only=True):
-        if conn.connection is None or (conn.close_at is not None and time.monotonic() >= conn.close_at):
-            continue  # none, or past CONN_MAX_AGE: closed below anyway
-        left = _left_in_session(conn) if state == states.SUCCESS else f"its task ended {state}"
+        left = _left_in_session(conn) if conn.connection is not None else ""
         if left:
-            if state == states.SUCCESS:
-                logger.error("task %s succeeded but left %s in its database session: closed", task.name, left)
+            name = getattr(task, "name", task)
+            logger.error("task %s succeeded but left %s in its database session: closed", name, left)
             conn.close()
-    close_old_connections()
 
 
 # What a task could leave in a session that the next task on it would inherit: PostgreSQL's
