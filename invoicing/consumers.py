@@ -5,7 +5,7 @@ from __future__ import annotations
 from events import contracts
 from events.consuming import Event, handles, handles_batch
 
-from .services import invoice_mark_paid, invoice_mark_uncollectible, projection_apply_batch
+from .services import invoice_mark_uncollectible, invoices_mark_paid, projection_apply_batch
 
 
 @handles_batch(
@@ -25,11 +25,12 @@ def agreement_project(events: list[Event]) -> None:
     projection_apply_batch(events=events)
 
 
-@handles(contracts.PAYMENT_SUCCEEDED)
-def invoice_paid_on_payment(event: Event) -> None:
-    """Mark the invoice paid. Order-insensitive: paid wins over an earlier or later final failure;
-    a payment for an invoice not known yet is kept and applied when it is issued."""
-    invoice_mark_paid(invoice_id=event.data["invoice_id"], payment_id=event.data["payment_id"])
+@handles_batch(contracts.PAYMENT_SUCCEEDED)
+def invoice_paid_on_payment(events: list[Event]) -> None:
+    """Mark the invoices paid (those of one receive batch at once: one transaction, not one per
+    charge). Order-insensitive: paid wins over an earlier or later final failure; a payment for
+    an invoice not known yet is kept and applied when it is issued."""
+    invoices_mark_paid(paid=[(e.data["invoice_id"], e.data["payment_id"]) for e in events])
 
 
 @handles(contracts.PAYMENT_FAILED)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import pytest
@@ -24,9 +26,11 @@ from events import topology
 from events.consuming.batch import Received, process_batch
 from events.consuming.pull import pull_once
 from events.consuming.runtime import DUPLICATE, FAILED, HANDLED, POISON, ConsumerRuntime
-from events.models import ConsumerFailure, ProcessedEvent
+from events.models import ConsumerFailure, OutboxEvent, ProcessedEvent
 from events.signing import signed_attributes
-from invoicing.models import BillableAgreement
+from invoicing.models import BillableAgreement, Invoice, PendingPaymentOutcome
+from invoicing.services import invoice_void, invoices_run_inline, projection_apply
+from invoicing.tests.factories import agreement_event
 from payments.dispatch import charge_kicker
 from payments.models import Payment
 from payments.services import charges_dispatch, payment_close_for_invoice
@@ -173,6 +177,68 @@ def test_a_batch_of_ten_takes_a_fraction_of_the_statements_of_ten_single_message
     assert len(together) <= 5, [q["sql"][:80] for q in together.captured_queries]
     # where one message at a time took at least that many per message
     assert len(one_at_a_time) >= 8 * len(together)
+
+
+# -- invoicing's payment.succeeded ----------------------------------------------------------
+def paid_envelope(invoice_id: str, payment_id: str) -> dict[str, Any]:
+    return {
+        **invoice_envelope(invoice_id, type="payment.succeeded"),
+        "producer": "payments",
+        "aggregate_type": "payment",
+        "aggregate_id": payment_id,
+        "data": {
+            "payment_id": payment_id,
+            "invoice_id": invoice_id,
+            "amount_minor": 1000,
+            "currency": "EUR",
+            "gateway_reference": "ch_1",
+        },
+    }
+
+
+@pytest.mark.django_db(transaction=True)  # the runtime's transaction is the outermost, as in a worker
+def test_a_batch_of_payments_succeeded_pays_each_invoice_once_in_one_transaction():
+    # given four issued invoices, one of them voided, and an invoice not issued yet
+    for n in range(4):
+        projection_apply(event=agreement_event("agreement.created", f"BPS-{n}", 1, start_date="2026-01-01"))
+    invoices_run_inline(run_date=date(2026, 1, 1))
+    open_ones = [str(i) for i in Invoice.objects.order_by("agreement_id").values_list("id", flat=True)]
+    voided = open_ones.pop()
+    invoice_void(invoice_id=voided, reason="issued in error")
+    unknown = str(uuid.uuid4())
+    first = json.dumps(paid_envelope(open_ones[0], "pay-0"))
+    bodies = [
+        first,
+        json.dumps(paid_envelope(open_ones[1], "pay-1")),
+        first,  # the same event twice in one receive batch
+        json.dumps(paid_envelope(open_ones[2], "pay-2")),
+        json.dumps(paid_envelope(open_ones[2], "pay-2")),  # a re-send under a new event id
+        json.dumps(paid_envelope(voided, "pay-3")),
+        json.dumps(paid_envelope(unknown, "pay-4")),
+    ]
+
+    # when they come in one receive batch
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = process_batch(ConsumerRuntime("invoicing"), received(bodies))
+
+    # then every open invoice is paid by its payment, with one invoice.paid each; the void one
+    # stays void (payments refunds it); the unknown one's outcome is kept for when it is issued
+    assert [o.result for o in outcomes] == [HANDLED, HANDLED, DUPLICATE, HANDLED, HANDLED, HANDLED, HANDLED]
+    assert dict(Invoice.objects.values_list("id", "status")) == {
+        **{uuid.UUID(i): "paid" for i in open_ones},
+        uuid.UUID(voided): "void",
+    }
+    assert dict(Invoice.objects.filter(status="paid").values_list("id", "payment_id")) == {
+        uuid.UUID(i): f"pay-{n}" for n, i in enumerate(open_ones)
+    }
+    paid_events = Counter(
+        OutboxEvent.objects.filter(type="invoice.paid").values_list("aggregate_id", flat=True)
+    )
+    assert paid_events == Counter(open_ones)
+    assert PendingPaymentOutcome.objects.filter(invoice_id=unknown, outcome="paid").count() == 1
+    # and all of it in one transaction
+    commits = [q["sql"] for q in queries.captured_queries if q["sql"] == "COMMIT"]
+    assert len(commits) == 1, [q["sql"][:80] for q in queries.captured_queries]
 
 
 # -- payments -----------------------------------------------------------------------------

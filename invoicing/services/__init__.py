@@ -19,7 +19,7 @@ from .daily_run import (
     daily_run_start,
     invoices_issue_chunk,
 )
-from .invoices import invoice_mark_paid, invoice_mark_uncollectible, invoice_void
+from .invoices import invoice_mark_paid, invoice_mark_uncollectible, invoice_void, invoices_mark_paid
 from .projection import projection_apply, projection_apply_batch
 from .runner import (
     RunSummary,
@@ -49,6 +49,7 @@ __all__ = [
     "invoice_mark_uncollectible",
     "invoice_void",
     "invoices_issue_chunk",
+    "invoices_mark_paid",
     "invoices_run_inline",
     "projection_apply",
     "projection_apply_batch",

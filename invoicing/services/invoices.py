@@ -48,14 +48,34 @@ def invoice_mark_paid(
     which hears ``invoice.voided`` too, refunds it and raises an alert.
     """
     invoice = _locked_or_kept(invoice_id, payment_id, "paid", {"paid_at": str(paid_at) if paid_at else None})
-    if invoice is None:
-        return None
+    if invoice is not None:
+        _paid(invoice, payment_id)
+    return invoice
+
+
+@transaction.atomic(savepoint=False)
+def invoices_mark_paid(*, paid: list[tuple[str, str]]) -> None:
+    """``invoice_mark_paid`` for each (invoice_id, payment_id) of a consumer's receive batch, in
+    the caller's transaction: the invoices are locked by one statement, in id order (two batches
+    locking overlapping sets never wait on each other in a cycle, nor on a single one)."""
+    ids = sorted({invoice_id for invoice_id, _ in paid})
+    locked = Invoice.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+    invoices = {str(invoice.pk): invoice for invoice in locked}
+    for invoice_id, payment_id in paid:
+        invoice = invoices.get(invoice_id)
+        if invoice is None:  # not issued yet: kept for when it is
+            invoice = _locked_or_kept(invoice_id, payment_id, "paid", {"paid_at": None})
+        if invoice is not None:
+            _paid(invoice, payment_id)
+
+
+def _paid(invoice: Invoice, payment_id: str) -> None:
     if not states.can(invoice.status, S.PAID):
         if invoice.status == S.VOID:
             logger.warning(
                 "invoice %s is void but payment %s succeeded: payments refunds it", invoice.number, payment_id
             )
-        return invoice
+        return
     when = timezone.now()
     states.transition(invoice, S.PAID)
     invoice.paid_at = when
@@ -65,7 +85,6 @@ def invoice_mark_paid(
         contracts.INVOICE_PAID,
         {"invoice_id": str(invoice.id), "payment_id": payment_id, "paid_at": when.isoformat()},
     )
-    return invoice
 
 
 @transaction.atomic
