@@ -2,17 +2,20 @@
 
 Services ask for work here instead of importing ``payments.tasks``, which imports the services:
 the task names are the contract (STYLE: explicit dotted names), so no import cycle is needed.
-Charges sent together (a dispatch pass, services/dispatching.py) go in one SendMessageBatch per
-10 charges (core/task_batches.py), not one SendMessage per payment. Payments opened from
+Charges sent together (a dispatch pass, services/dispatching.py; the sweep) go
+``PAYMENT_CHARGES_PER_TASK`` to a ``payments.charge_payments`` message, and the messages in
+SendMessageBatch calls of 10 (core/task_batches.py), not one SendMessage per payment. Payments opened from
 ``invoice.issued`` are not sent by their consumer at all: its commit asks ``charge_kicker`` for a
 dispatch pass, coalesced across processes as the relay's kicks are.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from celery import current_app
+from django.conf import settings
 
 from core.task_batches import send_tasks
 from events.publishing.kicker import Kicker
@@ -33,8 +36,14 @@ def enqueue_charge(payment_id: str, step: int, countdown: float = 0) -> None:
 
 
 def enqueue_charges(charges: Sequence[tuple[str, int]]) -> None:
-    """One ``payments.charge_payment`` message per (payment id, dunning step), sent in batches."""
-    send_tasks("payments.charge_payment", [{"payment_id": p, "step": step} for p, step in charges])
+    """The charges, (payment id, dunning step) each, in ``payments.charge_payments`` messages of at
+    most ``PAYMENT_CHARGES_PER_TASK``, sent in batches. Up to that many charges go one to a message
+    (run side by side by as many worker processes); more are dealt round the messages in due order,
+    so every message starts with the earliest due."""
+    per_task = max(1, settings.PAYMENT_CHARGES_PER_TASK)
+    n = max(math.ceil(len(charges) / per_task), min(len(charges), per_task))
+    messages = [{"charges": [[p, step] for p, step in charges[i::n]]} for i in range(n)]
+    send_tasks("payments.charge_payments", messages)
 
 
 def enqueue_dispatch(countdown: float) -> None:

@@ -1,13 +1,19 @@
-"""Celery entry points of payments (queue "payments"). Thin: call a service."""
+"""Celery entry points of payments (queue "payments"). Thin: call a service (``charge_payments``
+also hands on what it has no time or no database for: retries are the task's)."""
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError
 
-from core.task_options import IDEMPOTENT_DB_TASK
+from core.task_options import IDEMPOTENT_DB_TASK, backoff_seconds
 
+from .dispatch import enqueue_charges
 from .services import charges_dispatch, payment_charge, payment_refund, payments_retry_due, refunds_retry_due
 
 
@@ -17,6 +23,28 @@ def charge_payment(self: Any, payment_id: str, step: int | None = None) -> str:
     before steps were named has none). Idempotent (same key per dunning step); gateway errors are
     handled by the service (backoff, dunning), not by retrying this task."""
     return payment_charge(payment_id=payment_id, step=step)
+
+
+@shared_task(name="payments.charge_payments", **IDEMPOTENT_DB_TASK)
+def charge_payments(self: Any, charges: list[list[Any]]) -> dict[str, int]:
+    """Charge each [payment id, dunning step] in turn, as ``charge_payment`` charges one; the
+    outcomes counted. Past ``PAYMENT_CHARGES_TASK_SECONDS`` the charges not started go on in new
+    messages. A database error retries only the charge it hit: the ones after it are sent on at
+    once, so a payment that keeps failing never holds the others back."""
+    deadline = time.monotonic() + settings.PAYMENT_CHARGES_TASK_SECONDS
+    outcomes: Counter[str] = Counter()
+    for i, (payment_id, step) in enumerate(charges):
+        if i and time.monotonic() > deadline:
+            enqueue_charges([(p, s) for p, s in charges[i:]])
+            outcomes["sent_on"] += len(charges) - i
+            break
+        try:
+            outcomes[payment_charge(payment_id=payment_id, step=step)] += 1
+        except (DatabaseError, InterfaceError) as exc:
+            enqueue_charges([(p, s) for p, s in charges[i + 1 :]])
+            retry_in = backoff_seconds(self.request.retries)
+            raise self.retry(kwargs={"charges": [[payment_id, step]]}, exc=exc, countdown=retry_in) from exc
+    return dict(outcomes)
 
 
 @shared_task(name="payments.dispatch_charges", bind=True, ignore_result=True, acks_late=True)

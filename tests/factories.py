@@ -6,6 +6,7 @@ Messages sent straight to a consumer queue are signed like the relay signs them
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.request
 import uuid
@@ -166,6 +167,27 @@ def drain(sqs: Any, queue: str, wait: int = 1) -> list[dict[str, Any]]:
             QueueUrl=url,
             Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)],
         )
+
+
+def tasks_queued_on(sqs: Any, queue: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """The Celery tasks waiting on ``queue`` (taken off it): (name, kwargs, headers) each."""
+    tasks = []
+    for m in drain(sqs, queue, wait=1):
+        message = json.loads(base64.b64decode(m["Body"]))
+        _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        tasks.append((message["headers"]["task"], kwargs, message["headers"]))
+    return tasks
+
+
+def charges_in(tasks: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[tuple[str, int]]:
+    """The (payment id, dunning step) of each charge in these tasks, one a message or several."""
+    charges: list[tuple[str, int]] = []
+    for name, kwargs, _headers in tasks:
+        if name == "payments.charge_payment":
+            charges.append((kwargs["payment_id"], kwargs["step"]))
+        elif name == "payments.charge_payments":
+            charges += [(p, step) for p, step in kwargs["charges"]]
+    return charges
 
 
 def queue_depth(sqs: Any, queue: str) -> int:

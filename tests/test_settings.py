@@ -114,3 +114,18 @@ def test_a_settings_module_that_forgot_derive_does_not_pass_the_checks(settings)
     assert "billing.E004" not in [e.id for e in check_messaging_settings()]
     settings.RESOURCE_PREFIX = "billing-prod-"  # set after the broker's prefix was derived
     assert "billing.E004" in [e.id for e in check_messaging_settings()]
+
+
+def test_a_charge_list_longer_than_half_the_soft_time_limit_does_not_pass_the_checks(settings):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    from payments.checks import check_charge_settings
+
+    # the default is within it, whatever the time limit
+    assert check_charge_settings() == []
+    settings.PAYMENT_CHARGES_TASK_SECONDS = settings.CELERY_TASK_SOFT_TIME_LIMIT
+    [error] = check_charge_settings()
+    assert error.id == "billing.E101" and "PAYMENT_CHARGES_TASK_SECONDS" in error.msg
+    with pytest.raises(SystemCheckError, match="billing.E101"):
+        call_command("check")

@@ -412,6 +412,15 @@ PAYMENT_RETRY_SWEEP_SECONDS = env.int("PAYMENT_RETRY_SWEEP_SECONDS", default=30)
 # for at most this long before it hands over to a new pass.
 PAYMENT_DISPATCH_BATCH = env.int("PAYMENT_DISPATCH_BATCH", default=500)
 PAYMENT_DISPATCH_MAX_SECONDS = env.float("PAYMENT_DISPATCH_MAX_SECONDS", default=20.0)
+# Charges sent together (a dispatch pass, the sweep) go this many to a task message: a worker pays
+# a message's fetch, ack and task overhead once for them, not per charge. Fewer than that many are
+# spread one to a message, so they run side by side. A task charges its list in turn for at most
+# PAYMENT_CHARGES_TASK_SECONDS (a charge started is finished), then sends the rest on; by default
+# 30 s or a third of the soft time limit, whichever is shorter (checked: payments/checks.py).
+PAYMENT_CHARGES_PER_TASK = env.int("PAYMENT_CHARGES_PER_TASK", default=10)
+PAYMENT_CHARGES_TASK_SECONDS = env.float(
+    "PAYMENT_CHARGES_TASK_SECONDS", default=min(30.0, CELERY_TASK_SOFT_TIME_LIMIT / 3)
+)
 # Charges queued ahead of the gateway: at most this many seconds of PAYMENT_RATE_LIMIT_PER_SECOND
 # (60 s: 6,000 at 100/s). The rest stay due in the database, sent as the queue drains, so a big
 # daily run never queues more than the workers take before a lease runs out (0: no bound).

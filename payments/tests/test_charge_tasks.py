@@ -1,0 +1,85 @@
+"""Charges several to a task message (``payments.charge_payments``): a real worker, real SQS, the
+sandbox gateway over HTTP. A message past its time sends the rest on; a database error retries
+only the charge it hit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery.signals import task_postrun
+from django.db import OperationalError
+
+from payments import tasks
+from payments.dispatch import charge_kicker
+from payments.models import Payment
+from payments.services import payments_create_for_invoices
+from tests.factories import gateway_stats as stats
+from tests.factories import invoice_data
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def ran(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, Any]]]:
+    """What each ``charge_payments`` task the worker ran ended with: (state, return value)."""
+    monkeypatch.setattr(charge_kicker, "enabled", lambda: False)  # the tests send the charges
+    seen: list[tuple[str, Any]] = []
+
+    def record(task: Any = None, state: str | None = None, retval: Any = None, **_: Any) -> None:
+        if task.name == "payments.charge_payments":
+            seen.append((state, retval))
+
+    task_postrun.connect(record, weak=False)
+    yield seen
+    task_postrun.disconnect(record)
+
+
+def opened(prefix: str, n: int) -> list[str]:
+    made = payments_create_for_invoices(invoices=[invoice_data(f"cus-{prefix}-{i}") for i in range(n)])
+    return [str(p.pk) for p, _created in made]
+
+
+def test_a_message_of_charges_past_its_time_sends_the_rest_on_and_each_is_charged_once(
+    celery_worker, sandbox, settings, ran
+):
+    # given a message of four charges, and no time for more than one per task
+    settings.PAYMENT_CHARGES_TASK_SECONDS = 0
+    ids = opened("late", 4)
+    tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
+
+    # then each is charged once: the message charged one and sent three on (few: one a message)
+    wait_until(lambda: Payment.objects.filter(pk__in=ids, status="succeeded").count() == 4, timeout=60)
+    wait_until(lambda: len(ran) == 4, timeout=30)
+    assert stats(sandbox)["charges"] == 4
+    assert [r for _state, r in ran] == [{"succeeded": 1, "sent_on": 3}] + [{"succeeded": 1}] * 3
+    assert all(Payment.objects.get(pk=p).attempts.count() == 1 for p in ids)
+
+
+def test_a_database_error_retries_only_its_charge_and_the_others_go_on_at_once(
+    celery_worker, sandbox, monkeypatch, ran
+):
+    # given a message of three charges whose first hits a dropped database connection once
+    ids = opened("dberr", 3)
+    real, failed = tasks.payment_charge, []
+
+    def flaky(*, payment_id: str, step: int | None = None) -> str:
+        if payment_id == ids[0] and not failed:
+            failed.append(payment_id)
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(payment_id=payment_id, step=step)
+
+    monkeypatch.setattr(tasks, "payment_charge", flaky)
+    tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
+
+    # then all three are charged once: the two others sent on at once (few: one a message); the
+    # first by its retry, alone, after its backoff
+    wait_until(lambda: Payment.objects.filter(pk__in=ids, status="succeeded").count() == 3, timeout=60)
+    wait_until(lambda: len(ran) == 4, timeout=30)
+    assert stats(sandbox)["charges"] == 3
+    assert [(state, r) for state, r in ran[1:]] == [("SUCCESS", {"succeeded": 1})] * 3
+    assert ran[0][0] == "RETRY"
+    finished = {p: Payment.objects.get(pk=p).attempts.get().finished_at for p in ids}
+    assert finished[ids[0]] > max(finished[ids[1]], finished[ids[2]])
