@@ -56,10 +56,11 @@ def invoice_mark_paid(
 @transaction.atomic(savepoint=False)
 def invoices_mark_paid(*, paid: list[tuple[str, str]]) -> None:
     """``invoice_mark_paid`` for each (invoice_id, payment_id) of a consumer's receive batch, in
-    the caller's transaction: the invoices are locked by one statement, in id order (two batches
-    locking overlapping sets never wait on each other in a cycle, nor on a single one)."""
+    the caller's transaction: the invoices are locked by one statement, in the order a correction
+    locks an agreement's invoices (corrections.py), so two batches, or a batch and a correction,
+    never wait on each other in a cycle."""
     ids = sorted({invoice_id for invoice_id, _ in paid})
-    locked = Invoice.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+    locked = Invoice.objects.select_for_update().filter(pk__in=ids).order_by("issued_at", "sequence", "pk")
     invoices = {str(invoice.pk): invoice for invoice in locked}
     for invoice_id, payment_id in paid:
         invoice = invoices.get(invoice_id)
