@@ -16,7 +16,8 @@ and beat), then:
    has handled them, runs ``invoices_issue`` and waits until payments has created N payments
    (charges are then paced by the gateway, which is not part of the figure);
 4. counts the charges the gateway answered in the ``CHARGE_WINDOW`` seconds (15) after that,
-   next to the gateway's rate limit (100/s): what "paced by the gateway" comes to.
+   next to the gateway's rate limit (100/s): what "paced by the gateway" comes to. The sandbox
+   answers at once unless ``GATEWAY_LATENCY_MS`` says otherwise (``make run``'s answers in 200).
 
 Each stage prints when it finished (seconds from the start of the import), its active window
 (first to last row, from the rows' own timestamps) and its rate next to its baseline's.
@@ -53,6 +54,7 @@ from payments.models import Payment, PaymentAttempt  # noqa: E402
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
 SAMPLE = 2_000  # messages per plain-loop baseline: shallow enough that the endpoint stays flat
 GATEWAY_RATE = settings.PAYMENT_RATE_LIMIT_PER_SECOND  # the sandbox gateway takes what the workers pace to
+GATEWAY_LATENCY_MS = int(os.environ.get("GATEWAY_LATENCY_MS", "0"))  # make run's sandbox: 200
 CHARGE_WINDOW = float(os.environ.get("CHARGE_WINDOW", "15"))
 ROOT = _env.ROOT
 PY = sys.executable
@@ -135,6 +137,8 @@ def main() -> None:
                 str(gateway_port),
                 "--rate-limit",
                 f"{GATEWAY_RATE:g}",
+                "--latency-ms",
+                str(GATEWAY_LATENCY_MS),
             ],
             env,
             tmp,
