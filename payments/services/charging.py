@@ -111,9 +111,7 @@ def outcome_unknown(p: Payment) -> bool:
     return last.finished_at is None or (last.outcome == TRANSIENT and last.http_status == 0)
 
 
-def _claim(payment_id: str, step: int | None = None) -> tuple[Payment, PaymentAttempt, float] | None:
-    """The payment in processing with a new attempt and a rate-limit token reserved, in one
-    commit; with the seconds until the token is due. None if there is nothing to charge."""
+def _claim(payment_id: str, step: int | None = None) -> tuple[Payment, PaymentAttempt] | None:
     with transaction.atomic():
         payment = Payment.objects.select_for_update().filter(pk=payment_id).first()
         if payment is None or payment.status not in states.CHARGEABLE:
@@ -134,9 +132,7 @@ def _claim(payment_id: str, step: int | None = None) -> tuple[Payment, PaymentAt
         states.transition(payment, P.PROCESSING)
         payment.save(update_fields=["status", "updated_at"])
         attempt = PaymentAttempt.objects.create(payment=payment, idempotency_key=payment.idempotency_key)
-        # last, as the bucket's row stays locked until the commit
-        due_in = ratelimit.reserve("gateway", settings.PAYMENT_RATE_LIMIT_PER_SECOND)
-    return payment, attempt, due_in
+    return payment, attempt
 
 
 def payment_charge(*, payment_id: str, step: int | None = None) -> str:
@@ -145,8 +141,8 @@ def payment_charge(*, payment_id: str, step: int | None = None) -> str:
     claimed = _claim(payment_id, step)
     if claimed is None:
         return "skipped"
-    payment, attempt, due_in = claimed
-    sent = ratelimit.wait("gateway", due_in)
+    payment, attempt = claimed
+    sent = ratelimit.acquire("gateway", settings.PAYMENT_RATE_LIMIT_PER_SECOND)
     if not sent:
         result = ChargeResult(False, error_class=TRANSIENT, message="local rate limit: no token in time")
     else:

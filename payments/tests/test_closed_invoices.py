@@ -34,7 +34,7 @@ def test_a_charge_whose_worker_died_after_the_gateway_took_the_money_is_refunded
     payment, _ = payment_create_for_invoice(data=invoice_data("cus-died"))
     claimed = _claim(str(payment.pk))
     assert claimed is not None
-    p, _attempt, _due_in = claimed
+    p, _attempt = claimed
     taken = gateway().charge(
         idempotency_key=p.idempotency_key,
         amount_minor=p.amount_minor,
@@ -122,7 +122,7 @@ def test_a_charge_the_rate_limiter_held_back_is_not_sent_once_its_invoice_is_voi
 ):
     # given a charge the local rate limiter held back (no token in time): it never reached the gateway
     payment, _ = payment_create_for_invoice(data=invoice_data("cus-held"))
-    monkeypatch.setattr(charging.ratelimit, "wait", lambda *args, **kwargs: False)
+    monkeypatch.setattr(charging.ratelimit, "acquire", lambda *args, **kwargs: False)
     assert payment_charge(payment_id=str(payment.pk)) == "transient"
     monkeypatch.undo()
     # when its invoice is voided before the retry
