@@ -86,8 +86,10 @@ def run(
     from payments.models import Payment
 
     # two streams: the upstream's history is the seed's alone; the faults' draws depend on timing
-    # (how many rows each duplication pass finds), so they must not shift the history
-    rng, fault_rng = random.Random(seed), random.Random(seed + 1)
+    # (how many rows each duplication pass finds), so they must not shift the history. Agreements
+    # are picked in the order they were created (their ids are random: sorted, the same seed
+    # changed different agreements on each run)
+    rng, fault_rng = random.Random(seed), random.Random(f"{seed}/faults")
     report = Report(seed=seed)
     print(f"scenario seed {seed}: {agreements} agreements, {days} days", flush=True)
     periodic_tasks_sync(reset=True)
@@ -122,7 +124,7 @@ def run(
                         upstream.create(day, days)
             if i == 0:
                 upstream.refuse_ten_kb_text(day)
-            for agreement_id in rng.sample(sorted(upstream.plans), k=min(len(upstream.plans), 3)):
+            for agreement_id in rng.sample(list(upstream.plans), k=min(len(upstream.plans), 3)):
                 upstream.change(agreement_id, day, late=rng.random() < late_ratio)
             if i in (late_day, late_day + 1):
                 upstream.late_changes(day, i - late_day)

@@ -134,7 +134,7 @@ class Upstream:
         )
         from core.calendar import next_period_start
 
-        short = [k for k, p in sorted(self.plans.items()) if p.interval in ("day", "week") and p.start <= day]
+        short = [k for k, p in self.plans.items() if p.interval in ("day", "week") and p.start <= day]
         tomorrow = day + timedelta(days=1)
         active = [k for k in short if Agreement.objects.get(pk=k).status == "active"]
         if step == 0 and len(active) >= 2:
