@@ -86,7 +86,7 @@ def agreement_reconcile(
     for inv in (
         Invoice.objects.select_for_update()
         .filter(agreement_id=row.agreement_id, period_start__gte=min(owed))
-        .order_by("issued_at", "sequence", "pk")  # as invoices_mark_paid locks: no lock cycle
+        .order_by("issued_at", "sequence", "pk")  # as invoices_mark_paid locks
     ):
         invoices[inv.period_start].append(inv)
     credited = _credited(row.agreement_id, min(owed))

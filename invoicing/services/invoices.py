@@ -57,8 +57,10 @@ def invoice_mark_paid(
 def invoices_mark_paid(*, paid: list[tuple[str, str]]) -> None:
     """``invoice_mark_paid`` for each (invoice_id, payment_id) of a consumer's receive batch, in
     the caller's transaction: the invoices are locked by one statement, in the order a correction
-    locks an agreement's invoices (corrections.py), so two batches, or a batch and a correction,
-    never wait on each other in a cycle."""
+    locks an agreement's invoices (corrections.py), so two batches never wait on each other in a
+    cycle. A batch that also holds agreement events, or meets a correction working through several
+    agreements, can deadlock with it: PostgreSQL ends one of the two after a second, and a
+    consumer's batch is then handled one message at a time (events/consuming/batch.py)."""
     ids = sorted({invoice_id for invoice_id, _ in paid})
     locked = Invoice.objects.select_for_update().filter(pk__in=ids).order_by("issued_at", "sequence", "pk")
     invoices = {str(invoice.pk): invoice for invoice in locked}
