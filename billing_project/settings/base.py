@@ -416,10 +416,12 @@ PAYMENT_DISPATCH_MAX_SECONDS = env.float("PAYMENT_DISPATCH_MAX_SECONDS", default
 # a message's fetch, ack and task overhead once for them, not per charge. Fewer than that many are
 # spread one to a message, so they run side by side. A task charges its list in turn for at most
 # PAYMENT_CHARGES_TASK_SECONDS (a charge started is finished), then sends the rest on; by default
-# 30 s or a third of the soft time limit, whichever is shorter (checked: payments/checks.py).
+# 10 s or a third of the soft time limit, whichever is shorter (checked: payments/checks.py), so a
+# list in progress, with its last charge at the gateway's timeout, ends within make run's 30 s
+# stop grace and a deploy's warm shutdown.
 PAYMENT_CHARGES_PER_TASK = env.int("PAYMENT_CHARGES_PER_TASK", default=10)
 PAYMENT_CHARGES_TASK_SECONDS = env.float(
-    "PAYMENT_CHARGES_TASK_SECONDS", default=min(30.0, CELERY_TASK_SOFT_TIME_LIMIT / 3)
+    "PAYMENT_CHARGES_TASK_SECONDS", default=min(10.0, CELERY_TASK_SOFT_TIME_LIMIT / 3)
 )
 # Charges queued ahead of the gateway: at most this many seconds of PAYMENT_RATE_LIMIT_PER_SECOND
 # (60 s: 6,000 at 100/s). The rest stay due in the database, sent as the queue drains, so a big

@@ -120,6 +120,16 @@ def charges_send_due(*, limit: int) -> int:
     return len(ids)
 
 
+def charges_release(payment_ids: list[str]) -> None:
+    """Charges leased but not sent after all (a task's send of the rest of its list failed): due
+    again at once, for the next pass or sweep, instead of at the end of their lease. Best effort:
+    when the database is what failed, the lease still brings them back."""
+    with contextlib.suppress(DatabaseError):
+        Payment.objects.filter(pk__in=payment_ids, status=P.PENDING, next_attempt_at__gt=Now()).update(
+            next_attempt_at=Now()
+        )
+
+
 def charges_send_batch(*, limit: int) -> tuple[int, More | None]:
     """One batch of at most ``limit`` within the bound: (sent, why more may be due, or None)."""
     room = charges_room()

@@ -4,6 +4,7 @@ only the charge it hit."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,8 @@ from payments import tasks
 from payments.dispatch import charge_kicker
 from payments.models import Payment
 from payments.services import payments_create_for_invoices
+from payments.services.charging import lease_end
+from payments.services.dispatching import charges_due
 from tests.factories import gateway_stats as stats
 from tests.factories import invoice_data
 from tests.helpers import wait_until
@@ -83,3 +86,27 @@ def test_a_database_error_retries_only_its_charge_and_the_others_go_on_at_once(
     assert ran[0][0] == "RETRY"
     finished = {p: Payment.objects.get(pk=p).attempts.get().finished_at for p in ids}
     assert finished[ids[0]] > max(finished[ids[1]], finished[ids[2]])
+
+
+def test_a_list_whose_rest_cannot_be_sent_on_leaves_those_charges_due_again(
+    celery_worker, sandbox, settings, monkeypatch, ran
+):
+    # given a message of three queued charges (leased: not due again for PAYMENT_CHARGE_LEASE_SECONDS),
+    # no time for more than one, and the broker refusing the send of the other two
+    settings.PAYMENT_CHARGES_TASK_SECONDS = 0
+    ids = opened("nosend", 3)
+    Payment.objects.filter(pk__in=ids).update(next_attempt_at=lease_end())
+
+    def broker_down(charges):
+        raise ConnectionError("the broker did not answer")
+
+    monkeypatch.setattr(tasks, "enqueue_charges", broker_down)
+    tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
+
+    # then the first is charged, the task fails, and the two others are due at once: the next
+    # dispatch pass or sweep sends them, not one 15 minutes on when their lease runs out
+    wait_until(lambda: len(ran) == 1, timeout=60)
+    assert ran[0][0] == "FAILURE"
+    assert Payment.objects.get(pk=ids[0]).status == "succeeded"
+    assert stats(sandbox)["charges"] == 1
+    assert set(charges_due().values_list("pk", flat=True)) == {uuid.UUID(p) for p in ids[1:]}
