@@ -1,5 +1,6 @@
 """Celery entry points of payments (queue "payments"). Thin: call a service (``charge_payments``
-also hands on what it has no time or no database for: retries are the task's)."""
+decides, per charge of its list, whether to go on, send the rest on, or retry: retries are the
+task's)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ from django.db import DatabaseError, InterfaceError
 
 from core.task_options import IDEMPOTENT_DB_TASK, backoff_seconds
 
-from .dispatch import enqueue_charges
 from .services import (
     charges_dispatch,
-    charges_release,
+    charges_send_on,
     payment_charge,
     payment_refund,
     payments_retry_due,
@@ -42,26 +42,16 @@ def charge_payments(self: Any, charges: list[list[Any]]) -> dict[str, int]:
     outcomes: Counter[str] = Counter()
     for i, (payment_id, step) in enumerate(charges):
         if i and time.monotonic() > deadline:
-            _send_on(charges[i:])
+            charges_send_on([(p, s) for p, s in charges[i:]])
             outcomes["sent_on"] += len(charges) - i
             break
         try:
             outcomes[payment_charge(payment_id=payment_id, step=step)] += 1
         except (DatabaseError, InterfaceError) as exc:
-            _send_on(charges[i + 1 :])
+            charges_send_on([(p, s) for p, s in charges[i + 1 :]])
             retry_in = backoff_seconds(self.request.retries)
             raise self.retry(kwargs={"charges": [[payment_id, step]]}, exc=exc, countdown=retry_in) from exc
     return dict(outcomes)
-
-
-def _send_on(charges: list[list[Any]]) -> None:
-    """The charges not started, in new messages. If they cannot be sent, they are made due again
-    (the next dispatch pass or sweep sends them) instead of waiting out their lease."""
-    try:
-        enqueue_charges([(p, s) for p, s in charges])
-    except Exception:
-        charges_release([p for p, _s in charges])
-        raise
 
 
 @shared_task(name="payments.dispatch_charges", bind=True, ignore_result=True, acks_late=True)

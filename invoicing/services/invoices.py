@@ -61,7 +61,7 @@ def invoices_mark_paid(*, paid: list[tuple[str, str]]) -> None:
     cycle. A batch that also holds agreement events, or meets a correction working through several
     agreements, can deadlock with it: PostgreSQL ends one of the two after a second, and a
     consumer's batch is then handled one message at a time (events/consuming/batch.py)."""
-    ids = sorted({invoice_id for invoice_id, _ in paid})
+    ids = {invoice_id for invoice_id, _ in paid}
     locked = Invoice.objects.select_for_update().filter(pk__in=ids).order_by("issued_at", "sequence", "pk")
     invoices = {str(invoice.pk): invoice for invoice in locked}
     for invoice_id, payment_id in paid:

@@ -10,14 +10,14 @@
 
 from .charging import payment_charge
 from .closing import payment_close_for_invoice, refund_for_credit_note
-from .dispatching import charges_dispatch, charges_release
+from .dispatching import charges_dispatch, charges_send_on
 from .opening import payment_create_for_invoice, payments_create_for_invoices
 from .refunds import payment_refund, refund_retry_now, refunds_retry_due
 from .retries import payment_retry_now, payments_retry_due
 
 __all__ = [
     "charges_dispatch",
-    "charges_release",
+    "charges_send_on",
     "payment_charge",
     "payment_close_for_invoice",
     "payment_create_for_invoice",

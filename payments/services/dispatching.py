@@ -120,14 +120,21 @@ def charges_send_due(*, limit: int) -> int:
     return len(ids)
 
 
-def charges_release(payment_ids: list[str]) -> None:
-    """Charges leased but not sent after all (a task's send of the rest of its list failed): due
-    again at once, for the next pass or sweep, instead of at the end of their lease. Best effort:
-    when the database is what failed, the lease still brings them back."""
-    with contextlib.suppress(DatabaseError):
-        Payment.objects.filter(pk__in=payment_ids, status=P.PENDING, next_attempt_at__gt=Now()).update(
-            next_attempt_at=Now()
-        )
+def charges_send_on(charges: list[tuple[str, int]]) -> None:
+    """Charges leased to a task that did not start them (out of time, or the database failed under
+    one before them): in new messages. If those cannot be sent, the charges are due again at once,
+    for the next pass or sweep, instead of at the end of their lease; then the error is raised.
+    Only the ones still waiting on a lease (pending, due later) are given back: one a copy of the
+    message has charged meanwhile keeps what its charge decided."""
+    try:
+        enqueue_charges(charges)
+    except Exception:
+        # best effort: when the database is what failed, the lease still brings them back
+        with contextlib.suppress(DatabaseError):
+            Payment.objects.filter(
+                pk__in=[p for p, _step in charges], status=P.PENDING, next_attempt_at__gt=Now()
+            ).update(next_attempt_at=Now())
+        raise
 
 
 def charges_send_batch(*, limit: int) -> tuple[int, More | None]:
