@@ -1,6 +1,6 @@
 """Charges several to a task message (``payments.charge_payments``): a real worker, real SQS, the
-sandbox gateway over HTTP. A message past its time sends the rest on; a database error retries
-only the charge it hit."""
+sandbox gateway over HTTP. A message past its time sends the rest on; a connection the server
+drops retries only the charge it hit; a rest that cannot be sent on is due again at once."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 from celery.signals import task_postrun
-from django.db import OperationalError
+from django.db import connection, connections
 
 from payments import tasks
 from payments.dispatch import charge_kicker
 from payments.models import Payment
-from payments.services import payments_create_for_invoices
+from payments.services import dispatching, payments_create_for_invoices
 from payments.services.charging import lease_end
 from payments.services.dispatching import charges_due
 from tests.factories import gateway_stats as stats
@@ -61,31 +61,37 @@ def test_a_message_of_charges_past_its_time_sends_the_rest_on_and_each_is_charge
     assert all(Payment.objects.get(pk=p).attempts.count() == 1 for p in ids)
 
 
-def test_a_database_error_retries_only_its_charge_and_the_others_go_on_at_once(
+def test_a_dropped_database_connection_retries_only_its_charge_and_the_others_go_on_at_once(
     celery_worker, sandbox, monkeypatch, ran
 ):
-    # given a message of three charges whose first hits a dropped database connection once
+    # given a message of three charges, and the worker's database connection terminated by the
+    # server after the first (a failover, an idle timeout, an operator's pg_terminate_backend)
     ids = opened("dberr", 3)
-    real, failed = tasks.payment_charge, []
+    real, dropped = tasks.payment_charge, []
 
-    def flaky(*, payment_id: str, step: int | None = None) -> str:
-        if payment_id == ids[0] and not failed:
-            failed.append(payment_id)
-            raise OperationalError("server closed the connection unexpectedly")
+    def dropped_before_the_second(*, payment_id: str, step: int | None = None) -> str:
+        if payment_id == ids[1] and not dropped:
+            dropped.append(connection.connection.get_backend_pid())  # this worker thread's session
+            other = connections.create_connection("default")
+            try:
+                with other.cursor() as cur:
+                    cur.execute("SELECT pg_terminate_backend(%s, 5000)", [dropped[0]])
+            finally:
+                other.close()
         return real(payment_id=payment_id, step=step)
 
-    monkeypatch.setattr(tasks, "payment_charge", flaky)
+    monkeypatch.setattr(tasks, "payment_charge", dropped_before_the_second)
     tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
 
-    # then all three are charged once: the two others sent on at once (few: one a message); the
-    # first by its retry, alone, after its backoff
+    # then all three are charged once: the third sent on at once, the second by its retry, alone,
+    # after its backoff, on a new connection
     wait_until(lambda: Payment.objects.filter(pk__in=ids, status="succeeded").count() == 3, timeout=60)
-    wait_until(lambda: len(ran) == 4, timeout=30)
-    assert stats(sandbox)["charges"] == 3
-    assert [(state, r) for state, r in ran[1:]] == [("SUCCESS", {"succeeded": 1})] * 3
+    wait_until(lambda: len(ran) == 3, timeout=30)
+    assert dropped and stats(sandbox)["charges"] == 3
     assert ran[0][0] == "RETRY"
+    assert [(state, r) for state, r in ran[1:]] == [("SUCCESS", {"succeeded": 1})] * 2
     finished = {p: Payment.objects.get(pk=p).attempts.get().finished_at for p in ids}
-    assert finished[ids[0]] > max(finished[ids[1]], finished[ids[2]])
+    assert finished[ids[1]] > max(finished[ids[0]], finished[ids[2]])
 
 
 def test_a_list_whose_rest_cannot_be_sent_on_leaves_those_charges_due_again(
@@ -100,7 +106,7 @@ def test_a_list_whose_rest_cannot_be_sent_on_leaves_those_charges_due_again(
     def broker_down(charges):
         raise ConnectionError("the broker did not answer")
 
-    monkeypatch.setattr(tasks, "enqueue_charges", broker_down)
+    monkeypatch.setattr(dispatching, "enqueue_charges", broker_down)
     tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
 
     # then the first is charged, the task fails, and the two others are due at once: the next
