@@ -24,8 +24,8 @@ def run(**kwargs: Any) -> dict[str, Any]:
     """Send ``auditapp.session`` through SQS, wait until the worker ran it: its heartbeat's detail."""
     name = f"conn-{uuid.uuid4().hex[:8]}"
     session.apply_async(kwargs={"name": name, **kwargs})
-    # 45 s: a message kombu took and dropped as a worker started comes back after the test
-    # settings' 30 s visibility timeout (conftest.celery_worker)
+    # 45 s: past the test settings' 30 s visibility timeout, should a message go to a poll that
+    # never hands it on (a stopped worker's: conftest waits those out; a starting worker's)
     return wait_until(lambda: Heartbeat.objects.filter(name=name).first(), timeout=45).detail
 
 
