@@ -23,4 +23,6 @@ def check_charge_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]
         )
     if settings.PAYMENT_CHARGES_PER_TASK < 1:
         errors.append(Error("PAYMENT_CHARGES_PER_TASK must be at least 1.", id="billing.E102"))
+    if settings.PAYMENT_CHARGE_CONCURRENCY < 1:
+        errors.append(Error("PAYMENT_CHARGE_CONCURRENCY must be at least 1.", id="billing.E103"))
     return errors

@@ -37,11 +37,12 @@ def enqueue_charge(payment_id: str, step: int, countdown: float = 0) -> None:
 
 def enqueue_charges(charges: Sequence[tuple[str, int]]) -> None:
     """The charges, (payment id, dunning step) each, in ``payments.charge_payments`` messages of at
-    most ``PAYMENT_CHARGES_PER_TASK``, sent in batches. Up to that many charges go one to a message
-    (run side by side by as many worker processes); more are dealt round the messages in due order,
-    so every message starts with the earliest due."""
+    most ``PAYMENT_CHARGES_PER_TASK``, sent in batches; dealt round the messages in due order, so
+    every message starts with the earliest due. A worker process has a message's charges at the
+    gateway several at once (services/charge_lists.py), so a few charges share one message rather
+    than wait for a process each."""
     per_task = max(1, settings.PAYMENT_CHARGES_PER_TASK)
-    n = max(math.ceil(len(charges) / per_task), min(len(charges), per_task))
+    n = math.ceil(len(charges) / per_task)
     messages = [{"charges": [[p, step] for p, step in charges[i::n]]} for i in range(n)]
     send_tasks("payments.charge_payments", messages)
 

@@ -4,24 +4,25 @@ task's)."""
 
 from __future__ import annotations
 
-import time
-from collections import Counter
+import logging
 from typing import Any
 
 from celery import shared_task
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError
 
 from core.task_options import IDEMPOTENT_DB_TASK, backoff_seconds
 
 from .services import (
     charges_dispatch,
+    charges_run,
     charges_send_on,
     payment_charge,
     payment_refund,
     payments_retry_due,
     refunds_retry_due,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="payments.charge_payment", **IDEMPOTENT_DB_TASK)
@@ -34,24 +35,26 @@ def charge_payment(self: Any, payment_id: str, step: int | None = None) -> str:
 
 @shared_task(name="payments.charge_payments", **IDEMPOTENT_DB_TASK)
 def charge_payments(self: Any, charges: list[list[Any]]) -> dict[str, int]:
-    """Charge each [payment id, dunning step] in turn, as ``charge_payment`` charges one; the
-    outcomes counted. Past ``PAYMENT_CHARGES_TASK_SECONDS`` the charges not started go on in new
-    messages. A database error retries only the charge it hit: the ones after it are sent on at
-    once, so a payment that keeps failing never holds the others back."""
-    deadline = time.monotonic() + settings.PAYMENT_CHARGES_TASK_SECONDS
-    outcomes: Counter[str] = Counter()
-    for i, (payment_id, step) in enumerate(charges):
-        if i and time.monotonic() > deadline:
-            charges_send_on([(p, s) for p, s in charges[i:]])
-            outcomes["sent_on"] += len(charges) - i
-            break
-        try:
-            outcomes[payment_charge(payment_id=payment_id, step=step)] += 1
-        except (DatabaseError, InterfaceError) as exc:
-            charges_send_on([(p, s) for p, s in charges[i + 1 :]])
-            retry_in = backoff_seconds(self.request.retries)
-            raise self.retry(kwargs={"charges": [[payment_id, step]]}, exc=exc, countdown=retry_in) from exc
-    return dict(outcomes)
+    """Charge each [payment id, dunning step] as ``charge_payment`` charges one, up to
+    ``PAYMENT_CHARGE_CONCURRENCY`` at the gateway at once (services/charge_lists.py); the outcomes
+    counted. Past ``PAYMENT_CHARGES_TASK_SECONDS`` the charges not started go on in new messages.
+    A database error retries only the charge it hit: the ones after it are sent on at once, so a
+    payment that keeps failing never holds the others back."""
+    run = charges_run([(p, s) for p, s in charges], seconds=settings.PAYMENT_CHARGES_TASK_SECONDS)
+    outcomes = dict(run.outcomes)
+    if run.not_started:
+        charges_send_on(run.not_started)
+        if run.error is None:
+            outcomes["sent_on"] = len(run.not_started)
+    if run.failed:
+        if run.crashed is not None:  # left "processing" for the sweep; the retry is what matters
+            logger.error("a charge of the list failed at the gateway call", exc_info=run.crashed)
+        retry_in = backoff_seconds(self.request.retries)
+        kwargs = {"charges": [[p, s] for p, s in run.failed]}
+        raise self.retry(kwargs=kwargs, exc=run.error, countdown=retry_in) from run.error
+    if run.crashed is not None:
+        raise run.crashed
+    return outcomes
 
 
 @shared_task(name="payments.dispatch_charges", bind=True, ignore_result=True, acks_late=True)

@@ -3,11 +3,13 @@
 - ``opening``: one payment per issued invoice (one at a time or a batch), due at once;
 - ``dispatching``: the due charges leased and sent in batches (a kicked pass, the sweep);
 - ``charging``: each payment charged at the gateway's pace (dunning, backoff);
+- ``charge_lists``: a message's list of charges, several at the gateway at once;
 - ``retries``: the sweep that takes charges up again, and an operator's "retry now";
 - ``closing``: an invoice voided (stop collecting) or credited (give money back);
 - ``refunds``: refunds through the gateway, once per cause.
 """
 
+from .charge_lists import charges_run
 from .charging import payment_charge
 from .closing import payment_close_for_invoice, refund_for_credit_note
 from .dispatching import charges_dispatch, charges_send_on
@@ -17,6 +19,7 @@ from .retries import payment_retry_now, payments_retry_due
 
 __all__ = [
     "charges_dispatch",
+    "charges_run",
     "charges_send_on",
     "payment_charge",
     "payment_close_for_invoice",

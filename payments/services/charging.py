@@ -11,7 +11,9 @@ flight and succeeds anyway is refunded (services/refunds.py).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -135,24 +137,65 @@ def _claim(payment_id: str, step: int | None = None) -> tuple[Payment, PaymentAt
     return payment, attempt
 
 
-def payment_charge(*, payment_id: str, step: int | None = None) -> str:
-    """Charge once (rate-limited), record the attempt and its consequence. Returns the outcome.
-    ``step``: the dunning step the message was sent for; a copy for a decided step is skipped."""
+@dataclass(frozen=True)
+class Started:
+    """A charge claimed (its payment "processing", its attempt open) with its rate-limit token
+    reserved: what the gateway call needs, and nothing that needs the database."""
+
+    payment_id: str
+    attempt_id: int
+    idempotency_key: str
+    amount_minor: int
+    currency: str
+    customer: str
+    token_wait: float | None  # seconds until its token is due; None: none in time, not to be sent
+
+
+def charge_start(*, payment_id: str, step: int | None = None) -> Started | None:
+    """Claim the payment and reserve its token (the database's part before the gateway); None: there
+    is nothing to charge (done, cancelled, another worker's, a copy for a decided ``step``)."""
     claimed = _claim(payment_id, step)
     if claimed is None:
-        return "skipped"
+        return None
     payment, attempt = claimed
-    sent = ratelimit.acquire("gateway", settings.PAYMENT_RATE_LIMIT_PER_SECOND)
-    if not sent:
-        result = ChargeResult(False, error_class=TRANSIENT, message="local rate limit: no token in time")
-    else:
-        result = gateway().charge(
-            idempotency_key=payment.idempotency_key,
-            amount_minor=payment.amount_minor,
-            currency=payment.currency,
-            customer=payment.customer_ref,
-        )
-    return _record(payment_id, attempt.pk, result, sent=sent)
+    return Started(
+        payment_id=str(payment.pk),
+        attempt_id=attempt.pk,
+        idempotency_key=payment.idempotency_key,
+        amount_minor=payment.amount_minor,
+        currency=payment.currency,
+        customer=payment.customer_ref,
+        token_wait=ratelimit.reserve("gateway", settings.PAYMENT_RATE_LIMIT_PER_SECOND),
+    )
+
+
+def charge_send(started: Started) -> ChargeResult:
+    """Wait for the charge's token, then ask the gateway. No database: any thread may run it."""
+    if started.token_wait is None:
+        return ChargeResult(False, error_class=TRANSIENT, message="local rate limit: no token in time")
+    if started.token_wait > 0:
+        time.sleep(started.token_wait)
+    return gateway().charge(
+        idempotency_key=started.idempotency_key,
+        amount_minor=started.amount_minor,
+        currency=started.currency,
+        customer=started.customer,
+    )
+
+
+def charge_finish(started: Started, result: ChargeResult) -> str:
+    """Record the gateway's answer and its consequence (one transaction). Returns the outcome."""
+    return _record(started.payment_id, started.attempt_id, result, sent=started.token_wait is not None)
+
+
+def payment_charge(*, payment_id: str, step: int | None = None) -> str:
+    """Charge once (rate-limited), record the attempt and its consequence. Returns the outcome.
+    ``step``: the dunning step the message was sent for; a copy for a decided step is skipped.
+    A list of charges runs the same three steps, several at the gateway at once (charge_lists.py)."""
+    started = charge_start(payment_id=payment_id, step=step)
+    if started is None:
+        return "skipped"
+    return charge_finish(started, charge_send(started))
 
 
 @transaction.atomic

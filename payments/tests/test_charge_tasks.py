@@ -1,6 +1,7 @@
 """Charges several to a task message (``payments.charge_payments``): a real worker, real SQS, the
-sandbox gateway over HTTP. A message past its time sends the rest on; a connection the server
-drops retries only the charge it hit; a rest that cannot be sent on is due again at once."""
+sandbox gateway over HTTP. A list has several charges at the gateway at once, within the global
+rate limit; a message past its time sends the rest on; a connection the server drops retries only
+the charge it hit; a rest that cannot be sent on is due again at once."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import pytest
 from celery.signals import task_postrun
 from django.db import connection, connections
 
+from devsupport.sandbox_gateway import SandboxConfig, start_in_thread
 from payments import tasks
 from payments.dispatch import charge_kicker
+from payments.gateway import reset_gateway
 from payments.models import Payment
-from payments.services import dispatching, payments_create_for_invoices
+from payments.services import charge_lists, dispatching, payments_create_for_invoices
 from payments.services.charging import lease_end
 from payments.services.dispatching import charges_due
 from tests.factories import gateway_stats as stats
@@ -45,6 +48,46 @@ def opened(prefix: str, n: int) -> list[str]:
     return [str(p.pk) for p, _created in made]
 
 
+def _most_at_once(intervals: list[tuple[Any, Any]]) -> int:
+    """The most of these (start, end) intervals open at one moment."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    most = now = 0
+    for _at, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+@pytest.fixture
+def slow_gateway(settings: Any) -> Iterator[Any]:
+    """A sandbox answering in 300 ms and refusing (429) more than 10 charges a second (burst 10)."""
+    server = start_in_thread(SandboxConfig(seed=1, latency_ms=300, rate_limit=10))
+    settings.PAYMENT_GATEWAY_URL = server.url
+    reset_gateway()
+    yield server
+    server.shutdown()
+    reset_gateway()
+
+
+def test_a_list_of_charges_has_several_at_the_gateway_at_once_within_the_rate_limit(
+    celery_worker, slow_gateway, settings, ran
+):
+    # given workers paced to the gateway's 10 charges a second, and twenty charges in one message
+    settings.PAYMENT_RATE_LIMIT_PER_SECOND = 10
+    ids = opened("wide", 20)
+    tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
+
+    # then the one task charged all twenty, once each, with several waiting on the gateway at the
+    # same time (one at a time, no two attempts would overlap), and none refused for going faster
+    # than the gateway allows (twenty sent at once, ten would have been)
+    wait_until(lambda: len(ran) == 1, timeout=60)
+    assert ran == [("SUCCESS", {"succeeded": 20})]
+    gateway = stats(slow_gateway)
+    assert gateway["charges"] == 20 and gateway["rate_limited"] == 0
+    attempts = [Payment.objects.get(pk=p).attempts.get() for p in ids]
+    assert _most_at_once([(a.started_at, a.finished_at) for a in attempts]) >= 5
+
+
 def test_a_message_of_charges_past_its_time_sends_the_rest_on_and_each_is_charged_once(
     celery_worker, sandbox, settings, ran
 ):
@@ -53,11 +96,13 @@ def test_a_message_of_charges_past_its_time_sends_the_rest_on_and_each_is_charge
     ids = opened("late", 4)
     tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
 
-    # then each is charged once: the message charged one and sent three on (few: one a message)
+    # then each is charged once: each message charged one and sent the rest on, in one message
     wait_until(lambda: Payment.objects.filter(pk__in=ids, status="succeeded").count() == 4, timeout=60)
     wait_until(lambda: len(ran) == 4, timeout=30)
     assert stats(sandbox)["charges"] == 4
-    assert [r for _state, r in ran] == [{"succeeded": 1, "sent_on": 3}] + [{"succeeded": 1}] * 3
+    assert [r for _state, r in ran] == [{"succeeded": 1, "sent_on": n} for n in (3, 2, 1)] + [
+        {"succeeded": 1}
+    ]
     assert all(Payment.objects.get(pk=p).attempts.count() == 1 for p in ids)
 
 
@@ -67,9 +112,9 @@ def test_a_dropped_database_connection_retries_only_its_charge_and_the_others_go
     # given a message of three charges, and the worker's database connection terminated by the
     # server after the first (a failover, an idle timeout, an operator's pg_terminate_backend)
     ids = opened("dberr", 3)
-    real, dropped = tasks.payment_charge, []
+    real, dropped = charge_lists.charge_start, []
 
-    def dropped_before_the_second(*, payment_id: str, step: int | None = None) -> str:
+    def dropped_before_the_second(*, payment_id: str, step: int | None = None) -> Any:
         if payment_id == ids[1] and not dropped:
             dropped.append(connection.connection.get_backend_pid())  # this worker thread's session
             other = connections.create_connection("default")
@@ -80,7 +125,7 @@ def test_a_dropped_database_connection_retries_only_its_charge_and_the_others_go
                 other.close()
         return real(payment_id=payment_id, step=step)
 
-    monkeypatch.setattr(tasks, "payment_charge", dropped_before_the_second)
+    monkeypatch.setattr(charge_lists, "charge_start", dropped_before_the_second)
     tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
 
     # then all three are charged once: the third sent on at once, the second by its retry, alone,

@@ -122,7 +122,7 @@ def test_a_charge_the_rate_limiter_held_back_is_not_sent_once_its_invoice_is_voi
 ):
     # given a charge the local rate limiter held back (no token in time): it never reached the gateway
     payment, _ = payment_create_for_invoice(data=invoice_data("cus-held"))
-    monkeypatch.setattr(charging.ratelimit, "acquire", lambda *args, **kwargs: False)
+    monkeypatch.setattr(charging.ratelimit, "reserve", lambda *args, **kwargs: None)
     assert payment_charge(payment_id=str(payment.pk)) == "transient"
     monkeypatch.undo()
     # when its invoice is voided before the retry
