@@ -3,21 +3,23 @@
 Targets: done in <= 115 s (ideal 100 s; one at a time would take 2,000 s), no more 429s than
 the first second's, zero double charges counted at the gateway.
 
-The charges run the way the payments workers run them (`payment_charge`, the body of the
-`payments.charge_payment` task): 2 processes x 16 threads, sharing the PostgreSQL token
-bucket. The SQS leg that carries each task is left out (the consumer benchmark measures it;
-moto slows down too much on a 10,000-deep queue to be the bottleneck under test).
+The charges run the way the payments workers run them: lists of ``PAYMENT_CHARGES_PER_TASK``
+(the body of a ``payments.charge_payments`` task, ``charges_run``, with up to
+``PAYMENT_CHARGE_CONCURRENCY`` of a list at the gateway at once), one list at a time in each of
+``PROCESSES`` processes (make run's two bulk workers have 8 between them, shared with the other
+bulk queues), sharing the PostgreSQL token bucket. The SQS leg that carries each task is left out
+(``pipeline.py`` measures the whole path, ``GATEWAY_LATENCY_MS=200`` for make run's sandbox).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import get_context
 
 import _env
@@ -30,6 +32,7 @@ from payments.models import Payment, PaymentAttempt, RateLimitBucket
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
 LATENCY_MS, LIMIT = 200, 100
+PROCESSES = int(os.environ.get("PROCESSES", "4"))
 
 
 def _charge_all(ids: list[str]) -> int:
@@ -39,19 +42,21 @@ def _charge_all(ids: list[str]) -> int:
     from django.db import close_old_connections
 
     from payments.gateway import reset_gateway
-    from payments.services import payment_charge
+    from payments.services import charges_run
 
     reset_gateway()
-
-    def one(pid: str) -> str:
+    per_task = settings.PAYMENT_CHARGES_PER_TASK
+    lists = [[(p, 0) for p in ids[i : i + per_task]] for i in range(0, len(ids), per_task)]
+    succeeded = 0
+    while lists:
         close_old_connections()  # what a worker does around each task (billing_project/celery.py)
-        try:
-            return payment_charge(payment_id=pid)
-        finally:
-            close_old_connections()
-
-    with ThreadPoolExecutor(16) as pool:
-        return sum(1 for r in pool.map(one, ids) if r == "succeeded")
+        run = charges_run(lists.pop(0), seconds=settings.PAYMENT_CHARGES_TASK_SECONDS)
+        assert not (run.failed or run.crashed), run
+        if run.not_started:  # sent on, as the task does
+            lists.append(run.not_started)
+        succeeded += run.outcomes["succeeded"]
+    close_old_connections()
+    return succeeded
 
 
 def main() -> None:
@@ -75,8 +80,6 @@ def main() -> None:
         wait_for(lambda: port_open("127.0.0.1", port), 30, "sandbox gateway")
         settings.PAYMENT_GATEWAY_URL = f"http://127.0.0.1:{port}"
         settings.PAYMENT_RATE_LIMIT_PER_SECOND = LIMIT
-        import os
-
         os.environ["PAYMENT_GATEWAY_URL"] = settings.PAYMENT_GATEWAY_URL
         os.environ["PAYMENT_RATE_LIMIT_PER_SECOND"] = str(LIMIT)
         PaymentAttempt.objects.all().delete()
@@ -99,17 +102,20 @@ def main() -> None:
         )
         ids = [str(p) for p in Payment.objects.values_list("pk", flat=True)]
         connection.close()
-        halves = [ids[0::2], ids[1::2]]
+        shares = [ids[i::PROCESSES] for i in range(PROCESSES)]
         start = time.perf_counter()
-        with get_context("fork").Pool(2) as pool:
-            succeeded = sum(pool.map(_charge_all, halves))
+        with get_context("fork").Pool(PROCESSES) as pool:
+            succeeded = sum(pool.map(_charge_all, shares))
         wall = time.perf_counter() - start
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/_stats") as resp:
             stats = json.load(resp)
         doubles = sum(1 for n in stats["charges_by_key"].values() if n > 1)
         _env.report(
             [
-                ("payments", str(N)),
+                (
+                    "payments",
+                    f"{N} in lists of {settings.PAYMENT_CHARGES_PER_TASK}, {PROCESSES} processes, up to {settings.PAYMENT_CHARGE_CONCURRENCY} of a list at the gateway at once",
+                ),
                 ("succeeded", str(succeeded)),
                 (
                     "wall time",

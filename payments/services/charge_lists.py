@@ -10,11 +10,13 @@ records stay on the task's thread and its one database connection: a worker proc
 more connections than before, and each charge's database work is what it was. Tokens are
 reserved in list order, so the global rate limit holds as it did.
 
-A database error stops the list where it happened: the charges after it are not started (the task
-sends them on), the ones already at the gateway are waited for and recorded (on a new
-connection if the old one is gone), and the charge that hit the error is the task's to retry,
-alone. A worker killed mid-list leaves its claimed charges "processing": as for one charge, the
-sweep takes them up once they are stale, and asks the gateway again with the same key.
+An error starting a charge stops the list there: the charges after it are not started (the task
+sends them on) and the ones already at the gateway are waited for and recorded, on a new
+connection if the server dropped the old one. A charge that hit a database error, starting or
+recording, is the task's to retry, alone; any other error the task raises once the rest is done,
+leaving that charge as one charged alone would be left. A worker killed mid-list leaves its claimed
+charges "processing": as for one charge, the sweep takes them up once they are stale, and asks the
+gateway again with the same key.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ Charge = tuple[str, int | None]  # (payment id, dunning step)
 
 @dataclass
 class ListRun:
-    """What became of a list: outcomes counted; charges not started (out of time, or after a
-    database error); charges that hit a database error, and the first such error; the first other
-    error a gateway call raised (its charge stays "processing", for the sweep, as alone)."""
+    """What became of a list: outcomes counted; charges not started (out of time, or after an
+    error starting one); charges that hit a database error, and the first such error; the first
+    other error (its charge is left as one charged alone would be, for the sweep)."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
     not_started: list[Charge] = field(default_factory=list)
@@ -56,15 +58,19 @@ def charges_run(charges: list[Charge], *, seconds: float) -> ListRun:
     run = ListRun()
     in_flight: dict[Future[ChargeResult], tuple[Charge, Started]] = {}
     for i, charge in enumerate(charges):
+        while len(in_flight) >= limit:
+            _finish_done(in_flight, run)
         if i and time.monotonic() > deadline:
             run.not_started = list(charges[i:])
             break
-        while len(in_flight) >= limit:
-            _finish_done(in_flight, run)
         try:
             started = charge_start(payment_id=charge[0], step=charge[1])
         except (DatabaseError, InterfaceError) as exc:
             _failed(run, charge, exc)
+            run.not_started = list(charges[i + 1 :])
+            break
+        except Exception as exc:  # noqa: BLE001 - raised by the task once the rest is recorded
+            run.crashed = exc
             run.not_started = list(charges[i + 1 :])
             break
         if started is None:
@@ -90,6 +96,8 @@ def _finish_done(in_flight: dict[Future[ChargeResult], tuple[Charge, Started]], 
             run.outcomes[charge_finish(started, result)] += 1
         except (DatabaseError, InterfaceError) as exc:
             _failed(run, charge, exc)
+        except Exception as exc:  # noqa: BLE001 - raised by the task once the rest is recorded
+            run.crashed = run.crashed or exc
 
 
 def _failed(run: ListRun, charge: Charge, exc: Exception) -> None:

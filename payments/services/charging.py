@@ -68,19 +68,14 @@ def transient_delay(failures: int) -> float:
     )
 
 
-def lock_invoice(invoice_id: str) -> None:
-    """Serialize, until the transaction ends, everything payments does about one invoice.
+def lock_invoices(invoice_ids: Iterable[str]) -> None:
+    """Serialize, until the transaction ends, everything payments does about these invoices.
 
     ``invoice.issued`` and ``invoice.voided`` can be handled at the same moment by two consumer
     threads: without this, each misses the other's uncommitted row (the payment, the closed-invoice
-    note) and a voided invoice is charged. Found by the soak.
-    """
-    lock_invoices([invoice_id])
-
-
-def lock_invoices(invoice_ids: Iterable[str]) -> None:
-    """``lock_invoice`` for several invoices in one statement, taken in sorted order so that two
-    transactions locking overlapping sets never wait on each other in a cycle."""
+    note) and a voided invoice is charged. Found by the soak. One statement, the locks taken in
+    sorted order, so that two transactions locking overlapping sets never wait on each other in a
+    cycle."""
     keys = [f"payments.invoice:{i}" for i in sorted(set(invoice_ids))]
     with connection.cursor() as cur:  # unnest yields the keys in array order, locked one by one
         cur.execute(

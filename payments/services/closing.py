@@ -15,7 +15,7 @@ from django.utils import timezone
 from .. import states
 from ..dispatch import enqueue_charge
 from ..models import ClosedInvoice, Payment
-from .charging import cancel, lease_end, lock_invoice, outcome_unknown
+from .charging import cancel, lease_end, lock_invoices, outcome_unknown
 from .refunds import refund_for_closed_invoice, refund_request
 
 P = Payment.Status
@@ -26,7 +26,7 @@ def payment_close_for_invoice(*, invoice_id: str, reason: str) -> Payment | None
     """The invoice was voided: nothing more is collected. Pending and scheduled charges are
     cancelled; money already taken is refunded (with an alert); a charge in flight is settled
     when its answer comes (refunded if it succeeded)."""
-    lock_invoice(invoice_id)
+    lock_invoices([invoice_id])
     p = Payment.objects.select_for_update().filter(invoice_id=invoice_id).first()
     if p is None:
         ClosedInvoice.objects.get_or_create(invoice_id=invoice_id, defaults={"reason": reason[:500]})
@@ -52,7 +52,7 @@ def payment_close_for_invoice(*, invoice_id: str, reason: str) -> Payment | None
 @transaction.atomic
 def refund_for_credit_note(*, data: dict[str, Any]) -> None:
     """A credit note on a paid invoice: refund its amount on the invoice's charge (once)."""
-    lock_invoice(data["invoice_id"])
+    lock_invoices([data["invoice_id"]])
     p = Payment.objects.select_for_update().filter(invoice_id=data["invoice_id"]).first()
     refund_request(
         key=f"credit_note:{data['credit_note_id']}",
