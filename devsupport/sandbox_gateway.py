@@ -9,7 +9,8 @@ POST /v1/refunds  (JSON {charge, amount_minor, currency}, header Idempotency-Key
   402 {"error": {"type": "card_declined", "decline": "hard"|"soft", "message": ...}}
   429 {"error": {"type": "rate_limited"}}  (Retry-After: 1) when over --rate-limit per second
   500/503 {"error": {"type": "api_error"}}  (transient)
-GET  /v1/_stats   counts: charges made (succeeded), requests, rate limited, replays, per key;
+GET  /v1/_stats   counts: charges made (succeeded), requests, rate limited, replays, per key,
+                  the most charges answered at once;
                   refunds, and per charge: its key, amount and how much was refunded
 POST /v1/_config  change latency, rates, limit at run time (tests)
 
@@ -24,6 +25,7 @@ drops the connection without answering (the first time for a key).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -31,6 +33,7 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -61,6 +64,7 @@ class Sandbox:
         self.stats: dict[str, Any] = {
             "requests": 0,
             "charges": 0,
+            "most_at_once": 0,  # charges answered at the same moment, at most
             "rate_limited": 0,
             "replays": 0,
             "declines": 0,
@@ -71,6 +75,7 @@ class Sandbox:
             "charges_detail": {},  # charge id -> {"key", "amount", "refunded"}
         }
         self.tokens = config.rate_limit
+        self.in_flight = 0
         self.refilled_at = time.monotonic()
 
     # -- rate limit ---------------------------------------------------------
@@ -175,6 +180,18 @@ class Sandbox:
             self.results[key] = result
             return (*result, False)
 
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """A charge being answered: counts the most answered at once (``most_at_once``)."""
+        with self.lock:
+            self.in_flight += 1
+            self.stats["most_at_once"] = max(self.stats["most_at_once"], self.in_flight)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
     def key_lock(self, key: str) -> threading.Lock:
         with self.lock:
             return self.key_locks.setdefault(key, threading.Lock())
@@ -247,6 +264,10 @@ class Handler(BaseHTTPRequestHandler):
         if not sandbox.take_token():
             self._send(429, {"error": {"type": "rate_limited"}}, {"Retry-After": "1"})
             return
+        with sandbox.answering():
+            self._charge(sandbox, key, customer, amount)
+
+    def _charge(self, sandbox: Sandbox, key: str, customer: str, amount: int) -> None:
         if sandbox.config.latency_ms:
             time.sleep(sandbox.config.latency_ms / 1000)
         with sandbox.key_lock(key):

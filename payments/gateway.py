@@ -3,7 +3,9 @@
 ``charge(idempotency_key, amount_minor, currency, customer) -> ChargeResult`` and
 ``refund(idempotency_key, charge_reference, amount_minor, currency) -> ChargeResult``; errors are
 classified as ``hard_decline`` (never retry), ``soft_decline`` (dunning schedule) or
-``transient`` (timeouts, connection errors, 5xx, 429: retry with backoff). The HTTP adapter
+``transient`` (timeouts, connection errors, 5xx, 429, and 409: a request with the same key still
+in progress, as when a stale charge is asked again while its first request hangs: retry with
+backoff). The HTTP adapter
 speaks the sandbox's Stripe-like protocol; a real provider gets its own adapter class and
 the setting ``PAYMENT_GATEWAY`` names it. Tests exercise this same HTTP code path against
 the sandbox (devsupport/sandbox_gateway.py).
@@ -21,6 +23,10 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 HARD, SOFT, TRANSIENT = "hard_decline", "soft_decline", "transient"
+# A transient error after which the gateway may have charged: no answer at all (a timeout, a
+# dropped connection: status 0), or 409, its first request with the same key still in progress.
+# Only asking again with the key tells; any other answer (429, 5xx) took nothing.
+MAYBE_CHARGED_STATUSES = (0, 409)
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,7 @@ class HttpGateway:
                 http_status=402,
                 replayed=replayed,
             )
-        if status == 429 or status >= 500:
+        if status in (409, 429) or status >= 500:  # 409: a request with this key is still in progress
             return ChargeResult(
                 False,
                 error_class=TRANSIENT,

@@ -3,8 +3,8 @@
 Each caller reserves a token with one UPDATE, even when the bucket is empty: the balance
 goes negative and the caller sleeps until its token is due (-balance / rate seconds). So
 callers queue up in order with no polling, and the rate holds across any number of workers.
-A charge reserves its token (``reserve``) on its task's thread and waits for it on the thread
-that then calls the gateway (services/charging.py); ``acquire`` does both on one thread.
+A charge waits for its token before it claims its payment (services/charging.py), and gives
+it back if there turns out to be nothing to charge.
 """
 
 from __future__ import annotations
@@ -32,29 +32,23 @@ def acquire(name: str, rate: float, *, timeout: float = 60.0) -> bool:
 
     Must run outside a transaction: the reservation commits at once for every other worker to see.
     """
-    wait = reserve(name, rate, timeout=timeout)
-    if wait is None:
-        return False
-    if wait > 0:
-        time.sleep(wait)
-    return True
-
-
-def reserve(name: str, rate: float, *, timeout: float = 60.0) -> float | None:
-    """Reserve one token: the seconds until it is due (0: now), or None (token returned) if that is
-    beyond ``timeout``. The caller waits that long before using it, on whatever thread it likes;
-    the reservation is one statement, outside a transaction (see ``acquire``)."""
     if rate <= 0:
-        return 0.0
+        return True
     cap = max(1.0, rate / 2)  # at most half a second's worth of burst
     with connection.cursor() as cur:
         cur.execute(RESERVE, {"name": name, "cap": cap, "rate": rate})
         balance = float(cur.fetchone()[0])
     if balance >= 0:
-        return 0.0
+        return True
     wait = -balance / rate
     if wait > timeout:
-        with connection.cursor() as cur:
-            cur.execute(GIVE_BACK, [name])
-        return None
-    return wait
+        give_back(name)
+        return False
+    time.sleep(wait)
+    return True
+
+
+def give_back(name: str) -> None:
+    """Return a token not used (outside a transaction, as ``acquire``)."""
+    with connection.cursor() as cur:
+        cur.execute(GIVE_BACK, [name])

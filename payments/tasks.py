@@ -38,17 +38,19 @@ def charge_payments(self: Any, charges: list[list[Any]]) -> dict[str, int]:
     """Charge each [payment id, dunning step] as ``charge_payment`` charges one, up to
     ``PAYMENT_CHARGE_CONCURRENCY`` at the gateway at once (services/charge_lists.py); the outcomes
     counted. Past ``PAYMENT_CHARGES_TASK_SECONDS`` the charges not started go on in new messages.
-    A database error retries only the charge it hit: the ones after it are sent on at once, so a
+    A claim's database error retries only that charge: the ones after it are sent on at once, so a
     payment that keeps failing never holds the others back."""
     run = charges_run([(p, s) for p, s in charges], seconds=settings.PAYMENT_CHARGES_TASK_SECONDS)
     outcomes = dict(run.outcomes)
+    if run.unrecorded:
+        outcomes["unrecorded"] = len(run.unrecorded)
     if run.not_started:
         charges_send_on(run.not_started)
-        if run.error is None:
+        if run.error is None and run.crashed is None:
             outcomes["sent_on"] = len(run.not_started)
     if run.failed:
-        if run.crashed is not None:  # left "processing" for the sweep; the retry is what matters
-            logger.error("a charge of the list failed at the gateway call", exc_info=run.crashed)
+        if run.crashed is not None:
+            logger.error("a charge of the list failed", exc_info=run.crashed)
         retry_in = backoff_seconds(self.request.retries)
         kwargs = {"charges": [[p, s] for p, s in run.failed]}
         raise self.retry(kwargs=kwargs, exc=run.error, countdown=retry_in) from run.error

@@ -417,12 +417,12 @@ PAYMENT_DISPATCH_MAX_SECONDS = env.float("PAYMENT_DISPATCH_MAX_SECONDS", default
 # the gateway at once (PAYMENT_CHARGE_CONCURRENCY). A task starts its list's charges in turn for at
 # most PAYMENT_CHARGES_TASK_SECONDS (a charge started is finished), then sends the rest on; by default
 # 10 s or a third of the soft time limit, whichever is shorter (checked: payments/checks.py), so a
-# list in progress, with its last charge at the gateway's timeout, ends within make run's 30 s
-# stop grace and a deploy's warm shutdown.
+# list in progress, with its last charge's token wait (a fraction of a second at the default rate)
+# and the gateway's timeout, ends within make run's 30 s stop grace and a deploy's warm shutdown.
 PAYMENT_CHARGES_PER_TASK = env.int("PAYMENT_CHARGES_PER_TASK", default=10)
 # A worker process has up to this many charges of its list at the gateway at once (threads that
-# wait for the token and the answer; the database work stays on the task's thread and connection):
-# at a gateway answering in 200 ms, one at a time is 5 charges/s per process.
+# wait for the gateway's answer; the token waits and the database work stay on the task's thread
+# and connection): at a gateway answering in 200 ms, one at a time is 5 charges/s per process.
 PAYMENT_CHARGE_CONCURRENCY = env.int("PAYMENT_CHARGE_CONCURRENCY", default=10)
 PAYMENT_CHARGES_TASK_SECONDS = env.float(
     "PAYMENT_CHARGES_TASK_SECONDS", default=min(10.0, CELERY_TASK_SOFT_TIME_LIMIT / 3)

@@ -1,26 +1,29 @@
-"""A list of charges (one ``payments.charge_payments`` message) run with several at the gateway at
+"""A list of charges (one ``payments.charge_payments`` message) with several at the gateway at
 once, so that one worker process is not limited to one gateway round trip at a time.
 
 At the sandbox's 200 ms (``make run``), a process charging one at a time makes 5 charges a
 second: make run's 8 processes made 37/s against a gateway allowing 100/s. Here each charge takes
-the same three steps as one charged alone (services/charging.py), and only the middle one, the
-wait for its rate-limit token and the gateway's answer, runs on a thread pool of
-``PAYMENT_CHARGE_CONCURRENCY`` threads per process. The claims, the token reservations and the
-records stay on the task's thread and its one database connection: a worker process opens no
-more connections than before, and each charge's database work is what it was. Tokens are
-reserved in list order, so the global rate limit holds as it did.
+the same steps as one charged alone (services/charging.py), in list order on the task's thread and
+its one database connection: wait for its rate-limit token, claim its payment, and, once the
+gateway has answered, record the answer. Only the gateway call itself runs on a pool of
+``PAYMENT_CHARGE_CONCURRENCY`` threads per process, so the next charge's token and claim do not
+wait for the previous charge's answer. A worker process opens no more database connections than
+before; each process holds at most one token reserved ahead, as before; and a payment is claimed
+only when its charge goes out at once, so an invoice voided while a charge waits for its token
+finds the payment unclaimed, as it would have before.
 
 An error starting a charge stops the list there: the charges after it are not started (the task
-sends them on) and the ones already at the gateway are waited for and recorded, on a new
-connection if the server dropped the old one. A charge that hit a database error, starting or
-recording, is the task's to retry, alone; any other error the task raises once the rest is done,
-leaving that charge as one charged alone would be left. A worker killed mid-list leaves its claimed
-charges "processing": as for one charge, the sweep takes them up once they are stale, and asks the
-gateway again with the same key.
+sends them on) and the ones already at the gateway are waited for and recorded. A charge whose
+claim hit a database error is the task's to retry, alone; one whose answer could not be recorded,
+even on a new connection, is left "processing" for the sweep (a retry message would find it
+taken), and any other error the task raises once the rest is done. A worker killed mid-list leaves
+the charges it had at the gateway "processing": as for one charge, the sweep takes them up once
+they are stale and asks the gateway again with the same key.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -28,26 +31,31 @@ from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connection
 
 from ..gateway import ChargeResult
 from .charging import Started, charge_finish, charge_send, charge_start
 
+logger = logging.getLogger(__name__)
+
 Charge = tuple[str, int | None]  # (payment id, dunning step)
+InFlight = dict[Future[ChargeResult], tuple[Charge, Started]]
 
 
 @dataclass
 class ListRun:
     """What became of a list: outcomes counted; charges not started (out of time, or after an
-    error starting one); charges that hit a database error, and the first such error; the first
-    other error (its charge is left as one charged alone would be, for the sweep)."""
+    error starting one); charges whose claim hit a database error, and the first such error;
+    charges whose answer could not be recorded; the first other error."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
     not_started: list[Charge] = field(default_factory=list)
     failed: list[Charge] = field(default_factory=list)
     error: Exception | None = None
-    crashed: Exception | None = None
+    unrecorded: list[Charge] = field(default_factory=list)
+    crashed: BaseException | None = None
 
 
 def charges_run(charges: list[Charge], *, seconds: float) -> ListRun:
@@ -56,21 +64,22 @@ def charges_run(charges: list[Charge], *, seconds: float) -> ListRun:
     deadline = time.monotonic() + seconds
     limit = max(1, settings.PAYMENT_CHARGE_CONCURRENCY)
     run = ListRun()
-    in_flight: dict[Future[ChargeResult], tuple[Charge, Started]] = {}
+    in_flight: InFlight = {}
     for i, charge in enumerate(charges):
-        while len(in_flight) >= limit:
-            _finish_done(in_flight, run)
-        if i and time.monotonic() > deadline:
+        _finish_done(in_flight, run, block=len(in_flight) >= limit)
+        if run.crashed is not None or (i and time.monotonic() > deadline):
             run.not_started = list(charges[i:])
             break
         try:
             started = charge_start(payment_id=charge[0], step=charge[1])
         except (DatabaseError, InterfaceError) as exc:
-            _failed(run, charge, exc)
+            run.failed.append(charge)
+            run.error = exc
+            connection.close_if_unusable_or_obsolete()  # one the server dropped: the next opens anew
             run.not_started = list(charges[i + 1 :])
             break
         except Exception as exc:  # noqa: BLE001 - raised by the task once the rest is recorded
-            run.crashed = exc
+            run.crashed = exc  # a soft time limit too: the charges at the gateway are recorded first
             run.not_started = list(charges[i + 1 :])
             break
         if started is None:
@@ -78,33 +87,31 @@ def charges_run(charges: list[Charge], *, seconds: float) -> ListRun:
             continue
         in_flight[_pool().submit(charge_send, started)] = (charge, started)
     while in_flight:
-        _finish_done(in_flight, run)
+        _finish_done(in_flight, run, block=True)
     return run
 
 
-def _finish_done(in_flight: dict[Future[ChargeResult], tuple[Charge, Started]], run: ListRun) -> None:
-    """Record the charges whose answer has come (waiting for at least one)."""
-    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+def _finish_done(in_flight: InFlight, run: ListRun, *, block: bool) -> None:
+    """Record the charges whose answer has come (``block``: waiting for at least one)."""
+    if not in_flight:
+        return
+    try:
+        done, _ = wait(in_flight, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+    except SoftTimeLimitExceeded as exc:  # the answers still come: the caller waits again
+        run.crashed = run.crashed or exc
+        return
     for future in done:
         charge, started = in_flight.pop(future)
         try:
-            result = future.result()
-        except Exception as exc:  # noqa: BLE001 - kept for the task to raise once the rest is recorded
-            run.crashed = run.crashed or exc
-            continue
-        try:
-            run.outcomes[charge_finish(started, result)] += 1
+            run.outcomes[charge_finish(started, future.result())] += 1
         except (DatabaseError, InterfaceError) as exc:
-            _failed(run, charge, exc)
+            logger.error(
+                "charge of payment %s answered but not recorded (%s): the sweep takes it up", charge[0], exc
+            )
+            run.unrecorded.append(charge)
+            connection.close_if_unusable_or_obsolete()
         except Exception as exc:  # noqa: BLE001 - raised by the task once the rest is recorded
             run.crashed = run.crashed or exc
-
-
-def _failed(run: ListRun, charge: Charge, exc: Exception) -> None:
-    run.failed.append(charge)
-    run.error = run.error or exc
-    # a connection the server dropped is closed, so the next statement opens a new one
-    connection.close_if_unusable_or_obsolete()
 
 
 _lock = threading.Lock()

@@ -11,14 +11,12 @@ flight and succeeds anyway is refunded (services/refunds.py).
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, InterfaceError, connection, transaction
 from django.utils import timezone
 
 from core.backoff import backoff
@@ -29,7 +27,7 @@ from events.publishing import record_change
 
 from .. import ratelimit, states
 from ..dispatch import enqueue_charge
-from ..gateway import HARD, SOFT, TRANSIENT, ChargeResult, gateway
+from ..gateway import HARD, MAYBE_CHARGED_STATUSES, SOFT, TRANSIENT, ChargeResult, gateway
 from ..models import Payment, PaymentAttempt
 from .refunds import refund_for_closed_invoice, refunds_release
 
@@ -68,21 +66,6 @@ def transient_delay(failures: int) -> float:
     )
 
 
-def lock_invoices(invoice_ids: Iterable[str]) -> None:
-    """Serialize, until the transaction ends, everything payments does about these invoices.
-
-    ``invoice.issued`` and ``invoice.voided`` can be handled at the same moment by two consumer
-    threads: without this, each misses the other's uncommitted row (the payment, the closed-invoice
-    note) and a voided invoice is charged. Found by the soak. One statement, the locks taken in
-    sorted order, so that two transactions locking overlapping sets never wait on each other in a
-    cycle."""
-    keys = [f"payments.invoice:{i}" for i in sorted(set(invoice_ids))]
-    with connection.cursor() as cur:  # unnest yields the keys in array order, locked one by one
-        cur.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%s::text[]) AS k", [keys]
-        )
-
-
 def lease_end(after_seconds: float = 0) -> datetime:
     """When the retry sweep takes up a payment whose charge is queued to run in ``after_seconds``."""
     return timezone.now() + timedelta(seconds=after_seconds + settings.PAYMENT_CHARGE_LEASE_SECONDS)
@@ -93,8 +76,8 @@ NOT_SENT = "not_sent"  # an attempt's outcome: held back here (no rate-limit tok
 
 def outcome_unknown(p: Payment) -> bool:
     """Whether the current step's last try sent to the gateway may have charged without our
-    hearing it (a timeout or a dropped connection, not an answer; or a try whose worker died
-    before recording any answer): only asking again with its key tells. A try the local rate
+    hearing it (a timeout, a dropped connection or a 409, not an answer; or a try whose worker
+    died before recording any answer): only asking again with its key tells. A try the local rate
     limiter held back was never sent: it tells nothing, and asking "again" would be a first
     charge (of an invoice maybe voided since)."""
     last = (
@@ -105,7 +88,9 @@ def outcome_unknown(p: Payment) -> bool:
     )
     if last is None:
         return False
-    return last.finished_at is None or (last.outcome == TRANSIENT and last.http_status == 0)
+    return last.finished_at is None or (
+        last.outcome == TRANSIENT and last.http_status in MAYBE_CHARGED_STATUSES
+    )
 
 
 def _claim(payment_id: str, step: int | None = None) -> tuple[Payment, PaymentAttempt] | None:
@@ -134,8 +119,9 @@ def _claim(payment_id: str, step: int | None = None) -> tuple[Payment, PaymentAt
 
 @dataclass(frozen=True)
 class Started:
-    """A charge claimed (its payment "processing", its attempt open) with its rate-limit token
-    reserved: what the gateway call needs, and nothing that needs the database."""
+    """A charge claimed (its payment "processing", its attempt open) once its rate-limit token was
+    due: what the gateway call needs, and nothing that needs the database. Not ``sent``: no token
+    came in time, and it is recorded as held back, with no call."""
 
     payment_id: str
     attempt_id: int
@@ -143,14 +129,20 @@ class Started:
     amount_minor: int
     currency: str
     customer: str
-    token_wait: float | None  # seconds until its token is due; None: none in time, not to be sent
+    sent: bool
 
 
 def charge_start(*, payment_id: str, step: int | None = None) -> Started | None:
-    """Claim the payment and reserve its token (the database's part before the gateway); None: there
-    is nothing to charge (done, cancelled, another worker's, a copy for a decided ``step``)."""
+    """Wait for a rate-limit token, then claim the payment (the database's part before the
+    gateway). Claimed only once it can go at once: an invoice voided during the wait finds its
+    payment not claimed and cancels it, and a worker dying then leaves no try whose outcome is
+    unknown. None: nothing to charge (done, cancelled, another worker's, a copy for a decided
+    ``step``); its token is given back."""
+    sent = ratelimit.acquire("gateway", settings.PAYMENT_RATE_LIMIT_PER_SECOND)
     claimed = _claim(payment_id, step)
     if claimed is None:
+        if sent:
+            ratelimit.give_back("gateway")
         return None
     payment, attempt = claimed
     return Started(
@@ -160,16 +152,14 @@ def charge_start(*, payment_id: str, step: int | None = None) -> Started | None:
         amount_minor=payment.amount_minor,
         currency=payment.currency,
         customer=payment.customer_ref,
-        token_wait=ratelimit.reserve("gateway", settings.PAYMENT_RATE_LIMIT_PER_SECOND),
+        sent=sent,
     )
 
 
 def charge_send(started: Started) -> ChargeResult:
-    """Wait for the charge's token, then ask the gateway. No database: any thread may run it."""
-    if started.token_wait is None:
+    """Ask the gateway (the charge's token is due). No database: any thread may run it."""
+    if not started.sent:
         return ChargeResult(False, error_class=TRANSIENT, message="local rate limit: no token in time")
-    if started.token_wait > 0:
-        time.sleep(started.token_wait)
     return gateway().charge(
         idempotency_key=started.idempotency_key,
         amount_minor=started.amount_minor,
@@ -179,8 +169,14 @@ def charge_send(started: Started) -> ChargeResult:
 
 
 def charge_finish(started: Started, result: ChargeResult) -> str:
-    """Record the gateway's answer and its consequence (one transaction). Returns the outcome."""
-    return _record(started.payment_id, started.attempt_id, result, sent=started.token_wait is not None)
+    """Record the gateway's answer and its consequence (one transaction); once more, on a new
+    connection, if the first try fails: the answer is only in memory, and a payment left
+    "processing" waits for the sweep. Returns the outcome."""
+    try:
+        return _record(started.payment_id, started.attempt_id, result, sent=started.sent)
+    except (DatabaseError, InterfaceError):
+        connection.close_if_unusable_or_obsolete()  # one the server dropped: the next opens anew
+        return _record(started.payment_id, started.attempt_id, result, sent=started.sent)
 
 
 def payment_charge(*, payment_id: str, step: int | None = None) -> str:
@@ -210,7 +206,7 @@ def _record(payment_id: str, attempt_id: int, result: ChargeResult, *, sent: boo
         return _succeeded(p, result)
     p.last_error_class, p.last_error_message = result.error_class, result.message[:500]
     if result.error_class == TRANSIENT:
-        if p.invoice_closed_at is not None and result.http_status != 0:
+        if p.invoice_closed_at is not None and result.http_status not in MAYBE_CHARGED_STATUSES:
             # an answer (5xx, 429): nothing was taken, and nothing more will be tried
             cancel(p, f"invoice closed while its charge was retried: {p.invoice_closed_reason}")
             return "cancelled"

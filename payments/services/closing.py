@@ -15,7 +15,8 @@ from django.utils import timezone
 from .. import states
 from ..dispatch import enqueue_charge
 from ..models import ClosedInvoice, Payment
-from .charging import cancel, lease_end, lock_invoices, outcome_unknown
+from .charging import cancel, lease_end, outcome_unknown
+from .opening import lock_invoices
 from .refunds import refund_for_closed_invoice, refund_request
 
 P = Payment.Status

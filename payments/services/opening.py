@@ -12,6 +12,7 @@ no call to the broker.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +22,7 @@ from core.bulk import insert_rows
 
 from ..dispatch import charge_kicker
 from ..models import ClosedInvoice, Payment
-from .charging import cancel, lock_invoices
+from .charging import cancel
 
 
 def payment_create_for_invoice(*, data: dict[str, Any]) -> tuple[Payment, bool]:
@@ -30,6 +31,21 @@ def payment_create_for_invoice(*, data: dict[str, Any]) -> tuple[Payment, bool]:
     Returns (payment, created)."""
     [result] = payments_create_for_invoices(invoices=[data])
     return result
+
+
+def lock_invoices(invoice_ids: Iterable[str]) -> None:
+    """Serialize, until the transaction ends, everything payments does about these invoices.
+
+    ``invoice.issued`` and ``invoice.voided`` can be handled at the same moment by two consumer
+    threads: without this, each misses the other's uncommitted row (the payment, the closed-invoice
+    note) and a voided invoice is charged. Found by the soak. One statement, the locks taken in
+    sorted order, so that two transactions locking overlapping sets never wait on each other in a
+    cycle."""
+    keys = [f"payments.invoice:{i}" for i in sorted(set(invoice_ids))]
+    with connection.cursor() as cur:  # unnest yields the keys in array order, locked one by one
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%s::text[]) AS k", [keys]
+        )
 
 
 @transaction.atomic(savepoint=False)

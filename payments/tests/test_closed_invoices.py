@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from payments.gateway import gateway
+from payments.gateway import HttpGateway, gateway
 from payments.models import Payment, Refund
 from payments.services import (
     charging,
@@ -122,7 +122,7 @@ def test_a_charge_the_rate_limiter_held_back_is_not_sent_once_its_invoice_is_voi
 ):
     # given a charge the local rate limiter held back (no token in time): it never reached the gateway
     payment, _ = payment_create_for_invoice(data=invoice_data("cus-held"))
-    monkeypatch.setattr(charging.ratelimit, "reserve", lambda *args, **kwargs: None)
+    monkeypatch.setattr(charging.ratelimit, "acquire", lambda *args, **kwargs: False)
     assert payment_charge(payment_id=str(payment.pk)) == "transient"
     monkeypatch.undo()
     # when its invoice is voided before the retry
@@ -132,3 +132,36 @@ def test_a_charge_the_rate_limiter_held_back_is_not_sent_once_its_invoice_is_voi
     assert p.status == "cancelled"
     assert list(p.attempts.values_list("outcome", flat=True)) == ["not_sent"]
     assert gateway_stats(sandbox)["charges"] == 0
+
+
+def test_a_409_on_a_voided_invoice_is_asked_again_and_refunded_not_cancelled(sandbox, empty_queues):
+    # given a charge whose first request hangs at the gateway (which takes the money), and the
+    # invoice voided meanwhile
+    payment, _ = payment_create_for_invoice(data=invoice_data("cus-busy"))
+    claimed = _claim(str(payment.pk))
+    assert claimed is not None
+    p, attempt = claimed
+    taken = gateway().charge(
+        idempotency_key=p.idempotency_key,
+        amount_minor=p.amount_minor,
+        currency=p.currency,
+        customer="cus-busy",
+    )
+    assert taken.ok
+    payment_close_for_invoice(invoice_id=p.invoice_id, reason="issued in error")
+    # when a second request with the key meets the first still in progress: 409
+    busy = HttpGateway._classify(409, b'{"error": {"type": "idempotency_error"}}', {})
+    assert charging._record(str(p.pk), attempt.pk, busy) == "transient"
+
+    # then the payment is not cancelled as if nothing were taken: it is asked again with the same
+    # key, which answers the original charge, and the money is refunded
+    p.refresh_from_db()
+    assert p.status != "cancelled"
+    Payment.objects.filter(pk=p.pk).update(next_attempt_at=timezone.now())
+    assert payment_charge(payment_id=str(p.pk)) == "succeeded"
+    for refund in Refund.objects.filter(payment_id=p.pk):
+        payment_refund(refund_id=str(refund.pk))
+    stats = gateway_stats(sandbox)
+    assert stats["charges"] == 1
+    [charge] = stats["charges_detail"].values()
+    assert charge["refunded"] == charge["amount"] == p.amount_minor

@@ -39,6 +39,12 @@ def test_errors_are_classified(sandbox):
     assert down.error_class == TRANSIENT
 
 
+def test_a_key_still_in_progress_at_the_gateway_is_asked_again_later_not_declined():
+    # a Stripe-like gateway answers 409 to a second request with a key whose first is still open
+    busy = HttpGateway._classify(409, b'{"error": {"type": "idempotency_error"}}', {})
+    assert not busy.ok and busy.error_class == TRANSIENT and busy.http_status == 409
+
+
 def test_lost_response_then_retry_gets_the_original_result_and_one_charge(sandbox):
     gw = HttpGateway(sandbox.url)
     lost = charge(gw, "inv-lost#1", "lost-1")
