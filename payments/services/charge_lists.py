@@ -62,33 +62,56 @@ def charges_run(charges: list[Charge], *, seconds: float) -> ListRun:
     """Charge each (payment id, step), up to ``PAYMENT_CHARGE_CONCURRENCY`` at the gateway at once;
     none started after ``seconds`` (the first always is). See the module."""
     deadline = time.monotonic() + seconds
-    limit = max(1, settings.PAYMENT_CHARGE_CONCURRENCY)
+    pool, slots = _pool()
     run = ListRun()
     in_flight: InFlight = {}
     for i, charge in enumerate(charges):
-        _finish_done(in_flight, run, block=len(in_flight) >= limit)
+        _finish_done(in_flight, run, block=False)
+        if not _take_slot(slots, in_flight, run):
+            run.not_started = list(charges[i:])
+            break
         if run.crashed is not None or (i and time.monotonic() > deadline):
+            slots.release()
             run.not_started = list(charges[i:])
             break
         try:
             started = charge_start(payment_id=charge[0], step=charge[1])
         except (DatabaseError, InterfaceError) as exc:
+            slots.release()
             run.failed.append(charge)
             run.error = exc
             connection.close_if_unusable_or_obsolete()  # one the server dropped: the next opens anew
             run.not_started = list(charges[i + 1 :])
             break
         except Exception as exc:  # noqa: BLE001 - raised by the task once the rest is recorded
+            slots.release()
             run.crashed = exc  # a soft time limit too: the charges at the gateway are recorded first
             run.not_started = list(charges[i + 1 :])
             break
         if started is None:
+            slots.release()
             run.outcomes["skipped"] += 1
             continue
-        in_flight[_pool().submit(charge_send, started)] = (charge, started)
+        future = pool.submit(charge_send, started)
+        future.add_done_callback(lambda _f: slots.release())
+        in_flight[future] = (charge, started)
     while in_flight:
         _finish_done(in_flight, run, block=True)
     return run
+
+
+def _take_slot(slots: threading.Semaphore, in_flight: InFlight, run: ListRun) -> bool:
+    """Wait for one of this process's gateway threads to be free (other tasks of a threads-pool
+    worker share them), recording this list's answers meanwhile: a charge whose token came never
+    waits for a thread, which would send it late, bunched with others' on-time charges. False: a
+    soft time limit came first (no slot taken)."""
+    try:
+        while not slots.acquire(timeout=0.05):
+            _finish_done(in_flight, run, block=False)
+    except SoftTimeLimitExceeded as exc:
+        run.crashed = run.crashed or exc
+        return False
+    return True
 
 
 def _finish_done(in_flight: InFlight, run: ListRun, *, block: bool) -> None:
@@ -115,14 +138,16 @@ def _finish_done(in_flight: InFlight, run: ListRun, *, block: bool) -> None:
 
 
 _lock = threading.Lock()
-_executor: tuple[int, ThreadPoolExecutor] | None = None
+_executor: tuple[int, ThreadPoolExecutor, threading.Semaphore] | None = None
 
 
-def _pool() -> ThreadPoolExecutor:
-    """This process's threads for gateway calls (made after a fork, never inherited from before)."""
+def _pool() -> tuple[ThreadPoolExecutor, threading.Semaphore]:
+    """This process's threads for gateway calls and a slot for each (made after a fork, never
+    inherited from before)."""
     global _executor
     with _lock:
         if _executor is None or _executor[0] != os.getpid():
             size = max(1, settings.PAYMENT_CHARGE_CONCURRENCY)
-            _executor = (os.getpid(), ThreadPoolExecutor(size, thread_name_prefix="charge"))
-        return _executor[1]
+            pool = ThreadPoolExecutor(size, thread_name_prefix="charge")
+            _executor = (os.getpid(), pool, threading.Semaphore(size))
+        return _executor[1], _executor[2]
