@@ -44,16 +44,18 @@ def charge_payments(self: Any, charges: list[list[Any]]) -> dict[str, int]:
     outcomes = dict(run.outcomes)
     if run.unrecorded:
         outcomes["unrecorded"] = len(run.unrecorded)
-    if run.not_started:
-        charges_send_on(run.not_started)
-        if run.error is None and run.crashed is None:
-            outcomes["sent_on"] = len(run.not_started)
-    if run.failed:
-        if run.crashed is not None:
-            logger.error("a charge of the list failed", exc_info=run.crashed)
-        retry_in = backoff_seconds(self.request.retries)
-        kwargs = {"charges": [[p, s] for p, s in run.failed]}
-        raise self.retry(kwargs=kwargs, exc=run.error, countdown=retry_in) from run.error
+    try:
+        if run.not_started:
+            charges_send_on(run.not_started)
+            if run.error is None and run.crashed is None:
+                outcomes["sent_on"] = len(run.not_started)
+    finally:  # a failed send on (raised) does not cost the failed charges their retry
+        if run.failed:
+            if run.crashed is not None:
+                logger.error("a charge of the list failed", exc_info=run.crashed)
+            retry_in = backoff_seconds(self.request.retries)
+            kwargs = {"charges": [[p, s] for p, s in run.failed]}
+            raise self.retry(kwargs=kwargs, exc=run.error, countdown=retry_in) from run.error
     if run.crashed is not None:
         raise run.crashed
     return outcomes

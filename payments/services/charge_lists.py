@@ -8,7 +8,7 @@ its one database connection: wait for its rate-limit token, claim its payment, a
 gateway has answered, record the answer. Only the gateway call itself runs on a pool of
 ``PAYMENT_CHARGE_CONCURRENCY`` threads per process, so the next charge's token and claim do not
 wait for the previous charge's answer. A worker process opens no more database connections than
-before; each process holds at most one token reserved ahead, as before; and a payment is claimed
+before; each task holds at most one token reserved ahead, as before; and a payment is claimed
 only when its charge goes out at once, so an invoice voided while a charge waits for its token
 finds the payment unclaimed, as it would have before.
 
@@ -80,24 +80,42 @@ def charges_run(charges: list[Charge], *, seconds: float) -> ListRun:
             slots.release()
             run.failed.append(charge)
             run.error = exc
-            connection.close_if_unusable_or_obsolete()  # one the server dropped: the next opens anew
+            _reset_connection()
             run.not_started = list(charges[i + 1 :])
             break
         except Exception as exc:  # noqa: BLE001 - raised by the task once the rest is recorded
             slots.release()
             run.crashed = exc  # a soft time limit too: the charges at the gateway are recorded first
-            run.not_started = list(charges[i + 1 :])
+            run.not_started = list(charges[i:])  # sent on: a copy finds it claimed, if it was
             break
         if started is None:
             slots.release()
             run.outcomes["skipped"] += 1
             continue
-        future = pool.submit(charge_send, started)
-        future.add_done_callback(lambda _f: slots.release())
+        future = None
+        try:
+            future = pool.submit(_send, started, slots)
+        except Exception as exc:  # noqa: BLE001 - a soft time limit, a pool shut down
+            run.crashed = run.crashed or exc
+        if future is None:  # claimed and not sent: the sweep takes it up once stale
+            slots.release()
+            run.not_started = list(charges[i + 1 :])
+            break
         in_flight[future] = (charge, started)
+        if run.crashed is not None:  # a soft time limit just after the send: recorded below
+            run.not_started = list(charges[i + 1 :])
+            break
     while in_flight:
         _finish_done(in_flight, run, block=True)
     return run
+
+
+def _send(started: Started, slots: threading.Semaphore) -> ChargeResult:
+    """The gateway call on a pool thread; its slot is free again as soon as it returns."""
+    try:
+        return charge_send(started)
+    finally:
+        slots.release()
 
 
 def _take_slot(slots: threading.Semaphore, in_flight: InFlight, run: ListRun) -> bool:
@@ -132,9 +150,15 @@ def _finish_done(in_flight: InFlight, run: ListRun, *, block: bool) -> None:
                 "charge of payment %s answered but not recorded (%s): the sweep takes it up", charge[0], exc
             )
             run.unrecorded.append(charge)
-            connection.close_if_unusable_or_obsolete()
+            _reset_connection()
         except Exception as exc:  # noqa: BLE001 - raised by the task once the rest is recorded
             run.crashed = run.crashed or exc
+
+
+def _reset_connection() -> None:
+    """Close a connection the server dropped, so that the next statement opens a new one."""
+    if not connection.in_atomic_block:
+        connection.close_if_unusable_or_obsolete()
 
 
 _lock = threading.Lock()

@@ -75,22 +75,26 @@ NOT_SENT = "not_sent"  # an attempt's outcome: held back here (no rate-limit tok
 
 
 def outcome_unknown(p: Payment) -> bool:
-    """Whether the current step's last try sent to the gateway may have charged without our
-    hearing it (a timeout, a dropped connection or a 409, not an answer; or a try whose worker
-    died before recording any answer): only asking again with its key tells. A try the local rate
-    limiter held back was never sent: it tells nothing, and asking "again" would be a first
-    charge (of an invoice maybe voided since)."""
-    last = (
+    """Whether a try of the current step sent to the gateway may have charged without our hearing
+    it: one with no answer (a timeout, a dropped connection, a worker that died before recording)
+    or a 409 (its key's first request still in progress), and no definite answer since (a charge,
+    a decline). A 429 or 5xx answers only its own request and settles nothing about an earlier
+    one. Only asking again with the key tells. A try the local rate limiter held back was never
+    sent: it tells nothing, and asking "again" would be a first charge (of an invoice maybe voided
+    since)."""
+    tries = (
         p.attempts.filter(idempotency_key=p.idempotency_key)
         .exclude(outcome=NOT_SENT)
-        .order_by("-started_at")
-        .first()
+        .order_by("started_at", "pk")
+        .values_list("finished_at", "outcome", "http_status")
     )
-    if last is None:
-        return False
-    return last.finished_at is None or (
-        last.outcome == TRANSIENT and last.http_status in MAYBE_CHARGED_STATUSES
-    )
+    unknown = False
+    for finished_at, outcome, http_status in tries:
+        if finished_at is None or (outcome == TRANSIENT and http_status in MAYBE_CHARGED_STATUSES):
+            unknown = True
+        elif outcome != TRANSIENT:
+            unknown = False
+    return unknown
 
 
 def _claim(payment_id: str, step: int | None = None) -> tuple[Payment, PaymentAttempt] | None:
@@ -175,6 +179,8 @@ def charge_finish(started: Started, result: ChargeResult) -> str:
     try:
         return _record(started.payment_id, started.attempt_id, result, sent=started.sent)
     except (DatabaseError, InterfaceError):
+        if connection.in_atomic_block:  # the caller's transaction is broken: its caller decides
+            raise
         connection.close_if_unusable_or_obsolete()  # one the server dropped: the next opens anew
         return _record(started.payment_id, started.attempt_id, result, sent=started.sent)
 
@@ -206,8 +212,8 @@ def _record(payment_id: str, attempt_id: int, result: ChargeResult, *, sent: boo
         return _succeeded(p, result)
     p.last_error_class, p.last_error_message = result.error_class, result.message[:500]
     if result.error_class == TRANSIENT:
-        if p.invoice_closed_at is not None and result.http_status not in MAYBE_CHARGED_STATUSES:
-            # an answer (5xx, 429): nothing was taken, and nothing more will be tried
+        if p.invoice_closed_at is not None and not outcome_unknown(p):
+            # nothing taken by any try of this key, and nothing more will be tried
             cancel(p, f"invoice closed while its charge was retried: {p.invoice_closed_reason}")
             return "cancelled"
         return _transient(p, now)
@@ -288,11 +294,8 @@ def _alert_failed(p: Payment, result: ChargeResult, attempts: int) -> None:
         severity="warning",
         summary=f"Payment for invoice {p.invoice_number} failed for good: {result.message[:200]}",
         details={
-            "payment_id": str(p.id),
-            "invoice_id": p.invoice_id,
+            **payment_data(p),
             "customer": p.customer_ref,
-            "amount_minor": p.amount_minor,
-            "currency": p.currency,
             "error_class": result.error_class,
             "attempts": attempts,
         },

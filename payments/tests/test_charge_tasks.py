@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from celery.signals import task_postrun
-from django.db import connection, connections
+from django.db import OperationalError, connection, connections
 
 from devsupport.sandbox_gateway import SandboxConfig, start_in_thread
 from payments import tasks
@@ -70,6 +70,7 @@ def test_a_list_of_charges_has_several_at_the_gateway_at_once_within_the_rate_li
 ):
     # given workers paced to the gateway's 10 charges a second, and twenty charges in one message
     settings.PAYMENT_RATE_LIMIT_PER_SECOND = 10
+    settings.PAYMENT_CHARGES_TASK_SECONDS = 60  # a loaded machine must not send the rest on
     ids = opened("wide", 20)
     tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
 
@@ -96,9 +97,8 @@ def test_a_message_of_charges_past_its_time_sends_the_rest_on_and_each_is_charge
     wait_until(lambda: Payment.objects.filter(pk__in=ids, status="succeeded").count() == 4, timeout=60)
     wait_until(lambda: len(ran) == 4, timeout=30)
     assert stats(sandbox)["charges"] == 4
-    assert [r for _state, r in ran] == [{"succeeded": 1, "sent_on": n} for n in (3, 2, 1)] + [
-        {"succeeded": 1}
-    ]
+    sent_on = sorted((r.get("sent_on", 0) for _state, r in ran), reverse=True)
+    assert sent_on == [3, 2, 1, 0] and all(r["succeeded"] == 1 for _state, r in ran)
     assert all(Payment.objects.get(pk=p).attempts.count() == 1 for p in ids)
 
 
@@ -183,6 +183,39 @@ def test_an_invoice_voided_while_a_charge_of_the_list_waits_for_its_token_is_not
     gateway = stats(sandbox)
     assert gateway["charges"] == 2 and second.idempotency_key not in gateway["charges_by_key"]
     assert gateway["refunds"] == 0
+
+
+def test_a_list_frees_every_gateway_thread_whatever_becomes_of_its_charges(
+    transactional_db, empty_queues, sandbox, settings, monkeypatch
+):
+    # given lists run as a task runs them: one with a charge already cancelled (skipped) and one
+    # that a bug stops at its third charge, then one a database error stops at its first
+    ids = opened("slots", 6)
+    Payment.objects.filter(pk=ids[0]).update(status="cancelled", next_attempt_at=None)
+    real = charge_lists.charge_start
+
+    def failing(*, payment_id: str, step: int | None = None) -> Any:
+        if payment_id == ids[2]:
+            raise RuntimeError("a bug")
+        if payment_id == ids[4]:
+            raise OperationalError("the server closed the connection")
+        return real(payment_id=payment_id, step=step)
+
+    monkeypatch.setattr(charge_lists, "charge_start", failing)
+    first = charge_lists.charges_run([(p, 0) for p in ids[:4]], seconds=60)
+    second = charge_lists.charges_run([(p, 0) for p in ids[4:]], seconds=60)
+
+    # then the bug stops its list there, the charge it hit going on with the rest (not left to wait
+    # for its lease), the database error is the task's to retry, and every gateway thread is free
+    assert first.outcomes == {"skipped": 1, "succeeded": 1} and isinstance(first.crashed, RuntimeError)
+    assert first.not_started == [(ids[2], 0), (ids[3], 0)]
+    assert second.failed == [(ids[4], 0)] and second.not_started == [(ids[5], 0)]
+    _pool, slots = charge_lists._pool()
+    free = [slots.acquire(blocking=False) for _ in range(settings.PAYMENT_CHARGE_CONCURRENCY + 1)]
+    for taken in free:
+        if taken:
+            slots.release()
+    assert free == [True] * settings.PAYMENT_CHARGE_CONCURRENCY + [False]
 
 
 def _drop_this_session() -> int:

@@ -165,3 +165,31 @@ def test_a_409_on_a_voided_invoice_is_asked_again_and_refunded_not_cancelled(san
     assert stats["charges"] == 1
     [charge] = stats["charges_detail"].values()
     assert charge["refunded"] == charge["amount"] == p.amount_minor
+
+
+def test_a_voided_invoice_whose_first_try_went_unanswered_keeps_no_money_after_a_later_429(
+    sandbox, empty_queues
+):
+    # given a first try the gateway charged but whose answer was lost (the connection dropped), and a
+    # second try, while the invoice was open, refused with 429 before the gateway looked at the key
+    payment, _ = payment_create_for_invoice(data=invoice_data("lost-1"))
+    assert payment_charge(payment_id=str(payment.pk)) == "transient"
+    Payment.objects.filter(pk=payment.pk).update(next_attempt_at=timezone.now())
+    claimed = _claim(str(payment.pk))
+    assert claimed is not None
+    limited = HttpGateway._classify(429, b'{"error": {"type": "rate_limited"}}', {})
+    assert charging._record(str(payment.pk), claimed[1].pk, limited) == "transient"
+    # when the invoice is voided
+    payment_close_for_invoice(invoice_id=payment.invoice_id, reason="issued in error")
+
+    # then the 429 does not count as "nothing taken": the payment is asked again with its key, finds
+    # the first try's charge, and the money is refunded
+    p = Payment.objects.get(pk=payment.pk)
+    assert p.status != "cancelled"
+    Payment.objects.filter(pk=p.pk).update(next_attempt_at=timezone.now())
+    assert payment_charge(payment_id=str(p.pk)) == "succeeded"
+    for refund in Refund.objects.filter(payment_id=p.pk):
+        payment_refund(refund_id=str(refund.pk))
+    stats = gateway_stats(sandbox)
+    [charge] = stats["charges_detail"].values()
+    assert stats["charges"] == 1 and charge["refunded"] == charge["amount"] == p.amount_minor
