@@ -75,6 +75,7 @@ from django.apps import apps  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
+from agreements.importing import REQUIRED  # noqa: E402
 from core.calendar import billing_today  # noqa: E402
 from events import topology  # noqa: E402
 from events.models import RelayKick  # noqa: E402
@@ -167,17 +168,7 @@ def write_agreements_file(path: Path, n: int, prefix: str) -> None:
     today = billing_today().isoformat()
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(
-            [
-                "external_ref",
-                "customer_name",
-                "customer_email",
-                "amount_minor",
-                "currency",
-                "interval",
-                "start_date",
-            ]
-        )
+        w.writerow(REQUIRED)  # the importer's columns
         w.writerows(
             [f"{prefix}-{i}", f"Customer {i}", f"c{i}@example.com", 1000 + i % 500, "EUR", "month", today]
             for i in range(n)

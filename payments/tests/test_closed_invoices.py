@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.conf import settings
 from django.utils import timezone
 
 from payments.gateway import HttpGateway, gateway
-from payments.models import Payment, Refund
+from payments.models import Payment, PaymentAttempt, Refund
 from payments.services import (
     charging,
     payment_charge,
@@ -26,22 +27,25 @@ from tests.factories import gateway_stats, invoice_data
 pytestmark = pytest.mark.django_db
 
 
+def _claimed_and_charged(customer: str) -> tuple[Payment, PaymentAttempt]:
+    """A payment claimed by a worker, whose charge the gateway took, with no answer recorded."""
+    payment, _ = payment_create_for_invoice(data=invoice_data(customer))
+    claimed = _claim(str(payment.pk))
+    assert claimed is not None
+    p, attempt = claimed
+    taken = gateway().charge(
+        idempotency_key=p.idempotency_key, amount_minor=p.amount_minor, currency=p.currency, customer=customer
+    )
+    assert taken.ok
+    return p, attempt
+
+
 def test_a_charge_whose_worker_died_after_the_gateway_took_the_money_is_refunded_once_its_invoice_is_void(
     sandbox, empty_queues
 ):
     # given a charge in flight: the worker claimed the payment and the gateway took the money,
     # then the worker died before recording the answer (the attempt has no outcome)
-    payment, _ = payment_create_for_invoice(data=invoice_data("cus-died"))
-    claimed = _claim(str(payment.pk))
-    assert claimed is not None
-    p, _attempt = claimed
-    taken = gateway().charge(
-        idempotency_key=p.idempotency_key,
-        amount_minor=p.amount_minor,
-        currency=p.currency,
-        customer="cus-died",
-    )
-    assert taken.ok
+    p, _attempt = _claimed_and_charged("cus-died")
     # and the invoice is voided while the payment is still "processing"
     payment_close_for_invoice(invoice_id=p.invoice_id, reason="issued in error")
 
@@ -137,17 +141,7 @@ def test_a_charge_the_rate_limiter_held_back_is_not_sent_once_its_invoice_is_voi
 def test_a_409_on_a_voided_invoice_is_asked_again_and_refunded_not_cancelled(sandbox, empty_queues):
     # given a charge whose first request hangs at the gateway (which takes the money), and the
     # invoice voided meanwhile
-    payment, _ = payment_create_for_invoice(data=invoice_data("cus-busy"))
-    claimed = _claim(str(payment.pk))
-    assert claimed is not None
-    p, attempt = claimed
-    taken = gateway().charge(
-        idempotency_key=p.idempotency_key,
-        amount_minor=p.amount_minor,
-        currency=p.currency,
-        customer="cus-busy",
-    )
-    assert taken.ok
+    p, attempt = _claimed_and_charged("cus-busy")
     payment_close_for_invoice(invoice_id=p.invoice_id, reason="issued in error")
     # when a second request with the key meets the first still in progress: 409
     busy = HttpGateway._classify(409, b'{"error": {"type": "idempotency_error"}}', {})
@@ -155,16 +149,7 @@ def test_a_409_on_a_voided_invoice_is_asked_again_and_refunded_not_cancelled(san
 
     # then the payment is not cancelled as if nothing were taken: it is asked again with the same
     # key, which answers the original charge, and the money is refunded
-    p.refresh_from_db()
-    assert p.status != "cancelled"
-    Payment.objects.filter(pk=p.pk).update(next_attempt_at=timezone.now())
-    assert payment_charge(payment_id=str(p.pk)) == "succeeded"
-    for refund in Refund.objects.filter(payment_id=p.pk):
-        payment_refund(refund_id=str(refund.pk))
-    stats = gateway_stats(sandbox)
-    assert stats["charges"] == 1
-    [charge] = stats["charges_detail"].values()
-    assert charge["refunded"] == charge["amount"] == p.amount_minor
+    _asked_again_and_refunded(sandbox, p)
 
 
 def test_a_voided_invoice_whose_first_try_went_unanswered_keeps_no_money_after_a_later_429(
@@ -184,6 +169,12 @@ def test_a_voided_invoice_whose_first_try_went_unanswered_keeps_no_money_after_a
 
     # then the 429 does not count as "nothing taken": the payment is asked again with its key, finds
     # the first try's charge, and the money is refunded
+    _asked_again_and_refunded(sandbox, payment)
+
+
+def _asked_again_and_refunded(sandbox: Any, payment: Payment) -> None:
+    """The voided invoice's payment is not cancelled: asked again with its key, it finds the charge
+    taken, and the whole amount is refunded; one charge at the gateway."""
     p = Payment.objects.get(pk=payment.pk)
     assert p.status != "cancelled"
     Payment.objects.filter(pk=p.pk).update(next_attempt_at=timezone.now())
