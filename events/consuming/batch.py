@@ -26,7 +26,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import close_old_connections, connection, transaction
+from django.db import transaction
+
+from core.db import drop_broken_connection
 
 from ..operations.logs import log_context
 from .processed import processed_hashes, record_processed
@@ -72,7 +74,7 @@ def process_batch(runtime: ConsumerRuntime, messages: list[Received]) -> list[Ou
         )
         plan.alone = [i for i, o in enumerate(plan.outcomes) if o is None]
     for i in plan.alone:
-        _connection_checked()
+        drop_broken_connection()
         m, admitted = messages[i], plan.admitted.get(i)
         if admitted is not None:
             plan.outcomes[i] = runtime.process_admitted(admitted, receive_count=m.receive_count)
@@ -127,13 +129,3 @@ def _run_together(runtime: ConsumerRuntime, plan: _Plan) -> None:
         else:
             reason = reused_reason(stored.get(a.event.id, ""), a.digest)
             plan.outcomes[i] = runtime.poisoned(a.message_id, reason, a.envelope)
-
-
-def _connection_checked() -> None:
-    """Drop a connection that a failure may have broken (the next statement opens a new one)."""
-    if not connection.errors_occurred:
-        return
-    try:
-        close_old_connections()
-    except Exception:  # noqa: BLE001 - a broken connection is dropped either way
-        logger.debug("could not close old connections", exc_info=True)

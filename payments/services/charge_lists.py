@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, connection
+from django.db import DatabaseError, InterfaceError
+
+from core.db import drop_broken_connection
 
 from ..gateway import ChargeResult
 from .charging import Started, charge_finish, charge_send, charge_start
@@ -48,13 +50,12 @@ InFlight = dict[Future[ChargeResult], tuple[Charge, Started]]
 class ListRun:
     """What became of a list: outcomes counted; charges not started (out of time, or after an
     error starting one); charges whose claim hit a database error, and the first such error;
-    charges whose answer could not be recorded; the first other error."""
+    the first other error. Outcomes count ``unrecorded``: answers that could not be recorded."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
     not_started: list[Charge] = field(default_factory=list)
     failed: list[Charge] = field(default_factory=list)
     error: Exception | None = None
-    unrecorded: list[Charge] = field(default_factory=list)
     crashed: BaseException | None = None
 
 
@@ -80,7 +81,7 @@ def charges_run(charges: list[Charge], *, seconds: float) -> ListRun:
             slots.release()
             run.failed.append(charge)
             run.error = exc
-            _reset_connection()
+            drop_broken_connection()
             run.not_started = list(charges[i + 1 :])
             break
         except Exception as exc:  # noqa: BLE001 - raised by the task once the rest is recorded
@@ -149,16 +150,10 @@ def _finish_done(in_flight: InFlight, run: ListRun, *, block: bool) -> None:
             logger.error(
                 "charge of payment %s answered but not recorded (%s): the sweep takes it up", charge[0], exc
             )
-            run.unrecorded.append(charge)
-            _reset_connection()
+            run.outcomes["unrecorded"] += 1
+            drop_broken_connection()
         except Exception as exc:  # noqa: BLE001 - raised by the task once the rest is recorded
             run.crashed = run.crashed or exc
-
-
-def _reset_connection() -> None:
-    """Close a connection the server dropped, so that the next statement opens a new one."""
-    if not connection.in_atomic_block:
-        connection.close_if_unusable_or_obsolete()
 
 
 _lock = threading.Lock()

@@ -20,6 +20,7 @@ from django.db import DatabaseError, InterfaceError, connection, transaction
 from django.utils import timezone
 
 from core.backoff import backoff
+from core.db import drop_broken_connection
 from events import contracts
 from events.operations import metrics
 from events.operations.alerts import record_alert
@@ -181,7 +182,7 @@ def charge_finish(started: Started, result: ChargeResult) -> str:
     except (DatabaseError, InterfaceError):
         if connection.in_atomic_block:  # the caller's transaction is broken: its caller decides
             raise
-        connection.close_if_unusable_or_obsolete()  # one the server dropped: the next opens anew
+        drop_broken_connection()
         return _record(started.payment_id, started.attempt_id, result, sent=started.sent)
 
 
