@@ -6,6 +6,7 @@ the charge it hit; a rest that cannot be sent on is due again at once."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -82,6 +83,25 @@ def test_a_list_of_charges_has_several_at_the_gateway_at_once_within_the_rate_li
     gateway = stats(slow_gateway)
     assert gateway["charges"] == 20 and gateway["rate_limited"] == 0
     assert gateway["most_at_once"] >= 2
+    assert all(Payment.objects.get(pk=p).attempts.count() == 1 for p in ids)
+
+
+def test_the_same_list_delivered_twice_at_once_charges_each_payment_once(celery_worker, sandbox, ran):
+    # given a list of five charges whose message SQS delivers twice (at least once), the two copies
+    # run side by side by the worker's two threads
+    ids = opened("twice", 5)
+    for _ in range(2):
+        tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
+
+    # then each payment is charged once, with one attempt: whichever copy claims a payment second
+    # finds it taken or done and skips it
+    wait_until(lambda: len(ran) == 2, timeout=60)
+    assert [state for state, _r in ran] == ["SUCCESS", "SUCCESS"]
+    totals = Counter()
+    for _state, r in ran:
+        totals.update(r)
+    assert totals == {"succeeded": 5, "skipped": 5}
+    assert stats(sandbox)["charges"] == 5
     assert all(Payment.objects.get(pk=p).attempts.count() == 1 for p in ids)
 
 
