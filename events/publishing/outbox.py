@@ -1,6 +1,6 @@
 """Recording domain events: a Django signal sent inside the service's transaction.
 
-Services call ``record_event(...)`` (or ``record_events([...])`` for bulk work)
+Services call ``record_event(...)`` (or ``record_events([...])``, ``record_changes`` for bulk work)
 inside their ``transaction.atomic`` block. That sends ``domain_event``; the
 receiver below validates the data against its contract and writes the outbox
 row in the SAME transaction. So a rolled-back change leaves no event and a
@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.dispatch import Signal, receiver
 from django.utils import timezone
 
-from core.bulk import copy_line, copy_lines
+from core.bulk import copy_line, copy_lines, update_rows
 
 from .. import contracts, envelope
 from ..models import OutboxEvent, publish_priority
@@ -73,6 +73,26 @@ def record_change(*, sender: Any, obj: Any, type: str, data: dict[str, Any]) -> 
     obj.save()
     return record_event(
         sender=sender, type=type, aggregate_id=str(obj.pk), aggregate_version=obj.aggregate_version, data=data
+    )
+
+
+def record_changes(
+    *, sender: Any, changes: Sequence[tuple[Any, str, dict[str, Any]]], fields: Sequence[str]
+) -> list[NewEvent]:
+    """``record_change`` for several objects of one model, each (object, event type, data): every
+    version bumped, ``fields`` written with the version (and any ``auto_now`` field) in one
+    statement, and the events recorded together, in the caller's transaction. Only ``fields`` are
+    written: name every field the change set."""
+    if not changes:
+        return []
+    objs = [obj for obj, _type, _data in changes]
+    for obj in objs:
+        obj.aggregate_version += 1
+    auto_now = [f.name for f in objs[0]._meta.concrete_fields if getattr(f, "auto_now", False)]
+    update_rows(objs, list(dict.fromkeys([*fields, "aggregate_version", *auto_now])))
+    return record_events(
+        sender=sender,
+        events=[NewEvent(type, str(obj.pk), obj.aggregate_version, data) for obj, type, data in changes],
     )
 
 

@@ -2,15 +2,15 @@
 
 - ``opening``: one payment per issued invoice (one at a time or a batch), due at once;
 - ``dispatching``: the due charges leased and sent in batches (a kicked pass, the sweep);
-- ``charging``: each payment charged at the gateway's pace (dunning, backoff);
-- ``charge_lists``: a message's list of charges, several at the gateway at once;
+- ``charging``: a charge started (its rate-limit token, its payment claimed) and sent;
+- ``answers``: the gateway's answer recorded with its consequence (dunning, backoff, refunds);
+- ``charge_lists``: a charge alone, or a message's list of them, several at the gateway at once;
 - ``retries``: the sweep that takes charges up again, and an operator's "retry now";
 - ``closing``: an invoice voided (stop collecting) or credited (give money back);
 - ``refunds``: refunds through the gateway, once per cause.
 """
 
-from .charge_lists import charges_run
-from .charging import payment_charge
+from .charge_lists import charges_run, payment_charge
 from .closing import payment_close_for_invoice, refund_for_credit_note
 from .dispatching import charges_dispatch, charges_send_on
 from .opening import payment_create_for_invoice, payments_create_for_invoices

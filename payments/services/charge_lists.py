@@ -38,12 +38,28 @@ from django.db import DatabaseError, InterfaceError
 from core.db import drop_broken_connection
 
 from ..gateway import ChargeResult
-from .charging import Started, charge_finish, charge_send, charge_start
+from .answers import charge_finish, charged_record
+from .charging import Started, charge_send, charge_start
 
 logger = logging.getLogger(__name__)
 
 Charge = tuple[str, int | None]  # (payment id, dunning step)
-InFlight = dict[Future[ChargeResult], tuple[Charge, Started]]
+InFlight = dict[Future[ChargeResult], tuple[Charge, Started, float]]  # float: when it was sent
+# Answers are recorded together (one transaction for those that charged) once this many have come,
+# or once one sent this long ago has: a list's answers come back close together, and one
+# transaction for several costs about what one costs alone.
+RECORD_TOGETHER = 5
+GATHER_SECONDS = 0.5
+
+
+def payment_charge(*, payment_id: str, step: int | None = None) -> str:
+    """Charge once (rate-limited), record the attempt and its consequence. Returns the outcome.
+    ``step``: the dunning step the message was sent for; a copy for a decided step is skipped.
+    A list (``charges_run``) runs the same three steps, several at the gateway at once."""
+    started = charge_start(payment_id=payment_id, step=step)
+    if started is None:
+        return "skipped"
+    return charge_finish(started, charge_send(started))
 
 
 @dataclass
@@ -102,7 +118,7 @@ def charges_run(charges: list[Charge], *, seconds: float) -> ListRun:
             slots.release()
             run.not_started = list(charges[i + 1 :])
             break
-        in_flight[future] = (charge, started)
+        in_flight[future] = (charge, started, time.monotonic())
         if run.crashed is not None:  # a soft time limit just after the send: recorded below
             run.not_started = list(charges[i + 1 :])
             break
@@ -134,16 +150,37 @@ def _take_slot(slots: threading.Semaphore, in_flight: InFlight, run: ListRun) ->
 
 
 def _finish_done(in_flight: InFlight, run: ListRun, *, block: bool) -> None:
-    """Record the charges whose answer has come (``block``: waiting for at least one)."""
+    """Record the charges whose answer has come. Not ``block``: only once ``RECORD_TOGETHER`` have
+    or one sent ``GATHER_SECONDS`` ago has. ``block``: waiting for all, for up to
+    ``GATHER_SECONDS``, then for at least one."""
     if not in_flight:
         return
     try:
-        done, _ = wait(in_flight, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        if block:
+            done, _ = wait(in_flight, timeout=GATHER_SECONDS)
+            if not done:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+        else:
+            done, _ = wait(in_flight, timeout=0)
+            oldest = time.monotonic() - GATHER_SECONDS
+            if len(done) < RECORD_TOGETHER and not any(in_flight[f][2] < oldest for f in done):
+                return
     except SoftTimeLimitExceeded as exc:  # the answers still come: the caller waits again
         run.crashed = run.crashed or exc
         return
-    for future in done:
-        charge, started = in_flight.pop(future)
+    answered = {future: in_flight.pop(future)[:2] for future in done}
+    together = {f: started for f, (_charge, started) in answered.items() if _charged(f, started)}
+    if len(together) > 1:
+        try:
+            outcomes = charged_record([(started, f.result()) for f, started in together.items()])
+        except Exception as exc:  # noqa: BLE001 - each is recorded alone below, as it would have been
+            logger.warning("%d answers not recorded together (%r): recording each alone", len(together), exc)
+            if isinstance(exc, (DatabaseError, InterfaceError)):
+                drop_broken_connection()
+        else:
+            run.outcomes.update(outcomes)
+            answered = {f: a for f, a in answered.items() if f not in together}
+    for future, (charge, started) in answered.items():
         try:
             run.outcomes[charge_finish(started, future.result())] += 1
         except (DatabaseError, InterfaceError) as exc:
@@ -154,6 +191,11 @@ def _finish_done(in_flight: InFlight, run: ListRun, *, block: bool) -> None:
             drop_broken_connection()
         except Exception as exc:  # noqa: BLE001 - raised by the task once the rest is recorded
             run.crashed = run.crashed or exc
+
+
+def _charged(future: Future[ChargeResult], started: Started) -> bool:
+    """Sent, and the gateway took the money."""
+    return started.sent and future.exception() is None and future.result().ok
 
 
 _lock = threading.Lock()

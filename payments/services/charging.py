@@ -1,5 +1,7 @@
 """Collecting an invoice: one payment per invoice, charged at the gateway's pace, through the
-payment state machine (payments/states.py).
+payment state machine (payments/states.py). Here a charge is started (its rate-limit token, then
+its payment claimed) and sent; services/answers.py records the gateway's answer, and
+services/charge_lists.py runs a charge alone or a message's list of them.
 
 Never charges twice: every try of a dunning step uses the same idempotency key, so a retry after
 a lost response gets the gateway's original result. Never charges a closed invoice: once
@@ -16,21 +18,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from core.backoff import backoff
-from core.db import drop_broken_connection
 from events import contracts
 from events.operations import metrics
-from events.operations.alerts import record_alert
 from events.publishing import record_change
 
 from .. import ratelimit, states
-from ..dispatch import enqueue_charge
-from ..gateway import HARD, MAYBE_CHARGED_STATUSES, SOFT, TRANSIENT, ChargeResult, gateway
+from ..gateway import MAYBE_CHARGED_STATUSES, TRANSIENT, ChargeResult, gateway
 from ..models import Payment, PaymentAttempt
-from .refunds import refund_for_closed_invoice, refunds_release
 
 logger = logging.getLogger(__name__)
 P = Payment.Status
@@ -170,134 +168,4 @@ def charge_send(started: Started) -> ChargeResult:
         amount_minor=started.amount_minor,
         currency=started.currency,
         customer=started.customer,
-    )
-
-
-def charge_finish(started: Started, result: ChargeResult) -> str:
-    """Record the gateway's answer and its consequence (one transaction); once more, on a new
-    connection, if the first try fails: the answer is only in memory, and a payment left
-    "processing" waits for the sweep. Returns the outcome."""
-    try:
-        return _record(started.payment_id, started.attempt_id, result, sent=started.sent)
-    except (DatabaseError, InterfaceError):
-        if connection.in_atomic_block:  # the caller's transaction is broken: its caller decides
-            raise
-        drop_broken_connection()
-        return _record(started.payment_id, started.attempt_id, result, sent=started.sent)
-
-
-def payment_charge(*, payment_id: str, step: int | None = None) -> str:
-    """Charge once (rate-limited), record the attempt and its consequence. Returns the outcome.
-    ``step``: the dunning step the message was sent for; a copy for a decided step is skipped.
-    A list of charges runs the same three steps, several at the gateway at once (charge_lists.py)."""
-    started = charge_start(payment_id=payment_id, step=step)
-    if started is None:
-        return "skipped"
-    return charge_finish(started, charge_send(started))
-
-
-@transaction.atomic
-def _record(payment_id: str, attempt_id: int, result: ChargeResult, *, sent: bool = True) -> str:
-    p = Payment.objects.select_for_update().get(pk=payment_id)
-    now = timezone.now()
-    PaymentAttempt.objects.filter(pk=attempt_id).update(
-        finished_at=now,
-        outcome=NOT_SENT if not sent else "succeeded" if result.ok else result.error_class,
-        gateway_reference=result.reference,
-        http_status=result.http_status,
-        error_message=result.message[:500],
-    )
-    if p.status != P.PROCESSING:
-        return p.status  # a concurrent duplicate already recorded this step
-    if result.ok:
-        return _succeeded(p, result)
-    p.last_error_class, p.last_error_message = result.error_class, result.message[:500]
-    if result.error_class == TRANSIENT:
-        if p.invoice_closed_at is not None and not outcome_unknown(p):
-            # nothing taken by any try of this key, and nothing more will be tried
-            cancel(p, f"invoice closed while its charge was retried: {p.invoice_closed_reason}")
-            return "cancelled"
-        return _transient(p, now)
-    return _declined(p, result, now)
-
-
-def _succeeded(p: Payment, result: ChargeResult) -> str:
-    states.transition(p, P.SUCCEEDED)
-    p.gateway_reference = result.reference
-    p.next_attempt_at = None
-    emit(p, contracts.PAYMENT_SUCCEEDED, {**payment_data(p), "gateway_reference": result.reference})
-    metrics.PAYMENTS.labels("succeeded").inc()
-    if p.invoice_closed_at is not None:  # the charge was in flight when the invoice was voided
-        refund_for_closed_invoice(p)
-    refunds_release(p)  # refunds (credit notes) that arrived before this success
-    return "succeeded"
-
-
-def _transient(p: Payment, now: datetime) -> str:
-    p.transient_failures += 1
-    delay = transient_delay(p.transient_failures)
-    if p.transient_failures > settings.PAYMENT_TRANSIENT_MAX_RETRIES:
-        # The gateway has been failing for a while: leave it to the retry sweep, later.
-        states.transition(p, P.RETRY_SCHEDULED)
-        p.transient_failures = 0
-        p.next_attempt_at = now + timedelta(seconds=settings.PAYMENT_TRANSIENT_BACKOFF_MAX_SECONDS)
-        p.save()
-    else:
-        states.transition(p, P.PENDING)
-        p.next_attempt_at = lease_end(delay)  # a charge is queued to run after ``delay``
-        p.save()
-        payment_id, step = str(p.id), p.dunning_step
-        transaction.on_commit(lambda: enqueue_charge(payment_id, step, delay), robust=True)
-    metrics.PAYMENTS.labels("transient").inc()
-    return "transient"
-
-
-def _declined(p: Payment, result: ChargeResult, now: datetime) -> str:
-    closed = p.invoice_closed_at is not None
-    final = result.error_class == HARD or p.dunning_step >= len(settings.PAYMENT_DUNNING_DAYS)
-    attempts = p.attempts.count()
-    if closed:
-        pass  # recorded below, then cancelled: no dunning for a closed invoice
-    elif result.error_class == SOFT and not final:
-        p.dunning_step += 1
-        p.transient_failures = 0
-        states.transition(p, P.RETRY_SCHEDULED)
-        p.next_attempt_at = now + timedelta(days=settings.PAYMENT_DUNNING_DAYS[p.dunning_step - 1])
-    else:
-        states.transition(p, P.FAILED)
-        p.next_attempt_at = None
-    emit(
-        p,
-        contracts.PAYMENT_FAILED,
-        {
-            **payment_data(p),
-            "final": final and not closed,
-            "error_class": result.error_class,
-            "error_message": result.message[:1000],
-            "attempts": attempts,
-        },
-    )
-    if closed:
-        cancel(p, f"invoice closed: {p.invoice_closed_reason}")
-        return "cancelled"
-    metrics.PAYMENTS.labels("failed_final" if final else "soft_declined").inc()
-    if final:
-        _alert_failed(p, result, attempts)
-    return "failed_final" if final else "soft_declined"
-
-
-def _alert_failed(p: Payment, result: ChargeResult, attempts: int) -> None:
-    record_alert(
-        sender=Payment,
-        check="payment_failed",
-        about=str(p.id),
-        version=p.aggregate_version,
-        severity="warning",
-        summary=f"Payment for invoice {p.invoice_number} failed for good: {result.message[:200]}",
-        details={
-            **payment_data(p),
-            "customer": p.customer_ref,
-            "error_class": result.error_class,
-            "attempts": attempts,
-        },
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -99,12 +100,17 @@ def refund_for_closed_invoice(p: Payment) -> None:
         )
 
 
-def refunds_release(p: Payment) -> None:
-    """``p``'s charge succeeded: refunds that were waiting for it can go."""
-    for refund in Refund.objects.select_for_update().filter(
-        invoice_id=p.invoice_id, status=R.PENDING, next_attempt_at__isnull=True
-    ):
-        refund.payment = p
+def refunds_release(payments: Sequence[Payment]) -> None:
+    """These payments' charges succeeded: refunds that were waiting for them can go (one statement
+    for all, the refunds locked in key order)."""
+    by_invoice = {p.invoice_id: p for p in payments}
+    if not by_invoice:
+        return
+    waiting = Refund.objects.select_for_update().filter(
+        invoice_id__in=by_invoice, status=R.PENDING, next_attempt_at__isnull=True
+    )
+    for refund in waiting.order_by("pk"):
+        refund.payment = by_invoice[refund.invoice_id]
         _send_when_committed(refund)
 
 

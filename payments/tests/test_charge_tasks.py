@@ -15,11 +15,13 @@ from celery.signals import task_postrun
 from django.db import OperationalError, connection, connections
 
 from devsupport.sandbox_gateway import SandboxConfig, start_in_thread
+from events.models import OutboxEvent
 from payments import tasks
 from payments.dispatch import charge_kicker
 from payments.gateway import reset_gateway
 from payments.models import Payment
 from payments.services import (
+    answers,
     charge_lists,
     charging,
     dispatching,
@@ -149,29 +151,53 @@ def test_a_dropped_database_connection_retries_only_its_charge_and_the_others_go
     assert finished[ids[1]] > max(finished[ids[0]], finished[ids[2]])
 
 
-def test_an_answer_whose_record_loses_the_connection_is_recorded_on_a_new_one(
+def test_answers_whose_record_together_loses_the_connection_are_each_recorded_on_a_new_one(
     celery_worker, sandbox, monkeypatch, ran
 ):
-    # given a message of three charges, and the worker's database session terminated by the server
-    # after the gateway answered the second and before its answer is recorded
+    # given a message of three charges whose answers come back together, and the worker's database
+    # session terminated by the server as they are recorded together
     ids = opened("recerr", 3)
-    real, dropped = charging._record, []
+    real, dropped = charge_lists.charged_record, []
 
-    def dropped_before_recording_the_second(payment_id: str, *args: Any, **kwargs: Any) -> str:
-        if payment_id == ids[1] and not dropped:
+    def dropped_while_recording(answers_: Any) -> list[str]:
+        if not dropped:
             dropped.append(_drop_this_session())
-        return real(payment_id, *args, **kwargs)
+        return real(answers_)
 
-    monkeypatch.setattr(charging, "_record", dropped_before_recording_the_second)
+    monkeypatch.setattr(charge_lists, "charged_record", dropped_while_recording)
     tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
 
-    # then the answer is recorded at once on a new connection: all three succeeded in the one task,
-    # none left "processing" for the sweep, one charge and one attempt each
+    # then each answer is recorded at once, alone, on a new connection: all three succeeded in the
+    # one task, none left "processing" for the sweep, one charge, one attempt and one event each
     wait_until(lambda: len(ran) == 1, timeout=60)
     assert dropped and ran == [("SUCCESS", {"succeeded": 3})]
     assert set(Payment.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"succeeded"}
     assert stats(sandbox)["charges"] == 3
     assert all(Payment.objects.get(pk=p).attempts.count() == 1 for p in ids)
+    succeeded = OutboxEvent.objects.filter(type="payment.succeeded", aggregate_id__in=ids)
+    assert sorted(succeeded.values_list("aggregate_id", flat=True)) == sorted(ids)
+
+
+def test_an_answer_whose_record_loses_the_connection_is_recorded_on_a_new_one(
+    celery_worker, sandbox, monkeypatch
+):
+    # given one charge (a backoff, a dunning step, an operator's "retry now"), and the worker's
+    # database session terminated by the server after the gateway answered, before the record
+    [payment_id] = opened("recerr1", 1)
+    real, dropped = answers._record, []
+
+    def dropped_before_recording(*args: Any, **kwargs: Any) -> str:
+        if not dropped:
+            dropped.append(_drop_this_session())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(answers, "_record", dropped_before_recording)
+    tasks.charge_payment.apply_async(kwargs={"payment_id": payment_id, "step": 0})
+
+    # then the answer is recorded at once on a new connection, not left "processing" for the sweep
+    wait_until(lambda: Payment.objects.get(pk=payment_id).status == "succeeded", timeout=60)
+    assert dropped and stats(sandbox)["charges"] == 1
+    assert Payment.objects.get(pk=payment_id).attempts.get().outcome == "succeeded"
 
 
 def test_an_invoice_voided_while_a_charge_of_the_list_waits_for_its_token_is_not_charged(

@@ -1,0 +1,120 @@
+"""A list's answers recorded together (services/answers.py ``charged_record``; the sandbox gateway
+over HTTP): each payment ends as one recorded alone would, whatever happened to it while its charge
+was at the gateway, and a list whose answers differ records each kind its own way."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from events.models import OutboxEvent
+from payments.gateway import ChargeResult
+from payments.models import Payment, Refund
+from payments.services import (
+    answers,
+    charge_lists,
+    charging,
+    payment_close_for_invoice,
+    payments_create_for_invoices,
+    refund_for_credit_note,
+)
+from tests.factories import gateway_stats, invoice_data
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _sent(n: int, prefix: str) -> list[tuple[charging.Started, ChargeResult]]:
+    """n payments claimed and charged at the gateway, answers not yet recorded."""
+    made = payments_create_for_invoices(invoices=[invoice_data(f"cus-{prefix}-{i}") for i in range(n)])
+    started = [charging.charge_start(payment_id=str(p.pk)) for p, _created in made]
+    return [(s, charging.charge_send(s)) for s in started if s is not None]
+
+
+def test_answers_recorded_together_end_each_payment_as_one_recorded_alone_would(sandbox, empty_queues):
+    # given four charges the gateway took, answers not yet recorded, and meanwhile: the second's
+    # invoice voided, a credit note on the third's, the fourth's answer recorded by a copy of its
+    # message (SQS delivers at least once)
+    sent = _sent(4, "together")
+    ids = [s.payment_id for s, _r in sent]
+    versions = {p.pk: p.aggregate_version for p in Payment.objects.filter(pk__in=ids)}
+    second = Payment.objects.get(pk=ids[1])
+    payment_close_for_invoice(invoice_id=second.invoice_id, reason="issued in error")
+    third = Payment.objects.get(pk=ids[2])
+    refund_for_credit_note(
+        data={
+            "credit_note_id": str(uuid.uuid4()),
+            "invoice_id": third.invoice_id,
+            "number": "CN-1",
+            "reason": "goodwill",
+            "total_minor": 500,
+            "currency": "EUR",
+        }
+    )
+    assert answers.charge_finish(*sent[3]) == "succeeded"
+
+    # when the four answers are recorded together
+    before = timezone.now()
+    outcomes = answers.charged_record(sent)
+
+    # then each payment succeeded once, with its reference, one finished attempt and one
+    # payment.succeeded at its new version, as charged (the copy's record is not made twice)
+    assert outcomes == ["succeeded"] * 4
+    for (_started, result), pid in zip(sent, ids, strict=True):
+        p = Payment.objects.get(pk=pid)
+        attempt = p.attempts.get()
+        assert (p.status, p.gateway_reference, p.next_attempt_at) == ("succeeded", result.reference, None)
+        assert (attempt.outcome, attempt.gateway_reference) == ("succeeded", result.reference)
+        assert attempt.finished_at is not None
+        assert (p.updated_at >= before) is (pid != ids[3])
+        [event] = OutboxEvent.objects.filter(type="payment.succeeded", aggregate_id=pid)
+        assert event.aggregate_version == p.aggregate_version > versions[p.pk]
+        assert event.data == {
+            "payment_id": pid,
+            "invoice_id": p.invoice_id,
+            "amount_minor": p.amount_minor,
+            "currency": p.currency,
+            "gateway_reference": result.reference,
+        }
+    # the voided invoice's money is given back in full; the credit note's refund, which waited for
+    # the charge, goes now; the others are not refunded
+    refunds = {r.invoice_id: r for r in Refund.objects.all()}
+    assert set(refunds) == {second.invoice_id, third.invoice_id}
+    void_refund = refunds[second.invoice_id]
+    assert (void_refund.amount_minor, str(void_refund.payment_id)) == (second.amount_minor, ids[1])
+    credit_refund = refunds[third.invoice_id]
+    assert str(credit_refund.payment_id) == ids[2] and credit_refund.next_attempt_at is not None
+    assert gateway_stats(sandbox)["charges"] == 4
+
+
+def test_a_list_whose_answers_differ_records_the_charged_together_and_each_other_alone(
+    sandbox, empty_queues, monkeypatch
+):
+    # given a list of four charges, the gateway declining the third for good
+    made = payments_create_for_invoices(invoices=[invoice_data(f"cus-mixed-{i}") for i in range(4)])
+    ids = [str(p.pk) for p, _created in made]
+    real_send, together = charge_lists.charge_send, []
+
+    def declining_the_third(started: charging.Started) -> ChargeResult:
+        if started.payment_id == ids[2]:
+            return ChargeResult(False, error_class="hard_decline", message="card stolen", http_status=402)
+        return real_send(started)
+
+    def recorded_together(answers_: Any) -> list[str]:
+        together.append(sorted(s.payment_id for s, _r in answers_))
+        return real_record(answers_)
+
+    real_record = charge_lists.charged_record
+    monkeypatch.setattr(charge_lists, "charge_send", declining_the_third)
+    monkeypatch.setattr(charge_lists, "charged_record", recorded_together)
+
+    run = charge_lists.charges_run([(p, 0) for p in ids], seconds=60)
+
+    # then the three charged are recorded together and the decline alone, as a final failure
+    assert run.outcomes == {"succeeded": 3, "failed_final": 1} and not run.crashed
+    assert together == [sorted(ids[:2] + ids[3:])]
+    statuses = dict(Payment.objects.filter(pk__in=ids).values_list("pk", "status"))
+    assert [statuses[uuid.UUID(p)] for p in ids] == ["succeeded", "succeeded", "failed", "succeeded"]
+    assert OutboxEvent.objects.filter(type="payment.failed", aggregate_id=ids[2]).count() == 1
