@@ -78,9 +78,12 @@ def outcome_unknown(p: Payment) -> bool:
     it: one with no answer (a timeout, a dropped connection, a worker that died before recording)
     or a 409 (its key's first request still in progress), and no definite answer since (a charge,
     a decline). A 429 or 5xx answers only its own request and settles nothing about an earlier
-    one. Only asking again with the key tells. A try the local rate limiter held back was never
-    sent: it tells nothing, and asking "again" would be a first charge (of an invoice maybe voided
-    since)."""
+    one. Only asking again with the key tells. A try answered "succeeded" on a payment not
+    succeeded took the money for sure: its answer came after the sweep had taken the payment over
+    (stale "processing"), so only its attempt recorded it; asking again replays the success, and it
+    is recorded (and refunded if the invoice is closed). A try the local rate limiter held back was
+    never sent: it tells nothing, and asking "again" would be a first charge (of an invoice maybe
+    voided since)."""
     tries = (
         p.attempts.filter(idempotency_key=p.idempotency_key)
         .exclude(outcome=NOT_SENT)
@@ -89,6 +92,8 @@ def outcome_unknown(p: Payment) -> bool:
     )
     unknown = False
     for finished_at, outcome, http_status in tries:
+        if outcome == "succeeded":
+            return True  # the gateway replays a key's charge: no later answer undoes it
         if finished_at is None or (outcome == TRANSIENT and http_status in MAYBE_CHARGED_STATUSES):
             unknown = True
         elif outcome != TRANSIENT:

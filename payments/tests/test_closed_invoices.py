@@ -69,6 +69,41 @@ def test_a_charge_whose_worker_died_after_the_gateway_took_the_money_is_refunded
     assert Payment.objects.get(pk=p.pk).status == Payment.Status.REFUNDED
 
 
+def test_a_success_recorded_after_the_sweep_took_its_payment_over_is_refunded_once_its_invoice_is_void(
+    sandbox, empty_queues
+):
+    # given a charge the gateway took whose worker stalled past the stale threshold: the sweep
+    # took the payment over ("pending" again, a new charge queued) before the answer was recorded,
+    # so the late record finds the payment not "processing" and only its attempt says "succeeded"
+    p, attempt = _claimed_and_charged("cus-late")
+    stale = timezone.now() - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS + 1)
+    Payment.objects.filter(pk=p.pk).update(updated_at=stale)
+    assert payments_retry_due() == 1
+    started = charging.Started(
+        payment_id=str(p.pk),
+        attempt_id=attempt.pk,
+        idempotency_key=p.idempotency_key,
+        amount_minor=p.amount_minor,
+        currency=p.currency,
+        customer=p.customer_ref,
+        sent=True,
+    )
+    assert answers.charge_finish(started, charging.charge_send(started)) == "pending"
+
+    # when the invoice is voided before the queued charge runs, then that charge runs
+    payment_close_for_invoice(invoice_id=p.invoice_id, reason="issued in error")
+    assert Payment.objects.get(pk=p.pk).status == Payment.Status.PENDING  # not cancelled: money taken
+    payment_charge(payment_id=str(p.pk))
+    for refund in Refund.objects.filter(payment_id=p.pk):
+        payment_refund(refund_id=str(refund.pk))
+
+    # then the money is given back, not kept behind a "cancelled" payment
+    stats = gateway_stats(sandbox)
+    [charge] = [c for c in stats["charges_detail"].values() if c["key"].startswith(f"pay-{p.pk}#")]
+    assert charge["refunded"] == charge["amount"] == p.amount_minor
+    assert Payment.objects.get(pk=p.pk).status == Payment.Status.REFUNDED
+
+
 @pytest.mark.django_db
 def test_an_operator_retry_of_a_refused_refund_gets_a_key_of_its_own(django_capture_on_commit_callbacks):
     # a gateway replays a refused result for a key it has seen: retrying with it could never succeed
