@@ -10,6 +10,7 @@ it back if there turns out to be nothing to charge.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from django.db import connection
 
@@ -27,8 +28,12 @@ RETURNING tokens
 GIVE_BACK = f"UPDATE {TABLE} SET tokens = tokens + 1 WHERE name = %s"
 
 
-def acquire(name: str, rate: float, *, timeout: float = 60.0) -> bool:
+def acquire(
+    name: str, rate: float, *, timeout: float = 60.0, while_waiting: Callable[[float], None] | None = None
+) -> bool:
     """Reserve one token and wait until it is due; False (token returned) if that is beyond ``timeout``.
+    ``while_waiting(seconds)``: called first when there is a wait, using it (the wait is not made
+    longer by it, unless it takes longer).
 
     Must run outside a transaction: the reservation commits at once for every other worker to see.
     """
@@ -44,7 +49,10 @@ def acquire(name: str, rate: float, *, timeout: float = 60.0) -> bool:
     if wait > timeout:
         give_back(name)
         return False
-    time.sleep(wait)
+    due = time.monotonic() + wait
+    if while_waiting is not None:
+        while_waiting(wait)
+    time.sleep(max(0.0, due - time.monotonic()))
     return True
 
 

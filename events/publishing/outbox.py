@@ -82,7 +82,9 @@ def record_changes(
     """``record_change`` for several objects of one model, each (object, event type, data): every
     version bumped, ``fields`` written with the version (and any ``auto_now`` field) in one
     statement, and the events recorded together, in the caller's transaction. Only ``fields`` are
-    written: name every field the change set."""
+    written: name every field the change set. The objects must be rows the caller read locked
+    (``select_for_update``) in this transaction: their values, the version included, are written
+    as they are."""
     if not changes:
         return []
     objs = [obj for obj, _type, _data in changes]

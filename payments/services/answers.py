@@ -141,7 +141,8 @@ def charged_record(answers: Sequence[tuple[Started, ChargeResult]]) -> list[str]
             changes.append((p, contracts.PAYMENT_SUCCEEDED, _charged(p, r)))
             outcomes[s.payment_id] = "succeeded"
     record_changes(sender=Payment, changes=changes, fields=SUCCEEDED_FIELDS)
-    metrics.PAYMENTS.labels("succeeded").inc(len(plain))
+    # counted once committed: a batch rolled back is recorded again, one at a time, and counted then
+    transaction.on_commit(lambda: metrics.PAYMENTS.labels("succeeded").inc(len(plain)))
     refunds_release(plain)
     return [outcomes[s.payment_id] for s, _r in answers]
 

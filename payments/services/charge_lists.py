@@ -92,7 +92,11 @@ def charges_run(charges: list[Charge], *, seconds: float) -> ListRun:
             run.not_started = list(charges[i:])
             break
         try:
-            started = charge_start(payment_id=charge[0], step=charge[1])
+            started = charge_start(
+                payment_id=charge[0],
+                step=charge[1],
+                while_waiting=lambda wait: _finish_done(in_flight, run, block=False, within=wait),
+            )
         except (DatabaseError, InterfaceError) as exc:
             slots.release()
             run.failed.append(charge)
@@ -149,10 +153,11 @@ def _take_slot(slots: threading.Semaphore, in_flight: InFlight, run: ListRun) ->
     return True
 
 
-def _finish_done(in_flight: InFlight, run: ListRun, *, block: bool) -> None:
+def _finish_done(in_flight: InFlight, run: ListRun, *, block: bool, within: float = 0.0) -> None:
     """Record the charges whose answer has come. Not ``block``: only once ``RECORD_TOGETHER`` have
-    or one sent ``GATHER_SECONDS`` ago has. ``block``: waiting for all, for up to
-    ``GATHER_SECONDS``, then for at least one."""
+    or one sent ``GATHER_SECONDS`` ago has, counting ``within``, the seconds the caller is about to
+    wait (for a rate-limit token), so no answer waits unrecorded much longer than that.
+    ``block``: waiting for all, for up to ``GATHER_SECONDS``, then for at least one."""
     if not in_flight:
         return
     try:
@@ -162,7 +167,7 @@ def _finish_done(in_flight: InFlight, run: ListRun, *, block: bool) -> None:
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
         else:
             done, _ = wait(in_flight, timeout=0)
-            oldest = time.monotonic() - GATHER_SECONDS
+            oldest = time.monotonic() + within - GATHER_SECONDS
             if len(done) < RECORD_TOGETHER and not any(in_flight[f][2] < oldest for f in done):
                 return
     except SoftTimeLimitExceeded as exc:  # the answers still come: the caller waits again
@@ -173,10 +178,13 @@ def _finish_done(in_flight: InFlight, run: ListRun, *, block: bool) -> None:
     if len(together) > 1:
         try:
             outcomes = charged_record([(started, f.result()) for f, started in together.items()])
-        except Exception as exc:  # noqa: BLE001 - each is recorded alone below, as it would have been
-            logger.warning("%d answers not recorded together (%r): recording each alone", len(together), exc)
-            if isinstance(exc, (DatabaseError, InterfaceError)):
-                drop_broken_connection()
+        except (DatabaseError, InterfaceError) as exc:  # each is recorded alone below
+            logger.warning("%d answers not recorded together (%s): recording each alone", len(together), exc)
+            drop_broken_connection()
+        except SoftTimeLimitExceeded as exc:  # the task ends once they are recorded, each alone
+            run.crashed = run.crashed or exc
+        except Exception:  # noqa: BLE001 - a bug here costs no answer: each is recorded alone below
+            logger.exception("%d answers not recorded together: recording each alone", len(together))
         else:
             run.outcomes.update(outcomes)
             answered = {f: a for f, a in answered.items() if f not in together}

@@ -13,6 +13,7 @@ flight and succeeds anyway is refunded (services/refunds.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -140,13 +141,15 @@ class Started:
     sent: bool
 
 
-def charge_start(*, payment_id: str, step: int | None = None) -> Started | None:
+def charge_start(
+    *, payment_id: str, step: int | None = None, while_waiting: Callable[[float], None] | None = None
+) -> Started | None:
     """Wait for a rate-limit token, then claim the payment (the database's part before the
     gateway). Claimed only once it can go at once: an invoice voided during the wait finds its
     payment not claimed and cancels it, and a worker dying then leaves no try whose outcome is
     unknown. None: nothing to charge (done, cancelled, another worker's, a copy for a decided
-    ``step``); its token is given back."""
-    sent = ratelimit.acquire("gateway", settings.PAYMENT_RATE_LIMIT_PER_SECOND)
+    ``step``); its token is given back. ``while_waiting``: see ``ratelimit.acquire``."""
+    sent = ratelimit.acquire("gateway", settings.PAYMENT_RATE_LIMIT_PER_SECOND, while_waiting=while_waiting)
     claimed = _claim(payment_id, step)
     if claimed is None:
         if sent:

@@ -70,7 +70,7 @@ def test_answers_recorded_together_end_each_payment_as_one_recorded_alone_would(
         assert attempt.finished_at is not None
         assert (p.updated_at >= before) is (pid != ids[3])
         [event] = OutboxEvent.objects.filter(type="payment.succeeded", aggregate_id=pid)
-        assert event.aggregate_version == p.aggregate_version > versions[p.pk]
+        assert event.aggregate_version == p.aggregate_version == versions[p.pk] + 1
         assert event.data == {
             "payment_id": pid,
             "invoice_id": p.invoice_id,
@@ -103,8 +103,9 @@ def test_a_list_whose_answers_differ_records_the_charged_together_and_each_other
         return real_send(started)
 
     def recorded_together(answers_: Any) -> list[str]:
+        outcomes = real_record(answers_)  # committed: the lot was not recorded one at a time
         together.append(sorted(s.payment_id for s, _r in answers_))
-        return real_record(answers_)
+        return outcomes
 
     real_record = charge_lists.charged_record
     monkeypatch.setattr(charge_lists, "charge_send", declining_the_third)
@@ -118,3 +119,19 @@ def test_a_list_whose_answers_differ_records_the_charged_together_and_each_other
     statuses = dict(Payment.objects.filter(pk__in=ids).values_list("pk", "status"))
     assert [statuses[uuid.UUID(p)] for p in ids] == ["succeeded", "succeeded", "failed", "succeeded"]
     assert OutboxEvent.objects.filter(type="payment.failed", aggregate_id=ids[2]).count() == 1
+
+
+def test_an_answer_is_recorded_before_the_list_waits_long_for_its_next_token(sandbox, settings):
+    # given a list of two charges and a gateway allowing one charge every two seconds: the second
+    # waits for its token about two seconds after the first is answered
+    settings.PAYMENT_RATE_LIMIT_PER_SECOND = 0.5
+    made = payments_create_for_invoices(invoices=[invoice_data(f"cus-wait-{i}") for i in range(2)])
+    ids = [str(p.pk) for p, _created in made]
+
+    run = charge_lists.charges_run([(p, 0) for p in ids], seconds=60)
+
+    # then the first answer was recorded before that wait, not kept in memory until the list ends
+    # (a worker dying meanwhile would leave it for the sweep)
+    assert run.outcomes == {"succeeded": 2}
+    first, second = (Payment.objects.get(pk=p).attempts.get() for p in ids)
+    assert first.finished_at < second.started_at

@@ -132,10 +132,10 @@ def test_a_dropped_database_connection_retries_only_its_charge_and_the_others_go
     ids = opened("dberr", 3)
     real, dropped = charge_lists.charge_start, []
 
-    def dropped_before_the_second(*, payment_id: str, step: int | None = None) -> Any:
+    def dropped_before_the_second(*, payment_id: str, **kwargs: Any) -> Any:
         if payment_id == ids[1] and not dropped:
             dropped.append(_drop_this_session())
-        return real(payment_id=payment_id, step=step)
+        return real(payment_id=payment_id, **kwargs)
 
     monkeypatch.setattr(charge_lists, "charge_start", dropped_before_the_second)
     tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
@@ -240,12 +240,12 @@ def test_a_list_frees_every_gateway_thread_whatever_becomes_of_its_charges(
     Payment.objects.filter(pk=ids[0]).update(status="cancelled", next_attempt_at=None)
     real = charge_lists.charge_start
 
-    def failing(*, payment_id: str, step: int | None = None) -> Any:
+    def failing(*, payment_id: str, **kwargs: Any) -> Any:
         if payment_id == ids[2]:
             raise RuntimeError("a bug")
         if payment_id == ids[4]:
             raise OperationalError("the server closed the connection")
-        return real(payment_id=payment_id, step=step)
+        return real(payment_id=payment_id, **kwargs)
 
     monkeypatch.setattr(charge_lists, "charge_start", failing)
     first = charge_lists.charges_run([(p, 0) for p in ids[:4]], seconds=60)
