@@ -38,9 +38,13 @@ def charge_payments(self: Any, charges: list[list[Any]]) -> dict[str, int]:
     """Charge each [payment id, dunning step] as ``charge_payment`` charges one, up to
     ``PAYMENT_CHARGE_CONCURRENCY`` at the gateway at once (services/charge_lists.py); the outcomes
     counted. Past ``PAYMENT_CHARGES_TASK_SECONDS`` the charges not started go on in new messages.
-    A claim's database error retries only that charge: the ones after it are sent on at once, so a
-    payment that keeps failing never holds the others back."""
-    run = charges_run([(p, s) for p, s in charges], seconds=settings.PAYMENT_CHARGES_TASK_SECONDS)
+    A claim's database error retries only the charges claimed with it, one at a time: the ones
+    after them are sent on at once, so a payment that keeps failing never holds the others back."""
+    run = charges_run(
+        [(p, s) for p, s in charges],
+        seconds=settings.PAYMENT_CHARGES_TASK_SECONDS,
+        one_at_a_time=self.request.retries > 0,
+    )
     outcomes = dict(run.outcomes)
     try:
         if run.not_started:

@@ -1,24 +1,28 @@
 """A list of charges (one ``payments.charge_payments`` message) with several at the gateway at
-once, so that one worker process is not limited to one gateway round trip at a time.
+once, so that one worker process is not limited to one gateway round trip at a time; and a
+charge alone (``payment_charge``: a backoff, a dunning step, an operator's "retry now").
 
 At the sandbox's 200 ms (``make run``), a process charging one at a time makes 5 charges a
 second: make run's 8 processes made 37/s against a gateway allowing 100/s. Here each charge takes
-the same steps as one charged alone (services/charging.py), in list order on the task's thread and
-its one database connection: wait for its rate-limit token, claim its payment, and, once the
-gateway has answered, record the answer. Only the gateway call itself runs on a pool of
-``PAYMENT_CHARGE_CONCURRENCY`` threads per process, so the next charge's token and claim do not
-wait for the previous charge's answer. A worker process opens no more database connections than
-before; each task holds at most one token reserved ahead, as before; and a payment is claimed
-only when its charge goes out at once, so an invoice voided while a charge waits for its token
-finds the payment unclaimed, as it would have before.
+the same steps as one charged alone (services/charging.py, services/answers.py), on the task's
+thread and its one database connection: wait for its rate-limit token, claim its payment, and,
+once the gateway has answered, record the answer. As many as there are free gateway threads are
+claimed together once their tokens are due (one statement for their tokens, one transaction for
+their claims), and answers that come back together are recorded together. Only the gateway call
+itself runs on a pool of ``PAYMENT_CHARGE_CONCURRENCY`` threads per process, so the next charges'
+tokens and claims do not wait for the previous answers. A worker process opens no more database
+connections than before, and a payment is claimed only when its charge goes out at once, so an
+invoice voided while a charge waits for its token finds the payment unclaimed, as it would have
+before.
 
-An error starting a charge stops the list there: the charges after it are not started (the task
-sends them on) and the ones already at the gateway are waited for and recorded. A charge whose
-claim hit a database error is the task's to retry, alone; one whose answer could not be recorded,
-even on a new connection, is left "processing" for the sweep (a retry message would find it
-taken), and any other error the task raises once the rest is done. A worker killed mid-list leaves
-the charges it had at the gateway "processing": as for one charge, the sweep takes them up once
-they are stale and asks the gateway again with the same key.
+An error starting charges stops the list there: the charges after them are not started (the task
+sends them on) and the ones already at the gateway are waited for and recorded. Charges whose
+claim hit a database error are the task's to retry, one at a time (a payment whose claim keeps
+failing never holds the others back); one whose answer could not be recorded, even on a new
+connection, is left "processing" for the sweep (a retry message would find it taken), and any
+other error the task raises once the rest is done. A worker killed mid-list leaves the charges it
+had at the gateway "processing": as for one charge, the sweep takes them up once they are stale
+and asks the gateway again with the same key.
 """
 
 from __future__ import annotations
@@ -37,13 +41,13 @@ from django.db import DatabaseError, InterfaceError
 
 from core.db import drop_broken_connection
 
+from .. import ratelimit
 from ..gateway import ChargeResult
 from .answers import charge_finish, charged_record
-from .charging import Started, charge_send, charge_start
+from .charging import Charge, Started, charge_send, charge_start, charges_start
 
 logger = logging.getLogger(__name__)
 
-Charge = tuple[str, int | None]  # (payment id, dunning step)
 InFlight = dict[Future[ChargeResult], tuple[Charge, Started, float]]  # float: when it was sent
 # Answers are recorded together (one transaction for those that charged) once this many have come,
 # or once one sent this long ago has: a list's answers come back close together, and one
@@ -75,60 +79,94 @@ class ListRun:
     crashed: BaseException | None = None
 
 
-def charges_run(charges: list[Charge], *, seconds: float) -> ListRun:
-    """Charge each (payment id, step), up to ``PAYMENT_CHARGE_CONCURRENCY`` at the gateway at once;
-    none started after ``seconds`` (the first always is). See the module."""
+def charges_run(charges: list[Charge], *, seconds: float, one_at_a_time: bool = False) -> ListRun:
+    """Charge each (payment id, step), up to ``PAYMENT_CHARGE_CONCURRENCY`` at the gateway at once,
+    claimed together as many as there are free gateway threads (at most ``ratelimit.burst``; one
+    at a time if ``one_at_a_time``); none started after ``seconds`` (the first always is). See the
+    module."""
     deadline = time.monotonic() + seconds
     pool, slots = _pool()
+    most = 1 if one_at_a_time else max(1, int(ratelimit.burst(settings.PAYMENT_RATE_LIMIT_PER_SECOND)))
     run = ListRun()
     in_flight: InFlight = {}
-    for i, charge in enumerate(charges):
+    i = 0
+    while i < len(charges):
         _finish_done(in_flight, run, block=False)
         if not _take_slot(slots, in_flight, run):
             run.not_started = list(charges[i:])
             break
+        k = 1 + _more_slots(slots, min(most, len(charges) - i) - 1)
         if run.crashed is not None or (i and time.monotonic() > deadline):
-            slots.release()
+            _release(slots, k)
             run.not_started = list(charges[i:])
             break
+        wave, rest = charges[i : i + k], list(charges[i + k :])
+        i += k
         try:
-            started = charge_start(
-                payment_id=charge[0],
-                step=charge[1],
-                while_waiting=lambda wait: _finish_done(in_flight, run, block=False, within=wait),
+            started = charges_start(
+                wave, while_waiting=lambda seconds: _finish_meanwhile(in_flight, run, seconds)
             )
         except (DatabaseError, InterfaceError) as exc:
-            slots.release()
-            run.failed.append(charge)
+            _release(slots, k)
+            run.failed.extend(wave)
             run.error = exc
             drop_broken_connection()
-            run.not_started = list(charges[i + 1 :])
+            run.not_started = rest
             break
         except Exception as exc:  # noqa: BLE001 - raised by the task once the rest is recorded
-            slots.release()
+            _release(slots, k)
             run.crashed = exc  # a soft time limit too: the charges at the gateway are recorded first
-            run.not_started = list(charges[i:])  # sent on: a copy finds it claimed, if it was
+            run.not_started = [*wave, *rest]  # sent on: a copy finds them claimed, if they were
             break
-        if started is None:
-            slots.release()
-            run.outcomes["skipped"] += 1
-            continue
-        future = None
-        try:
-            future = pool.submit(_send, started, slots)
-        except Exception as exc:  # noqa: BLE001 - a soft time limit, a pool shut down
-            run.crashed = run.crashed or exc
-        if future is None:  # claimed and not sent: the sweep takes it up once stale
-            slots.release()
-            run.not_started = list(charges[i + 1 :])
+        skipped = started.count(None)
+        if skipped:
+            _release(slots, skipped)
+            run.outcomes["skipped"] += skipped
+        if not _submit(pool, slots, wave, started, in_flight, run):
+            run.not_started = rest
             break
-        in_flight[future] = (charge, started, time.monotonic())
-        if run.crashed is not None:  # a soft time limit just after the send: recorded below
-            run.not_started = list(charges[i + 1 :])
+        if run.crashed is not None:  # a soft time limit just after the sends: recorded below
+            run.not_started = rest
             break
     while in_flight:
         _finish_done(in_flight, run, block=True)
     return run
+
+
+def _submit(
+    pool: ThreadPoolExecutor,
+    slots: threading.Semaphore,
+    wave: list[Charge],
+    started: list[Started | None],
+    in_flight: InFlight,
+    run: ListRun,
+) -> bool:
+    """Send each claimed charge of a wave on the gateway threads (one slot each, taken). False if a
+    send could not be submitted (a soft time limit, a pool shut down): those claimed and not sent
+    are left "processing" for the sweep, once stale, and their slots freed."""
+    claimed = [(charge, s) for charge, s in zip(wave, started, strict=True) if s is not None]
+    for n, (charge, s) in enumerate(claimed):
+        try:
+            future = pool.submit(_send, s, slots)
+        except Exception as exc:  # noqa: BLE001 - a soft time limit, a pool shut down
+            run.crashed = run.crashed or exc
+            _release(slots, len(claimed) - n)
+            return False
+        in_flight[future] = (charge, s, time.monotonic())
+    return True
+
+
+def _more_slots(slots: threading.Semaphore, wanted: int) -> int:
+    """Take up to ``wanted`` more gateway threads that are free now; how many were taken."""
+    taken = 0
+    while taken < wanted and slots.acquire(blocking=False):
+        taken += 1
+    return taken
+
+
+def _release(slots: threading.Semaphore, n: int) -> None:
+    for _ in range(n):
+        slots.release()
 
 
 def _send(started: Started, slots: threading.Semaphore) -> ChargeResult:
@@ -153,11 +191,10 @@ def _take_slot(slots: threading.Semaphore, in_flight: InFlight, run: ListRun) ->
     return True
 
 
-def _finish_done(in_flight: InFlight, run: ListRun, *, block: bool, within: float = 0.0) -> None:
+def _finish_done(in_flight: InFlight, run: ListRun, *, block: bool) -> None:
     """Record the charges whose answer has come. Not ``block``: only once ``RECORD_TOGETHER`` have
-    or one sent ``GATHER_SECONDS`` ago has, counting ``within``, the seconds the caller is about to
-    wait (for a rate-limit token), so no answer waits unrecorded much longer than that.
-    ``block``: waiting for all, for up to ``GATHER_SECONDS``, then for at least one."""
+    or one sent ``GATHER_SECONDS`` ago has. ``block``: waiting for all, for up to
+    ``GATHER_SECONDS``, then for at least one."""
     if not in_flight:
         return
     try:
@@ -167,12 +204,30 @@ def _finish_done(in_flight: InFlight, run: ListRun, *, block: bool, within: floa
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
         else:
             done, _ = wait(in_flight, timeout=0)
-            oldest = time.monotonic() + within - GATHER_SECONDS
+            oldest = time.monotonic() - GATHER_SECONDS
             if len(done) < RECORD_TOGETHER and not any(in_flight[f][2] < oldest for f in done):
                 return
     except SoftTimeLimitExceeded as exc:  # the answers still come: the caller waits again
         run.crashed = run.crashed or exc
         return
+    _record_done(done, in_flight, run)
+
+
+def _finish_meanwhile(in_flight: InFlight, run: ListRun, seconds: float) -> None:
+    """The list is about to wait ``seconds`` for its next tokens: record the answers as they come
+    meanwhile (together, at most ``GATHER_SECONDS`` apart), none kept in memory through the wait."""
+    end = time.monotonic() + seconds
+    try:
+        while in_flight and (left := end - time.monotonic()) > 0:
+            done, _ = wait(in_flight, timeout=min(left, GATHER_SECONDS))
+            if done:
+                _record_done(done, in_flight, run)
+    except SoftTimeLimitExceeded as exc:  # the answers still come: the caller waits again
+        run.crashed = run.crashed or exc
+
+
+def _record_done(done: set[Future[ChargeResult]], in_flight: InFlight, run: ListRun) -> None:
+    """Record these answers: those that charged together, each other one alone."""
     answered = {future: in_flight.pop(future)[:2] for future in done}
     together = {f: started for f, (_charge, started) in answered.items() if _charged(f, started)}
     if len(together) > 1:

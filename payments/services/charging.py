@@ -13,7 +13,7 @@ flight and succeeds anyway is refunded (services/refunds.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.backoff import backoff
+from core.bulk import update_rows
 from events import contracts
 from events.operations import metrics
 from events.publishing import record_change
@@ -33,6 +34,7 @@ from ..models import Payment, PaymentAttempt
 
 logger = logging.getLogger(__name__)
 P = Payment.Status
+Charge = tuple[str, int | None]  # (payment id, dunning step)
 
 
 def payment_data(p: Payment) -> dict[str, Any]:
@@ -103,27 +105,49 @@ def outcome_unknown(p: Payment) -> bool:
 
 
 def _claim(payment_id: str, step: int | None = None) -> tuple[Payment, PaymentAttempt] | None:
+    """Claim one payment (``_claim_all`` of one)."""
+    return _claim_all([(payment_id, step)]).get(str(payment_id))
+
+
+def _claim_all(charges: Sequence[Charge]) -> dict[str, tuple[Payment, PaymentAttempt]]:
+    """Claim the payments of these (payment id, dunning step) that are to be charged now, in one
+    transaction: locked by one statement in key order (two lists never wait on each other in a
+    cycle), each decided as ``_claimable`` decides, the claimed ones written in one statement and
+    their attempts in another. A payment named twice is claimed once, for its first step."""
+    steps: dict[str, int | None] = {}
+    for payment_id, step in charges:
+        steps.setdefault(str(payment_id), step)
     with transaction.atomic():
-        payment = Payment.objects.select_for_update().filter(pk=payment_id).first()
-        if payment is None or payment.status not in states.CHARGEABLE:
-            return None  # done already, or cancelled (a duplicate task, a late message): nothing to do
-        if step is not None and step != payment.dunning_step:
-            # A copy of a message whose step is decided (a dispatch whose send failed part-way
-            # sends its batch again; an operator's "retry now" while a charge was queued): the
-            # next step is charged when it is due, not now.
-            return None
-        if payment.invoice_closed_at is not None and payment.status != P.PROCESSING:
-            if not outcome_unknown(payment):
-                cancel(payment, f"invoice closed: {payment.invoice_closed_reason}")
-                return None
-            # The last try's answer was lost: ask again with the same key. The gateway replays
-            # the original result; if it had charged, the success is refunded.
-        if states.taken_by_another_worker(payment):
-            return None  # another worker is charging it right now
-        states.transition(payment, P.PROCESSING)
-        payment.save(update_fields=["status", "updated_at"])
-        attempt = PaymentAttempt.objects.create(payment=payment, idempotency_key=payment.idempotency_key)
-    return payment, attempt
+        locked = Payment.objects.select_for_update().filter(pk__in=steps).order_by("pk")
+        claimed = [p for p in locked if _claimable(p, steps[str(p.pk)])]
+        if not claimed:
+            return {}
+        update_rows(claimed, ["status", "updated_at"])
+        attempts = PaymentAttempt.objects.bulk_create(
+            [PaymentAttempt(payment=p, idempotency_key=p.idempotency_key) for p in claimed]
+        )
+    return {str(p.pk): (p, a) for p, a in zip(claimed, attempts, strict=True)}
+
+
+def _claimable(payment: Payment, step: int | None) -> bool:
+    """Whether a locked payment is to be charged now; if so it is "processing" (not saved)."""
+    if payment.status not in states.CHARGEABLE:
+        return False  # done already, or cancelled (a duplicate task, a late message): nothing to do
+    if step is not None and step != payment.dunning_step:
+        # A copy of a message whose step is decided (a dispatch whose send failed part-way sends
+        # its batch again; an operator's "retry now" while a charge was queued): the next step is
+        # charged when it is due, not now.
+        return False
+    if payment.invoice_closed_at is not None and payment.status != P.PROCESSING:
+        if not outcome_unknown(payment):
+            cancel(payment, f"invoice closed: {payment.invoice_closed_reason}")
+            return False
+        # The last try's answer was lost: ask again with the same key. The gateway replays the
+        # original result; if it had charged, the success is refunded.
+    if states.taken_by_another_worker(payment):
+        return False  # another worker is charging it right now
+    states.transition(payment, P.PROCESSING)
+    return True
 
 
 @dataclass(frozen=True)
@@ -144,18 +168,36 @@ class Started:
 def charge_start(
     *, payment_id: str, step: int | None = None, while_waiting: Callable[[float], None] | None = None
 ) -> Started | None:
-    """Wait for a rate-limit token, then claim the payment (the database's part before the
-    gateway). Claimed only once it can go at once: an invoice voided during the wait finds its
-    payment not claimed and cancels it, and a worker dying then leaves no try whose outcome is
-    unknown. None: nothing to charge (done, cancelled, another worker's, a copy for a decided
-    ``step``); its token is given back. ``while_waiting``: see ``ratelimit.acquire``."""
-    sent = ratelimit.acquire("gateway", settings.PAYMENT_RATE_LIMIT_PER_SECOND, while_waiting=while_waiting)
-    claimed = _claim(payment_id, step)
-    if claimed is None:
-        if sent:
-            ratelimit.give_back("gateway")
-        return None
-    payment, attempt = claimed
+    """``charges_start`` of one."""
+    return charges_start([(payment_id, step)], while_waiting=while_waiting)[0]
+
+
+def charges_start(
+    charges: Sequence[Charge], *, while_waiting: Callable[[float], None] | None = None
+) -> list[Started | None]:
+    """Wait for a rate-limit token for each charge, then claim their payments together (the
+    database's part before the gateway), at most ``ratelimit.burst`` of them: the tokens were due
+    together, so they may go to the gateway together. Claimed only once they can go at once: an
+    invoice voided during the wait finds its payment not claimed and cancels it, and a worker dying
+    then leaves no try whose outcome is unknown. None for each with nothing to charge (done,
+    cancelled, another worker's, a copy for a decided ``step``, named twice); its token is given
+    back. ``while_waiting``: see ``ratelimit.acquire``."""
+    rate = settings.PAYMENT_RATE_LIMIT_PER_SECOND
+    if not 0 < len(charges) <= ratelimit.burst(rate):
+        raise ValueError(f"{len(charges)} charges at once: 1 to {ratelimit.burst(rate):g} (ratelimit.burst)")
+    sent = ratelimit.acquire("gateway", rate, n=len(charges), while_waiting=while_waiting)
+    claimed = _claim_all(charges)
+    started: list[Started | None] = []
+    for payment_id, _step in charges:
+        taken = claimed.pop(str(payment_id), None)
+        started.append(None if taken is None else _started(*taken, sent=sent))
+    unclaimed = started.count(None)
+    if sent and unclaimed:
+        ratelimit.give_back("gateway", unclaimed)
+    return started
+
+
+def _started(payment: Payment, attempt: PaymentAttempt, *, sent: bool) -> Started:
     return Started(
         payment_id=str(payment.pk),
         attempt_id=attempt.pk,

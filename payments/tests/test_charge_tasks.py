@@ -110,8 +110,10 @@ def test_the_same_list_delivered_twice_at_once_charges_each_payment_once(celery_
 def test_a_message_of_charges_past_its_time_sends_the_rest_on_and_each_is_charged_once(
     celery_worker, sandbox, settings, ran
 ):
-    # given a message of four charges, and no time for more than one per task
+    # given a message of four charges, no time for more than one claim per task, and a gateway
+    # slow enough (2 a second) that its charges are claimed one at a time
     settings.PAYMENT_CHARGES_TASK_SECONDS = 0
+    settings.PAYMENT_RATE_LIMIT_PER_SECOND = 2
     ids = opened("late", 4)
     tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
 
@@ -125,19 +127,21 @@ def test_a_message_of_charges_past_its_time_sends_the_rest_on_and_each_is_charge
 
 
 def test_a_dropped_database_connection_retries_only_its_charge_and_the_others_go_on_at_once(
-    celery_worker, sandbox, monkeypatch, ran
+    celery_worker, sandbox, settings, monkeypatch, ran
 ):
-    # given a message of three charges, and the worker's database connection terminated by the
-    # server after the first (a failover, an idle timeout, an operator's pg_terminate_backend)
+    # given a message of three charges claimed one at a time (a gateway allowing 2 a second), and
+    # the worker's database connection terminated by the server after the first (a failover, an
+    # idle timeout, an operator's pg_terminate_backend)
+    settings.PAYMENT_RATE_LIMIT_PER_SECOND = 2
     ids = opened("dberr", 3)
-    real, dropped = charge_lists.charge_start, []
+    real, dropped = charge_lists.charges_start, []
 
-    def dropped_before_the_second(*, payment_id: str, **kwargs: Any) -> Any:
-        if payment_id == ids[1] and not dropped:
+    def dropped_before_the_second(wave: list[Any], **kwargs: Any) -> Any:
+        if ids[1] in [p for p, _step in wave] and not dropped:
             dropped.append(_drop_this_session())
-        return real(payment_id=payment_id, **kwargs)
+        return real(wave, **kwargs)
 
-    monkeypatch.setattr(charge_lists, "charge_start", dropped_before_the_second)
+    monkeypatch.setattr(charge_lists, "charges_start", dropped_before_the_second)
     tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
 
     # then all three are charged once: the third sent on at once, the second by its retry, alone,
@@ -149,6 +153,31 @@ def test_a_dropped_database_connection_retries_only_its_charge_and_the_others_go
     assert [(state, r) for state, r in ran[1:]] == [("SUCCESS", {"succeeded": 1})] * 2
     finished = {p: Payment.objects.get(pk=p).attempts.get().finished_at for p in ids}
     assert finished[ids[1]] > max(finished[ids[0]], finished[ids[2]])
+
+
+def test_a_payment_whose_claim_keeps_failing_never_holds_back_the_others_claimed_with_it(
+    celery_worker, sandbox, monkeypatch, ran
+):
+    # given a message of three charges claimed together, and the second's claim failing every time
+    # (a database error that row alone hits)
+    ids = opened("poison", 3)
+    real = charging._claimable
+
+    def failing_for_the_second(payment: Payment, step: Any) -> bool:
+        if str(payment.pk) == ids[1]:
+            raise OperationalError("could not read block 42 of relation payments_payment")
+        return real(payment, step)
+
+    monkeypatch.setattr(charging, "_claimable", failing_for_the_second)
+    tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
+
+    # then the claim of the three is retried one at a time: the other two are charged, once each,
+    # and the second waits for its own retries, never charged
+    wait_until(lambda: Payment.objects.filter(pk__in=ids, status="succeeded").count() == 2, timeout=60)
+    assert [state for state, _r in ran[:2]] == ["RETRY", "RETRY"]
+    assert Payment.objects.get(pk=ids[1]).status == "pending"
+    assert stats(sandbox)["charges"] == 2
+    assert all(Payment.objects.get(pk=p).attempts.count() == 1 for p in (ids[0], ids[2]))
 
 
 def test_answers_whose_record_together_loses_the_connection_are_each_recorded_on_a_new_one(
@@ -200,24 +229,22 @@ def test_an_answer_whose_record_loses_the_connection_is_recorded_on_a_new_one(
     assert Payment.objects.get(pk=payment_id).attempts.get().outcome == "succeeded"
 
 
-def test_an_invoice_voided_while_a_charge_of_the_list_waits_for_its_token_is_not_charged(
+def test_an_invoice_voided_while_the_charges_of_a_list_wait_for_their_tokens_is_not_charged(
     celery_worker, sandbox, monkeypatch, ran
 ):
-    # given a message of three charges, and the second's invoice voided while that charge waits for
-    # its rate-limit token (the first is at the gateway or done)
+    # given a message of three charges claimed together, and the second's invoice voided while
+    # they wait for their rate-limit tokens
     ids = opened("voidwait", 3)
     invoice = Payment.objects.get(pk=ids[1]).invoice_id
     real, voided = charging.ratelimit.acquire, []
 
-    def voided_during_the_second_wait(*args: Any, **kwargs: Any) -> bool:
-        if len(voided) == 1 and voided[0] is None:
+    def voided_during_the_wait(*args: Any, **kwargs: Any) -> bool:
+        if not voided:
             payment_close_for_invoice(invoice_id=invoice, reason="issued in error")
-            voided[0] = invoice
-        elif not voided:
-            voided.append(None)
+            voided.append(invoice)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(charging.ratelimit, "acquire", voided_during_the_second_wait)
+    monkeypatch.setattr(charging.ratelimit, "acquire", voided_during_the_wait)
     tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
 
     # then it is cancelled and never reaches the gateway (no charge then refund), the others charged
@@ -234,28 +261,31 @@ def test_an_invoice_voided_while_a_charge_of_the_list_waits_for_its_token_is_not
 def test_a_list_frees_every_gateway_thread_whatever_becomes_of_its_charges(
     transactional_db, empty_queues, sandbox, settings, monkeypatch
 ):
-    # given lists run as a task runs them: one with a charge already cancelled (skipped) and one
-    # that a bug stops at its third charge, then one a database error stops at its first
-    ids = opened("slots", 6)
+    # given lists run as a task runs them: one with a charge already cancelled (skipped), one that
+    # a bug stops as it starts its charges, then one a database error stops there
+    ids = opened("slots", 7)
     Payment.objects.filter(pk=ids[0]).update(status="cancelled", next_attempt_at=None)
-    real = charge_lists.charge_start
+    real = charge_lists.charges_start
 
-    def failing(*, payment_id: str, **kwargs: Any) -> Any:
-        if payment_id == ids[2]:
+    def failing(wave: list[Any], **kwargs: Any) -> Any:
+        named = [p for p, _step in wave]
+        if ids[3] in named:
             raise RuntimeError("a bug")
-        if payment_id == ids[4]:
+        if ids[5] in named:
             raise OperationalError("the server closed the connection")
-        return real(payment_id=payment_id, **kwargs)
+        return real(wave, **kwargs)
 
-    monkeypatch.setattr(charge_lists, "charge_start", failing)
-    first = charge_lists.charges_run([(p, 0) for p in ids[:4]], seconds=60)
-    second = charge_lists.charges_run([(p, 0) for p in ids[4:]], seconds=60)
+    monkeypatch.setattr(charge_lists, "charges_start", failing)
+    first = charge_lists.charges_run([(p, 0) for p in ids[:3]], seconds=60)
+    second = charge_lists.charges_run([(p, 0) for p in ids[3:5]], seconds=60)
+    third = charge_lists.charges_run([(p, 0) for p in ids[5:]], seconds=60)
 
-    # then the bug stops its list there, the charge it hit going on with the rest (not left to wait
-    # for its lease), the database error is the task's to retry, and every gateway thread is free
-    assert first.outcomes == {"skipped": 1, "succeeded": 1} and isinstance(first.crashed, RuntimeError)
-    assert first.not_started == [(ids[2], 0), (ids[3], 0)]
-    assert second.failed == [(ids[4], 0)] and second.not_started == [(ids[5], 0)]
+    # then the skip and the charges go as they should; the bug stops its list there, its charges
+    # going on with the rest (not left to wait for their lease); the database error's are the
+    # task's to retry; and every gateway thread is free
+    assert first.outcomes == {"skipped": 1, "succeeded": 2} and first.crashed is None
+    assert isinstance(second.crashed, RuntimeError) and second.not_started == [(ids[3], 0), (ids[4], 0)]
+    assert third.failed == [(ids[5], 0), (ids[6], 0)] and not third.not_started
     _pool, slots = charge_lists._pool()
     free = [slots.acquire(blocking=False) for _ in range(settings.PAYMENT_CHARGE_CONCURRENCY + 1)]
     for taken in free:
@@ -283,6 +313,7 @@ def test_a_list_whose_rest_cannot_be_sent_on_leaves_those_charges_due_again(
     # given a message of three queued charges (leased: not due again for PAYMENT_CHARGE_LEASE_SECONDS),
     # no time for more than one, and the broker refusing the send of the other two
     settings.PAYMENT_CHARGES_TASK_SECONDS = 0
+    settings.PAYMENT_RATE_LIMIT_PER_SECOND = 2  # claimed one at a time
     ids = opened("nosend", 3)
     Payment.objects.filter(pk__in=ids).update(next_attempt_at=lease_end())
 
