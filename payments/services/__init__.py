@@ -5,6 +5,7 @@
 - ``charging``: a charge started (its rate-limit token, its payment claimed) and sent;
 - ``answers``: the gateway's answer recorded with its consequence (dunning, backoff, refunds);
 - ``charge_lists``: a charge alone, or a message's list of them, several at the gateway at once;
+- ``gateway_threads``: a worker process's threads for gateway calls, and a slot for each;
 - ``retries``: the sweep that takes charges up again, and an operator's "retry now";
 - ``closing``: an invoice voided (stop collecting) or credited (give money back);
 - ``refunds``: refunds through the gateway, once per cause.

@@ -28,8 +28,6 @@ and asks the gateway again with the same key.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -43,8 +41,10 @@ from core.db import drop_broken_connection
 
 from .. import ratelimit
 from ..gateway import ChargeResult
+from . import gateway_threads
 from .answers import charge_finish, charged_record
 from .charging import Charge, Started, charge_send, charge_start, charges_start
+from .gateway_threads import Slots, send
 
 logger = logging.getLogger(__name__)
 
@@ -85,49 +85,50 @@ def charges_run(charges: list[Charge], *, seconds: float, one_at_a_time: bool = 
     at a time if ``one_at_a_time``); none started after ``seconds`` (the first always is). See the
     module."""
     deadline = time.monotonic() + seconds
-    pool, slots = _pool()
+    pool, semaphore = gateway_threads.pool()
+    slots = Slots(semaphore)
     most = 1 if one_at_a_time else max(1, int(ratelimit.burst(settings.PAYMENT_RATE_LIMIT_PER_SECOND)))
     run = ListRun()
     in_flight: InFlight = {}
     i = 0
-    while i < len(charges):
-        _finish_done(in_flight, run, block=False)
-        if not _take_slot(slots, in_flight, run):
-            run.not_started = list(charges[i:])
-            break
-        k = 1 + _more_slots(slots, min(most, len(charges) - i) - 1)
-        if run.crashed is not None or (i and time.monotonic() > deadline):
-            _release(slots, k)
-            run.not_started = list(charges[i:])
-            break
-        wave, rest = charges[i : i + k], list(charges[i + k :])
-        i += k
-        try:
-            started = charges_start(
-                wave, while_waiting=lambda seconds: _finish_meanwhile(in_flight, run, seconds)
-            )
-        except (DatabaseError, InterfaceError) as exc:
-            _release(slots, k)
-            run.failed.extend(wave)
-            run.error = exc
-            drop_broken_connection()
-            run.not_started = rest
-            break
-        except Exception as exc:  # noqa: BLE001 - raised by the task once the rest is recorded
-            _release(slots, k)
-            run.crashed = exc  # a soft time limit too: the charges at the gateway are recorded first
-            run.not_started = [*wave, *rest]  # sent on: a copy finds them claimed, if they were
-            break
-        skipped = started.count(None)
-        if skipped:
-            _release(slots, skipped)
-            run.outcomes["skipped"] += skipped
-        if not _submit(pool, slots, wave, started, in_flight, run):
-            run.not_started = rest
-            break
-        if run.crashed is not None:  # a soft time limit just after the sends: recorded below
-            run.not_started = rest
-            break
+    try:
+        while i < len(charges):
+            _finish_done(in_flight, run, block=False)
+            if not _take_slot(slots, in_flight, run):
+                run.not_started = list(charges[i:])
+                break
+            slots.more(min(most, len(charges) - i) - 1)
+            if run.crashed is not None or (i and time.monotonic() > deadline):
+                run.not_started = list(charges[i:])
+                break
+            wave, rest = charges[i : i + slots.held], list(charges[i + slots.held :])
+            i += len(wave)
+            try:
+                started = charges_start(
+                    wave, while_waiting=lambda seconds: _finish_meanwhile(in_flight, run, seconds)
+                )
+            except (DatabaseError, InterfaceError) as exc:
+                run.failed.extend(wave)
+                run.error = exc
+                drop_broken_connection()
+                run.not_started = rest
+                break
+            except Exception as exc:  # noqa: BLE001 - raised by the task once the rest is recorded
+                run.crashed = exc  # a soft time limit too: the charges at the gateway are recorded first
+                run.not_started = [*wave, *rest]  # sent on: a copy finds them claimed, if they were
+                break
+            sent = _submit(pool, slots, wave, started.started, in_flight, run)
+            _give_back(started.unused_tokens)
+            if skipped := started.started.count(None):
+                run.outcomes["skipped"] += skipped
+            if not sent or run.crashed is not None:  # a soft time limit just after: recorded below
+                run.not_started = rest
+                break
+    except SoftTimeLimitExceeded as exc:  # between steps: the charges at the gateway are recorded
+        run.crashed = run.crashed or exc
+        run.not_started = list(charges[i:])
+    finally:
+        slots.release_held()  # whatever stopped the list, the gateway threads it held are free
     while in_flight:
         _finish_done(in_flight, run, block=True)
     return run
@@ -135,55 +136,47 @@ def charges_run(charges: list[Charge], *, seconds: float, one_at_a_time: bool = 
 
 def _submit(
     pool: ThreadPoolExecutor,
-    slots: threading.Semaphore,
+    slots: Slots,
     wave: list[Charge],
     started: list[Started | None],
     in_flight: InFlight,
     run: ListRun,
 ) -> bool:
-    """Send each claimed charge of a wave on the gateway threads (one slot each, taken). False if a
-    send could not be submitted (a soft time limit, a pool shut down): those claimed and not sent
-    are left "processing" for the sweep, once stale, and their slots freed."""
-    claimed = [(charge, s) for charge, s in zip(wave, started, strict=True) if s is not None]
-    for n, (charge, s) in enumerate(claimed):
+    """Send each claimed charge of a wave on the gateway threads, each taking one of the slots the
+    list holds. False if a send could not be submitted (a soft time limit, a pool shut down): those
+    claimed and not sent are left "processing" for the sweep, once stale."""
+    for charge, s in zip(wave, started, strict=True):
+        if s is None:
+            continue
         try:
-            future = pool.submit(_send, s, slots)
+            future = pool.submit(send, s, slots.semaphore)
         except Exception as exc:  # noqa: BLE001 - a soft time limit, a pool shut down
             run.crashed = run.crashed or exc
-            _release(slots, len(claimed) - n)
             return False
+        slots.hand_over()
         in_flight[future] = (charge, s, time.monotonic())
     return True
 
 
-def _more_slots(slots: threading.Semaphore, wanted: int) -> int:
-    """Take up to ``wanted`` more gateway threads that are free now; how many were taken."""
-    taken = 0
-    while taken < wanted and slots.acquire(blocking=False):
-        taken += 1
-    return taken
-
-
-def _release(slots: threading.Semaphore, n: int) -> None:
-    for _ in range(n):
-        slots.release()
-
-
-def _send(started: Started, slots: threading.Semaphore) -> ChargeResult:
-    """The gateway call on a pool thread; its slot is free again as soon as it returns."""
+def _give_back(tokens: int) -> None:
+    """Give back the tokens of charges not claimed, once the others are sent. A token not given
+    back only makes the next charges wait a little: a failure here is logged, not raised."""
+    if not tokens:
+        return
     try:
-        return charge_send(started)
-    finally:
-        slots.release()
+        ratelimit.give_back("gateway", tokens)
+    except (DatabaseError, InterfaceError) as exc:
+        logger.warning("%d rate-limit tokens not given back (%s)", tokens, exc)
+        drop_broken_connection()
 
 
-def _take_slot(slots: threading.Semaphore, in_flight: InFlight, run: ListRun) -> bool:
+def _take_slot(slots: Slots, in_flight: InFlight, run: ListRun) -> bool:
     """Wait for one of this process's gateway threads to be free (other tasks of a threads-pool
     worker share them), recording this list's answers meanwhile: a charge whose token came never
     waits for a thread, which would send it late, bunched with others' on-time charges. False: a
     soft time limit came first (no slot taken)."""
     try:
-        while not slots.acquire(timeout=0.05):
+        while not slots.take(timeout=0.05):
             _finish_done(in_flight, run, block=False)
     except SoftTimeLimitExceeded as exc:
         run.crashed = run.crashed or exc
@@ -222,8 +215,9 @@ def _finish_meanwhile(in_flight: InFlight, run: ListRun, seconds: float) -> None
             done, _ = wait(in_flight, timeout=min(left, GATHER_SECONDS))
             if done:
                 _record_done(done, in_flight, run)
-    except SoftTimeLimitExceeded as exc:  # the answers still come: the caller waits again
+    except SoftTimeLimitExceeded as exc:  # no claim after it: the charges waiting are sent on
         run.crashed = run.crashed or exc
+        raise
 
 
 def _record_done(done: set[Future[ChargeResult]], in_flight: InFlight, run: ListRun) -> None:
@@ -259,19 +253,3 @@ def _record_done(done: set[Future[ChargeResult]], in_flight: InFlight, run: List
 def _charged(future: Future[ChargeResult], started: Started) -> bool:
     """Sent, and the gateway took the money."""
     return started.sent and future.exception() is None and future.result().ok
-
-
-_lock = threading.Lock()
-_executor: tuple[int, ThreadPoolExecutor, threading.Semaphore] | None = None
-
-
-def _pool() -> tuple[ThreadPoolExecutor, threading.Semaphore]:
-    """This process's threads for gateway calls and a slot for each (made after a fork, never
-    inherited from before)."""
-    global _executor
-    with _lock:
-        if _executor is None or _executor[0] != os.getpid():
-            size = max(1, settings.PAYMENT_CHARGE_CONCURRENCY)
-            pool = ThreadPoolExecutor(size, thread_name_prefix="charge")
-            _executor = (os.getpid(), pool, threading.Semaphore(size))
-        return _executor[1], _executor[2]

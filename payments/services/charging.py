@@ -168,20 +168,31 @@ class Started:
 def charge_start(
     *, payment_id: str, step: int | None = None, while_waiting: Callable[[float], None] | None = None
 ) -> Started | None:
-    """``charges_start`` of one."""
-    return charges_start([(payment_id, step)], while_waiting=while_waiting)[0]
+    """``charges_start`` of one; its token given back if it is not claimed."""
+    wave = charges_start([(payment_id, step)], while_waiting=while_waiting)
+    if wave.unused_tokens:
+        ratelimit.give_back("gateway", wave.unused_tokens)
+    return wave.started[0]
 
 
-def charges_start(
-    charges: Sequence[Charge], *, while_waiting: Callable[[float], None] | None = None
-) -> list[Started | None]:
+@dataclass(frozen=True)
+class Wave:
+    """Charges started together: each one's ``Started``, or None (nothing to charge); and the
+    tokens reserved for those not claimed, for the caller to give back once the others are sent
+    (a claim commits first: nothing may stand between it and the sends)."""
+
+    started: list[Started | None]
+    unused_tokens: int
+
+
+def charges_start(charges: Sequence[Charge], *, while_waiting: Callable[[float], None] | None = None) -> Wave:
     """Wait for a rate-limit token for each charge, then claim their payments together (the
     database's part before the gateway), at most ``ratelimit.burst`` of them: the tokens were due
     together, so they may go to the gateway together. Claimed only once they can go at once: an
     invoice voided during the wait finds its payment not claimed and cancels it, and a worker dying
     then leaves no try whose outcome is unknown. None for each with nothing to charge (done,
-    cancelled, another worker's, a copy for a decided ``step``, named twice); its token is given
-    back. ``while_waiting``: see ``ratelimit.acquire``."""
+    cancelled, another worker's, a copy for a decided ``step``, named twice). ``while_waiting``:
+    see ``ratelimit.acquire``."""
     rate = settings.PAYMENT_RATE_LIMIT_PER_SECOND
     if not 0 < len(charges) <= ratelimit.burst(rate):
         raise ValueError(f"{len(charges)} charges at once: 1 to {ratelimit.burst(rate):g} (ratelimit.burst)")
@@ -191,10 +202,7 @@ def charges_start(
     for payment_id, _step in charges:
         taken = claimed.pop(str(payment_id), None)
         started.append(None if taken is None else _started(*taken, sent=sent))
-    unclaimed = started.count(None)
-    if sent and unclaimed:
-        ratelimit.give_back("gateway", unclaimed)
-    return started
+    return Wave(started, started.count(None) if sent else 0)
 
 
 def _started(payment: Payment, attempt: PaymentAttempt, *, sent: bool) -> Started:

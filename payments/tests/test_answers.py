@@ -17,6 +17,7 @@ from payments.services import (
     answers,
     charge_lists,
     charging,
+    gateway_threads,
     payment_close_for_invoice,
     payments_create_for_invoices,
     refund_for_credit_note,
@@ -95,7 +96,7 @@ def test_a_list_whose_answers_differ_records_the_charged_together_and_each_other
     # given a list of four charges, the gateway declining the third for good
     made = payments_create_for_invoices(invoices=[invoice_data(f"cus-mixed-{i}") for i in range(4)])
     ids = [str(p.pk) for p, _created in made]
-    real_send, together = charge_lists.charge_send, []
+    real_send, together = gateway_threads.charge_send, []
 
     def declining_the_third(started: charging.Started) -> ChargeResult:
         if started.payment_id == ids[2]:
@@ -108,7 +109,7 @@ def test_a_list_whose_answers_differ_records_the_charged_together_and_each_other
         return outcomes
 
     real_record = charge_lists.charged_record
-    monkeypatch.setattr(charge_lists, "charge_send", declining_the_third)
+    monkeypatch.setattr(gateway_threads, "charge_send", declining_the_third)
     monkeypatch.setattr(charge_lists, "charged_record", recorded_together)
 
     run = charge_lists.charges_run([(p, 0) for p in ids], seconds=60)

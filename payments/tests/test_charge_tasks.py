@@ -25,6 +25,7 @@ from payments.services import (
     charge_lists,
     charging,
     dispatching,
+    gateway_threads,
     payment_close_for_invoice,
     payments_create_for_invoices,
 )
@@ -161,7 +162,13 @@ def test_a_payment_whose_claim_keeps_failing_never_holds_back_the_others_claimed
     # given a message of three charges claimed together, and the second's claim failing every time
     # (a database error that row alone hits)
     ids = opened("poison", 3)
-    real = charging._claimable
+    real, real_all, claims = charging._claimable, charging._claim_all, []
+
+    def claims_seen(charges: Any) -> Any:
+        claims.append(sorted(p for p, _step in charges))
+        return real_all(charges)
+
+    monkeypatch.setattr(charging, "_claim_all", claims_seen)
 
     def failing_for_the_second(payment: Payment, step: Any) -> bool:
         if str(payment.pk) == ids[1]:
@@ -174,6 +181,7 @@ def test_a_payment_whose_claim_keeps_failing_never_holds_back_the_others_claimed
     # then the claim of the three is retried one at a time: the other two are charged, once each,
     # and the second waits for its own retries, never charged
     wait_until(lambda: Payment.objects.filter(pk__in=ids, status="succeeded").count() == 2, timeout=60)
+    assert claims[0] == sorted(ids) and all(len(c) == 1 for c in claims[1:])  # together, then one by one
     assert [state for state, _r in ran[:2]] == ["RETRY", "RETRY"]
     assert Payment.objects.get(pk=ids[1]).status == "pending"
     assert stats(sandbox)["charges"] == 2
@@ -230,19 +238,25 @@ def test_an_answer_whose_record_loses_the_connection_is_recorded_on_a_new_one(
 
 
 def test_an_invoice_voided_while_the_charges_of_a_list_wait_for_their_tokens_is_not_charged(
-    celery_worker, sandbox, monkeypatch, ran
+    celery_worker, sandbox, settings, monkeypatch, ran
 ):
-    # given a message of three charges claimed together, and the second's invoice voided while
-    # they wait for their rate-limit tokens
+    # given a message of three charges, a gateway allowing 4 a second (claimed two by two), its
+    # bucket empty, and the second's invoice voided while the first two wait for their tokens
+    settings.PAYMENT_RATE_LIMIT_PER_SECOND = 4
+    charging.ratelimit.acquire("gateway", 4, n=2)
     ids = opened("voidwait", 3)
     invoice = Payment.objects.get(pk=ids[1]).invoice_id
     real, voided = charging.ratelimit.acquire, []
 
-    def voided_during_the_wait(*args: Any, **kwargs: Any) -> bool:
-        if not voided:
-            payment_close_for_invoice(invoice_id=invoice, reason="issued in error")
-            voided.append(invoice)
-        return real(*args, **kwargs)
+    def voided_during_the_wait(*args: Any, while_waiting: Any = None, **kwargs: Any) -> bool:
+        def wait(seconds: float) -> None:
+            if not voided:
+                payment_close_for_invoice(invoice_id=invoice, reason="issued in error")
+                voided.append(invoice)
+            if while_waiting is not None:
+                while_waiting(seconds)
+
+        return real(*args, while_waiting=wait, **kwargs)
 
     monkeypatch.setattr(charging.ratelimit, "acquire", voided_during_the_wait)
     tasks.charge_payments.apply_async(kwargs={"charges": [[p, 0] for p in ids]})
@@ -286,7 +300,7 @@ def test_a_list_frees_every_gateway_thread_whatever_becomes_of_its_charges(
     assert first.outcomes == {"skipped": 1, "succeeded": 2} and first.crashed is None
     assert isinstance(second.crashed, RuntimeError) and second.not_started == [(ids[3], 0), (ids[4], 0)]
     assert third.failed == [(ids[5], 0), (ids[6], 0)] and not third.not_started
-    _pool, slots = charge_lists._pool()
+    _pool, slots = gateway_threads.pool()
     free = [slots.acquire(blocking=False) for _ in range(settings.PAYMENT_CHARGE_CONCURRENCY + 1)]
     for taken in free:
         if taken:
