@@ -113,13 +113,14 @@ def _claim_all(charges: Sequence[Charge]) -> dict[str, tuple[Payment, PaymentAtt
     """Claim the payments of these (payment id, dunning step) that are to be charged now, in one
     transaction: locked by one statement in key order (two lists never wait on each other in a
     cycle), each decided as ``_claimable`` decides, the claimed ones written in one statement and
-    their attempts in another. A payment named twice is claimed once, for its first step."""
-    steps: dict[str, int | None] = {}
+    their attempts in another. A payment named more than once is claimed once, for the step it is
+    at if any names it."""
+    steps: dict[str, set[int | None]] = {}
     for payment_id, step in charges:
-        steps.setdefault(str(payment_id), step)
+        steps.setdefault(str(payment_id), set()).add(step)
     with transaction.atomic():
         locked = Payment.objects.select_for_update().filter(pk__in=steps).order_by("pk")
-        claimed = [p for p in locked if _claimable(p, steps[str(p.pk)])]
+        claimed = [p for p in locked if _claimable(p, _named_step(p, steps[str(p.pk)]))]
         if not claimed:
             return {}
         update_rows(claimed, ["status", "updated_at"])
@@ -127,6 +128,13 @@ def _claim_all(charges: Sequence[Charge]) -> dict[str, tuple[Payment, PaymentAtt
             [PaymentAttempt(payment=p, idempotency_key=p.idempotency_key) for p in claimed]
         )
     return {str(p.pk): (p, a) for p, a in zip(claimed, attempts, strict=True)}
+
+
+def _named_step(payment: Payment, named: set[int | None]) -> int | None:
+    """Of the steps a list names a payment for, the one it is to be charged for if any."""
+    if None in named or payment.dunning_step in named:
+        return None if None in named else payment.dunning_step
+    return next(iter(named))  # a copy for a decided step: skipped
 
 
 def _claimable(payment: Payment, step: int | None) -> bool:

@@ -344,3 +344,19 @@ def test_a_list_whose_rest_cannot_be_sent_on_leaves_those_charges_due_again(
     assert Payment.objects.get(pk=ids[0]).status == "succeeded"
     assert stats(sandbox)["charges"] == 1
     assert set(charges_due().values_list("pk", flat=True)) == {uuid.UUID(p) for p in ids[1:]}
+
+
+def test_a_payment_named_twice_in_a_list_is_charged_once_for_the_step_it_is_at(
+    transactional_db, empty_queues, sandbox
+):
+    # given a list naming one payment twice, for its first dunning step (decided: a copy) and for
+    # the step it is at, claimed together
+    [payment_id] = opened("twice-in-one", 1)
+    Payment.objects.filter(pk=payment_id).update(dunning_step=1)
+
+    run = charge_lists.charges_run([(payment_id, 0), (payment_id, 1)], seconds=60)
+
+    # then it is charged once, for step 1, and the other naming is skipped
+    assert run.outcomes == {"succeeded": 1, "skipped": 1}
+    assert stats(sandbox)["charges"] == 1
+    assert Payment.objects.get(pk=payment_id).attempts.get().outcome == "succeeded"
