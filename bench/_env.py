@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,25 @@ def clean(*extra: Any) -> None:
     sqs = aws.client("sqs")
     for q in topology.build().queues:
         sqs.purge_queue(QueueUrl=aws.queue_url(q.name))
+
+
+def payments_due(n: int, prefix: str = "bench") -> list[str]:
+    """n payments due at once (invoices ``{prefix}-{i}``), written in bulk; their ids."""
+    from payments.models import Payment
+
+    made = Payment.objects.bulk_create(
+        [
+            Payment(
+                id=uuid.uuid4(),
+                invoice_id=f"{prefix}-{i}",
+                invoice_number=f"{prefix}-{i}",
+                customer_ref=f"cus-{i}",
+                customer_email="a@b.co",
+                amount_minor=1000,
+                currency="EUR",
+            )
+            for i in range(n)
+        ],
+        batch_size=5000,
+    )
+    return [str(p.pk) for p in made]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import _env
@@ -29,33 +28,10 @@ from devsupport.net import free_port, port_open
 from devsupport.waiting import wait_until
 from events.models import OutboxEvent
 from payments.gateway import gateway, reset_gateway
-from payments.models import Payment
 from payments.services import charges_run
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 3_000
 RATE = 1_000_000  # the limiter never waits: CPU and the database pace the charges
-
-
-def opened(n: int, prefix: str) -> list[str]:
-    Payment.objects.bulk_create(
-        [
-            Payment(
-                id=uuid.uuid4(),
-                invoice_id=f"{prefix}-{i}",
-                invoice_number=f"{prefix}-{i}",
-                customer_ref=f"cus-{i}",
-                customer_email="a@b.co",
-                amount_minor=1000,
-                currency="EUR",
-            )
-            for i in range(n)
-        ],
-        batch_size=5000,
-    )
-    return [
-        str(p)
-        for p in Payment.objects.filter(invoice_id__startswith=f"{prefix}-").values_list("pk", flat=True)
-    ]
 
 
 def charged(ids: list[str]) -> tuple[float, float]:
@@ -100,8 +76,8 @@ def main() -> None:
         settings.DEBUG = False  # as in production: no SQL kept per query
         reset_gateway()
         _env.clean(OutboxEvent)
-        charged(opened(100, "warm"))  # connections, the pool, the first statements
-        ids = opened(N, "bench")
+        charged(_env.payments_due(100, "warm"))  # connections, the pool, the first statements
+        ids = _env.payments_due(N)
         base_cpu, base_wall = called(N)
         cpu, wall = charged(ids)
         ms = lambda seconds: f"{seconds / N * 1000:.2f} ms"  # noqa: E731

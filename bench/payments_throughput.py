@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from multiprocessing import get_context
 
 import _env
@@ -85,22 +84,7 @@ def main() -> None:
         PaymentAttempt.objects.all().delete()
         Payment.objects.all().delete()
         RateLimitBucket.objects.all().delete()
-        Payment.objects.bulk_create(
-            [
-                Payment(
-                    id=uuid.uuid4(),
-                    invoice_id=f"bench-{i}",
-                    invoice_number=f"B-{i}",
-                    customer_ref=f"cus-{i}",
-                    customer_email="a@b.co",
-                    amount_minor=1000,
-                    currency="EUR",
-                )
-                for i in range(N)
-            ],
-            batch_size=5000,
-        )
-        ids = [str(p) for p in Payment.objects.values_list("pk", flat=True)]
+        ids = _env.payments_due(N)
         connection.close()
         shares = [ids[i::PROCESSES] for i in range(PROCESSES)]
         start = time.perf_counter()

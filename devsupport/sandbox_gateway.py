@@ -312,6 +312,9 @@ class Handler(BaseHTTPRequestHandler):
 
 class SandboxServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog is 5: workers opening their connections together (a list's
+    # charges go out together) had some reset before they were accepted, as no real gateway does
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], config: SandboxConfig) -> None:
         super().__init__(address, Handler)
