@@ -5,12 +5,14 @@ goes negative and the caller sleeps until its last token is due (-balance / rate
 callers queue up in order with no polling, and the rate holds across any number of workers.
 The bucket holds at most half a second's worth (``burst``): what may go to the gateway at once.
 A charge waits for its token before it claims its payment (services/charging.py; several
-charges of a list, no more than ``burst``, reserve theirs together), and gives it back if there
-turns out to be nothing to charge.
+charges of a list, no more than ``burst``, reserve theirs together), and the token is given back
+if there turns out to be nothing to charge (after the others of its wave are sent). A claim that
+fails keeps its wave's tokens: the next charges wait that much longer, no more.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -31,8 +33,9 @@ GIVE_BACK = f"UPDATE {TABLE} SET tokens = tokens + %s WHERE name = %s"
 
 
 def burst(rate: float) -> float:
-    """How many tokens the bucket holds at most: half a second's worth (at least one)."""
-    return max(1.0, rate / 2)
+    """How many tokens the bucket holds at most: half a second's worth (at least one); no bound
+    when there is no limit (``rate`` 0)."""
+    return math.inf if rate <= 0 else max(1.0, rate / 2)
 
 
 def acquire(

@@ -1,5 +1,5 @@
 """Celery entry points of payments (queue "payments"). Thin: call a service (``charge_payments``
-decides, per charge of its list, whether to go on, send the rest on, or retry: retries are the
+decides, per wave of its list, whether to go on, send the rest on, or retry: retries are the
 task's)."""
 
 from __future__ import annotations

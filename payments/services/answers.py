@@ -21,7 +21,6 @@ from django.utils import timezone
 from core.bulk import update_rows
 from core.db import drop_broken_connection
 from events import contracts
-from events.operations import metrics
 from events.operations.alerts import record_alert
 from events.publishing import record_changes
 
@@ -33,6 +32,7 @@ from .charging import (
     NOT_SENT,
     Started,
     cancel,
+    count,
     emit,
     lease_end,
     outcome_unknown,
@@ -83,18 +83,18 @@ def _record(payment_id: str, attempt_id: int, result: ChargeResult, *, sent: boo
 
 
 def _succeeded(p: Payment, result: ChargeResult) -> str:
-    emit(p, contracts.PAYMENT_SUCCEEDED, _charged(p, result))
-    metrics.PAYMENTS.labels("succeeded").inc()
+    emit(p, contracts.PAYMENT_SUCCEEDED, _mark_succeeded(p, result))
+    count("succeeded")
     if p.invoice_closed_at is not None:  # the charge was in flight when the invoice was voided
         refund_for_closed_invoice(p)
     refunds_release([p])  # refunds (credit notes) that arrived before this success
     return "succeeded"
 
 
-SUCCEEDED_FIELDS = ("status", "gateway_reference", "next_attempt_at")  # what _charged sets
+SUCCEEDED_FIELDS = ("status", "gateway_reference", "next_attempt_at")  # what _mark_succeeded sets
 
 
-def _charged(p: Payment, result: ChargeResult) -> dict[str, Any]:
+def _mark_succeeded(p: Payment, result: ChargeResult) -> dict[str, Any]:
     """``p`` succeeded (not saved): its ``SUCCEEDED_FIELDS`` set; returns its event's data."""
     states.transition(p, P.SUCCEEDED)
     p.gateway_reference = result.reference
@@ -110,6 +110,8 @@ def charged_record(answers: Sequence[tuple[Started, ChargeResult]]) -> list[str]
     "processing" (a concurrent copy recorded it) keeps its state, as in ``_record``; one whose
     invoice was closed while its charge was in flight goes through ``_succeeded`` alone (its
     refund). A database error rolls back the lot: the caller records them one at a time."""
+    if not all(s.sent and r.ok for s, r in answers):
+        raise ValueError("charged_record records only answers that charged; record any other alone")
     locked = Payment.objects.select_for_update().filter(pk__in=[s.payment_id for s, _r in answers])
     payments = {str(p.pk): p for p in locked.order_by("pk")}
     now = timezone.now()
@@ -138,11 +140,10 @@ def charged_record(answers: Sequence[tuple[Started, ChargeResult]]) -> list[str]
             outcomes[s.payment_id] = _succeeded(p, r)
         else:
             plain.append(p)
-            changes.append((p, contracts.PAYMENT_SUCCEEDED, _charged(p, r)))
+            changes.append((p, contracts.PAYMENT_SUCCEEDED, _mark_succeeded(p, r)))
             outcomes[s.payment_id] = "succeeded"
     record_changes(sender=Payment, changes=changes, fields=SUCCEEDED_FIELDS)
-    # counted once committed: a batch rolled back is recorded again, one at a time, and counted then
-    transaction.on_commit(lambda: metrics.PAYMENTS.labels("succeeded").inc(len(plain)))
+    count("succeeded", len(plain))
     refunds_release(plain)
     return [outcomes[s.payment_id] for s, _r in answers]
 
@@ -162,7 +163,7 @@ def _transient(p: Payment, now: datetime) -> str:
         p.save()
         payment_id, step = str(p.id), p.dunning_step
         transaction.on_commit(lambda: enqueue_charge(payment_id, step, delay), robust=True)
-    metrics.PAYMENTS.labels("transient").inc()
+    count("transient")
     return "transient"
 
 
@@ -194,7 +195,7 @@ def _declined(p: Payment, result: ChargeResult, now: datetime) -> str:
     if closed:
         cancel(p, f"invoice closed: {p.invoice_closed_reason}")
         return "cancelled"
-    metrics.PAYMENTS.labels("failed_final" if final else "soft_declined").inc()
+    count("failed_final" if final else "soft_declined")
     if final:
         _alert_failed(p, result, attempts)
     return "failed_final" if final else "soft_declined"

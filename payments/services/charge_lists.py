@@ -3,21 +3,22 @@ once, so that one worker process is not limited to one gateway round trip at a t
 charge alone (``payment_charge``: a backoff, a dunning step, an operator's "retry now").
 
 At the sandbox's 200 ms (``make run``), a process charging one at a time makes 5 charges a
-second: make run's 8 processes made 37/s against a gateway allowing 100/s. Here each charge takes
-the same steps as one charged alone (services/charging.py, services/answers.py), on the task's
-thread and its one database connection: wait for its rate-limit token, claim its payment, and,
-once the gateway has answered, record the answer. As many as there are free gateway threads are
-claimed together once their tokens are due (one statement for their tokens, one transaction for
-their claims), and answers that come back together are recorded together. Only the gateway call
+second: make run's 8 processes made 37/s against a gateway allowing 100/s. Here a list's charges
+go in waves, on the task's thread and its one database connection: as many as there are free
+gateway threads (``gateway_threads.py``) wait for their rate-limit tokens (one statement) and are
+claimed together once the tokens are due (one transaction, each payment decided as one alone,
+services/charging.py), then sent; answers that charged and came back together are recorded
+together (services/answers.py), any other answer alone. Only the gateway call
 itself runs on a pool of ``PAYMENT_CHARGE_CONCURRENCY`` threads per process, so the next charges'
 tokens and claims do not wait for the previous answers. A worker process opens no more database
 connections than before, and a payment is claimed only when its charge goes out at once, so an
 invoice voided while a charge waits for its token finds the payment unclaimed, as it would have
 before.
 
-An error starting charges stops the list there: the charges after them are not started (the task
-sends them on) and the ones already at the gateway are waited for and recorded. Charges whose
-claim hit a database error are the task's to retry, one at a time (a payment whose claim keeps
+An error starting a wave stops the list there: the charges after it are not started (the task
+sends them on, and the wave's own too unless the error was the database's) and the ones already
+at the gateway are waited for and recorded. A wave whose claim hit a database error is the task's
+to retry, one charge at a time (a payment whose claim keeps
 failing never holds the others back); one whose answer could not be recorded, even on a new
 connection, is left "processing" for the sweep (a retry message would find it taken), and any
 other error the task raises once the rest is done. A worker killed mid-list leaves the charges it
@@ -68,9 +69,9 @@ def payment_charge(*, payment_id: str, step: int | None = None) -> str:
 
 @dataclass
 class ListRun:
-    """What became of a list: outcomes counted; charges not started (out of time, or after an
-    error starting one); charges whose claim hit a database error, and the first such error;
-    the first other error. Outcomes count ``unrecorded``: answers that could not be recorded."""
+    """What became of a list: outcomes counted; charges not started (out of time, or from a wave an
+    error stopped); charges whose wave's claim hit a database error, and that error; the first
+    other error. Outcomes count ``unrecorded``: answers that could not be recorded."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
     not_started: list[Charge] = field(default_factory=list)
@@ -87,7 +88,8 @@ def charges_run(charges: list[Charge], *, seconds: float, one_at_a_time: bool = 
     deadline = time.monotonic() + seconds
     pool, semaphore = gateway_threads.pool()
     slots = Slots(semaphore)
-    most = 1 if one_at_a_time else max(1, int(ratelimit.burst(settings.PAYMENT_RATE_LIMIT_PER_SECOND)))
+    burst = ratelimit.burst(settings.PAYMENT_RATE_LIMIT_PER_SECOND)
+    most = 1 if one_at_a_time else max(1, int(min(burst, settings.PAYMENT_CHARGE_CONCURRENCY)))
     run = ListRun()
     in_flight: InFlight = {}
     i = 0
@@ -223,7 +225,7 @@ def _finish_meanwhile(in_flight: InFlight, run: ListRun, seconds: float) -> None
 def _record_done(done: set[Future[ChargeResult]], in_flight: InFlight, run: ListRun) -> None:
     """Record these answers: those that charged together, each other one alone."""
     answered = {future: in_flight.pop(future)[:2] for future in done}
-    together = {f: started for f, (_charge, started) in answered.items() if _charged(f, started)}
+    together = {f: started for f, (_charge, started) in answered.items() if _took_money(f, started)}
     if len(together) > 1:
         try:
             outcomes = charged_record([(started, f.result()) for f, started in together.items()])
@@ -250,6 +252,6 @@ def _record_done(done: set[Future[ChargeResult]], in_flight: InFlight, run: List
             run.crashed = run.crashed or exc
 
 
-def _charged(future: Future[ChargeResult], started: Started) -> bool:
+def _took_money(future: Future[ChargeResult], started: Started) -> bool:
     """Sent, and the gateway took the money."""
     return started.sent and future.exception() is None and future.result().ok

@@ -51,12 +51,18 @@ def emit(p: Payment, event_type: str, data: dict[str, Any]) -> None:
     record_change(sender=Payment, obj=p, type=event_type, data=data)
 
 
+def count(outcome: str, n: int = 1) -> None:
+    """Count ``n`` payments reaching ``outcome`` once the caller's transaction commits: one rolled
+    back is recorded again (alone, by a retry) and counted then."""
+    transaction.on_commit(lambda: metrics.PAYMENTS.labels(outcome).inc(n))
+
+
 def cancel(p: Payment, reason: str) -> None:
     """Stop collecting ``p`` (its invoice is closed); records ``payment.cancelled``."""
     states.transition(p, P.CANCELLED)
     p.next_attempt_at = None
     emit(p, contracts.PAYMENT_CANCELLED, {**payment_data(p), "reason": reason[:500]})
-    metrics.PAYMENTS.labels("cancelled").inc()
+    count("cancelled")
 
 
 def transient_delay(failures: int) -> float:

@@ -1,7 +1,7 @@
 """Charges several to a task message (``payments.charge_payments``): a real worker, real SQS, the
 sandbox gateway over HTTP. A list has several charges at the gateway at once, within the global
 rate limit; a message past its time sends the rest on; a connection the server drops retries only
-the charge it hit; a rest that cannot be sent on is due again at once."""
+the charges claimed with it; a rest that cannot be sent on is due again at once."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from events.models import OutboxEvent
 from payments import tasks
 from payments.dispatch import charge_kicker
 from payments.gateway import reset_gateway
-from payments.models import Payment
+from payments.models import Payment, RateLimitBucket
 from payments.services import (
     answers,
     charge_lists,
@@ -243,12 +243,14 @@ def test_an_invoice_voided_while_the_charges_of_a_list_wait_for_their_tokens_is_
     # given a message of three charges, a gateway allowing 4 a second (claimed two by two), its
     # bucket empty, and the second's invoice voided while the first two wait for their tokens
     settings.PAYMENT_RATE_LIMIT_PER_SECOND = 4
-    charging.ratelimit.acquire("gateway", 4, n=2)
     ids = opened("voidwait", 3)
     invoice = Payment.objects.get(pk=ids[1]).invoice_id
     real, voided = charging.ratelimit.acquire, []
 
     def voided_during_the_wait(*args: Any, while_waiting: Any = None, **kwargs: Any) -> bool:
+        if not voided:
+            real("gateway", 4, n=2)  # the bucket emptied just before: the first wave waits 0.5 s
+
         def wait(seconds: float) -> None:
             if not voided:
                 payment_close_for_invoice(invoice_id=invoice, reason="issued in error")
@@ -360,3 +362,19 @@ def test_a_payment_named_twice_in_a_list_is_charged_once_for_the_step_it_is_at(
     assert run.outcomes == {"succeeded": 1, "skipped": 1}
     assert stats(sandbox)["charges"] == 1
     assert Payment.objects.get(pk=payment_id).attempts.get().outcome == "succeeded"
+
+
+def test_the_tokens_of_charges_not_claimed_are_given_back(transactional_db, empty_queues, sandbox, settings):
+    # given a gateway allowing 4 charges a second (a bucket of 2) and a list of two charges claimed
+    # together, the first already cancelled
+    settings.PAYMENT_RATE_LIMIT_PER_SECOND = 4
+    ids = opened("giveback", 2)
+    Payment.objects.filter(pk=ids[0]).update(status="cancelled", next_attempt_at=None)
+
+    run = charge_lists.charges_run([(p, 0) for p in ids], seconds=60)
+
+    # then its token went back to the bucket: the next charge need not wait for it (kept, the
+    # bucket would hold what 50 ms refill, not a token and more)
+    assert run.outcomes == {"skipped": 1, "succeeded": 1}
+    tokens = RateLimitBucket.objects.get(name="gateway").tokens
+    assert tokens >= 0.9, tokens
