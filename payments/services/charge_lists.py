@@ -106,7 +106,7 @@ def charges_run(charges: list[Charge], *, seconds: float, one_at_a_time: bool = 
             wave, rest = charges[i : i + slots.held], list(charges[i + slots.held :])
             i += len(wave)
             try:
-                started = charges_start(
+                claimed = charges_start(
                     wave, while_waiting=lambda seconds: _finish_meanwhile(in_flight, run, seconds)
                 )
             except (DatabaseError, InterfaceError) as exc:
@@ -119,9 +119,10 @@ def charges_run(charges: list[Charge], *, seconds: float, one_at_a_time: bool = 
                 run.crashed = exc  # a soft time limit too: the charges at the gateway are recorded first
                 run.not_started = [*wave, *rest]  # sent on: a copy finds them claimed, if they were
                 break
-            sent = _submit(pool, slots, wave, started.started, in_flight, run)
-            _give_back(started.unused_tokens)
-            if skipped := started.started.count(None):
+            sent = _submit(pool, slots, wave, claimed.started, in_flight, run)
+            slots.release_held()  # those of the charges skipped: the next wave takes what it needs
+            _give_back(claimed.unused_tokens)
+            if skipped := claimed.started.count(None):
                 run.outcomes["skipped"] += skipped
             if not sent or run.crashed is not None:  # a soft time limit just after: recorded below
                 run.not_started = rest

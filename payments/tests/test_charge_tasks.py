@@ -378,3 +378,20 @@ def test_the_tokens_of_charges_not_claimed_are_given_back(transactional_db, empt
     assert run.outcomes == {"skipped": 1, "succeeded": 1}
     tokens = RateLimitBucket.objects.get(name="gateway").tokens
     assert tokens >= 0.9, tokens
+
+
+def test_a_charge_skipped_in_a_wave_leaves_the_next_wave_its_size(
+    transactional_db, empty_queues, sandbox, settings
+):
+    # given a gateway allowing 2 charges a second (waves of one) and a list whose first charge is
+    # already cancelled
+    settings.PAYMENT_RATE_LIMIT_PER_SECOND = 2
+    ids = opened("skipwave", 3)
+    Payment.objects.filter(pk=ids[0]).update(status="cancelled", next_attempt_at=None)
+
+    run = charge_lists.charges_run([(p, 0) for p in ids], seconds=60)
+
+    # then the two others are charged one wave each: the skipped charge's gateway thread is not
+    # carried into the next wave, which would claim two at once where the bucket holds one
+    assert run.outcomes == {"skipped": 1, "succeeded": 2} and run.crashed is None
+    assert stats(sandbox)["charges"] == 2
