@@ -130,7 +130,6 @@ def charged_record(answers: Sequence[tuple[Started, ChargeResult]]) -> list[str]
         ["finished_at", "outcome", "gateway_reference", "http_status", "error_message"],
     )
     outcomes: dict[str, str] = {}
-    plain: list[Payment] = []
     changes = []
     for s, r in answers:
         p = payments[s.payment_id]
@@ -139,12 +138,12 @@ def charged_record(answers: Sequence[tuple[Started, ChargeResult]]) -> list[str]
         elif p.invoice_closed_at is not None:
             outcomes[s.payment_id] = _succeeded(p, r)
         else:
-            plain.append(p)
             changes.append((p, contracts.PAYMENT_SUCCEEDED, _mark_succeeded(p, r)))
             outcomes[s.payment_id] = "succeeded"
-    record_changes(sender=Payment, changes=changes, fields=SUCCEEDED_FIELDS)
-    count("succeeded", len(plain))
-    refunds_release(plain)
+    if changes:
+        record_changes(sender=Payment, changes=changes, fields=SUCCEEDED_FIELDS)
+        count("succeeded", len(changes))
+        refunds_release([p for p, _type, _data in changes])
     return [outcomes[s.payment_id] for s, _r in answers]
 
 

@@ -138,9 +138,9 @@ def _claim_all(charges: Sequence[Charge]) -> dict[str, tuple[Payment, PaymentAtt
 
 def _named_step(payment: Payment, named: set[int | None]) -> int | None:
     """Of the steps a list names a payment for, the one it is to be charged for if any."""
-    if None in named or payment.dunning_step in named:
-        return None if None in named else payment.dunning_step
-    return next(iter(named))  # a copy for a decided step: skipped
+    if None in named:
+        return None
+    return payment.dunning_step if payment.dunning_step in named else next(iter(named))  # else: skipped
 
 
 def _claimable(payment: Payment, step: int | None) -> bool:

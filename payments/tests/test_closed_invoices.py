@@ -79,15 +79,7 @@ def test_a_success_recorded_after_the_sweep_took_its_payment_over_is_refunded_on
     stale = timezone.now() - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS + 1)
     Payment.objects.filter(pk=p.pk).update(updated_at=stale)
     assert payments_retry_due() == 1
-    started = charging.Started(
-        payment_id=str(p.pk),
-        attempt_id=attempt.pk,
-        idempotency_key=p.idempotency_key,
-        amount_minor=p.amount_minor,
-        currency=p.currency,
-        customer=p.customer_ref,
-        sent=True,
-    )
+    started = charging._started(p, attempt, sent=True)  # as the worker held it
     assert answers.charge_finish(started, charging.charge_send(started)) == "pending"
 
     # when the invoice is voided before the queued charge runs, then that charge runs
