@@ -13,13 +13,14 @@ if ministack cannot be installed or started, which ``EMULATOR`` and ``FALLBACK_R
 from __future__ import annotations
 
 import atexit
+import contextlib
 import csv
 import os
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ import django  # noqa: E402
 django.setup()
 
 from django.apps import apps  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
@@ -215,3 +217,25 @@ def payments_due(n: int, prefix: str = "bench") -> list[str]:
         batch_size=5000,
     )
     return [str(p.pk) for p in made]
+
+
+@contextlib.contextmanager
+def sandbox_gateway(*options: str) -> Iterator[str]:
+    """The shipped sandbox gateway in a process of its own (its CPU is not the bench's), with these
+    command-line ``options``; the project's gateway points at it. Yields its URL; stopped after."""
+    import subprocess
+
+    from devsupport.net import free_port, port_open
+    from devsupport.waiting import wait_until
+    from payments.gateway import reset_gateway
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "devsupport.sandbox_gateway", "--port", str(port), *options]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: port_open("127.0.0.1", port), 30, "sandbox gateway")
+        settings.PAYMENT_GATEWAY_URL = os.environ["PAYMENT_GATEWAY_URL"] = f"http://127.0.0.1:{port}"
+        reset_gateway()
+        yield settings.PAYMENT_GATEWAY_URL
+    finally:
+        proc.terminate()

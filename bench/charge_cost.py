@@ -15,7 +15,6 @@ rest of a charge's cost is PostgreSQL's and, in a stack, the relay's and invoici
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,10 +23,8 @@ import _env
 from django.conf import settings
 from django.db import close_old_connections
 
-from devsupport.net import free_port, port_open
-from devsupport.waiting import wait_until
 from events.models import OutboxEvent
-from payments.gateway import gateway, reset_gateway
+from payments.gateway import gateway
 from payments.services import charges_run
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 3_000
@@ -63,18 +60,9 @@ def called(n: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    port = free_port()
-    gw = subprocess.Popen(
-        [sys.executable, "-m", "devsupport.sandbox_gateway", "--port", str(port)],
-        cwd=_env.ROOT,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(lambda: port_open("127.0.0.1", port), 30, "sandbox gateway")
-        settings.PAYMENT_GATEWAY_URL = f"http://127.0.0.1:{port}"
+    with _env.sandbox_gateway():  # answering at once, no rate limit
         settings.PAYMENT_RATE_LIMIT_PER_SECOND = RATE
         settings.DEBUG = False  # as in production: no SQL kept per query
-        reset_gateway()
         _env.clean(OutboxEvent)
         charged(_env.payments_due(100, "warm"))  # connections, the pool, the first statements
         ids = _env.payments_due(N)
@@ -94,8 +82,6 @@ def main() -> None:
             ]
         )
         _env.clean(OutboxEvent)
-    finally:
-        gw.terminate()
 
 
 if __name__ == "__main__":

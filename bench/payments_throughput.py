@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.request
@@ -25,8 +24,6 @@ import _env
 from django.conf import settings
 from django.db import connection
 
-from devsupport.net import free_port, port_open
-from devsupport.waiting import wait_until as wait_for
 from payments.models import Payment, PaymentAttempt, RateLimitBucket
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
@@ -59,27 +56,8 @@ def _charge_all(ids: list[str]) -> int:
 
 
 def main() -> None:
-    port = free_port()
-    gw = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "devsupport.sandbox_gateway",
-            "--port",
-            str(port),
-            "--latency-ms",
-            str(LATENCY_MS),
-            "--rate-limit",
-            str(LIMIT),
-        ],
-        cwd=_env.ROOT,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: port_open("127.0.0.1", port), 30, "sandbox gateway")
-        settings.PAYMENT_GATEWAY_URL = f"http://127.0.0.1:{port}"
+    with _env.sandbox_gateway("--latency-ms", str(LATENCY_MS), "--rate-limit", str(LIMIT)) as url:
         settings.PAYMENT_RATE_LIMIT_PER_SECOND = LIMIT
-        os.environ["PAYMENT_GATEWAY_URL"] = settings.PAYMENT_GATEWAY_URL
         os.environ["PAYMENT_RATE_LIMIT_PER_SECOND"] = str(LIMIT)
         PaymentAttempt.objects.all().delete()
         Payment.objects.all().delete()
@@ -91,7 +69,7 @@ def main() -> None:
         with get_context("fork").Pool(PROCESSES) as pool:
             succeeded = sum(pool.map(_charge_all, shares))
         wall = time.perf_counter() - start
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/_stats") as resp:
+        with urllib.request.urlopen(f"{url}/v1/_stats") as resp:
             stats = json.load(resp)
         doubles = sum(1 for n in stats["charges_by_key"].values() if n > 1)
         _env.report(
@@ -120,8 +98,6 @@ def main() -> None:
         assert succeeded == N == stats["charges"] and doubles == 0
         PaymentAttempt.objects.all().delete()
         Payment.objects.all().delete()
-    finally:
-        gw.terminate()
 
 
 if __name__ == "__main__":
