@@ -1,7 +1,8 @@
 """The real consumers vs a plain receive(10)+delete_batch loop on the same endpoint (target >= 60%).
 
-Issue 17: invoicing's projection of agreement events and payments' invoice.issued, each run by
-the push consumer (the one a worker runs, with its settings' pollers and handler threads) on its
+Issue 17: invoicing's projection of agreement events, invoicing's ``payment.succeeded`` (open
+invoices marked paid: one per charge, so it is in every charge's cost) and payments'
+invoice.issued, each run by the push consumer (the one a worker runs, with its settings' pollers and handler threads) on its
 own queue, against a plain boto3 loop that only receives and deletes the same number of messages.
 ministack (``_env``) by default: a flat emulator, so a queue of N messages costs what a
 shallow one costs; both sides see the same N. Payments' consumer sends no charge: its commits
@@ -10,7 +11,7 @@ The bench runs that pass itself after each consumer run, times it apart and prin
 together, so the CPU moved out of the consumer is still counted; the charges go to the Celery
 payments queue as a worker would send them (no worker takes them; purged between runs).
 
-    cd bench && ../.venv/bin/python batch_consumers.py [N] [--pollers P] [--concurrency C] [--only NAME]
+    cd bench && ../.venv/bin/python batch_consumers.py [N] [--pollers P] [--concurrency C] [--only WHAT]
 
 Prints msg/s and our process's CPU per message for each side, and the ratio.
 """
@@ -22,9 +23,11 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from datetime import date
 
 import _env
 from django.conf import settings
+from django.utils import timezone
 
 from events import topology
 from events.consuming.config import consumer_configs
@@ -32,7 +35,7 @@ from events.consuming.push import PushConsumer
 from events.models import OutboxEvent, ProcessedEvent
 from events.signing import signed_attributes
 from events.topology import aws
-from invoicing.models import BillableAgreement
+from invoicing.models import BillableAgreement, Invoice
 from payments.models import Payment
 from payments.services import charges_dispatch
 from payments.services.dispatching import charges_due
@@ -75,6 +78,57 @@ def invoice_issued(i: int) -> str:
             "currency": "EUR",
             "due_date": "2026-01-15",
         },
+    )
+
+
+PAID_NAMESPACE = uuid.UUID("6f1c2b9e-7d4a-4f0e-9a51-2d8c3e7b1a60")
+
+
+def paid_invoice_id(i: int) -> str:
+    return str(uuid.uuid5(PAID_NAMESPACE, str(i)))
+
+
+def payment_succeeded(i: int) -> str:
+    payment_id = str(uuid.uuid4())
+    return _envelope(
+        "payment.succeeded",
+        "payments",
+        "payment",
+        payment_id,
+        {
+            "payment_id": payment_id,
+            "invoice_id": paid_invoice_id(i),
+            "amount_minor": 1999,
+            "currency": "EUR",
+            "gateway_reference": f"ch_{i}",
+        },
+    )
+
+
+def open_invoices(n: int) -> None:
+    """The n open invoices that ``payment_succeeded`` messages pay (all of them open again)."""
+    Invoice.objects.all().delete()
+    Invoice.objects.bulk_create(
+        [
+            Invoice(
+                id=paid_invoice_id(i),
+                number=f"INV-P-{i:07d}",
+                series="INV-P",
+                sequence=i,
+                agreement_id=f"BA-{i}",
+                customer_ref=f"C-{i}",
+                customer_name="Ada",
+                customer_email="ada@example.com",
+                period_start=date(2026, 1, 1),
+                period_end=date(2026, 2, 1),
+                currency="EUR",
+                total_minor=1999,
+                due_date=date(2026, 1, 15),
+                issued_at=timezone.now(),
+            )
+            for i in range(n)
+        ],
+        batch_size=2000,
     )
 
 
@@ -144,7 +198,16 @@ def timed(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def measure(name: str, make: Callable[[int], str], n: int) -> list[tuple[str, str]]:
+def measure(
+    name: str,
+    make: Callable[[int], str],
+    n: int,
+    *,
+    label: str | None = None,
+    before: Callable[[int], None] | None = None,
+) -> list[tuple[str, str]]:
+    """``name``'s consumer on ``n`` messages of ``make`` against the plain loop; ``before(n)`` sets
+    up what the messages need before each consumer run."""
     queue = topology.event_queue_name(name)
     base: list[tuple[float, float]] = []
     ours: list[tuple[float, float]] = []
@@ -154,6 +217,8 @@ def measure(name: str, make: Callable[[int], str], n: int) -> list[tuple[str, st
         fill(queue, make, n)
         base.append(timed(lambda: plain_loop(queue, n)))
         reset(name)
+        if before:
+            before(n)
         purge(queue)
         fill(queue, make, n)
         wall, cpu = time.perf_counter(), time.process_time()
@@ -161,11 +226,14 @@ def measure(name: str, make: Callable[[int], str], n: int) -> list[tuple[str, st
         ours.append((time.perf_counter() - wall, time.process_time() - cpu))
         consumer.stop()
         assert ProcessedEvent.objects.filter(consumer=name).count() == n, "every message handled once"
+        if before is open_invoices:
+            assert Invoice.objects.filter(status="paid").count() == n, "every invoice paid"
         if name == "payments":  # the pass its commits kicked, which a worker runs
             dispatch.append(timed(lambda: charges_dispatch(max_seconds=600)))
             assert not charges_due().exists(), "the pass sent every charge"
     (b, bcpu), (p, pcpu) = min(base), min(ours)
     cfg = consumer_configs()[name]
+    label = label or name
     extra = []
     if dispatch:
         d, dcpu = min(dispatch)
@@ -178,14 +246,14 @@ def measure(name: str, make: Callable[[int], str], n: int) -> list[tuple[str, st
         ]
     return [
         (
-            f"{name}: plain receive(10)+delete_batch loop",
+            f"{label}: plain receive(10)+delete_batch loop",
             f"{n / b:,.0f} msg/s, {bcpu / n * 1000:.2f} ms CPU/msg",
         ),
         (
-            f"{name}: push consumer ({cfg.pollers} poller(s), {cfg.concurrency} threads)",
+            f"{label}: push consumer ({cfg.pollers} poller(s), {cfg.concurrency} threads)",
             f"{n / p:,.0f} msg/s, {pcpu / n * 1000:.2f} ms CPU/msg",
         ),
-        (f"{name}: consumer / plain", f"{b / p:.0%} (target >= 60%)"),
+        (f"{label}: consumer / plain", f"{b / p:.0%} (target >= 60%)"),
         *extra,
     ]
 
@@ -195,15 +263,17 @@ def main() -> None:
     parser.add_argument("n", nargs="?", type=int, default=2000)
     parser.add_argument("--pollers", type=int, default=None)
     parser.add_argument("--concurrency", type=int, default=None)
-    parser.add_argument("--only", choices=["invoicing", "payments"], default=None)
+    parser.add_argument("--only", choices=["invoicing", "paid", "payments"], default=None)
     args = parser.parse_args()
     overrides = {k: v for k, v in (("pollers", args.pollers), ("concurrency", args.concurrency)) if v}
     settings.EVENT_CONSUMERS = {name: overrides for name in ("invoicing", "payments")}
     settings.DEBUG = False  # as in production: no SQL kept per query
     rows = [("messages per run (best of 2)", f"{args.n:,}")]  # report() names the endpoint
-    if args.only != "payments":
+    if args.only in (None, "invoicing"):
         rows += measure("invoicing", agreement_created, args.n)
-    if args.only != "invoicing":
+    if args.only in (None, "paid"):
+        rows += measure("invoicing", payment_succeeded, args.n, label="paid", before=open_invoices)
+    if args.only in (None, "payments"):
         rows += measure("payments", invoice_issued, args.n)
     _env.report(rows)
     reset("invoicing")

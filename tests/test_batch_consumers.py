@@ -205,6 +205,7 @@ def test_a_batch_of_payments_succeeded_pays_each_invoice_once_in_one_transaction
     voided = open_ones.pop()
     invoice_void(invoice_id=voided, reason="issued in error")
     unknown = str(uuid.uuid4())
+    versions_before = dict(Invoice.objects.values_list("id", "aggregate_version"))
     first = json.dumps(paid_envelope(open_ones[0], "pay-0"))
     bodies = [
         first,
@@ -234,10 +235,17 @@ def test_a_batch_of_payments_succeeded_pays_each_invoice_once_in_one_transaction
         OutboxEvent.objects.filter(type="invoice.paid").values_list("aggregate_id", flat=True)
     )
     assert paid_events == Counter(open_ones)
+    # each paid invoice moved one version on, stored with its paid_at, and its event carries that
+    # version (the one paid twice in the batch too)
+    for row in OutboxEvent.objects.filter(type="invoice.paid"):
+        invoice = Invoice.objects.get(pk=row.aggregate_id)
+        assert invoice.aggregate_version == versions_before[invoice.id] + 1 == row.aggregate_version
+        assert invoice.paid_at is not None and row.data["paid_at"] == invoice.paid_at.isoformat()
     assert PendingPaymentOutcome.objects.filter(invoice_id=unknown, outcome="paid").count() == 1
-    # and all of it in one transaction
-    commits = [q["sql"] for q in queries.captured_queries if q["sql"] == "COMMIT"]
-    assert len(commits) == 1, [q["sql"][:80] for q in queries.captured_queries]
+    # and all of it in one transaction, the paid invoices written by one statement
+    sqls = [q["sql"] for q in queries.captured_queries]
+    assert sqls.count("COMMIT") == 1, [q[:80] for q in sqls]
+    assert len([q for q in sqls if q.startswith('UPDATE "invoicing_invoice"')]) == 1, [q[:80] for q in sqls]
 
 
 # -- payments -----------------------------------------------------------------------------

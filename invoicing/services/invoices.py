@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from events import contracts
-from events.publishing import record_change
+from events.publishing import record_change, record_changes
 
 from .. import states
 from ..models import Invoice, PendingPaymentOutcome
@@ -38,6 +38,10 @@ def _bump(invoice: Invoice, event_type: str, data: dict[str, Any]) -> None:
     record_change(sender=Invoice, obj=invoice, type=event_type, data=data)
 
 
+Change = tuple[Invoice, str, dict[str, Any]]  # an invoice changed in memory, its event type and data
+PAID_FIELDS = ("status", "paid_at", "payment_id")  # what _paid sets
+
+
 @transaction.atomic
 def invoice_mark_paid(
     *, invoice_id: str, payment_id: str, paid_at: str | datetime | None = None
@@ -48,8 +52,8 @@ def invoice_mark_paid(
     which hears ``invoice.voided`` too, refunds it and raises an alert.
     """
     invoice = _locked_or_kept(invoice_id, payment_id, "paid", {"paid_at": str(paid_at) if paid_at else None})
-    if invoice is not None:
-        _paid(invoice, payment_id)
+    if invoice is not None and (change := _paid(invoice, payment_id)):
+        _bump(*change)
     return invoice
 
 
@@ -60,34 +64,42 @@ def invoices_mark_paid(*, paid: list[tuple[str, str]]) -> None:
     locks an agreement's invoices (corrections.py), so two batches never wait on each other in a
     cycle. A batch that also holds agreement events, or meets a correction working through several
     agreements, can deadlock with it: PostgreSQL ends one of the two after a second, and a
-    consumer's batch is then handled one message at a time (events/consuming/batch.py)."""
+    consumer's batch is then handled one message at a time (events/consuming/batch.py).
+
+    The invoices paid are written by one statement and their ``invoice.paid`` events by one
+    insert (``record_changes``), not a save and an insert each. An invoice named twice is paid by
+    the first: every later mention meets the same object, already paid."""
     ids = {invoice_id for invoice_id, _ in paid}
     locked = Invoice.objects.select_for_update().filter(pk__in=ids).order_by("issued_at", "sequence", "pk")
     invoices = {str(invoice.pk): invoice for invoice in locked}
+    changes: list[Change] = []
     for invoice_id, payment_id in paid:
         invoice = invoices.get(invoice_id)
-        if invoice is None:  # not issued yet: kept for when it is
+        if invoice is None:  # not issued yet: kept for when it is (or issued since the read above)
             invoice = _locked_or_kept(invoice_id, payment_id, "paid", {"paid_at": None})
-        if invoice is not None:
-            _paid(invoice, payment_id)
+            if invoice is None:
+                continue
+            invoices[invoice_id] = invoice
+        if change := _paid(invoice, payment_id):
+            changes.append(change)
+    record_changes(sender=Invoice, changes=changes, fields=PAID_FIELDS)
 
 
-def _paid(invoice: Invoice, payment_id: str) -> None:
+def _paid(invoice: Invoice, payment_id: str) -> Change | None:
+    """Mark ``invoice`` paid in memory (PAID_FIELDS) and return the change to record; None when it
+    cannot be paid (already paid, or void)."""
     if not states.can(invoice.status, S.PAID):
         if invoice.status == S.VOID:
             logger.warning(
                 "invoice %s is void but payment %s succeeded: payments refunds it", invoice.number, payment_id
             )
-        return
+        return None
     when = timezone.now()
     states.transition(invoice, S.PAID)
     invoice.paid_at = when
     invoice.payment_id = payment_id
-    _bump(
-        invoice,
-        contracts.INVOICE_PAID,
-        {"invoice_id": str(invoice.id), "payment_id": payment_id, "paid_at": when.isoformat()},
-    )
+    data = {"invoice_id": str(invoice.id), "payment_id": payment_id, "paid_at": when.isoformat()}
+    return invoice, contracts.INVOICE_PAID, data
 
 
 @transaction.atomic
