@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.dispatch import Signal, receiver
 from django.utils import timezone
 
-from core.bulk import copy_line, copy_lines, update_rows
+from core.bulk import copy_line, copy_lines, insert_rows, update_rows
 
 from .. import contracts, envelope
 from ..models import OutboxEvent, publish_priority
@@ -199,7 +199,8 @@ def prepare_events(events: Sequence[NewEvent]) -> PreparedEvents:
 def write_outbox_rows(
     sender: Any, events: Sequence[NewEvent], prepared: PreparedEvents | None = None, **kwargs: Any
 ) -> list[NewEvent]:
-    """Write the outbox rows in the caller's transaction; kick the relay after commit."""
+    """Write the outbox rows in the caller's transaction (COPY from ``COPY_THRESHOLD`` events or
+    prepared ones, one multi-row INSERT below); kick the relay after commit."""
     if not connection.in_atomic_block:
         raise OutboxError(
             "record events inside the service's transaction.atomic block, "
@@ -209,12 +210,8 @@ def write_outbox_rows(
     if prepared is not None or len(events) >= COPY_THRESHOLD:
         made = prepared or PreparedEvents((), now)
         copy_lines(OutboxEvent._meta.db_table, COPY_COLUMNS, made.lines(events, now))
-    else:
-        rows = [build_row(e, now) for e in events]
-        if len(rows) == 1:
-            rows[0].save(force_insert=True)
-        else:
-            OutboxEvent.objects.bulk_create(rows, batch_size=2000)
+    else:  # one INSERT ... VALUES: what bulk_create writes, without its per-value ORM work
+        insert_rows([build_row(e, now) for e in events])
     transaction.on_commit(kicker.request)
     for event_type, n in Counter(e.type for e in events).items():
         metrics.EVENTS_RECORDED.labels(event_type).inc(n)
