@@ -122,7 +122,7 @@ def insert_rows(
     meta = objs[0]._meta
     fields = [f for f in meta.concrete_fields if not f.generated and not (f.primary_key and _server_side(f))]
     qn = conn.ops.quote_name
-    row = "(" + ", ".join(f"%s::{f.db_type(conn)}" for f in fields) + ")"
+    row = "(" + ", ".join(f"%s::{_cast(f, conn)}" for f in fields) + ")"
     sql = (
         f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) VALUES "  # noqa: S608 - names from the model
         + ", ".join([row] * len(objs))
@@ -136,6 +136,17 @@ def insert_rows(
     for obj in objs:
         obj._state.adding, obj._state.db = False, conn.alias
     return inserted
+
+
+_BOUNDED_TEXT = re.compile(r"(?:varchar|character varying|char|character)\(\d+\)")
+
+
+def _cast(field: Any, conn: Any) -> str:
+    """The type a value is cast to in ``insert_rows`` and ``update_rows``: the column's, but plain
+    ``text`` for text of a bounded length. An explicit cast to ``varchar(n)`` cuts a longer value
+    short without a word; assigned to the column from ``text``, it fails as a save would."""
+    db_type = str(field.db_type(conn))
+    return "text" if _BOUNDED_TEXT.fullmatch(db_type) else db_type
 
 
 def _server_side(field: Any) -> bool:
@@ -158,7 +169,7 @@ def update_rows(objs: Sequence[Model], fields: Sequence[str]) -> int:
     assert pk is not None
     model_fields = [meta.get_field(name) for name in fields]
     cols = [pk, *model_fields]
-    row = "(" + ", ".join(f"%s::{f.db_type(conn)}" for f in cols) + ")"
+    row = "(" + ", ".join(f"%s::{_cast(f, conn)}" for f in cols) + ")"
     params: list[Any] = []
     for obj in objs:
         params.append(pk.get_db_prep_save(obj.pk, conn))

@@ -26,11 +26,23 @@ HOSTILE = [
 ]
 
 
-def test_the_form_encoding_is_urllibs_for_any_text():
+def botocores_body(params: dict[Any, Any]) -> str:
+    """The body botocore itself would send for ``params`` (its preparer, without the handler)."""
+    return botocore.awsrequest.AWSRequestPreparer()._prepare_body(botocore.awsrequest.AWSRequest(data=params))
+
+
+def test_the_form_encoding_is_botocores_own_for_any_text():
     params = {f"Key.{i} {t[:3]}": t for i, t in enumerate(HOSTILE)}
     params["bytes"] = "é €".encode()
-    assert aws.form_encode(params) == urllib.parse.urlencode(params, doseq=True)
-    assert aws.form_encode({"n": 3}) == "n=3"  # not text: urllib's own
+    assert aws.form_encode(params) == botocores_body(params)
+    assert aws.form_encode({"n": 3}) == botocores_body({"n": 3}) == "n=3"  # not text: urllib's own
+    assert aws.form_encode({}) == urllib.parse.urlencode({}) == ""
+
+
+def test_a_presigned_sns_url_is_still_made_as_botocore_makes_it():
+    # the handler leaves presigning alone (its signer reads the body as a dict)
+    url = aws.client("sns").generate_presigned_url("list_topics", ExpiresIn=60)
+    assert "X-Amz-Signature=" in url and "Action=ListTopics" in url
 
 
 def test_sns_bodies_are_encoded_once_and_arrive_exactly(monkeypatch: pytest.MonkeyPatch, empty_queues: Any):

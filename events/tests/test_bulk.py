@@ -142,6 +142,25 @@ def test_rows_inserted_and_updated_in_one_statement_read_back_as_the_orm_would_s
         assert row.created_seen and row.updated_at > before[row.agreement_id]
 
 
+def test_text_too_long_for_its_column_is_refused_not_cut_short_however_the_rows_are_written():
+    # given an agreement id one character longer than its column (64)
+    too_long = "A" * 65
+    # when rows are inserted or updated in one statement, or an event is recorded with it
+    with pytest.raises(DataError, match="too long"), transaction.atomic():
+        insert_rows([BillableAgreement(agreement_id=too_long)])
+    row = BillableAgreement.objects.create(agreement_id="BK-short")
+    row.agreement_id = too_long
+    with pytest.raises(DataError, match="too long"), transaction.atomic():
+        update_rows([row], ("agreement_id",))
+    with pytest.raises(DataError, match="too long"), transaction.atomic():
+        record_events(
+            sender=None, events=[NewEvent(contracts.AGREEMENT_CREATED, too_long, 1, agreement_data())]
+        )
+    # then nothing was stored, shortened or otherwise
+    assert not BillableAgreement.objects.filter(agreement_id__startswith="AAAA").exists()
+    assert not OutboxEvent.objects.filter(aggregate_id__startswith="AAAA").exists()
+
+
 def _stored(event_id: uuid.UUID) -> dict[str, Any]:
     # a row as a consumer or the relay would see it, but its times (set when it was prepared)
     row = OutboxEvent.objects.values().get(pk=event_id)

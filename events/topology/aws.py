@@ -79,7 +79,7 @@ def _make_client(service: str) -> Any:
         max_pool_connections=32,
     )
     made = boto3.session.Session().client(service, config=config, **kwargs)
-    if made.meta.service_model.protocol == "query":  # SNS (SQS speaks JSON)
+    if made.meta.service_model.protocol == "query":  # SNS and STS (SQS speaks JSON)
         made.meta.events.register(f"before-sign.{made.meta.service_model.service_id.hyphenize()}", _form_once)
     return made
 
@@ -109,8 +109,9 @@ def form_encode(params: dict[Any, Any]) -> str:
     return "&".join(f"{_form_value(k)}={_form_value(v)}" for k, v in params.items())
 
 
-def _form_once(request: Any, **kwargs: Any) -> None:
-    if isinstance(request.data, dict):
+def _form_once(request: Any, signature_version: Any = None, **kwargs: Any) -> None:
+    # Plain SigV4 signing only: a presigned URL's signer ("v4-query") reads the body as a dict.
+    if signature_version == "v4" and isinstance(request.data, dict):
         request.data = form_encode(request.data)
 
 

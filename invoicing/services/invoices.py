@@ -7,6 +7,7 @@ and an outcome for an invoice not issued yet is kept and applied when it is.
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -71,18 +72,26 @@ def invoices_mark_paid(*, paid: list[tuple[str, str]]) -> None:
     the first: every later mention meets the same object, already paid."""
     ids = {invoice_id for invoice_id, _ in paid}
     locked = Invoice.objects.select_for_update().filter(pk__in=ids).order_by("issued_at", "sequence", "pk")
-    invoices = {str(invoice.pk): invoice for invoice in locked}
+    invoices = {invoice.pk: invoice for invoice in locked}
     changes: list[Change] = []
     for invoice_id, payment_id in paid:
-        invoice = invoices.get(invoice_id)
+        invoice = invoices.get(_invoice_key(invoice_id))
         if invoice is None:  # not issued yet: kept for when it is (or issued since the read above)
             invoice = _locked_or_kept(invoice_id, payment_id, "paid", {"paid_at": None})
             if invoice is None:
                 continue
-            invoices[invoice_id] = invoice
+            invoices[invoice.pk] = invoice
         if change := _paid(invoice, payment_id):
             changes.append(change)
     record_changes(sender=Invoice, changes=changes, fields=PAID_FIELDS)
+
+
+def _invoice_key(invoice_id: str) -> uuid.UUID | str:
+    """An invoice id as its primary key compares (one invoice however its UUID is spelt)."""
+    try:
+        return uuid.UUID(invoice_id)
+    except ValueError:
+        return invoice_id
 
 
 def _paid(invoice: Invoice, payment_id: str) -> Change | None:
