@@ -23,6 +23,9 @@ from events.publishing.relay import message_attributes, relay_pending
 from events.topology import aws
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
+# The relay against a plain loop that never waits: not held for the subscribed queue's depth
+# (events/publishing/holding.py, on in settings.dev), which the drainer's pace would decide.
+settings.OUTBOX_RELAY_HOLD_DEPTH = 0
 DATA = _env.AGREEMENT_DATA
 
 

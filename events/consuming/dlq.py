@@ -107,12 +107,7 @@ def release(queue: str, receipts: list[str]) -> None:
         )
 
 
-def depth(queue: str) -> int:
-    attrs = aws.client("sqs").get_queue_attributes(
-        QueueUrl=aws.queue_url(queue),
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+depth = aws.queue_depth  # a DLQ's messages, visible and in flight
 
 
 def inspect(dlq: str, *, limit: int = 50) -> list[DlqMessage]:

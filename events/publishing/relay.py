@@ -41,6 +41,7 @@ from .. import signing, topology
 from ..models import PRIORITIES, PRIORITY_ALERT, OutboxEvent
 from ..operations import metrics
 from ..topology import aws
+from . import holding
 from .kicker import RELAY, kick_hold, kick_release, kick_released_on_error, kicker
 
 logger = logging.getLogger(__name__)
@@ -284,11 +285,18 @@ def _due_rows_exist(*, untried_only: bool = False) -> bool:
 
 
 def relay_pending(*, max_seconds: float | None = None, limit: int | None = None) -> RelayResult:
-    """Publish everything due, pass after pass, until none is left or time is up."""
+    """Publish everything due, pass after pass, until none is left or time is up; before each
+    pass, held while a consumer's queue is too deep (holding.py, a local emulator's setting)."""
     max_seconds = settings.OUTBOX_RELAY_MAX_SECONDS if max_seconds is None else max_seconds
     deadline = time.monotonic() + max_seconds
     total = RelayResult()
+
+    def alerts() -> None:
+        nonlocal total
+        total += relay_once(alerts_only=True)
+
     while True:
+        holding.wait_for_room(deadline=deadline, publish_alerts=alerts)
         step = relay_once(limit=limit)
         total += step
         if step.published + step.failed == 0 or step.failed or time.monotonic() > deadline:

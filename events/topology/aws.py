@@ -157,6 +157,15 @@ def queue_arn(name: str) -> str:
     return f"arn:{partition()}:sqs:{settings.AWS_REGION}:{account_id()}:{name}"
 
 
+def queue_depth(name: str) -> int:
+    """Messages in the queue: visible plus in flight."""
+    attrs = client("sqs").get_queue_attributes(
+        QueueUrl=queue_url(name),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
 @lru_cache(maxsize=256)
 def queue_url(name: str) -> str:
     """URL of an existing SQS queue by full name (raises if it does not exist)."""
