@@ -39,6 +39,8 @@ GRACE = 3  # seconds: the events are past the grace period soon after they are l
 
 os.environ.setdefault("BENCH_EMULATOR", "ministack")
 os.environ["DELIVERY_AUDIT_GRACE_SECONDS"] = str(GRACE)
+# The relay fills queues no consumer reads here, on purpose: not held for their depth (holding.py).
+os.environ["OUTBOX_RELAY_HOLD_DEPTH"] = "0"
 import _env  # noqa: E402
 import _stack  # noqa: E402
 from _audit_store import scale  # noqa: E402

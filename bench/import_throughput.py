@@ -66,7 +66,12 @@ def main() -> None:
             )
     clean()
     if len(peaks) > 1:
-        rows.append(("memory", f"{peaks[-1] / peaks[0]:.2f}x from {min(SIZES):,} to {max(SIZES):,} rows (target <= 1.2x)"))
+        rows.append(
+            (
+                "memory",
+                f"{peaks[-1] / peaks[0]:.2f}x from {min(SIZES):,} to {max(SIZES):,} rows (target <= 1.2x)",
+            )
+        )
     _env.report(rows)
 
 

@@ -333,7 +333,8 @@ EXTRA_EVENT_QUEUES: list[object] = []
 # --- Monitoring thresholds (messaging_status exit code, automated checks) -------
 MONITOR_DLQ_MAX_DEPTH = env.int("MONITOR_DLQ_MAX_DEPTH", default=0)
 MONITOR_QUEUE_MAX_AGE_SECONDS = env.int("MONITOR_QUEUE_MAX_AGE_SECONDS", default=300)
-# An outbox row unpublished this long is a lag (the relay normally publishes within a second; the
+# An outbox row unpublished this long is a lag (the relay normally publishes within a second, unless
+# it holds for a deep consumer queue, OUTBOX_RELAY_HOLD_DEPTH, a local emulator's setting; the
 # tail of a 100,000-event daily run at a plain PublishBatch loop's pace stays under it). With one
 # monitoring interval on top, a stuck backlog is alerted within 2 minutes (bench/outbox_lag_alert.py).
 MONITOR_OUTBOX_MAX_AGE_SECONDS = env.int("MONITOR_OUTBOX_MAX_AGE_SECONDS", default=90)

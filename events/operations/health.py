@@ -27,6 +27,7 @@ from core.calendar import billing_today
 
 from .. import contracts
 from ..models import Heartbeat, OutboxEvent
+from ..publishing.holding import bulk_queues
 from ..topology import aws, resources
 from .counts import OutboxStat, outbox_stats
 from .observations import QueueStat, missing_queues, queue_stats
@@ -121,6 +122,16 @@ def _checks(queues: list[QueueStat], outbox: OutboxStat) -> list[CheckResult]:
         )
     )
     lag = outbox.oldest_unpublished_age or 0
+    hold = settings.OUTBOX_RELAY_HOLD_DEPTH
+    holding = [q for q in queues if hold > 0 and not q.is_dlq and q.name in bulk_queues() and q.depth > hold]
+    held = [
+        Repair(
+            f"the relay holds while {q.name} is past {hold} messages ({q.depth} now; "
+            "OUTBOX_RELAY_HOLD_DEPTH, for a local emulator): its consumer is behind or stopped, so the "
+            "events wait here for it"
+        )
+        for q in holding
+    ]
     results.append(
         CheckResult(
             "outbox_lagging",
@@ -133,11 +144,12 @@ def _checks(queues: list[QueueStat], outbox: OutboxStat) -> list[CheckResult]:
                 "oldest_age_seconds": round(lag),
             },
             [
+                *held,
                 Repair(
                     "the relay is not keeping up: failing rows show their last error; the relay runs on "
                     "the events task queue (a worker must consume it) and needs SNS",
                     url=reverse("admin:events_outboxevent_changelist") + "?published=failing",
-                )
+                ),
             ],
         )
     )

@@ -55,12 +55,14 @@ class RelayResult:
     failed: int = 0
     batches: int = 0
     errors: list[str] = field(default_factory=list)
+    held_out: bool = False  # a hold ran out (holding.py): the rest waits for a kick or the sweep
 
     def __iadd__(self, other: RelayResult) -> RelayResult:
         self.published += other.published
         self.failed += other.failed
         self.batches += other.batches
         self.errors.extend(other.errors[:5])
+        self.held_out = self.held_out or other.held_out
         return self
 
 
@@ -257,6 +259,9 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
                 finally:
                     cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [RELAY_LOCK])
             total += step
+            if step.held_out:  # a consumer is stopped or far behind: the next kick or sweep goes on
+                kick_release(RELAY)
+                return total
             # After a failed pass too: a kick refused meanwhile may be about a new row.
             untried_only = bool(step.failed)
             out_of_time = time.monotonic() > deadline
@@ -291,13 +296,22 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
     deadline = time.monotonic() + max_seconds
     total = RelayResult()
 
+    limit = limit or settings.OUTBOX_RELAY_BATCH_SIZE
+
     def alerts() -> None:
         nonlocal total
         total += relay_once(alerts_only=True)
 
+    backlog = False  # the last pass was full: more is due, and only then may a pass be held
     while True:
-        holding.wait_for_room(deadline=deadline, publish_alerts=alerts)
+        held_out = backlog and holding.wait_for_room(deadline=deadline, publish_alerts=alerts)
         step = relay_once(limit=limit)
         total += step
+        if step.published:
+            holding.forget()  # the next look reads the depths this pass changed
+        if held_out:
+            total.held_out = True
+            return total
+        backlog = step.published + step.failed >= limit
         if step.published + step.failed == 0 or step.failed or time.monotonic() > deadline:
             return total

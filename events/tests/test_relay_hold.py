@@ -14,8 +14,12 @@ from django.db import transaction
 from events import topology
 from events.models import OutboxEvent
 from events.operations.alerts import record_alert
+from events.operations.counts import OutboxStat
+from events.operations.health import _checks
+from events.operations.observations import QueueStat
 from events.publishing import holding
-from events.publishing.relay import relay_pending
+from events.publishing.relay import relay_exclusive, relay_pending
+from events.topology import aws
 from tests.factories import drain, record_agreements_created, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,53 +64,109 @@ def test_bulk_queues_are_those_bulk_topics_feed_not_the_alerts_own():
     assert topology.event_queue_name("alerts_mail") not in queues
 
 
-def test_a_deep_queue_holds_the_bulk_but_not_the_alerts_until_the_hold_is_up(
+def test_a_deep_queue_holds_a_backlog_but_not_the_alerts_until_the_hold_is_up(
     deep_invoicing_queue: Any, settings: Any, caplog: Any
 ):
-    # given invoicing's queue past the hold depth, nobody draining it, and bulk events and an alert due
-    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 5, 1.5
-    record_agreements_created(3, "HOLD")
-    record_an_alert()
+    # given invoicing's queue past the hold depth, nobody draining it, a backlog of bulk events
+    # (more than a pass of 2) and an alert due
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 5, 2.0
+    settings.OUTBOX_RELAY_BATCH_SIZE = 2
+    record_agreements_created(5, "HOLD")
     seen: dict[str, Any] = {}
 
-    def watch() -> None:  # what is published half a second into the relay
-        time.sleep(0.5)
-        seen["bulk"] = published_at("HOLD-")
-        seen["alert"] = published_at("refund_failed:")
+    def watch() -> None:  # an alert raised once the relay holds, and what it has published by then
+        wait_for(lambda: published_at("HOLD-").count(None) == 3, "the first pass")
+        record_an_alert()
+        wait_for(lambda: published_at("refund_failed:") != [None], "the alert", seconds=1.5)
+        seen["bulk"] = published_at("HOLD-").count(None)
 
     watcher = threading.Thread(target=watch)
-    # when the relay runs
+    # when the relay task runs
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="events.publishing.holding"):
         watcher.start()
-        result = relay_pending(max_seconds=30)
+        result = relay_exclusive(max_seconds=60)
+        took = time.monotonic() - started
         watcher.join()
-    # then the alert went out at once and the bulk waited, then went out once the hold was up
-    assert seen["alert"] != [None] and seen["bulk"] == [None] * 3
-    assert result.published == 4 and None not in published_at("HOLD-")
-    assert time.monotonic() - started >= 1.5
-    assert f"{INVOICING} is 20 deep" in caplog.text
+    # then the first pass went out, the alert went out while the rest was held, and when the hold
+    # ran out one more pass went and the task ended, leaving the last row for a kick or the sweep
+    assert seen["bulk"] == 3, "published during the hold"
+    assert result is not None and result.held_out and result.published == 5
+    assert published_at("HOLD-").count(None) == 1
+    assert 2.0 <= took < 8, "held for OUTBOX_RELAY_HOLD_MAX_SECONDS, not the task's 60 s"
+    assert f"{INVOICING} is 22 deep" in caplog.text  # read afresh after the first pass: 20 + 2
 
 
-def test_the_bulk_goes_out_as_soon_as_the_consumer_catches_up(deep_invoicing_queue: Any, settings: Any):
-    # given a deep queue, and a consumer that drains it half a second later
+def test_a_trickle_is_never_held(deep_invoicing_queue: Any, settings: Any):
+    # a pass that is not full (no backlog) goes out at once, whatever the depth
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 5, 30
+    record_agreements_created(3, "TRICKLE")
+    started = time.monotonic()
+    assert relay_pending(max_seconds=60).published == 3
+    assert time.monotonic() - started < 5
+
+
+def test_depths_that_cannot_be_read_hold_nothing(deep_invoicing_queue: Any, settings: Any, monkeypatch: Any):
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 5, 30
+    monkeypatch.setattr(aws, "queue_depth", lambda name: 1 / 0)
+    record_agreements_created(5, "BLIND")
+    started = time.monotonic()
+    assert relay_pending(max_seconds=60, limit=2).published == 5
+    assert time.monotonic() - started < 5
+
+
+def test_the_backlog_goes_out_as_soon_as_the_consumer_catches_up(deep_invoicing_queue: Any, settings: Any):
+    # given a deep queue, a backlog (passes of 2), and a consumer that drains it a second later
     settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 5, 30
     record_agreements_created(3, "CATCH")
-    consumer = threading.Timer(0.5, lambda: drain(deep_invoicing_queue, INVOICING, wait=0))
+    consumer = threading.Timer(1.0, lambda: drain(deep_invoicing_queue, INVOICING, wait=0))
     # when the relay runs
     started = time.monotonic()
     consumer.start()
-    result = relay_pending(max_seconds=60)
+    result = relay_pending(max_seconds=60, limit=2)
     took = time.monotonic() - started
     consumer.join()
-    # then it published once the queue was shallow, long before the hold's 30 s
-    assert result.published == 3 and None not in published_at("CATCH-")
-    assert 0.5 <= took < 10
+    # then it published the rest once the queue was shallow, long before the hold's 30 s
+    assert result.published == 3 and not result.held_out and None not in published_at("CATCH-")
+    assert 1.0 <= took < 10
 
 
 def test_off_by_default_a_deep_queue_holds_nothing(deep_invoicing_queue: Any, settings: Any):
-    settings.OUTBOX_RELAY_HOLD_DEPTH = 0
-    record_agreements_created(3, "OFF")
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 0, 30
+    record_agreements_created(5, "OFF")
     started = time.monotonic()
-    assert relay_pending(max_seconds=30).published == 3
-    assert time.monotonic() - started < 1.0
+    assert relay_pending(max_seconds=60, limit=2).published == 5
+    assert time.monotonic() - started < 5
+
+
+def wait_for(condition: Any, what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(0.02)
+
+
+def test_the_outbox_lag_alert_says_the_relay_holds_and_for_which_queue(settings: Any):
+    # given the relay holding for invoicing's queue, 800 deep, and the outbox lagging behind it
+    settings.OUTBOX_RELAY_HOLD_DEPTH = 300
+    queues = [
+        QueueStat(
+            name=INVOICING, kind="events", is_dlq=False, visible=700, in_flight=100, delayed=0, oldest_age=9
+        ),
+        QueueStat(
+            name=f"{INVOICING}-dlq",
+            kind="events",
+            is_dlq=True,
+            visible=900,
+            in_flight=0,
+            delayed=0,
+            oldest_age=9,
+        ),
+    ]
+    outbox = OutboxStat(unpublished=5000, oldest_unpublished_age=600, failing=0)
+    # when the checks are evaluated
+    [lag] = [r for r in _checks(queues, outbox) if r.check == "outbox_lagging"]
+    # then the lag's first repair names the queue the relay holds for (the DLQ is not held for)
+    assert lag.breached
+    assert lag.repairs[0].text.startswith(f"the relay holds while {INVOICING} is past 300 messages (800 now")
+    assert sum("the relay holds" in r.text for r in lag.repairs) == 1
