@@ -18,6 +18,7 @@ from django.db import transaction
 from events import contracts
 from events.consuming import Event
 from events.consuming.runtime import Outcome, process_message
+from events.operations.alerts import record_alert
 from events.publishing import NewEvent, record_events
 from events.signing import signed_attributes
 from events.topology import aws
@@ -46,6 +47,19 @@ def agreement_data(agreement_id: str = "A-1", *, schema_version: int = 2, **over
         del data["external_ref"]
     data.update(overrides)
     return data
+
+
+def record_an_alert() -> None:
+    """Commit one ``alert.refund_failed`` (aggregate ``refund_failed:r-1``), as payments raises it."""
+    with transaction.atomic():
+        record_alert(
+            sender=None,
+            check="refund_failed",
+            about="r-1",
+            severity="critical",
+            summary="the gateway refused a refund",
+            details={},
+        )
 
 
 def record_agreements_created(n: int, prefix: str) -> None:

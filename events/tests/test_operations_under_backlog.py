@@ -11,17 +11,17 @@ import re
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
-from django.db import connection, transaction
+from django.db import connection
 
 from billing_project.celery import app as celery_app
 from devsupport.backlog import outbox_backlog_insert
 from events import topology
 from events.models import OutboxEvent
-from events.operations.alerts import record_alert
 from events.operations.chart import chart_refresh
 from events.publishing.relay import relay_once
 from events.tasks import monitor
 from events.topology import aws
+from tests.factories import record_an_alert
 
 pytestmark = pytest.mark.django_db  # the backlog is rolled back with the test
 
@@ -104,15 +104,7 @@ def test_an_alert_recorded_behind_10000_bulk_events_is_claimed_by_the_first_rela
 ):
     # given 10,000 bulk events waiting (older than the alert), then an alert
     outbox_backlog_insert(10_000)
-    with transaction.atomic():
-        record_alert(
-            sender=None,
-            check="refund_failed",
-            about="r-1",
-            severity="critical",
-            summary="the gateway refused a refund",
-            details={},
-        )
+    record_an_alert()
     # when the relay makes one pass of a single row
     result = relay_once(limit=1)
     # then that row was the alert, and every bulk event still waits

@@ -9,18 +9,16 @@ import time
 from typing import Any
 
 import pytest
-from django.db import transaction
 
 from events import topology
 from events.models import OutboxEvent
-from events.operations.alerts import record_alert
 from events.operations.counts import OutboxStat
 from events.operations.health import _checks
 from events.operations.observations import QueueStat
 from events.publishing import holding
 from events.publishing.relay import relay_exclusive, relay_pending
 from events.topology import aws
-from tests.factories import drain, record_agreements_created, send
+from tests.factories import drain, record_agreements_created, record_an_alert, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,18 +40,6 @@ def published_at(aggregate_prefix: str) -> list[Any]:
             "published_at", flat=True
         )
     )
-
-
-def record_an_alert() -> None:
-    with transaction.atomic():
-        record_alert(
-            sender=None,
-            check="refund_failed",
-            about="r-1",
-            severity="critical",
-            summary="refused",
-            details={},
-        )
 
 
 def test_bulk_queues_are_those_bulk_topics_feed_not_the_alerts_own():
