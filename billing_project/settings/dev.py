@@ -10,7 +10,7 @@ DELIVERY_AUDIT_INTERVAL_SECONDS = env.int("DELIVERY_AUDIT_INTERVAL_SECONDS", def
 DELIVERY_AUDIT_GRACE_SECONDS = env.int("DELIVERY_AUDIT_GRACE_SECONDS", default=120)
 # The local emulators slow down as their queues deepen: the relay holds while a consumer's queue is
 # past 300 messages (events/publishing/holding.py; 10,000 agreements through bench/pipeline.py took
-# 24.6 s held at 300 and 28.0 s at 1,000, against 32.0-34.4 s unheld, alternating).
+# 23.6-25.3 s held at 300 (28.0 s at 1,000, in a prototype), against 29.5-32.9 s unheld, alternating).
 OUTBOX_RELAY_HOLD_DEPTH = env.int("OUTBOX_RELAY_HOLD_DEPTH", default=300)
 
 derive(globals())  # last: names and formats from this module's values
