@@ -87,16 +87,6 @@ def deepest() -> tuple[str, int]:
         return name, depth
 
 
-def holding_for() -> tuple[str, int] | None:
-    """(queue, depth) when the relay would hold now; None when it would not (off, or shallow).
-    For the operator's views: the outbox-lag alert and messaging_status name it."""
-    limit = settings.OUTBOX_RELAY_HOLD_DEPTH
-    if limit <= 0:
-        return None
-    name, depth = deepest()
-    return (name, depth) if depth > limit else None
-
-
 def wait_for_room(*, deadline: float, publish_alerts: Callable[[], object]) -> bool:
     """Wait while a bulk queue is deeper than ``OUTBOX_RELAY_HOLD_DEPTH`` (at most
     ``OUTBOX_RELAY_HOLD_MAX_SECONDS``, and not past ``deadline``, a monotonic time), calling
@@ -112,15 +102,20 @@ def wait_for_room(*, deadline: float, publish_alerts: Callable[[], object]) -> b
         if depth <= limit:
             return False
         if time.monotonic() >= until:
-            logger.warning(
-                "relay held %.0f s: %s is %d deep (OUTBOX_RELAY_HOLD_DEPTH %d); publishing one pass and "
-                "leaving the rest to the next kick or sweep. Its consumer is behind or stopped: "
-                "messaging_status shows the queues",
-                time.monotonic() - start,
-                name,
-                depth,
-                limit,
-            )
+            if time.monotonic() < deadline:  # the hold's own time ran out, not the relay's
+                _warn_held(time.monotonic() - start, name, depth, limit)
             return True
         publish_alerts()
         time.sleep(HOLD_STEP_SECONDS)
+
+
+def _warn_held(seconds: float, name: str, depth: int, limit: int) -> None:
+    logger.warning(
+        "relay held %.0f s: %s is %d deep (OUTBOX_RELAY_HOLD_DEPTH %d); publishing one pass and "
+        "leaving the rest to the next kick or sweep. Its consumer is behind or stopped: "
+        "messaging_status shows the queues",
+        seconds,
+        name,
+        depth,
+        limit,
+    )

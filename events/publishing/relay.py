@@ -290,12 +290,12 @@ def _due_rows_exist(*, untried_only: bool = False) -> bool:
 
 
 def relay_pending(*, max_seconds: float | None = None, limit: int | None = None) -> RelayResult:
-    """Publish everything due, pass after pass, until none is left or time is up; before each
-    pass, held while a consumer's queue is too deep (holding.py, a local emulator's setting)."""
+    """Publish everything due, pass after pass, until none is left or time is up. A pass that
+    follows a full one (a backlog) may be held while a consumer's queue is too deep (holding.py, a
+    local emulator's setting); a hold that runs out publishes one pass and returns ``held_out``."""
     max_seconds = settings.OUTBOX_RELAY_MAX_SECONDS if max_seconds is None else max_seconds
     deadline = time.monotonic() + max_seconds
     total = RelayResult()
-
     limit = limit or settings.OUTBOX_RELAY_BATCH_SIZE
 
     def alerts() -> None:
