@@ -239,3 +239,4 @@ def sandbox_gateway(*options: str) -> Iterator[str]:
         yield settings.PAYMENT_GATEWAY_URL
     finally:
         proc.terminate()
+        proc.wait(10)

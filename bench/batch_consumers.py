@@ -132,6 +132,10 @@ def open_invoices(n: int) -> None:
     )
 
 
+def all_paid(n: int) -> None:
+    assert Invoice.objects.filter(status="paid").count() == n, "every invoice paid"
+
+
 def _envelope(
     type: str, producer: str, aggregate_type: str, aggregate_id: str, data: dict, schema_version: int = 1
 ) -> str:
@@ -205,9 +209,10 @@ def measure(
     *,
     label: str | None = None,
     before: Callable[[int], None] | None = None,
+    after: Callable[[int], None] | None = None,
 ) -> list[tuple[str, str]]:
     """``name``'s consumer on ``n`` messages of ``make`` against the plain loop; ``before(n)`` sets
-    up what the messages need before each consumer run."""
+    up what the messages need before each consumer run, ``after(n)`` checks what it did."""
     queue = topology.event_queue_name(name)
     base: list[tuple[float, float]] = []
     ours: list[tuple[float, float]] = []
@@ -226,8 +231,8 @@ def measure(
         ours.append((time.perf_counter() - wall, time.process_time() - cpu))
         consumer.stop()
         assert ProcessedEvent.objects.filter(consumer=name).count() == n, "every message handled once"
-        if before is open_invoices:
-            assert Invoice.objects.filter(status="paid").count() == n, "every invoice paid"
+        if after:
+            after(n)
         if name == "payments":  # the pass its commits kicked, which a worker runs
             dispatch.append(timed(lambda: charges_dispatch(max_seconds=600)))
             assert not charges_due().exists(), "the pass sent every charge"
@@ -272,7 +277,9 @@ def main() -> None:
     if args.only in (None, "invoicing"):
         rows += measure("invoicing", agreement_created, args.n)
     if args.only in (None, "paid"):
-        rows += measure("invoicing", payment_succeeded, args.n, label="paid", before=open_invoices)
+        rows += measure(
+            "invoicing", payment_succeeded, args.n, label="paid", before=open_invoices, after=all_paid
+        )
     if args.only in (None, "payments"):
         rows += measure("payments", invoice_issued, args.n)
     _env.report(rows)

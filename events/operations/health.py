@@ -123,7 +123,8 @@ def _checks(queues: list[QueueStat], outbox: OutboxStat) -> list[CheckResult]:
     )
     lag = outbox.oldest_unpublished_age or 0
     hold = settings.OUTBOX_RELAY_HOLD_DEPTH
-    holding = [q for q in queues if hold > 0 and not q.is_dlq and q.name in bulk_queues() and q.depth > hold]
+    bulk = set(bulk_queues()) if hold > 0 else set()
+    holding = [q for q in queues if q.name in bulk and q.depth > hold]  # a DLQ's name is not in it
     held = [
         Repair(
             f"the relay holds while {q.name} is past {hold} messages ({q.depth} now; "

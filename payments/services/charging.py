@@ -110,11 +110,6 @@ def outcome_unknown(p: Payment) -> bool:
     return unknown
 
 
-def _claim(payment_id: str, step: int | None = None) -> tuple[Payment, PaymentAttempt] | None:
-    """Claim one payment (``_claim_all`` of one)."""
-    return _claim_all([(payment_id, step)]).get(str(payment_id))
-
-
 def _claim_all(charges: Sequence[Charge]) -> dict[str, tuple[Payment, PaymentAttempt]]:
     """Claim the payments of these (payment id, dunning step) that are to be charged now, in one
     transaction: locked by one statement in key order (two lists never wait on each other in a

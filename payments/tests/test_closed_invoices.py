@@ -22,7 +22,7 @@ from payments.services import (
     payment_refund,
     payments_retry_due,
 )
-from payments.services.charging import _claim
+from payments.services.charging import _claim_all
 from tests.factories import gateway_stats, invoice_data
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.django_db
 def _claimed_and_charged(customer: str) -> tuple[Payment, PaymentAttempt]:
     """A payment claimed by a worker, whose charge the gateway took, with no answer recorded."""
     payment, _ = payment_create_for_invoice(data=invoice_data(customer))
-    claimed = _claim(str(payment.pk))
+    claimed = _claim_all([(str(payment.pk), None)]).get(str(payment.pk))
     assert claimed is not None
     p, attempt = claimed
     taken = gateway().charge(
@@ -188,7 +188,7 @@ def test_a_voided_invoice_whose_first_try_went_unanswered_keeps_no_money_after_a
     payment, _ = payment_create_for_invoice(data=invoice_data("lost-1"))
     assert payment_charge(payment_id=str(payment.pk)) == "transient"
     Payment.objects.filter(pk=payment.pk).update(next_attempt_at=timezone.now())
-    claimed = _claim(str(payment.pk))
+    claimed = _claim_all([(str(payment.pk), None)]).get(str(payment.pk))
     assert claimed is not None
     limited = HttpGateway._classify(429, b'{"error": {"type": "rate_limited"}}', {})
     assert answers._record(str(payment.pk), claimed[1].pk, limited) == "transient"
