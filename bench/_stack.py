@@ -1,7 +1,7 @@
 """Processes of a running stack for the benchmarks, started as ``make run`` starts them: its
 workers (devsupport.stack.WORKERS: two alike serving every bulk queue and running every push
-consumer, and the ops worker for monitoring) and beat. Each writes its output to a log file in ``log_dir``;
-``stop`` ends one (TERM, then KILL after 30 s)."""
+consumer, and the ops worker for monitoring) and beat, with DEBUG off as there (background_env).
+Each writes its output to a log file in ``log_dir``; ``stop`` ends one (TERM, then KILL after 30 s)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import _env
 
-from devsupport.stack import WORKERS
+from devsupport.stack import WORKERS, background_env
 
 PY = sys.executable
 CELERY = [PY, "-m", "celery", "-A", "billing_project"]
@@ -37,7 +37,10 @@ def workers(env: dict[str, str], log_dir: Path, only: tuple[str, ...] = ()) -> l
     """The Celery workers of ``make run`` (devsupport.stack.WORKERS; ``only``: those named)."""
     return [
         start(
-            w.name, [*CELERY, "worker", "-l", "WARNING", *w.options, "-n", f"bench-{w.name}@%h"], env, log_dir
+            w.name,
+            [*CELERY, "worker", "-l", "WARNING", *w.options, "-n", f"bench-{w.name}@%h"],
+            background_env(env),
+            log_dir,
         )
         for w in WORKERS
         if not only or w.name in only
@@ -54,4 +57,4 @@ def beat(env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
         "--scheduler",
         "django_celery_beat.schedulers:DatabaseScheduler",
     ]
-    return start("beat", argv, env, log_dir)
+    return start("beat", argv, background_env(env), log_dir)

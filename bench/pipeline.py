@@ -46,7 +46,7 @@ from devsupport.waiting import wait_until  # noqa: E402
 from events import contracts, topology  # noqa: E402
 from events.models import OutboxEvent, ProcessedEvent  # noqa: E402
 from events.publishing.outbox import NewEvent, build_row  # noqa: E402
-from events.publishing.relay import message_attributes  # noqa: E402
+from events.publishing.sns import message_attributes  # noqa: E402
 from events.topology import aws  # noqa: E402
 from invoicing.models import Invoice  # noqa: E402
 from payments.models import Payment, PaymentAttempt  # noqa: E402

@@ -19,7 +19,8 @@ from django.db.models.functions import Now
 from events import contracts, topology
 from events.models import OutboxEvent
 from events.publishing import NewEvent, record_events
-from events.publishing.relay import message_attributes, relay_pending
+from events.publishing.relay import relay_pending
+from events.publishing.sns import message_attributes
 from events.topology import aws
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 3000

@@ -150,6 +150,14 @@ WORKERS = (
 )
 
 
+def background_env(env: dict[str, str]) -> dict[str, str]:
+    """The workers' and beat's environment: ``DEBUG`` off unless the environment sets it.
+    settings.dev turns it on for the development server's error pages and static files; in a
+    worker it wraps every statement in Django's debug cursor, which formats each one's SQL and keeps
+    the last 9,000 per connection for nobody to read: a cost in every charge and message."""
+    return {**env, "DEBUG": env.get("DEBUG", "false")}
+
+
 def start_services(env: dict[str, str], web_port: int, ready: dict[str, threading.Event]) -> list[Child]:
     """The Celery workers (``ready[name]`` set when each says it is), beat and the web server."""
     if os.geteuid() == 0:
@@ -163,7 +171,7 @@ def start_services(env: dict[str, str], web_port: int, ready: dict[str, threadin
             Child(
                 w.name,
                 [*CELERY, *CELERY_QUIET, "worker", "-l", "INFO", *w.options, "-n", f"{w.name}@%h"],
-                env,
+                background_env(env),
                 cwd=ROOT,
                 celery_worker=True,
                 on_line=when_ready(w.name),
@@ -179,7 +187,7 @@ def start_services(env: dict[str, str], web_port: int, ready: dict[str, threadin
                 *("beat", "-l", "INFO", "--pidfile="),
                 *("--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"),
             ],
-            env,
+            background_env(env),
             cwd=ROOT,
             what="celery beat, the database scheduler",
         ),

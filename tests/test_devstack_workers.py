@@ -4,7 +4,11 @@ queue, a consumer added later included (README, "A new consumer": an ``EventQueu
 
 from __future__ import annotations
 
-from devsupport.stack import WORKERS, Worker
+import os
+import subprocess
+import sys
+
+from devsupport.stack import ROOT, WORKERS, Worker, background_env
 from events.consuming.config import consumer_configs, push_consumer_names
 
 
@@ -28,3 +32,22 @@ def test_make_runs_bulk_workers_read_every_push_consumer_a_new_one_included(sett
     # and the ops worker polls none: operations never wait behind a consumer's handlers
     [ops] = [w for w in WORKERS if w.name == "ops"]
     assert consumers_run_by(ops) == []
+
+
+def debug_in(env: dict[str, str]) -> bool:
+    """settings.DEBUG as a process started with ``env`` reads it under make run's settings."""
+    code = "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"
+    env = {**env, "DJANGO_SETTINGS_MODULE": "billing_project.settings.dev"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip() == "True"
+
+
+def test_make_runs_workers_and_beat_run_without_debug_and_the_web_server_with_it():
+    # given make run's environment, DEBUG not set (the development server shows Django's error pages)
+    env = {k: v for k, v in os.environ.items() if k != "DEBUG"}
+    assert debug_in(env)
+    # then its workers and beat run without it (no debug cursor around every statement)
+    assert not debug_in(background_env(env))
+    # and a developer who sets DEBUG gets it everywhere
+    assert debug_in(background_env({**env, "DEBUG": "true"}))

@@ -22,8 +22,8 @@ from django.utils import timezone
 
 from ..models import ConsumerFailure, DeliveryResend, OutboxEvent, ProcessedEvent
 from ..operations import metrics
-from ..publishing.relay import batches
 from ..publishing.replay import ReplayError, resolve_queue, send_to_queue
+from ..publishing.sns import batches
 from .accounting import AuditError
 
 LOAD_CHUNK = 500  # rows loaded (and sent) at a time

@@ -4,7 +4,7 @@
   relays run at once and each row is handled by one of them; alerts first (the rows'
   ``priority``), so an alert recorded behind 100,000 bulk events goes out on the next pass.
 - Publishes with PublishBatch (10 per call, ``OUTBOX_RELAY_PUBLISH_CONCURRENCY``
-  calls in flight) with message attributes ``event_type`` and ``producer`` and
+  calls in flight; sns.py) with message attributes ``event_type`` and ``producer`` and
   the signature, then marks the rows published with one UPDATE in the same
   database transaction that held their locks.
 - The task runs one relay at a time (``relay_exclusive``, a PostgreSQL advisory
@@ -21,15 +21,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from botocore.exceptions import BotoCoreError
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
@@ -37,11 +34,10 @@ from django.utils import timezone
 
 from core.backoff import backoff
 
-from .. import signing, topology
+from .. import topology
 from ..models import PRIORITIES, PRIORITY_ALERT, OutboxEvent
 from ..operations import metrics
-from ..topology import aws
-from . import holding
+from . import holding, sns
 from .kicker import RELAY, kick_hold, kick_release, kick_released_on_error, kicker
 
 logger = logging.getLogger(__name__)
@@ -66,90 +62,11 @@ class RelayResult:
         return self
 
 
-def message_attributes(row: OutboxEvent, *, replayed: bool = False) -> dict[str, dict[str, str]]:
-    """What SNS subscriptions filter on, and the signature that authenticates the body."""
-    attrs = {
-        "event_type": {"DataType": "String", "StringValue": row.type},
-        "producer": {"DataType": "String", "StringValue": row.producer},
-        **signing.signed_attributes(row.message_body()),
-    }
-    if replayed:
-        attrs["replayed"] = {"DataType": "String", "StringValue": "true"}
-    return attrs
-
-
 def backoff_delay(attempts: int) -> float:
     """Seconds before a row's next try after ``attempts`` failures (core.backoff's rule)."""
     return backoff(
         attempts, base=settings.OUTBOX_RETRY_BASE_SECONDS, maximum=settings.OUTBOX_RETRY_MAX_SECONDS
     )
-
-
-def batches(rows: list[OutboxEvent]) -> list[list[OutboxEvent]]:
-    """Groups of at most 10 rows and at most 250 KiB of message bodies (PublishBatch's caps)."""
-    return aws.size_batches(rows, lambda row: len(row.message_body().encode("utf-8")) + 200)
-
-
-def publish_batch(topic: str, rows: list[OutboxEvent], *, replayed: bool = False) -> dict[str, str]:
-    """PublishBatch up to 10 rows to ``topic``; returns {row id: error} for failures.
-
-    Raises on a call-level failure (endpoint down): then every row failed.
-    """
-    entries = [
-        {
-            "Id": str(i),
-            "Message": row.message_body(),
-            "MessageAttributes": message_attributes(row, replayed=replayed),
-        }
-        for i, row in enumerate(rows)
-    ]
-    resp = aws.client("sns").publish_batch(TopicArn=aws.topic_arn(topic), PublishBatchRequestEntries=entries)
-    failed = {}
-    for f in resp.get("Failed", []):
-        row = rows[int(f["Id"])]
-        failed[str(row.id)] = f"{f.get('Code')}: {f.get('Message', '')}".strip()
-    for ok in resp.get("Successful", []):
-        rows[int(ok["Id"])].sns_message_id = ok.get("MessageId", "")
-    return failed
-
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _publisher() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(settings.OUTBOX_RELAY_PUBLISH_CONCURRENCY, "outbox-relay-publish")
-        return _pool
-
-
-def publish_all(chunks: list[tuple[str, list[OutboxEvent]]]) -> dict[str, str]:
-    """Publish every chunk, several calls in flight; {row id: error} for the rows that failed.
-
-    A failed call fails all of its rows. Once a call finds the endpoint unreachable, the chunks
-    not yet sent fail at once with the same error rather than hammering it; the rows' backoff
-    spaces the retries."""
-    unreachable: list[str] = []
-
-    def publish(topic: str, chunk: list[OutboxEvent]) -> dict[str, str]:
-        if unreachable:
-            return {str(r.id): unreachable[0] for r in chunk}
-        try:
-            return publish_batch(topic, chunk)
-        except Exception as exc:  # noqa: BLE001 - one bad chunk must not stall the others
-            error = f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, BotoCoreError):
-                unreachable.append(error)
-            return {str(r.id): error for r in chunk}
-
-    if len(chunks) == 1:
-        return publish(*chunks[0])
-    failures: dict[str, str] = {}
-    for failed in _publisher().map(lambda c: publish(*c), chunks):
-        failures.update(failed)
-    return failures
 
 
 def _mark_published(rows: list[OutboxEvent], at: Any) -> None:
@@ -192,9 +109,11 @@ def relay_once(*, limit: int | None = None, alerts_only: bool = False) -> RelayR
         by_topic: dict[str, list[OutboxEvent]] = defaultdict(list)
         for row in rows:
             by_topic[topology.topic_name(row.producer)].append(row)
-        chunks = [(topic, chunk) for topic, topic_rows in by_topic.items() for chunk in batches(topic_rows)]
+        chunks = [
+            (topic, chunk) for topic, topic_rows in by_topic.items() for chunk in sns.batches(topic_rows)
+        ]
         result.batches = len(chunks)
-        failures = publish_all(chunks)
+        failures = sns.publish_all(chunks)
         done = timezone.now()
         ok_rows = [r for r in rows if str(r.id) not in failures]
         if ok_rows:

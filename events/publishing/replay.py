@@ -21,7 +21,7 @@ from ..models import OutboxEvent
 from ..operations import metrics
 from ..topology import aws
 from ..topology.aws import BATCH_MAX_ENTRIES
-from .relay import batches, message_attributes, publish_batch
+from .sns import batches, message_attributes, publish_batch
 
 
 class ReplayError(ValueError):

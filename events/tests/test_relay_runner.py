@@ -10,7 +10,7 @@ import pytest
 from django.db import connection, transaction
 
 from events.models import OutboxEvent
-from events.publishing import relay
+from events.publishing import relay, sns
 from tests.factories import record_agreements_created
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,14 +36,14 @@ def test_the_holder_looks_again_after_a_pass_with_a_failed_row(monkeypatch, empt
     # given a due row SNS refuses (a throttled entry), and an event that commits as the relay
     # finishes (its own relay task found the lock taken and left the work to this one)
     record_agreements_created(1, "F")
-    real_publish = relay.publish_batch
+    real_publish = sns.publish_batch
 
     def publish(topic: str, rows: list[Any], **kwargs: Any) -> dict[str, str]:
         failed = {str(r.id): "Throttled: slow down" for r in rows if r.aggregate_id.startswith("F-")}
         rest = [r for r in rows if str(r.id) not in failed]
         return failed | (real_publish(topic, rest, **kwargs) if rest else {})
 
-    monkeypatch.setattr(relay, "publish_batch", publish)
+    monkeypatch.setattr(sns, "publish_batch", publish)
     late_commit_after_first_pass(monkeypatch)
     # when the relay task runs
     relay.relay_exclusive()

@@ -61,8 +61,8 @@ class Duplicator:
 
         from events import topology
         from events.models import OutboxEvent
-        from events.publishing.relay import batches
         from events.publishing.replay import send_to_queue
+        from events.publishing.sns import batches
 
         started = timezone.now()
         recent = OutboxEvent.objects.filter(published_at__isnull=False)

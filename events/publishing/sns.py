@@ -1,0 +1,98 @@
+"""Outbox rows to SNS: their message attributes, PublishBatch-sized groups, and the calls.
+
+The relay (relay.py) publishes through ``publish_all``, several calls in flight; a replay
+(replay.py) and the delivery audit's re-send (events/audit/backfill.py) group and sign rows the
+same way. Every message carries ``event_type`` and ``producer`` (what subscriptions filter on)
+and the signature of its body (events/signing.py); a replayed one says so.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from botocore.exceptions import BotoCoreError
+from django.conf import settings
+
+from .. import signing
+from ..models import OutboxEvent
+from ..topology import aws
+
+
+def message_attributes(row: OutboxEvent, *, replayed: bool = False) -> dict[str, dict[str, str]]:
+    """What SNS subscriptions filter on, and the signature that authenticates the body."""
+    attrs = {
+        "event_type": {"DataType": "String", "StringValue": row.type},
+        "producer": {"DataType": "String", "StringValue": row.producer},
+        **signing.signed_attributes(row.message_body()),
+    }
+    if replayed:
+        attrs["replayed"] = {"DataType": "String", "StringValue": "true"}
+    return attrs
+
+
+def batches(rows: list[OutboxEvent]) -> list[list[OutboxEvent]]:
+    """Groups of at most 10 rows and at most 250 KiB of message bodies (PublishBatch's caps)."""
+    return aws.size_batches(rows, lambda row: len(row.message_body().encode("utf-8")) + 200)
+
+
+def publish_batch(topic: str, rows: list[OutboxEvent], *, replayed: bool = False) -> dict[str, str]:
+    """PublishBatch up to 10 rows to ``topic``; returns {row id: error} for failures.
+
+    Raises on a call-level failure (endpoint down): then every row failed.
+    """
+    entries = [
+        {
+            "Id": str(i),
+            "Message": row.message_body(),
+            "MessageAttributes": message_attributes(row, replayed=replayed),
+        }
+        for i, row in enumerate(rows)
+    ]
+    resp = aws.client("sns").publish_batch(TopicArn=aws.topic_arn(topic), PublishBatchRequestEntries=entries)
+    failed = {}
+    for f in resp.get("Failed", []):
+        row = rows[int(f["Id"])]
+        failed[str(row.id)] = f"{f.get('Code')}: {f.get('Message', '')}".strip()
+    for ok in resp.get("Successful", []):
+        rows[int(ok["Id"])].sns_message_id = ok.get("MessageId", "")
+    return failed
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _publisher() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(settings.OUTBOX_RELAY_PUBLISH_CONCURRENCY, "outbox-relay-publish")
+        return _pool
+
+
+def publish_all(chunks: list[tuple[str, list[OutboxEvent]]]) -> dict[str, str]:
+    """Publish every chunk, several calls in flight; {row id: error} for the rows that failed.
+
+    A failed call fails all of its rows. Once a call finds the endpoint unreachable, the chunks
+    not yet sent fail at once with the same error rather than hammering it; the rows' backoff
+    spaces the retries."""
+    unreachable: list[str] = []
+
+    def publish(topic: str, chunk: list[OutboxEvent]) -> dict[str, str]:
+        if unreachable:
+            return {str(r.id): unreachable[0] for r in chunk}
+        try:
+            return publish_batch(topic, chunk)
+        except Exception as exc:  # noqa: BLE001 - one bad chunk must not stall the others
+            error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, BotoCoreError):
+                unreachable.append(error)
+            return {str(r.id): error for r in chunk}
+
+    if len(chunks) == 1:
+        return publish(*chunks[0])
+    failures: dict[str, str] = {}
+    for failed in _publisher().map(lambda c: publish(*c), chunks):
+        failures.update(failed)
+    return failures
