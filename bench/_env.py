@@ -60,6 +60,7 @@ ENDPOINT = _start_endpoint()
 os.environ["AWS_ENDPOINT_URL"] = ENDPOINT
 os.environ.setdefault("RESOURCE_PREFIX", "billing-bench-")
 os.environ["DJANGO_SETTINGS_MODULE"] = "billing_project.settings.dev"
+os.environ.setdefault("DEBUG", "false")  # as in production and make run's workers: no debug cursor
 os.environ.setdefault("OUTBOX_KICK_RELAY", "false")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 

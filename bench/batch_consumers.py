@@ -272,7 +272,6 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {k: v for k, v in (("pollers", args.pollers), ("concurrency", args.concurrency)) if v}
     settings.EVENT_CONSUMERS = {name: overrides for name in ("invoicing", "payments")}
-    settings.DEBUG = False  # as in production: no SQL kept per query
     rows = [("messages per run (best of 2)", f"{args.n:,}")]  # report() names the endpoint
     if args.only in (None, "invoicing"):
         rows += measure("invoicing", agreement_created, args.n)

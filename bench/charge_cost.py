@@ -62,7 +62,6 @@ def called(n: int) -> tuple[float, float]:
 def main() -> None:
     with _env.sandbox_gateway():  # answering at once, no rate limit
         settings.PAYMENT_RATE_LIMIT_PER_SECOND = RATE
-        settings.DEBUG = False  # as in production: no SQL kept per query
         _env.clean(OutboxEvent)
         charged(_env.payments_due(100, "warm"))  # connections, the pool, the first statements
         ids = _env.payments_due(N)

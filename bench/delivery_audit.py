@@ -125,7 +125,8 @@ class Stack:
         queues = "default,events,invoicing,payments"
         argv = [*_stack.CELERY, "worker", "-Q", queues, "--pool", "threads", "--concurrency", "8"]
         argv += ["-l", "WARNING", "-n", "audit-bench@%h"]
-        self.worker = _stack.start("worker", argv, {**self.env, "OUTBOX_KICK_RELAY": "true"}, self.tmp)
+        env = _stack.background_env({**self.env, "OUTBOX_KICK_RELAY": "true"})  # as make run's
+        self.worker = _stack.start("worker", argv, env, self.tmp)
         time.sleep(8)  # its push consumers connect
 
     def stop_worker(self) -> None:

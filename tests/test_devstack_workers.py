@@ -1,13 +1,16 @@
 """`make run`'s workers (devsupport.stack.WORKERS): the bulk workers read every push consumer's
 queue, a consumer added later included (README, "A new consumer": an ``EventQueue`` or
-``EXTRA_EVENT_QUEUES``, nothing else to edit); the ops worker reads none."""
+``EXTRA_EVENT_QUEUES``, nothing else to edit); the ops worker reads none. Workers and beat run
+with DEBUG off unless it is set; the development server keeps settings.dev's."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
 
+from devsupport import stack
 from devsupport.stack import ROOT, WORKERS, Worker, background_env
 from events.consuming.config import consumer_configs, push_consumer_names
 
@@ -40,7 +43,7 @@ def debug_in(env: dict[str, str]) -> bool:
     env = {**env, "DJANGO_SETTINGS_MODULE": "billing_project.settings.dev"}
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    return out.stdout.strip() == "True"
+    return out.stdout.strip().splitlines()[-1] == "True"
 
 
 def test_make_runs_workers_and_beat_run_without_debug_and_the_web_server_with_it():
@@ -51,3 +54,17 @@ def test_make_runs_workers_and_beat_run_without_debug_and_the_web_server_with_it
     assert not debug_in(background_env(env))
     # and a developer who sets DEBUG gets it everywhere
     assert debug_in(background_env({**env, "DEBUG": "true"}))
+
+
+def test_make_run_starts_its_workers_and_beat_with_debug_off(monkeypatch):
+    # given make run starting its services, DEBUG not set (each child's environment recorded)
+    started: dict[str, dict[str, str]] = {}
+    monkeypatch.setattr(stack, "Child", lambda name, argv, env, **kw: started.setdefault(name, env))
+    env = {k: v for k, v in os.environ.items() if k != "DEBUG"}
+    stack.start_services(env, 8000, {w.name: threading.Event() for w in WORKERS})
+    # then every worker and beat run without DEBUG, and the web server with settings.dev's
+    assert sorted(started) == sorted([*(w.name for w in WORKERS), "beat", "web"])
+    assert {name: e.get("DEBUG") for name, e in started.items() if name != "web"} == dict.fromkeys(
+        [*(w.name for w in WORKERS), "beat"], "false"
+    )
+    assert "DEBUG" not in started["web"]

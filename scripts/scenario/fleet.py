@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from devsupport.stack import background_env
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -27,7 +29,7 @@ class Fleet:
         return subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "billing_project", *args, "-l", "WARNING"],
             cwd=ROOT,
-            env=self.env,
+            env=background_env(self.env),  # as make run's: DEBUG off unless set
             start_new_session=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
