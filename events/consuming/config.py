@@ -22,6 +22,7 @@ class ConsumerConfig:
     interval_seconds: int  # pull: how often the run is scheduled
     concurrency: int  # push: handler threads
     pollers: int = 1  # push: threads receiving from the queue (and settling what they received)
+    gather_seconds: float = 0.0  # push: after a receive that brought under half it asked, wait this long
 
 
 def consumer_configs() -> dict[str, ConsumerConfig]:
@@ -43,6 +44,7 @@ def consumer_configs() -> dict[str, ConsumerConfig]:
             interval_seconds=int(options["interval_seconds"]),
             concurrency=int(options["concurrency"]),
             pollers=max(1, int(options.get("pollers", 1))),
+            gather_seconds=max(0.0, float(options.get("gather_seconds", 0.0))),
         )
     return configs
 

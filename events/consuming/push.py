@@ -6,6 +6,12 @@ the other consumers' pollers. A consumer whose handlers take batches (``handles_
 receive batch as one unit (one transaction: events/consuming/batch.py); any other gets each message
 on a thread of its own. Several pollers (``pollers`` in EVENT_CONSUMERS) overlap their SQS round
 trips with the handling of what the others received.
+
+A trickle (``gather_seconds``, off unless set; ``make run`` sets it): a long poll that brings under
+half of what it asked for means the queue is shallow, so the poller waits that long before it
+receives again (settling meanwhile) and the next receive finds a batch: fewer receives, deletes and
+transactions per message. Latency grows by at most that wait; a queue that deepens gives full
+receives, and a busy poller's short polls never wait, so throughput is not capped by it.
 """
 
 from __future__ import annotations
@@ -88,6 +94,7 @@ class _Poller:
         self.done_ready = threading.Condition(self.done_lock)
         self.handled = 0
         self.in_flight = 0  # received, not yet settled
+        self.gather_until = 0.0  # after a thin receive: no receive before this (monotonic)
         name = f"poller-{self.cfg.name}" + (f"-{index}" if index else "")
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -157,16 +164,18 @@ class _Poller:
             while not stopping.is_set():
                 try:
                     self.flush(force=False)
+                    pause = self.gather_until - time.monotonic()
+                    if pause > 0:  # a trickle: let a batch gather, settling what finishes
+                        with self.done_ready:
+                            self.done_ready.wait(timeout=min(pause, 0.1))
+                        continue
                     free = self._free_slots()
                     if not free:
                         continue
                     busy = self.in_flight > 0
+                    wait = 0 if busy else settings.CONSUMER_WAIT_SECONDS
                     try:
-                        messages = receive(
-                            self.cfg.queue,
-                            max_messages=free,
-                            wait_seconds=0 if busy else settings.CONSUMER_WAIT_SECONDS,
-                        )
+                        messages = receive(self.cfg.queue, max_messages=free, wait_seconds=wait)
                     except BaseException:
                         for _ in range(free):
                             self.consumer.slots.release()
@@ -176,6 +185,10 @@ class _Poller:
                     self.in_flight += len(messages)
                     if messages:
                         self._submit(messages)
+                        # a long poll sees the whole queue (a short one, on SQS, only some of its
+                        # servers): one that comes back thin means the queue is shallow
+                        if self.cfg.gather_seconds and wait and len(messages) * 2 < free:
+                            self.gather_until = time.monotonic() + self.cfg.gather_seconds
                     elif busy:
                         with self.done_ready:  # nothing new: wait for handlers, not for SQS
                             self.done_ready.wait(timeout=0.1)

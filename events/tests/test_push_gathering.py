@@ -1,0 +1,83 @@
+"""A push consumer on a trickle (``gather_seconds``): after a receive that brought under half of
+what it asked for, its poller waits before receiving again, so a steady trickle is taken in
+batches (fewer receives, deletes and transactions per message) at a bounded delay.
+Real PostgreSQL, the SQS endpoint over HTTP, the consumer's own poller threads."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.client import BaseClient
+
+from events.consuming.config import consumer_configs
+from events.consuming.push import PushConsumer
+from events.models import ProcessedEvent
+from tests.auditapp.models import AuditEntry
+from tests.factories import AUDIT_QUEUE, envelope, send
+from tests.helpers import wait_until
+
+TRICKLE = 60  # messages, two every 0.1 s: 20 a second for 3 s
+
+
+@pytest.fixture
+def receives(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """How many messages each ReceiveMessage on the audit queue brought (those that brought any)."""
+    got: list[int] = []
+    real = BaseClient._make_api_call
+
+    def counting(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        resp = real(self, operation, params)
+        if operation == "ReceiveMessage" and str(params.get("QueueUrl", "")).endswith("/" + AUDIT_QUEUE):
+            if n := len(resp.get("Messages", [])):
+                got.append(n)
+        return resp
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", counting)
+    yield got
+
+
+def trickle(sqs: Any) -> float:
+    """Send the trickle; returns when the last message was sent (monotonic)."""
+    for i in range(0, TRICKLE, 2):
+        send(sqs, [json.dumps(envelope(f"T-{j}")) for j in (i, i + 1)])
+        time.sleep(0.1)
+    return time.monotonic()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gather", [0.0, 0.5])
+def test_a_trickle_is_received_in_batches_when_the_consumer_gathers(
+    gather, settings, transactional_db, empty_queues, sqs, receives
+):
+    # given the audit consumer, gathering for `gather` seconds after a thin receive, or not at all
+    settings.EVENT_CONSUMERS = {"audit": {"gather_seconds": gather}}
+    consumer = PushConsumer(consumer_configs()["audit"])
+    consumer.start()
+    try:
+        # when events trickle in, two every tenth of a second
+        sender = threading.Thread(target=lambda: last.append(trickle(sqs)))
+        last: list[float] = []
+        sender.start()
+        sender.join()
+        # then each has its effect once, within the gathering delay of the last one sent
+        wait_until(lambda: ProcessedEvent.objects.filter(consumer="audit").count() == TRICKLE, timeout=30)
+        done = time.monotonic()
+    finally:
+        consumer.stop()
+    assert AuditEntry.objects.count() == TRICKLE
+    assert sum(receives) == TRICKLE
+    assert done - last[0] < gather + 3
+    if gather:
+        # in batches: a long poll every half second or so brings what gathered (measured: 14
+        # receives, [2, 10, 2, 2, 2, 10, ...]: a busy poller's short polls still take what is there)
+        assert len(receives) <= 20, receives
+        assert max(receives) == 10, receives
+    else:
+        # without it, as they come: about one receive for each pair (the control; measured 28-29)
+        assert len(receives) >= 24, receives
+        assert max(receives) < 10, receives
