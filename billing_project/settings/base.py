@@ -307,7 +307,9 @@ EVENT_PRUNE_BATCH_SIZE = env.int("EVENT_PRUNE_BATCH_SIZE", default=5000)
 # every worker, like a Lambda trigger) or pull (a beat task taking at most
 # batch_size messages every interval_seconds). Push: ``concurrency`` handler threads, fed by
 # ``pollers`` threads that each receive (long polling) and settle on their own (more than one
-# overlaps SQS round trips with handling, where the endpoint serves concurrent receives). E.g.
+# overlaps SQS round trips with handling, where the endpoint serves concurrent receives), and
+# ``gather_seconds`` (0 to 5; 0: off), a wait after a long poll that brought under half of what it
+# asked for, so a trickle is received in batches (events/consuming/push.py). E.g.
 # EVENT_CONSUMERS='{"payments": {"mode": "pull", "batch_size": 20, "interval_seconds": 5}}'
 EVENT_CONSUMER_DEFAULTS = {
     "mode": "push",

@@ -11,6 +11,8 @@ from .. import topology
 
 logger = logging.getLogger(__name__)
 
+MAX_GATHER_SECONDS = 5.0  # a trickle waits at most this long for company
+
 
 @dataclass(frozen=True)
 class ConsumerConfig:
@@ -22,7 +24,7 @@ class ConsumerConfig:
     interval_seconds: int  # pull: how often the run is scheduled
     concurrency: int  # push: handler threads
     pollers: int = 1  # push: threads receiving from the queue (and settling what they received)
-    gather_seconds: float = 0.0  # push: after a receive that brought under half it asked, wait this long
+    gather_seconds: float = 0.0  # push: after a thin long poll (under half it asked), wait this long
 
 
 def consumer_configs() -> dict[str, ConsumerConfig]:
@@ -35,6 +37,12 @@ def consumer_configs() -> dict[str, ConsumerConfig]:
         mode = options["mode"]
         if mode not in ("push", "pull"):
             raise ValueError(f"EVENT_CONSUMERS[{spec.consumer!r}]['mode'] must be push or pull, not {mode!r}")
+        gather = float(options.get("gather_seconds", 0.0))
+        if not 0 <= gather <= MAX_GATHER_SECONDS:  # NaN and infinity too: a poller that never receives
+            raise ValueError(
+                f"EVENT_CONSUMERS[{spec.consumer!r}]['gather_seconds'] must be 0 to "
+                f"{MAX_GATHER_SECONDS:g}, not {gather!r}"
+            )
         configs[spec.consumer] = ConsumerConfig(
             name=spec.consumer,
             mode=mode,
@@ -44,7 +52,7 @@ def consumer_configs() -> dict[str, ConsumerConfig]:
             interval_seconds=int(options["interval_seconds"]),
             concurrency=int(options["concurrency"]),
             pollers=max(1, int(options.get("pollers", 1))),
-            gather_seconds=max(0.0, float(options.get("gather_seconds", 0.0))),
+            gather_seconds=gather,
         )
     return configs
 

@@ -11,7 +11,9 @@ A trickle (``gather_seconds``, off unless set; ``make run`` sets it): a long pol
 half of what it asked for means the queue is shallow, so the poller waits that long before it
 receives again (settling meanwhile) and the next receive finds a batch: fewer receives, deletes and
 transactions per message. Latency grows by at most that wait; a queue that deepens gives full
-receives, and a busy poller's short polls never wait, so throughput is not capped by it.
+receives, and a busy poller's short polls never wait, so throughput is not capped by it. Below
+about 10 / (2 x gather) messages a second every long poll is thin, so every message may wait. Each
+poller gathers on its own; with ``CONSUMER_WAIT_SECONDS`` 0 (no long polls) nothing gathers.
 """
 
 from __future__ import annotations
@@ -185,8 +187,8 @@ class _Poller:
                     self.in_flight += len(messages)
                     if messages:
                         self._submit(messages)
-                        # a long poll sees the whole queue (a short one, on SQS, only some of its
-                        # servers): one that comes back thin means the queue is shallow
+                        # a long poll asks all of the queue's servers (a short one, on SQS, only some):
+                        # one that comes back thin means the queue is shallow, or nearly
                         if self.cfg.gather_seconds and wait and len(messages) * 2 < free:
                             self.gather_until = time.monotonic() + self.cfg.gather_seconds
                     elif busy:
