@@ -13,8 +13,9 @@ DELIVERY_AUDIT_GRACE_SECONDS = env.int("DELIVERY_AUDIT_GRACE_SECONDS", default=1
 # 23.6-25.3 s held at 300 (28.0 s at 1,000, in a prototype), against 29.5-32.9 s unheld, alternating).
 OUTBOX_RELAY_HOLD_DEPTH = env.int("OUTBOX_RELAY_HOLD_DEPTH", default=300)
 # Push consumers on a trickle (events/consuming/push.py) wait 0.2 s after a thin long poll, so the
-# next receive brings a batch: 10,000 agreements through bench/pipeline.py used about 10% less CPU
-# (185 against 200-211 cpu-s, two runs each, alternating, on a noisy machine).
+# next receive brings a batch: half the receives per message (events/tests/test_push_gathering.py).
+# What CPU it saves did not show through a noisy machine's bench/pipeline.py (10,000 agreements:
+# 185 against 200-211 cpu-s in one A/B, none in another against the code before it).
 EVENT_CONSUMER_DEFAULTS = {**EVENT_CONSUMER_DEFAULTS, "gather_seconds": 0.2}  # noqa: F405
 
 derive(globals())  # last: names and formats from this module's values
