@@ -15,7 +15,7 @@ OUTBOX_RELAY_HOLD_DEPTH = env.int("OUTBOX_RELAY_HOLD_DEPTH", default=300)
 # Push consumers on a trickle (events/consuming/push.py) wait 0.2 s after a thin long poll, so the
 # next receive brings a batch: half the receives per message (events/tests/test_push_gathering.py).
 # What CPU it saves did not show through a noisy machine's bench/pipeline.py (10,000 agreements:
-# 185 against 200-211 cpu-s in one A/B, none in another against the code before it).
+# 185 against 200-211 cpu-s in one A/B, none in two others).
 EVENT_CONSUMER_DEFAULTS = {**EVENT_CONSUMER_DEFAULTS, "gather_seconds": 0.2}  # noqa: F405
 
 derive(globals())  # last: names and formats from this module's values
