@@ -20,7 +20,7 @@ from tests.auditapp.models import AuditEntry
 from tests.factories import AUDIT_QUEUE, envelope, send
 from tests.helpers import wait_until
 
-TRICKLE = 60  # messages, two every 0.1 s: 20 a second for 3 s
+TRICKLE = 60  # messages, one every 0.05 s: 20 a second for 3 s
 
 
 @pytest.fixture
@@ -42,9 +42,9 @@ def receives(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
 def trickle(sqs: Any) -> float:
     """Send the trickle; returns when the last message was sent (monotonic)."""
-    for i in range(0, TRICKLE, 2):
-        send(sqs, [json.dumps(envelope(f"T-{j}")) for j in (i, i + 1)])
-        time.sleep(0.1)
+    for i in range(TRICKLE):
+        send(sqs, [json.dumps(envelope(f"T-{i}"))])
+        time.sleep(0.05)
     return time.monotonic()
 
 
@@ -63,7 +63,7 @@ def test_a_trickle_is_received_in_batches_when_the_consumer_gathers(
     # given the audit consumer, gathering for `gather` seconds after a thin long poll, or not at all
     consumer = run_consumer(settings, gather)
     try:
-        # when events trickle in, two every tenth of a second
+        # when events trickle in, one every twentieth of a second
         last = trickle(sqs)
         # then each has its effect once, within the gathering delay of the last one sent
         wait_until(lambda: ProcessedEvent.objects.filter(consumer="audit").count() == TRICKLE, timeout=30)
@@ -75,12 +75,12 @@ def test_a_trickle_is_received_in_batches_when_the_consumer_gathers(
     assert done - last < gather + 3
     per_receive = TRICKLE / len(receives)
     if gather:
-        # in batches: what a second brought, taken by a few receives (measured at 0.5 s: 14
-        # receives, [2, 10, 2, 2, 2, 10, ...]; a busy poller's short polls take what is there)
-        assert per_receive >= 5, receives
+        # in batches: what a second brought, taken by a few receives (measured 4.3-5.5 a receive,
+        # e.g. [2, 10, 7, 4, 1, 2, 10, 9, ...]: a busy poller's short polls take what is there)
+        assert per_receive >= 3.5, receives
     else:
-        # without it, as they come: about one receive for each pair (the control; measured 28-29)
-        assert per_receive <= 3, receives
+        # without it, as they come (the control; measured 1.9-2.1 a receive)
+        assert per_receive <= 2.8, receives
 
 
 @pytest.mark.slow
