@@ -37,11 +37,14 @@ def consumer_configs() -> dict[str, ConsumerConfig]:
         mode = options["mode"]
         if mode not in ("push", "pull"):
             raise ValueError(f"EVENT_CONSUMERS[{spec.consumer!r}]['mode'] must be push or pull, not {mode!r}")
-        gather = float(options.get("gather_seconds", 0.0))
+        try:
+            gather = float(options.get("gather_seconds", 0.0))
+        except (TypeError, ValueError):
+            gather = float("nan")  # refused below, with the setting named
         if not 0 <= gather <= MAX_GATHER_SECONDS:  # NaN and infinity too: a poller that never receives
             raise ValueError(
                 f"EVENT_CONSUMERS[{spec.consumer!r}]['gather_seconds'] must be 0 to "
-                f"{MAX_GATHER_SECONDS:g}, not {gather!r}"
+                f"{MAX_GATHER_SECONDS:g} seconds, not {options.get('gather_seconds')!r}"
             )
         configs[spec.consumer] = ConsumerConfig(
             name=spec.consumer,
