@@ -4,17 +4,25 @@ Set ``AWS_ENDPOINT_URL`` and every client talks to that endpoint (moto's
 server locally); leave it unset and boto3 reaches real AWS through its usual
 credential chain. Clients are created once per process and are thread-safe;
 ``reset_clients()`` drops them when settings change (tests, endpoint moves).
+
+A forked process (a Celery pool's child, started or replaced after its parent made clients) drops
+the clients it inherited: their connection pools hold the parent's sockets, and two processes
+reading one socket take each other's answers. It keeps the parsed service models (one botocore
+data loader per process, shared by every client's session), so its own clients cost about a tenth
+of a cold one (``warm()``, which a worker calls before forking its pool, parses them once).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
-import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -22,6 +30,10 @@ from django.dispatch import receiver
 
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}
+# The service models parsed from botocore's JSON (about 50 ms a service), kept across sessions.
+_loader = botocore.loaders.create_loader()
+
+SERVICES = ("sns", "sqs", "sts", "cloudwatch")
 
 AWS_SETTINGS = {"AWS_ENDPOINT_URL", "AWS_REGION", "RESOURCE_PREFIX"}
 
@@ -78,7 +90,11 @@ def _make_client(service: str) -> Any:
         retries={"mode": "standard", "max_attempts": getattr(settings, "AWS_MAX_ATTEMPTS", 3)},
         max_pool_connections=32,
     )
-    made = boto3.session.Session().client(service, config=config, **kwargs)
+    # A session of its own (a session is not thread-safe, nor safe to carry across a fork: its
+    # credential provider's refresh lock), sharing the process's parsed models.
+    session = botocore.session.get_session()
+    session.register_component("data_loader", _loader)
+    made = session.create_client(service, config=config, **kwargs)
     if made.meta.service_model.protocol == "query":  # SNS and STS (SQS speaks JSON)
         made.meta.events.register(f"before-sign.{made.meta.service_model.service_id.hyphenize()}", _form_once)
     return made
@@ -113,6 +129,27 @@ def _form_once(request: Any, signature_version: Any = None, **kwargs: Any) -> No
     # Plain SigV4 signing only: a presigned URL's signer ("v4-query") reads the body as a dict.
     if signature_version == "v4" and isinstance(request.data, dict):
         request.data = form_encode(request.data)
+
+
+def warm(services: Iterable[str] = SERVICES) -> None:
+    """Parse the service models (and endpoint rules) now: a process that forks afterwards hands
+    them to its children, whose first client of each service then skips botocore's JSON."""
+    for service in services:
+        _loader.load_service_model(service, "service-2")
+        _loader.load_service_model(service, "endpoint-rule-set-1")
+    _loader.load_data("endpoints")
+    _loader.load_data("partitions")
+    _loader.load_data("_retry")
+    _loader.load_data("sdk-default-configuration")
+
+
+def _forget_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()  # a thread of the parent's may have held it at the fork
+    _clients.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def reset_clients() -> None:

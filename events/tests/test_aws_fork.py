@@ -1,0 +1,134 @@
+"""Clients across a fork (a Celery pool's child, started or replaced after its worker made clients):
+the child makes its own, even if a thread of the parent held the clients' lock at that moment, and
+both processes' clients answer; a worker parses the service models before it forks, so a child's
+first clients read no model file."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import botocore.loaders
+import pytest
+from celery.signals import worker_init
+
+from billing_project import celery as celery_app
+from events.topology import aws
+
+
+def in_child(run: Callable[[], dict[str, Any]], timeout: float = 30.0) -> dict[str, Any]:
+    """Fork; ``run()`` in the child; its result (or the error it raised) back through a pipe.
+    Fails if the child does not answer within ``timeout`` (a deadlock)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never back into pytest
+        os.close(read)
+        try:
+            out = run()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            out = {"error": f"{type(exc).__name__}: {exc}"}
+        os.write(write, json.dumps(out).encode())
+        os._exit(0)
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], timeout)
+        if not ready:
+            os.kill(pid, 9)
+            pytest.fail(f"the forked process did not answer within {timeout:.0f} s")
+        data = b""
+        while chunk := os.read(read, 65536):
+            data += chunk
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+def test_a_forked_process_makes_its_own_clients_and_both_answer():
+    # given a parent whose SQS client has a live connection to the endpoint
+    parent = aws.client("sqs")
+    parent.list_queues()
+
+    def child() -> dict[str, Any]:
+        sqs = aws.client("sqs")
+        return {"same": sqs is parent, "answered": "ResponseMetadata" in sqs.list_queues()}
+
+    # when a process forked from it asks for an SQS client
+    got = in_child(child)
+    # then it gets one of its own (not the parent's, whose sockets it would share), which answers
+    assert got == {"same": False, "answered": True}
+    # and the parent's own client still answers, and is still the parent's
+    assert aws.client("sqs") is parent
+    assert "ResponseMetadata" in parent.list_queues()
+
+
+def test_a_child_forked_while_a_parent_thread_makes_a_client_is_not_stuck():
+    # given a thread of the parent in the middle of making a client (holding the clients' lock)
+    aws.reset_clients()
+    holding, release = threading.Event(), threading.Event()
+
+    def parent_thread() -> None:
+        with aws._lock:
+            holding.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=parent_thread)
+    thread.start()
+    holding.wait(5)
+    try:
+        # when the process forks then and the child asks for a client
+        got = in_child(lambda: {"answered": "ResponseMetadata" in aws.client("sts").get_caller_identity()})
+    finally:
+        release.set()
+        thread.join()
+    # then the child gets one (that thread is not in the child to release the lock it held)
+    assert got == {"answered": True}
+
+
+@pytest.fixture
+def cold_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """A process whose service models are not parsed yet; the model files read from now on."""
+    monkeypatch.setattr(aws, "_loader", botocore.loaders.create_loader())
+    aws.reset_clients()
+    read: list[str] = []
+    real = botocore.loaders.JSONFileLoader.load_file
+
+    def load_file(self: Any, path: str) -> Any:
+        found = real(self, path)
+        if found is not None:
+            read.append(path)
+        return found
+
+    monkeypatch.setattr(botocore.loaders.JSONFileLoader, "load_file", load_file)
+    yield read
+    aws.reset_clients()
+
+
+def test_a_worker_parses_the_models_before_forking_and_its_children_read_none(cold_models: list[str]):
+    # when a Celery worker starts (worker_init: in its main process, before the pool forks)
+    assert celery_app.warm_aws_models in [receiver for _, receiver in worker_init.receivers]
+    celery_app.warm_aws_models(sender=None)
+    assert cold_models, "the worker read the models"
+    before = len(cold_models)
+
+    # then a child making every client the project uses reads no model file, and its clients answer
+    def child() -> dict[str, Any]:
+        clients = {service: aws.client(service) for service in aws.SERVICES}
+        answered = "Account" in clients["sts"].get_caller_identity()
+        return {"read": cold_models[before:], "answered": answered}
+
+    assert in_child(child) == {"read": [], "answered": True}
+
+
+def test_without_the_models_parsed_a_child_reads_them_itself(cold_models: list[str]):
+    # the control: the same child, in a worker that did not parse them first, reads each model file
+    def child() -> dict[str, Any]:
+        for service in aws.SERVICES:
+            aws.client(service)
+        return {"read": len(cold_models)}
+
+    assert in_child(child)["read"] >= len(aws.SERVICES)
