@@ -25,14 +25,16 @@ def in_child(run: Callable[[], dict[str, Any]], timeout: float = 30.0) -> dict[s
     Fails if the child does not answer within ``timeout`` (a deadlock)."""
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: never back into pytest
-        os.close(read)
+    if pid == 0:  # the child: never back into pytest, whatever happens
         try:
-            out = run()
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            out = {"error": f"{type(exc).__name__}: {exc}"}
-        os.write(write, json.dumps(out).encode())
-        os._exit(0)
+            os.close(read)
+            try:
+                out = run()
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                out = {"error": f"{type(exc).__name__}: {exc}"}
+            os.write(write, json.dumps(out, default=repr).encode())
+        finally:
+            os._exit(0)
     os.close(write)
     try:
         ready, _, _ = select.select([read], [], [], timeout)
@@ -78,7 +80,7 @@ def test_a_child_forked_while_a_parent_thread_makes_a_client_is_not_stuck():
 
     thread = threading.Thread(target=parent_thread)
     thread.start()
-    holding.wait(5)
+    assert holding.wait(5)
     try:
         # when the process forks then and the child asks for a client
         got = in_child(lambda: {"answered": "ResponseMetadata" in aws.client("sts").get_caller_identity()})
@@ -91,17 +93,16 @@ def test_a_child_forked_while_a_parent_thread_makes_a_client_is_not_stuck():
 
 @pytest.fixture
 def cold_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """A process whose service models are not parsed yet; the model files read from now on."""
+    """A process whose service models are not parsed yet; every botocore file looked for from now
+    on (read, or probed and not there)."""
     monkeypatch.setattr(aws, "_loader", botocore.loaders.create_loader())
     aws.reset_clients()
     read: list[str] = []
     real = botocore.loaders.JSONFileLoader.load_file
 
     def load_file(self: Any, path: str) -> Any:
-        found = real(self, path)
-        if found is not None:
-            read.append(path)
-        return found
+        read.append(path)
+        return real(self, path)
 
     monkeypatch.setattr(botocore.loaders.JSONFileLoader, "load_file", load_file)
     yield read
@@ -115,7 +116,7 @@ def test_a_worker_parses_the_models_before_forking_and_its_children_read_none(co
     assert cold_models, "the worker read the models"
     before = len(cold_models)
 
-    # then a child making every client the project uses reads no model file, and its clients answer
+    # then a child making every client the project uses looks for no botocore file, and they answer
     def child() -> dict[str, Any]:
         clients = {service: aws.client(service) for service in aws.SERVICES}
         answered = "Account" in clients["sts"].get_caller_identity()

@@ -1,4 +1,4 @@
-"""The one place boto3 clients are made, configured only from settings.
+"""The one place AWS clients (botocore's, as boto3 makes them) are made, configured only from settings.
 
 Set ``AWS_ENDPOINT_URL`` and every client talks to that endpoint (moto's
 server locally); leave it unset and boto3 reaches real AWS through its usual
@@ -8,7 +8,7 @@ credential chain. Clients are created once per process and are thread-safe;
 A forked process (a Celery pool's child, started or replaced after its parent made clients) drops
 the clients it inherited: their connection pools hold the parent's sockets, and two processes
 reading one socket take each other's answers. It keeps the parsed service models (one botocore
-data loader per process, shared by every client's session), so its own clients cost about a tenth
+data loader per process, shared by every client's session), so its own clients cost a fifth to a third
 of a cold one (``warm()``, which a worker calls before forking its pool, parses them once).
 """
 
@@ -132,14 +132,14 @@ def _form_once(request: Any, signature_version: Any = None, **kwargs: Any) -> No
 
 
 def warm(services: Iterable[str] = SERVICES) -> None:
-    """Parse the service models (and endpoint rules) now: a process that forks afterwards hands
-    them to its children, whose first client of each service then skips botocore's JSON."""
+    """Parse the service models and endpoint data now, with the arguments client creation looks
+    them up by (the loader caches by call): a process that forks afterwards hands them to its
+    children, whose first client of each service then reads no botocore file."""
     for service in services:
-        _loader.load_service_model(service, "service-2")
-        _loader.load_service_model(service, "endpoint-rule-set-1")
-    _loader.load_data("endpoints")
+        _loader.load_service_model(service, "service-2", api_version=None)
+        _loader.load_service_model(service, "endpoint-rule-set-1", api_version=None)
+    _loader.load_data_with_path("endpoints")
     _loader.load_data("partitions")
-    _loader.load_data("_retry")
     _loader.load_data("sdk-default-configuration")
 
 
