@@ -32,14 +32,15 @@ from devsupport.endpoint import local_endpoint  # noqa: E402
 
 EMULATOR = ""  # "ministack 1.5.33" or "moto <version>"
 FALLBACK_REASON = ""  # why moto is used when ministack was asked for
+SERVER: Any = None  # the endpoint's process (its ``pid``: None when moto runs in this process)
 
 
 def _start_endpoint() -> str:
-    global EMULATOR, FALLBACK_REASON
+    global EMULATOR, FALLBACK_REASON, SERVER
     if os.environ.get("BENCH_EMULATOR", "ministack") == "ministack":
         from devsupport.ministack import MINISTACK_VERSION
 
-        server = local_endpoint("ministack")
+        server = SERVER = local_endpoint("ministack")
         atexit.register(server.stop)
         try:
             url = server.start()
@@ -50,7 +51,7 @@ def _start_endpoint() -> str:
             FALLBACK_REASON = f"ministack unusable: {type(exc).__name__}: {exc}"
     import moto
 
-    server = local_endpoint("moto")
+    server = SERVER = local_endpoint("moto")
     atexit.register(server.stop)
     EMULATOR = f"moto {moto.__version__}"
     return server.start()

@@ -20,7 +20,11 @@ and beat), then:
    answers at once unless ``GATEWAY_LATENCY_MS`` says otherwise (``make run``'s answers in 200).
 
 Each stage prints when it finished (seconds from the start of the import), its active window
-(first to last row, from the rows' own timestamps) and its rate next to its baseline's.
+(first to last row, from the rows' own timestamps) and its rate next to its baseline's. Then where
+the CPU went from the file to the payments (bench/_cpu.py: the workers and beat, the endpoint's
+process, this machine's PostgreSQL, the sandbox gateway and the two commands; in all, per agreement
+and in cores busy), and each charge's CPU, all parts, over the charge window: the figures that say
+how far the 2 cores are from the targets, and which part holds the time.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 os.environ["OUTBOX_KICK_RELAY"] = "true"  # as in make run: commits kick the relay
 
+import _cpu  # noqa: E402
 import _env  # noqa: E402
 import _stack  # noqa: E402
 from django.conf import settings  # noqa: E402
@@ -146,6 +152,16 @@ def main() -> None:
         *_stack.workers(env, tmp),
         _stack.beat(env, tmp),
     ]
+    gateway, *stack = procs
+    meter = _cpu.CpuMeter(
+        {
+            "workers": lambda: _cpu.pids_of(*(p.pid for p in stack)),  # and beat
+            "endpoint": lambda: _cpu.pids_of(_env.SERVER.pid),
+            "PostgreSQL": _cpu.postgres_pids if _database_is_here() else list,
+            "gateway": lambda: _cpu.pids_of(gateway.pid),
+        }
+    )
+    commands = 0.0  # CPU of the two commands, run to their end
     try:
         wait_until(lambda: port_open("127.0.0.1", gateway_port), 30, "gateway")
         time.sleep(8)  # the worker's consumers connect
@@ -153,6 +169,9 @@ def main() -> None:
         _env.write_agreements_file(path, N, "PIPE")
         created = OutboxEvent.objects.filter(type=contracts.AGREEMENT_CREATED)
         handled = ProcessedEvent.objects.filter(consumer="invoicing", event_type=contracts.AGREEMENT_CREATED)
+        meter.start()
+        meter.mark("start")
+        commands -= _cpu.children_cpu()
         t0 = time.perf_counter()
         subprocess.run(
             [PY, "manage.py", "agreements_import", str(path)],
@@ -162,6 +181,7 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
         )
         t_import = time.perf_counter() - t0
+        commands += _cpu.children_cpu()
         wait_until(
             lambda: created.filter(published_at__isnull=False).count() >= N,
             1800,
@@ -171,17 +191,22 @@ def main() -> None:
         t_published = time.perf_counter() - t0
         wait_until(lambda: handled.count() >= N, 1800, "all projected", interval=0.5)
         t_projected = time.perf_counter() - t0
+        commands -= _cpu.children_cpu()
         subprocess.run(
             [PY, "manage.py", "invoices_issue"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
         )
+        commands += _cpu.children_cpu()
         t_issued = time.perf_counter() - t0
         wait_until(lambda: Payment.objects.count() >= N, 1800, "all payments created", interval=0.5)
         t_paid = time.perf_counter() - t0
+        meter.mark("paid")
         answered = PaymentAttempt.objects.exclude(outcome="not_sent")
         charged_before = answered.count()
         time.sleep(CHARGE_WINDOW)
         charged = answered.count() - charged_before
+        meter.mark("charged")
     finally:
+        meter.stop()
         for p in reversed(procs):
             _stack.stop(p)
 
@@ -215,13 +240,34 @@ def main() -> None:
                 f"done at {t_paid:6.1f} s  {rate(pay_n, pay_s)} while active vs plain receive+delete {rate(SAMPLE, base_payments)}: {base_payments / SAMPLE * pay_n / pay_s:.0%} (target >= 60%)",
             ),
             ("total, file to payments", f"{t_paid:.1f} s (target: 10,000 in <= 20 s, 100,000 in <= 180 s)"),
+            ("cpu, file to payments", _cpu_line(meter.between("start", "paid"), commands, t_paid)),
             (
                 "charges, then",
                 f"{charged / CHARGE_WINDOW:,.0f}/s over the next {CHARGE_WINDOW:.0f} s vs the gateway's "
-                f"{GATEWAY_RATE:g}/s: {charged / CHARGE_WINDOW / GATEWAY_RATE:.0%}",
+                f"{GATEWAY_RATE:g}/s: {charged / CHARGE_WINDOW / GATEWAY_RATE:.0%}"
+                + (
+                    f", {1000 * sum(meter.between('paid', 'charged').values()) / charged:.1f} ms of CPU each"
+                    if charged
+                    else ""
+                ),
             ),
             ("logs", str(tmp)),
         ]
+    )
+
+
+def _database_is_here() -> bool:
+    return urlsplit(os.environ["DATABASE_URL"]).hostname in ("127.0.0.1", "localhost", "::1", None)
+
+
+def _cpu_line(parts: dict[str, float], commands: float, seconds: float) -> str:
+    """The window's CPU: in all, per agreement, cores busy, and by part (where the 20 s goes)."""
+    total = sum(parts.values()) + commands
+    by_part = ", ".join(f"{k} {v:.1f}" for k, v in {**parts, "the two commands": commands}.items())
+    here = "" if _database_is_here() else " (PostgreSQL not on this machine: not counted)"
+    return (
+        f"{total:.1f} cpu-s, {1000 * total / N:.2f} ms per agreement, {total / seconds:.2f} of "
+        f"{_cpu.cores()} cores busy: {by_part}{here}"
     )
 
 
