@@ -127,5 +127,21 @@ def test_a_charge_list_longer_than_half_the_soft_time_limit_does_not_pass_the_ch
     settings.PAYMENT_CHARGES_TASK_SECONDS = settings.CELERY_TASK_SOFT_TIME_LIMIT
     [error] = check_charge_settings()
     assert error.id == "billing.E101" and "PAYMENT_CHARGES_TASK_SECONDS" in error.msg
+    # and the operator is told the value that passes
+    half = settings.CELERY_TASK_SOFT_TIME_LIMIT / 2
+    assert f"PAYMENT_CHARGES_TASK_SECONDS to {half:g} or less" in error.hint
     with pytest.raises(SystemCheckError, match="billing.E101"):
         call_command("check")
+    settings.PAYMENT_CHARGES_TASK_SECONDS = settings.CELERY_TASK_SOFT_TIME_LIMIT / 2
+    assert check_charge_settings() == []
+
+
+@pytest.mark.parametrize(
+    "name, code", [("PAYMENT_CHARGES_PER_TASK", "E102"), ("PAYMENT_CHARGE_CONCURRENCY", "E103")]
+)
+def test_a_charge_count_under_one_is_refused_with_the_value_and_the_way_back(settings, name, code):
+    from payments.checks import check_charge_settings
+
+    setattr(settings, name, 0)
+    [error] = check_charge_settings()
+    assert error.id == f"billing.{code}" and f"{name} is 0" in error.msg and "Unset it" in error.hint
