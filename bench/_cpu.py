@@ -5,30 +5,33 @@
     meter.between("import", "paid")  # {"workers": 22.7, "endpoint": 9.4, ...}
 
 A thread reads every part's processes every ``interval`` seconds (psutil: user + system time of
-each process, children included when a part names them), and ``mark`` reads them at once, so a
-window's figure is exact up to what a process that ended inside it spent since the last read
-(long-lived parts lose nothing). A process that started after the meter counts from zero; one
-already running counts from the first read. Commands the benchmark runs to their end are counted
-apart (``children_cpu``: the rusage of the benchmark's reaped children), since they end between
-reads. The benchmark's own process is not counted: it only starts things and waits.
+each process, its descendants too when a part names them), and ``mark`` reads them at once. A
+process already running at ``start`` counts from then; any other (a process is its pid and start
+time, so a reused pid is a new process) from zero. What is missed: a process's CPU after its last
+read when it ends inside the window, and a process that starts and ends between two reads (a
+short-lived database connection, an autovacuum worker); the long-lived parts (workers, the
+endpoint, the server's connections) lose nothing. Commands the benchmark runs to their end are
+counted apart (``children_cpu``: the rusage of the benchmark's reaped children), since they end
+between reads. The benchmark's own process is never counted: it only starts things and waits.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import resource
 import threading
-import time
 from collections.abc import Callable, Iterable
 
 import psutil
 
 
 def pids_of(*roots: int | None) -> list[int]:
-    """The processes ``roots`` and every descendant of theirs that is alive now."""
+    """The processes ``roots`` and every descendant of theirs that is alive now (never this one:
+    an endpoint running in the benchmark's own process has no process of its own to count)."""
     pids: list[int] = []
     for root in roots:
-        if root is None:
+        if root is None or root == os.getpid():
             continue
         try:
             proc = psutil.Process(root)
@@ -38,11 +41,22 @@ def pids_of(*roots: int | None) -> list[int]:
     return pids
 
 
-def postgres_pids() -> list[int]:
-    """This machine's PostgreSQL processes (the server and its backends), when it runs here."""
+_CLIENT = re.compile(r"\[local\]|[^\s()]+\(\d+\)")
+
+
+def postgres_pids(database: str) -> list[int]:
+    """This machine's PostgreSQL processes working for ``database``: its client connections, and
+    the server's own processes (the postmaster, writers, autovacuum), which every database shares.
+    Other databases' connections (another checkout's tests, say) are left out."""
     found = []
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] in ("postgres", "postmaster"):
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] not in ("postgres", "postmaster"):
+            continue
+        words = " ".join(proc.info["cmdline"] or []).split()
+        # a client connection's title: "postgres: [CLUSTER:] USER DATABASE HOST(PORT) STATE" ([local]
+        # for a socket); the server's own processes name themselves ("checkpointer", "walwriter")
+        at = next((i for i, w in enumerate(words) if i >= 3 and _CLIENT.fullmatch(w)), None)
+        if words[:1] != ["postgres:"] or at is None or words[at - 1] == database:
             found.append(proc.pid)
     return found
 
@@ -58,14 +72,17 @@ class CpuMeter:
         self.parts = parts
         self.interval = interval
         self._lock = threading.Lock()
-        self._seen: dict[int, tuple[str, float, float]] = {}  # pid -> (part, first read, last read)
+        # (pid, start time) -> (part, first read, last read)
+        self._seen: dict[tuple[int, float], tuple[str, float, float]] = {}
+        self._running_at_start: set[tuple[int, float]] = set()
         self._marks: dict[str, dict[str, float]] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
-        self._started = 0.0
 
     def start(self) -> None:
-        self._started = time.time()
+        self._running_at_start = {
+            (p.pid, p.info["create_time"]) for p in psutil.process_iter(["create_time"])
+        }
         self.read()
         self._thread.start()
 
@@ -83,20 +100,25 @@ class CpuMeter:
         """Read every part's processes now; CPU seconds per part since the meter started."""
         with self._lock:
             for part, pids in self.parts.items():
-                for pid in pids():
+                try:
+                    found = list(pids())
+                except Exception:  # noqa: BLE001 - a part that cannot be listed now is read next time
+                    found = []
+                for pid in found:
                     try:
                         proc = psutil.Process(pid)
                         with proc.oneshot():
                             times = proc.cpu_times()
                             used = times.user + times.system
-                            created = proc.create_time()
+                            key = (pid, proc.create_time())
                     except psutil.Error:
                         continue
-                    if pid in self._seen and self._seen[pid][0] == part:
-                        _, first, _ = self._seen[pid]
-                    else:  # new to the meter: from zero if it started after the meter did
-                        first = 0.0 if created >= self._started else used
-                    self._seen[pid] = (part, first, used)
+                    if key in self._seen:
+                        first = self._seen[key][1]
+                    else:  # new to the meter: from zero unless it was running when the meter started
+                        first = used if key in self._running_at_start else 0.0
+                    self._seen.setdefault(key, (part, first, used))
+                    self._seen[key] = (self._seen[key][0], first, used)
             totals = dict.fromkeys(self.parts, 0.0)
             for part, first, last in self._seen.values():
                 totals[part] += last - first

@@ -32,7 +32,7 @@ from devsupport.endpoint import local_endpoint  # noqa: E402
 
 EMULATOR = ""  # "ministack 1.5.33" or "moto <version>"
 FALLBACK_REASON = ""  # why moto is used when ministack was asked for
-SERVER: Any = None  # the endpoint's process (its ``pid``: None when moto runs in this process)
+SERVER: Any = None  # the endpoint (its ``pid``: this process's own when moto runs in it)
 
 
 def _start_endpoint() -> str:

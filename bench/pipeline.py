@@ -157,7 +157,7 @@ def main() -> None:
         {
             "workers": lambda: _cpu.pids_of(*(p.pid for p in stack)),  # and beat
             "endpoint": lambda: _cpu.pids_of(_env.SERVER.pid),
-            "PostgreSQL": _cpu.postgres_pids if _database_is_here() else list,
+            "PostgreSQL": (lambda: _cpu.postgres_pids(_database_name())) if _database_is_here() else list,
             "gateway": lambda: _cpu.pids_of(gateway.pid),
         }
     )
@@ -258,6 +258,10 @@ def main() -> None:
 
 def _database_is_here() -> bool:
     return urlsplit(os.environ["DATABASE_URL"]).hostname in ("127.0.0.1", "localhost", "::1", None)
+
+
+def _database_name() -> str:
+    return urlsplit(os.environ["DATABASE_URL"]).path.lstrip("/")
 
 
 def _cpu_line(parts: dict[str, float], commands: float, seconds: float) -> str:

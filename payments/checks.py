@@ -12,16 +12,18 @@ from django.core.checks import Error, register
 def check_charge_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors: list[Error] = []
     soft = settings.CELERY_TASK_SOFT_TIME_LIMIT
-    if settings.PAYMENT_CHARGES_TASK_SECONDS > soft / 2:
+    seconds = settings.PAYMENT_CHARGES_TASK_SECONDS
+    if seconds > soft / 2:
         errors.append(
             Error(
-                f"PAYMENT_CHARGES_TASK_SECONDS ({settings.PAYMENT_CHARGES_TASK_SECONDS:g}s) is more than "
-                f"half the tasks' soft time limit ({soft}s): a charge list's last charge, started just "
-                "before that time and finishing after it, could be stopped by the limit, and the charges "
-                "of the list not started yet would wait for their lease to run out.",
+                f"PAYMENT_CHARGES_TASK_SECONDS ({seconds:g}s) is more than half the tasks' soft time "
+                f"limit ({soft}s). A charge list starts charges for that long, and the last one (its "
+                "token wait, then up to the gateway's timeout) must end before the limit stops the task, "
+                "or the list's charges not started yet wait for their lease to run out: half the limit is "
+                "the margin kept for it.",
                 hint=f"Set PAYMENT_CHARGES_TASK_SECONDS to {soft / 2:g} or less (left unset, it is the "
-                "shorter of 10 s and a third of the soft limit), or raise CELERY_TASK_TIME_LIMIT (the soft "
-                "limit follows it).",
+                "shorter of 10 s and a third of the soft limit), or set CELERY_TASK_TIME_LIMIT to "
+                f"{2 * seconds + 30:g} or more (the soft limit is 30 s under it).",
                 id="billing.E101",
             )
         )

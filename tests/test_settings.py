@@ -132,7 +132,9 @@ def test_a_charge_list_longer_than_half_the_soft_time_limit_does_not_pass_the_ch
     assert f"PAYMENT_CHARGES_TASK_SECONDS to {half:g} or less" in error.hint
     with pytest.raises(SystemCheckError, match="billing.E101"):
         call_command("check")
-    settings.PAYMENT_CHARGES_TASK_SECONDS = settings.CELERY_TASK_SOFT_TIME_LIMIT / 2
+    settings.PAYMENT_CHARGES_TASK_SECONDS = half + 0.5  # just over the margin
+    assert [e.id for e in check_charge_settings()] == ["billing.E101"]
+    settings.PAYMENT_CHARGES_TASK_SECONDS = half
     assert check_charge_settings() == []
 
 
@@ -145,3 +147,5 @@ def test_a_charge_count_under_one_is_refused_with_the_value_and_the_way_back(set
     setattr(settings, name, 0)
     [error] = check_charge_settings()
     assert error.id == f"billing.{code}" and f"{name} is 0" in error.msg and "Unset it" in error.hint
+    setattr(settings, name, 1)
+    assert check_charge_settings() == []
