@@ -16,6 +16,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 from django.db.models import Sum
+from django.utils import timezone
 
 from agreements.services import AgreementInput, agreement_change_price, agreement_create, agreement_pause
 from events.consuming.config import consumer_configs
@@ -97,7 +98,7 @@ def test_a_voided_invoice_in_dunning_is_never_charged_again(stack, client):
     # then payments hears invoice.voided and cancels the collection
     wait_until(lambda: Payment.objects.filter(pk=payment.pk, status="cancelled").exists(), 60)
     # the dunning retry coming due does nothing, nor does a charge message arriving late
-    Payment.objects.filter(pk=payment.pk).update(next_attempt_at=today - timedelta(days=1))
+    Payment.objects.filter(pk=payment.pk).update(next_attempt_at=timezone.now() - timedelta(days=1))
     assert payments_retry_due() == 0
     assert payment_charge(payment_id=str(payment.pk)) == "skipped"
     # and "Retry now" refuses it with a reason an operator can read
