@@ -37,14 +37,15 @@ def consumer_configs() -> dict[str, ConsumerConfig]:
         mode = options["mode"]
         if mode not in ("push", "pull"):
             raise ValueError(f"EVENT_CONSUMERS[{spec.consumer!r}]['mode'] must be push or pull, not {mode!r}")
-        try:
-            gather = float(options.get("gather_seconds", 0.0))
+        raw = options.get("gather_seconds", 0.0)
+        try:  # JSON's true is not a number of seconds, though float() takes it as 1
+            gather = float("nan") if isinstance(raw, bool) else float(raw)
         except (TypeError, ValueError):
             gather = float("nan")  # refused below, with the setting named
         if not 0 <= gather <= MAX_GATHER_SECONDS:  # NaN and infinity too: a poller that never receives
             raise ValueError(
                 f"EVENT_CONSUMERS[{spec.consumer!r}]['gather_seconds'] must be 0 to "
-                f"{MAX_GATHER_SECONDS:g} seconds, not {options.get('gather_seconds')!r}"
+                f"{MAX_GATHER_SECONDS:g} seconds, not {raw!r}"
             )
         configs[spec.consumer] = ConsumerConfig(
             name=spec.consumer,

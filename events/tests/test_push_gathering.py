@@ -98,7 +98,7 @@ def test_a_backlog_is_never_held_back_by_gathering(settings, transactional_db, e
     assert took < 5, f"{took:.1f} s: a receive of the backlog waited to gather"
 
 
-@pytest.mark.parametrize("value", [-1, 6, float("inf"), float("nan"), "soon", None])
+@pytest.mark.parametrize("value", [-1, 6, float("inf"), float("nan"), "soon", None, True])
 def test_a_gathering_time_out_of_range_is_refused_with_the_setting_named(settings, value):
     # given a gathering time that would stop the poller receiving for good (or make no sense)
     settings.EVENT_CONSUMERS = {"audit": {"gather_seconds": value}}
