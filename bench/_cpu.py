@@ -113,12 +113,13 @@ class CpuMeter:
                             key = (pid, proc.create_time())
                     except psutil.Error:
                         continue
-                    if key in self._seen:
-                        first = self._seen[key][1]
-                    else:  # new to the meter: from zero unless it was running when the meter started
-                        first = used if key in self._running_at_start else 0.0
-                    self._seen.setdefault(key, (part, first, used))
-                    self._seen[key] = (self._seen[key][0], first, used)
+                    # new to the meter: counted from zero unless it was running when the meter started
+                    owner, first, _ = self._seen.get(key) or (
+                        part,
+                        used if key in self._running_at_start else 0.0,
+                        0.0,
+                    )
+                    self._seen[key] = (owner, first, used)
             totals = dict.fromkeys(self.parts, 0.0)
             for part, first, last in self._seen.values():
                 totals[part] += last - first
