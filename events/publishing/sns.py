@@ -8,6 +8,7 @@ and the signature of its body (events/signing.py); a replayed one says so.
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -61,6 +62,16 @@ def publish_batch(topic: str, rows: list[OutboxEvent], *, replayed: bool = False
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """A forked process (a pool's child) has none of its parent's publishing threads: an inherited
+    executor would queue its calls for ever. It makes its own, as it makes its own clients (aws.py)."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _publisher() -> ThreadPoolExecutor:

@@ -1,7 +1,8 @@
 """Clients across a fork (a Celery pool's child, started or replaced after its worker made clients):
 the child makes its own, even if a thread of the parent held the clients' lock at that moment, and
 both processes' clients answer; a worker parses the service models before it forks, so a child's
-first clients read no model file."""
+first clients read no model file. The relay's publishing threads likewise: a child publishes on
+threads of its own, not on the parent's, which are not in it."""
 
 from __future__ import annotations
 
@@ -15,9 +16,14 @@ from typing import Any
 import botocore.loaders
 import pytest
 from celery.signals import worker_init
+from django.utils import timezone
 
 from billing_project import celery as celery_app
+from events import contracts, topology
+from events.publishing import sns
+from events.publishing.outbox import NewEvent, build_row
 from events.topology import aws
+from tests.factories import agreement_data, drain
 
 
 def in_child(run: Callable[[], dict[str, Any]], timeout: float = 30.0) -> dict[str, Any]:
@@ -133,3 +139,32 @@ def test_without_the_models_parsed_a_child_reads_them_itself(cold_models: list[s
         return {"read": len(cold_models)}
 
     assert in_child(child)["read"] >= len(aws.SERVICES)
+
+
+def test_a_forked_process_publishes_on_threads_of_its_own(empty_queues: Any, sqs: Any):
+    def chunks(prefix: str) -> list[tuple[str, list[Any]]]:  # two PublishBatch calls: the thread pool
+        rows = [
+            build_row(
+                NewEvent(contracts.AGREEMENT_CREATED, f"{prefix}-{i}", 1, agreement_data()), timezone.now()
+            )
+            for i in range(4)
+        ]
+        return [
+            (topology.topic_name(topology.AGREEMENTS), rows[:2]),
+            (topology.topic_name(topology.AGREEMENTS), rows[2:]),
+        ]
+
+    # given a parent that published on its relay threads
+    assert sns.publish_all(chunks("PARENT")) == {}
+    # when a process forked from it publishes in its turn
+    got = in_child(lambda: {"failed": sns.publish_all(chunks("CHILD"))}, timeout=20)
+    # then its events went out (on threads of its own: the parent's are not in the child), and the
+    # parent's threads still publish
+    assert got == {"failed": {}}
+    assert sns.publish_all(chunks("AGAIN")) == {}
+    bodies = [m["Body"] for m in drain(sqs, topology.event_queue_name("invoicing"))]
+    assert {p: sum(f'"{p}-' in b for b in bodies) for p in ("PARENT", "CHILD", "AGAIN")} == {
+        "PARENT": 4,
+        "CHILD": 4,
+        "AGAIN": 4,
+    }
