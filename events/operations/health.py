@@ -27,7 +27,7 @@ from core.calendar import billing_today
 
 from .. import contracts
 from ..models import Heartbeat, OutboxEvent
-from ..publishing.holding import bulk_queues
+from ..publishing.holding import bulk_queues, feeding
 from ..topology import aws, resources
 from .counts import OutboxStat, outbox_stats
 from .observations import QueueStat, missing_queues, queue_stats
@@ -127,9 +127,9 @@ def _checks(queues: list[QueueStat], outbox: OutboxStat) -> list[CheckResult]:
     holding = [q for q in queues if q.name in bulk and q.depth > hold]  # a DLQ's name is not in it
     held = [
         Repair(
-            f"the relay holds while {q.name} is past {hold} messages ({q.depth} now; "
-            "OUTBOX_RELAY_HOLD_DEPTH, for a local emulator): its consumer is behind or stopped, so the "
-            "events wait here for it"
+            f"the relay holds the events of {_topics(feeding(q.name))} while {q.name} is past "
+            f"{hold} messages ({q.depth} now; OUTBOX_RELAY_HOLD_DEPTH, for a local emulator): its "
+            "consumer is behind or stopped, so they wait here for it (other topics' go out)"
         )
         for q in holding
     ]
@@ -246,3 +246,7 @@ def heartbeat_record(*, name: str, detail: dict[str, Any] | None = None) -> Hear
         name=name, defaults={"beat_at": timezone.now(), "detail": detail or {}}
     )
     return beat
+
+
+def _topics(names: list[str]) -> str:
+    return f"the {' and '.join(names)} topic{'s' if len(names) > 1 else ''}"

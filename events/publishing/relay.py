@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -85,9 +86,12 @@ def _mark_published(rows: list[OutboxEvent], at: Any) -> None:
         r.next_attempt_at = None
 
 
-def relay_once(*, limit: int | None = None, alerts_only: bool = False) -> RelayResult:
-    """Claim up to ``limit`` due rows (alerts first; ``alerts_only``: nothing else), publish them,
-    record the outcome. One DB transaction."""
+def relay_once(
+    *, limit: int | None = None, alerts_only: bool = False, skip_producers: Collection[str] = ()
+) -> RelayResult:
+    """Claim up to ``limit`` due rows (alerts first; ``alerts_only``: nothing else; none of
+    ``skip_producers``, the topics a hold keeps back), publish them, record the outcome. One DB
+    transaction."""
     limit = limit or settings.OUTBOX_RELAY_BATCH_SIZE
     result = RelayResult()
     now = timezone.now()
@@ -99,11 +103,14 @@ def relay_once(*, limit: int | None = None, alerts_only: bool = False) -> RelayR
         # would sort the whole backlog instead).
         for priority in (PRIORITY_ALERT,) if alerts_only else PRIORITIES:
             if len(rows) < limit:
-                rows += (
-                    OutboxEvent.objects.select_for_update(skip_locked=True)
-                    .filter(published_at__isnull=True, priority=priority, next_attempt_at__lte=now)
-                    .order_by("next_attempt_at", "occurred_at")[: limit - len(rows)]
+                due = OutboxEvent.objects.filter(
+                    published_at__isnull=True, priority=priority, next_attempt_at__lte=now
                 )
+                if skip_producers:
+                    due = due.exclude(producer__in=skip_producers)
+                rows += due.select_for_update(skip_locked=True).order_by("next_attempt_at", "occurred_at")[
+                    : limit - len(rows)
+                ]
         if not rows:
             return result
         by_topic: dict[str, list[OutboxEvent]] = defaultdict(list)
@@ -196,41 +203,55 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
                 return total
 
 
-def _due_rows_exist(*, untried_only: bool = False) -> bool:
+def _due_rows_exist(*, untried_only: bool = False, producers: Collection[str] = ()) -> bool:
     """Whether a due row exists that no other session holds (a held one is its holder's to
     publish: looking again for it would only spin). ``untried_only``: after a failed pass, only
     rows never tried count, so a relay that just failed does not retry the endpoint at once
-    (the failed rows wait for their backoff, and the sweep)."""
+    (the failed rows wait for their backoff, and the sweep). ``producers``: only theirs count."""
     due = OutboxEvent.objects.filter(published_at__isnull=True, next_attempt_at__lte=timezone.now())
     if untried_only:
         due = due.filter(attempts=0)
+    if producers:
+        due = due.filter(producer__in=producers)
     with transaction.atomic():
         return due.select_for_update(skip_locked=True).exists()
 
 
 def relay_pending(*, max_seconds: float | None = None, limit: int | None = None) -> RelayResult:
     """Publish everything due, pass after pass, until none is left or time is up. A pass that
-    follows a full one (a backlog) may be held while a consumer's queue is too deep (holding.py, a
-    local emulator's setting); a hold that runs out publishes one pass and returns ``held_out``."""
+    follows a full one (a backlog) leaves out the topics that feed a consumer's queue deeper than
+    the hold's depth (holding.py, a local emulator's setting); once only theirs are left it waits
+    for the queue, publishing the others' as they come, and a hold that runs out publishes one
+    pass of everything and returns ``held_out``."""
     max_seconds = settings.OUTBOX_RELAY_MAX_SECONDS if max_seconds is None else max_seconds
     deadline = time.monotonic() + max_seconds
     total = RelayResult()
     limit = limit or settings.OUTBOX_RELAY_BATCH_SIZE
+    hold = holding.Hold(deadline)
 
     def alerts() -> None:
         nonlocal total
         total += relay_once(alerts_only=True)
 
-    backlog = False  # the last pass was full: more is due, and only then may a pass be held
+    backlog = False  # the last pass was full, or held topics' rows wait: only then may a pass hold
     while True:
-        held_out = backlog and holding.wait_for_room(deadline=deadline, publish_alerts=alerts)
-        step = relay_once(limit=limit)
+        held = holding.held_producers() if backlog else frozenset()
+        step = relay_once(limit=limit, skip_producers=held)
         total += step
         if step.published:
             holding.forget()  # the next look reads the depths this pass changed
-        if held_out:
-            total.held_out = True
+        if step.failed or time.monotonic() > deadline:
             return total
-        backlog = step.published + step.failed >= limit
-        if step.published + step.failed == 0 or step.failed or time.monotonic() > deadline:
+        if step.published >= limit:
+            backlog = True
+            hold.reset()
+        elif held and _due_rows_exist(producers=held):  # only the held topics' rows are left
+            backlog = True
+            if hold.ran_out(held, publish_alerts=alerts):
+                total += relay_once(limit=limit)
+                total.held_out = True
+                return total
+        elif not step.published:
             return total
+        else:
+            backlog = False

@@ -9,16 +9,17 @@ import time
 from typing import Any
 
 import pytest
+from django.db import transaction
 
-from events import topology
+from events import contracts, topology
 from events.models import OutboxEvent
 from events.operations.counts import OutboxStat
 from events.operations.health import _checks
 from events.operations.observations import QueueStat
-from events.publishing import holding
+from events.publishing import NewEvent, holding, record_events
 from events.publishing.relay import relay_exclusive, relay_pending
 from events.topology import aws
-from tests.factories import drain, record_agreements_created, record_an_alert, send
+from tests.factories import drain, invoice_data, record_agreements_created, record_an_alert, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,9 +30,9 @@ INVOICING = topology.event_queue_name("invoicing")
 def deep_invoicing_queue(empty_queues: Any, sqs: Any) -> Any:
     """invoicing's queue 20 messages deep (a consumer behind), depths read afresh."""
     send(sqs, [f'{{"n": {i}}}' for i in range(20)], queue=INVOICING)
-    holding._seen = (float("-inf"), "", 0)
+    holding.forget()
     yield sqs
-    holding._seen = (float("-inf"), "", 0)
+    holding.forget()
 
 
 def published_at(aggregate_prefix: str) -> list[Any]:
@@ -81,6 +82,42 @@ def test_a_deep_queue_holds_a_backlog_but_not_the_alerts_until_the_hold_is_up(
     assert published_at("HOLD-").count(None) == 1
     assert 2.0 <= took < 8, "held for OUTBOX_RELAY_HOLD_MAX_SECONDS, not the task's 60 s"
     assert f"{INVOICING} is 22 deep" in caplog.text  # read afresh after the first pass: 20 + 2
+
+
+def test_a_deep_queue_holds_only_the_topics_that_feed_it(deep_invoicing_queue: Any, settings: Any):
+    # given invoicing's queue deep (its consumer stopped), a backlog of agreement.created (a topic
+    # that feeds it) and, behind it, invoice.issued (a topic that feeds payments, whose queue is
+    # shallow), passes of 2
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 5, 3.0
+    settings.OUTBOX_RELAY_BATCH_SIZE = 2
+    record_agreements_created(5, "HELD")
+    with transaction.atomic():
+        record_events(
+            sender=None,
+            events=[
+                NewEvent(contracts.INVOICE_ISSUED, f"FREE-{i}", 1, invoice_data(invoice_id=f"FREE-{i}"))
+                for i in range(5)
+            ],
+        )
+    seen: dict[str, Any] = {}
+
+    def watch() -> None:  # what the relay has published while it holds
+        wait_for(lambda: None not in published_at("FREE-"), "the invoicing topic's events", seconds=2.5)
+        seen["held"] = published_at("HELD-").count(None)
+
+    watcher = threading.Thread(target=watch)
+    # when the relay task runs
+    started = time.monotonic()
+    watcher.start()
+    result = relay_exclusive(max_seconds=60)
+    took = time.monotonic() - started
+    watcher.join()
+    # then the invoice events went out during the hold, not after it, while the agreements beyond
+    # the first pass waited for invoicing's queue; the hold's end published one more pass of them
+    assert seen["held"] == 3, "agreement events published during the hold"
+    assert result is not None and result.held_out and result.published == 9
+    assert published_at("HELD-").count(None) == 1
+    assert 3.0 <= took < 9
 
 
 def test_a_trickle_is_never_held(deep_invoicing_queue: Any, settings: Any):
@@ -154,5 +191,8 @@ def test_the_outbox_lag_alert_says_the_relay_holds_and_for_which_queue(settings:
     [lag] = [r for r in _checks(queues, outbox) if r.check == "outbox_lagging"]
     # then the lag's first repair names the queue the relay holds for (the DLQ is not held for)
     assert lag.breached
-    assert lag.repairs[0].text.startswith(f"the relay holds while {INVOICING} is past 300 messages (800 now")
+    assert lag.repairs[0].text.startswith(
+        f"the relay holds the events of the agreements and payments topics while {INVOICING} is past 300 "
+        "messages (800 now"
+    )
     assert sum("the relay holds" in r.text for r in lag.repairs) == 1
