@@ -8,12 +8,12 @@ and the signature of its body (events/signing.py); a replayed one says so.
 
 from __future__ import annotations
 
-import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from botocore.exceptions import BotoCoreError
 from django.conf import settings
+
+from core.per_process import PerProcess
 
 from .. import signing
 from ..models import OutboxEvent
@@ -60,26 +60,10 @@ def publish_batch(topic: str, rows: list[OutboxEvent], *, replayed: bool = False
     return failed
 
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _forget_after_fork() -> None:
-    """A forked process (a pool's child) has none of its parent's publishing threads: an inherited
-    executor would queue its calls for ever. It makes its own, as it makes its own clients (aws.py)."""
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-def _publisher() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(settings.OUTBOX_RELAY_PUBLISH_CONCURRENCY, "outbox-relay-publish")
-        return _pool
+# This process's publishing threads (a forked child makes its own: core/per_process.py).
+_publisher = PerProcess(
+    lambda: ThreadPoolExecutor(settings.OUTBOX_RELAY_PUBLISH_CONCURRENCY, "outbox-relay-publish")
+)
 
 
 def publish_all(chunks: list[tuple[str, list[OutboxEvent]]]) -> dict[str, str]:
@@ -104,6 +88,6 @@ def publish_all(chunks: list[tuple[str, list[OutboxEvent]]]) -> dict[str, str]:
     if len(chunks) == 1:
         return publish(*chunks[0])
     failures: dict[str, str] = {}
-    for failed in _publisher().map(lambda c: publish(*c), chunks):
+    for failed in _publisher.get().map(lambda c: publish(*c), chunks):
         failures.update(failed)
     return failures

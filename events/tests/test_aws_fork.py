@@ -6,11 +6,8 @@ threads of its own, not on the parent's, which are not in it."""
 
 from __future__ import annotations
 
-import json
-import os
-import select
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import botocore.loaders
@@ -24,36 +21,7 @@ from events.publishing import sns
 from events.publishing.outbox import NewEvent, build_row
 from events.topology import aws
 from tests.factories import agreement_data, drain
-
-
-def in_child(run: Callable[[], dict[str, Any]], timeout: float = 30.0) -> dict[str, Any]:
-    """Fork; ``run()`` in the child; its result (or the error it raised) back through a pipe.
-    Fails if the child does not answer within ``timeout`` (a deadlock)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never back into pytest, whatever happens
-        try:
-            os.close(read)
-            try:
-                out = run()
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent
-                out = {"error": f"{type(exc).__name__}: {exc}"}
-            os.write(write, json.dumps(out, default=repr).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    try:
-        ready, _, _ = select.select([read], [], [], timeout)
-        if not ready:
-            os.kill(pid, 9)
-            pytest.fail(f"the forked process did not answer within {timeout:.0f} s")
-        data = b""
-        while chunk := os.read(read, 65536):
-            data += chunk
-    finally:
-        os.close(read)
-        os.waitpid(pid, 0)
-    return json.loads(data)
+from tests.forks import in_child
 
 
 def test_a_forked_process_makes_its_own_clients_and_both_answer():
@@ -80,7 +48,7 @@ def test_a_child_forked_while_a_parent_thread_makes_a_client_is_not_stuck():
     holding, release = threading.Event(), threading.Event()
 
     def parent_thread() -> None:
-        with aws._lock:
+        with aws._clients["sts"]._lock:
             holding.set()
             release.wait(30)
 

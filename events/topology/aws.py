@@ -14,10 +14,8 @@ of a cold one (``warm()``, which a worker calls before forking its pool, parses 
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable, Iterable
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -28,8 +26,8 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-_lock = threading.Lock()
-_clients: dict[str, Any] = {}
+from core.per_process import PerProcess
+
 # The service models parsed from botocore's JSON (about 50 ms a service), kept across sessions.
 _loader = botocore.loaders.create_loader()
 
@@ -66,14 +64,7 @@ def size_batches(items: Iterable[T], size_of: Callable[[T], int]) -> list[list[T
 
 def client(service: str) -> Any:
     """A shared boto3 client for ``service`` ("sns", "sqs", "sts", "cloudwatch")."""
-    try:
-        return _clients[service]
-    except KeyError:
-        pass
-    with _lock:
-        if service not in _clients:
-            _clients[service] = _make_client(service)
-        return _clients[service]
+    return _clients[service].get()
 
 
 def _make_client(service: str) -> Any:
@@ -98,6 +89,10 @@ def _make_client(service: str) -> Any:
     if made.meta.service_model.protocol == "query":  # SNS and STS (SQS speaks JSON)
         made.meta.events.register(f"before-sign.{made.meta.service_model.service_id.hyphenize()}", _form_once)
     return made
+
+
+# This process's client of each service (a forked child makes its own: core/per_process.py).
+_clients = {service: PerProcess(partial(_make_client, service)) for service in SERVICES}
 
 
 # A query-protocol request's body (SNS's PublishBatch: every message body, attributes and
@@ -143,19 +138,10 @@ def warm(services: Iterable[str] = SERVICES) -> None:
     _loader.load_data("sdk-default-configuration")
 
 
-def _forget_after_fork() -> None:
-    global _lock
-    _lock = threading.Lock()  # a thread of the parent's may have held it at the fork
-    _clients.clear()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
-
-
 def reset_clients() -> None:
     """Forget every client and cached lookup (settings changed, endpoint moved)."""
-    with _lock:
-        _clients.clear()
+    for made in _clients.values():
+        made.reset()
     account_id.cache_clear()
     queue_url.cache_clear()
 

@@ -5,11 +5,12 @@ so a charge whose token came is sent at once, never queued behind other lists' c
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
+
+from core.per_process import PerProcess
 
 from ..gateway import ChargeResult
 from .charging import Started, charge_send
@@ -52,17 +53,15 @@ def send(started: Started, slots: threading.Semaphore) -> ChargeResult:
         slots.release()
 
 
-_lock = threading.Lock()
-_executor: tuple[int, ThreadPoolExecutor, threading.Semaphore] | None = None
+def _threads() -> tuple[ThreadPoolExecutor, threading.Semaphore]:
+    size = max(1, settings.PAYMENT_CHARGE_CONCURRENCY)
+    return ThreadPoolExecutor(size, thread_name_prefix="charge"), threading.Semaphore(size)
+
+
+_pool = PerProcess(_threads)
 
 
 def pool() -> tuple[ThreadPoolExecutor, threading.Semaphore]:
     """This process's threads for gateway calls and a slot for each (made after a fork, never
-    inherited from before)."""
-    global _executor
-    with _lock:
-        if _executor is None or _executor[0] != os.getpid():
-            size = max(1, settings.PAYMENT_CHARGE_CONCURRENCY)
-            executor = ThreadPoolExecutor(size, thread_name_prefix="charge")
-            _executor = (os.getpid(), executor, threading.Semaphore(size))
-        return _executor[1], _executor[2]
+    inherited from before: core/per_process.py)."""
+    return _pool.get()
