@@ -281,10 +281,10 @@ OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=500)  # row
 # PublishBatch calls in flight per relay (each of 10 events); boto3 clients are thread-safe.
 OUTBOX_RELAY_PUBLISH_CONCURRENCY = env.int("OUTBOX_RELAY_PUBLISH_CONCURRENCY", default=4)
 OUTBOX_RELAY_MAX_SECONDS = env.float("OUTBOX_RELAY_MAX_SECONDS", default=60.0)  # per relay task run
-# Hold the relay while a consumer's event queue is deeper than this (0: never; events/publishing/
+# Hold the topics that feed a consumer's event queue deeper than this (0: never; events/publishing/
 # holding.py): for a local emulator, which slows down as its queues deepen. Real SQS does not.
 OUTBOX_RELAY_HOLD_DEPTH = env.int("OUTBOX_RELAY_HOLD_DEPTH", default=0)
-OUTBOX_RELAY_HOLD_MAX_SECONDS = env.float("OUTBOX_RELAY_HOLD_MAX_SECONDS", default=5.0)  # per pass
+OUTBOX_RELAY_HOLD_MAX_SECONDS = env.float("OUTBOX_RELAY_HOLD_MAX_SECONDS", default=5.0)  # per hold
 OUTBOX_RETRY_BASE_SECONDS = env.int("OUTBOX_RETRY_BASE_SECONDS", default=2)
 OUTBOX_RETRY_MAX_SECONDS = env.int("OUTBOX_RETRY_MAX_SECONDS", default=300)
 OUTBOX_SWEEP_SECONDS = env.int("OUTBOX_SWEEP_SECONDS", default=10)

@@ -129,7 +129,7 @@ def _checks(queues: list[QueueStat], outbox: OutboxStat) -> list[CheckResult]:
         Repair(
             f"the relay holds the events of {_topics(feeding(q.name))} while {q.name} is past "
             f"{hold} messages ({q.depth} now; OUTBOX_RELAY_HOLD_DEPTH, for a local emulator): its "
-            "consumer is behind or stopped, so they wait here for it (other topics' go out)"
+            "consumer is behind or stopped, so they wait here for it"
         )
         for q in holding
     ]

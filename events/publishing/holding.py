@@ -21,12 +21,13 @@ most (depths are read afresh after every pass that published, otherwise at most 
 queue, and agreements and charges still reach invoicing at full speed.
 
 A hold that runs out (the queue did not drain: its consumer is stopped or far behind) publishes one
-pass of everything anyway, logs a warning naming the queue, and ends the relay task: the rest
-waits for the next kick or the beat sweep, each a pass after a hold. So a stopped consumer slows
-the topics that feed it to about a pass per sweep, never stops them, and no relay task runs long
-(a worker stopping with a backlog is not killed mid-pass). The outbox then lags, and its alert
-and ``messaging_status`` say that the relay holds and for which queue. A depth that cannot be
-read holds nothing.
+pass of everything anyway and logs a warning naming the queue. If other topics' events are due
+the relay goes on with them (holding again); otherwise it ends the relay task, and the rest waits
+for the next kick or the beat sweep, each a pass after a hold. So a stopped consumer slows the
+topics that feed it to about a pass per hold or sweep, never stops them, and no relay task waits
+long for it (a worker stopping with a backlog is not killed mid-pass). The outbox then lags, and
+its alert and ``messaging_status`` say that the relay holds, which topics and for which queue. A
+depth that cannot be read holds nothing.
 """
 
 from __future__ import annotations
@@ -116,8 +117,8 @@ def feeding(queue: str) -> list[str]:
 
 
 class Hold:
-    """One relay task's wait for the held topics' queues (``relay_pending``): started by the first
-    pass that left only held topics' events, ended by a full pass."""
+    """One relay task's hold (``relay_pending``): from the first pass that left held topics' events
+    behind until none are left, or it ran out."""
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline  # the relay's own (monotonic)
@@ -126,22 +127,24 @@ class Hold:
     def reset(self) -> None:
         self.since = None
 
-    def ran_out(self, held: frozenset[str], publish_alerts: Callable[[], object]) -> bool:
-        """Only ``held`` topics' events are left: wait, calling ``publish_alerts()`` between looks,
-        until the held topics change (a queue drained), for at most ``OTHERS_LOOK_SECONDS`` (the
-        caller's next pass publishes what the other topics recorded meanwhile: a pass that leaves
-        held topics out scans past their backlog, 27 ms for 100,000 rows, so it does not run every
-        step). True once the hold has waited ``OUTBOX_RELAY_HOLD_MAX_SECONDS`` in all (warned) or
-        the relay's deadline has come: the caller publishes one pass of everything and stops."""
-        start = time.monotonic()
+    def ran_out(self, held: frozenset[str], publish_alerts: Callable[[], object], *, wait: bool) -> bool:
+        """Held topics' events wait. With ``wait`` (only theirs are left), wait, calling
+        ``publish_alerts()`` between looks, until the held topics change (a queue drained), for at
+        most ``OTHERS_LOOK_SECONDS`` (the caller's next pass publishes what the other topics
+        recorded meanwhile: a pass that leaves topics out reads past their backlog, 27 ms at
+        100,000 rows, so it does not run at every look). False then, or at once without ``wait``;
+        True once the hold has lasted ``OUTBOX_RELAY_HOLD_MAX_SECONDS`` (warned) or the relay's
+        deadline has come: the caller publishes one pass of everything."""
+        start = now = time.monotonic()
         if self.since is None:
             self.since = start
         until = min(self.deadline, self.since + settings.OUTBOX_RELAY_HOLD_MAX_SECONDS)
-        while (now := time.monotonic()) < until:
-            if now - start >= OTHERS_LOOK_SECONDS or held_producers() != held:
+        while now < until:
+            if not wait or now - start >= OTHERS_LOOK_SECONDS or held_producers() != held:
                 return False
             publish_alerts()
             time.sleep(min(HOLD_STEP_SECONDS, max(0.0, until - time.monotonic())))
+            now = time.monotonic()
         if now < self.deadline:  # the hold's own time ran out, not the relay's
             _warn_held(now - self.since, *deepest(), settings.OUTBOX_RELAY_HOLD_DEPTH)
         return True

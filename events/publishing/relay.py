@@ -203,16 +203,21 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
                 return total
 
 
-def _due_rows_exist(*, untried_only: bool = False, producers: Collection[str] = ()) -> bool:
+def _due_rows_exist(
+    *, untried_only: bool = False, producers: Collection[str] = (), skip_producers: Collection[str] = ()
+) -> bool:
     """Whether a due row exists that no other session holds (a held one is its holder's to
     publish: looking again for it would only spin). ``untried_only``: after a failed pass, only
     rows never tried count, so a relay that just failed does not retry the endpoint at once
-    (the failed rows wait for their backoff, and the sweep). ``producers``: only theirs count."""
+    (the failed rows wait for their backoff, and the sweep). ``producers``: only theirs count;
+    ``skip_producers``: theirs do not."""
     due = OutboxEvent.objects.filter(published_at__isnull=True, next_attempt_at__lte=timezone.now())
     if untried_only:
         due = due.filter(attempts=0)
     if producers:
         due = due.filter(producer__in=producers)
+    if skip_producers:
+        due = due.exclude(producer__in=skip_producers)
     with transaction.atomic():
         return due.select_for_update(skip_locked=True).exists()
 
@@ -221,8 +226,8 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
     """Publish everything due, pass after pass, until none is left or time is up. A pass that
     follows a full one (a backlog) leaves out the topics that feed a consumer's queue deeper than
     the hold's depth (holding.py, a local emulator's setting); once only theirs are left it waits
-    for the queue, publishing the others' as they come, and a hold that runs out publishes one
-    pass of everything and returns ``held_out``."""
+    for the queue, publishing the others' meanwhile. A hold that runs out publishes one pass of
+    everything, and returns ``held_out`` unless other topics' rows are due."""
     max_seconds = settings.OUTBOX_RELAY_MAX_SECONDS if max_seconds is None else max_seconds
     deadline = time.monotonic() + max_seconds
     total = RelayResult()
@@ -242,16 +247,19 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
             holding.forget()  # the next look reads the depths this pass changed
         if step.failed or time.monotonic() > deadline:
             return total
-        if step.published >= limit:
-            backlog = True
+        if not (held and _due_rows_exist(producers=held)):  # no row waits for a queue
             hold.reset()
-        elif held and _due_rows_exist(producers=held):  # only the held topics' rows are left
-            backlog = True
-            if hold.ran_out(held, publish_alerts=alerts):
-                total += relay_once(limit=limit)
-                total.held_out = True
+            if not step.published:
                 return total
-        elif not step.published:
+            backlog = step.published >= limit
+            continue
+        backlog = True
+        # Held topics' rows wait: after a full pass of the others' the next pass comes at once,
+        # otherwise (only held topics' rows are left) after a wait for the queue.
+        if not hold.ran_out(held, publish_alerts=alerts, wait=step.published < limit):
+            continue
+        total += relay_once(limit=limit)  # the hold ran out: one pass of everything
+        hold.reset()
+        if not _due_rows_exist(skip_producers=held):  # nothing else to do: the sweep goes on
+            total.held_out = True
             return total
-        else:
-            backlog = False

@@ -1,5 +1,6 @@
 """The relay held while a consumer's queue is deep (OUTBOX_RELAY_HOLD_DEPTH, a local emulator's
-setting): alerts still go out, the bulk waits until the queue drains or the hold's time is up."""
+setting): the topics that feed that queue wait until it drains or the hold's time is up; alerts and
+the other topics' events still go out."""
 
 from __future__ import annotations
 
@@ -84,26 +85,35 @@ def test_a_deep_queue_holds_a_backlog_but_not_the_alerts_until_the_hold_is_up(
     assert f"{INVOICING} is 22 deep" in caplog.text  # read afresh after the first pass: 20 + 2
 
 
-def test_a_deep_queue_holds_only_the_topics_that_feed_it(deep_invoicing_queue: Any, settings: Any):
-    # given invoicing's queue deep (its consumer stopped), a backlog of agreement.created (a topic
-    # that feeds it) and, behind it, invoice.issued (a topic that feeds payments, whose queue is
-    # shallow), passes of 2
-    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 5, 3.0
-    settings.OUTBOX_RELAY_BATCH_SIZE = 2
-    record_agreements_created(5, "HELD")
+def record_invoices_issued(numbers: range) -> None:
+    """Commit invoice.issued events (aggregates ``FREE-{n}``: the invoicing topic, which feeds payments)."""
+    ids = [f"FREE-{n}" for n in numbers]
     with transaction.atomic():
         record_events(
             sender=None,
-            events=[
-                NewEvent(contracts.INVOICE_ISSUED, f"FREE-{i}", 1, invoice_data(invoice_id=f"FREE-{i}"))
-                for i in range(5)
-            ],
+            events=[NewEvent(contracts.INVOICE_ISSUED, i, 1, invoice_data(invoice_id=i)) for i in ids],
         )
+
+
+def test_a_deep_queue_holds_only_the_topics_that_feed_it(deep_invoicing_queue: Any, settings: Any):
+    # given invoicing's queue deep (its consumer stopped), a backlog of agreement.created (a topic
+    # that feeds it) and, behind it, invoice.issued (a topic that feeds payments, whose queue is
+    # shallow: it never reaches the depth of 10), passes of 2
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 10, 3.0
+    settings.OUTBOX_RELAY_BATCH_SIZE = 2
+    record_agreements_created(5, "HELD")
+    record_invoices_issued(range(5))
     seen: dict[str, Any] = {}
 
-    def watch() -> None:  # what the relay has published while it holds
-        wait_for(lambda: None not in published_at("FREE-"), "the invoicing topic's events", seconds=2.5)
-        seen["held"] = published_at("HELD-").count(None)
+    def watch() -> None:  # what the relay publishes while it holds
+        try:
+            wait_for(lambda: None not in published_at("FREE-"), "the invoice events behind the agreements")
+            seen["held"] = published_at("HELD-").count(None)
+            record_invoices_issued(range(5, 8))  # while the relay waits for invoicing's queue
+            wait_for(lambda: None not in published_at("FREE-"), "the invoice events recorded meanwhile", 1.5)
+            seen["held later"] = published_at("HELD-").count(None)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            seen["error"] = exc
 
     watcher = threading.Thread(target=watch)
     # when the relay task runs
@@ -112,12 +122,45 @@ def test_a_deep_queue_holds_only_the_topics_that_feed_it(deep_invoicing_queue: A
     result = relay_exclusive(max_seconds=60)
     took = time.monotonic() - started
     watcher.join()
-    # then the invoice events went out during the hold, not after it, while the agreements beyond
-    # the first pass waited for invoicing's queue; the hold's end published one more pass of them
-    assert seen["held"] == 3, "agreement events published during the hold"
-    assert result is not None and result.held_out and result.published == 9
+    # then the invoice events went out during the hold, those recorded during it within a second
+    # or so, while the agreements beyond the first pass waited for invoicing's queue; the hold's
+    # end published one more pass of them, and the task ended there
+    assert "error" not in seen, seen.get("error")
+    assert seen == {"held": 3, "held later": 3}
+    assert result is not None and result.held_out and result.published == 12
     assert published_at("HELD-").count(None) == 1
     assert 3.0 <= took < 9
+
+
+def test_a_hold_runs_out_on_time_while_other_topics_keep_the_relay_busy(
+    deep_invoicing_queue: Any, settings: Any
+):
+    # given invoicing's queue deep, 3 agreement events, then 600 invoice events (300 full passes of
+    # other topics' events; payments keeps its queue shallow), and a hold of 0.3 s
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 5, 0.3
+    settings.OUTBOX_RELAY_BATCH_SIZE = 2
+    record_agreements_created(3, "HELD")
+    record_invoices_issued(range(600))
+    stop = threading.Event()
+
+    def payments_consumer() -> None:
+        while not stop.is_set():
+            drain(deep_invoicing_queue, topology.event_queue_name("payments"), wait=0)
+            time.sleep(0.01)
+
+    consumer = threading.Thread(target=payments_consumer)
+    consumer.start()
+    # when the relay task runs
+    try:
+        result = relay_exclusive(max_seconds=60)
+    finally:
+        stop.set()
+        consumer.join()
+    # then the held agreements went out when the hold ran out, before the invoice events were all
+    # published, and the relay went on with those rather than ending there
+    assert result is not None and not result.held_out and result.published == 603
+    free_done = max(published_at("FREE-"))
+    assert all(at < free_done for at in published_at("HELD-")), "the hold waited for the others' backlog"
 
 
 def test_a_trickle_is_never_held(deep_invoicing_queue: Any, settings: Any):
