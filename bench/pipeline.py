@@ -23,7 +23,7 @@ Each stage prints when it finished (seconds from the start of the import), its a
 (first to last row, from the rows' own timestamps) and its rate next to its baseline's. Then where
 the CPU went from the file to the payments (bench/_cpu.py: the workers and beat, the endpoint's
 process, this machine's PostgreSQL, the sandbox gateway and the two commands; in all, per agreement
-and in cores busy), and each charge's CPU, all parts, over the charge window: the figures that say
+and in cores busy), and each charge's CPU over the charge window, in all and by part: the figures that say
 how far the 2 cores are from the targets, and which part holds the time.
 """
 
@@ -245,11 +245,7 @@ def main() -> None:
                 "charges, then",
                 f"{charged / CHARGE_WINDOW:,.0f}/s over the next {CHARGE_WINDOW:.0f} s vs the gateway's "
                 f"{GATEWAY_RATE:g}/s: {charged / CHARGE_WINDOW / GATEWAY_RATE:.0%}"
-                + (
-                    f", {1000 * sum(meter.between('paid', 'charged').values()) / charged:.1f} ms of CPU each"
-                    if charged
-                    else ""
-                ),
+                + (_charge_cpu(meter.between("paid", "charged"), charged) if charged else ""),
             ),
             ("logs", str(tmp)),
         ]
@@ -262,6 +258,13 @@ def _database_is_here() -> bool:
 
 def _database_name() -> str:
     return urlsplit(os.environ["DATABASE_URL"]).path.lstrip("/")
+
+
+def _charge_cpu(parts: dict[str, float], charged: int) -> str:
+    """Each charge's CPU over the window, in all and by part (its payment.succeeded and
+    invoice.paid are relayed and payment.succeeded handled by invoicing within it too)."""
+    each = {k: 1000 * v / charged for k, v in parts.items()}
+    return f", {sum(each.values()):.1f} ms of CPU each: " + ", ".join(f"{k} {v:.1f}" for k, v in each.items())
 
 
 def _cpu_line(parts: dict[str, float], commands: float, seconds: float) -> str:
