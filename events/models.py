@@ -58,10 +58,11 @@ class OutboxEvent(models.Model):
         verbose_name = "event"
         ordering = ["-occurred_at"]
         indexes = [
-            # The relay's claim: due rows, alerts first, then by due time and age (an ordered scan
-            # of unpublished rows only, however big the event store).
+            # The relay's claim: due rows, alerts first, then each producer's by due time and age
+            # (an ordered scan of one producer's unpublished rows, however big the event store and
+            # however many rows of a topic the relay's hold keeps back).
             models.Index(
-                fields=["priority", "next_attempt_at", "occurred_at"],
+                fields=["priority", "producer", "next_attempt_at", "occurred_at"],
                 name="outbox_unpublished",
                 condition=Q(published_at__isnull=True),
             ),

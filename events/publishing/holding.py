@@ -11,23 +11,22 @@ With ``OUTBOX_RELAY_HOLD_DEPTH`` set (``make run``, the soak and most benchmarks
 the relay looks, before a pass that follows a full one (a backlog: a trickle of events is never
 held), at the queues the bulk topics feed (every event queue but the alerts' own). A topic that
 feeds a queue deeper than that is held: the pass leaves its events in the outbox and publishes
-the other topics' (alerts are never held). Once only held topics' events are left, the relay
-waits, for at most ``OUTBOX_RELAY_HOLD_MAX_SECONDS``, publishing alerts at every look and the
-other topics' at least every ``OTHERS_LOOK_SECONDS`` (a pass that leaves topics out reads past
-their backlog: 27 ms at 100,000 rows, where the usual claim reads only what it takes, whatever
-the backlog). A queue reaches the depth plus one pass at
+the other topics' (alerts are never held; a claim reads each topic's rows by the index, so a
+held backlog costs the others nothing). Once only held topics' events are left, the relay waits,
+for at most ``OUTBOX_RELAY_HOLD_MAX_SECONDS``, with a pass of the others' (alerts among them)
+every ``HOLD_STEP_SECONDS``. A queue reaches the depth plus one pass at
 most (depths are read afresh after every pass that published, otherwise at most every
 ``HOLD_LOOK_SECONDS``). So a stopped payments consumer holds the invoicing topic that feeds its
 queue, and agreements and charges still reach invoicing at full speed.
 
 A hold that runs out (the queue did not drain: its consumer is stopped or far behind) publishes one
-pass of everything anyway and logs a warning naming the queue. If other topics' events are due
-the relay goes on with them (holding again); otherwise it ends the relay task, and the rest waits
-for the next kick or the beat sweep, each a pass after a hold. So a stopped consumer slows the
-topics that feed it to about a pass per hold or sweep, never stops them, and no relay task waits
-long for it (a worker stopping with a backlog is not killed mid-pass). The outbox then lags, and
-its alert and ``messaging_status`` say that the relay holds, which topics and for which queue. A
-depth that cannot be read holds nothing.
+pass of the held topics' events anyway and logs a warning naming the queue. If other topics' events
+are due the relay goes on with them (holding again); otherwise it ends the relay task, and the rest
+waits for the next kick or the beat sweep, each a pass after a hold. So a stopped consumer slows
+the topics that feed it to about a pass per hold or sweep, never stops them, and no relay task
+waits long for it (a worker stopping with a backlog is not killed mid-pass). The outbox then lags,
+and its alert and ``messaging_status`` say that the relay holds, which topics and for which queue.
+A depth that cannot be read holds nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 from django.conf import settings
 
@@ -45,8 +43,7 @@ from ..topology import aws
 logger = logging.getLogger(__name__)
 
 HOLD_LOOK_SECONDS = 0.2  # depths read at most this often
-HOLD_STEP_SECONDS = 0.1  # how long a held relay sleeps between looks
-OTHERS_LOOK_SECONDS = 1.0  # a held relay publishes the other topics' events at least this often
+HOLD_STEP_SECONDS = 0.1  # how long a held relay sleeps between passes
 
 UNREADABLE_BACKOFF_SECONDS = 5.0  # depths not read again for this long after they could not be
 
@@ -127,24 +124,20 @@ class Hold:
     def reset(self) -> None:
         self.since = None
 
-    def ran_out(self, held: frozenset[str], publish_alerts: Callable[[], object], *, wait: bool) -> bool:
-        """Held topics' events wait. With ``wait`` (only theirs are left), wait, calling
-        ``publish_alerts()`` between looks, until the held topics change (a queue drained), for at
-        most ``OTHERS_LOOK_SECONDS`` (the caller's next pass publishes what the other topics
-        recorded meanwhile: a pass that leaves topics out reads past their backlog, 27 ms at
-        100,000 rows, so it does not run at every look). False then, or at once without ``wait``;
-        True once the hold has lasted ``OUTBOX_RELAY_HOLD_MAX_SECONDS`` (warned) or the relay's
-        deadline has come: the caller publishes one pass of everything."""
-        start = now = time.monotonic()
+    def ran_out(self, *, wait: bool) -> bool:
+        """Held topics' events wait: False, after a sleep of ``HOLD_STEP_SECONDS`` if ``wait`` (only
+        theirs are left; the caller's next pass publishes what the other topics recorded
+        meanwhile, alerts among them). True once the hold has lasted
+        ``OUTBOX_RELAY_HOLD_MAX_SECONDS`` (warned) or the relay's deadline has come: the caller
+        publishes one pass of the held topics' events."""
+        now = time.monotonic()
         if self.since is None:
-            self.since = start
+            self.since = now
         until = min(self.deadline, self.since + settings.OUTBOX_RELAY_HOLD_MAX_SECONDS)
-        while now < until:
-            if not wait or now - start >= OTHERS_LOOK_SECONDS or held_producers() != held:
-                return False
-            publish_alerts()
-            time.sleep(min(HOLD_STEP_SECONDS, max(0.0, until - time.monotonic())))
-            now = time.monotonic()
+        if now < until:
+            if wait:
+                time.sleep(min(HOLD_STEP_SECONDS, until - now))
+            return False
         if now < self.deadline:  # the hold's own time ran out, not the relay's
             _warn_held(now - self.since, *deepest(), settings.OUTBOX_RELAY_HOLD_DEPTH)
         return True

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import defaultdict
@@ -36,7 +37,7 @@ from django.utils import timezone
 from core.backoff import backoff
 
 from .. import topology
-from ..models import PRIORITIES, PRIORITY_ALERT, OutboxEvent
+from ..models import PRIORITIES, PRIORITY_ALERT, OutboxEvent, publish_priority
 from ..operations import metrics
 from . import holding, sns
 from .kicker import RELAY, kick_hold, kick_release, kick_released_on_error, kicker
@@ -96,21 +97,7 @@ def relay_once(
     result = RelayResult()
     now = timezone.now()
     with transaction.atomic():
-        rows: list[OutboxEvent] = []
-        # One ordered scan of the index outbox_unpublished (priority, next_attempt_at,
-        # occurred_at) per priority: a claim reads at most ``limit`` entries, however deep the
-        # backlog and whatever the planner's statistics say (an OR or a range on priority there
-        # would sort the whole backlog instead).
-        for priority in (PRIORITY_ALERT,) if alerts_only else PRIORITIES:
-            if len(rows) < limit:
-                due = OutboxEvent.objects.filter(
-                    published_at__isnull=True, priority=priority, next_attempt_at__lte=now
-                )
-                if skip_producers:
-                    due = due.exclude(producer__in=skip_producers)
-                rows += due.select_for_update(skip_locked=True).order_by("next_attempt_at", "occurred_at")[
-                    : limit - len(rows)
-                ]
+        rows = _claim(limit, now, alerts_only=alerts_only, skip_producers=skip_producers)
         if not rows:
             return result
         by_topic: dict[str, list[OutboxEvent]] = defaultdict(list)
@@ -143,6 +130,38 @@ def relay_once(
             "; ".join(result.errors),
         )
     return result
+
+
+_turns = itertools.count()  # which producer's rows a pass takes first (each in turn)
+
+
+def _claim(
+    limit: int, now: Any, *, alerts_only: bool, skip_producers: Collection[str]
+) -> list[OutboxEvent]:
+    """Lock up to ``limit`` due rows: alerts first, then each producer's oldest (by due time and
+    age), starting with a different producer every pass so that none waits behind another's
+    backlog. One ordered scan of the index outbox_unpublished (priority, producer,
+    next_attempt_at, occurred_at) per priority and producer: a claim reads at most ``limit``
+    entries however deep the backlog, and none of a producer left out (the relay's hold), whatever
+    the planner's statistics say (an OR or a range there would sort the whole backlog instead)."""
+    producers = [p for p in topology.TOPICS if p not in skip_producers]
+    turn = next(_turns) % len(producers) if producers else 0
+    producers = producers[turn:] + producers[:turn]
+    rows: list[OutboxEvent] = []
+    for priority in (PRIORITY_ALERT,) if alerts_only else PRIORITIES:
+        # Only the alerts' rows have the alerts' priority; a raw insert gives any row the bulk one.
+        for producer in producers:
+            if priority == PRIORITY_ALERT and publish_priority(producer) != PRIORITY_ALERT:
+                continue
+            if len(rows) >= limit:
+                return rows
+            due = OutboxEvent.objects.filter(
+                published_at__isnull=True, priority=priority, producer=producer, next_attempt_at__lte=now
+            )
+            rows += due.select_for_update(skip_locked=True).order_by("next_attempt_at", "occurred_at")[
+                : limit - len(rows)
+            ]
+    return rows
 
 
 def _record_failure(row: OutboxEvent, error: str, at: Any) -> None:
@@ -214,10 +233,9 @@ def _due_rows_exist(
     due = OutboxEvent.objects.filter(published_at__isnull=True, next_attempt_at__lte=timezone.now())
     if untried_only:
         due = due.filter(attempts=0)
-    if producers:
-        due = due.filter(producer__in=producers)
-    if skip_producers:
-        due = due.exclude(producer__in=skip_producers)
+    if producers or skip_producers:  # by the claim's index (priority, producer): a few rows read
+        wanted = producers or [p for p in topology.TOPICS if p not in skip_producers]
+        due = due.filter(priority__in=PRIORITIES, producer__in=wanted)
     with transaction.atomic():
         return due.select_for_update(skip_locked=True).exists()
 
@@ -227,17 +245,12 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
     follows a full one (a backlog) leaves out the topics that feed a consumer's queue deeper than
     the hold's depth (holding.py, a local emulator's setting); once only theirs are left it waits
     for the queue, publishing the others' meanwhile. A hold that runs out publishes one pass of
-    everything, and returns ``held_out`` unless other topics' rows are due."""
+    the held topics' rows, and returns ``held_out`` unless other topics' rows are due."""
     max_seconds = settings.OUTBOX_RELAY_MAX_SECONDS if max_seconds is None else max_seconds
     deadline = time.monotonic() + max_seconds
     total = RelayResult()
     limit = limit or settings.OUTBOX_RELAY_BATCH_SIZE
     hold = holding.Hold(deadline)
-
-    def alerts() -> None:
-        nonlocal total
-        total += relay_once(alerts_only=True)
-
     backlog = False  # the last pass was full, or held topics' rows wait: only then may a pass hold
     while True:
         held = holding.held_producers() if backlog else frozenset()
@@ -255,10 +268,12 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
             continue
         backlog = True
         # Held topics' rows wait: after a full pass of the others' the next pass comes at once,
-        # otherwise (only held topics' rows are left) after a wait for the queue.
-        if not hold.ran_out(held, publish_alerts=alerts, wait=step.published < limit):
+        # otherwise (only held topics' rows are left) after a step's wait for the queue.
+        if not hold.ran_out(wait=step.published < limit):
             continue
-        total += relay_once(limit=limit)  # the hold ran out: one pass of everything
+        # The hold ran out: one pass of the held topics' rows (the others' are not left waiting:
+        # the loop goes on with them, if any are due).
+        total += relay_once(limit=limit, skip_producers=[p for p in topology.TOPICS if p not in held])
         hold.reset()
         if not _due_rows_exist(skip_producers=held):  # nothing else to do: the sweep goes on
             total.held_out = True

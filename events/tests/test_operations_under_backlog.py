@@ -11,17 +11,18 @@ import re
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, transaction
 
 from billing_project.celery import app as celery_app
 from devsupport.backlog import outbox_backlog_insert
-from events import topology
+from events import contracts, topology
 from events.models import OutboxEvent
 from events.operations.chart import chart_refresh
+from events.publishing import NewEvent, record_events
 from events.publishing.relay import relay_once
 from events.tasks import monitor
 from events.topology import aws
-from tests.factories import record_an_alert
+from tests.factories import invoice_data, record_agreements_created, record_an_alert
 
 pytestmark = pytest.mark.django_db  # the backlog is rolled back with the test
 
@@ -112,6 +113,24 @@ def test_an_alert_recorded_behind_10000_bulk_events_is_claimed_by_the_first_rela
     published = OutboxEvent.objects.filter(published_at__isnull=False)
     assert [e.type for e in published] == ["alert.refund_failed"]
     assert OutboxEvent.objects.filter(published_at__isnull=True, type="invoice.issued").count() == 10_000
+
+
+def test_an_event_of_another_topic_behind_10000_bulk_events_goes_out_within_a_pass_per_topic(
+    alerts_queue_emptied, settings
+):
+    # given 10,000 agreement.created waiting (the topic a claim would take first), then one
+    # invoice.issued
+    record_agreements_created(10_000, "EARLY")
+    with transaction.atomic():
+        late = NewEvent(contracts.INVOICE_ISSUED, "LATE", 1, invoice_data(invoice_id="LATE"))
+        record_events(sender=None, events=[late])
+    # when the relay makes one pass of a single row per topic
+    for _ in topology.TOPICS:
+        relay_once(limit=1)
+    # then the invoice event went out in one of them, not behind the agreements topic's backlog
+    assert OutboxEvent.objects.get(aggregate_id="LATE").published_at is not None
+    waiting = OutboxEvent.objects.filter(published_at__isnull=True, aggregate_id__startswith="EARLY")
+    assert waiting.count() >= 10_000 - len(topology.TOPICS) + 1
 
 
 def test_monitoring_publishes_its_alert_itself_and_leaves_the_bulk_to_the_relay(
