@@ -234,9 +234,9 @@ def _due_rows_exist(
     due = OutboxEvent.objects.filter(published_at__isnull=True, next_attempt_at__lte=timezone.now())
     if untried_only:
         due = due.filter(attempts=0)
-    if producers or skip_producers:
-        wanted = producers or [p for p in topology.TOPICS if p not in skip_producers]
-        due = due.filter(priority__in=PRIORITIES, producer__in=wanted)
+    # Only rows a claim can take (``_claim``): a row no claim takes would keep a relay looking.
+    wanted = producers or [p for p in topology.TOPICS if p not in skip_producers]
+    due = due.filter(priority__in=PRIORITIES, producer__in=wanted)
     # In the claim's index order, so that it is read by that index: a plain EXISTS let the planner
     # read the whole table (86 ms at 400,000 rows, all published: the index's own entries for rows
     # published since the last vacuum are skipped after one scan, the table's are read every time),

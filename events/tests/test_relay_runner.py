@@ -114,3 +114,20 @@ def test_the_relay_task_runs_once_at_a_time_and_its_holder_looks_again(monkeypat
     # then the relay looked again after letting go of the lock and published it too
     assert total is not None and total.published == 31 and len(calls) == 2
     assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+
+
+def test_the_relay_does_not_spin_on_a_due_row_of_a_producer_with_no_topic(monkeypatch):
+    # given a due row no claim takes (written around the contracts: a producer with no topic, as a
+    # raw insert or a retired producer's leftover could be)
+    record_agreements_created(1, "R")
+    OutboxEvent.objects.filter(aggregate_id="R-0").update(producer="retired")
+    real_pending, calls = relay.relay_pending, []
+    monkeypatch.setattr(relay, "relay_pending", lambda **kw: calls.append(1) or real_pending(**kw))
+    # when the relay task runs (with a 3 s budget)
+    started = time.monotonic()
+    relay.relay_exclusive(max_seconds=3)
+    took = time.monotonic() - started
+    # then it stops at once (the row waits, and the outbox-lag alert tells of it) instead of
+    # looking again and again until its time is up
+    assert len(calls) == 1 and took < 1, f"{len(calls)} passes in {took:.1f}s"
+    assert OutboxEvent.objects.get(aggregate_id="R-0").published_at is None
