@@ -37,7 +37,7 @@ from django.utils import timezone
 from core.backoff import backoff
 
 from .. import topology
-from ..models import PRIORITIES, PRIORITY_ALERT, OutboxEvent, publish_priority
+from ..models import PRIORITIES, PRIORITY_ALERT, OutboxEvent
 from ..operations import metrics
 from . import holding, sns
 from .kicker import RELAY, kick_hold, kick_release, kick_released_on_error, kicker
@@ -132,8 +132,30 @@ def relay_once(
     return result
 
 
-CLAIM_ORDER = ("priority", "producer", "next_attempt_at", "occurred_at")  # the index outbox_unpublished
 _turns = itertools.count()  # which producer's rows a pass takes first (each in turn)
+
+
+def _claimable(
+    *, alerts_only: bool = False, producers: Collection[str] = (), skip_producers: Collection[str] = ()
+) -> list[tuple[int, str]]:
+    """The (priority, producer) pairs a claim reads, in its order: alerts' priority first (only that
+    with ``alerts_only``), each producer of ``producers`` (default: every topic's) but those of
+    ``skip_producers``. A pair is one range of the index outbox_unpublished (priority, producer,
+    next_attempt_at, occurred_at): ``_claim`` and ``_due_rows_exist`` read the same ranges, so a
+    row the one sees the other takes."""
+    wanted = [p for p in producers or topology.TOPICS if p not in skip_producers]
+    return [(priority, p) for priority in ((PRIORITY_ALERT,) if alerts_only else PRIORITIES) for p in wanted]
+
+
+def _due(priority: int, producer: str, now: Any) -> Any:
+    """One range's due rows, oldest first (the index's order), locked, skipping those locked."""
+    return (
+        OutboxEvent.objects.filter(
+            published_at__isnull=True, priority=priority, producer=producer, next_attempt_at__lte=now
+        )
+        .select_for_update(skip_locked=True)
+        .order_by("next_attempt_at", "occurred_at")
+    )
 
 
 def _claim(
@@ -141,27 +163,19 @@ def _claim(
 ) -> list[OutboxEvent]:
     """Lock up to ``limit`` due rows: alerts first, then each producer's oldest (by due time and
     age), starting with a different producer every pass so that none waits behind another's
-    backlog. One ordered scan of the index outbox_unpublished (priority, producer,
-    next_attempt_at, occurred_at) per priority and producer: a claim reads at most ``limit``
-    entries however deep the backlog, and none of a producer left out (the relay's hold), whatever
-    the planner's statistics say (an OR or a range there would sort the whole backlog instead)."""
-    producers = [p for p in topology.TOPICS if p not in skip_producers]
+    backlog. One ordered scan per (priority, producer) range of the index: a claim reads at most
+    ``limit`` entries however deep the backlog, and none of a producer left out (the relay's
+    hold), whatever the planner's statistics say (an OR or a range there would sort the whole
+    backlog instead; an empty range costs an index probe)."""
+    pairs = _claimable(alerts_only=alerts_only, skip_producers=skip_producers)
+    producers = list(dict.fromkeys(p for _, p in pairs))
     turn = next(_turns) % len(producers) if producers else 0
-    producers = producers[turn:] + producers[:turn]
+    order = {p: (i - turn) % len(producers) for i, p in enumerate(producers)}
     rows: list[OutboxEvent] = []
-    for priority in (PRIORITY_ALERT,) if alerts_only else PRIORITIES:
-        # Only the alerts' rows have the alerts' priority; a raw insert gives any row the bulk one.
-        for producer in producers:
-            if priority == PRIORITY_ALERT and publish_priority(producer) != PRIORITY_ALERT:
-                continue
-            if len(rows) >= limit:
-                return rows
-            due = OutboxEvent.objects.filter(
-                published_at__isnull=True, priority=priority, producer=producer, next_attempt_at__lte=now
-            )
-            rows += due.select_for_update(skip_locked=True).order_by("next_attempt_at", "occurred_at")[
-                : limit - len(rows)
-            ]
+    for priority, producer in sorted(pairs, key=lambda pair: (pair[0], order[pair[1]])):
+        if len(rows) >= limit:
+            break
+        rows += _due(priority, producer, now)[: limit - len(rows)]
     return rows
 
 
@@ -226,24 +240,24 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
 def _due_rows_exist(
     *, untried_only: bool = False, producers: Collection[str] = (), skip_producers: Collection[str] = ()
 ) -> bool:
-    """Whether a due row exists that no other session holds (a held one is its holder's to
-    publish: looking again for it would only spin). ``untried_only``: after a failed pass, only
-    rows never tried count, so a relay that just failed does not retry the endpoint at once
-    (the failed rows wait for their backoff, and the sweep). ``producers``: only theirs count;
-    ``skip_producers``: theirs do not."""
-    due = OutboxEvent.objects.filter(published_at__isnull=True, next_attempt_at__lte=timezone.now())
-    if untried_only:
-        due = due.filter(attempts=0)
-    # Only rows a claim can take (``_claim``): a row no claim takes would keep a relay looking.
-    wanted = producers or [p for p in topology.TOPICS if p not in skip_producers]
-    due = due.filter(priority__in=PRIORITIES, producer__in=wanted)
-    # In the claim's index order, so that it is read by that index: a plain EXISTS let the planner
-    # read the whole table (86 ms at 400,000 rows, all published: the index's own entries for rows
-    # published since the last vacuum are skipped after one scan, the table's are read every time),
-    # twice per relay task, most of PostgreSQL's CPU while charges trickled in (bench/pipeline.py).
-    first = due.select_for_update(skip_locked=True).order_by(*CLAIM_ORDER).values_list("pk", flat=True)
+    """Whether a due row exists that a claim would take and no other session holds (a held one is
+    its holder's to publish: looking again for it would only spin). ``untried_only``: after a
+    failed pass, only rows never tried count, so a relay that just failed does not retry the
+    endpoint at once (the failed rows wait for their backoff, and the sweep). ``producers``: only
+    theirs count; ``skip_producers``: theirs do not. One probe per range of the claim's index
+    (``_claimable``): a plain EXISTS let the planner read the whole outbox (86 ms at 400,000 rows,
+    all published), twice per relay task, most of PostgreSQL's CPU while charges trickled in
+    (bench/pipeline.py); a row no claim takes (a producer with no topic) would keep a relay
+    looking."""
+    now = timezone.now()
     with transaction.atomic():
-        return bool(list(first[:1]))
+        for priority, producer in _claimable(producers=producers, skip_producers=skip_producers):
+            due = _due(priority, producer, now)
+            if untried_only:
+                due = due.filter(attempts=0)
+            if due.values_list("pk", flat=True)[:1]:
+                return True
+    return False
 
 
 def relay_pending(*, max_seconds: float | None = None, limit: int | None = None) -> RelayResult:

@@ -131,3 +131,18 @@ def test_the_relay_does_not_spin_on_a_due_row_of_a_producer_with_no_topic(monkey
     # looking again and again until its time is up
     assert len(calls) == 1 and took < 1, f"{len(calls)} passes in {took:.1f}s"
     assert OutboxEvent.objects.get(aggregate_id="R-0").published_at is None
+
+
+def test_a_bulk_topics_row_with_the_alerts_priority_is_published(monkeypatch, empty_queues):
+    # given a due agreement event carrying the alerts' priority (an operator's UPDATE, a raw insert)
+    record_agreements_created(1, "P")
+    OutboxEvent.objects.filter(aggregate_id="P-0").update(priority=0)
+    real_pending, calls = relay.relay_pending, []
+    monkeypatch.setattr(relay, "relay_pending", lambda **kw: calls.append(1) or real_pending(**kw))
+    # when the relay task runs
+    started = time.monotonic()
+    relay.relay_exclusive(max_seconds=3)
+    took = time.monotonic() - started
+    # then it is published, at once, like any other
+    assert OutboxEvent.objects.get(aggregate_id="P-0").published_at is not None
+    assert len(calls) == 1 and took < 1, f"{len(calls)} passes in {took:.1f}s"
