@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import select
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -39,3 +41,24 @@ def in_child(run: Callable[[], dict[str, Any]], timeout: float = 30.0) -> dict[s
         os.close(read)
         os.waitpid(pid, 0)
     return json.loads(data)
+
+
+@contextmanager
+def held_by_a_thread(lock: Any) -> Iterator[None]:
+    """A thread of this process holds ``lock`` until the block ends (as a thread making a value
+    would when the process forks): a forked child has no such thread to release it."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            holding.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert holding.wait(5), "the thread did not take the lock"
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join()

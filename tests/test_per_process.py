@@ -7,7 +7,7 @@ import os
 import threading
 
 from core.per_process import PerProcess
-from tests.forks import in_child
+from tests.forks import held_by_a_thread, in_child
 
 
 def test_a_value_is_made_once_for_all_threads_then_again_after_a_reset():
@@ -28,22 +28,9 @@ def test_a_forked_process_makes_its_own_even_while_a_parent_thread_held_the_lock
     # given a parent that made its value, and one of its threads holding the lock at the fork
     value = PerProcess(lambda: {"pid": os.getpid()})
     parent = value.get()
-    holding, release = threading.Event(), threading.Event()
-
-    def parent_thread() -> None:
-        with value._lock:
-            holding.set()
-            release.wait(30)
-
-    thread = threading.Thread(target=parent_thread)
-    thread.start()
-    assert holding.wait(5)
-    try:
+    with held_by_a_thread(value._lock):
         # when the process forks then and the child asks for the value
         got = in_child(lambda: {"pid": os.getpid(), "made": value.get()["pid"], "parent": parent["pid"]})
-    finally:
-        release.set()
-        thread.join()
     # then it made its own, in the child, not stuck on a lock no thread of it will release
     assert got["made"] == got["pid"] != got["parent"] == os.getpid()
     assert value.get() is parent

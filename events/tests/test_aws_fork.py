@@ -6,7 +6,6 @@ threads of its own, not on the parent's, which are not in it."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +20,7 @@ from events.publishing import sns
 from events.publishing.outbox import NewEvent, build_row
 from events.topology import aws
 from tests.factories import agreement_data, drain
-from tests.forks import in_child
+from tests.forks import held_by_a_thread, in_child
 
 
 def test_a_forked_process_makes_its_own_clients_and_both_answer():
@@ -45,22 +44,9 @@ def test_a_forked_process_makes_its_own_clients_and_both_answer():
 def test_a_child_forked_while_a_parent_thread_makes_a_client_is_not_stuck():
     # given a thread of the parent in the middle of making a client (holding the clients' lock)
     aws.reset_clients()
-    holding, release = threading.Event(), threading.Event()
-
-    def parent_thread() -> None:
-        with aws._clients["sts"]._lock:
-            holding.set()
-            release.wait(30)
-
-    thread = threading.Thread(target=parent_thread)
-    thread.start()
-    assert holding.wait(5)
-    try:
+    with held_by_a_thread(aws._clients["sts"]._lock):
         # when the process forks then and the child asks for a client
         got = in_child(lambda: {"answered": "ResponseMetadata" in aws.client("sts").get_caller_identity()})
-    finally:
-        release.set()
-        thread.join()
     # then the child gets one (that thread is not in the child to release the lock it held)
     assert got == {"answered": True}
 
