@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
 from django.db import connection
@@ -26,7 +27,7 @@ from django.utils import timezone
 from core.calendar import billing_today
 
 from .. import contracts
-from ..models import Heartbeat, OutboxEvent
+from ..models import PRIORITIES, Heartbeat, OutboxEvent
 from ..publishing.holding import bulk_queues, feeding
 from ..topology import aws, resources
 from .counts import OutboxStat, outbox_stats
@@ -146,6 +147,7 @@ def _checks(queues: list[QueueStat], outbox: OutboxStat) -> list[CheckResult]:
             },
             [
                 *held,
+                *(_unclaimed() if lag > settings.MONITOR_OUTBOX_MAX_AGE_SECONDS else []),
                 Repair(
                     "the relay is not keeping up: failing rows show their last error; the relay runs on "
                     "the events task queue (a worker must consume it) and needs SNS",
@@ -250,3 +252,25 @@ def heartbeat_record(*, name: str, detail: dict[str, Any] | None = None) -> Hear
 
 def _topics(names: list[str]) -> str:
     return f"the {' and '.join(names)} topic{'s' if len(names) > 1 else ''}"
+
+
+def _unclaimed() -> list[Repair]:
+    """Unpublished events no relay claim takes (a producer with no topic, or a priority a claim
+    does not read: written around the contracts, by a raw insert or a retired producer): they
+    wait for ever, and nothing else says why. Read only once the outbox lags."""
+    found = (
+        OutboxEvent.objects.filter(published_at__isnull=True)
+        .exclude(producer__in=resources.TOPICS, priority__in=PRIORITIES)
+        .values_list("producer", "priority")[:1]
+    )
+    if not found:
+        return []
+    [(producer, priority)] = found
+    return [
+        Repair(
+            f"unpublished events of producer {producer!r} (priority {priority}) are taken by no relay: "
+            f"it publishes only the producers {', '.join(resources.TOPICS)} at priorities "
+            f"{', '.join(map(str, PRIORITIES))}; correct or delete them",
+            url=reverse("admin:events_outboxevent_changelist") + f"?producer={quote(producer)}",
+        )
+    ]

@@ -10,6 +10,8 @@ import pytest
 from django.db import connection, transaction
 
 from events.models import OutboxEvent
+from events.operations.counts import OutboxStat
+from events.operations.health import _checks
 from events.publishing import relay, sns
 from tests.factories import record_agreements_created
 
@@ -131,6 +133,16 @@ def test_the_relay_does_not_spin_on_a_due_row_of_a_producer_with_no_topic(monkey
     # looking again and again until its time is up
     assert len(calls) == 1 and took < 1, f"{len(calls)} passes in {took:.1f}s"
     assert OutboxEvent.objects.get(aggregate_id="R-0").published_at is None
+    # and once the outbox lags, its alert names the producer no relay takes and where to see them
+    lagging = OutboxStat(unpublished=2, oldest_unpublished_age=10**6, failing=0)
+    [lag] = [r for r in _checks([], lagging) if r.check == "outbox_lagging"]
+    [repair] = [r for r in lag.repairs if "taken by no relay" in r.text]
+    assert repair.text.startswith("unpublished events of producer 'retired' (priority 1) are taken by no")
+    assert repair.url.endswith("?producer=retired")
+    # (a lag of known producers' rows says nothing of the kind)
+    OutboxEvent.objects.filter(aggregate_id="R-0").update(producer="agreements")
+    [lag] = [r for r in _checks([], lagging) if r.check == "outbox_lagging"]
+    assert not [r for r in lag.repairs if "taken by no relay" in r.text]
 
 
 def test_a_bulk_topics_row_with_the_alerts_priority_is_published(monkeypatch, empty_queues):
