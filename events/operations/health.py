@@ -271,6 +271,6 @@ def _unclaimed() -> list[Repair]:
             f"unpublished events of producer {producer!r} (priority {priority}) are taken by no relay: "
             f"it publishes only the producers {', '.join(resources.TOPICS)} at priorities "
             f"{', '.join(map(str, PRIORITIES))}; correct or delete them",
-            url=reverse("admin:events_outboxevent_changelist") + f"?producer={quote(producer)}",
+            url=reverse("admin:events_outboxevent_changelist") + f"?producer__exact={quote(producer)}",
         )
     ]

@@ -118,7 +118,7 @@ def test_the_relay_task_runs_once_at_a_time_and_its_holder_looks_again(monkeypat
     assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
 
 
-def test_the_relay_does_not_spin_on_a_due_row_of_a_producer_with_no_topic(monkeypatch):
+def test_the_relay_does_not_spin_on_a_due_row_of_a_producer_with_no_topic(monkeypatch, admin_client):
     # given a due row no claim takes (written around the contracts: a producer with no topic, as a
     # raw insert or a retired producer's leftover could be)
     record_agreements_created(1, "R")
@@ -138,7 +138,10 @@ def test_the_relay_does_not_spin_on_a_due_row_of_a_producer_with_no_topic(monkey
     [lag] = [r for r in _checks([], lagging) if r.check == "outbox_lagging"]
     [repair] = [r for r in lag.repairs if "taken by no relay" in r.text]
     assert repair.text.startswith("unpublished events of producer 'retired' (priority 1) are taken by no")
-    assert repair.url.endswith("?producer=retired")
+    assert repair.url.endswith("?producer__exact=retired")
+    record_agreements_created(1, "K")
+    page = admin_client.get(repair.url).content.decode()
+    assert "R-0" in page and "K-0" not in page  # the link lists those rows, and only those
     # (a lag of known producers' rows says nothing of the kind)
     OutboxEvent.objects.filter(aggregate_id="R-0").update(producer="agreements")
     [lag] = [r for r in _checks([], lagging) if r.check == "outbox_lagging"]
