@@ -136,14 +136,21 @@ _turns = itertools.count()  # which producer's rows a pass takes first (each in 
 
 
 def _claimable(
-    *, alerts_only: bool = False, producers: Collection[str] = (), skip_producers: Collection[str] = ()
+    *,
+    alerts_only: bool = False,
+    producers: Collection[str] = (),
+    skip_producers: Collection[str] = (),
+    turn: int = 0,
 ) -> list[tuple[int, str]]:
     """The (priority, producer) pairs a claim reads, in its order: alerts' priority first (only that
     with ``alerts_only``), each producer of ``producers`` (default: every topic's) but those of
-    ``skip_producers``. A pair is one range of the index outbox_unpublished (priority, producer,
-    next_attempt_at, occurred_at): ``_claim`` and ``_due_rows_exist`` read the same ranges, so a
-    row the one sees the other takes."""
+    ``skip_producers``, the ``turn``-th first. A pair is one range of the index outbox_unpublished
+    (priority, producer, next_attempt_at, occurred_at): ``_claim`` and ``_due_rows_exist`` read the
+    same ranges, so a row the one sees the other takes."""
     wanted = [p for p in producers or topology.TOPICS if p not in skip_producers]
+    if wanted:
+        turn %= len(wanted)
+        wanted = wanted[turn:] + wanted[:turn]
     return [(priority, p) for priority in ((PRIORITY_ALERT,) if alerts_only else PRIORITIES) for p in wanted]
 
 
@@ -167,12 +174,10 @@ def _claim(
     ``limit`` entries however deep the backlog, and none of a producer left out (the relay's
     hold), whatever the planner's statistics say (an OR or a range there would sort the whole
     backlog instead; an empty range costs an index probe)."""
-    pairs = _claimable(alerts_only=alerts_only, skip_producers=skip_producers)
-    producers = list(dict.fromkeys(p for _, p in pairs))
-    turn = next(_turns) % len(producers) if producers else 0
-    order = {p: (i - turn) % len(producers) for i, p in enumerate(producers)}
     rows: list[OutboxEvent] = []
-    for priority, producer in sorted(pairs, key=lambda pair: (pair[0], order[pair[1]])):
+    for priority, producer in _claimable(
+        alerts_only=alerts_only, skip_producers=skip_producers, turn=next(_turns)
+    ):
         if len(rows) >= limit:
             break
         rows += _due(priority, producer, now)[: limit - len(rows)]
