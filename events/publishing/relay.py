@@ -294,7 +294,7 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
         backlog = True
         # Held topics' rows wait: after a full pass of the others' the next pass comes at once,
         # otherwise (only held topics' rows are left) after a step's wait for the queue.
-        if not hold.ran_out(wait=step.published < limit):
+        if not hold.ran_out(wait=step.published < limit, held=held):
             continue
         # The hold ran out: one pass of the held topics' rows (the others' are not left waiting:
         # the loop goes on with them, if any are due).

@@ -205,6 +205,27 @@ def test_the_backlog_goes_out_as_soon_as_the_consumer_catches_up(deep_invoicing_
     assert 1.0 <= took < 10
 
 
+def test_a_held_relay_goes_on_as_the_queue_drains_not_at_the_end_of_its_wait(
+    deep_invoicing_queue: Any, settings: Any, monkeypatch: Any
+):
+    # given a deep queue, a backlog, a relay that would wait 4 s between passes (the other topics
+    # having nothing), and a consumer that drains the queue half a second in
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 5, 30
+    monkeypatch.setattr(holding, "HOLD_STEP_SECONDS", 4.0)
+    record_agreements_created(3, "ROOM")
+    consumer = threading.Timer(0.5, lambda: drain(deep_invoicing_queue, INVOICING, wait=0))
+    # when the relay runs
+    started = time.monotonic()
+    consumer.start()
+    result = relay_pending(max_seconds=60, limit=2)
+    took = time.monotonic() - started
+    consumer.join()
+    # then the held events went out within a look at the depths of the queue's draining, not after
+    # the wait (a consumer kept busy meanwhile, not left with an empty queue)
+    assert result.published == 3 and None not in published_at("ROOM-")
+    assert took < 3.0, f"the relay waited {took:.1f} s: its whole step, not for room"
+
+
 def test_off_by_default_a_deep_queue_holds_nothing(deep_invoicing_queue: Any, settings: Any):
     settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 0, 30
     record_agreements_created(5, "OFF")
