@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -189,9 +190,9 @@ def main() -> None:
             .order_by("next_attempt_at", "occurred_at")  # the range of the index outbox_unpublished
             .values_list("pk")[:1]
         )
-        wait_until(lambda: not list(unpublished.all()), 1800, "all published", interval=0.5)  # afresh
+        wait_until(lambda: not list(unpublished.all()), 1800, "all published", interval=0.05)  # afresh
         t_published = time.perf_counter() - t0
-        wait_until(lambda: handled.count() >= N, 1800, "all projected", interval=0.5)
+        wait_for_count(handled.count, "all projected")
         t_projected = time.perf_counter() - t0
         commands -= _cpu.children_cpu()
         subprocess.run(
@@ -199,7 +200,7 @@ def main() -> None:
         )
         commands += _cpu.children_cpu()
         t_issued = time.perf_counter() - t0
-        wait_until(lambda: Payment.objects.count() >= N, 1800, "all payments created", interval=0.5)
+        wait_for_count(Payment.objects.count, "all payments created")
         t_paid = time.perf_counter() - t0
         meter.mark("paid")
         answered = PaymentAttempt.objects.exclude(outcome="not_sent")
@@ -252,6 +253,15 @@ def main() -> None:
             ("logs", str(tmp)),
         ]
     )
+
+
+def wait_for_count(count: Callable[[], int], what: str) -> None:
+    """Until ``count()`` reaches N: every 0.5 s while under 95% of it (a count is tens of ms at
+    100,000 rows, on the cores measured), then every 0.05 s, so the stage's end is not the poll's
+    (polled every 0.5 s, the waits for all projected and all payments created added 0.5 s on
+    average to the total)."""
+    wait_until(lambda: count() >= N * 0.95, 1800, what, interval=0.5)
+    wait_until(lambda: count() >= N, 1800, what, interval=0.05)
 
 
 def _database_is_here() -> bool:
