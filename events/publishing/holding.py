@@ -44,10 +44,9 @@ from ..topology import aws
 
 logger = logging.getLogger(__name__)
 
-# Depths read at most this often. At 0.2 s (with a step of 0.1 s and no look during it) a held
-# queue of 300 ran dry before the relay noticed it had room: 10,000 agreements through
-# bench/pipeline.py took 20.0-21.2 s, the invoicing consumer 1,305-1,323 msg/s; at 0.05 s 17.5-18.5 s
-# and 1,652-1,793 msg/s (three runs each, alternating).
+# Depths read at most this often, and looked at this often while a held relay waits (``room``).
+# Read every 0.2 s, and not at all during the step's sleep, a held queue of 300 ran dry before the
+# relay noticed it had room (figures: README, bench/pipeline.py's row).
 HOLD_LOOK_SECONDS = 0.05
 HOLD_STEP_SECONDS = 0.1  # how long a held relay waits between passes of the other topics
 
@@ -150,15 +149,15 @@ class Hold:
         return True
 
 
-def room(held: frozenset[str], seconds: float) -> bool:
-    """Wait up to ``seconds``, looking at the depths every ``HOLD_LOOK_SECONDS``: True as soon as a
-    producer of ``held`` is held no longer (the queue it feeds fell back to the depth)."""
+def room(held: frozenset[str], seconds: float) -> None:
+    """Wait up to ``seconds``, looking at the depths each time they may be read again (every
+    ``HOLD_LOOK_SECONDS``; not during UNREADABLE_BACKOFF_SECONDS): back as soon as a producer of
+    ``held`` is held no longer (the queue it feeds fell back to the depth)."""
     end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        time.sleep(min(HOLD_LOOK_SECONDS, left))
-        if held and not held <= held_producers():
-            return True
-    return False
+    while (now := time.monotonic()) < end:
+        time.sleep(max(0.0, min(end, _seen[0] + HOLD_LOOK_SECONDS) - now))  # until the next read
+        if not held <= held_producers():
+            return
 
 
 def _warn_held(seconds: float, name: str, depth: int, limit: int) -> None:

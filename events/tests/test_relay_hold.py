@@ -209,21 +209,35 @@ def test_a_held_relay_goes_on_as_the_queue_drains_not_at_the_end_of_its_wait(
     deep_invoicing_queue: Any, settings: Any, monkeypatch: Any
 ):
     # given a deep queue, a backlog, a relay that would wait 4 s between passes (the other topics
-    # having nothing), and a consumer that drains the queue half a second in
+    # having nothing), and a consumer that drains the queue 0.3 s into the relay's first wait
     settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 5, 30
     monkeypatch.setattr(holding, "HOLD_STEP_SECONDS", 4.0)
     record_agreements_created(3, "ROOM")
-    consumer = threading.Timer(0.5, lambda: drain(deep_invoicing_queue, INVOICING, wait=0))
+    consumer = threading.Timer(0.3, lambda: drain(deep_invoicing_queue, INVOICING, wait=0))
+    waits, looks = [], []
+    room, held_producers = holding.room, holding.held_producers
+
+    def waiting(held: frozenset[str], seconds: float) -> None:
+        if not waits:
+            consumer.start()
+        waits.append(time.monotonic())
+        room(held, seconds)
+        waits[-1] = time.monotonic() - waits[-1]
+
+    def looking() -> frozenset[str]:
+        looks.append(1)
+        return held_producers()
+
+    monkeypatch.setattr(holding, "room", waiting)
+    monkeypatch.setattr(holding, "held_producers", looking)
     # when the relay runs
-    started = time.monotonic()
-    consumer.start()
     result = relay_pending(max_seconds=60, limit=2)
-    took = time.monotonic() - started
     consumer.join()
-    # then the held events went out within a look at the depths of the queue's draining, not after
-    # the wait (a consumer kept busy meanwhile, not left with an empty queue)
+    # then it waited for room once, and the held events went out within a look at the depths of the
+    # queue's draining, not after the whole wait (a consumer kept busy, not left with an empty queue)
     assert result.published == 3 and None not in published_at("ROOM-")
-    assert took < 3.0, f"the relay waited {took:.1f} s: its whole step, not for room"
+    assert len(waits) == 1 and waits[0] < 2.0, f"waits {waits}: the whole step, not until room"
+    assert len(looks) < 100, f"{len(looks)} looks at the depths in {waits[0]:.1f} s: a spin, not a wait"
 
 
 def test_off_by_default_a_deep_queue_holds_nothing(deep_invoicing_queue: Any, settings: Any):
