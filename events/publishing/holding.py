@@ -16,8 +16,10 @@ held backlog costs the others nothing). Once only held topics' events are left, 
 for at most ``OUTBOX_RELAY_HOLD_MAX_SECONDS``, with a pass of the others' (alerts among them)
 every ``HOLD_STEP_SECONDS``, looking at the depths every ``HOLD_LOOK_SECONDS`` meanwhile: a held
 topic goes on within a look of its queue's falling back to the depth, before the consumer has run
-dry (a consumer takes 300 messages in about 0.2 s). A queue reaches the depth plus one pass at
-most (depths are read afresh after every pass that published, otherwise at most every look).
+dry (a consumer takes 300 messages in about 0.2 s). A hold past ``HOLD_PATIENCE_SECONDS`` (a
+consumer far behind or stopped) looks every ``HOLD_SLOW_LOOK_SECONDS``. A queue reaches the
+depth plus one pass at most (depths are read afresh after every pass that published, otherwise at
+most every look).
 So a stopped payments consumer holds the invoicing topic that feeds its queue, and agreements and
 charges still reach invoicing at full speed.
 
@@ -48,6 +50,11 @@ logger = logging.getLogger(__name__)
 # Read every 0.2 s, and not at all during the step's sleep, a held queue of 300 ran dry before the
 # relay noticed it had room (figures: README, bench/pipeline.py's row).
 HOLD_LOOK_SECONDS = 0.05
+# A hold that lasted this long is for a consumer far behind or stopped: its depths are then looked
+# at every HOLD_SLOW_LOOK_SECONDS. On ministack a look reads every message of the queue (6 ms at
+# 40,000 deep), and a stopped consumer's relay, kicked again and again, would look all the time.
+HOLD_PATIENCE_SECONDS = 1.0
+HOLD_SLOW_LOOK_SECONDS = 0.25
 HOLD_STEP_SECONDS = 0.1  # how long a held relay waits between passes of the other topics
 
 UNREADABLE_BACKOFF_SECONDS = 5.0  # depths not read again for this long after they could not be
@@ -71,14 +78,14 @@ def forget() -> None:
         _seen = (float("-inf"), {})
 
 
-def depths() -> dict[str, int]:
-    """The depth of each bulk queue (read at most every HOLD_LOOK_SECONDS). A queue whose depth
-    cannot be read is left out (a warning a minute at most); if none can be read, none for
-    UNREADABLE_BACKOFF_SECONDS."""
+def depths(max_age: float | None = None) -> dict[str, int]:
+    """The depth of each bulk queue (read at most every ``max_age`` seconds, HOLD_LOOK_SECONDS by
+    default). A queue whose depth cannot be read is left out (a warning a minute at most); if none
+    can be read, none for UNREADABLE_BACKOFF_SECONDS."""
     global _seen, _unreadable_logged
     with _seen_lock:
         at, seen = _seen
-        if time.monotonic() - at < HOLD_LOOK_SECONDS:
+        if time.monotonic() - at < (HOLD_LOOK_SECONDS if max_age is None else max_age):
             return seen
         read, errors = {}, []
         for queue in bulk_queues():
@@ -101,13 +108,13 @@ def deepest() -> tuple[str, int]:
     return name, depth
 
 
-def held_producers() -> frozenset[str]:
+def held_producers(max_age: float | None = None) -> frozenset[str]:
     """The producers whose topic feeds a bulk queue deeper than ``OUTBOX_RELAY_HOLD_DEPTH`` (none
-    when the setting is off); never the alerts'."""
+    when the setting is off); never the alerts'. Depths at most ``max_age`` old (``depths``)."""
     limit = settings.OUTBOX_RELAY_HOLD_DEPTH
     if limit <= 0:
         return frozenset()
-    deep = [queue for queue, depth in depths().items() if depth > limit]
+    deep = [queue for queue, depth in depths(max_age).items() if depth > limit]
     return frozenset(p for queue in deep for p in feeding(queue))
 
 
@@ -129,6 +136,13 @@ class Hold:
     def reset(self) -> None:
         self.since = None
 
+    def look(self) -> float:
+        """How old the depths may be: HOLD_LOOK_SECONDS, HOLD_SLOW_LOOK_SECONDS once the hold has
+        lasted HOLD_PATIENCE_SECONDS."""
+        if self.since is not None and time.monotonic() - self.since >= HOLD_PATIENCE_SECONDS:
+            return HOLD_SLOW_LOOK_SECONDS
+        return HOLD_LOOK_SECONDS
+
     def ran_out(self, *, wait: bool, held: frozenset[str] = frozenset()) -> bool:
         """Held topics' events wait: False, after a wait of up to ``HOLD_STEP_SECONDS`` if ``wait``
         (only theirs are left; the caller's next pass publishes what the other topics recorded
@@ -142,21 +156,22 @@ class Hold:
         until = min(self.deadline, self.since + settings.OUTBOX_RELAY_HOLD_MAX_SECONDS)
         if now < until:
             if wait:
-                room(held, min(HOLD_STEP_SECONDS, until - now))
+                room(held, min(HOLD_STEP_SECONDS, until - now), look=self.look())
             return False
         if now < self.deadline:  # the hold's own time ran out, not the relay's
             _warn_held(now - self.since, *deepest(), settings.OUTBOX_RELAY_HOLD_DEPTH)
         return True
 
 
-def room(held: frozenset[str], seconds: float) -> None:
-    """Wait up to ``seconds``, looking at the depths each time they may be read again (every
-    ``HOLD_LOOK_SECONDS``; not during UNREADABLE_BACKOFF_SECONDS): back as soon as a producer of
+def room(held: frozenset[str], seconds: float, *, look: float | None = None) -> None:
+    """Wait up to ``seconds``, looking at the depths each time they are ``look`` old (by default
+    HOLD_LOOK_SECONDS; not during UNREADABLE_BACKOFF_SECONDS): back as soon as a producer of
     ``held`` is held no longer (the queue it feeds fell back to the depth)."""
+    look = HOLD_LOOK_SECONDS if look is None else look
     end = time.monotonic() + seconds
     while (now := time.monotonic()) < end:
-        time.sleep(max(0.0, min(end, _seen[0] + HOLD_LOOK_SECONDS) - now))  # until the next read
-        if not held <= held_producers():
+        time.sleep(max(0.0, min(end, _seen[0] + look) - now))  # until the next read
+        if not held <= held_producers(look):
             return
 
 

@@ -278,7 +278,7 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
     hold = holding.Hold(deadline)
     backlog = False  # the last pass was full, or held topics' rows wait: only then may a pass hold
     while True:
-        held = holding.held_producers() if backlog else frozenset()
+        held = holding.held_producers(hold.look()) if backlog else frozenset()
         step = relay_once(limit=limit, skip_producers=held)
         total += step
         if step.published:

@@ -217,16 +217,16 @@ def test_a_held_relay_goes_on_as_the_queue_drains_not_at_the_end_of_its_wait(
     waits, looks = [], []
     room, held_producers = holding.room, holding.held_producers
 
-    def waiting(held: frozenset[str], seconds: float) -> None:
+    def waiting(held: frozenset[str], seconds: float, **kwargs: Any) -> None:
         if not waits:
             consumer.start()
         waits.append(time.monotonic())
-        room(held, seconds)
+        room(held, seconds, **kwargs)
         waits[-1] = time.monotonic() - waits[-1]
 
-    def looking() -> frozenset[str]:
+    def looking(*args: Any) -> frozenset[str]:
         looks.append(1)
-        return held_producers()
+        return held_producers(*args)
 
     monkeypatch.setattr(holding, "room", waiting)
     monkeypatch.setattr(holding, "held_producers", looking)
@@ -238,6 +238,25 @@ def test_a_held_relay_goes_on_as_the_queue_drains_not_at_the_end_of_its_wait(
     assert result.published == 3 and None not in published_at("ROOM-")
     assert len(waits) == 1 and waits[0] < 2.0, f"waits {waits}: the whole step, not until room"
     assert len(looks) < 100, f"{len(looks)} looks at the depths in {waits[0]:.1f} s: a spin, not a wait"
+
+
+def test_a_hold_for_a_stopped_consumer_looks_at_its_queue_less_often_after_a_second(
+    deep_invoicing_queue: Any, settings: Any, monkeypatch: Any
+):
+    # given a deep queue whose consumer is stopped, and a backlog held for 3 s
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 5, 3.0
+    record_agreements_created(3, "PATIENT")
+    reads, queue_depth = [], aws.queue_depth
+    monkeypatch.setattr(aws, "queue_depth", lambda name: reads.append(name) or queue_depth(name))
+    # when the relay runs
+    started = time.monotonic()
+    relay_pending(max_seconds=60, limit=2)
+    took = time.monotonic() - started
+    # then it held for the 3 s, looking every 0.05 s for the first second and every 0.25 s after
+    # (about 28 looks at the two bulk queues; 60 at 0.05 s throughout)
+    looks = len(reads) / len(holding.bulk_queues())
+    assert took >= 3.0
+    assert looks < 40, f"{looks:.0f} looks at the depths in {took:.1f} s"
 
 
 def test_off_by_default_a_deep_queue_holds_nothing(deep_invoicing_queue: Any, settings: Any):
