@@ -16,8 +16,10 @@ held backlog costs the others nothing). Once only held topics' events are left, 
 for at most ``OUTBOX_RELAY_HOLD_MAX_SECONDS``, with a pass of the others' (alerts among them)
 every ``HOLD_STEP_SECONDS``, looking at the depths every ``HOLD_LOOK_SECONDS`` meanwhile: a held
 topic goes on within a look of its queue's falling back to the depth, before the consumer has run
-dry (a consumer takes 300 messages in about 0.2 s). A hold past ``HOLD_PATIENCE_SECONDS`` (a
-consumer far behind or stopped) looks every ``HOLD_SLOW_LOOK_SECONDS``. A queue reaches the
+dry (a consumer takes 300 messages in about 0.2 s). A hold past ``HOLD_PATIENCE_SECONDS`` whose
+deep queues have not got shallower since (a stopped consumer) waits between passes looking every
+``HOLD_SLOW_LOOK_SECONDS``; a pass that published (other topics' events) still has
+the depths read afresh. A queue reaches the
 depth plus one pass at most (depths are read afresh after every pass that published, otherwise at
 most every look).
 So a stopped payments consumer holds the invoicing topic that feeds its queue, and agreements and
@@ -50,9 +52,10 @@ logger = logging.getLogger(__name__)
 # Read every 0.2 s, and not at all during the step's sleep, a held queue of 300 ran dry before the
 # relay noticed it had room (figures: README, bench/pipeline.py's row).
 HOLD_LOOK_SECONDS = 0.05
-# A hold that lasted this long is for a consumer far behind or stopped: its depths are then looked
-# at every HOLD_SLOW_LOOK_SECONDS. On ministack a look reads every message of the queue (6 ms at
-# 40,000 deep), and a stopped consumer's relay, kicked again and again, would look all the time.
+# A hold that lasted this long, its deep queues no shallower since, is for a consumer stopped:
+# the depths are then looked at every HOLD_SLOW_LOOK_SECONDS. On
+# ministack a look reads every message of the queue (6 ms at 40,000 deep), and a stopped consumer's
+# relay, kicked again and again, would look all the time.
 HOLD_PATIENCE_SECONDS = 1.0
 HOLD_SLOW_LOOK_SECONDS = 0.25
 HOLD_STEP_SECONDS = 0.1  # how long a held relay waits between passes of the other topics
@@ -131,17 +134,26 @@ class Hold:
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline  # the relay's own (monotonic)
-        self.since: float | None = None
+        self.reset()
 
     def reset(self) -> None:
-        self.since = None
+        self.since: float | None = None
+        self._read_at: float | None = None  # when the depths last judged were read
+        self._deep: int | None = None  # the deep queues' messages at the first judgement
+        self._stuck = False
 
     def look(self) -> float:
-        """How old the depths may be: HOLD_LOOK_SECONDS, HOLD_SLOW_LOOK_SECONDS once the hold has
-        lasted HOLD_PATIENCE_SECONDS."""
-        if self.since is not None and time.monotonic() - self.since >= HOLD_PATIENCE_SECONDS:
-            return HOLD_SLOW_LOOK_SECONDS
-        return HOLD_LOOK_SECONDS
+        """How old the depths may be: HOLD_LOOK_SECONDS; HOLD_SLOW_LOOK_SECONDS once the hold has
+        lasted HOLD_PATIENCE_SECONDS while its deep queues are no shallower than when it had (their
+        consumers are not taking messages)."""
+        if self.since is None or time.monotonic() - self.since < HOLD_PATIENCE_SECONDS:
+            return HOLD_LOOK_SECONDS
+        read_at, seen = _seen
+        if read_at != self._read_at:  # depths read since the last judgement
+            deep = sum(d for d in seen.values() if d > settings.OUTBOX_RELAY_HOLD_DEPTH)
+            self._deep = deep if self._deep is None else self._deep
+            self._read_at, self._stuck = read_at, deep >= self._deep
+        return HOLD_SLOW_LOOK_SECONDS if self._stuck else HOLD_LOOK_SECONDS
 
     def ran_out(self, *, wait: bool, held: frozenset[str] = frozenset()) -> bool:
         """Held topics' events wait: False, after a wait of up to ``HOLD_STEP_SECONDS`` if ``wait``

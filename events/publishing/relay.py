@@ -298,7 +298,10 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
             continue
         # The hold ran out: one pass of the held topics' rows (the others' are not left waiting:
         # the loop goes on with them, if any are due).
-        total += relay_once(limit=limit, skip_producers=[p for p in topology.TOPICS if p not in held])
+        out = relay_once(limit=limit, skip_producers=[p for p in topology.TOPICS if p not in held])
+        total += out
+        if out.published:
+            holding.forget()
         hold.reset()
         if not _due_rows_exist(skip_producers=held):  # nothing else to do: the sweep goes on
             total.held_out = True

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from events import contracts, topology
 from events.models import OutboxEvent
@@ -71,10 +71,13 @@ def test_a_deep_queue_holds_a_backlog_but_not_the_alerts_until_the_hold_is_up(
     seen: dict[str, Any] = {}
 
     def watch() -> None:  # an alert raised once the relay holds, and what it has published by then
-        wait_for(lambda: published_at("HOLD-").count(None) == 3, "the first pass")
-        record_an_alert()
-        wait_for(lambda: published_at("refund_failed:") != [None], "the alert", seconds=1.5)
-        seen["bulk"] = published_at("HOLD-").count(None)
+        try:
+            wait_for(lambda: published_at("HOLD-").count(None) == 3, "the first pass")
+            record_an_alert()
+            wait_for(lambda: published_at("refund_failed:") != [None], "the alert", seconds=1.5)
+            seen["bulk"] = published_at("HOLD-").count(None)
+        finally:
+            connection.close()  # this thread's own: left open, it outlives the test database
 
     watcher = threading.Thread(target=watch)
     # when the relay task runs
@@ -122,6 +125,8 @@ def test_a_deep_queue_holds_only_the_topics_that_feed_it(deep_invoicing_queue: A
             seen["held later"] = published_at("HELD-").count(None)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             seen["error"] = exc
+        finally:
+            connection.close()  # this thread's own
 
     watcher = threading.Thread(target=watch)
     # when the relay task runs
@@ -232,7 +237,8 @@ def test_a_held_relay_goes_on_as_the_queue_drains_not_at_the_end_of_its_wait(
     monkeypatch.setattr(holding, "held_producers", looking)
     # when the relay runs
     result = relay_pending(max_seconds=60, limit=2)
-    consumer.join()
+    if waits:
+        consumer.join()
     # then it waited for room once, and the held events went out within a look at the depths of the
     # queue's draining, not after the whole wait (a consumer kept busy, not left with an empty queue)
     assert result.published == 3 and None not in published_at("ROOM-")
@@ -247,16 +253,59 @@ def test_a_hold_for_a_stopped_consumer_looks_at_its_queue_less_often_after_a_sec
     settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 5, 3.0
     record_agreements_created(3, "PATIENT")
     reads, queue_depth = [], aws.queue_depth
-    monkeypatch.setattr(aws, "queue_depth", lambda name: reads.append(name) or queue_depth(name))
+
+    def read(name: str) -> int:
+        if name == INVOICING:
+            reads.append(time.monotonic())
+        return queue_depth(name)
+
+    monkeypatch.setattr(aws, "queue_depth", read)
     # when the relay runs
     started = time.monotonic()
     relay_pending(max_seconds=60, limit=2)
     took = time.monotonic() - started
-    # then it held for the 3 s, looking every 0.05 s for the first second and every 0.25 s after
-    # (about 28 looks at the two bulk queues; 60 at 0.05 s throughout)
-    looks = len(reads) / len(holding.bulk_queues())
+    # then it held for the 3 s, looking at the queue every 0.05 s for its first second and, the
+    # queue no shallower, every 0.25 s after (the last read: the warning's, as the hold ran out)
     assert took >= 3.0
-    assert looks < 40, f"{looks:.0f} looks at the depths in {took:.1f} s"
+    early = [b - a for a, b in itertools.pairwise(reads[:-1]) if a - started < 0.9]
+    late = [b - a for a, b in itertools.pairwise(reads[:-1]) if a - started > 1.6]
+    assert early and min(early) < 0.15, f"looks {early} s apart in the hold's first second"
+    assert late and min(late) >= 0.2, f"looks {late} s apart once the queue was found stuck"
+
+
+def test_a_long_hold_for_a_consumer_that_drains_keeps_looking_often(
+    deep_invoicing_queue: Any, settings: Any, monkeypatch: Any
+):
+    # given a backlog held for 3 s, the queue 20 deep, and a consumer taking a message every 0.15 s
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 2, 3.0
+    record_agreements_created(3, "DRAINING")
+    reads, queue_depth = [], aws.queue_depth
+
+    def read(name: str) -> int:
+        if name == INVOICING:
+            reads.append(time.monotonic())
+        return queue_depth(name)
+
+    monkeypatch.setattr(aws, "queue_depth", read)
+    stop = threading.Event()
+
+    def slow_consumer() -> None:
+        sqs, url = deep_invoicing_queue, aws.queue_url(INVOICING)
+        while not stop.wait(0.15):
+            for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1).get("Messages", []):
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+    consumer = threading.Thread(target=slow_consumer)
+    started = time.monotonic()
+    consumer.start()
+    try:
+        relay_pending(max_seconds=60, limit=2)
+    finally:
+        stop.set()
+        consumer.join()
+    # then, past its first second, it still looked about every 0.05 s: the queue was getting shallower
+    late = [b - a for a, b in itertools.pairwise(reads) if 1.3 < a - started < 1.8]
+    assert len(late) >= 4 and min(late) < 0.15, f"looks {late} s apart while the consumer drained"
 
 
 def test_off_by_default_a_deep_queue_holds_nothing(deep_invoicing_queue: Any, settings: Any):
