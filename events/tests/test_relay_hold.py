@@ -246,12 +246,9 @@ def test_a_held_relay_goes_on_as_the_queue_drains_not_at_the_end_of_its_wait(
     assert len(looks) < 100, f"{len(looks)} looks at the depths in {waits[0]:.1f} s: a spin, not a wait"
 
 
-def test_a_hold_for_a_stopped_consumer_looks_at_its_queue_less_often_after_a_second(
-    deep_invoicing_queue: Any, settings: Any, monkeypatch: Any
-):
-    # given a deep queue whose consumer is stopped, and a backlog held for 3 s
-    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 5, 3.0
-    record_agreements_created(3, "PATIENT")
+@pytest.fixture
+def invoicing_reads(monkeypatch: Any) -> list[float]:
+    """When the relay read invoicing's queue depth (monotonic), each time."""
     reads, queue_depth = [], aws.queue_depth
 
     def read(name: str) -> int:
@@ -260,6 +257,15 @@ def test_a_hold_for_a_stopped_consumer_looks_at_its_queue_less_often_after_a_sec
         return queue_depth(name)
 
     monkeypatch.setattr(aws, "queue_depth", read)
+    return reads
+
+
+def test_a_hold_for_a_stopped_consumer_looks_at_its_queue_less_often_after_a_second(
+    deep_invoicing_queue: Any, settings: Any, invoicing_reads: list[float]
+):
+    # given a deep queue whose consumer is stopped, and a backlog held for 3 s
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 5, 3.0
+    record_agreements_created(3, "PATIENT")
     # when the relay runs
     started = time.monotonic()
     relay_pending(max_seconds=60, limit=2)
@@ -267,26 +273,18 @@ def test_a_hold_for_a_stopped_consumer_looks_at_its_queue_less_often_after_a_sec
     # then it held for the 3 s, looking at the queue every 0.05 s for its first second and, the
     # queue no shallower, every 0.25 s after (the last read: the warning's, as the hold ran out)
     assert took >= 3.0
-    early = [b - a for a, b in itertools.pairwise(reads[:-1]) if a - started < 0.9]
-    late = [b - a for a, b in itertools.pairwise(reads[:-1]) if a - started > 1.6]
+    early = [b - a for a, b in itertools.pairwise(invoicing_reads[:-1]) if a - started < 0.9]
+    late = [b - a for a, b in itertools.pairwise(invoicing_reads[:-1]) if a - started > 1.6]
     assert early and min(early) < 0.15, f"looks {early} s apart in the hold's first second"
     assert late and min(late) >= 0.2, f"looks {late} s apart once the queue was found stuck"
 
 
 def test_a_long_hold_for_a_consumer_that_drains_keeps_looking_often(
-    deep_invoicing_queue: Any, settings: Any, monkeypatch: Any
+    deep_invoicing_queue: Any, settings: Any, invoicing_reads: list[float]
 ):
     # given a backlog held for 3 s, the queue 20 deep, and a consumer taking a message every 0.15 s
     settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 2, 3.0
     record_agreements_created(3, "DRAINING")
-    reads, queue_depth = [], aws.queue_depth
-
-    def read(name: str) -> int:
-        if name == INVOICING:
-            reads.append(time.monotonic())
-        return queue_depth(name)
-
-    monkeypatch.setattr(aws, "queue_depth", read)
     stop = threading.Event()
 
     def slow_consumer() -> None:
@@ -304,7 +302,7 @@ def test_a_long_hold_for_a_consumer_that_drains_keeps_looking_often(
         stop.set()
         consumer.join()
     # then, past its first second, it still looked about every 0.05 s: the queue was getting shallower
-    late = [b - a for a, b in itertools.pairwise(reads) if 1.3 < a - started < 1.8]
+    late = [b - a for a, b in itertools.pairwise(invoicing_reads) if 1.3 < a - started < 1.8]
     assert len(late) >= 4 and min(late) < 0.15, f"looks {late} s apart while the consumer drained"
 
 
