@@ -17,13 +17,11 @@ for at most ``OUTBOX_RELAY_HOLD_MAX_SECONDS``, with a pass of the others' (alert
 every ``HOLD_STEP_SECONDS``, looking at the depths every ``HOLD_LOOK_SECONDS`` meanwhile: a held
 topic goes on within a look of its queue's falling back to the depth, before the consumer has run
 dry (a consumer takes 300 messages in about 0.2 s). A hold past ``HOLD_PATIENCE_SECONDS`` whose
-deep queues have not got shallower since (a stopped consumer) waits between passes looking every
-``HOLD_SLOW_LOOK_SECONDS``; a pass that published (other topics' events) still has
-the depths read afresh. A queue reaches the
-depth plus one pass at most (depths are read afresh after every pass that published, otherwise at
-most every look).
-So a stopped payments consumer holds the invoicing topic that feeds its queue, and agreements and
-charges still reach invoicing at full speed.
+deep queues have not got shallower since (a stopped consumer) looks every
+``HOLD_SLOW_LOOK_SECONDS`` instead. A queue reaches the depth plus one pass at most: depths are
+read afresh after every pass that published (other topics' events too), otherwise at most every
+look. So a stopped payments consumer holds the invoicing topic that feeds its queue, and
+agreements and charges still reach invoicing at full speed.
 
 A hold that runs out (the queue did not drain: its consumer is stopped or far behind) publishes one
 pass of the held topics' events anyway and logs a warning naming the queue. If other topics' events
@@ -53,9 +51,9 @@ logger = logging.getLogger(__name__)
 # relay noticed it had room (figures: README, bench/pipeline.py's row).
 HOLD_LOOK_SECONDS = 0.05
 # A hold that lasted this long, its deep queues no shallower since, is for a consumer stopped:
-# the depths are then looked at every HOLD_SLOW_LOOK_SECONDS. On
-# ministack a look reads every message of the queue (6 ms at 40,000 deep), and a stopped consumer's
-# relay, kicked again and again, would look all the time.
+# the depths are then looked at every HOLD_SLOW_LOOK_SECONDS. On ministack a look reads every
+# message of the queue (6 ms at 40,000 deep), and a stopped consumer's relay, kicked again and
+# again, would look all the time.
 HOLD_PATIENCE_SECONDS = 1.0
 HOLD_SLOW_LOOK_SECONDS = 0.25
 HOLD_STEP_SECONDS = 0.1  # how long a held relay waits between passes of the other topics
@@ -155,7 +153,7 @@ class Hold:
             self._read_at, self._stuck = read_at, deep >= self._deep
         return HOLD_SLOW_LOOK_SECONDS if self._stuck else HOLD_LOOK_SECONDS
 
-    def ran_out(self, *, wait: bool, held: frozenset[str] = frozenset()) -> bool:
+    def ran_out(self, *, wait: bool, held: frozenset[str]) -> bool:
         """Held topics' events wait: False, after a wait of up to ``HOLD_STEP_SECONDS`` if ``wait``
         (only theirs are left; the caller's next pass publishes what the other topics recorded
         meanwhile, alerts among them), cut short once one of the ``held`` producers is held no
@@ -175,11 +173,10 @@ class Hold:
         return True
 
 
-def room(held: frozenset[str], seconds: float, *, look: float | None = None) -> None:
-    """Wait up to ``seconds``, looking at the depths each time they are ``look`` old (by default
-    HOLD_LOOK_SECONDS; not during UNREADABLE_BACKOFF_SECONDS): back as soon as a producer of
-    ``held`` is held no longer (the queue it feeds fell back to the depth)."""
-    look = HOLD_LOOK_SECONDS if look is None else look
+def room(held: frozenset[str], seconds: float, *, look: float) -> None:
+    """Wait up to ``seconds``, looking at the depths each time they are ``look`` old (not during
+    UNREADABLE_BACKOFF_SECONDS): back as soon as a producer of ``held`` is held no longer (the
+    queue it feeds fell back to the depth)."""
     end = time.monotonic() + seconds
     while (now := time.monotonic()) < end:
         time.sleep(max(0.0, min(end, _seen[0] + look) - now))  # until the next read
