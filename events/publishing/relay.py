@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections import defaultdict
@@ -37,9 +36,10 @@ from django.utils import timezone
 from core.backoff import backoff
 
 from .. import topology
-from ..models import PRIORITIES, PRIORITY_ALERT, OutboxEvent
+from ..models import OutboxEvent
 from ..operations import metrics
-from . import holding, sns
+from . import claiming, holding, sns
+from .claiming import due_rows_exist
 from .kicker import RELAY, kick_hold, kick_release, kick_released_on_error, kicker
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def relay_once(
     result = RelayResult()
     now = timezone.now()
     with transaction.atomic():
-        rows = _claim(limit, now, alerts_only=alerts_only, skip_producers=skip_producers)
+        rows = claiming.claim(limit, now, alerts_only=alerts_only, skip_producers=skip_producers)
         if not rows:
             return result
         by_topic: dict[str, list[OutboxEvent]] = defaultdict(list)
@@ -130,58 +130,6 @@ def relay_once(
             "; ".join(result.errors),
         )
     return result
-
-
-_turns = itertools.count()  # which producer's rows a pass takes first (each in turn)
-
-
-def _claimable(
-    *,
-    alerts_only: bool = False,
-    producers: Collection[str] = (),
-    skip_producers: Collection[str] = (),
-    turn: int = 0,
-) -> list[tuple[int, str]]:
-    """The (priority, producer) pairs a claim reads, in its order: alerts' priority first (only that
-    with ``alerts_only``), each producer of ``producers`` (default: every topic's) but those of
-    ``skip_producers``, the ``turn``-th first. A pair is one range of the index outbox_unpublished
-    (priority, producer, next_attempt_at, occurred_at): ``_claim`` and ``_due_rows_exist`` read the
-    same ranges, so a row the one sees the other takes."""
-    wanted = [p for p in producers or topology.TOPICS if p not in skip_producers]
-    if wanted:
-        turn %= len(wanted)
-        wanted = wanted[turn:] + wanted[:turn]
-    return [(priority, p) for priority in ((PRIORITY_ALERT,) if alerts_only else PRIORITIES) for p in wanted]
-
-
-def _due(priority: int, producer: str, now: Any) -> Any:
-    """One range's due rows, oldest first (the index's order), locked, skipping those locked."""
-    return (
-        OutboxEvent.objects.filter(
-            published_at__isnull=True, priority=priority, producer=producer, next_attempt_at__lte=now
-        )
-        .select_for_update(skip_locked=True)
-        .order_by("next_attempt_at", "occurred_at")
-    )
-
-
-def _claim(
-    limit: int, now: Any, *, alerts_only: bool, skip_producers: Collection[str]
-) -> list[OutboxEvent]:
-    """Lock up to ``limit`` due rows: alerts first, then each producer's oldest (by due time and
-    age), starting with a different producer every pass so that none waits behind another's
-    backlog. One ordered scan per (priority, producer) range of the index: a claim reads at most
-    ``limit`` entries however deep the backlog, and none of a producer left out (the relay's
-    hold), whatever the planner's statistics say (an OR or a range there would sort the whole
-    backlog instead; an empty range costs an index probe)."""
-    rows: list[OutboxEvent] = []
-    for priority, producer in _claimable(
-        alerts_only=alerts_only, skip_producers=skip_producers, turn=next(_turns)
-    ):
-        if len(rows) >= limit:
-            break
-        rows += _due(priority, producer, now)[: limit - len(rows)]
-    return rows
 
 
 def _record_failure(row: OutboxEvent, error: str, at: Any) -> None:
@@ -230,39 +178,16 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
             # After a failed pass too: a kick refused meanwhile may be about a new row.
             untried_only = bool(step.failed)
             out_of_time = time.monotonic() > deadline
-            if not out_of_time and _due_rows_exist(untried_only=untried_only):
+            if not out_of_time and due_rows_exist(untried_only=untried_only):
                 continue
             kick_release(RELAY)  # stopping: kicks from now on are about rows this relay will not see
-            if not _due_rows_exist(untried_only=untried_only):
+            if not due_rows_exist(untried_only=untried_only):
                 return total
             if out_of_time:
                 # Rows due, some maybe committed while kicks waited for this relay: one more relay
                 # task takes them over, not the sweep.
                 kicker.request()
                 return total
-
-
-def _due_rows_exist(
-    *, untried_only: bool = False, producers: Collection[str] = (), skip_producers: Collection[str] = ()
-) -> bool:
-    """Whether a due row exists that a claim would take and no other session holds (a held one is
-    its holder's to publish: looking again for it would only spin). ``untried_only``: after a
-    failed pass, only rows never tried count, so a relay that just failed does not retry the
-    endpoint at once (the failed rows wait for their backoff, and the sweep). ``producers``: only
-    theirs count; ``skip_producers``: theirs do not. One probe per range of the claim's index
-    (``_claimable``): a plain EXISTS let the planner read the whole outbox (86 ms at 400,000 rows,
-    all published), twice per relay task, most of PostgreSQL's CPU while charges trickled in
-    (bench/pipeline.py); a row no claim takes (a producer with no topic) would keep a relay
-    looking."""
-    now = timezone.now()
-    with transaction.atomic():
-        for priority, producer in _claimable(producers=producers, skip_producers=skip_producers):
-            due = _due(priority, producer, now)
-            if untried_only:
-                due = due.filter(attempts=0)
-            if due.values_list("pk", flat=True)[:1]:
-                return True
-    return False
 
 
 def relay_pending(*, max_seconds: float | None = None, limit: int | None = None) -> RelayResult:
@@ -285,7 +210,7 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
             holding.forget()  # the next look reads the depths this pass changed
         if step.failed or time.monotonic() > deadline:
             return total
-        if not (held and _due_rows_exist(producers=held)):  # no row waits for a queue
+        if not (held and due_rows_exist(producers=held)):  # no row waits for a queue
             hold.reset()
             if not step.published:
                 return total
@@ -303,6 +228,6 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
         if out.published:
             holding.forget()
         hold.reset()
-        if not _due_rows_exist(skip_producers=held):  # nothing else to do: the sweep goes on
+        if not due_rows_exist(skip_producers=held):  # nothing else to do: the sweep goes on
             total.held_out = True
             return total

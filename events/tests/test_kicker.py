@@ -139,7 +139,7 @@ def test_while_a_relay_keeps_finding_new_rows_kicks_send_nothing(processes, sqs,
         time.sleep(0.05)
         return relay.RelayResult(published=1, batches=1)
 
-    monkeypatch.setattr(relay, "_due_rows_exist", lambda **kwargs: not ended.is_set())
+    monkeypatch.setattr(relay, "due_rows_exist", lambda **kwargs: not ended.is_set())
     with relay_task_running(monkeypatch, ended, short_pass):
         # when every process commits and kicks meanwhile
         kick_from_every_process(processes, 1.5)

@@ -18,11 +18,12 @@ from django.utils import timezone
 from devsupport.net import free_port
 from events import contracts, topology
 from events.models import Heartbeat, OutboxEvent
+from events.publishing import claiming
 from events.publishing.outbox import NewEvent, OutboxError, record_event, record_events
 from events.publishing.relay import relay_once, relay_pending
 from events.publishing.store import event_store_prune
 from events.signing import verify
-from tests.factories import agreement_data, drain, record_agreements_created
+from tests.factories import agreement_data, drain, invoice_data, record_agreements_created
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -210,6 +211,43 @@ def test_two_relays_at_once_publish_every_row_once(empty_queues, sqs):
     assert set(OutboxEvent.objects.values_list("attempts", flat=True)) == {1}
     got = Counter(json.loads(m["Body"])["id"] for m in drain(sqs, topology.event_queue_name("invoicing")))
     assert len(got) == 300 and set(got.values()) == {1}
+
+
+def test_a_full_claim_locks_no_row_it_does_not_take():
+    # given 30 due events of each of two producers
+    record_agreements_created(30, "L")
+    with transaction.atomic():
+        ids = [str(uuid.uuid4()) for _ in range(30)]
+        record_events(
+            sender=None,
+            events=[NewEvent(contracts.INVOICE_ISSUED, i, 1, invoice_data(invoice_id=i)) for i in ids],
+        )
+    claimed, release = threading.Event(), threading.Event()
+    first: list[OutboxEvent] = []
+
+    def relay_in_flight() -> None:
+        try:
+            with transaction.atomic():  # a relay's claim, held while it publishes
+                first.extend(claiming.claim(20, timezone.now(), alerts_only=False, skip_producers=()))
+                claimed.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=relay_in_flight)
+    thread.start()
+    try:
+        assert claimed.wait(10)
+        # when another session claims while the first holds its 20 rows
+        with transaction.atomic():
+            second = claiming.claim(100, timezone.now(), alerts_only=False, skip_producers=())
+    finally:
+        release.set()
+        thread.join()
+    # then it takes the other 40: the first claim, full, locked no row of the range it stopped in
+    # nor of the ranges after it
+    assert len(first) == 20 and len(second) == 40
+    assert not {r.pk for r in first} & {r.pk for r in second}
 
 
 def test_prune_deletes_only_published_events_past_retention(settings):

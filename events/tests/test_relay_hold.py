@@ -18,7 +18,7 @@ from events.models import OutboxEvent
 from events.operations.counts import OutboxStat
 from events.operations.health import _checks
 from events.operations.observations import QueueStat
-from events.publishing import NewEvent, holding, record_events, relay
+from events.publishing import NewEvent, claiming, holding, record_events
 from events.publishing.relay import relay_exclusive, relay_pending
 from events.topology import aws
 from tests.factories import drain, invoice_data, record_agreements_created, record_an_alert, send
@@ -32,7 +32,7 @@ INVOICING = topology.event_queue_name("invoicing")
 def claims_start_with_agreements(monkeypatch: Any) -> None:
     """A relay's first claim takes the agreements topic's rows first (topology.TOPICS' order), as
     if no pass had run before: which topic a pass starts with turns with every pass."""
-    monkeypatch.setattr(relay, "_turns", itertools.count())
+    monkeypatch.setattr(claiming, "_turns", itertools.count())
 
 
 @pytest.fixture
