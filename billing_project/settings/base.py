@@ -281,6 +281,11 @@ OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=500)  # row
 # PublishBatch calls in flight per relay (each of 10 events); boto3 clients are thread-safe.
 OUTBOX_RELAY_PUBLISH_CONCURRENCY = env.int("OUTBOX_RELAY_PUBLISH_CONCURRENCY", default=4)
 OUTBOX_RELAY_MAX_SECONDS = env.float("OUTBOX_RELAY_MAX_SECONDS", default=60.0)  # per relay task run
+# Passes of a relay working through a backlog at once, each claiming its own rows, sharing those
+# calls in flight: one lane's claim and mark overlap another's publishing (events/publishing/relay.py).
+# A relay that may hold (OUTBOX_RELAY_HOLD_DEPTH) runs one: its consumers pace it, and a second
+# lane's pass would take a held queue a pass further past the depth before the depths are read.
+OUTBOX_RELAY_LANES = env.int("OUTBOX_RELAY_LANES", default=2)
 # Hold the topics that feed a consumer's event queue deeper than this (0: never; events/publishing/
 # holding.py): for a local emulator, which slows down as its queues deepen. Real SQS does not.
 OUTBOX_RELAY_HOLD_DEPTH = env.int("OUTBOX_RELAY_HOLD_DEPTH", default=0)

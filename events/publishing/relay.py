@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -34,6 +35,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.backoff import backoff
+from core.per_process import PerProcess
 
 from .. import topology
 from ..models import OutboxEvent
@@ -195,11 +197,48 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
     follows a full one (a backlog) leaves out the topics that feed a consumer's queue deeper than
     the hold's depth (holding.py, a local emulator's setting); once only theirs are left it waits
     for the queue, publishing the others' meanwhile. A hold that runs out publishes one pass of
-    the held topics' rows, and returns ``held_out`` unless other topics' rows are due."""
+    the held topics' rows, and returns ``held_out`` unless other topics' rows are due.
+
+    Unless it may hold, a full pass (a backlog) starts ``OUTBOX_RELAY_LANES`` - 1 more lanes of
+    these passes, each in a thread of its own with its own connection and transaction, their
+    claims skipping the rows another lane holds, all sharing the publishing threads: while one lane
+    claims or marks its rows (a quarter of a 500-row pass), another's batches keep those threads
+    busy. Returns once every lane has, with their results added up."""
     max_seconds = settings.OUTBOX_RELAY_MAX_SECONDS if max_seconds is None else max_seconds
     deadline = time.monotonic() + max_seconds
-    total = RelayResult()
     limit = limit or settings.OUTBOX_RELAY_BATCH_SIZE
+    lanes: list[Future[RelayResult]] = []
+
+    def backlog_found() -> None:
+        if not lanes and settings.OUTBOX_RELAY_HOLD_DEPTH <= 0:  # a held relay is paced by its consumers
+            pool = _lanes.get()
+            lanes.extend(pool.submit(_lane, deadline, limit) for _ in range(settings.OUTBOX_RELAY_LANES - 1))
+
+    try:
+        total = _passes(deadline, limit, backlog_found)
+    finally:
+        wait(lanes)  # none outlives this relay (its caller lets go of the relay's lock next)
+    for lane in lanes:
+        total += lane.result()
+    return total
+
+
+# The threads of a relay's other lanes (a forked child makes its own: core/per_process.py).
+_lanes = PerProcess(lambda: ThreadPoolExecutor(max(1, settings.OUTBOX_RELAY_LANES - 1), "outbox-relay-lane"))
+
+
+def _lane(deadline: float, limit: int) -> RelayResult:
+    """Another lane's passes, in its thread. Its connection is closed as it ends: a thread kept
+    between relays would hold it idle (and a test database's teardown would find it open)."""
+    try:
+        return _passes(deadline, limit, None)
+    finally:
+        connection.close()
+
+
+def _passes(deadline: float, limit: int, backlog_found: Callable[[], None] | None) -> RelayResult:
+    """One lane's passes (``relay_pending``); ``backlog_found`` is called after each full pass."""
+    total = RelayResult()
     hold = holding.Hold(deadline)
     backlog = False  # the last pass was full, or held topics' rows wait: only then may a pass hold
     while True:
@@ -215,6 +254,8 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
             if not step.published:
                 return total
             backlog = step.published >= limit
+            if backlog and backlog_found is not None:
+                backlog_found()
             continue
         backlog = True
         # Held topics' rows wait: after a full pass of the others' the next pass comes at once,

@@ -1,0 +1,103 @@
+"""A relay working through a backlog in lanes: one lane's claim overlaps another's publishing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from events import topology
+from events.models import OutboxEvent
+from events.publishing import claiming, relay, sns
+from events.publishing.relay import relay_pending
+from tests.factories import drain, record_agreements_created
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def timeline(monkeypatch: Any) -> list[tuple[str, int, float, float]]:
+    """(what, thread, start, end) of every claim and every pass's publishing, the real calls timed
+    (each publishing 20 ms longer, as a remote endpoint's round trip would be)."""
+    spans: list[tuple[str, int, float, float]] = []
+    real_claim, real_publish_all = claiming.claim, sns.publish_all
+
+    def timed(what: str, call: Any, pause: float = 0.0) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            start = time.monotonic()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                time.sleep(pause)
+                spans.append((what, threading.get_ident(), start, time.monotonic()))
+
+        return run
+
+    monkeypatch.setattr(claiming, "claim", timed("claim", real_claim))
+    monkeypatch.setattr(sns, "publish_all", timed("publish", real_publish_all, 0.02))
+    return spans
+
+
+def test_a_backlog_is_published_in_two_lanes_each_claiming_while_the_other_publishes(
+    settings, empty_queues, sqs, timeline
+):
+    # given a backlog of 600 events, and a relay that does not hold (production's default)
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_LANES = 0, 2
+    record_agreements_created(600, "LANE")
+
+    # when the relay publishes them, 50 a pass
+    result = relay_pending(limit=50)
+    returned = time.monotonic()
+
+    # then every event is published once, by passes in two threads
+    assert result.published == 600 and result.failed == 0
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+    got = Counter(json.loads(m["Body"])["id"] for m in drain(sqs, topology.event_queue_name("invoicing")))
+    assert len(got) == 600 and set(got.values()) == {1}
+    assert len({thread for what, thread, *_ in timeline if what == "claim"}) == 2
+    # and a lane claimed rows while the other's batches were being published
+    claims = [(t, s, e) for what, t, s, e in timeline if what == "claim"]
+    publishing = [(t, s, e) for what, t, s, e in timeline if what == "publish"]
+    assert any(t1 != t2 and s1 < e2 and s2 < e1 for t1, s1, e1 in claims for t2, s2, e2 in publishing)
+    # and no lane was still at work when the relay returned
+    assert all(end <= returned for *_, end in timeline)
+
+
+def test_a_relay_that_may_hold_runs_one_lane(settings, empty_queues, timeline):
+    # given a backlog, and a relay held for its consumers (a local emulator's setting)
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_LANES = 300, 2
+    record_agreements_created(200, "ONE")
+
+    # when it publishes them, 50 a pass
+    assert relay_pending(limit=50).published == 200
+
+    # then every pass ran in the relay's own thread
+    assert {thread for _what, thread, _start, _end in timeline} == {threading.get_ident()}
+
+
+def test_a_lane_that_fails_fails_the_relay_once_every_lane_has_ended(settings, empty_queues, monkeypatch):
+    # given a backlog, and passes that fail with an error no retry covers in any lane but the relay's own
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_LANES = 0, 2
+    record_agreements_created(300, "FAIL")
+    own, real_once, running = threading.get_ident(), relay.relay_once, Counter()
+
+    def once_failing_elsewhere(**kwargs: Any) -> relay.RelayResult:
+        if threading.get_ident() != own:
+            raise RuntimeError("a bug")
+        running["passes"] += 1
+        return real_once(**kwargs)
+
+    monkeypatch.setattr(relay, "relay_once", once_failing_elsewhere)
+
+    # when the relay publishes them, 50 a pass: the other lane fails at its first pass
+    with pytest.raises(RuntimeError, match="a bug"):
+        relay_pending(limit=50)
+
+    # then the relay's own lane went on to the end first: the error is not lost, nor raised while
+    # a lane still holds rows
+    assert running["passes"] >= 6
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
