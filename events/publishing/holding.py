@@ -127,8 +127,8 @@ def feeding(queue: str) -> list[str]:
 
 
 class Hold:
-    """One relay task's hold (``relay_pending``): from the first pass that left held topics' events
-    behind until none are left, or it ran out."""
+    """One relay lane's hold (relay.py's ``_passes``; a relay that may hold runs one lane): from
+    the first pass that left held topics' events behind until none are left, or it ran out."""
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline  # the relay's own (monotonic)

@@ -84,7 +84,7 @@ def kick_defer(name: str, seconds: float) -> None:
 def kick_release(name: str) -> None:
     """A relay (or dispatch) is stopping and about to look for rows one last time: kicks from now
     on are about rows it will not see, so they go."""
-    with connection.cursor() as cur:  # (a relay pass's statement: not built by the ORM each time)
+    with connection.cursor() as cur:  # (run as every relay stops: not built by the ORM each time)
         cur.execute(
             f'UPDATE "{RelayKick._meta.db_table}" SET sent_at = NULL WHERE name = %s AND sent_at IS NOT NULL',
             [name],

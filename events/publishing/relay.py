@@ -1,8 +1,10 @@
 """The relay: publish committed outbox rows to their producer's SNS topic.
 
-- Claims due rows with ``SELECT ... FOR UPDATE SKIP LOCKED``, so any number of
-  relays run at once and each row is handled by one of them; alerts first (the rows'
-  ``priority``), so an alert recorded behind 100,000 bulk events goes out on the next pass.
+- Claims due rows with ``SELECT ... FOR UPDATE SKIP LOCKED`` (claiming.py, one statement),
+  so any number of relays run at once and each row is handled by one of them; alerts first
+  (the rows' ``priority``), so an alert recorded behind 100,000 bulk events goes out on the
+  next pass. A relay working through a backlog runs ``OUTBOX_RELAY_LANES`` passes at once
+  (``relay_pending``), one lane's claim and mark overlapping another's publishing.
 - Publishes with PublishBatch (10 per call, ``OUTBOX_RELAY_PUBLISH_CONCURRENCY``
   calls in flight; sns.py) with message attributes ``event_type`` and ``producer`` and
   the signature, then marks the rows published with one UPDATE in the same
@@ -21,6 +23,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection
@@ -208,18 +211,36 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
     deadline = time.monotonic() + max_seconds
     limit = limit or settings.OUTBOX_RELAY_BATCH_SIZE
     lanes: list[Future[RelayResult]] = []
+    ended = RelayResult()  # of lanes that ended while this one went on
+    stop = threading.Event()  # this lane failed: the others end after the pass they are in
 
     def backlog_found() -> None:
-        if not lanes and settings.OUTBOX_RELAY_HOLD_DEPTH <= 0:  # a held relay is paced by its consumers
+        nonlocal ended
+        if settings.OUTBOX_RELAY_HOLD_DEPTH > 0:  # a relay that may hold is paced by its consumers
+            return
+        if lanes and all(lane.done() for lane in lanes):  # (one that found nothing left to claim)
+            for lane in lanes:
+                ended += lane.result()
+            lanes.clear()
+        if not lanes:
             pool = _lanes.get()
-            lanes.extend(pool.submit(_lane, deadline, limit) for _ in range(settings.OUTBOX_RELAY_LANES - 1))
+            lanes.extend(
+                pool.submit(_lane, deadline, limit, stop) for _ in range(settings.OUTBOX_RELAY_LANES - 1)
+            )
 
     try:
         total = _passes(deadline, limit, backlog_found)
-    finally:
+    except BaseException:
+        stop.set()
         wait(lanes)  # none outlives this relay (its caller lets go of the relay's lock next)
+        for lane in lanes:
+            if lane.exception() is not None:
+                logger.error("relay: a lane failed too", exc_info=lane.exception())
+        raise
+    wait(lanes)
     for lane in lanes:
         total += lane.result()
+    total += ended
     return total
 
 
@@ -227,17 +248,24 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
 _lanes = PerProcess(lambda: ThreadPoolExecutor(max(1, settings.OUTBOX_RELAY_LANES - 1), "outbox-relay-lane"))
 
 
-def _lane(deadline: float, limit: int) -> RelayResult:
-    """Another lane's passes, in its thread. Its connection is closed as it ends: a thread kept
-    between relays would hold it idle (and a test database's teardown would find it open)."""
+def _lane(deadline: float, limit: int, stop: threading.Event) -> RelayResult:
+    """Another lane's passes, in its thread, until none is left, time is up or ``stop`` is set (a
+    lane that starts late, behind another relay's in this process, may find it so). Its connection
+    is closed as it ends: a thread kept between relays would hold it idle (and a test database's
+    teardown would find it open)."""
     try:
-        return _passes(deadline, limit, None)
+        if stop.is_set() or time.monotonic() > deadline:
+            return RelayResult()
+        return _passes(deadline, limit, None, stop)
     finally:
         connection.close()
 
 
-def _passes(deadline: float, limit: int, backlog_found: Callable[[], None] | None) -> RelayResult:
-    """One lane's passes (``relay_pending``); ``backlog_found`` is called after each full pass."""
+def _passes(
+    deadline: float, limit: int, backlog_found: Callable[[], None] | None, stop: threading.Event | None = None
+) -> RelayResult:
+    """One lane's passes (``relay_pending``); ``backlog_found`` is called after each full pass, and
+    none starts once ``stop`` is set."""
     total = RelayResult()
     hold = holding.Hold(deadline)
     backlog = False  # the last pass was full, or held topics' rows wait: only then may a pass hold
@@ -247,7 +275,7 @@ def _passes(deadline: float, limit: int, backlog_found: Callable[[], None] | Non
         total += step
         if step.published:
             holding.forget()  # the next look reads the depths this pass changed
-        if step.failed or time.monotonic() > deadline:
+        if step.failed or time.monotonic() > deadline or (stop is not None and stop.is_set()):
             return total
         if not (held and due_rows_exist(producers=held)):  # no row waits for a queue
             hold.reset()

@@ -9,6 +9,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.utils import timezone
 
 from events import topology
 from events.models import OutboxEvent
@@ -79,7 +81,7 @@ def test_a_relay_that_may_hold_runs_one_lane(settings, empty_queues, timeline):
     assert {thread for _what, thread, _start, _end in timeline} == {threading.get_ident()}
 
 
-def test_a_lane_that_fails_fails_the_relay_once_every_lane_has_ended(settings, empty_queues, monkeypatch):
+def test_a_lane_that_fails_fails_the_relay_at_its_next_full_pass(settings, empty_queues, monkeypatch):
     # given a backlog, and passes that fail with an error no retry covers in any lane but the relay's own
     settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_LANES = 0, 2
     record_agreements_created(300, "FAIL")
@@ -97,7 +99,61 @@ def test_a_lane_that_fails_fails_the_relay_once_every_lane_has_ended(settings, e
     with pytest.raises(RuntimeError, match="a bug"):
         relay_pending(limit=50)
 
-    # then the relay's own lane went on to the end first: the error is not lost, nor raised while
-    # a lane still holds rows
-    assert running["passes"] >= 6
-    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+    # then the error reaches the relay's caller (its task fails, and is retried: the sweep
+    # publishes the rest), not lost, nor left until the relay's own lane had drained the backlog
+    assert 1 <= running["passes"] < 6
+    assert OutboxEvent.objects.filter(published_at__isnull=True).count() >= 50
+
+
+def test_when_the_relays_own_lane_fails_the_others_end_after_the_pass_they_are_in(
+    settings, empty_queues, monkeypatch, timeline
+):
+    # given a backlog of 600 events, and the relay's own lane failing at its third pass
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_LANES = 0, 2
+    record_agreements_created(600, "STOP")
+    own, real_once, failed_at = threading.get_ident(), relay.relay_once, []
+
+    def once_failing_here(**kwargs: Any) -> relay.RelayResult:
+        if threading.get_ident() == own and len([s for s in timeline if s[:2] == ("claim", own)]) >= 2:
+            failed_at.append(time.monotonic())
+            raise RuntimeError("a bug")
+        return real_once(**kwargs)
+
+    monkeypatch.setattr(relay, "relay_once", once_failing_here)
+
+    # when the relay publishes them, 50 a pass
+    with pytest.raises(RuntimeError, match="a bug"):
+        relay_pending(limit=50)
+    returned = time.monotonic()
+
+    # then the other lane did not go on to publish the rest: it started at most the pass it was
+    # about to start, and had ended before the error reached the relay's caller
+    lane_claims = [start for what, thread, start, _ in timeline if what == "claim" and thread != own]
+    assert lane_claims, "the other lane ran"
+    assert len([start for start in lane_claims if start > failed_at[0]]) <= 1
+    assert OutboxEvent.objects.filter(published_at__isnull=True).count() >= 200
+    assert all(end <= returned for *_, end in timeline)
+
+
+def test_the_claim_reads_the_ranges_in_order_and_locks_only_what_it_returns(empty_queues):
+    # given the claim's statement as the relay runs it, with a backlog of one producer
+    record_agreements_created(50, "PLAN")
+    pairs = claiming.ranges()
+    with connection.cursor() as cur:
+        params = [*claiming._params(pairs, timezone.now()), 10, 10]
+        cur.execute(f"EXPLAIN (FORMAT JSON) {claiming.claim_sql()}", params)
+        plan = cur.fetchone()[0][0]["Plan"]
+
+    # then the planner reads the ranges one after the other (a nested loop over them, in the
+    # array's order) and nothing above the row locks reads ahead (no sort, hash or materialize):
+    # the claim's order (alerts first) and its locking only the rows it takes depend on it
+    def nodes(node: dict[str, Any]) -> list[str]:
+        return [node["Node Type"], *(n for child in node.get("Plans", []) for n in nodes(child))]
+
+    assert plan["Node Type"] == "Limit"
+    [loop] = plan["Plans"]
+    assert loop["Node Type"] == "Nested Loop"
+    outer, inner = loop["Plans"]
+    assert outer["Node Type"] == "Function Scan"
+    assert not {"Sort", "Incremental Sort", "Hash", "Materialize", "Memoize"} & set(nodes(plan))
+    assert "LockRows" in nodes(inner)
