@@ -230,11 +230,11 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
 
     try:
         total = _passes(deadline, limit, backlog_found)
-    except BaseException:
+    except BaseException as failed:
         stop.set()
         wait(lanes)  # none outlives this relay (its caller lets go of the relay's lock next)
         for lane in lanes:
-            if lane.exception() is not None:
+            if lane.exception() not in (None, failed):  # (a lane's own error, raised here, once)
                 logger.error("relay: a lane failed too", exc_info=lane.exception())
         raise
     wait(lanes)

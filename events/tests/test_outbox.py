@@ -250,6 +250,30 @@ def test_a_full_claim_locks_no_row_it_does_not_take():
     assert not {r.pk for r in first} & {r.pk for r in second}
 
 
+def test_the_claim_reads_the_ranges_in_order_and_locks_only_what_it_returns(empty_queues):
+    # given the claim's statement as the relay runs it, with a backlog of one producer
+    record_agreements_created(50, "PLAN")
+    pairs = claiming.ranges()
+    with connection.cursor() as cur:
+        params = [*claiming._params(pairs, timezone.now()), 10, 10]
+        cur.execute(f"EXPLAIN (FORMAT JSON) {claiming.claim_sql()}", params)
+        plan = cur.fetchone()[0][0]["Plan"]
+
+    # then the planner reads the ranges one after the other (a nested loop over them, in the
+    # array's order) and nothing above the row locks reads ahead (no sort, hash or materialize):
+    # the claim's order (alerts first) and its locking only the rows it takes depend on it
+    def nodes(node: dict[str, Any]) -> list[str]:
+        return [node["Node Type"], *(n for child in node.get("Plans", []) for n in nodes(child))]
+
+    assert plan["Node Type"] == "Limit"
+    [loop] = plan["Plans"]
+    assert loop["Node Type"] == "Nested Loop"
+    outer, inner = loop["Plans"]
+    assert outer["Node Type"] == "Function Scan"
+    assert not {"Sort", "Incremental Sort", "Hash", "Materialize", "Memoize"} & set(nodes(plan))
+    assert "LockRows" in nodes(inner)
+
+
 def test_prune_deletes_only_published_events_past_retention(settings):
     settings.EVENT_RETENTION_DAYS = 90
     for i in range(3):

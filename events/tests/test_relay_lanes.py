@@ -9,8 +9,6 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from django.db import connection
-from django.utils import timezone
 
 from events import topology
 from events.models import OutboxEvent
@@ -133,27 +131,3 @@ def test_when_the_relays_own_lane_fails_the_others_end_after_the_pass_they_are_i
     assert len([start for start in lane_claims if start > failed_at[0]]) <= 1
     assert OutboxEvent.objects.filter(published_at__isnull=True).count() >= 200
     assert all(end <= returned for *_, end in timeline)
-
-
-def test_the_claim_reads_the_ranges_in_order_and_locks_only_what_it_returns(empty_queues):
-    # given the claim's statement as the relay runs it, with a backlog of one producer
-    record_agreements_created(50, "PLAN")
-    pairs = claiming.ranges()
-    with connection.cursor() as cur:
-        params = [*claiming._params(pairs, timezone.now()), 10, 10]
-        cur.execute(f"EXPLAIN (FORMAT JSON) {claiming.claim_sql()}", params)
-        plan = cur.fetchone()[0][0]["Plan"]
-
-    # then the planner reads the ranges one after the other (a nested loop over them, in the
-    # array's order) and nothing above the row locks reads ahead (no sort, hash or materialize):
-    # the claim's order (alerts first) and its locking only the rows it takes depend on it
-    def nodes(node: dict[str, Any]) -> list[str]:
-        return [node["Node Type"], *(n for child in node.get("Plans", []) for n in nodes(child))]
-
-    assert plan["Node Type"] == "Limit"
-    [loop] = plan["Plans"]
-    assert loop["Node Type"] == "Nested Loop"
-    outer, inner = loop["Plans"]
-    assert outer["Node Type"] == "Function Scan"
-    assert not {"Sort", "Incremental Sort", "Hash", "Materialize", "Memoize"} & set(nodes(plan))
-    assert "LockRows" in nodes(inner)
