@@ -34,7 +34,7 @@ from devsupport.backlog import outbox_backlog_insert
 from events.models import OutboxEvent
 from events.operations.alerts import record_alert
 from events.operations.counts import outbox_stats
-from events.publishing.relay import relay_once
+from events.publishing.relay_pass import relay_once
 from payments.console import payments_panel
 
 TARGET_SECONDS = 1.0

@@ -16,7 +16,8 @@ from .consuming.pull import pull_once
 from .operations.alerts import monitor_run
 from .operations.chart import chart_refresh
 from .operations.health import heartbeat_record
-from .publishing.relay import relay_exclusive, relay_once
+from .publishing.relay import relay_exclusive
+from .publishing.relay_pass import relay_once
 from .publishing.store import event_store_prune
 
 

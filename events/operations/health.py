@@ -27,7 +27,8 @@ from django.utils import timezone
 from core.calendar import billing_today
 
 from .. import contracts
-from ..models import PRIORITIES, Heartbeat, OutboxEvent
+from ..models import Heartbeat, OutboxEvent
+from ..publishing import claiming
 from ..publishing.holding import bulk_queues, feeding
 from ..topology import aws, resources
 from .counts import OutboxStat, outbox_stats
@@ -255,22 +256,19 @@ def _topics(names: list[str]) -> str:
 
 
 def _unclaimed() -> list[Repair]:
-    """Unpublished events no relay claim takes (a producer with no topic, or a priority a claim
-    does not read: written around the contracts, by a raw insert or a retired producer): they
-    wait for ever, and nothing else says why. Read only once the outbox lags."""
-    found = (
-        OutboxEvent.objects.filter(published_at__isnull=True)
-        .exclude(producer__in=resources.TOPICS, priority__in=PRIORITIES)
-        .values_list("producer", "priority")[:1]
-    )
+    """Unpublished events no relay claim takes (claiming.never_claimed): they wait for ever, and
+    nothing else says why. Read only once the outbox lags."""
+    found = claiming.never_claimed().values_list("producer", "priority")[:1]
     if not found:
         return []
     [(producer, priority)] = found
+    pairs = claiming.ranges()
+    producers = ", ".join(dict.fromkeys(p for _, p in pairs))
+    priorities = ", ".join(str(p) for p in dict.fromkeys(priority for priority, _ in pairs))
     return [
         Repair(
             f"unpublished events of producer {producer!r} (priority {priority}) are taken by no relay: "
-            f"it publishes only the producers {', '.join(resources.TOPICS)} at priorities "
-            f"{', '.join(map(str, PRIORITIES))}; correct or delete them",
+            f"it publishes only the producers {producers} at priorities {priorities}; correct or delete them",
             url=reverse("admin:events_outboxevent_changelist") + f"?producer__exact={quote(producer)}",
         )
     ]

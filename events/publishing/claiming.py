@@ -22,6 +22,7 @@ from collections.abc import Collection
 from typing import Any
 
 from django.db import connection
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from .. import topology
@@ -46,6 +47,17 @@ def ranges(
         turn %= len(wanted)
         wanted = wanted[turn:] + wanted[:turn]
     return [(priority, p) for priority in ((PRIORITY_ALERT,) if alerts_only else PRIORITIES) for p in wanted]
+
+
+def never_claimed() -> QuerySet[OutboxEvent]:
+    """Unpublished rows that no claim's ranges cover (a producer with no topic, or a priority a
+    claim does not read: written around the contracts, by a raw insert or a retired producer).
+    They wait for ever; the outbox's health check names them. (The ranges are every priority by
+    every producer, so a row is covered when both its priority and its producer are.)"""
+    pairs = ranges()
+    return OutboxEvent.objects.filter(published_at__isnull=True).exclude(
+        priority__in={priority for priority, _ in pairs}, producer__in={producer for _, producer in pairs}
+    )
 
 
 def _each_range(columns: str, *, untried_only: bool, limit: str) -> str:

@@ -1,6 +1,6 @@
 """Outbox rows to SNS: their message attributes, PublishBatch-sized groups, and the calls.
 
-The relay (relay.py) publishes through ``publish_all``, several calls in flight; a replay
+The relay (relay_pass.py) publishes through ``publish_all``, several calls in flight; a replay
 (replay.py) and the delivery audit's re-send (events/audit/backfill.py) group and sign rows the
 same way. Every message carries ``event_type`` and ``producer`` (what subscriptions filter on)
 and the signature of its body (events/signing.py); a replayed one says so.

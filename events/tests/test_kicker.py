@@ -22,6 +22,7 @@ from events.models import OutboxEvent
 from events.publishing import kicker as kicker_module
 from events.publishing import relay
 from events.publishing.kicker import RelayKicker
+from events.publishing.relay_pass import RelayResult
 from events.tasks import relay_outbox
 from tests.factories import drain, record_agreements_created
 from tests.helpers import ROOT, database_url, wait_until
@@ -87,11 +88,11 @@ def relay_task_running(
     Its passes are ``passes`` if given, else one pass held until the block ends."""
     started, ended = threading.Event(), ended or threading.Event()
 
-    def held(**kwargs: Any) -> relay.RelayResult:
+    def held(**kwargs: Any) -> RelayResult:
         ended.wait(30)
-        return relay.RelayResult()
+        return RelayResult()
 
-    def each_pass(**kwargs: Any) -> relay.RelayResult:
+    def each_pass(**kwargs: Any) -> RelayResult:
         started.set()
         return (passes or held)(**kwargs)
 
@@ -135,9 +136,9 @@ def test_while_a_relay_keeps_finding_new_rows_kicks_send_nothing(processes, sqs,
     # passes end: a daily run, 5,000 charges), passes of 50 ms, for a second and a half
     ended = threading.Event()
 
-    def short_pass(**kwargs: Any) -> relay.RelayResult:
+    def short_pass(**kwargs: Any) -> RelayResult:
         time.sleep(0.05)
-        return relay.RelayResult(published=1, batches=1)
+        return RelayResult(published=1, batches=1)
 
     monkeypatch.setattr(relay, "due_rows_exist", lambda **kwargs: not ended.is_set())
     with relay_task_running(monkeypatch, ended, short_pass):
@@ -153,7 +154,7 @@ def test_while_a_relay_keeps_finding_new_rows_kicks_send_nothing(processes, sqs,
 @pytest.mark.django_db(transaction=True)
 def test_commits_after_a_relay_that_failed_kick_again(processes, sqs, monkeypatch):
     # given a relay whose pass fails with an error no retry covers
-    def broken_pass(**kwargs: Any) -> relay.RelayResult:
+    def broken_pass(**kwargs: Any) -> RelayResult:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(relay, "relay_pending", broken_pass)

@@ -19,7 +19,7 @@ from events import contracts, topology
 from events.models import OutboxEvent
 from events.operations.chart import chart_refresh
 from events.publishing import NewEvent, record_events
-from events.publishing.relay import relay_once
+from events.publishing.relay_pass import relay_once
 from events.tasks import monitor
 from events.topology import aws
 from tests.factories import invoice_data, record_agreements_created, record_an_alert

@@ -20,7 +20,8 @@ from events import contracts, topology
 from events.models import Heartbeat, OutboxEvent
 from events.publishing import claiming
 from events.publishing.outbox import NewEvent, OutboxError, record_event, record_events
-from events.publishing.relay import relay_once, relay_pending
+from events.publishing.relay import relay_pending
+from events.publishing.relay_pass import relay_once
 from events.publishing.store import event_store_prune
 from events.signing import verify
 from tests.factories import agreement_data, drain, invoice_data, record_agreements_created

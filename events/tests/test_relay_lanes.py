@@ -14,6 +14,7 @@ from events import topology
 from events.models import OutboxEvent
 from events.publishing import claiming, relay, sns
 from events.publishing.relay import relay_pending
+from events.publishing.relay_pass import RelayResult
 from tests.factories import drain, record_agreements_created
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -85,7 +86,7 @@ def test_a_lane_that_fails_fails_the_relay_at_its_next_full_pass(settings, empty
     record_agreements_created(300, "FAIL")
     own, real_once, running = threading.get_ident(), relay.relay_once, Counter()
 
-    def once_failing_elsewhere(**kwargs: Any) -> relay.RelayResult:
+    def once_failing_elsewhere(**kwargs: Any) -> RelayResult:
         if threading.get_ident() != own:
             raise RuntimeError("a bug")
         running["passes"] += 1
@@ -111,7 +112,7 @@ def test_when_the_relays_own_lane_fails_the_others_end_after_the_pass_they_are_i
     record_agreements_created(600, "STOP")
     own, real_once, failed_at = threading.get_ident(), relay.relay_once, []
 
-    def once_failing_here(**kwargs: Any) -> relay.RelayResult:
+    def once_failing_here(**kwargs: Any) -> RelayResult:
         if threading.get_ident() == own and len([s for s in timeline if s[:2] == ("claim", own)]) >= 2:
             failed_at.append(time.monotonic())
             raise RuntimeError("a bug")

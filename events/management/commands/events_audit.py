@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from events.audit import AuditError, AuditReport, audited_consumers, delivery_audit_run
 from events.audit.subscriptions import consumer_names
-from events.publishing.relay import relay_once
+from events.publishing.relay_pass import relay_once
 
 from ._args import parse_when
 
