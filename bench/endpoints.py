@@ -9,9 +9,12 @@ measured at the depth it reached and goes no deeper), then for ``--seconds`` (at
 - PublishBatch to a topic whose raw-delivery subscription is that deep queue, what the relay does:
   events/s accepted (and how many reached the queue within 30 s).
 
-Then whether it keeps messages across a clean restart (SIGTERM, start again on the same port).
+Each with the endpoint process's CPU per message: what it takes from the cores the rest of a local
+stack shares (ministack is measured twice: as the project serves it, with uvicorn, and as its own
+start does, with hypercorn). Then whether it keeps messages across a clean restart (SIGTERM, start
+again on the same port).
 Bodies are event-sized (about 700 bytes, with the attributes the relay sends). Needs no
-database: ``cd bench && ../.venv/bin/python endpoints.py [--candidates moto,ministack]
+database: ``cd bench && ../.venv/bin/python endpoints.py [--candidates moto,ministack,ministack-hypercorn]
 [--depths 1000,10000,50000] [--seconds 10]``. A candidate that cannot be installed or started
 is reported as such (LocalStack: ``LOCALSTACK_PYTHON`` names a python that has localstack-core).
 """
@@ -168,10 +171,11 @@ def candidates(names: list[str], state_root: Path) -> dict[str, Callable[[], Loc
     for name in names:
         if name == "moto":
             made["moto"] = lambda: Moto()
-        elif name == "ministack":
+        elif name in ("ministack", "ministack-hypercorn"):
             from devsupport.ministack import Ministack
 
-            made["ministack"] = lambda: Ministack(state_dir=state_root / "ministack")
+            server = "hypercorn" if name == "ministack-hypercorn" else "uvicorn"
+            made[name] = lambda server=server: Ministack(state_dir=state_root / server, server=server)
         elif name == "localstack":
             python = os.environ.get("LOCALSTACK_PYTHON", "")
             made["localstack"] = lambda python=python: LocalStack(python)
@@ -185,10 +189,10 @@ def version(name: str) -> str:
         import moto
 
         return moto.__version__
-    if name == "ministack":
+    if name.startswith("ministack"):
         from devsupport.ministack import MINISTACK_VERSION
 
-        return MINISTACK_VERSION
+        return MINISTACK_VERSION + (" (its own start: hypercorn)" if name == "ministack-hypercorn" else " (uvicorn)")
     python = os.environ.get("LOCALSTACK_PYTHON", "")
     if not python:
         return "?"
@@ -206,8 +210,10 @@ class Row:
     fill_per_s: float = 0.0
     receive_per_s: float = 0.0
     receive_calls: int = 0
+    receive_cpu_us: float = 0.0  # the endpoint process's CPU per message taken
     publish_per_s: float = 0.0
     publish_calls: int = 0
+    publish_cpu_us: float = 0.0  # ... per event published (and delivered to the queue)
     delivered: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -280,7 +286,21 @@ def publish(sns: Any, topic: str, seconds: float) -> tuple[float, int, int]:
     return sent / (time.perf_counter() - start), calls, sent
 
 
-def measure_depth(url: str, depth: int, seconds: float, fill_budget: float) -> Row:
+def endpoint_cpu(pid: int | None) -> Callable[[], float]:
+    """Seconds of CPU the endpoint's process (and its children) used so far (0 if unknown)."""
+    import psutil
+
+    if pid is None or pid == os.getpid():  # an in-process endpoint: not told apart from this script
+        return lambda: 0.0
+    proc = psutil.Process(pid)
+
+    def used() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
+
+    return used
+
+
+def measure_depth(url: str, depth: int, seconds: float, fill_budget: float, cpu: Callable[[], float]) -> Row:
     sqs, sns = _client("sqs", url), _client("sns", url)
     name = f"depth-{depth}-{uuid.uuid4().hex[:6]}"
     q_url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "600"})["QueueUrl"]
@@ -289,15 +309,18 @@ def measure_depth(url: str, depth: int, seconds: float, fill_budget: float) -> R
         row = Row(sent, fill_per_s=sent / took)
         if sent < depth:
             row.notes.append(f"filling stopped at {sent:,} of {depth:,} after {took:.0f} s")
+        before_cpu = cpu()
         row.receive_per_s, row.receive_calls = receive_delete(sqs, q_url, sent, seconds)
+        row.receive_cpu_us = 1e6 * (cpu() - before_cpu) / max(1.0, row.receive_per_s * seconds)
         arn = sqs.get_queue_attributes(QueueUrl=q_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         topic = sns.create_topic(Name=name)["TopicArn"]
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
-        before = queue_depth(sqs, q_url)
+        before, before_cpu = queue_depth(sqs, q_url), cpu()
         row.publish_per_s, row.publish_calls, sent = publish(sns, topic, seconds)
         deadline = time.monotonic() + 30
         while (got := queue_depth(sqs, q_url) - before) < sent and time.monotonic() < deadline:
             time.sleep(0.5)
+        row.publish_cpu_us = 1e6 * (cpu() - before_cpu) / max(1, sent)  # the wait's looks: a few calls
         row.delivered = f"{got}/{sent}"
         sns.delete_topic(TopicArn=topic)
     finally:
@@ -335,11 +358,12 @@ def run_candidate(
     try:
         for depth in depths:
             print(f"[{name}] {depth:,} deep ...", flush=True)
-            row = measure_depth(endpoint.url, depth, seconds, fill_budget)
+            row = measure_depth(endpoint.url, depth, seconds, fill_budget, endpoint_cpu(endpoint.pid))
             print(
                 f"[{name}] {depth:,} deep: fill {row.fill_per_s:,.0f} msg/s, receive+delete "
-                f"{row.receive_per_s:,.0f} msg/s ({row.receive_calls} calls), publish "
-                f"{row.publish_per_s:,.0f} ev/s ({row.publish_calls} calls), delivered {row.delivered}"
+                f"{row.receive_per_s:,.0f} msg/s ({row.receive_calls} calls, {row.receive_cpu_us:,.0f} us of "
+                f"its CPU each), publish {row.publish_per_s:,.0f} ev/s ({row.publish_calls} calls, "
+                f"{row.publish_cpu_us:,.0f} us each), delivered {row.delivered}"
                 + "".join(f"; {n}" for n in row.notes),
                 flush=True,
             )
@@ -359,8 +383,9 @@ def table(results: list[dict], seconds: float) -> str:
         f"{date.today().isoformat()}, {platform.node()} ({os.cpu_count()} cores, "
         f"Python {platform.python_version()}), {seconds:g} s per measurement",
         "",
-        "| emulator | depth | fill (SendMessageBatch) msg/s | receive(10)+delete_batch msg/s "
-        "| PublishBatch SNS→SQS events/s | delivered | keeps messages across a clean restart; notes |",
+        "| emulator | depth | fill (SendMessageBatch) msg/s | receive(10)+delete_batch msg/s (endpoint CPU "
+        "per message) | PublishBatch SNS→SQS events/s (endpoint CPU per event) | delivered | keeps messages "
+        "across a clean restart; notes |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
@@ -373,7 +398,8 @@ def table(results: list[dict], seconds: float) -> str:
             restart = "; ".join(filter(None, [restart, *row.notes]))
             lines.append(
                 f"| {label} | {row.depth:,} | {row.fill_per_s:,.0f} | {row.receive_per_s:,.0f} "
-                f"| {row.publish_per_s:,.0f} | {row.delivered} | {restart} |"
+                f"({row.receive_cpu_us:,.0f} us) | {row.publish_per_s:,.0f} ({row.publish_cpu_us:,.0f} us) "
+                f"| {row.delivered} | {restart} |"
             )
     return "\n".join(lines)
 
@@ -382,7 +408,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--candidates", default="moto,ministack,localstack")
+    parser.add_argument("--candidates", default="moto,ministack,ministack-hypercorn,localstack")
     parser.add_argument("--depths", default="1000,10000,50000")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(

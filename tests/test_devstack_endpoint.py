@@ -4,11 +4,13 @@ between runs, with the messages queued before a clean stop still there after the
 from __future__ import annotations
 
 import socket
+import subprocess
 from typing import Any
 
 import boto3
 import pytest
 
+from devsupport import ministack
 from devsupport.net import free_port
 from devsupport.stack import start_endpoint
 
@@ -67,3 +69,31 @@ def test_a_taken_port_falls_back_to_a_free_one_and_says_which(tmp_path, monkeypa
             assert _sqs(endpoint.url).list_queues().get("QueueUrls", []) == []
         finally:
             endpoint.stop()
+
+
+def test_the_endpoints_virtualenv_is_made_from_its_requirements_and_follows_them(
+    tmp_path, monkeypatch, capsys
+):
+    # given no virtualenv yet, and a requirements file for it (one small package here)
+    venv, requirements = tmp_path / "venv", tmp_path / "ministack.txt"
+    monkeypatch.setattr(ministack, "VENV", venv)
+    monkeypatch.setattr(ministack, "REQUIREMENTS", requirements)
+    requirements.write_text("six==1.16.0\n")
+    # when the endpoint's python is asked for: the virtualenv is made, with what the file pins
+    python = ministack.ensure_venv()
+    assert "installing" in capsys.readouterr().out
+    assert _version_of_six(python) == "1.16.0"
+    # and asked again, with the file unchanged, nothing is installed
+    assert ministack.ensure_venv() == python and capsys.readouterr().out == ""
+    # when the file changes (a machine whose .data/ holds the virtualenv of an earlier checkout)
+    requirements.write_text("six==1.17.0\n")
+    ministack.ensure_venv()
+    # then the virtualenv follows it
+    assert "installing" in capsys.readouterr().out
+    assert _version_of_six(python) == "1.17.0"
+
+
+def _version_of_six(python) -> str:  # noqa: ANN001 - a Path
+    argv = [str(python), "-c", "import six; print(six.__version__)"]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    return done.stdout.strip()
