@@ -192,7 +192,9 @@ def version(name: str) -> str:
     if name.startswith("ministack"):
         from devsupport.ministack import MINISTACK_VERSION
 
-        return MINISTACK_VERSION + (" (its own start: hypercorn)" if name == "ministack-hypercorn" else " (uvicorn)")
+        return MINISTACK_VERSION + (
+            " (its own start: hypercorn)" if name == "ministack-hypercorn" else " (uvicorn)"
+        )
     python = os.environ.get("LOCALSTACK_PYTHON", "")
     if not python:
         return "?"
@@ -242,15 +244,18 @@ def queue_depth(sqs: Any, url: str) -> int:
     return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
 
 
-def receive_delete(sqs: Any, url: str, depth: int, seconds: float) -> tuple[float, int]:
+def receive_delete(
+    sqs: Any, url: str, depth: int, seconds: float, cpu: Callable[[], float] = lambda: 0.0
+) -> tuple[float, int, float]:
     """receive(10) + delete_batch for ``seconds`` of calls (at least one pair), the queue kept
     within 10% of ``depth``: after each tenth taken, what was taken is sent again (not timed).
-    Returns messages/s and the number of calls."""
+    Returns messages/s, the number of calls and the endpoint's CPU (``cpu``) per message taken,
+    counted over the timed calls only (not the refills)."""
     taken = calls = 0
-    spent = 0.0
+    spent = used = 0.0
     while True:
         round_taken = 0
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu()
         while round_taken < max(depth // 10, 10):
             msgs = sqs.receive_message(
                 QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, MessageAttributeNames=["All"]
@@ -265,11 +270,12 @@ def receive_delete(sqs: Any, url: str, depth: int, seconds: float) -> tuple[floa
             if spent + time.perf_counter() - start >= seconds:
                 break
         spent += time.perf_counter() - start
+        used += cpu() - cpu_start
         taken += round_taken
         if spent >= seconds or not round_taken:
             break
         fill(sqs, url, round_taken - round_taken % 10)
-    return taken / spent, calls
+    return taken / spent, calls, 1e6 * used / max(1, taken)
 
 
 def publish(sns: Any, topic: str, seconds: float) -> tuple[float, int, int]:
@@ -309,9 +315,9 @@ def measure_depth(url: str, depth: int, seconds: float, fill_budget: float, cpu:
         row = Row(sent, fill_per_s=sent / took)
         if sent < depth:
             row.notes.append(f"filling stopped at {sent:,} of {depth:,} after {took:.0f} s")
-        before_cpu = cpu()
-        row.receive_per_s, row.receive_calls = receive_delete(sqs, q_url, sent, seconds)
-        row.receive_cpu_us = 1e6 * (cpu() - before_cpu) / max(1.0, row.receive_per_s * seconds)
+        row.receive_per_s, row.receive_calls, row.receive_cpu_us = receive_delete(
+            sqs, q_url, sent, seconds, cpu
+        )
         arn = sqs.get_queue_attributes(QueueUrl=q_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         topic = sns.create_topic(Name=name)["TopicArn"]
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})

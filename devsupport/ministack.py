@@ -3,10 +3,11 @@
 moto's SQS rescans a whole queue on every call, so deep queues make it crawl; ministack keeps a
 queue as a plain list. It is not a project dependency: it runs from its own virtualenv
 (``$MINISTACK_VENV``, default ``.data/ministack-venv``, git-ignored), made from
-requirements/ministack.txt when missing or when that file changed. SQS, SNS, STS and CloudWatch
-(the alarms ``messaging_provision --alarms`` makes) only, on loopback. Its ASGI app is served by
-uvicorn with uvloop and httptools rather than ministack's own hypercorn start: the same app, about
-a third less of the endpoint's CPU per call (requirements/ministack.txt).
+requirements/ministack.txt when missing, that file installed over it again when it changed. SQS,
+SNS, STS and CloudWatch (the alarms ``messaging_provision --alarms`` makes) only, on loopback. Its
+ASGI app is served by uvicorn with uvloop and httptools rather than ministack's own hypercorn
+start: the same app, for less of the endpoint's CPU per call (bench/endpoints.py measures both;
+README, "Local SNS/SQS endpoint").
 
 With ``state_dir`` it saves its state there when stopped (SIGTERM) and loads it when started
 again, so ``restart()`` (stop, then start on the same port) is an endpoint outage that loses
@@ -15,7 +16,9 @@ nothing, as SQS keeps its messages through one. Reached through devsupport.endpo
 
 from __future__ import annotations
 
+import fcntl
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -45,21 +48,49 @@ MINISTACK_VERSION = _pinned("ministack")
 
 def ensure_venv() -> Path:
     """The virtualenv's python, after making the virtualenv if it is missing or installing
-    requirements/ministack.txt again if that file changed since (a copy in the venv says)."""
+    requirements/ministack.txt over it if that file changed since (a copy in the venv says). One
+    process installs at a time (a lock beside the venv: ``make run`` and ``make test`` at once).
+    An install that fails over a virtualenv that has ministack (offline, after a pull) leaves it as
+    it is, with a warning; ``start`` then serves it as it can."""
     python, stamp = VENV / "bin" / "python", VENV / "requirements.txt"
     wanted = REQUIREMENTS.read_text()
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python
-    print(f"[ministack] installing {REQUIREMENTS} into {VENV} (once)", flush=True)
-    steps = [] if python.exists() else [[sys.executable, "-m", "venv", str(VENV)]]
-    steps.append([str(python), "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)])
-    for argv in steps:
-        done = subprocess.run(argv, capture_output=True, text=True)
-        if done.returncode:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            raise RuntimeError(f"{' '.join(argv[1:4])} failed: {' | '.join(tail)}")
-    stamp.write_text(wanted)
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    with (VENV.parent / f".{VENV.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+            return python  # another process installed it meanwhile
+        print(f"[ministack] installing {REQUIREMENTS} into {VENV} (once)", flush=True)
+        steps = [] if python.exists() else [[sys.executable, "-m", "venv", str(VENV)]]
+        pip = [str(python), "-m", "pip", "install", "--quiet", "--retries", "1", "--timeout", "15"]
+        steps.append([*pip, "-r", str(REQUIREMENTS)])
+        for argv in steps:
+            done = subprocess.run(argv, capture_output=True, text=True)
+            if done.returncode:
+                tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+                error = f"{' '.join(argv[1:4])} failed: {' | '.join(tail)}"
+                if not _installed(python, "ministack"):
+                    raise RuntimeError(error)
+                print(f"[ministack] {error}; using {VENV} as it is", flush=True)
+                return python
+        written = stamp.with_name(stamp.name + ".new")
+        written.write_text(wanted)
+        os.replace(written, stamp)
     return python
+
+
+def _installed(python: Path, package: str) -> bool:
+    """Whether the virtualenv of ``python`` has ``package`` (its folder in site-packages)."""
+    return any(python.parent.parent.glob(f"lib/python*/site-packages/{package}/__init__.py"))
+
+
+def _more_open_files() -> None:
+    """In the endpoint's process before it starts: the soft limit on open files raised to the hard
+    one, as ministack's own start does (a stack's workers hold many keep-alive connections)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def smoke(endpoint: str) -> None:
@@ -125,9 +156,14 @@ class Ministack:
         }
         if self.state_dir:
             env["STATE_DIR"] = str(self.state_dir)
+        server = self.server
+        if server == "uvicorn" and not all(_installed(python, p) for p in ("uvicorn", "uvloop", "httptools")):
+            print(f"[ministack] uvicorn is not in {VENV}: served by ministack's own start", flush=True)
+            server = "hypercorn"
         self.proc = subprocess.Popen(
-            self._argv(python),
+            self._argv(python, server),
             env=env,
+            preexec_fn=_more_open_files,
             cwd=tempfile.gettempdir(),
             stdin=subprocess.DEVNULL,
             stdout=self.log_file.open("ab"),
@@ -144,8 +180,8 @@ class Ministack:
             self._smoked = True
         return self.endpoint
 
-    def _argv(self, python: Path) -> list[str]:
-        if self.server == "hypercorn":
+    def _argv(self, python: Path, server: str) -> list[str]:
+        if server == "hypercorn":
             return [str(python), "-m", "ministack"]
         return [
             str(python),
@@ -165,6 +201,8 @@ class Ministack:
             "--log-level",
             "warning",
             "--no-access-log",
+            "--no-server-header",  # ministack writes its own Date header, and no Server one
+            "--no-date-header",
             "--timeout-keep-alive",
             "75",
             "--timeout-graceful-shutdown",

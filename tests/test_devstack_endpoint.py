@@ -91,6 +91,20 @@ def test_the_endpoints_virtualenv_is_made_from_its_requirements_and_follows_them
     # then the virtualenv follows it
     assert "installing" in capsys.readouterr().out
     assert _version_of_six(python) == "1.17.0"
+    stamp = (venv / "requirements.txt").read_text()
+    # when an install fails (a pin no index has)
+    requirements.write_text("six==999.0\n")
+    # then, with no ministack in it to fall back on, it says why; the virtualenv is not marked as
+    # following the file (the next start tries again)
+    with pytest.raises(RuntimeError, match="pip install.*failed"):
+        ministack.ensure_venv()
+    assert (venv / "requirements.txt").read_text() == stamp and _version_of_six(python) == "1.17.0"
+    # and with ministack in it (offline, after a pull), that virtualenv is used as it is, with a warning
+    site = next(venv.glob("lib/python*/site-packages"))
+    (site / "ministack").mkdir()
+    (site / "ministack" / "__init__.py").write_text("")
+    assert ministack.ensure_venv() == python
+    assert "failed" in capsys.readouterr().out and (venv / "requirements.txt").read_text() == stamp
 
 
 def _version_of_six(python) -> str:  # noqa: ANN001 - a Path

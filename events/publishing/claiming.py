@@ -56,7 +56,8 @@ def never_claimed() -> QuerySet[OutboxEvent]:
     every producer, so a row is covered when both its priority and its producer are.)"""
     pairs = ranges()
     return OutboxEvent.objects.filter(published_at__isnull=True).exclude(
-        priority__in={priority for priority, _ in pairs}, producer__in={producer for _, producer in pairs}
+        priority__in=list(dict.fromkeys(priority for priority, _ in pairs)),
+        producer__in=list(dict.fromkeys(producer for _, producer in pairs)),
     )
 
 
