@@ -45,6 +45,10 @@ def _pinned(name: str) -> str:
 
 MINISTACK_VERSION = _pinned("ministack")
 
+# (virtualenv, requirements) whose install failed in this process: not tried again at every start
+# (a test run restarts its endpoint many times, and offline each try costs pip's timeout).
+_failed: set[tuple[Path, str]] = set()
+
 
 def ensure_venv() -> Path:
     """The virtualenv's python, after making the virtualenv if it is missing or installing
@@ -54,7 +58,7 @@ def ensure_venv() -> Path:
     it is, with a warning; ``start`` then serves it as it can."""
     python, stamp = VENV / "bin" / "python", VENV / "requirements.txt"
     wanted = REQUIREMENTS.read_text()
-    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+    if (python.exists() and stamp.exists() and stamp.read_text() == wanted) or (VENV, wanted) in _failed:
         return python
     VENV.parent.mkdir(parents=True, exist_ok=True)
     with (VENV.parent / f".{VENV.name}.lock").open("w") as lock:
@@ -73,6 +77,7 @@ def ensure_venv() -> Path:
                 if not _installed(python, "ministack"):
                     raise RuntimeError(error)
                 print(f"[ministack] {error}; using {VENV} as it is", flush=True)
+                _failed.add((VENV, wanted))
                 return python
         written = stamp.with_name(stamp.name + ".new")
         written.write_text(wanted)
@@ -86,8 +91,9 @@ def _installed(python: Path, package: str) -> bool:
 
 
 def _more_open_files() -> None:
-    """In the endpoint's process before it starts: the soft limit on open files raised to the hard
-    one, as ministack's own start does (a stack's workers hold many keep-alive connections)."""
+    """The soft limit on open files raised to the hard one, as ministack's own start does (a
+    stack's workers hold many keep-alive connections): in this process, whose children inherit it
+    (a ``preexec_fn`` doing it in the child is not safe in a process with threads)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -160,10 +166,10 @@ class Ministack:
         if server == "uvicorn" and not all(_installed(python, p) for p in ("uvicorn", "uvloop", "httptools")):
             print(f"[ministack] uvicorn is not in {VENV}: served by ministack's own start", flush=True)
             server = "hypercorn"
+        _more_open_files()
         self.proc = subprocess.Popen(
             self._argv(python, server),
             env=env,
-            preexec_fn=_more_open_files,
             cwd=tempfile.gettempdir(),
             stdin=subprocess.DEVNULL,
             stdout=self.log_file.open("ab"),

@@ -105,6 +105,8 @@ def test_the_endpoints_virtualenv_is_made_from_its_requirements_and_follows_them
     (site / "ministack" / "__init__.py").write_text("")
     assert ministack.ensure_venv() == python
     assert "failed" in capsys.readouterr().out and (venv / "requirements.txt").read_text() == stamp
+    # and not tried again at the next start in this process (a test run restarts its endpoint often)
+    assert ministack.ensure_venv() == python and capsys.readouterr().out == ""
 
 
 def _version_of_six(python) -> str:  # noqa: ANN001 - a Path
