@@ -34,6 +34,7 @@ from events import contracts
 from events.publishing.outbox import NewEvent, build_row
 from events.publishing.sns import message_attributes
 from events.topology import aws
+from events.topology.direct import DirectCalls, credentials_for
 
 CALLS = int(sys.argv[1]) if len(sys.argv) > 1 else 400
 ROUNDS = 3
@@ -55,6 +56,10 @@ def per_call(fn: Callable[[], Any]) -> float:
 
 def main() -> None:
     sqs, sns = aws.client("sqs"), aws.client("sns")
+    direct_sqs, direct_sns = (
+        DirectCalls(sqs, credentials_for(sqs.meta.endpoint_url)),
+        DirectCalls(sns, credentials_for(sns.meta.endpoint_url)),
+    )
     endpoint = sqs.meta.endpoint_url + "/"
     region = sqs.meta.region_name
     queue = sqs.create_queue(QueueName="bench-call-cost")["QueueUrl"]
@@ -96,6 +101,10 @@ def main() -> None:
         got = sqs.receive_message(**receive_args_all)["Messages"]
         assert len(got) == 10, len(got)
 
+    def direct_receive() -> None:
+        got = direct_sqs.receive_message(**receive_args_all)["Messages"]
+        assert len(got) == 10, len(got)
+
     def bare(service: str, body: bytes | str, headers: dict[str, str], signed: bool) -> bytes:
         if signed:
             request = botocore.awsrequest.AWSRequest("POST", endpoint, data=body, headers=headers)
@@ -125,6 +134,10 @@ def main() -> None:
         ok = sns.publish_batch(TopicArn=topic, PublishBatchRequestEntries=entries)["Successful"]
         assert len(ok) == 10, ok
 
+    def direct_publish() -> None:
+        ok = direct_sns.publish_batch(TopicArn=topic, PublishBatchRequestEntries=entries)["Successful"]
+        assert len(ok) == 10, ok
+
     def bare_publish(signed: bool) -> Callable[[], None]:
         def call() -> None:
             answer = ElementTree.fromstring(bare("sns", aws.form_encode(form), publish_headers, signed))
@@ -135,10 +148,12 @@ def main() -> None:
 
     measured: dict[str, list[float]] = {}
     kinds = {
-        "ReceiveMessage (10 messages), the project's client": project_receive,
+        "ReceiveMessage (10 messages), botocore's client": project_receive,
+        "  the same receive, the project's direct call": direct_receive,
         "  the same receive, signed, urllib3, orjson": bare_receive(True),
         "  the same receive, unsigned (HTTP alone)": bare_receive(False),
-        "PublishBatch (10 events), the project's client": project_publish,
+        "PublishBatch (10 events), botocore's client": project_publish,
+        "  the same publish, the project's direct call": direct_publish,
         "  the same publish, signed, urllib3, ElementTree": bare_publish(True),
         "  the same publish, unsigned (HTTP alone)": bare_publish(False),
     }
@@ -152,11 +167,11 @@ def main() -> None:
     lines = [
         (f"{name}", f"{best[name]:6,.0f} us of CPU per call (best of {ROUNDS} x {CALLS})") for name in names
     ]
-    for project, signed in ((names[0], names[1]), (names[3], names[4])):
+    for project, direct, signed in ((names[0], names[1], names[2]), (names[4], names[5], names[6])):
+        call = project.split(" (")[0]
         share = 1 - best[signed] / best[project]
-        lines.append(
-            (f"{project.split(' (')[0]}: beyond a bare signed call", f"{share:.0%} of the client's CPU")
-        )
+        lines.append((f"{call}: botocore's beyond a bare signed call", f"{share:.0%} of its CPU"))
+        lines.append((f"{call}: the direct call", f"{best[direct] / best[project]:.0%} of botocore's CPU"))
     _env.report(lines)
 
 

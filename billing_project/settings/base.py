@@ -127,6 +127,11 @@ AWS_ENDPOINT_URL: str | None = env.str("AWS_ENDPOINT_URL", default=None) or None
 # Only used with a local endpoint, where any non-empty value is accepted.
 AWS_LOCAL_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="testing")
 AWS_LOCAL_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="testing")
+# The calls every event makes (SQS ReceiveMessage, DeleteMessageBatch; SNS PublishBatch) sent
+# without botocore's request pipeline, anything but a plain success sent again through botocore
+# (events/topology/direct.py): half their client CPU. Unset: on with AWS_ENDPOINT_URL (the local
+# endpoint it was measured and tested on), off against real AWS, where botocore makes every call.
+AWS_DIRECT_CALLS: bool | None = env.bool("AWS_DIRECT_CALLS", default=None)
 
 # Every topic and queue name starts with this, so several environments
 # (staging, a developer's sandbox) can share one AWS account.

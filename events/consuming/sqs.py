@@ -29,7 +29,7 @@ RESERVED_ATTRIBUTES = ("error", "failed_consumer", "original_message_id")
 
 
 def receive(queue: str, *, max_messages: int, wait_seconds: int) -> list[dict[str, Any]]:
-    resp = aws.client("sqs").receive_message(
+    resp = aws.calls("sqs").receive_message(
         QueueUrl=aws.queue_url(queue),
         MaxNumberOfMessages=max(1, min(BATCH_MAX_ENTRIES, max_messages)),
         WaitTimeSeconds=wait_seconds,
@@ -47,7 +47,7 @@ def receive_count(message: dict[str, Any]) -> int:
 
 def delete_batch(queue: str, messages: Iterable[dict[str, Any]]) -> None:
     messages = list(messages)
-    sqs = aws.client("sqs")
+    sqs = aws.calls("sqs")
     for i in range(0, len(messages), BATCH_MAX_ENTRIES):
         chunk = messages[i : i + BATCH_MAX_ENTRIES]
         resp = sqs.delete_message_batch(

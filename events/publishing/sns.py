@@ -50,7 +50,7 @@ def publish_batch(topic: str, rows: list[OutboxEvent], *, replayed: bool = False
         }
         for i, row in enumerate(rows)
     ]
-    resp = aws.client("sns").publish_batch(TopicArn=aws.topic_arn(topic), PublishBatchRequestEntries=entries)
+    resp = aws.calls("sns").publish_batch(TopicArn=aws.topic_arn(topic), PublishBatchRequestEntries=entries)
     failed = {}
     for f in resp.get("Failed", []):
         row = rows[int(f["Id"])]

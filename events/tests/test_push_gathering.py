@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.client import BaseClient
 
+from events.consuming import push
 from events.consuming.config import consumer_configs
 from events.consuming.push import PushConsumer
 from events.models import ProcessedEvent
@@ -25,18 +25,18 @@ TRICKLE = 60  # messages, one every 0.05 s: 20 a second for 3 s
 
 @pytest.fixture
 def receives(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """How many messages each ReceiveMessage on the audit queue brought (those that brought any)."""
+    """How many messages each of the pollers' receives on the audit queue brought (those that
+    brought any)."""
     got: list[int] = []
-    real = BaseClient._make_api_call
+    real = push.receive
 
-    def counting(self: Any, operation: str, params: dict[str, Any]) -> Any:
-        resp = real(self, operation, params)
-        if operation == "ReceiveMessage" and str(params.get("QueueUrl", "")).endswith("/" + AUDIT_QUEUE):
-            if n := len(resp.get("Messages", [])):
-                got.append(n)
-        return resp
+    def counting(queue: str, **kwargs: Any) -> list[dict[str, Any]]:
+        messages = real(queue, **kwargs)
+        if queue == AUDIT_QUEUE and messages:
+            got.append(len(messages))
+        return messages
 
-    monkeypatch.setattr(BaseClient, "_make_api_call", counting)
+    monkeypatch.setattr(push, "receive", counting)
     yield got
 
 

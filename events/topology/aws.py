@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from functools import lru_cache, partial
 from typing import Any, TypeVar
-from urllib.parse import urlencode
 
 import botocore.loaders
 import botocore.session
@@ -28,12 +27,15 @@ from django.dispatch import receiver
 
 from core.per_process import PerProcess
 
+from .direct import DirectCalls, Fallback, credentials_for
+from .forms import form_encode
+
 # The service models parsed from botocore's JSON (about 50 ms a service), kept across sessions.
 _loader = botocore.loaders.create_loader()
 
 SERVICES = ("sns", "sqs", "sts", "cloudwatch")
 
-AWS_SETTINGS = {"AWS_ENDPOINT_URL", "AWS_REGION", "RESOURCE_PREFIX"}
+AWS_SETTINGS = {"AWS_ENDPOINT_URL", "AWS_REGION", "RESOURCE_PREFIX", "AWS_DIRECT_CALLS"}
 
 # SendMessageBatch and PublishBatch: at most 10 entries and 256 KiB per request (headroom kept).
 BATCH_MAX_ENTRIES = 10
@@ -67,6 +69,29 @@ def client(service: str) -> Any:
     return _clients[service].get()
 
 
+def calls(service: str) -> Any:
+    """What makes ``service``'s hot calls (SQS ReceiveMessage and DeleteMessageBatch, SNS
+    PublishBatch): direct.py's, where ``AWS_DIRECT_CALLS`` says, else botocore's client. Either
+    takes and returns what botocore's client does."""
+    return _calls[service].get()
+
+
+def _make_calls(service: str) -> Any:
+    made = client(service)
+    if not direct_calls():
+        return made
+    try:
+        return DirectCalls(made, credentials_for(settings.AWS_ENDPOINT_URL))
+    except Fallback:  # no credentials found: botocore's client says so at its first call
+        return made
+
+
+def direct_calls() -> bool:
+    """``AWS_DIRECT_CALLS``; unset (None): on with a local endpoint (``AWS_ENDPOINT_URL``)."""
+    chosen = getattr(settings, "AWS_DIRECT_CALLS", None)
+    return bool(settings.AWS_ENDPOINT_URL) if chosen is None else bool(chosen)
+
+
 def _make_client(service: str) -> Any:
     kwargs: dict[str, Any] = {"region_name": settings.AWS_REGION}
     if settings.AWS_ENDPOINT_URL:
@@ -93,32 +118,7 @@ def _make_client(service: str) -> Any:
 
 # This process's client of each service (a forked child makes its own: core/per_process.py).
 _clients = {service: PerProcess(partial(_make_client, service)) for service in SERVICES}
-
-
-# A query-protocol request's body (SNS's PublishBatch: every message body, attributes and
-# signature) is form-encoded by botocore each time the body is read, twice a call (the
-# signature's payload hash, then the send), with urllib's quote_plus: a Python step per byte.
-# ``_form_once`` encodes it once, before signing, with a table: the same text (test_aws_client.py),
-# about half the CPU of a PublishBatch of 10 events (bench/relay_throughput.py). The table is applied
-# by str.translate, in C: 14 us for a 450-byte event body, against 23 us joining a lookup per byte.
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
-_UNRESERVED_BYTES = bytes(sorted(_UNRESERVED))
-_FORM_BYTE = tuple(chr(b) if b in _UNRESERVED else "+" if b == 0x20 else f"%{b:02X}" for b in range(256))
-
-
-def _form_value(value: str | bytes) -> str:
-    raw = value.encode("utf-8") if isinstance(value, str) else value
-    if not raw.rstrip(_UNRESERVED_BYTES):  # nothing to escape (urllib's own shortcut)
-        return raw.decode("ascii")
-    return raw.decode("latin-1").translate(_FORM_BYTE)  # a char per byte, each to its escape
-
-
-def form_encode(params: dict[Any, Any]) -> str:
-    """``urllib.parse.urlencode(params, doseq=True)``, as botocore calls it for a query-protocol
-    body, for str and bytes keys and values (anything else goes to urlencode itself)."""
-    if not all(isinstance(x, (str, bytes)) for item in params.items() for x in item):
-        return urlencode(params, doseq=True)
-    return "&".join(f"{_form_value(k)}={_form_value(v)}" for k, v in params.items())
+_calls = {service: PerProcess(partial(_make_calls, service)) for service in ("sqs", "sns")}
 
 
 def _form_once(request: Any, signature_version: Any = None, **kwargs: Any) -> None:
@@ -141,7 +141,7 @@ def warm(services: Iterable[str] = SERVICES) -> None:
 
 def reset_clients() -> None:
     """Forget every client and cached lookup (settings changed, endpoint moved)."""
-    for made in _clients.values():
+    for made in (*_clients.values(), *_calls.values()):
         made.reset()
     account_id.cache_clear()
     queue_url.cache_clear()
