@@ -47,7 +47,9 @@ def received(bodies: list[str]) -> list[Received]:
 
 @pytest.fixture
 def api_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[tuple[str, str]]]:
-    """Every AWS API call made in this process, counted by (operation, queue name)."""
+    """The AWS API calls botocore's clients make in this process, counted by (operation, queue
+    name): every call but the hot ones (ReceiveMessage, DeleteMessageBatch, PublishBatch), which
+    events/topology/direct.py makes on a local endpoint."""
     calls: Counter[tuple[str, str]] = Counter()
     real = BaseClient._make_api_call
 

@@ -27,7 +27,7 @@ from django.dispatch import receiver
 
 from core.per_process import PerProcess
 
-from .direct import DirectCalls, Fallback, credentials_for
+from .direct import DirectCalls, Fallback, credentials_for, proxied
 from .forms import form_encode
 
 # The service models parsed from botocore's JSON (about 50 ms a service), kept across sessions.
@@ -78,7 +78,7 @@ def calls(service: str) -> Any:
 
 def _make_calls(service: str) -> Any:
     made = client(service)
-    if not direct_calls():
+    if not direct_calls() or proxied(made):
         return made
     try:
         return DirectCalls(made, credentials_for(settings.AWS_ENDPOINT_URL))

@@ -10,12 +10,19 @@ as botocore writes them), signed by botocore's own SigV4 signer with the credent
 resolves, sent with urllib3 and its answer read with orjson or ElementTree, into the same
 dictionaries botocore returns (``events/tests/test_aws_direct.py`` compares the two).
 
-Only a plain success is read here. Anything else (an error status, an answer that does not parse, a
-connection that fails or times out) is sent again through botocore's client, whose retries, error
-classes and messages callers already handle: a down endpoint still raises botocore's
-``EndpointConnectionError``, an unknown queue its ``ClientError``. Sending again is what botocore's
-own retry does too (a PublishBatch whose answer was lost may publish twice; consumers are
-idempotent). The first fallback of each kind in a process is logged as a warning.
+Only a plain success is read here. An error status, or a connection that fails or times out, is
+sent again through botocore's client, whose retries, error classes and messages callers already
+handle: a down endpoint still raises botocore's ``EndpointConnectionError``, an unknown queue its
+``ClientError``. Sending again after a timeout is what botocore's own retry does too (a PublishBatch
+whose answer was lost may publish twice; consumers are idempotent), so a hung endpoint costs one
+attempt more than ``AWS_MAX_ATTEMPTS``. A 200 whose answer does not parse is never sent again (the
+call was carried out): it raises botocore's ``ResponseParserError``, as botocore would.
+
+What a fallback says: an answer the endpoint gives any client (a 4xx such as an unknown queue,
+which the caller gets as botocore's error) is logged at debug level; one the endpoint gives only this
+path's requests (a 403: a signature it refused; a TLS failure) is a warning, and three in a row turn
+direct calls off in the process, with an error logged, so a misfit endpoint costs a call twice only
+until then; anything else (a 5xx, a connection refused) is a warning the first time in a process.
 
 Used where ``AWS_DIRECT_CALLS`` says (by default: with ``AWS_ENDPOINT_URL`` set, the local endpoint
 it was measured and tested on); against real AWS botocore makes every call unless it is set.
@@ -25,16 +32,21 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import threading
+import urllib.request
 import xml.etree.ElementTree as ElementTree
 from typing import Any
+from urllib.parse import urlsplit
 
 import botocore.auth
 import botocore.awsrequest
 import botocore.credentials
+import botocore.httpsession
 import botocore.session
 import orjson
 import urllib3
+from botocore.parsers import ResponseParserError
 from django.conf import settings
 
 from .forms import form_encode
@@ -44,10 +56,18 @@ logger = logging.getLogger(__name__)
 _JSON_HEADERS = {"Content-Type": "application/x-amz-json-1.0", "x-amzn-query-mode": "true"}
 _FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
 SNS_VERSION = "2010-03-31"
+TURN_OFF_AFTER = 3  # answers only this path gets (a refused signature, TLS), in a row
 
 
 class Fallback(Exception):
-    """This call is botocore's to make (the reason is the message)."""
+    """This call is botocore's to make (the reason is the message). ``misfit``: the endpoint
+    refused this path's request as no client's (a signature, TLS); ``ordinary``: an answer any
+    client gets (a 4xx), or a request this path does not build (decided before sending)."""
+
+    def __init__(self, reason: str, *, misfit: bool = False, ordinary: bool = False) -> None:
+        super().__init__(reason)
+        self.misfit = misfit
+        self.ordinary = ordinary
 
 
 class DirectCalls:
@@ -63,12 +83,15 @@ class DirectCalls:
         self.pool = urllib3.PoolManager(
             maxsize=32,
             retries=False,
+            ca_certs=os.environ.get("AWS_CA_BUNDLE") or botocore.httpsession.get_cert_path(True),
             timeout=urllib3.Timeout(
                 connect=getattr(settings, "AWS_CONNECT_TIMEOUT", 5),
                 read=getattr(settings, "AWS_READ_TIMEOUT", 30),
             ),
         )
         self._warned: set[str] = set()
+        self._misfits = 0  # in a row
+        self.off = False  # turned off in this process: botocore makes every call
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
@@ -100,22 +123,33 @@ class DirectCalls:
                         form[f"{prefix}.Name"] = name
                         for field, text in attr.items():
                             if field != "StringValue" and field != "DataType":
-                                raise Fallback(f"a {field} attribute")
+                                raise Fallback(f"a {field} attribute", ordinary=True)
                             form[f"{prefix}.Value.{field}"] = text
                 elif isinstance(value, str):
                     form[f"{member}.{key}"] = value
                 else:
-                    raise Fallback(f"an entry's {key}")
+                    raise Fallback(f"an entry's {key}", ordinary=True)
         return self._send(form_encode(form).encode("utf-8"), _FORM_HEADERS)
 
     # -- one call ------------------------------------------------------------------------------
     def _call(
         self, operation: str, method: str, params: dict[str, Any], send: Any, read: Any
     ) -> dict[str, Any]:
-        try:
-            return read(send(operation, params))
-        except Exception as exc:  # noqa: BLE001 - botocore makes the call again, and says what failed
-            self._fell_back(operation, exc)
+        if not self.off:
+            try:
+                data = send(operation, params)
+            except (Fallback, urllib3.exceptions.HTTPError) as exc:
+                self._fell_back(operation, exc)
+            else:
+                if self._misfits:
+                    with self._lock:
+                        self._misfits = 0
+                try:
+                    return read(data)
+                except Exception as exc:  # noqa: BLE001 - carried out: not sent again
+                    raise ResponseParserError(
+                        f"{operation}: an answer that could not be read: {exc}"
+                    ) from exc
         return getattr(self.client, method)(**params)
 
     def _send(self, body: bytes, headers: dict[str, str]) -> bytes:
@@ -124,16 +158,34 @@ class DirectCalls:
         botocore.auth.SigV4Auth(credentials, self.service, self.region).add_auth(request)
         answer = self.pool.request("POST", self.url, body=body, headers=dict(request.headers.items()))
         if answer.status != 200:
-            raise Fallback(f"HTTP {answer.status}")
+            code = answer.headers.get("x-amzn-query-error", "").split(";")[0]
+            said = code or answer.data[:160].decode("utf-8", "replace")
+            status = answer.status
+            raise Fallback(f"HTTP {status} {said}", misfit=status == 403, ordinary=400 <= status < 500)
         return answer.data
 
     def _fell_back(self, operation: str, exc: Exception) -> None:
-        reason = f"{operation}: {type(exc).__name__}"
+        misfit = getattr(exc, "misfit", False) or isinstance(exc, urllib3.exceptions.SSLError)
+        ordinary = getattr(exc, "ordinary", False) and not misfit
+        status = str(exc).split(" ", 2)[:2] if isinstance(exc, Fallback) else [type(exc).__name__]
+        key = f"{operation}: {' '.join(status)}"
         with self._lock:
-            first = reason not in self._warned
-            self._warned.add(reason)
-        log = logger.warning if first else logger.debug
-        log("%s sent through botocore (%s: %s)", operation, type(exc).__name__, str(exc)[:200])
+            first = key not in self._warned
+            self._warned.add(key)
+            self._misfits = self._misfits + 1 if misfit else 0
+            turn_off = misfit and self._misfits >= TURN_OFF_AFTER and not self.off
+            self.off = self.off or turn_off
+        said = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if turn_off:
+            logger.error(
+                "%s direct calls turned off in this process after %d refusals in a row (%s); botocore "
+                "makes every call (AWS_DIRECT_CALLS=false says so for good)",
+                self.service.upper(),
+                TURN_OFF_AFTER,
+                said,
+            )
+        log = logger.debug if ordinary or not (first or misfit) else logger.warning
+        log("%s sent through botocore (%s)", operation, said)
 
 
 def _as_is(data: bytes) -> dict[str, Any]:
@@ -177,6 +229,17 @@ def _batch_result(data: bytes) -> dict[str, Any]:
 
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
+
+
+def proxied(client: Any) -> bool:
+    """Whether botocore would reach the client's endpoint through a proxy (``HTTPS_PROXY`` and the
+    like, or its ``proxies`` config): this path has none, so the client makes those calls."""
+    url = urlsplit(client.meta.endpoint_url)
+    if client.meta.config.proxies:
+        return True
+    return bool(urllib.request.getproxies().get(url.scheme)) and not urllib.request.proxy_bypass(
+        url.hostname or ""
+    )
 
 
 def credentials_for(endpoint_url: str | None) -> Any:
