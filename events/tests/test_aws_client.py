@@ -26,6 +26,21 @@ HOSTILE = [
 ]
 
 
+def publish_entries(bodies: list[str]) -> list[dict[str, Any]]:
+    """PublishBatch entries of ``bodies``, each with its signature, as the relay publishes them."""
+    return [
+        {
+            "Id": str(i),
+            "Message": body,
+            "MessageAttributes": {
+                "event_type": {"DataType": "String", "StringValue": "agreement.created"},
+                **signed_attributes(body),
+            },
+        }
+        for i, body in enumerate(bodies)
+    ]
+
+
 def botocores_body(params: dict[Any, Any]) -> str:
     """The body botocore itself would send for ``params`` (its preparer, without the handler)."""
     return botocore.awsrequest.AWSRequestPreparer()._prepare_body(botocore.awsrequest.AWSRequest(data=params))
@@ -57,17 +72,7 @@ def test_sns_bodies_are_encoded_once_and_arrive_exactly(monkeypatch: pytest.Monk
     sns = aws.client("sns")
     resp = sns.publish_batch(
         TopicArn=aws.topic_arn(topology.topic_name("agreements")),
-        PublishBatchRequestEntries=[
-            {
-                "Id": str(i),
-                "Message": body,
-                "MessageAttributes": {
-                    "event_type": {"DataType": "String", "StringValue": "agreement.created"},
-                    **sent[body],
-                },
-            }
-            for i, body in enumerate(bodies)
-        ],
+        PublishBatchRequestEntries=publish_entries(bodies),
     )
     # then botocore did not encode it (twice, with urllib's per-byte quoting): it was encoded once
     assert not resp.get("Failed"), resp

@@ -22,7 +22,7 @@ from botocore.parsers import ResponseParserError
 from devsupport.net import free_port
 from events import topology
 from events.signing import signed_attributes
-from events.tests.test_aws_client import HOSTILE
+from events.tests.test_aws_client import HOSTILE, publish_entries
 from events.topology import aws
 from events.topology.direct import TURN_OFF_AFTER, DirectCalls
 from tests.factories import drain
@@ -127,17 +127,7 @@ def test_a_publish_batch_arrives_exactly_and_answers_what_botocore_answers(
 ):
     # given hostile bodies with their signatures, published as the relay publishes them
     bodies = [f'{{"i": {i}, "text": {t!r}}}' for i, t in enumerate(HOSTILE)]  # as repr: SQS takes them
-    entries = [
-        {
-            "Id": str(i),
-            "Message": body,
-            "MessageAttributes": {
-                "event_type": {"DataType": "String", "StringValue": "agreement.created"},
-                **signed_attributes(body),
-            },
-        }
-        for i, body in enumerate(bodies)
-    ]
+    entries = publish_entries(bodies)
     arn = aws.topic_arn(topology.topic_name("agreements"))
     mine = without_metadata(aws.calls("sns").publish_batch(TopicArn=arn, PublishBatchRequestEntries=entries))
     theirs = without_metadata(sns.publish_batch(TopicArn=arn, PublishBatchRequestEntries=entries))

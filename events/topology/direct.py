@@ -105,31 +105,14 @@ class DirectCalls:
         return self._call("DeleteMessageBatch", "delete_message_batch", params, self._sqs, _as_is)
 
     def _sqs(self, operation: str, params: dict[str, Any]) -> bytes:
-        headers = {**_JSON_HEADERS, "X-Amz-Target": f"AmazonSQS.{operation}"}
-        return self._send(orjson.dumps(params), headers)
+        return self._send(orjson.dumps(params), sqs_headers(operation))
 
     # -- SNS -----------------------------------------------------------------------------------
     def publish_batch(self, **params: Any) -> dict[str, Any]:
         return self._call("PublishBatch", "publish_batch", params, self._sns_publish_batch, _batch_result)
 
     def _sns_publish_batch(self, operation: str, params: dict[str, Any]) -> bytes:
-        form = {"Action": operation, "Version": SNS_VERSION, "TopicArn": params["TopicArn"]}
-        for i, entry in enumerate(params["PublishBatchRequestEntries"], 1):
-            member = f"PublishBatchRequestEntries.member.{i}"
-            for key, value in entry.items():
-                if key == "MessageAttributes":
-                    for j, (name, attr) in enumerate(value.items(), 1):
-                        prefix = f"{member}.MessageAttributes.entry.{j}"
-                        form[f"{prefix}.Name"] = name
-                        for field, text in attr.items():
-                            if field != "StringValue" and field != "DataType":
-                                raise Fallback(f"a {field} attribute", ordinary=True)
-                            form[f"{prefix}.Value.{field}"] = text
-                elif isinstance(value, str):
-                    form[f"{member}.{key}"] = value
-                else:
-                    raise Fallback(f"an entry's {key}", ordinary=True)
-        return self._send(form_encode(form).encode("utf-8"), _FORM_HEADERS)
+        return self._send(form_encode(publish_batch_form(params)).encode("utf-8"), _FORM_HEADERS)
 
     # -- one call ------------------------------------------------------------------------------
     def _call(
@@ -186,6 +169,33 @@ class DirectCalls:
             )
         log = logger.debug if ordinary or not (first or misfit) else logger.warning
         log("%s sent through botocore (%s)", operation, said)
+
+
+def sqs_headers(operation: str) -> dict[str, str]:
+    """An SQS JSON-protocol request's headers, as botocore sends them (before signing)."""
+    return {**_JSON_HEADERS, "X-Amz-Target": f"AmazonSQS.{operation}"}
+
+
+def publish_batch_form(params: dict[str, Any]) -> dict[str, str]:
+    """PublishBatch's parameters as the query protocol's form fields, as botocore serializes them
+    (text fields and String/Number attributes; anything else is botocore's to send: Fallback)."""
+    form = {"Action": "PublishBatch", "Version": SNS_VERSION, "TopicArn": params["TopicArn"]}
+    for i, entry in enumerate(params["PublishBatchRequestEntries"], 1):
+        member = f"PublishBatchRequestEntries.member.{i}"
+        for key, value in entry.items():
+            if key == "MessageAttributes":
+                for j, (name, attr) in enumerate(value.items(), 1):
+                    prefix = f"{member}.MessageAttributes.entry.{j}"
+                    form[f"{prefix}.Name"] = name
+                    for field, text in attr.items():
+                        if field != "StringValue" and field != "DataType":
+                            raise Fallback(f"a {field} attribute", ordinary=True)
+                        form[f"{prefix}.Value.{field}"] = text
+            elif isinstance(value, str):
+                form[f"{member}.{key}"] = value
+            else:
+                raise Fallback(f"an entry's {key}", ordinary=True)
+    return form
 
 
 def _as_is(data: bytes) -> dict[str, Any]:
