@@ -1,12 +1,21 @@
-"""The database connection after a failure: one place that decides whether it is still usable."""
+"""The database connection between units of work: whether it is still usable, and when to ask."""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.db import close_old_connections, connection
 
 logger = logging.getLogger(__name__)
+
+# A connection that finished a unit of work this many seconds ago or less is used without a ping.
+RECENTLY_SECONDS = 5.0
+
+_last_good = threading.local()  # this thread's connection (the driver's) and when a unit last ended on it
 
 
 def drop_broken_connection() -> None:
@@ -16,6 +25,39 @@ def drop_broken_connection() -> None:
     done, the transaction's owner decides."""
     if not connection.errors_occurred or connection.in_atomic_block:
         return
+    _close_old_connections()
+
+
+@contextmanager
+def unit_of_work() -> Iterator[None]:
+    """Around one unit of work on a long-lived thread (a consumer's message or receive batch), what
+    Django does around a request: before and after it, this thread's connection is closed if it is
+    past CONN_MAX_AGE, broken, or left in a transaction.
+
+    Django would also ping the connection (CONN_HEALTH_CHECKS: a ``SELECT 1``) before the unit's
+    first statement. One that ended a unit without error less than ``RECENTLY_SECONDS`` ago is not
+    pinged: back-to-back receive batches save a round trip each. One the server dropped within
+    those seconds fails the unit's first statement instead, as a server dropping it mid-unit
+    would; the unit's owner already copes with that (a batch is run again one message at a time,
+    on a new connection; a single message comes back)."""
+    _close_old_connections()
+    if (
+        connection.connection is not None
+        and getattr(_last_good, "driver", None) is connection.connection
+        and time.monotonic() - _last_good.at < RECENTLY_SECONDS
+    ):
+        connection.health_check_done = True
+    try:
+        yield
+    finally:
+        _close_old_connections()
+        if connection.connection is not None and not connection.errors_occurred:
+            _last_good.driver, _last_good.at = connection.connection, time.monotonic()
+        else:
+            _last_good.driver = None
+
+
+def _close_old_connections() -> None:
     try:
         close_old_connections()
     except Exception:  # noqa: BLE001 - a broken connection is dropped either way

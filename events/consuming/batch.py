@@ -105,8 +105,9 @@ def _decide(runtime: ConsumerRuntime, messages: list[Received], plan: _Plan) -> 
 def _run_together(runtime: ConsumerRuntime, plan: _Plan) -> None:
     started = time.perf_counter()
     with log_context(consumer=runtime.name), transaction.atomic():
-        runtime.bound_statements()
-        new = record_processed(runtime.name, [a.record for _, a in plan.batched])
+        new = record_processed(
+            runtime.name, [a.record for _, a in plan.batched], timeout_ms=runtime.handler_timeout_ms
+        )
         seen = [a.event.id for _, a in plan.batched if a.event.id not in new]
         stored = processed_hashes(runtime.name, seen)
         if len(stored) < len(seen):

@@ -25,20 +25,27 @@ class Record:
     payload_hash: str
 
 
-def record_processed(consumer: str, records: Sequence[Record]) -> set[uuid.UUID]:
+def record_processed(consumer: str, records: Sequence[Record], *, timeout_ms: int = 0) -> set[uuid.UUID]:
     """Insert the records that do not exist yet; the event ids actually inserted.
 
-    ``records`` must not repeat an event id (a repeat would simply not be returned)."""
+    ``records`` must not repeat an event id (a repeat would simply not be returned). With
+    ``timeout_ms``, first bound every statement of the transaction, this insert included, by that
+    statement and lock timeout (``SET LOCAL``), in the same round trip."""
     if not records:
         return set()
     table = ProcessedEvent._meta.db_table
+    # PostgreSQL 13+ times each statement of a multi-statement query on its own, with the
+    # settings as the statements before it left them; the insert's rows are the query's result.
+    bound = "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true); "
     with connection.cursor() as cur:
         cur.execute(
-            f"INSERT INTO {table} (consumer, event_id, event_type, payload_hash, processed_at) "  # noqa: S608 - our table name
+            (bound if timeout_ms > 0 else "")
+            + f"INSERT INTO {table} (consumer, event_id, event_type, payload_hash, processed_at) "  # noqa: S608 - our table name
             "SELECT %s, e.id, e.type, e.hash, %s "
             "FROM unnest(%s::uuid[], %s::varchar[], %s::varchar[]) AS e(id, type, hash) "
             "ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
             [
+                *([str(timeout_ms), str(timeout_ms)] if timeout_ms > 0 else []),
                 consumer,
                 timezone.now(),
                 [r.event_id for r in records],

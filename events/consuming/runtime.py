@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
 from core.backoff import backoff
@@ -161,7 +161,10 @@ class ConsumerRuntime:
 
     @property
     def handler_timeout_ms(self) -> int:
-        return int(settings.CONSUMER_HANDLER_TIMEOUT_SECONDS * 1000)
+        """The statement and lock timeout of a handler's transaction (0: none), set with its
+        processed-event record: a handler waiting on a lock or a slow statement fails after it
+        (and its message comes back) instead of holding a handler thread forever."""
+        return max(0, int(settings.CONSUMER_HANDLER_TIMEOUT_SECONDS * 1000))
 
     # -- steps ----------------------------------------------------------------------------
     def admit(
@@ -204,8 +207,7 @@ class ConsumerRuntime:
         assert handler is not None  # admitted
         try:
             with transaction.atomic():
-                self.bound_statements()
-                if not record_processed(self.name, [admitted.record]):
+                if not record_processed(self.name, [admitted.record], timeout_ms=self.handler_timeout_ms):
                     seen = processed_hashes(self.name, [event.id])[event.id]
                     if seen != digest:
                         raise Poison(reused_reason(seen, digest))
@@ -251,17 +253,6 @@ class ConsumerRuntime:
             "event_type": envelope["type"],
             "sqs_message_id": message_id,
         }
-
-    def bound_statements(self) -> None:
-        """A handler waiting on a lock or a slow statement fails after the timeout (and its message
-        comes back) instead of holding a handler thread forever."""
-        timeout = self.handler_timeout_ms
-        if timeout > 0:
-            with connection.cursor() as cur:
-                cur.execute(
-                    "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
-                    [str(timeout), str(timeout)],
-                )
 
     def poisoned(self, message_id: str, reason: str, envelope: dict[str, Any]) -> Outcome:
         event_type = str(envelope.get("type", "?"))[:100] if envelope else "?"

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import close_old_connections
+from core.db import unit_of_work
 
 from ..operations.observations import observe_receive
 from ..topology import aws
@@ -118,38 +118,28 @@ def handle_one(cfg: ConsumerConfig, message: dict[str, Any]) -> Outcome:
     """Process one received message. Never raises: whatever goes wrong is an outcome, so one
     bad message never costs the others of its batch their settlement."""
     try:
-        close_old_connections()
-        return process_message(
-            cfg.name,
-            message.get("Body", ""),
-            message_id=message.get("MessageId", ""),
-            receive_count=receive_count(message),
-            attributes=message.get("MessageAttributes", {}),
-        )
+        with unit_of_work():
+            return process_message(
+                cfg.name,
+                message.get("Body", ""),
+                message_id=message.get("MessageId", ""),
+                receive_count=receive_count(message),
+                attributes=message.get("MessageAttributes", {}),
+            )
     except Exception as exc:  # noqa: BLE001 - process_message never raises; a lost connection might
         logger.exception("consumer %s: message %s could not be processed", cfg.name, message.get("MessageId"))
         return Outcome(FAILED, reason=f"{type(exc).__name__}: {exc}"[:2000])
-    finally:
-        try:
-            close_old_connections()
-        except Exception:  # noqa: BLE001 - a broken connection is dropped; the next message opens one
-            logger.debug("could not close old connections", exc_info=True)
 
 
 def handle_batch(cfg: ConsumerConfig, messages: list[dict[str, Any]]) -> list[Outcome]:
     """Process one receive batch of a consumer whose handlers take batches (events/consuming/batch.py):
     one outcome per message, in order. Never raises."""
     try:
-        close_old_connections()
-        return process_batch(ConsumerRuntime(cfg.name), [_received(m) for m in messages])
+        with unit_of_work():
+            return process_batch(ConsumerRuntime(cfg.name), [_received(m) for m in messages])
     except Exception as exc:  # noqa: BLE001 - process_batch never raises; a lost connection might
         logger.exception("consumer %s: a batch of %d could not be processed", cfg.name, len(messages))
         return [Outcome(FAILED, reason=f"{type(exc).__name__}: {exc}"[:2000]) for _ in messages]
-    finally:
-        try:
-            close_old_connections()
-        except Exception:  # noqa: BLE001 - a broken connection is dropped; the next batch opens one
-            logger.debug("could not close old connections", exc_info=True)
 
 
 def _received(message: dict[str, Any]) -> Received:

@@ -1,0 +1,124 @@
+"""A consumer's handler thread keeps its database connection from batch to batch (CONN_MAX_AGE),
+pings it only after it sat idle (core.db.unit_of_work), and loses nothing when the server drops it
+between two batches. Real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from core import db
+from events.consuming.config import consumer_configs
+from events.consuming.runtime import HANDLED
+from events.consuming.sqs import handle_batch
+from events.signing import signed_attributes
+from invoicing.models import BillableAgreement
+from tests.factories import envelope
+from tests.helpers import wait_until
+
+
+def sqs_messages(prefix: str, n: int = 10) -> list[dict[str, Any]]:
+    """``n`` agreement.created messages as ReceiveMessage returns them."""
+    bodies = [json.dumps(envelope(f"{prefix}-{i}")) for i in range(n)]
+    return [
+        {
+            "Body": b,
+            "MessageId": str(uuid.uuid4()),
+            "ReceiptHandle": f"rh-{i}",
+            "MessageAttributes": signed_attributes(b),
+            "Attributes": {"ApproximateReceiveCount": "1"},
+        }
+        for i, b in enumerate(bodies)
+    ]
+
+
+@pytest.fixture
+def kept_connection(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """This thread's connection kept for a minute (the test settings keep none), as a worker's;
+    yields the list of health pings (``SELECT 1``) Django sends on it."""
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 60)
+    connection.close()  # the next one opens under the new age
+    pings: list[str] = []
+    real = BaseDatabaseWrapper.close_if_health_check_failed
+
+    def counted(self: BaseDatabaseWrapper) -> None:
+        if self.connection is not None and self.health_check_enabled and not self.health_check_done:
+            pings.append(self.alias)
+        real(self)
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "close_if_health_check_failed", counted)
+    yield pings
+    connection.close()
+
+
+def backend_pid() -> int:
+    """This thread's PostgreSQL backend, as the driver knows it (no statement, so no ping)."""
+    return connection.connection.info.backend_pid
+
+
+def terminate(pid: int) -> None:
+    """End a backend from a connection of its own, as a failover or an administrator would."""
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+            def gone() -> bool:
+                cur.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid])
+                return cur.fetchone() is None
+
+            wait_until(gone, timeout=10)
+    finally:
+        other.close()
+
+
+def test_back_to_back_batches_share_a_connection_without_a_ping_and_an_idle_one_is_pinged(
+    kept_connection, monkeypatch
+):
+    cfg = consumer_configs()["invoicing"]
+    outcomes = [o.result for o in handle_batch(cfg, sqs_messages("KC-1"))]
+    pid = backend_pid()
+    outcomes += [o.result for o in handle_batch(cfg, sqs_messages("KC-2"))]
+    outcomes += [o.result for o in handle_batch(cfg, sqs_messages("KC-3"))]
+
+    assert outcomes == [HANDLED] * 30
+    assert backend_pid() == pid  # one connection for all three
+    assert kept_connection == []  # used a moment ago: no SELECT 1 before each batch
+
+    # after the connection sat idle longer than the window, the next batch pings it first
+    monkeypatch.setattr(db, "RECENTLY_SECONDS", 0.0)
+    assert [o.result for o in handle_batch(cfg, sqs_messages("KC-4"))] == [HANDLED] * 10
+    assert kept_connection == ["default"]
+    assert BillableAgreement.objects.filter(created_seen=True).count() == 40
+
+
+def test_a_connection_the_server_dropped_between_two_batches_costs_the_next_batch_nothing(
+    kept_connection, caplog
+):
+    cfg = consumer_configs()["invoicing"]
+    assert {o.result for o in handle_batch(cfg, sqs_messages("KD-1"))} == {HANDLED}
+    pid = backend_pid()
+    terminate(pid)  # within the window: no ping finds it first
+
+    with caplog.at_level(logging.WARNING, logger="events.consuming.batch"):
+        outcomes = [o.result for o in handle_batch(cfg, sqs_messages("KD-2"))]
+
+    # the batch failed on the dead connection and was run again one message at a time on a new one
+    assert outcomes == [HANDLED] * 10
+    assert "handling its messages one at a time" in caplog.text
+    assert set(
+        BillableAgreement.objects.filter(created_seen=True).values_list("agreement_id", flat=True)
+    ) == {f"KD-{b}-{i}" for b in (1, 2) for i in range(10)}
+    assert backend_pid() != pid
+    # and the next batch runs together again on the new connection
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="events.consuming.batch"):
+        assert {o.result for o in handle_batch(cfg, sqs_messages("KD-3"))} == {HANDLED}
+    assert "one at a time" not in caplog.text
