@@ -84,7 +84,8 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
     for the queue, publishing the others' meanwhile. A hold that runs out publishes one pass of
     the held topics' rows, and returns ``held_out`` unless other topics' rows are due.
 
-    Unless it may hold, a full pass (a backlog) starts ``OUTBOX_RELAY_LANES`` - 1 more lanes of
+    Unless it may hold, a full claim (a backlog: the pass's rows are not published yet, so a
+    burst's other lanes start as its first pass does) starts ``OUTBOX_RELAY_LANES`` - 1 more lanes of
     these passes, each in a thread of its own with its own connection and transaction, their
     claims skipping the rows another lane holds, all sharing the publishing threads: while one lane
     claims or marks its rows (a quarter of a 500-row pass), another's batches keep those threads
@@ -146,14 +147,14 @@ def _lane(deadline: float, limit: int, stop: threading.Event) -> RelayResult:
 def _passes(
     deadline: float, limit: int, backlog_found: Callable[[], None] | None, stop: threading.Event | None = None
 ) -> RelayResult:
-    """One lane's passes (``relay_pending``); ``backlog_found`` is called after each full pass, and
-    none starts once ``stop`` is set."""
+    """One lane's passes (``relay_pending``); ``backlog_found`` is called at each full claim, and
+    no pass starts once ``stop`` is set."""
     total = RelayResult()
     hold = holding.Hold(deadline)
     backlog = False  # the last pass was full, or held topics' rows wait: only then may a pass hold
     while True:
         held = holding.held_producers(hold.look()) if backlog else frozenset()
-        step = relay_once(limit=limit, skip_producers=held)
+        step = relay_once(limit=limit, skip_producers=held, claimed_full=backlog_found)
         total += step
         if step.published:
             holding.forget()  # the next look reads the depths this pass changed
@@ -164,8 +165,6 @@ def _passes(
             if not step.published:
                 return total
             backlog = step.published >= limit
-            if backlog and backlog_found is not None:
-                backlog_found()
             continue
         backlog = True
         # Held topics' rows wait: after a full pass of the others' the next pass comes at once,

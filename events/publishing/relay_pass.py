@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -84,11 +84,16 @@ def _mark_published(rows: list[OutboxEvent], at: Any) -> None:
 
 
 def relay_once(
-    *, limit: int | None = None, alerts_only: bool = False, skip_producers: Collection[str] = ()
+    *,
+    limit: int | None = None,
+    alerts_only: bool = False,
+    skip_producers: Collection[str] = (),
+    claimed_full: Callable[[], None] | None = None,
 ) -> RelayResult:
     """Claim up to ``limit`` due rows (alerts first; ``alerts_only``: nothing else; none of
     ``skip_producers``, the topics a hold keeps back), publish them, record the outcome. One DB
-    transaction."""
+    transaction. ``claimed_full`` is called as soon as a claim brings ``limit`` rows (more are
+    likely due), before they are published."""
     limit = limit or settings.OUTBOX_RELAY_BATCH_SIZE
     result = RelayResult()
     now = timezone.now()
@@ -96,6 +101,8 @@ def relay_once(
         rows = claiming.claim(limit, now, alerts_only=alerts_only, skip_producers=skip_producers)
         if not rows:
             return result
+        if claimed_full is not None and len(rows) >= limit:
+            claimed_full()
         by_topic: dict[str, list[OutboxEvent]] = defaultdict(list)
         for row in rows:
             by_topic[topology.topic_name(row.producer)].append(row)

@@ -64,8 +64,17 @@ def test_a_backlog_is_published_in_two_lanes_each_claiming_while_the_other_publi
     claims = [(t, s, e) for what, t, s, e in timeline if what == "claim"]
     publishing = [(t, s, e) for what, t, s, e in timeline if what == "publish"]
     assert any(t1 != t2 and s1 < e2 and s2 < e1 for t1, s1, e1 in claims for t2, s2, e2 in publishing)
+    # and the second lane started with the first pass, not after it: its first claim came while
+    # the first pass's batches were being published
+    own = threading.get_ident()
+    first_publish_end = min(e for what, t, s, e in publishing_spans(timeline) if t == own)
+    assert min(s for t, s, _ in claims if t != own) < first_publish_end
     # and no lane was still at work when the relay returned
     assert all(end <= returned for *_, end in timeline)
+
+
+def publishing_spans(timeline: list[tuple[str, int, float, float]]) -> list[tuple[str, int, float, float]]:
+    return [span for span in timeline if span[0] == "publish"]
 
 
 def test_a_relay_that_may_hold_runs_one_lane(settings, empty_queues, timeline):
