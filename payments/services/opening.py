@@ -33,19 +33,23 @@ def payment_create_for_invoice(*, data: dict[str, Any]) -> tuple[Payment, bool]:
     return result
 
 
-def lock_invoices(invoice_ids: Iterable[str]) -> None:
+def lock_invoices(invoice_ids: Iterable[str]) -> datetime:
     """Serialize, until the transaction ends, everything payments does about these invoices.
 
     ``invoice.issued`` and ``invoice.voided`` can be handled at the same moment by two consumer
     threads: without this, each misses the other's uncommitted row (the payment, the closed-invoice
     note) and a voided invoice is charged. Found by the soak. One statement, the locks taken in
     sorted order, so that two transactions locking overlapping sets never wait on each other in a
-    cycle."""
+    cycle. Returns the database's clock at the transaction's start (``now()``), which comes with
+    the locks in the same round trip."""
     keys = [f"payments.invoice:{i}" for i in sorted(set(invoice_ids))]
     with connection.cursor() as cur:  # unnest yields the keys in array order, locked one by one
         cur.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%s::text[]) AS k", [keys]
+            "SELECT now(), count(*) FROM ("
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%s::text[]) AS k) AS locks",
+            [keys],
         )
+        return cur.fetchone()[0]
 
 
 @transaction.atomic(savepoint=False)
@@ -53,11 +57,13 @@ def payments_create_for_invoices(*, invoices: list[dict[str, Any]]) -> list[tupl
     """``payment_create_for_invoice`` for each ``invoice.issued`` data, in order, in one transaction:
     (payment, created) for each (an invoice repeated in the list is created once)."""
     ids = sorted({data["invoice_id"] for data in invoices})
-    lock_invoices(ids)
+    # Due by the database's clock, which a dispatch pass compares ``next_attempt_at`` with: due by
+    # this host's clock, if it runs ahead, it would not be due yet for the pass its commit kicks,
+    # and would wait for the sweep.
+    due_at = lock_invoices(ids)
     candidates = {}
     for data in invoices:  # the first data of a repeated invoice
         candidates.setdefault(data["invoice_id"], data)
-    due_at = _database_now()
     new = [_new_payment(data, due_at) for data in candidates.values()]
     inserted = {i for (i,) in insert_rows(new, ignore_conflicts=True, returning=("invoice_id",))}
     new = [p for p in new if p.invoice_id in inserted]
@@ -88,19 +94,13 @@ def _closed_notes(invoice_ids: list[str]) -> dict[str, tuple[Any, str]]:
     """(closed_at, reason) of the invoices voided before their payment was created."""
     if not invoice_ids:
         return {}
-    rows = ClosedInvoice.objects.filter(invoice_id__in=invoice_ids).values_list(
-        "invoice_id", "closed_at", "reason"
-    )
-    return {invoice_id: (closed_at, reason) for invoice_id, closed_at, reason in rows}
-
-
-def _database_now() -> datetime:
-    """The database's clock (this transaction's start), which a dispatch pass compares
-    ``next_attempt_at`` with: a payment due by this host's clock, if it runs ahead, would not be
-    due yet for the pass its commit kicks, and would wait for the sweep."""
     with connection.cursor() as cur:
-        cur.execute("SELECT now()")
-        return cur.fetchone()[0]
+        cur.execute(
+            f'SELECT invoice_id, closed_at, reason FROM "{ClosedInvoice._meta.db_table}" '  # noqa: S608 - our table
+            "WHERE invoice_id = ANY(%s::varchar[])",
+            [invoice_ids],
+        )
+        return {invoice_id: (closed_at, reason) for invoice_id, closed_at, reason in cur.fetchall()}
 
 
 def _new_payment(data: dict[str, Any], due_at: datetime) -> Payment:
