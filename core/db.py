@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -35,26 +36,39 @@ def unit_of_work() -> Iterator[None]:
     past CONN_MAX_AGE, broken, or left in a transaction.
 
     Django would also ping the connection (CONN_HEALTH_CHECKS: a ``SELECT 1``) before the unit's
-    first statement. One that ended a unit without error less than ``RECENTLY_SECONDS`` ago is not
-    pinged: back-to-back receive batches save a round trip each. One the server dropped within
-    those seconds fails the unit's first statement instead, as a server dropping it mid-unit
-    would; the unit's owner already copes with that (a batch is run again one message at a time,
-    on a new connection; a single message comes back)."""
+    first statement. One that was kept after a unit less than ``RECENTLY_SECONDS`` ago, and on
+    whose socket nothing has arrived since, is not pinged: back-to-back receive batches save a
+    round trip each. An idle connection is sent nothing (no LISTEN here) unless the server ends
+    it: a terminated backend's notice, a restart's or a failover's end of stream make the socket
+    readable, and the ping then finds it dead, as Django's would. Only a connection dropped in the
+    microseconds between this look and the first statement (or a network path that died
+    silently, which a ping would wait on too) fails the unit's first statement, as a connection
+    dropped mid-unit does, and its owner copes (a batch is run again one message at a time on a
+    new connection; a single message comes back)."""
     _close_old_connections()
+    driver = connection.connection
     if (
-        connection.connection is not None
-        and getattr(_last_good, "driver", None) is connection.connection
+        driver is not None
+        and getattr(_last_good, "driver", None) is driver
         and time.monotonic() - _last_good.at < RECENTLY_SECONDS
+        and not _has_news(driver)
     ):
         connection.health_check_done = True
     try:
         yield
     finally:
-        _close_old_connections()
-        if connection.connection is not None and not connection.errors_occurred:
-            _last_good.driver, _last_good.at = connection.connection, time.monotonic()
-        else:
-            _last_good.driver = None
+        _close_old_connections()  # an errored connection is pinged here, and closed if dead
+        _last_good.driver, _last_good.at = connection.connection, time.monotonic()
+
+
+def _has_news(driver: object) -> bool:
+    """Whether anything has arrived on an idle connection's socket (or it cannot be looked at)."""
+    try:
+        poller = select.poll()
+        poller.register(driver.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)  # type: ignore[attr-defined]
+        return bool(poller.poll(0))
+    except Exception:  # noqa: BLE001 - a driver without a socket to look at is pinged, as Django would
+        return True
 
 
 def _close_old_connections() -> None:

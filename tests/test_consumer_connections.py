@@ -1,6 +1,6 @@
 """A consumer's handler thread keeps its database connection from batch to batch (CONN_MAX_AGE),
-pings it only after it sat idle (core.db.unit_of_work), and loses nothing when the server drops it
-between two batches. Real PostgreSQL."""
+pings it only after it sat idle or the server sent it something (core.db.unit_of_work), and loses
+nothing when the server drops it between two batches. Real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -99,26 +99,47 @@ def test_back_to_back_batches_share_a_connection_without_a_ping_and_an_idle_one_
     assert BillableAgreement.objects.filter(created_seen=True).count() == 40
 
 
-def test_a_connection_the_server_dropped_between_two_batches_costs_the_next_batch_nothing(
+def test_a_connection_the_server_dropped_between_two_batches_is_found_before_the_next_batch(
     kept_connection, caplog
 ):
     cfg = consumer_configs()["invoicing"]
     assert {o.result for o in handle_batch(cfg, sqs_messages("KD-1"))} == {HANDLED}
     pid = backend_pid()
-    terminate(pid)  # within the window: no ping finds it first
+    terminate(pid)  # its notice waits on the idle connection's socket
 
     with caplog.at_level(logging.WARNING, logger="events.consuming.batch"):
         outcomes = [o.result for o in handle_batch(cfg, sqs_messages("KD-2"))]
 
+    # the ping found it dead, so the batch ran together, on a new connection
+    assert kept_connection == ["default"]
+    assert outcomes == [HANDLED] * 10
+    assert "one at a time" not in caplog.text
+    assert backend_pid() != pid
+    projected = BillableAgreement.objects.filter(created_seen=True).values_list("agreement_id", flat=True)
+    assert set(projected) == {f"KD-{b}-{i}" for b in (1, 2) for i in range(10)}
+
+
+def test_a_connection_dropped_just_after_the_look_costs_the_batch_nothing_either(
+    kept_connection, caplog, monkeypatch
+):
+    cfg = consumer_configs()["invoicing"]
+    assert {o.result for o in handle_batch(cfg, sqs_messages("KR-1"))} == {HANDLED}
+    pid = backend_pid()
+    terminate(pid)
+    monkeypatch.setattr(db, "_has_news", lambda driver: False)  # as if it died after the look
+
+    with caplog.at_level(logging.WARNING, logger="events.consuming.batch"):
+        outcomes = [o.result for o in handle_batch(cfg, sqs_messages("KR-2"))]
+
     # the batch failed on the dead connection and was run again one message at a time on a new one
+    assert kept_connection == []
     assert outcomes == [HANDLED] * 10
     assert "handling its messages one at a time" in caplog.text
-    assert set(
-        BillableAgreement.objects.filter(created_seen=True).values_list("agreement_id", flat=True)
-    ) == {f"KD-{b}-{i}" for b in (1, 2) for i in range(10)}
     assert backend_pid() != pid
+    projected = BillableAgreement.objects.filter(created_seen=True).values_list("agreement_id", flat=True)
+    assert set(projected) == {f"KR-{b}-{i}" for b in (1, 2) for i in range(10)}
     # and the next batch runs together again on the new connection
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="events.consuming.batch"):
-        assert {o.result for o in handle_batch(cfg, sqs_messages("KD-3"))} == {HANDLED}
+        assert {o.result for o in handle_batch(cfg, sqs_messages("KR-3"))} == {HANDLED}
     assert "one at a time" not in caplog.text

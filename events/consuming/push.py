@@ -12,8 +12,10 @@ half of what it asked for means the queue is shallow, so the poller waits that l
 receives again (settling meanwhile) and the next receive finds a batch: fewer receives, deletes and
 transactions per message. Latency grows by at most that wait; a queue that deepens gives full
 receives, and a busy poller's short polls never wait, so throughput is not capped by it. Below
-about 10 / (2 x gather) messages a second every long poll is thin, so every message may wait. Each
-poller gathers on its own; with ``CONSUMER_WAIT_SECONDS`` 0 (no long polls) nothing gathers.
+about 10 / (2 x gather) messages a second every long poll is thin, so every message may wait. The
+consumer's pollers gather together: a thin long poll by any of them holds them all (each poller on
+its own would take the trickle one message a receive while the others wait). With
+``CONSUMER_WAIT_SECONDS`` 0 (no long polls) nothing gathers.
 """
 
 from __future__ import annotations
@@ -52,8 +54,16 @@ class PushConsumer:
         self.capacity = max(BATCH_MAX_ENTRIES * cfg.pollers, per_thread * cfg.concurrency)
         self.slots = threading.Semaphore(self.capacity)
         self.pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix=f"consumer-{cfg.name}")
+        self.gather_until = 0.0  # after a thin long poll: no poller receives before this (monotonic)
+        # A failing SQS call is logged at most once a minute for the consumer, not for each poller.
+        self.failure_logged_at = float("-inf")
+        self.failure_log_lock = threading.Lock()
         self.pollers = [_Poller(self, i) for i in range(cfg.pollers)]
-        self.thread = self.pollers[0].thread
+
+    @property
+    def alive(self) -> bool:
+        """Every poller thread is running."""
+        return all(p.thread.is_alive() for p in self.pollers)
 
     @property
     def handled(self) -> int:
@@ -74,11 +84,28 @@ class PushConsumer:
 
     def stop(self, timeout: float = 30.0) -> None:
         self.stopping.set()
+        deadline = time.monotonic() + timeout  # the pollers stop together: one timeout for all
         for poller in self.pollers:
-            poller.thread.join(timeout)
+            poller.thread.join(max(0.0, deadline - time.monotonic()))
         self.pool.shutdown(wait=True)
         for poller in self.pollers:
             poller.flush()
+
+    def log_failure(self, errors: int, exc: Exception) -> None:
+        """At most a line a minute for the consumer, whichever poller failed: a deleted queue or a
+        revoked permission fails every poll for as long as it lasts (/readyz and the
+        queues_missing alert say so too)."""
+        with self.failure_log_lock:
+            if time.monotonic() - self.failure_logged_at < 60:
+                return
+            self.failure_logged_at = time.monotonic()
+        logger.warning(
+            "consumer %s: SQS call failed %d time(s) in a row (%s); retrying with backoff "
+            "up to 30s, logged at most once a minute while it lasts",
+            self.cfg.name,
+            errors,
+            exc,
+        )
 
 
 class _Poller:
@@ -96,7 +123,6 @@ class _Poller:
         self.done_ready = threading.Condition(self.done_lock)
         self.handled = 0
         self.in_flight = 0  # received, not yet settled
-        self.gather_until = 0.0  # after a thin receive: no receive before this (monotonic)
         name = f"poller-{self.cfg.name}" + (f"-{index}" if index else "")
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -160,13 +186,12 @@ class _Poller:
 
     def _run(self) -> None:
         errors = 0
-        logged_at = float("-inf")
         stopping = self.consumer.stopping
         try:
             while not stopping.is_set():
                 try:
                     self.flush(force=False)
-                    pause = self.gather_until - time.monotonic()
+                    pause = self.consumer.gather_until - time.monotonic()
                     if pause > 0:  # a trickle: let a batch gather, settling what finishes
                         with self.done_ready:
                             self.done_ready.wait(timeout=min(pause, 0.1))
@@ -190,7 +215,7 @@ class _Poller:
                         # a long poll asks all of the queue's servers (a short one, on SQS, only some):
                         # one that comes back thin means the queue is shallow, or nearly
                         if self.cfg.gather_seconds and wait and len(messages) * 2 < free:
-                            self.gather_until = time.monotonic() + self.cfg.gather_seconds
+                            self.consumer.gather_until = time.monotonic() + self.cfg.gather_seconds
                     elif busy:
                         with self.done_ready:  # nothing new: wait for handlers, not for SQS
                             self.done_ready.wait(timeout=0.1)
@@ -198,17 +223,7 @@ class _Poller:
                 except Exception as exc:  # noqa: BLE001 - the poller must survive endpoint outages
                     errors += 1
                     delay = backoff(errors, base=1.0, maximum=30.0)
-                    # At most a line a minute: a deleted queue or a revoked permission fails every
-                    # poll for as long as it lasts (/readyz and the queues_missing alert say so too).
-                    if time.monotonic() - logged_at >= 60:
-                        logged_at = time.monotonic()
-                        logger.warning(
-                            "consumer %s: SQS call failed %d time(s) in a row (%s); retrying with backoff "
-                            "up to 30s, logged at most once a minute while it lasts",
-                            self.cfg.name,
-                            errors,
-                            exc,
-                        )
+                    self.consumer.log_failure(errors, exc)
                     stopping.wait(delay)
         finally:
             connection.close()

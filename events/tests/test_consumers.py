@@ -244,7 +244,7 @@ def test_malformed_messages_interleaved_with_good_ones(audit_consumer, sqs):
     wait_until(lambda: AuditEntry.objects.count() == 100, timeout=180)
     wait_until(lambda: queue_counts(sqs, AUDIT_QUEUE + "-dlq") == 1000, timeout=120)
     assert queue_counts(sqs, AUDIT_QUEUE) == 0
-    assert audit_consumer.thread.is_alive()
+    assert audit_consumer.alive
     assert ConsumerFailure.objects.filter(consumer="audit", poisoned=True).count() == 1000
 
 
