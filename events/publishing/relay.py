@@ -89,13 +89,15 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
     these passes, each in a thread of its own with its own connection and transaction, their
     claims skipping the rows another lane holds, all sharing the publishing threads: while one lane
     claims or marks its rows (a quarter of a 500-row pass), another's batches keep those threads
-    busy. Returns once every lane has, with their results added up."""
+    busy. A pass with failures (an endpoint refusing or throttling) ends every lane after the pass
+    it is in, as it ends a relay of one lane: a lane started by that pass's full claim publishes
+    at most one pass more. Returns once every lane has, with their results added up."""
     max_seconds = settings.OUTBOX_RELAY_MAX_SECONDS if max_seconds is None else max_seconds
     deadline = time.monotonic() + max_seconds
     limit = limit or settings.OUTBOX_RELAY_BATCH_SIZE
     lanes: list[Future[RelayResult]] = []
     ended = RelayResult()  # of lanes that ended while this one went on
-    stop = threading.Event()  # this lane failed: the others end after the pass they are in
+    stop = threading.Event()  # a lane failed or raised: the others end after the pass they are in
 
     def backlog_found() -> None:
         nonlocal ended
@@ -112,7 +114,7 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
             )
 
     try:
-        total = _passes(deadline, limit, backlog_found)
+        total = _passes(deadline, limit, backlog_found, stop)
     except BaseException as failed:
         stop.set()
         wait(lanes)  # none outlives this relay (its caller lets go of the relay's lock next)
@@ -148,7 +150,7 @@ def _passes(
     deadline: float, limit: int, backlog_found: Callable[[], None] | None, stop: threading.Event | None = None
 ) -> RelayResult:
     """One lane's passes (``relay_pending``); ``backlog_found`` is called at each full claim, and
-    no pass starts once ``stop`` is set."""
+    no pass starts once ``stop`` is set, which a pass with failures sets."""
     total = RelayResult()
     hold = holding.Hold(deadline)
     backlog = False  # the last pass was full, or held topics' rows wait: only then may a pass hold
@@ -158,6 +160,8 @@ def _passes(
         total += step
         if step.published:
             holding.forget()  # the next look reads the depths this pass changed
+        if step.failed and stop is not None:
+            stop.set()  # an endpoint failing this lane's calls fails the others': all end
         if step.failed or time.monotonic() > deadline or (stop is not None and stop.is_set()):
             return total
         if not (held and due_rows_exist(producers=held)):  # no row waits for a queue

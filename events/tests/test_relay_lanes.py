@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def timeline(monkeypatch: Any) -> list[tuple[str, int, float, float]]:
     """(what, thread, start, end) of every claim and every pass's publishing, the real calls timed
-    (each publishing 20 ms longer, as a remote endpoint's round trip would be)."""
+    (each publishing 100 ms longer, as a remote endpoint's round trips would be)."""
     spans: list[tuple[str, int, float, float]] = []
     real_claim, real_publish_all = claiming.claim, sns.publish_all
 
@@ -39,7 +39,7 @@ def timeline(monkeypatch: Any) -> list[tuple[str, int, float, float]]:
         return run
 
     monkeypatch.setattr(claiming, "claim", timed("claim", real_claim))
-    monkeypatch.setattr(sns, "publish_all", timed("publish", real_publish_all, 0.02))
+    monkeypatch.setattr(sns, "publish_all", timed("publish", real_publish_all, 0.1))
     return spans
 
 
@@ -141,3 +141,45 @@ def test_when_the_relays_own_lane_fails_the_others_end_after_the_pass_they_are_i
     assert len([start for start in lane_claims if start > failed_at[0]]) <= 1
     assert OutboxEvent.objects.filter(published_at__isnull=True).count() >= 200
     assert all(end <= returned for *_, end in timeline)
+
+
+def test_a_pass_whose_calls_fail_ends_every_lane(settings, empty_queues, monkeypatch, timeline):
+    # given a backlog of 600 events, and an endpoint refusing every publish (an outage, throttling)
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_LANES = 0, 2
+    record_agreements_created(600, "DOWN")
+    refused = "Throttling: rate exceeded"
+    monkeypatch.setattr(sns, "publish_all", lambda chunks: {str(r.id): refused for _, c in chunks for r in c})
+
+    # when the relay tries, 50 a pass
+    result = relay_pending(limit=50)
+
+    # then it gives up after the failing pass, and the lane that pass's full claim started after
+    # at most one pass of its own: not a lane going on through the backlog against a failing endpoint
+    assert result.published == 0 and 50 <= result.failed <= 100
+    assert len([span for span in timeline if span[0] == "claim"]) <= 3  # the lane's last looks for none
+    assert OutboxEvent.objects.filter(attempts=0).count() >= 500  # the rest untouched, for the sweep
+
+
+def test_a_lane_whose_calls_fail_ends_the_relay_after_the_pass_it_is_in(
+    settings, empty_queues, monkeypatch, timeline
+):
+    # given a backlog of 600 events, and publishes refused in the other lane's thread only
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_LANES = 0, 2
+    record_agreements_created(600, "HALF")
+    own, real_publish_all = threading.get_ident(), sns.publish_all
+
+    def refused_elsewhere(chunks: Any) -> dict[str, str]:
+        if threading.get_ident() == own:
+            return real_publish_all(chunks)
+        return {str(r.id): "Throttling: rate exceeded" for _, c in chunks for r in c}
+
+    monkeypatch.setattr(sns, "publish_all", refused_elsewhere)
+
+    # when the relay publishes them, 50 a pass
+    result = relay_pending(limit=50)
+
+    # then the relay's own lane ended too, as a relay of one lane ends at a pass with failures
+    # (the rest waits for the next kick or the sweep), instead of publishing the whole backlog
+    assert result.failed == 50
+    assert result.published <= 150
+    assert OutboxEvent.objects.filter(published_at__isnull=True).count() >= 450
