@@ -49,21 +49,25 @@ class QueueStat:
 
 
 # -- observations by pollers (local endpoint) -------------------------------
-_observed: dict[str, float] = {}
+_observed: dict[str, float] = {}  # queue -> when this process last wrote its observation
+_oldest_since: dict[str, float] = {}  # queue -> the oldest age received since then
 _observed_lock = threading.Lock()
 OBSERVE_EVERY_SECONDS = 5.0
 
 
 def observe_receive(queue: str, messages: list[dict[str, Any]]) -> None:
-    """Pollers call this after every receive; writes at most every few seconds per queue."""
+    """Pollers call this after every receive. Writes at most every ``OBSERVE_EVERY_SECONDS`` per
+    queue and process, however old the messages (the oldest age received since the last write):
+    a backlog of old messages, the one a consumer restarted after an outage works through, wrote
+    the same row at every receive before, an upsert each poller of each process queued on."""
     now = time.time()
     ages = [now - int(m.get("Attributes", {}).get("SentTimestamp", now * 1000)) / 1000 for m in messages]
-    oldest = max(ages, default=0.0)
     with _observed_lock:
-        last = _observed.get(queue, 0.0)
-        if now - last < OBSERVE_EVERY_SECONDS and oldest < 60:
+        oldest = max(_oldest_since.get(queue, 0.0), *ages, 0.0)
+        if now - _observed.get(queue, 0.0) < OBSERVE_EVERY_SECONDS:
+            _oldest_since[queue] = oldest
             return
-        _observed[queue] = now
+        _observed[queue], _oldest_since[queue] = now, 0.0
     try:
         Heartbeat.objects.update_or_create(
             name=f"queue:{queue}",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from django.contrib.auth.models import User
@@ -16,7 +17,8 @@ from django.db import connection, transaction
 from billing_project.celery import app as celery_app
 from devsupport.backlog import outbox_backlog_insert
 from events import contracts, topology
-from events.models import OutboxEvent
+from events.models import Heartbeat, OutboxEvent
+from events.operations import observations
 from events.operations.chart import chart_refresh
 from events.publishing import NewEvent, record_events
 from events.publishing.relay_pass import relay_once
@@ -156,3 +158,35 @@ def test_monitoring_tasks_have_their_own_queue_provisioned_with_a_dlq(provisione
     attrs = sqs.get_queue_attributes(QueueUrl=aws.queue_url(spec.name), AttributeNames=["RedrivePolicy"])
     assert spec.dlq_name == "billing-test-celery-monitoring-dlq"
     assert spec.dlq_name in attrs["Attributes"]["RedrivePolicy"]
+
+
+def test_a_backlog_of_old_messages_is_observed_every_few_seconds_not_at_every_receive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given the pollers of a consumer restarted after an outage, receiving messages 10 minutes old
+    queue = "billing-test-observed-events"
+    monkeypatch.setattr(observations, "_observed", {})
+    monkeypatch.setattr(observations, "_oldest_since", {})
+    written: list[float] = []
+    real = Heartbeat.objects.update_or_create
+
+    def counted(**kwargs):
+        written.append(kwargs["defaults"]["detail"]["oldest_age"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(Heartbeat.objects, "update_or_create", counted)
+    sent_ms = int((time.time() - 600) * 1000)
+
+    # when they take 300 receives of a backlog within a second, one of them the oldest (15 minutes)
+    for i in range(300):
+        age_ms = sent_ms - (300_000 if i == 150 else 0)
+        observations.observe_receive(queue, [{"Attributes": {"SentTimestamp": str(age_ms)}}] * 10)
+
+    # then the queue's observation was written once, not at each receive
+    assert len(written) == 1 and 599 < written[0] < 620
+    # and the next one, a few seconds on, carries the oldest age received meanwhile
+    monkeypatch.setattr(observations, "_observed", {queue: time.time() - observations.OBSERVE_EVERY_SECONDS})
+    observations.observe_receive(queue, [])
+    assert len(written) == 2 and 899 < written[1] < 920
+    beat = Heartbeat.objects.get(name=f"queue:{queue}")
+    assert 899 < beat.detail["oldest_age"] < 920
