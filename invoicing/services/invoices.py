@@ -70,9 +70,8 @@ def invoices_mark_paid(*, paid: list[tuple[str, str]]) -> None:
     The invoices paid are written by one statement and their ``invoice.paid`` events by one
     insert (``record_changes``), not a save and an insert each. An invoice named twice is paid by
     the first: every later mention meets the same object, already paid."""
-    ids = {invoice_id for invoice_id, _ in paid}
-    locked = Invoice.objects.select_for_update().filter(pk__in=ids).order_by("issued_at", "sequence", "pk")
-    invoices = {invoice.pk: invoice for invoice in locked}
+    keys = [key for key in {_invoice_key(invoice_id) for invoice_id, _ in paid} if isinstance(key, uuid.UUID)]
+    invoices = {invoice.pk: invoice for invoice in _lock_invoices(keys)}
     changes: list[Change] = []
     for invoice_id, payment_id in paid:
         invoice = invoices.get(_invoice_key(invoice_id))
@@ -84,6 +83,20 @@ def invoices_mark_paid(*, paid: list[tuple[str, str]]) -> None:
         if change := _paid(invoice, payment_id):
             changes.append(change)
     record_changes(sender=Invoice, changes=changes, fields=PAID_FIELDS)
+
+
+def _lock_invoices(ids: list[uuid.UUID]) -> list[Invoice]:
+    """These invoices, locked by one statement in the corrections' order. Written out rather than
+    as a queryset: compiling that queryset was a tenth of the CPU of a batch of ``payment.succeeded``."""
+    if not ids:
+        return []
+    return list(
+        Invoice.objects.raw(
+            f'SELECT * FROM "{Invoice._meta.db_table}" WHERE id = ANY(%s::uuid[]) '  # noqa: S608 - our table
+            "ORDER BY issued_at, sequence, id FOR UPDATE",
+            [ids],
+        )
+    )
 
 
 def _invoice_key(invoice_id: str) -> uuid.UUID | str:
