@@ -251,6 +251,31 @@ def test_a_batch_of_payments_succeeded_pays_each_invoice_once_in_one_transaction
     assert len([q for q in sqls if q.startswith('UPDATE "invoicing_invoice"')]) == 1, [q[:80] for q in sqls]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_payment_for_an_invoice_id_invoicing_cannot_have_goes_to_the_dlq_and_the_batch_is_paid():
+    # given two issued invoices, and a payment.succeeded naming an invoice id that is no UUID
+    for n in range(2):
+        projection_apply(event=agreement_event("agreement.created", f"BPX-{n}", 1, start_date="2026-01-01"))
+    invoices_run_inline(run_date=date(2026, 1, 1))
+    open_ones = [str(i) for i in Invoice.objects.order_by("agreement_id").values_list("id", flat=True)]
+    bodies = [
+        json.dumps(paid_envelope(open_ones[0], "pay-x0")),
+        json.dumps(paid_envelope("INV-2026-000001", "pay-bad")),
+        json.dumps(paid_envelope(open_ones[1], "pay-x1")),
+    ]
+
+    # when they come in one receive batch
+    outcomes = process_batch(ConsumerRuntime("invoicing"), received(bodies))
+
+    # then it is refused with its reason (the DLQ, at once), nothing kept for it, and the others paid
+    assert [o.result for o in outcomes] == [HANDLED, POISON, HANDLED]
+    assert "'INV-2026-000001'" in outcomes[1].reason and "not an invoice of invoicing" in outcomes[1].reason
+    [failure] = ConsumerFailure.objects.filter(consumer="invoicing")
+    assert failure.poisoned and "not an invoice of invoicing" in failure.last_error
+    assert not PendingPaymentOutcome.objects.exists()
+    assert set(Invoice.objects.values_list("status", flat=True)) == {"paid"}
+
+
 # -- payments -----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_the_charges_of_a_batch_of_invoices_leave_in_one_send_and_are_each_charged_once(

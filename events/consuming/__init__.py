@@ -7,9 +7,11 @@ processed-event records; push mode (``push``: pollers inside every worker, start
 (``sqs``); ``dlq`` inspects and redrives dead-lettered messages.
 
 Apps use ``@handles(event_type)`` and receive an ``Event``, or ``@handles_batch(*event_types)`` and
-receive a list of them.
+receive a list of them. A handler raises ``Poison`` for an event it can never apply as it is (it
+goes to the DLQ with that reason, at once, instead of failing until SQS gives up on it).
 """
 
+from ..envelope import Poison
 from .registry import Event, handles, handles_batch
 
-__all__ = ["Event", "handles", "handles_batch"]
+__all__ = ["Event", "Poison", "handles", "handles_batch"]
