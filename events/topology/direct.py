@@ -84,9 +84,8 @@ class DirectCalls:
             maxsize=32,
             retries=False,
             ca_certs=os.environ.get("AWS_CA_BUNDLE") or botocore.httpsession.get_cert_path(True),
-            timeout=urllib3.Timeout(
-                connect=getattr(settings, "AWS_CONNECT_TIMEOUT", 5),
-                read=getattr(settings, "AWS_READ_TIMEOUT", 30),
+            timeout=urllib3.Timeout(  # the client's own, as aws.py configured it
+                connect=client.meta.config.connect_timeout, read=client.meta.config.read_timeout
             ),
         )
         self._warned: set[str] = set()
