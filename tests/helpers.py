@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from devsupport.waiting import wait_until as devsupport_wait_until
 
@@ -48,6 +49,23 @@ PROD_ENV = {
     "ALLOWED_HOSTS": "billing.example.com",
     "EVENT_SIGNING_KEYS": '{"2026-11": "' + "k" * 64 + '"}',
 }
+
+
+def terminate_backends(pids: set[int]) -> None:
+    """End these PostgreSQL backends, as a failover or an administrator would, and wait until they
+    are gone; from a connection of its own, since one of them may be this thread's."""
+    other = connections.create_connection(DEFAULT_DB_ALIAS)
+    try:
+        with other.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [list(pids)])
+
+            def gone() -> bool:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [list(pids)])
+                return cur.fetchone()[0] == 0
+
+            wait_until(gone, timeout=10)
+    finally:
+        other.close()
 
 
 def database_url() -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from core import db
@@ -21,7 +21,7 @@ from events.consuming.sqs import handle_batch
 from events.signing import signed_attributes
 from invoicing.models import BillableAgreement
 from tests.factories import envelope
-from tests.helpers import wait_until
+from tests.helpers import terminate_backends
 
 
 def sqs_messages(prefix: str, n: int = 10) -> list[dict[str, Any]]:
@@ -63,22 +63,6 @@ def backend_pid() -> int:
     return connection.connection.info.backend_pid
 
 
-def terminate(pid: int) -> None:
-    """End a backend from a connection of its own, as a failover or an administrator would."""
-    other = connections.create_connection("default")
-    try:
-        with other.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(%s)", [pid])
-
-            def gone() -> bool:
-                cur.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid])
-                return cur.fetchone() is None
-
-            wait_until(gone, timeout=10)
-    finally:
-        other.close()
-
-
 def test_back_to_back_batches_share_a_connection_without_a_ping_and_an_idle_one_is_pinged(
     kept_connection, monkeypatch
 ):
@@ -105,7 +89,7 @@ def test_a_connection_the_server_dropped_between_two_batches_is_found_before_the
     cfg = consumer_configs()["invoicing"]
     assert {o.result for o in handle_batch(cfg, sqs_messages("KD-1"))} == {HANDLED}
     pid = backend_pid()
-    terminate(pid)  # its notice waits on the idle connection's socket
+    terminate_backends({pid})  # its notice waits on the idle connection's socket
 
     with caplog.at_level(logging.WARNING, logger="events.consuming.batch"):
         outcomes = [o.result for o in handle_batch(cfg, sqs_messages("KD-2"))]
@@ -125,7 +109,7 @@ def test_a_connection_dropped_just_after_the_look_costs_the_batch_nothing_either
     cfg = consumer_configs()["invoicing"]
     assert {o.result for o in handle_batch(cfg, sqs_messages("KR-1"))} == {HANDLED}
     pid = backend_pid()
-    terminate(pid)
+    terminate_backends({pid})
     monkeypatch.setattr(db, "_has_news", lambda driver: False)  # as if it died after the look
 
     with caplog.at_level(logging.WARNING, logger="events.consuming.batch"):

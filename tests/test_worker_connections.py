@@ -15,7 +15,7 @@ from django.db import connection, connections
 
 from events.models import Heartbeat
 from tests.auditapp.tasks import session
-from tests.helpers import wait_until
+from tests.helpers import terminate_backends, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -33,12 +33,6 @@ def alive(pids: set[int]) -> set[int]:
     with connection.cursor() as cur:
         cur.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", [list(pids)])
         return {r[0] for r in cur.fetchall()}
-
-
-def terminate(pids: set[int]) -> None:
-    with connection.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [list(pids)])
-    wait_until(lambda: not alive(pids), timeout=10)
 
 
 def lock_is_free(key: str) -> bool:
@@ -64,7 +58,7 @@ def kept(celery_worker: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     yield keep
     monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
-    terminate(seen)
+    terminate_backends(seen)
 
 
 def test_tasks_share_a_connection_until_the_server_drops_it(kept):
@@ -76,7 +70,7 @@ def test_tasks_share_a_connection_until_the_server_drops_it(kept):
     assert len(pids) <= 2 and alive(pids) == pids
 
     # when the server drops those connections between two tasks
-    terminate(pids)
+    terminate_backends(pids)
     # then the next task runs at once on a new one: its first statement did not fail on the dead
     # one (a database error would have retried it)
     after = run()
