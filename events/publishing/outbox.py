@@ -158,11 +158,27 @@ def build_row(event: NewEvent, now: datetime) -> OutboxEvent:
     return row
 
 
+# Room an envelope needs beyond its data and aggregate id (every other field is bounded by
+# envelope.FIELDS, well under this), in characters.
+_HEAD_ROOM = 1024
+
+
 def _copy_tuple(event: NewEvent, now: datetime) -> tuple[Any, ...]:
-    values, _ = _prepare(event, now)
-    values["data"] = orjson.dumps(values["data"]).decode()
-    values["errors"] = "[]"
-    return tuple(values[c] for c in COPY_COLUMNS)
+    """The outbox row's values in COPY_COLUMNS order: ``_prepare``'s, made without the message
+    body (the relay makes it when it publishes) unless the event may be too large to send, and
+    with the data serialized once (a third of ``_prepare``'s CPU for an agreement's event)."""
+    event_type = contracts.get(event.type)
+    event_type.validate(event.data)
+    data = orjson.dumps(event.data).decode()
+    if (len(data) + len(event.aggregate_id) + _HEAD_ROOM) * 4 > envelope.MAX_EVENT_BYTES:
+        _prepare(event, now)  # near the limit: size the whole envelope, as build_row does
+    # fmt: off
+    return (
+        event.id, event.type, event_type.schema_version, event.occurred_at or now,
+        event_type.producer, event_type.aggregate_type, event.aggregate_id, event.aggregate_version,
+        data, 0, "", "[]", "", now, publish_priority(event_type.producer),
+    )
+    # fmt: on
 
 
 class PreparedEvents:

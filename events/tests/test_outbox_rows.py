@@ -1,0 +1,62 @@
+"""The rows ``record_events`` writes by COPY hold what ``build_row`` makes of the same events,
+and the size limit is decided on the whole envelope, whatever shortcut the writing takes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from events import contracts, envelope
+from events.models import OutboxEvent
+from events.publishing.outbox import NewEvent, build_row, record_events
+from tests.factories import agreement_data
+
+pytestmark = pytest.mark.django_db
+
+FIELDS = [f.attname for f in OutboxEvent._meta.concrete_fields]
+AT = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC)  # every envelope's time, the same length
+
+
+def alert(blob: str) -> NewEvent:
+    """An event whose data carries ``blob`` as it is (an alert's details are free-form)."""
+    data = {"check": "dlq", "severity": "warning", "summary": "x", "details": {"blob": blob}}
+    return NewEvent("alert.dlq_not_empty", "dlq", 1, data, occurred_at=AT)
+
+
+def record(*events: NewEvent) -> None:
+    with transaction.atomic():
+        record_events(sender=None, events=list(events))
+
+
+def test_a_recorded_row_holds_what_build_row_makes_and_sends_the_same_body():
+    events = [
+        # text COPY must escape, and JSON escapes of its own
+        NewEvent(
+            contracts.AGREEMENT_CREATED,
+            "A-1",
+            1,
+            agreement_data("A-1", description='tab\there, "quoted", back\\slash, line\nbreak, é'),
+        ),
+        alert("x"),  # another producer: its own priority
+    ]
+    record(*events)
+    for event in events:
+        row = OutboxEvent.objects.get(pk=event.id)
+        expected = build_row(event, row.next_attempt_at)  # the same "now" the recording used
+        assert {f: getattr(row, f) for f in FIELDS} == {f: getattr(expected, f) for f in FIELDS}
+        assert row.message_body() == expected.message_body()
+
+
+def test_an_event_that_fits_only_by_its_bytes_is_recorded_and_one_a_byte_over_is_refused():
+    # The whole envelope with a blob of no characters: what the blob may add to it.
+    empty = len(build_row(alert(""), timezone.now()).message_body().encode())
+    room = envelope.MAX_EVENT_BYTES - empty
+    # Two bytes a character: its characters times four are over the limit, its bytes are not.
+    fits = alert("é" * (room // 2))
+    record(fits)
+    assert OutboxEvent.objects.filter(pk=fits.id).exists()
+    with pytest.raises(contracts.ContractError, match="over the 245760-byte limit"):
+        record(alert("é" * (room // 2) + "x" * (room % 2 + 1)))
