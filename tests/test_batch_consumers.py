@@ -9,6 +9,7 @@ Real PostgreSQL, the SQS endpoint over HTTP, a real Celery worker and the sandbo
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 from collections import Counter
@@ -252,7 +253,9 @@ def test_a_batch_of_payments_succeeded_pays_each_invoice_once_in_one_transaction
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_payment_for_an_invoice_id_invoicing_cannot_have_goes_to_the_dlq_and_the_batch_is_paid():
+def test_a_payment_for_an_invoice_id_invoicing_cannot_have_goes_to_the_dlq_and_the_batch_is_paid(
+    caplog: pytest.LogCaptureFixture,
+):
     # given two issued invoices, and a payment.succeeded naming an invoice id that is no UUID
     for n in range(2):
         projection_apply(event=agreement_event("agreement.created", f"BPX-{n}", 1, start_date="2026-01-01"))
@@ -265,7 +268,8 @@ def test_a_payment_for_an_invoice_id_invoicing_cannot_have_goes_to_the_dlq_and_t
     ]
 
     # when they come in one receive batch
-    outcomes = process_batch(ConsumerRuntime("invoicing"), received(bodies))
+    with caplog.at_level(logging.INFO, logger="events.consuming"):
+        outcomes = process_batch(ConsumerRuntime("invoicing"), received(bodies))
 
     # then it is refused with its reason (the DLQ, at once), nothing kept for it, and the others paid
     assert [o.result for o in outcomes] == [HANDLED, POISON, HANDLED]
@@ -274,6 +278,10 @@ def test_a_payment_for_an_invoice_id_invoicing_cannot_have_goes_to_the_dlq_and_t
     assert failure.poisoned and "not an invoice of invoicing" in failure.last_error
     assert not PendingPaymentOutcome.objects.exists()
     assert set(Invoice.objects.values_list("status", flat=True)) == {"paid"}
+    # and the log says a handler refused an event, not that the batch failed with a traceback
+    batch_logs = [r for r in caplog.records if r.name == "events.consuming.batch"]
+    assert [(r.levelno, r.exc_info) for r in batch_logs] == [(logging.INFO, None)]
+    assert "refuses" in batch_logs[0].getMessage() and "INV-2026-000001" in batch_logs[0].getMessage()
 
 
 # -- payments -----------------------------------------------------------------------------

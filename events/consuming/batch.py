@@ -13,7 +13,8 @@ acknowledged). The messages whose handler takes batches (``handles_batch``) then
 - any exception (a handler's, a deadlock, a timeout, a lost connection) rolls the whole batch
   back, and every one of its messages is then processed one at a time through
   ``ConsumerRuntime.process``: one poison or failing message never costs the others their
-  effects, and a failure is recorded against the message that caused it.
+  effects, and a failure is recorded against the message that caused it. A handler's ``Poison``
+  (an event it can never apply) is an expected refusal: logged as such, without a traceback.
 
 Messages whose handler takes one event at a time are processed one at a time, as before.
 """
@@ -30,6 +31,7 @@ from django.db import transaction
 
 from core.db import drop_broken_connection
 
+from ..envelope import Poison
 from ..operations.logs import log_context
 from .processed import processed_hashes, record_processed
 from .registry import BatchHandler, Event, batch_handler_for
@@ -65,6 +67,15 @@ def process_batch(runtime: ConsumerRuntime, messages: list[Received]) -> list[Ou
         _decide(runtime, messages, plan)
         if plan.batched:
             _run_together(runtime, plan)
+    except Poison as exc:  # a handler refused one of its events: which one, each alone will tell
+        logger.info(
+            "consumer %s: a batch of %d holds an event its handler refuses (%s); handling its "
+            "messages one at a time",
+            runtime.name,
+            len(messages),
+            exc,
+        )
+        plan.alone = [i for i, o in enumerate(plan.outcomes) if o is None]
     except Exception:  # noqa: BLE001 - whatever went wrong, each message gets its own chance
         logger.warning(
             "consumer %s: a batch of %d failed; handling its messages one at a time",
