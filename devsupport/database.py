@@ -33,18 +33,32 @@ def ensure_database(server_url: str, name: str, *, recreate: bool = False) -> st
     import psycopg2
     from psycopg2 import sql
 
+    if recreate:
+        drop_database(server_url, name)
     conn = psycopg2.connect(**_connect_args(with_database(server_url, "postgres")))
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            if recreate:
-                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
             if cur.fetchone() is None:
                 cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     finally:
         conn.close()
     return with_database(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop database ``name`` on ``server_url``'s server, if it is there (its sessions ended)."""
+    import psycopg2
+    from psycopg2 import sql
+
+    conn = psycopg2.connect(**_connect_args(with_database(server_url, "postgres")))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    finally:
+        conn.close()
 
 
 def redact(url: str) -> str:

@@ -3,19 +3,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 
+import psutil
 import pytest
+from django.db import connection
 
+from devsupport.database import drop_database
 from devsupport.sandbox_gateway import SandboxConfig, start_in_thread
 from events import topology
 from events.topology.provisioning import provision
 from payments.gateway import reset_gateway
 from scripts import scenario
 from tests import plugin
-from tests.helpers import database_url
+from tests.helpers import database_url, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
@@ -83,3 +93,35 @@ def test_short_scenario_keeps_every_invariant(settings, empty_queues):
     print(report.table())
     assert report.violations == []
     assert set(report.faults) == set(scenario.FAULT_KINDS)  # every kind of fault, at least once
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_soak_ended_by_sigterm_leaves_none_of_its_processes_running(tmp_path):
+    # given the soak's command line, running, with its workers and beat started
+    server = database_url().rsplit("/", 1)[0]
+    database = f"{connection.settings_dict['NAME']}_soak_cli"  # a database of its own
+    env = {**os.environ, "DATABASE_URL": f"{server}/postgres", "SCENARIO_DATABASE": database}
+    argv = [sys.executable, "-m", "scripts.scenario", "--agreements", "2", "--days", "30", "--workers", "2"]
+    log = tmp_path / "soak.log"
+    with log.open("wb") as out:
+        soak = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    me, started = psutil.Process(soak.pid), []
+    try:
+        # its workers and beat are its children (each with processes of its own, or not)
+        wait_until(lambda: len(me.children(recursive=True)) >= 3, 180)
+        started = me.children(recursive=True)
+
+        # when it is sent SIGTERM (a CI timeout, a kill)
+        soak.terminate()
+        code = soak.wait(90)
+
+        # then it ends as interrupted, and every process it started has ended with it
+        assert code == 128 + signal.SIGTERM, log.read_text()[-2000:]
+        _, alive = psutil.wait_procs(started, timeout=10)
+        assert alive == []
+    finally:
+        for proc in [me, *started]:  # whatever went wrong, nothing is left behind
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        drop_database(server, database)

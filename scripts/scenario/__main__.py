@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -37,6 +38,10 @@ def main() -> None:
         "queues) or moto's server in this process (what CI uses; too slow for 1,000 x 90)",
     )
     args = parser.parse_args()
+    # A TERM or HUP (a CI timeout, a closed terminal, kill) ends the soak as Ctrl-C does: through
+    # the ``finally`` blocks that stop its workers, beat, gateway and endpoint, none left running.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on_signal)
 
     from devsupport.database import DEFAULT_SERVER_URL, ensure_database
     from devsupport.endpoint import local_endpoint
@@ -124,6 +129,10 @@ def main() -> None:
     for violation in report.violations[:50]:
         print("VIOLATION:", violation)
     sys.exit(1 if report.violations else 0)
+
+
+def _stop_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":
