@@ -25,8 +25,9 @@ Each stage prints when it finished (seconds from the start of the import), its a
 (first to last row, from the rows' own timestamps) and its rate next to its baseline's. Then where
 the CPU went from the file to the payments (bench/_cpu.py: the workers and beat, the endpoint's
 process, this machine's PostgreSQL, the sandbox gateway and the two commands; in all, per agreement
-and in cores busy), and each charge's CPU over the charge window, in all and by part: the figures that say
-how far the 2 cores are from the targets, and which part holds the time.
+and in cores busy), the same for each stage (from the end of the one before to its own: what else
+runs meanwhile is in it), and each charge's CPU over the charge window, in all and by part: the
+figures that say how far the 2 cores are from the targets, and which part holds the time.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def main() -> None:
             "gateway": lambda: _cpu.pids_of(gateway.pid),
         }
     )
-    commands = 0.0  # CPU of the two commands, run to their end
+    commands: dict[str, float] = {}  # CPU of each command, run to its end
     try:
         wait_until(lambda: port_open("127.0.0.1", gateway_port), 30, "gateway")
         time.sleep(8)  # the worker's consumers connect
@@ -191,7 +192,7 @@ def main() -> None:
         handled = ProcessedEvent.objects.filter(consumer="invoicing", event_type=contracts.AGREEMENT_CREATED)
         meter.start()
         meter.mark("start")
-        commands -= _cpu.children_cpu()
+        before = _cpu.children_cpu()
         t0 = time.perf_counter()
         subprocess.run(
             [PY, "manage.py", "agreements_import", str(path)],
@@ -201,7 +202,8 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
         )
         t_import = time.perf_counter() - t0
-        commands += _cpu.children_cpu()
+        commands["import"] = _cpu.children_cpu() - before
+        meter.mark("imported")
         # All N rows are in (the import has ended): the first unpublished one, read by the relay's
         # own index, not a count of the published (tens of ms every look, on the cores measured).
         unpublished = (
@@ -213,12 +215,14 @@ def main() -> None:
         t_published = time.perf_counter() - t0
         wait_for_count(handled.count, "all projected")
         t_projected = time.perf_counter() - t0
-        commands -= _cpu.children_cpu()
+        meter.mark("projected")
+        before = _cpu.children_cpu()
         subprocess.run(
             [PY, "manage.py", "invoices_issue"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
         )
-        commands += _cpu.children_cpu()
+        commands["invoices_issue"] = _cpu.children_cpu() - before
         t_issued = time.perf_counter() - t0
+        meter.mark("issued")
         wait_for_count(Payment.objects.count, "all payments created")
         t_paid = time.perf_counter() - t0
         meter.mark("paid")
@@ -264,7 +268,11 @@ def main() -> None:
                 f"vs plain publish and receive+delete at once {rate(SAMPLE, through_payments)}: {through_payments / SAMPLE * pay_n / pay_s:.0%}",
             ),
             ("total, file to payments", f"{t_paid:.1f} s (target: 10,000 in <= 20 s, 100,000 in <= 180 s)"),
-            ("cpu, file to payments", _cpu_line(meter.between("start", "paid"), commands, t_paid)),
+            (
+                "cpu, file to payments",
+                _cpu_line(meter.between("start", "paid"), sum(commands.values()), t_paid),
+            ),
+            *_stage_cpu(meter, commands, [t_import, t_projected, t_issued, t_paid]),
             (
                 "charges, then",
                 f"{charged / CHARGE_WINDOW:,.0f}/s over the next {CHARGE_WINDOW:.0f} s vs the gateway's "
@@ -298,6 +306,33 @@ def _charge_cpu(parts: dict[str, float], charged: int) -> str:
     invoice.paid are relayed and payment.succeeded handled by invoicing within it too)."""
     each = {k: 1000 * v / charged for k, v in parts.items()}
     return f", {sum(each.values()):.1f} ms of CPU each: " + ", ".join(f"{k} {v:.1f}" for k, v in each.items())
+
+
+def _stage_cpu(meter: _cpu.CpuMeter, commands: dict[str, float], ends: list[float]) -> list[tuple[str, str]]:
+    """Each stage's CPU (from the end of the one before to its own), in all and by part: which
+    stage's work holds the time, and what else runs meanwhile (the relay and the projection during
+    the import, payments and charges during the daily run)."""
+    stages = [
+        ("import", "start", "imported", commands["import"]),
+        ("to all projected", "imported", "projected", 0.0),
+        ("invoices_issue", "projected", "issued", commands["invoices_issue"]),
+        ("to all paid", "issued", "paid", 0.0),
+    ]
+    rows, began = [], 0.0
+    for (name, start, end, command), ended in zip(stages, ends, strict=True):
+        parts = meter.between(start, end)
+        total = sum(parts.values()) + command
+        seconds = max(ended - began, 1e-3)
+        by_part = ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
+        command_part = f", the command {command:.1f}" if command else ""
+        rows.append(
+            (
+                f"  cpu, {name}",
+                f"{seconds:5.1f} s: {total:6.1f} cpu-s, {total / seconds:.2f} cores busy: {by_part}{command_part}",
+            )
+        )
+        began = ended
+    return rows
 
 
 def _cpu_line(parts: dict[str, float], commands: float, seconds: float) -> str:
