@@ -16,9 +16,10 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+_UNSET: Any = object()  # not made yet (None may be a value made)
 
 
 class PerProcess(Generic[T]):
@@ -29,23 +30,23 @@ class PerProcess(Generic[T]):
     def __init__(self, make: Callable[[], T]) -> None:
         self._make = make
         self._lock = threading.Lock()
-        self._value: T | None = None
+        self._value: T = _UNSET
         me = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (p := me()) is not None and p._forget_after_fork())
 
     def get(self) -> T:
         value = self._value
-        if value is not None:
+        if value is not _UNSET:
             return value
         with self._lock:
-            if self._value is None:
+            if self._value is _UNSET:
                 self._value = self._make()
             return self._value
 
     def reset(self) -> None:
         with self._lock:
-            self._value = None
+            self._value = _UNSET
 
     def _forget_after_fork(self) -> None:
         self._lock = threading.Lock()
-        self._value = None
+        self._value = _UNSET

@@ -24,6 +24,15 @@ def test_a_value_is_made_once_for_all_threads_then_again_after_a_reset():
     assert value.get() == {"n": 2}
 
 
+def test_a_value_of_none_is_made_once_too():
+    made = itertools.count(1)
+    value = PerProcess(lambda: next(made) and None)  # a setting that chose nothing, say
+    assert [value.get() for _ in range(3)] == [None, None, None]
+    assert next(made) == 2  # made once
+    value.reset()
+    assert value.get() is None and next(made) == 4  # made again after a reset
+
+
 def test_a_forked_process_makes_its_own_even_while_a_parent_thread_held_the_lock():
     # given a parent that made its value, and one of its threads holding the lock at the fork
     value = PerProcess(lambda: {"pid": os.getpid()})
