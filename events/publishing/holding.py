@@ -73,7 +73,17 @@ def bulk_queues() -> list[str]:
 
 
 def forget() -> None:
-    """Read the depths afresh at the next look (a pass just published)."""
+    """Read the depths afresh at the next look (a pass just published), unless none could be read
+    last time: then not before UNREADABLE_BACKOFF_SECONDS are up (every pass that publishes would
+    otherwise try them all again, each waiting on the endpoint's answer or timeout)."""
+    global _seen
+    with _seen_lock:
+        if _seen[0] <= time.monotonic():
+            _seen = (float("-inf"), {})
+
+
+def reset() -> None:
+    """Forget every depth read, and a backoff after unreadable ones (tests)."""
     global _seen
     with _seen_lock:
         _seen = (float("-inf"), {})

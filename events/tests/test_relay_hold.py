@@ -39,9 +39,9 @@ def claims_start_with_agreements(monkeypatch: Any) -> None:
 def deep_invoicing_queue(empty_queues: Any, sqs: Any) -> Any:
     """invoicing's queue 20 messages deep (a consumer behind), depths read afresh."""
     send(sqs, [f'{{"n": {i}}}' for i in range(20)], queue=INVOICING)
-    holding.forget()
+    holding.reset()
     yield sqs
-    holding.forget()
+    holding.reset()
 
 
 def published_at(aggregate_prefix: str) -> list[Any]:
@@ -185,13 +185,17 @@ def test_a_trickle_is_never_held(deep_invoicing_queue: Any, settings: Any):
     assert time.monotonic() - started < 5
 
 
-def test_depths_that_cannot_be_read_hold_nothing(deep_invoicing_queue: Any, settings: Any, monkeypatch: Any):
+def test_depths_that_cannot_be_read_hold_nothing_and_are_not_tried_again_at_every_pass(
+    deep_invoicing_queue: Any, settings: Any, monkeypatch: Any
+):
     settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 5, 30
-    monkeypatch.setattr(aws, "queue_depth", lambda name: 1 / 0)
+    tried: list[str] = []
+    monkeypatch.setattr(aws, "queue_depth", lambda name: tried.append(name) or 1 / 0)
     record_agreements_created(5, "BLIND")
     started = time.monotonic()
-    assert relay_pending(max_seconds=60, limit=2).published == 5
+    assert relay_pending(max_seconds=60, limit=2).published == 5  # three passes, each publishing
     assert time.monotonic() - started < 5
+    assert sorted(tried) == holding.bulk_queues()  # once each, not again after each pass
 
 
 def test_the_backlog_goes_out_as_soon_as_the_consumer_catches_up(deep_invoicing_queue: Any, settings: Any):
