@@ -16,8 +16,9 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from core import db
 from events.consuming.config import consumer_configs
-from events.consuming.runtime import HANDLED
+from events.consuming.runtime import HANDLED, POISON
 from events.consuming.sqs import handle_batch
+from events.models import ConsumerFailure
 from events.signing import signed_attributes
 from invoicing.models import BillableAgreement
 from tests.factories import envelope
@@ -127,3 +128,23 @@ def test_a_connection_dropped_just_after_the_look_costs_the_batch_nothing_either
     with caplog.at_level(logging.WARNING, logger="events.consuming.batch"):
         assert {o.result for o in handle_batch(cfg, sqs_messages("KR-3"))} == {HANDLED}
     assert "one at a time" not in caplog.text
+
+
+def test_a_poison_message_in_a_batch_on_a_connection_dropped_after_the_look_keeps_its_reason(
+    kept_connection, monkeypatch
+):
+    cfg = consumer_configs()["invoicing"]
+    assert {o.result for o in handle_batch(cfg, sqs_messages("KP-1"))} == {HANDLED}
+    terminate_backends({backend_pid()})
+    monkeypatch.setattr(db, "_has_news", lambda driver: False)  # as if it died after the look
+    messages = sqs_messages("KP-2", 3)
+    poison = messages[1]["Body"].replace('"EUR"', '"euro"')  # signed, but off its contract
+    messages[1].update(Body=poison, MessageAttributes=signed_attributes(poison))
+
+    outcomes = [o.result for o in handle_batch(cfg, messages)]
+
+    # the poison message's reason is kept for dlq_inspect, its first statement on the dead connection
+    assert outcomes == [HANDLED, POISON, HANDLED]
+    [failure] = ConsumerFailure.objects.filter(consumer="invoicing")
+    assert failure.message_id == messages[1]["MessageId"] and failure.poisoned
+    assert "currency" in failure.last_error

@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.db.models import F
 from django.utils import timezone
+
+from core.db import drop_broken_connection
 
 from ..models import ConsumerFailure
 
@@ -25,21 +27,36 @@ def record_failure(
     if not message_id:
         return
     try:
-        updated = ConsumerFailure.objects.filter(consumer=consumer, message_id=message_id).update(
-            last_error=error, failures=F("failures") + 1, poisoned=poisoned, last_seen_at=timezone.now()
-        )
-        if not updated:
-            ConsumerFailure.objects.get_or_create(
-                consumer=consumer,
-                message_id=message_id,
-                defaults={
-                    "event_id": str(envelope.get("id", ""))[:64],
-                    "event_type": str(envelope.get("type", ""))[:100],
-                    "aggregate_id": str(envelope.get("aggregate_id", ""))[:64],
-                    "first_error": error,
-                    "last_error": error,
-                    "poisoned": poisoned,
-                },
-            )
+        _record(consumer, message_id, envelope, error, poisoned)
     except DatabaseError:
-        logger.exception("could not record the failure of message %s (%s)", message_id, error)
+        # A connection the server dropped since its last use (a poison message is often a batch's
+        # first statement) is replaced once; any other error is only logged.
+        broken = not connection.in_atomic_block and (
+            connection.connection is None or not connection.is_usable()
+        )
+        try:
+            if not broken:
+                raise
+            drop_broken_connection()
+            _record(consumer, message_id, envelope, error, poisoned)
+        except DatabaseError:
+            logger.exception("could not record the failure of message %s (%s)", message_id, error)
+
+
+def _record(consumer: str, message_id: str, envelope: dict[str, Any], error: str, poisoned: bool) -> None:
+    updated = ConsumerFailure.objects.filter(consumer=consumer, message_id=message_id).update(
+        last_error=error, failures=F("failures") + 1, poisoned=poisoned, last_seen_at=timezone.now()
+    )
+    if not updated:
+        ConsumerFailure.objects.get_or_create(
+            consumer=consumer,
+            message_id=message_id,
+            defaults={
+                "event_id": str(envelope.get("id", ""))[:64],
+                "event_type": str(envelope.get("type", ""))[:100],
+                "aggregate_id": str(envelope.get("aggregate_id", ""))[:64],
+                "first_error": error,
+                "last_error": error,
+                "poisoned": poisoned,
+            },
+        )
