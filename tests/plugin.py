@@ -56,6 +56,13 @@ os.environ.setdefault("CELERY_SQS_WAIT_TIME_SECONDS", "1")
 os.environ.setdefault("CELERY_SQS_POLLING_INTERVAL", "0.1")
 
 
+def emulator_that_runs() -> str:
+    """ "ministack" if the suite's ministack started here, else "moto" (what stood in for it)."""
+    from devsupport.ministack import Ministack
+
+    return "ministack" if isinstance(_endpoint, Ministack) else "moto"
+
+
 def pytest_report_header() -> str:
     return f"SNS/SQS endpoint: {os.environ['AWS_ENDPOINT_URL']} ({_described})"
 

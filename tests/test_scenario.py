@@ -95,6 +95,18 @@ def test_short_scenario_keeps_every_invariant(settings, empty_queues):
     assert set(report.faults) == set(scenario.FAULT_KINDS)  # every kind of fault, at least once
 
 
+def soak_processes(soak: psutil.Process) -> list[psutil.Process]:
+    """The soak's workers and beat (each with pool processes or not), of all it started."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        found = []
+        for proc in soak.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if " celery " in f" {' '.join(proc.cmdline())} ":
+                    found.append(proc)
+        return found
+    return []
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_soak_ended_by_sigterm_leaves_none_of_its_processes_running(tmp_path):
@@ -103,14 +115,20 @@ def test_a_soak_ended_by_sigterm_leaves_none_of_its_processes_running(tmp_path):
     database = f"{connection.settings_dict['NAME']}_soak_cli"  # a database of its own
     env = {**os.environ, "DATABASE_URL": f"{server}/postgres", "SCENARIO_DATABASE": database}
     argv = [sys.executable, "-m", "scripts.scenario", "--agreements", "2", "--days", "30", "--workers", "2"]
+    argv += ["--emulator", plugin.emulator_that_runs()]
     log = tmp_path / "soak.log"
     with log.open("wb") as out:
         soak = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    me, started = psutil.Process(soak.pid), []
+    me = psutil.Process(soak.pid)
+    started: list[psutil.Process] = []
     try:
-        # its workers and beat are its children (each with processes of its own, or not)
-        wait_until(lambda: len(me.children(recursive=True)) >= 3, 180)
-        started = me.children(recursive=True)
+
+        def workers_and_beat() -> bool:
+            words = [" ".join(p.cmdline()) for p in soak_processes(me)]
+            return sum(" worker " in w for w in words) >= 2 and any(" beat " in w for w in words)
+
+        wait_until(workers_and_beat, 180)
+        started = me.children(recursive=True)  # the endpoint (ministack's process) too, if any
 
         # when it is sent SIGTERM (a CI timeout, a kill)
         soak.terminate()
@@ -119,9 +137,44 @@ def test_a_soak_ended_by_sigterm_leaves_none_of_its_processes_running(tmp_path):
         # then it ends as interrupted, and every process it started has ended with it
         assert code == 128 + signal.SIGTERM, log.read_text()[-2000:]
         _, alive = psutil.wait_procs(started, timeout=10)
-        assert alive == []
+        assert alive == [], log.read_text()[-2000:]
     finally:
-        for proc in [me, *started]:  # whatever went wrong, nothing is left behind
+        leftover = [*started, *me.children(recursive=True)] if soak.poll() is None else started
+        for proc in [me, *leftover]:  # whatever went wrong, nothing is left behind
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
         drop_database(server, database)
+
+
+SIGNAL_SCRIPT = """
+import os, signal, sys
+from scripts.scenario.signals import starting, stop_on_signals
+stop_on_signals()
+try:
+    with starting():
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("started and recorded", flush=True)  # the signal waited for this
+    print("not reached", flush=True)
+except SystemExit as exc:
+    print("exit", exc.code, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)  # a second one, while stopping: ignored
+    os.kill(os.getpid(), signal.SIGHUP)
+    print("stopping went on", flush=True)
+    sys.exit(exc.code)
+"""
+
+
+def test_a_stopping_signal_waits_for_a_process_being_started_and_only_the_first_interrupts():
+    done = subprocess.run([sys.executable, "-c", SIGNAL_SCRIPT], cwd=ROOT, capture_output=True, text=True)
+    assert done.stdout.splitlines() == ["started and recorded", "exit 143", "stopping went on"], done.stderr
+    assert done.returncode == 143
+
+
+def test_a_hangup_ignored_from_the_start_stays_ignored():  # nohup python -m scripts.scenario ...
+    script = (
+        "import os, signal; signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+        "from scripts.scenario.signals import stop_on_signals; stop_on_signals()\n"
+        "os.kill(os.getpid(), signal.SIGHUP); print('still running')"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert done.stdout.strip() == "still running" and done.returncode == 0, done.stderr

@@ -20,8 +20,10 @@ dry (a consumer takes 300 messages in about 0.2 s). A hold past ``HOLD_PATIENCE_
 deep queues have not got shallower since (a stopped consumer) looks every
 ``HOLD_SLOW_LOOK_SECONDS`` instead. A queue reaches the depth plus one pass at most: depths are
 read afresh after every pass that published (other topics' events too), otherwise at most every
-look. So a stopped payments consumer holds the invoicing topic that feeds its queue, and
-agreements and charges still reach invoicing at full speed.
+look; after a read that found no depth at all, not for UNREADABLE_BACKOFF_SECONDS (while the
+endpoint is down or refuses the reads nothing is held, so for up to that long after it comes back
+a backlog goes out unheld). So a stopped payments consumer holds the invoicing topic that feeds its
+queue, and agreements and charges still reach invoicing at full speed.
 
 A hold that runs out (the queue did not drain: its consumer is stopped or far behind) publishes one
 pass of the held topics' events anyway and logs a warning naming the queue. If other topics' events

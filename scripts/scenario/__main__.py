@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from .harness import run
+from .signals import starting, stop_on_signals
 
 
 def main() -> None:
@@ -22,7 +22,6 @@ def main() -> None:
     checkouts share), ministack (or ``--emulator moto``), the sandbox gateway.
     """
     import argparse
-    import urllib.request
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--agreements", type=int, default=1000)
@@ -38,18 +37,31 @@ def main() -> None:
         "queues) or moto's server in this process (what CI uses; too slow for 1,000 x 90)",
     )
     args = parser.parse_args()
-    # A TERM or HUP (a CI timeout, a closed terminal, kill) ends the soak as Ctrl-C does: through
-    # the ``finally`` blocks that stop its workers, beat, gateway and endpoint, none left running.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stop_on_signal)
+    stop_on_signals()  # TERM or HUP (a CI timeout, a closed terminal) ends it as Ctrl-C does
 
-    from devsupport.database import DEFAULT_SERVER_URL, ensure_database
     from devsupport.endpoint import local_endpoint
 
     state = Path(tempfile.mkdtemp(prefix="scenario-ministack-")) if args.emulator == "ministack" else None
     # moto in this process keeps its queues across the outage; ministack saves them to ``state``
     emulator = local_endpoint(args.emulator, state_dir=state, in_process=True)
-    endpoint = emulator.start()
+    try:  # from here on, whatever ends the soak (a signal too) stops what it started
+        with starting():
+            endpoint = emulator.start()
+        report = _soak(args, endpoint, emulator)
+    finally:
+        emulator.stop()
+    print(report.table())
+    for violation in report.violations[:50]:
+        print("VIOLATION:", violation)
+    sys.exit(1 if report.violations else 0)
+
+
+def _soak(args: Any, endpoint: str, emulator: Any) -> Any:
+    """The soak on a started endpoint: its database, settings, gateway and run; the report."""
+    import urllib.request
+
+    from devsupport.database import DEFAULT_SERVER_URL, ensure_database
+
     server_url = os.environ.get("DATABASE_URL") or DEFAULT_SERVER_URL
     database = os.environ.get("SCENARIO_DATABASE", "billing_scenario")
     database_url = ensure_database(server_url, database, recreate=True)
@@ -86,31 +98,31 @@ def main() -> None:
     from devsupport.sandbox_gateway import SandboxConfig, start_in_thread
 
     gateway = start_in_thread(SandboxConfig(seed=args.seed, soft_decline_rate=0.05, transient_rate=0.05))
-    env["PAYMENT_GATEWAY_URL"] = gateway.url
-    os.environ.update(env)
-    import django
-
-    django.setup()
-    # moto's SQS is not thread-safe: under load some calls fail with a 500 and a traceback in
-    # werkzeug's log (the clients retry them). Keep the soak's output to the progress and table.
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    call_command("messaging_provision", verbosity=0)
-
-    def stats() -> dict[str, Any]:
-        with urllib.request.urlopen(f"{gateway.url}/v1/_stats") as resp:
-            return dict(json.load(resp))
-
-    def configure(**config: Any) -> None:
-        for key, value in config.items():
-            setattr(gateway.sandbox.config, key, value)
-
     try:
-        report = run(
+        env["PAYMENT_GATEWAY_URL"] = gateway.url
+        os.environ.update(env)
+        import django
+
+        django.setup()
+        # moto's SQS is not thread-safe: under load some calls fail with a 500 and a traceback in
+        # werkzeug's log (the clients retry them). Keep the soak's output to the progress and table.
+        import logging
+
+        logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        call_command("messaging_provision", verbosity=0)
+
+        def stats() -> dict[str, Any]:
+            with urllib.request.urlopen(f"{gateway.url}/v1/_stats") as resp:
+                return dict(json.load(resp))
+
+        def configure(**config: Any) -> None:
+            for key, value in config.items():
+                setattr(gateway.sandbox.config, key, value)
+
+        return run(
             agreements=args.agreements,
             days=args.days,
             seed=args.seed,
@@ -124,15 +136,6 @@ def main() -> None:
         )
     finally:
         gateway.shutdown()
-        emulator.stop()
-    print(report.table())
-    for violation in report.violations[:50]:
-        print("VIOLATION:", violation)
-    sys.exit(1 if report.violations else 0)
-
-
-def _stop_on_signal(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from typing import Any
 
 from devsupport.stack import background_env
 
+from .signals import starting
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -21,19 +23,27 @@ class Fleet:
         self.env = env
         self.workers: list[subprocess.Popen[bytes] | None] = [None] * workers
         self.beat: subprocess.Popen[bytes] | None = None
-        for i in range(workers):
-            self.start_worker(i)
-        self.start_beat()
+        self.spawned: list[subprocess.Popen[bytes]] = []  # every process started: ``stop`` ends them all
+        try:
+            for i in range(workers):
+                self.start_worker(i)
+            self.start_beat()
+        except BaseException:  # a signal or a failure half-way: none left running
+            self.stop()
+            raise
 
     def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "billing_project", *args, "-l", "WARNING"],
-            cwd=ROOT,
-            env=background_env(self.env),  # as make run's: DEBUG off unless set
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with starting():  # a stopping signal waits until the process is recorded
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "billing_project", *args, "-l", "WARNING"],
+                cwd=ROOT,
+                env=background_env(self.env),  # as make run's: DEBUG off unless set
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.spawned.append(proc)
+        return proc
 
     def start_worker(self, i: int) -> None:
         self.workers[i] = self._spawn(
@@ -84,7 +94,7 @@ class Fleet:
         self.beat = None
 
     def stop(self) -> None:
-        procs = [p for p in (*self.workers, self.beat) if p is not None and p.poll() is None]
+        procs = [p for p in self.spawned if p.poll() is None]
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:

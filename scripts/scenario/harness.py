@@ -208,8 +208,10 @@ def run(
         fleet.stop_beat()
         wait_until(lambda: not _busy_queues(), settle_timeout, "every queue drained")
     finally:
-        copy_killer.disarm()
-        fleet.stop()
+        try:
+            fleet.stop()  # first: nothing a failing step below skips
+        finally:
+            copy_killer.disarm()
 
     expect = Expectations(upstream.plans, last_run, upstream.changes, voids.waived, dead_letters)
     report.violations += check(expect, gateway_stats())
