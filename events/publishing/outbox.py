@@ -110,8 +110,9 @@ def record_events(
 
 
 def _prepare(event: NewEvent, now: datetime) -> tuple[dict[str, Any], str]:
-    """The outbox row's values and the message body, for both ways of writing rows: the data is
-    validated against its contract and the whole envelope sized once, the same way."""
+    """The outbox row's values and the message body (``build_row``'s; ``_copy_tuple`` makes the
+    same values faster and calls this only to size an event near the limit): the data validated
+    against its contract, the whole envelope serialized and sized."""
     event_type = contracts.get(event.type)
     event_type.validate(event.data)
     head = {

@@ -50,13 +50,16 @@ def test_a_recorded_row_holds_what_build_row_makes_and_sends_the_same_body():
         assert row.message_body() == expected.message_body()
 
 
-def test_an_event_that_fits_only_by_its_bytes_is_recorded_and_one_a_byte_over_is_refused():
+@pytest.mark.parametrize("char", ["é", "€", "😀"], ids=["2 bytes", "3 bytes", "4 bytes"])
+def test_an_event_that_fits_only_by_its_bytes_is_recorded_and_one_a_byte_over_is_refused(char):
     # The whole envelope with a blob of no characters: what the blob may add to it.
     empty = len(build_row(alert(""), timezone.now()).message_body().encode())
-    room = envelope.MAX_EVENT_BYTES - empty
-    # Two bytes a character: its characters times four are over the limit, its bytes are not.
-    fits = alert("é" * (room // 2))
+    room, width = envelope.MAX_EVENT_BYTES - empty, len(char.encode())
+    # As many of the character as fit: in bytes they do, by four bytes a character they may not.
+    fits = alert(char * (room // width))
     record(fits)
-    assert OutboxEvent.objects.filter(pk=fits.id).exists()
-    with pytest.raises(contracts.ContractError, match="over the 245760-byte limit"):
-        record(alert("é" * (room // 2) + "x" * (room % 2 + 1)))
+    assert len(OutboxEvent.objects.get(pk=fits.id).message_body().encode()) <= envelope.MAX_EVENT_BYTES
+    # One more character, or as many bytes of ASCII as are left and one more: refused.
+    for over in (char * (room // width + 1), char * (room // width) + "x" * (room % width + 1)):
+        with pytest.raises(contracts.ContractError, match="over the 245760-byte limit"):
+            record(alert(over))
