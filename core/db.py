@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from django.db import close_old_connections, connection
 
@@ -17,6 +18,14 @@ logger = logging.getLogger(__name__)
 RECENTLY_SECONDS = 5.0
 
 _last_good = threading.local()  # this thread's connection (the driver's) and when a unit last ended on it
+
+
+def connection_lost(used: Any) -> bool:
+    """After a database error: whether the driver connection ``used`` (this thread's, taken before
+    the work that failed; None if none was open) is gone, so the same work on a new one may
+    succeed. Gone: closed, or already replaced (a transaction that cannot roll back on a dropped
+    connection makes Django close it and open another as it leaves the block)."""
+    return used is not None and (bool(used.closed) or connection.connection is not used)
 
 
 def drop_broken_connection() -> None:

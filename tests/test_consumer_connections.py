@@ -148,3 +148,42 @@ def test_a_poison_message_in_a_batch_on_a_connection_dropped_after_the_look_keep
     [failure] = ConsumerFailure.objects.filter(consumer="invoicing")
     assert failure.message_id == messages[1]["MessageId"] and failure.poisoned
     assert "currency" in failure.last_error
+
+
+def test_a_batch_of_one_at_a_time_events_on_a_connection_dropped_after_the_look_costs_no_retry(
+    kept_connection, monkeypatch
+):
+    cfg = consumer_configs()["invoicing"]
+    assert {o.result for o in handle_batch(cfg, sqs_messages("KO-1"))} == {HANDLED}
+    terminate_backends({backend_pid()})
+    monkeypatch.setattr(db, "_has_news", lambda driver: False)  # as if it died after the look
+    # payment.failed (not final: no effect) is handled one message at a time, even in a batch
+    bodies = [json.dumps(failed_envelope(f"KO-pay-{i}")) for i in range(3)]
+    messages = sqs_messages("KO-2", 3)
+    for m, b in zip(messages, bodies, strict=True):
+        m.update(Body=b, MessageAttributes=signed_attributes(b))
+
+    outcomes = [o.result for o in handle_batch(cfg, messages)]
+
+    # the first one found the connection gone and ran again on a new one: none comes back later
+    assert outcomes == [HANDLED] * 3
+    assert not ConsumerFailure.objects.exists()
+
+
+def failed_envelope(payment_id: str) -> dict[str, Any]:
+    data = {
+        "payment_id": payment_id,
+        "invoice_id": str(uuid.uuid4()),
+        "amount_minor": 1000,
+        "currency": "EUR",
+        "final": False,
+        "error_class": "soft_decline",
+        "error_message": "insufficient funds",
+        "attempts": 1,
+    }
+    return {
+        **envelope(payment_id, type="payment.failed"),
+        "producer": "payments",
+        "aggregate_type": "payment",
+        "data": data,
+    }

@@ -12,7 +12,7 @@ from django.db import DatabaseError, connection
 from django.db.models import F
 from django.utils import timezone
 
-from core.db import drop_broken_connection
+from core.db import connection_lost, drop_broken_connection
 
 from ..models import ConsumerFailure
 
@@ -26,16 +26,14 @@ def record_failure(
     when it moves the message to the DLQ, so ``dlq_inspect`` shows why. Never raises."""
     if not message_id:
         return
+    used = connection.connection
     try:
         _record(consumer, message_id, envelope, error, poisoned)
     except DatabaseError:
         # A connection the server dropped since its last use (a poison message is often a batch's
         # first statement) is replaced once; any other error is only logged.
-        broken = not connection.in_atomic_block and (
-            connection.connection is None or not connection.is_usable()
-        )
         try:
-            if not broken:
+            if not connection_lost(used):
                 raise
             drop_broken_connection()
             _record(consumer, message_id, envelope, error, poisoned)

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils.dateparse import parse_datetime
 
 from core.backoff import backoff
+from core.db import connection_lost, drop_broken_connection
 
 from .. import contracts, signing
 from ..envelope import Poison, check_contract, parse_envelope, payload_hash
@@ -197,22 +198,23 @@ class ConsumerRuntime:
 
     def _run_one(self, admitted: Admitted, started: float, receive_count: int) -> Outcome:
         """The handler of one admitted message, in its own transaction with its processed record."""
-        event, digest, envelope, message_id = (
-            admitted.event,
-            admitted.digest,
-            admitted.envelope,
-            admitted.message_id,
-        )
+        event, envelope, message_id = admitted.event, admitted.envelope, admitted.message_id
         handler = handler_for(self.name, event.type)
         assert handler is not None  # admitted
         try:
-            with transaction.atomic():
-                if not record_processed(self.name, [admitted.record], timeout_ms=self.handler_timeout_ms):
-                    seen = processed_hashes(self.name, [event.id])[event.id]
-                    if seen != digest:
-                        raise Poison(reused_reason(seen, digest))
-                    return self.duplicate(admitted)
-                handler(event)
+            used = connection.connection
+            try:
+                return self._apply(admitted, handler, started)
+            except Poison:
+                raise
+            except Exception:
+                if not connection_lost(used):
+                    raise
+            # The server dropped the connection since its last use (nothing was applied: its
+            # transaction never committed, or committed with its processed record): once more, on
+            # a new one, rather than a retry of the message a backoff later.
+            drop_broken_connection()
+            return self._apply(admitted, handler, started)
         except Poison as exc:
             return self.poisoned(message_id, str(exc), envelope)
         except Exception as exc:  # noqa: BLE001 - any handler failure means "try again later"
@@ -226,6 +228,17 @@ class ConsumerRuntime:
             )
             self.record_failure(message_id, envelope, reason, poisoned=False)
             return Outcome(FAILED, envelope["id"], event.type, event.aggregate_id, reason)
+
+    def _apply(self, admitted: Admitted, handler: Any, started: float) -> Outcome:
+        """The handler and the processed record in one transaction: handled, or a duplicate."""
+        event, digest = admitted.event, admitted.digest
+        with transaction.atomic():
+            if not record_processed(self.name, [admitted.record], timeout_ms=self.handler_timeout_ms):
+                seen = processed_hashes(self.name, [event.id])[event.id]
+                if seen != digest:
+                    raise Poison(reused_reason(seen, digest))
+                return self.duplicate(admitted)
+            handler(event)
         return self.handled(admitted, time.perf_counter() - started)
 
     def handled(self, admitted: Admitted, duration: float) -> Outcome:
