@@ -129,13 +129,13 @@ def test_the_writer_thread_checks_inputs_nobody_vouched_for_and_names_the_bad_li
 def test_events_are_checked_in_the_reading_thread_and_not_ahead_once_rows_are_found_present(monkeypatch):
     # given a spy on where events are checked against their contract and made into outbox rows
     checked: list[str] = []
-    real = outbox._prepare
+    real = outbox._copy_tuple  # an event checked against its contract, made into a COPY row
 
     def spy(event, now):  # noqa: ANN001, ANN202 - the outbox's own signature
         checked.append(threading.current_thread().name)
         return real(event, now)
 
-    monkeypatch.setattr(outbox, "_prepare", spy)
+    monkeypatch.setattr(outbox, "_copy_tuple", spy)
 
     def run(refs: list[str]) -> bulk.ImportBatch:
         batch = bulk.ImportBatch(size=2)  # as the command writes: outside a transaction
