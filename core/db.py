@@ -21,11 +21,14 @@ _last_good = threading.local()  # this thread's connection (the driver's) and wh
 
 
 def connection_lost(used: Any) -> bool:
-    """After a database error: whether the driver connection ``used`` (this thread's, taken before
-    the work that failed; None if none was open) is gone, so the same work on a new one may
-    succeed. Gone: closed, or already replaced (a transaction that cannot roll back on a dropped
-    connection makes Django close it and open another as it leaves the block)."""
-    return used is not None and (bool(used.closed) or connection.connection is not used)
+    """After a database error outside a transaction: whether the driver connection ``used`` (the
+    one the failed work ran on; None if it never got one) is gone, closed or already replaced (a
+    transaction that cannot roll back on a dropped connection makes Django close it and open
+    another as the block ends), so that the same work on a new one may succeed. Inside an outer
+    transaction nothing can be tried again."""
+    if used is None or connection.in_atomic_block:
+        return False
+    return bool(used.closed) or connection.connection is not used
 
 
 def drop_broken_connection() -> None:

@@ -11,16 +11,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import close_old_connections, connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from core import db
 from events.consuming.config import consumer_configs
-from events.consuming.runtime import HANDLED, POISON
+from events.consuming.runtime import FAILED, HANDLED, POISON, process_message
 from events.consuming.sqs import handle_batch
 from events.models import ConsumerFailure
 from events.signing import signed_attributes
 from invoicing.models import BillableAgreement
+from tests.auditapp import consumers as audit_consumer
 from tests.factories import envelope
 from tests.helpers import terminate_backends
 
@@ -187,3 +188,22 @@ def failed_envelope(payment_id: str) -> dict[str, Any]:
         "aggregate_type": "payment",
         "data": data,
     }
+
+
+def test_a_handler_that_times_out_on_the_connection_that_replaced_a_dropped_one_runs_once(
+    kept_connection, settings
+):
+    # given a kept connection the server dropped, which Django's health check will find and replace
+    settings.CONSUMER_HANDLER_TIMEOUT_SECONDS = 0.3
+    connection.ensure_connection()
+    terminate_backends({backend_pid()})
+    close_old_connections()  # as before a unit of work whose connection has news: ping it first
+    key = f"dbsleep-2-{uuid.uuid4()}"  # the audit handler makes the database sleep 2 s
+    body = json.dumps(envelope(key))
+
+    # when its message is handled
+    outcome = process_message("audit", body, message_id="m-slow", attributes=signed_attributes(body))
+
+    # then its handler timed out once, on the new connection, and was not run again
+    assert outcome.result == FAILED and "statement timeout" in outcome.reason
+    assert audit_consumer.attempts[key] == 1

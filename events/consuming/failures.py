@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.db.models import F
 from django.utils import timezone
 
@@ -26,14 +26,16 @@ def record_failure(
     when it moves the message to the DLQ, so ``dlq_inspect`` shows why. Never raises."""
     if not message_id:
         return
-    used = connection.connection
+    used = None
     try:
+        connection.close_if_health_check_failed()  # the ping the first statement would send, first
+        used = connection.connection
         _record(consumer, message_id, envelope, error, poisoned)
-    except DatabaseError:
+    except DatabaseError as exc:
         # A connection the server dropped since its last use (a poison message is often a batch's
         # first statement) is replaced once; any other error is only logged.
         try:
-            if not connection_lost(used):
+            if not isinstance(exc, (OperationalError, InterfaceError)) or not connection_lost(used):
                 raise
             drop_broken_connection()
             _record(consumer, message_id, envelope, error, poisoned)

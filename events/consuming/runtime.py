@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils.dateparse import parse_datetime
 
 from core.backoff import backoff
-from core.db import connection_lost, drop_broken_connection
+from core.db import connection_lost
 
 from .. import contracts, signing
 from ..envelope import Poison, check_contract, parse_envelope, payload_hash
@@ -201,20 +201,23 @@ class ConsumerRuntime:
         event, envelope, message_id = admitted.event, admitted.envelope, admitted.message_id
         handler = handler_for(self.name, event.type)
         assert handler is not None  # admitted
+        ran_on: list[Any] = []  # the driver connection the transaction ran on, once it began
         try:
-            used = connection.connection
             try:
-                return self._apply(admitted, handler, started)
-            except Poison:
-                raise
-            except Exception:
-                if not connection_lost(used):
+                return self._apply(admitted, handler, started, ran_on)
+            except (OperationalError, InterfaceError):
+                if not connection_lost(ran_on[0] if ran_on else None):
                     raise
-            # The server dropped the connection since its last use (nothing was applied: its
-            # transaction never committed, or committed with its processed record): once more, on
-            # a new one, rather than a retry of the message a backoff later.
-            drop_broken_connection()
-            return self._apply(admitted, handler, started)
+                # The server dropped the connection the transaction ran on (Django opened
+                # another as the block ended). Nothing of this message is applied unless its
+                # COMMIT went through, and then its processed record makes the next run a
+                # duplicate: once more on the new connection, rather than a retry a backoff later.
+                logger.warning(
+                    "the database connection was lost while handling; handling it once more",
+                    extra=self._log(envelope, message_id),
+                    exc_info=True,
+                )
+            return self._apply(admitted, handler, started, [])
         except Poison as exc:
             return self.poisoned(message_id, str(exc), envelope)
         except Exception as exc:  # noqa: BLE001 - any handler failure means "try again later"
@@ -229,17 +232,21 @@ class ConsumerRuntime:
             self.record_failure(message_id, envelope, reason, poisoned=False)
             return Outcome(FAILED, envelope["id"], event.type, event.aggregate_id, reason)
 
-    def _apply(self, admitted: Admitted, handler: Any, started: float) -> Outcome:
+    def _apply(self, admitted: Admitted, handler: Any, started: float, ran_on: list[Any]) -> Outcome:
         """The handler and the processed record in one transaction: handled, or a duplicate."""
         event, digest = admitted.event, admitted.digest
         with transaction.atomic():
-            if not record_processed(self.name, [admitted.record], timeout_ms=self.handler_timeout_ms):
+            ran_on.append(connection.connection)  # after BEGIN: the one Django's health check kept
+            new = record_processed(self.name, [admitted.record], timeout_ms=self.handler_timeout_ms)
+            if new:
+                handler(event)
+            else:
                 seen = processed_hashes(self.name, [event.id])[event.id]
-                if seen != digest:
-                    raise Poison(reused_reason(seen, digest))
-                return self.duplicate(admitted)
-            handler(event)
-        return self.handled(admitted, time.perf_counter() - started)
+        if new:
+            return self.handled(admitted, time.perf_counter() - started)
+        if seen != digest:
+            raise Poison(reused_reason(seen, digest))
+        return self.duplicate(admitted)
 
     def handled(self, admitted: Admitted, duration: float) -> Outcome:
         event = admitted.event
