@@ -15,13 +15,15 @@ from django.db import close_old_connections, connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from core import db
+from events.consuming.batch import Received, process_batch
 from events.consuming.config import consumer_configs
-from events.consuming.runtime import FAILED, HANDLED, POISON, process_message
+from events.consuming.runtime import FAILED, HANDLED, POISON, ConsumerRuntime, process_message
 from events.consuming.sqs import handle_batch
 from events.models import ConsumerFailure
 from events.signing import signed_attributes
 from invoicing.models import BillableAgreement
 from tests.auditapp import consumers as audit_consumer
+from tests.auditapp.models import AuditEntry
 from tests.factories import envelope
 from tests.helpers import terminate_backends
 
@@ -156,38 +158,26 @@ def test_a_batch_of_one_at_a_time_events_on_a_connection_dropped_after_the_look_
 ):
     cfg = consumer_configs()["invoicing"]
     assert {o.result for o in handle_batch(cfg, sqs_messages("KO-1"))} == {HANDLED}
-    terminate_backends({backend_pid()})
+    pid = backend_pid()
+    terminate_backends({pid})
     monkeypatch.setattr(db, "_has_news", lambda driver: False)  # as if it died after the look
-    # payment.failed (not final: no effect) is handled one message at a time, even in a batch
-    bodies = [json.dumps(failed_envelope(f"KO-pay-{i}")) for i in range(3)]
+    # the audit consumer's handler takes one event at a time and writes a row per event it applies
     messages = sqs_messages("KO-2", 3)
-    for m, b in zip(messages, bodies, strict=True):
-        m.update(Body=b, MessageAttributes=signed_attributes(b))
 
-    outcomes = [o.result for o in handle_batch(cfg, messages)]
+    outcomes = [o.result for o in process_batch(ConsumerRuntime("audit"), received(messages))]
 
-    # the first one found the connection gone and ran again on a new one: none comes back later
+    # the first one found the connection gone and ran again on a new one: none comes back later,
+    # and each event's effect is there once
     assert outcomes == [HANDLED] * 3
+    assert backend_pid() != pid
     assert not ConsumerFailure.objects.exists()
+    assert sorted(AuditEntry.objects.values_list("aggregate_id", flat=True)) == [
+        f"KO-2-{i}" for i in range(3)
+    ]
 
 
-def failed_envelope(payment_id: str) -> dict[str, Any]:
-    data = {
-        "payment_id": payment_id,
-        "invoice_id": str(uuid.uuid4()),
-        "amount_minor": 1000,
-        "currency": "EUR",
-        "final": False,
-        "error_class": "soft_decline",
-        "error_message": "insufficient funds",
-        "attempts": 1,
-    }
-    return {
-        **envelope(payment_id, type="payment.failed"),
-        "producer": "payments",
-        "aggregate_type": "payment",
-        "data": data,
-    }
+def received(messages: list[dict[str, Any]]) -> list[Received]:
+    return [Received(m["Body"], m["MessageId"], 1, m["MessageAttributes"]) for m in messages]
 
 
 def test_a_handler_that_times_out_on_the_connection_that_replaced_a_dropped_one_runs_once(
