@@ -154,13 +154,13 @@ def test_a_poison_message_in_a_batch_on_a_connection_dropped_after_the_look_keep
 
 
 def test_a_batch_of_one_at_a_time_events_on_a_connection_dropped_after_the_look_costs_no_retry(
-    kept_connection, monkeypatch
+    kept_connection,
 ):
     cfg = consumer_configs()["invoicing"]
     assert {o.result for o in handle_batch(cfg, sqs_messages("KO-1"))} == {HANDLED}
     pid = backend_pid()
     terminate_backends({pid})
-    monkeypatch.setattr(db, "_has_news", lambda driver: False)  # as if it died after the look
+    connection.health_check_done = True  # as when unit_of_work's look came just before the drop
     # the audit consumer's handler takes one event at a time and writes a row per event it applies
     messages = sqs_messages("KO-2", 3)
 
