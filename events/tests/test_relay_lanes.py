@@ -15,6 +15,8 @@ from events.models import OutboxEvent
 from events.publishing import claiming, relay, sns
 from events.publishing.relay import relay_pending
 from events.publishing.relay_pass import RelayResult
+from events.topology import aws
+from events.topology.provisioning import provision
 from tests.factories import drain, record_agreements_created
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -143,15 +145,17 @@ def test_when_the_relays_own_lane_fails_the_others_end_after_the_pass_they_are_i
     assert all(end <= returned for *_, end in timeline)
 
 
-def test_a_pass_whose_calls_fail_ends_every_lane(settings, empty_queues, monkeypatch, timeline):
-    # given a backlog of 600 events, and an endpoint refusing every publish (an outage, throttling)
+def test_a_pass_whose_calls_fail_ends_every_lane(settings, empty_queues, timeline):
+    # given a backlog of 600 events, and an endpoint refusing every publish: their topic is gone
+    # (deleted by mistake, or not provisioned in this region)
     settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_LANES = 0, 2
     record_agreements_created(600, "DOWN")
-    refused = "Throttling: rate exceeded"
-    monkeypatch.setattr(sns, "publish_all", lambda chunks: {str(r.id): refused for _, c in chunks for r in c})
-
-    # when the relay tries, 50 a pass
-    result = relay_pending(limit=50)
+    aws.client("sns").delete_topic(TopicArn=aws.topic_arn(topology.topic_name(topology.AGREEMENTS)))
+    try:
+        # when the relay tries, 50 a pass
+        result = relay_pending(limit=50)
+    finally:
+        provision(topology.build())  # the topic and its subscription back, as every other test expects
 
     # then it gives up after the failing pass, and the lane that pass's full claim started after
     # at most one pass of its own: not a lane going on through the backlog against a failing endpoint
