@@ -5,7 +5,10 @@ server from the pgserver wheel that `make run` uses when DATABASE_URL is not set
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 DEFAULT_SERVER_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 
@@ -30,33 +33,35 @@ def with_database(url: str, name: str) -> str:
 def ensure_database(server_url: str, name: str, *, recreate: bool = False) -> str:
     """The URL of database ``name`` on ``server_url``'s server, created if missing (or dropped and
     created afresh with ``recreate``)."""
-    import psycopg2
     from psycopg2 import sql
 
-    if recreate:
-        drop_database(server_url, name)
-    conn = psycopg2.connect(**_connect_args(with_database(server_url, "postgres")))
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-            if cur.fetchone() is None:
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    finally:
-        conn.close()
+    with _maintenance(server_url) as cur:
+        if recreate:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if cur.fetchone() is None:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return with_database(server_url, name)
 
 
 def drop_database(server_url: str, name: str) -> None:
     """Drop database ``name`` on ``server_url``'s server, if it is there (its sessions ended)."""
-    import psycopg2
     from psycopg2 import sql
+
+    with _maintenance(server_url) as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def _maintenance(server_url: str) -> Iterator[Any]:
+    """A cursor on the server's ``postgres`` database, in autocommit (CREATE/DROP DATABASE)."""
+    import psycopg2
 
     conn = psycopg2.connect(**_connect_args(with_database(server_url, "postgres")))
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            yield cur
     finally:
         conn.close()
 
