@@ -196,14 +196,7 @@ def main() -> None:
         meter.mark("start")
         before = _cpu.children_cpu()
         t0 = time.perf_counter()
-        subprocess.run(
-            [PY, "manage.py", "agreements_import", str(path)],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        t_import = time.perf_counter() - t0
+        t_import = import_file(path, env)
         commands["import"] = _cpu.children_cpu() - before
         meter.mark("imported")
         # All N rows are in (the import has ended): the first unpublished one, read by the relay's
@@ -293,11 +286,16 @@ def import_with_nothing_else(tmp: Path) -> float:
     the relay, the consumers and the endpoint share the cores with it. Its rows are then removed."""
     path = tmp / "alone.csv"
     _env.write_agreements_file(path, N, "ALONE")
+    return import_file(path, {**os.environ, "OUTBOX_KICK_RELAY": "false"})
+
+
+def import_file(path: Path, env: dict[str, str]) -> float:
+    """Seconds for ``manage.py agreements_import path`` in a process of its own, to its end."""
     started = time.perf_counter()
     subprocess.run(
         [PY, "manage.py", "agreements_import", str(path)],
         cwd=ROOT,
-        env={**os.environ, "OUTBOX_KICK_RELAY": "false"},
+        env=env,
         check=True,
         stdout=subprocess.DEVNULL,
     )
