@@ -95,16 +95,13 @@ def test_short_scenario_keeps_every_invariant(settings, empty_queues):
     assert set(report.faults) == set(scenario.FAULT_KINDS)  # every kind of fault, at least once
 
 
-def soak_processes(soak: psutil.Process) -> list[psutil.Process]:
-    """The soak's workers and beat (each with pool processes or not), of all it started."""
-    with contextlib.suppress(psutil.NoSuchProcess):
-        found = []
-        for proc in soak.children(recursive=True):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                if " celery " in f" {' '.join(proc.cmdline())} ":
-                    found.append(proc)
-        return found
-    return []
+def celery_commands(soak: psutil.Process) -> list[str]:
+    """The command lines of the soak's Celery processes (its workers and beat, their pools)."""
+    commands = []
+    for proc in soak.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            commands.append(" ".join(proc.cmdline()))
+    return [c for c in commands if " -m celery " in c]
 
 
 @pytest.mark.slow
@@ -124,8 +121,8 @@ def test_a_soak_ended_by_sigterm_leaves_none_of_its_processes_running(tmp_path):
     try:
 
         def workers_and_beat() -> bool:
-            words = [" ".join(p.cmdline()) for p in soak_processes(me)]
-            return sum(" worker " in w for w in words) >= 2 and any(" beat " in w for w in words)
+            commands = celery_commands(me)
+            return sum(" worker " in c for c in commands) >= 2 and any(" beat " in c for c in commands)
 
         wait_until(workers_and_beat, 180)
         started = me.children(recursive=True)  # the endpoint (ministack's process) too, if any
