@@ -13,17 +13,17 @@ whole batch in one transaction with a handful of statements, however many rows i
 
 It does so in two steps: ``prepare`` (checks, new ids, COPY lines, the events checked against
 their contract: all Python, no database) and ``write_prepared`` (the transaction). The import
-prepares a batch in its reading thread while a writer thread waits on the database with the
-previous one, so the two overlap despite the interpreter lock.
+prepares batches in processes of its own (``AGREEMENTS_IMPORT_PREPARERS``; 0: in its reading
+thread) while a writer thread waits on the database with the batch before, so reading, preparing
+and writing overlap on separate cores rather than share one interpreter lock.
 
 If the batch fails as a whole (the database refused one row), ``write_batch`` goes row by row,
-the same way, to name the row. ``ImportBatch`` is the import's writer.
+the same way, to name the row. ``ImportBatch`` (import_batch.py) is the import's writer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -59,8 +59,16 @@ class Prepared:
     lines and their ``agreement.created`` events (by external_ref) made and checked."""
 
     lines: list[str]
-    events: dict[str, NewEvent]
+    events: dict[str, NewEvent]  # in the order of ``lines``
     outbox: PreparedEvents | None  # None: the events are checked when recorded
+
+    def only(self, refs: Collection[str]) -> Prepared:
+        """The same batch without the rows whose external_ref is not in ``refs``."""
+        return Prepared(
+            lines=[line for line, ref in zip(self.lines, self.events, strict=True) if ref in refs],
+            events={ref: e for ref, e in self.events.items() if ref in refs},
+            outbox=self.outbox,  # rows of events not recorded are not written
+        )
 
 
 def prepare(inputs: Sequence[AgreementInput], *, events_too: bool = True) -> Prepared:
@@ -157,77 +165,3 @@ def _one_by_one(rows: Sequence[tuple[int, AgreementInput]]) -> Written:
             out.created += len(created)
             out.present += 1 - len(created)
     return out
-
-
-def _close_connection() -> None:
-    connection.close()  # looked up when run: the calling thread's own connection
-
-
-class ImportBatch:
-    """Rows of an import waiting to be written together, ``size`` at a time.
-
-    Outside a transaction, a batch is prepared in the caller's thread (``prepare``: the Python
-    work) and written by a thread of its own (with its own database connection), which mostly
-    waits on the database while the caller reads, checks and prepares the next one. Inside the
-    caller's transaction (a test, a larger unit of work), batches are written in it, in this
-    thread. ``written`` sums what was written so far; ``take_rejected`` hands over the rows the
-    database refused (once each)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.rows: list[tuple[int, AgreementInput]] = []
-        self.written = Written()
-        self._pool = None if connection.in_atomic_block else ThreadPoolExecutor(1, "agreements-import")
-        self._pending: Future[Written] | None = None
-        # Events are prepared ahead while batches create agreements; a batch that found all its
-        # rows present (a re-import, the done part of a resumed one) stops that until one creates.
-        self._expect_new = True
-
-    def add(self, line: int, data: AgreementInput) -> bool:
-        """Queue a row; True when the batch is full (then call ``flush``)."""
-        self.rows.append((line, data))
-        return len(self.rows) >= self.size
-
-    def flush(self) -> None:
-        """Prepare the queued rows, then start writing them (after the previous batch is written)."""
-        try:
-            prepared = prepare([d for _, d in self.rows], events_too=self._expect_new) if self.rows else None
-        except ValidationError:
-            prepared = None  # the writer goes row by row and names the bad ones
-        # interrupted (Ctrl-C) while preparing or waiting, the rows are still queued
-        self._settle()
-        rows, self.rows = self.rows, []
-        if not rows:
-            return
-        if self._pool is None:
-            self._add(write_batch(rows, prepared))
-        else:
-            self._pending = self._pool.submit(write_batch, rows, prepared)
-
-    def close(self) -> None:
-        """Write what is queued, wait for it, and release the writer's connection and thread
-        (also when the queued rows could not be prepared: what was sent is still counted)."""
-        try:
-            self.flush()
-        finally:
-            self._settle()
-            if self._pool is not None:
-                self._pool.submit(_close_connection).result()
-                self._pool.shutdown()
-                self._pool = None
-
-    def take_rejected(self) -> list[tuple[int, ValidationError | DatabaseError]]:
-        rejected, self.written.rejected = self.written.rejected, []
-        return rejected
-
-    def _settle(self) -> None:
-        if self._pending is not None:
-            written = self._pending.result()  # re-raises what the writer could not handle
-            self._pending = None  # only now: interrupted while waiting, ``close`` waits again
-            self._add(written)
-
-    def _add(self, w: Written) -> None:
-        self._expect_new = w.created > 0 or w.present == 0
-        self.written.created += w.created
-        self.written.present += w.present
-        self.written.rejected.extend(w.rejected)

@@ -3,6 +3,9 @@ import's writer thread."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import threading
 import time
 from datetime import date
@@ -10,10 +13,10 @@ from datetime import date
 import pytest
 from django.db import connection, transaction
 
-from agreements import bulk
+from agreements import bulk, import_batch, importing
 from agreements.bulk import agreements_create_many, write_batch
 from agreements.models import Agreement
-from agreements.services import AgreementInput, CheckedInput
+from agreements.services import CheckedInput
 from events.models import OutboxEvent
 from events.publishing import outbox
 
@@ -108,25 +111,104 @@ def test_a_row_a_concurrent_writer_commits_is_present_not_rejected_when_going_ro
     assert (written.created, written.present) == (0, 2)
 
 
-def test_the_writer_thread_checks_inputs_nobody_vouched_for_and_names_the_bad_line():
-    # given a batch of inputs that did not come through the import's reader (nothing vouches for
-    # them), one of them invalid, written as the import writes outside a transaction
+def _line(ref: str, amount: object = 1999, name: str = "Ada") -> dict[str, object]:
+    """A line as the import reads it (CSV's strings)."""
+    return {
+        "external_ref": ref,
+        "customer_name": name,
+        "customer_email": "ada@example.com",
+        "amount_minor": str(amount),
+        "currency": "EUR",
+        "interval": "month",
+        "start_date": "2026-01-31",
+    }
+
+
+def _import(lines: list[object], size: int, preparers: int) -> import_batch.ImportBatch:
+    """The lines through an ImportBatch as the command drives it, outside a transaction."""
     assert not connection.in_atomic_block
-    batch = bulk.ImportBatch(size=10)
-    batch.add(2, _input("V1"))
-    batch.add(3, AgreementInput("V2", "Ada", "ada@example.com", 0, "EUR", "month", date(2026, 1, 31)))
-    batch.add(4, AgreementInput("V3", "Bea", "bea@example.com", 500, "EUR", "month", date(2026, 1, 31)))
-    # when it is written
+    batch = import_batch.ImportBatch(size=size, preparers=preparers)
+    for n, row in enumerate(lines, start=2):
+        if batch.add(n, row):
+            batch.flush()
     batch.close()
-    # then the two good ones are created with their events, and the bad one is named by its line
-    assert (batch.written.created, batch.written.present) == (2, 0)
-    [(line, exc)] = batch.take_rejected()
-    assert line == 3 and "amount_minor" in exc.message_dict
-    assert set(Agreement.objects.values_list("external_ref", flat=True)) == {"V1", "V3"}
-    assert OutboxEvent.objects.filter(type="agreement.created").count() == 2
+    return batch
 
 
-def test_events_are_checked_in_the_reading_thread_and_not_ahead_once_rows_are_found_present(monkeypatch):
+def test_lines_made_in_preparing_processes_are_judged_in_line_order_across_batches(tmp_path, monkeypatch):
+    # given a spy on where events are checked and made into outbox rows, which writes down the
+    # process (a preparer's memory is its own)
+    pids = tmp_path / "pids"
+    real = outbox._copy_tuple
+
+    def spy(event, now):  # noqa: ANN001, ANN202 - the outbox's own signature
+        with pids.open("a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real(event, now)
+
+    monkeypatch.setattr(outbox, "_copy_tuple", spy)
+    # and a rule only the database knows, which line 3 breaks
+    with connection.cursor() as cur:
+        cur.execute(
+            "ALTER TABLE agreements_agreement ADD CONSTRAINT test_no_zed CHECK (customer_name <> 'Zed')"
+        )
+    # and lines in batches of 3 where each kind of repeat and refusal falls in another batch than
+    # the line it concerns
+    lines = [
+        _line("P1"), _line("P2"), _line("P3", name="Zed"),  # lines 2-4; the database refuses 4
+        _line("P1"),  # 5: the same as line 2: skipped
+        _line("P3"),  # 6: line 4's ref with other data: refused, naming line 4 (not created)
+        _line("P4"),  # 7
+        _line("P5", amount=0),  # 8: the services refuse it
+        importing.RowError("not CSV: unexpected end of data"),  # 9: could not even be read
+        _line("P6"), _line("P6"),  # 10, 11: a repeat inside one batch
+    ]  # fmt: skip
+    # when they are imported with two preparing processes
+    try:
+        batch = _import(lines, size=3, preparers=2)
+    finally:
+        with connection.cursor() as cur:
+            cur.execute("ALTER TABLE agreements_agreement DROP CONSTRAINT test_no_zed")
+    # then each new ref is created once with its event, the lines refused are named in line order,
+    # and the exact repeats are counted as present
+    assert set(Agreement.objects.values_list("external_ref", flat=True)) == {"P1", "P2", "P4", "P6"}
+    assert OutboxEvent.objects.filter(type="agreement.created").count() == 4
+    refused = [(line, str(exc)) for line, exc in batch.take_rejected()]
+    assert [line for line, _ in refused] == [4, 6, 8, 9]
+    assert "test_no_zed" in refused[0][1] and "already on line 4 with different data" in refused[1][1]
+    assert "amount_minor" in refused[2][1] and "not CSV" in refused[3][1]
+    assert (batch.written.created, batch.written.present, batch.repeated) == (4, 0, 2)
+    # ... and events were made in the preparing processes (and here only for the batch the
+    # database refused, which the writer thread wrote again row by row)
+    made_in = pids.read_text().split()
+    assert len([pid for pid in made_in if pid != str(os.getpid())]) >= 6
+
+
+def test_a_preparing_process_that_dies_costs_nothing_but_speed(caplog):
+    # given an import with one preparing process, which is killed after its first batch
+    batch = import_batch.ImportBatch(size=2, preparers=1)
+    for n in range(2):
+        batch.add(n + 2, _line(f"K{n}"))
+    batch.flush()
+    [preparer] = multiprocessing.active_children()
+    os.kill(preparer.pid, signal.SIGKILL)
+    preparer.join(10)
+    # when the import goes on
+    for n in range(2, 9):
+        if batch.add(n + 2, _line(f"K{n}")):
+            batch.flush()
+    batch.close()
+    # then every line is created once, with its event, and the loss is logged
+    assert (batch.written.created, batch.take_rejected()) == (9, [])
+    assert Agreement.objects.count() == 9
+    assert OutboxEvent.objects.filter(type="agreement.created").count() == 9
+    assert "preparing the import's batches stopped" in caplog.text
+    assert multiprocessing.active_children() == []
+
+
+def test_without_preparers_events_are_made_in_the_reading_thread_and_not_ahead_once_rows_are_present(
+    monkeypatch,
+):
     # given a spy on where events are checked against their contract and made into outbox rows
     checked: list[str] = []
     real = outbox._copy_tuple  # an event checked against its contract, made into a COPY row
@@ -137,13 +219,8 @@ def test_events_are_checked_in_the_reading_thread_and_not_ahead_once_rows_are_fo
 
     monkeypatch.setattr(outbox, "_copy_tuple", spy)
 
-    def run(refs: list[str]) -> bulk.ImportBatch:
-        batch = bulk.ImportBatch(size=2)  # as the command writes: outside a transaction
-        for line, ref in enumerate(refs, start=2):
-            if batch.add(line, _input(ref)):
-                batch.flush()
-        batch.close()
-        return batch
+    def run(refs: list[str]) -> import_batch.ImportBatch:
+        return _import([_line(ref) for ref in refs], size=2, preparers=0)
 
     # when five batches of new rows are imported
     refs = [f"T{i}" for i in range(10)]

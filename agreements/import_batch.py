@@ -1,0 +1,241 @@
+"""The import's batches: lines read from the file, made into agreements in processes of their
+own, written by a thread of its own, in the order they were read.
+
+Making a line an agreement (``row_to_input``: parsed and checked; ``bulk.prepare``: new ids, COPY
+lines, the event checked against its contract) is nearly all of the import's Python work, and
+writing a batch is mostly waiting on the database. So the reading thread hands each batch of lines
+to ``AGREEMENTS_IMPORT_PREPARERS`` processes, forked when the import starts (before this process
+has a thread of its own), and reads on; the writer thread writes the prepared batches one after
+another. Reading, preparing and writing then run on separate cores instead of taking turns at one
+interpreter lock. With 0 preparers a batch is made in the reading thread.
+
+Whether a line repeats an earlier one is decided here, in line order, as the batches come back
+(``SeenRefs``): a preparer sees only its batch, so it prepares the first line of each
+external_ref in it, and a row found to repeat a line of an earlier batch is taken out of what it
+prepared.
+
+A preparing process that dies (killed, out of memory) costs nothing but speed: the batches it
+held are made again in the reading thread, and so is the rest. Ctrl-C reaches the whole process
+group; the preparers ignore it, and the command writes what it has read (``close``).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, connection
+
+from .bulk import Prepared, Written, prepare, write_batch
+from .importing import RowError, SeenRefs, row_to_input
+from .services import AgreementInput
+
+logger = logging.getLogger(__name__)
+
+Line = tuple[int, dict[str, Any] | RowError]  # as ``importing.read_rows`` yields it
+Rows = list[tuple[int, AgreementInput]]
+
+
+@dataclass(frozen=True)
+class Made:
+    """A batch of lines made into agreements: each line's input or why it is refused, and the
+    first input of each external_ref prepared (None: preparing refused one, or none parsed)."""
+
+    lines: list[tuple[int, AgreementInput | RowError]]
+    prepared: Prepared | None
+
+
+def make(lines: Sequence[Line], events_too: bool) -> Made:
+    """Make each line an input or a RowError, and prepare the first input of each external_ref
+    (``events_too``: see ``bulk.prepare``). No database: what the preparing processes run."""
+    made: list[tuple[int, AgreementInput | RowError]] = []
+    first: dict[str, AgreementInput] = {}
+    for line, row in lines:
+        try:
+            if isinstance(row, RowError):  # a line that could not even be read
+                raise row
+            data = row_to_input(row)
+        except RowError as exc:
+            made.append((line, exc.with_traceback(None)))  # kept: its frames (this batch) are not
+            continue
+        made.append((line, data))
+        first.setdefault(data.external_ref, data)
+    try:
+        prepared = prepare(list(first.values()), events_too=events_too) if first else None
+    except ValidationError:
+        prepared = None  # the writer goes row by row and names the bad ones
+    return Made(made, prepared)
+
+
+def _ignore_interrupts() -> None:
+    # Ctrl-C goes to every process of the terminal's group: the command is the one to handle it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start_preparers(n: int) -> ProcessPoolExecutor | None:
+    """``n`` processes forked now (a pool that forks starts all its processes at its first task),
+    before this process starts a thread whose locks a fork would copy held."""
+    if n < 1:
+        return None
+    fork = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(n, mp_context=fork, initializer=_ignore_interrupts)
+    pool.submit(int).result()
+    return pool
+
+
+def _close_connection() -> None:
+    connection.close()  # looked up when run: the calling thread's own connection
+
+
+class ImportBatch:
+    """Lines of an import waiting to be made into agreements and written, ``size`` at a time.
+
+    Outside a transaction, full batches are made by ``preparers`` processes (default
+    ``AGREEMENTS_IMPORT_PREPARERS``; 0: in the caller's thread) and written in order by a thread of
+    its own (with its own database connection), while the caller reads on. Inside the caller's
+    transaction (a test, a larger unit of work), batches are made and written in it, in this
+    thread. ``written`` sums what was written so far, ``repeated`` the lines that repeat an earlier
+    one exactly (skipped); ``take_rejected`` hands over the lines refused (once each)."""
+
+    def __init__(self, size: int, preparers: int | None = None) -> None:
+        self.size = size
+        self.lines: list[Line] = []
+        self.written = Written()
+        self.repeated = 0
+        self._seen = SeenRefs()
+        self._refused: list[tuple[int, RowError | ValidationError | DatabaseError]] = []
+        in_transaction = connection.in_atomic_block
+        n = settings.AGREEMENTS_IMPORT_PREPARERS if preparers is None else preparers
+        self._preparers = None if in_transaction else _start_preparers(n)  # first: no thread yet
+        self._pool = None if in_transaction else ThreadPoolExecutor(1, "agreements-import")
+        self._pending: Future[Written] | None = None
+        # Batches handed to the preparers, oldest first: one each being made, so none waits.
+        self._queued: deque[tuple[list[Line], Future[Made] | Made]] = deque()
+        self._ahead = n if self._preparers is not None else 0
+        # Events are prepared ahead while batches create agreements; a batch that found all its
+        # rows present (a re-import, the done part of a resumed one) stops that until one creates.
+        self._expect_new = True
+
+    def add(self, line: int, row: dict[str, Any] | RowError) -> bool:
+        """Queue a line as ``read_rows`` gave it; True when the batch is full (then ``flush``)."""
+        self.lines.append((line, row))
+        return len(self.lines) >= self.size
+
+    def flush(self) -> None:
+        """Have the queued lines made, then start writing the oldest made batches (each after the
+        one before is written), leaving one being made per preparing process."""
+        if self.lines:
+            # interrupted (Ctrl-C) while making them here, the lines are still queued
+            self._queued.append((self.lines, self._make(self.lines)))
+            self.lines = []
+        while len(self._queued) > self._ahead:
+            self._write_oldest()
+
+    def close(self) -> None:
+        """Write what is queued, wait for it, and release the preparers, the writer's connection
+        and its thread (also when the queued lines could not be made: what was sent is still
+        counted)."""
+        try:
+            self.flush()
+            while self._queued:
+                self._write_oldest()
+        finally:
+            try:
+                self._settle()
+            finally:
+                if self._pool is not None:
+                    self._pool.submit(_close_connection).result()
+                    self._pool.shutdown()
+                    self._pool = None
+                self._stop_preparers()
+
+    def take_rejected(self) -> list[tuple[int, RowError | ValidationError | DatabaseError]]:
+        """The lines refused since the last call, in line order: by their reading and checking,
+        or by the database."""
+        refused = sorted([*self._refused, *self.written.rejected], key=lambda r: r[0])
+        self._refused, self.written.rejected = [], []
+        return refused
+
+    def _make(self, lines: list[Line]) -> Future[Made] | Made:
+        if self._preparers is not None:
+            try:
+                return self._preparers.submit(make, lines, self._expect_new)
+            except BrokenProcessPool:
+                self._preparers_lost()
+        return make(lines, self._expect_new)
+
+    def _write_oldest(self) -> None:
+        lines, made = self._queued[0]
+        if isinstance(made, Future):
+            try:
+                made = made.result()  # interrupted while waiting, the batch is still queued
+            except BrokenProcessPool:
+                self._preparers_lost()
+                made = make(lines, self._expect_new)
+            self._queued[0] = (lines, made)  # interrupted below, it is not made again
+        self._settle()  # interrupted while waiting, the batch is still queued as it was
+        rows, prepared = self._new_rows(made)  # from here on nothing waits until it is handed on
+        if self._pool is None or not rows:
+            self._queued.popleft()
+            if rows:
+                self._add(write_batch(rows, prepared))
+        else:
+            self._pending = self._pool.submit(write_batch, rows, prepared)
+            self._queued.popleft()
+
+    def _new_rows(self, made: Made) -> tuple[Rows, Prepared | None]:
+        """The lines of ``made`` to write, in line order (a refused one is kept for
+        ``take_rejected``, a repeat of an earlier line is skipped or refused), and what was
+        prepared of them."""
+        rows: Rows = []
+        for line, data in made.lines:
+            if isinstance(data, RowError):
+                self._refused.append((line, data))
+                continue
+            earlier = self._seen.add(line, data)
+            if earlier is None:
+                rows.append((line, data))
+            elif earlier[1]:
+                self.repeated += 1  # the same row twice: skipped, as a re-import would be
+            else:
+                why = f"external_ref {data.external_ref!r} already on line {earlier[0]} with different data"
+                self._refused.append((line, RowError(why)))
+        prepared = made.prepared
+        if prepared is not None and len(prepared.lines) != len(rows):  # some repeat an earlier batch
+            prepared = prepared.only({data.external_ref for _, data in rows})
+        return rows, prepared
+
+    def _settle(self) -> None:
+        if self._pending is not None:
+            written = self._pending.result()  # re-raises what the writer could not handle
+            self._pending = None  # only now: interrupted while waiting, ``close`` waits again
+            self._add(written)
+
+    def _add(self, w: Written) -> None:
+        self._expect_new = w.created > 0 or w.present == 0
+        self.written.created += w.created
+        self.written.present += w.present
+        self.written.rejected.extend(w.rejected)
+
+    def _preparers_lost(self) -> None:
+        if self._preparers is not None:
+            logger.warning(
+                "a process preparing the import's batches stopped; the rest is prepared in the "
+                "command's own process (slower, nothing is lost)"
+            )
+        self._stop_preparers()
+
+    def _stop_preparers(self) -> None:
+        if self._preparers is not None:
+            self._preparers.shutdown(wait=True, cancel_futures=True)
+            self._preparers = None
+        self._ahead = 0
