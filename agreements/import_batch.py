@@ -21,8 +21,10 @@ group; the preparers ignore it, and the command writes what it has read (``close
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
 import signal
 from collections import deque
 from collections.abc import Sequence
@@ -34,6 +36,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection
+
+from core.commands import interrupts_held
 
 from .bulk import Prepared, Written, prepare, write_batch
 from .importing import RowError, SeenRefs, row_to_input
@@ -76,20 +80,45 @@ def make(lines: Sequence[Line], events_too: bool) -> Made:
     return Made(made, prepared)
 
 
-def _ignore_interrupts() -> None:
+# A batch also ends once its lines hold this many characters: lines wait as read (up to 1 MB each)
+# until a preparer takes them, so a file of huge lines is read a few of them at a time.
+BATCH_MAX_CHARS = 8_000_000
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _preparer_starts(parent: int) -> None:
     # Ctrl-C goes to every process of the terminal's group: the command is the one to handle it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A command killed outright (SIGKILL, the out-of-memory killer) never closes the pool, and a
+    # forked preparer holds its queue's pipe open itself: have Linux end it with the command.
+    try:
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (AttributeError, OSError):  # not Linux: such a preparer waits until it is killed
+        pass
+    if os.getppid() != parent:  # the command died before that
+        os._exit(0)
 
 
-def _start_preparers(n: int) -> ProcessPoolExecutor | None:
+class _Preparers:
     """``n`` processes forked now (a pool that forks starts all its processes at its first task),
-    before this process starts a thread whose locks a fork would copy held."""
-    if n < 1:
-        return None
-    fork = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(n, mp_context=fork, initializer=_ignore_interrupts)
-    pool.submit(int).result()
-    return pool
+    before the command starts a thread whose locks a fork would copy held."""
+
+    def __init__(self, n: int) -> None:
+        fork = multiprocessing.get_context("fork")
+        before = set(multiprocessing.active_children())
+        with interrupts_held():  # a Ctrl-C now would reach a preparer before it ignores one
+            self.pool = ProcessPoolExecutor(
+                n, mp_context=fork, initializer=_preparer_starts, initargs=(os.getpid(),)
+            )
+            self.pool.submit(int).result()
+        self.processes = [p for p in multiprocessing.active_children() if p not in before]
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Let them finish and end; ``kill``: end them now (they hold nothing but work to redo)."""
+        if kill:
+            for process in self.processes:
+                process.kill()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _close_connection() -> None:
@@ -109,13 +138,15 @@ class ImportBatch:
     def __init__(self, size: int, preparers: int | None = None) -> None:
         self.size = size
         self.lines: list[Line] = []
+        self._chars = 0  # in ``lines``
         self.written = Written()
         self.repeated = 0
+        self.rejected = 0  # lines refused so far, whether ``take_rejected`` handed them over or not
         self._seen = SeenRefs()
         self._refused: list[tuple[int, RowError | ValidationError | DatabaseError]] = []
         in_transaction = connection.in_atomic_block
         n = settings.AGREEMENTS_IMPORT_PREPARERS if preparers is None else preparers
-        self._preparers = None if in_transaction else _start_preparers(n)  # first: no thread yet
+        self._preparers = None if in_transaction or n < 1 else _Preparers(n)  # first: no thread yet
         self._pool = None if in_transaction else ThreadPoolExecutor(1, "agreements-import")
         self._pending: Future[Written] | None = None
         # Batches handed to the preparers, oldest first: one each being made, so none waits.
@@ -126,17 +157,20 @@ class ImportBatch:
         self._expect_new = True
 
     def add(self, line: int, row: dict[str, Any] | RowError) -> bool:
-        """Queue a line as ``read_rows`` gave it; True when the batch is full (then ``flush``)."""
+        """Queue a line as ``read_rows`` gave it; True when the batch is full (then ``flush``):
+        ``size`` lines, or fewer holding ``BATCH_MAX_CHARS``."""
         self.lines.append((line, row))
-        return len(self.lines) >= self.size
+        self._chars += _chars(row)
+        return len(self.lines) >= self.size or self._chars >= BATCH_MAX_CHARS
 
     def flush(self) -> None:
         """Have the queued lines made, then start writing the oldest made batches (each after the
         one before is written), leaving one being made per preparing process."""
         if self.lines:
-            # interrupted (Ctrl-C) while making them here, the lines are still queued
-            self._queued.append((self.lines, self._make(self.lines)))
-            self.lines = []
+            made = self._make(self.lines)  # interrupted (Ctrl-C) here, the lines are still queued
+            with interrupts_held():
+                self._queued.append((self.lines, made))
+                self.lines, self._chars = [], 0
         while len(self._queued) > self._ahead:
             self._write_oldest()
 
@@ -148,6 +182,9 @@ class ImportBatch:
             self.flush()
             while self._queued:
                 self._write_oldest()
+        except BaseException:
+            self._stop_preparers(kill=True)  # a second Ctrl-C: stop now (the rest is for a resume)
+            raise
         finally:
             try:
                 self._settle()
@@ -161,14 +198,15 @@ class ImportBatch:
     def take_rejected(self) -> list[tuple[int, RowError | ValidationError | DatabaseError]]:
         """The lines refused since the last call, in line order: by their reading and checking,
         or by the database."""
-        refused = sorted([*self._refused, *self.written.rejected], key=lambda r: r[0])
-        self._refused, self.written.rejected = [], []
+        with interrupts_held():
+            refused = sorted([*self._refused, *self.written.rejected], key=lambda r: r[0])
+            self._refused, self.written.rejected = [], []
         return refused
 
     def _make(self, lines: list[Line]) -> Future[Made] | Made:
         if self._preparers is not None:
             try:
-                return self._preparers.submit(make, lines, self._expect_new)
+                return self._preparers.pool.submit(make, lines, self._expect_new)
             except BrokenProcessPool:
                 self._preparers_lost()
         return make(lines, self._expect_new)
@@ -183,14 +221,13 @@ class ImportBatch:
                 made = make(lines, self._expect_new)
             self._queued[0] = (lines, made)  # interrupted below, it is not made again
         self._settle()  # interrupted while waiting, the batch is still queued as it was
-        rows, prepared = self._new_rows(made)  # from here on nothing waits until it is handed on
-        if self._pool is None or not rows:
+        with interrupts_held():  # judged once: a second judging would find every line a repeat
+            rows, prepared = self._new_rows(made)
             self._queued.popleft()
-            if rows:
-                self._add(write_batch(rows, prepared))
-        else:
-            self._pending = self._pool.submit(write_batch, rows, prepared)
-            self._queued.popleft()
+            if rows and self._pool is not None:
+                self._pending = self._pool.submit(write_batch, rows, prepared)
+        if rows and self._pool is None:  # in the caller's transaction, which an interrupt undoes
+            self._add(write_batch(rows, prepared))
 
     def _new_rows(self, made: Made) -> tuple[Rows, Prepared | None]:
         """The lines of ``made`` to write, in line order (a refused one is kept for
@@ -200,6 +237,7 @@ class ImportBatch:
         for line, data in made.lines:
             if isinstance(data, RowError):
                 self._refused.append((line, data))
+                self.rejected += 1
                 continue
             earlier = self._seen.add(line, data)
             if earlier is None:
@@ -209,6 +247,7 @@ class ImportBatch:
             else:
                 why = f"external_ref {data.external_ref!r} already on line {earlier[0]} with different data"
                 self._refused.append((line, RowError(why)))
+                self.rejected += 1
         prepared = made.prepared
         if prepared is not None and len(prepared.lines) != len(rows):  # some repeat an earlier batch
             prepared = prepared.only({data.external_ref for _, data in rows})
@@ -217,14 +256,16 @@ class ImportBatch:
     def _settle(self) -> None:
         if self._pending is not None:
             written = self._pending.result()  # re-raises what the writer could not handle
-            self._pending = None  # only now: interrupted while waiting, ``close`` waits again
-            self._add(written)
+            with interrupts_held():  # only now: interrupted while waiting, ``close`` waits again
+                self._pending = None
+                self._add(written)
 
     def _add(self, w: Written) -> None:
         self._expect_new = w.created > 0 or w.present == 0
         self.written.created += w.created
         self.written.present += w.present
         self.written.rejected.extend(w.rejected)
+        self.rejected += len(w.rejected)
 
     def _preparers_lost(self) -> None:
         if self._preparers is not None:
@@ -234,8 +275,15 @@ class ImportBatch:
             )
         self._stop_preparers()
 
-    def _stop_preparers(self) -> None:
+    def _stop_preparers(self, *, kill: bool = False) -> None:
         if self._preparers is not None:
-            self._preparers.shutdown(wait=True, cancel_futures=True)
+            self._preparers.stop(kill=kill)
             self._preparers = None
         self._ahead = 0
+
+
+def _chars(row: dict[str, Any] | RowError) -> int:
+    """About how much a line read holds (its values' characters)."""
+    if isinstance(row, RowError):
+        return len(str(row))
+    return sum(len(v) if isinstance(v, str) else len(repr(v)) for v in row.values())

@@ -4,7 +4,8 @@ what was done, and the command line that runs one (again).
 ``progress_bar`` is tqdm with the project's choices: on stderr, with a rate and an ETA, only when
 stderr is a terminal (logs and CI get the command's summary lines, no bar). ``interrupted`` is
 the error a command raises on Ctrl-C (KeyboardInterrupt): what was done, the exact command that
-resumes and why running it is safe, exit status 130, no traceback. ``command_line`` spells a
+resumes and why running it is safe, exit status 130, no traceback; ``interrupts_held`` makes a
+few steps that must happen together take a Ctrl-C once they are done. ``command_line`` spells a
 management command the way this one was run: ``make manage ARGS="..."`` beside ``make run``
 (which sets ``MANAGE_VIA=make``), else ``python manage.py ...``. ``few_collections`` is for a
 command that makes and drops millions of small objects (a bulk import).
@@ -17,9 +18,11 @@ import gc
 import os
 import re
 import shlex
+import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from django.core.management.base import CommandError, OutputWrapper
 from tqdm import tqdm
@@ -71,6 +74,27 @@ def interrupted(done: str, *, resume: Sequence[str], why_safe: str) -> CommandEr
         f"Interrupted: {done}\nTo resume, run:\n  {command_line(*resume)}\n{why_safe}",
         returncode=INTERRUPTED_EXIT,
     )
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """A Ctrl-C (SIGINT) while the block runs takes effect once it ends: for steps whose state a
+    second run would misread if they stopped half-way (a batch judged and handed on, counts kept).
+    Keep the block short and free of waits. Only the main thread receives signals; elsewhere this
+    does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[tuple[int, Any]] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+        if held and callable(previous):
+            previous(*held[0])  # Python's own handler: raises KeyboardInterrupt here
+        elif held and previous in (signal.SIG_DFL, None):
+            signal.raise_signal(signal.SIGINT)
 
 
 class _Collector:

@@ -15,6 +15,7 @@ import termios
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -169,3 +170,30 @@ def test_the_resume_command_survives_a_file_name_with_spaces_quotes_and_dollars(
         assert words[2:] == ["agreements_import", str(f), "--batch-size", "1"]
         call_command(*words[2:])
         assert Agreement.objects.count() == 5
+
+
+def test_an_import_killed_outright_leaves_no_preparing_process_behind(tmp_path, monkeypatch):
+    # given an import running with two preparing processes (a file big enough to outlast the test)
+    monkeypatch.setenv("AGREEMENTS_IMPORT_PREPARERS", "2")
+    f = big_file(tmp_path, 200_000)
+    proc = import_process(f, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        command = psutil.Process(proc.pid)
+        wait_until(lambda: len(command.children()) >= 2 or proc.poll() is not None, timeout=60)
+        preparers = command.children()
+        assert len(preparers) == 2 and proc.poll() is None
+        # when it is killed with no chance to clean up (SIGKILL, the out-of-memory killer)
+        proc.kill()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # then its preparers end with it instead of waiting forever on a queue nobody feeds
+    wait_until(lambda: not any(_alive(p) for p in preparers), timeout=30)
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -399,9 +399,8 @@ EXTRA_CURRENCIES: list[str] = [c.strip().upper() for c in env.list("EXTRA_CURREN
 # processes of its own while it reads and writes (agreements/import_batch.py); 0: in its reading
 # thread. Two keep it reading and writing without a wait (100,000 rows on 2 cores: 14.8-15.5 s
 # against 17.5-18.7 with 0, one 17.4-19.4); 0 on a single core, where they would only add work.
-AGREEMENTS_IMPORT_PREPARERS = env.int(
-    "AGREEMENTS_IMPORT_PREPARERS", default=2 if len(os.sched_getaffinity(0)) > 1 else 0
-)
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+AGREEMENTS_IMPORT_PREPARERS = env.int("AGREEMENTS_IMPORT_PREPARERS", default=2 if _CORES > 1 else 0)
 INVOICING_CHUNK_SIZE = env.int("INVOICING_CHUNK_SIZE", default=1000)  # agreements per chunk task
 # More periods than this due at once for one agreement (a long outage, bad data): the
 # agreement is flagged for an operator to approve in admin instead of being billed.

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from agreements.import_batch import ImportBatch
 from agreements.importing import FIELDS, RowError, check_file, read_rows
-from core.commands import few_collections, interrupted, note, progress_bar
+from core.commands import few_collections, interrupted, interrupts_held, note, progress_bar
 from events.publishing.kicker import kicker
 
 DEFAULT_BATCH_SIZE = 2000
@@ -39,7 +39,7 @@ class Command(BaseCommand):
         if not 1 <= batch_size <= 50_000:
             raise CommandError(f"--batch-size must be from 1 to 50000 (got {batch_size})")
         lines = check_file(file)  # before anything is imported: a file we cannot read at all
-        rejected = last_line = 0
+        last_line = 0
         batch = ImportBatch(size=batch_size)
         try:
             with few_collections(), progress_bar(total=lines, unit="line", desc="import") as bar:
@@ -48,7 +48,7 @@ class Command(BaseCommand):
                         bar.update(last_line - bar.n)
                         if batch.add(last_line, row):
                             batch.flush()
-                            rejected += self._report_refused(batch, bar)
+                            self._report_refused(batch, bar)
                 except UnicodeDecodeError:
                     raise CommandError(
                         f"{file}: is no longer UTF-8 (was it changed during the import?)"
@@ -57,32 +57,32 @@ class Command(BaseCommand):
                     batch.close()  # the lines read so far are written, whatever stopped the reading
                     # what is committed is published soon, even if this process ends right away
                     kicker.flush()
-                rejected += self._report_refused(batch, bar)
+                self._report_refused(batch, bar)
         except KeyboardInterrupt:
-            rejected += self._report_refused(batch, None)
+            self._report_refused(batch, None)
             raise interrupted(
                 f"stopped at line {last_line} of {lines} of {file}: imported {batch.written.created}, "
-                f"already present {batch.repeated + batch.written.present}, rejected {rejected}.",
+                f"already present {batch.repeated + batch.written.present}, rejected {batch.rejected}.",
                 resume=["agreements_import", str(file), *self._batch_size_args(batch_size)],
                 why_safe="The import is idempotent by external_ref: rows already imported are counted as "
                 "already present, and the others are imported.",
             ) from None
         created, present = batch.written.created, batch.repeated + batch.written.present
-        self.stdout.write(f"Imported {created}, already present {present}, rejected {rejected}.")
-        if rejected:
-            raise CommandError(f"{rejected} row(s) rejected (listed above); the others were imported.")
+        self.stdout.write(f"Imported {created}, already present {present}, rejected {batch.rejected}.")
+        if batch.rejected:
+            raise CommandError(f"{batch.rejected} row(s) rejected (listed above); the others were imported.")
 
     @staticmethod
     def _batch_size_args(batch_size: int) -> list[str]:
         return [] if batch_size == DEFAULT_BATCH_SIZE else ["--batch-size", str(batch_size)]
 
-    def _report_refused(self, batch: ImportBatch, bar: tqdm | None) -> int:
-        """Report the lines refused so far (once each, in line order) and return their count.
-        Errors are written batch by batch (a bad file does not pile them up in memory)."""
-        refused = batch.take_rejected()
-        for line, exc in refused:
-            note(bar, f"line {line}: {_reason(exc)}", self.stderr)
-        return len(refused)
+    def _report_refused(self, batch: ImportBatch, bar: tqdm | None) -> None:
+        """Print the lines refused so far, once each, in line order (a batch's refusals by its
+        reading and checking come when it is judged, the database's when it is written; a bad file
+        does not pile them up in memory). Ctrl-C waits for the last one: none is lost."""
+        with interrupts_held():
+            for line, exc in batch.take_rejected():
+                note(bar, f"line {line}: {_reason(exc)}", self.stderr)
 
 
 def _reason(exc: RowError | ValidationError | DatabaseError) -> str:
