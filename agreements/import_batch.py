@@ -100,8 +100,8 @@ def _preparer_starts(parent: int) -> None:
 
 
 class _Preparers:
-    """``n`` processes forked now (a pool that forks starts all its processes at its first task),
-    before the command starts a thread whose locks a fork would copy held."""
+    """``n`` processes forked now (a pool that forks starts all its processes at its first task,
+    in the calling thread), before the command starts a thread whose locks a fork would copy held."""
 
     def __init__(self, n: int) -> None:
         fork = multiprocessing.get_context("fork")
@@ -110,15 +110,33 @@ class _Preparers:
             self.pool = ProcessPoolExecutor(
                 n, mp_context=fork, initializer=_preparer_starts, initargs=(os.getpid(),)
             )
-            self.pool.submit(int).result()
+            started = self.pool.submit(int)  # forks them all, here
         self.processes = [p for p in multiprocessing.active_children() if p not in before]
+        try:
+            started.result()
+        except BrokenProcessPool:
+            self.stop(kill=True)
+            raise
 
     def stop(self, *, kill: bool = False) -> None:
-        """Let them finish and end; ``kill``: end them now (they hold nothing but work to redo)."""
+        """Let them finish and end; ``kill``: end them now, without waiting (they hold nothing but
+        work to redo, and one killed while sending its batch would leave the pool waiting)."""
         if kill:
             for process in self.processes:
                 process.kill()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.shutdown(wait=not kill, cancel_futures=True)
+
+
+def _start_preparers(n: int) -> _Preparers | None:
+    """``n`` preparers, or None (0 asked for, or they could not start: the batches are then made
+    in the reading thread)."""
+    if n < 1:
+        return None
+    try:
+        return _Preparers(n)
+    except BrokenProcessPool:
+        logger.warning("the import's preparing processes could not start; it makes its batches itself")
+        return None
 
 
 def _close_connection() -> None:
@@ -146,7 +164,7 @@ class ImportBatch:
         self._refused: list[tuple[int, RowError | ValidationError | DatabaseError]] = []
         in_transaction = connection.in_atomic_block
         n = settings.AGREEMENTS_IMPORT_PREPARERS if preparers is None else preparers
-        self._preparers = None if in_transaction or n < 1 else _Preparers(n)  # first: no thread yet
+        self._preparers = None if in_transaction else _start_preparers(n)  # first: no thread yet
         self._pool = None if in_transaction else ThreadPoolExecutor(1, "agreements-import")
         self._pending: Future[Written] | None = None
         # Batches handed to the preparers, oldest first: one each being made, so none waits.
@@ -183,7 +201,7 @@ class ImportBatch:
             while self._queued:
                 self._write_oldest()
         except BaseException:
-            self._stop_preparers(kill=True)  # a second Ctrl-C: stop now (the rest is for a resume)
+            self._stop_preparers(kill=True)  # a Ctrl-C while closing: stop now (the rest is a resume's)
             raise
         finally:
             try:
@@ -197,11 +215,13 @@ class ImportBatch:
 
     def take_rejected(self) -> list[tuple[int, RowError | ValidationError | DatabaseError]]:
         """The lines refused since the last call, in line order: by their reading and checking,
-        or by the database."""
-        with interrupts_held():
-            refused = sorted([*self._refused, *self.written.rejected], key=lambda r: r[0])
-            self._refused, self.written.rejected = [], []
+        or by the database. ``put_back`` what could not be reported."""
+        refused = sorted([*self._refused, *self.written.rejected], key=lambda r: r[0])
+        self._refused, self.written.rejected = [], []
         return refused
+
+    def put_back(self, refused: list[tuple[int, RowError | ValidationError | DatabaseError]]) -> None:
+        self._refused.extend(refused)
 
     def _make(self, lines: list[Line]) -> Future[Made] | Made:
         if self._preparers is not None:
@@ -226,7 +246,7 @@ class ImportBatch:
             self._queued.popleft()
             if rows and self._pool is not None:
                 self._pending = self._pool.submit(write_batch, rows, prepared)
-        if rows and self._pool is None:  # in the caller's transaction, which an interrupt undoes
+        if rows and self._pool is None:  # in the caller's transaction: an interrupt rolls it back
             self._add(write_batch(rows, prepared))
 
     def _new_rows(self, made: Made) -> tuple[Rows, Prepared | None]:
@@ -276,10 +296,9 @@ class ImportBatch:
         self._stop_preparers()
 
     def _stop_preparers(self, *, kill: bool = False) -> None:
-        if self._preparers is not None:
-            self._preparers.stop(kill=kill)
-            self._preparers = None
-        self._ahead = 0
+        preparers, self._preparers, self._ahead = self._preparers, None, 0
+        if preparers is not None:
+            preparers.stop(kill=kill)
 
 
 def _chars(row: dict[str, Any] | RowError) -> int:

@@ -80,8 +80,9 @@ def interrupted(done: str, *, resume: Sequence[str], why_safe: str) -> CommandEr
 def interrupts_held() -> Iterator[None]:
     """A Ctrl-C (SIGINT) while the block runs takes effect once it ends: for steps whose state a
     second run would misread if they stopped half-way (a batch judged and handed on, counts kept).
-    Keep the block short and free of waits. Only the main thread receives signals; elsewhere this
-    does nothing."""
+    Keep the block short and free of waits: a Ctrl-C does nothing until it ends. An error raised in
+    the block wins over a held Ctrl-C. Only the main thread receives signals; elsewhere this does
+    nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -90,11 +91,13 @@ def interrupts_held() -> Iterator[None]:
     try:
         yield
     finally:
+        # An error raised in the block goes on as it is (the command stops either way).
         signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
-        if held and callable(previous):
-            previous(*held[0])  # Python's own handler: raises KeyboardInterrupt here
-        elif held and previous in (signal.SIG_DFL, None):
-            signal.raise_signal(signal.SIGINT)
+        if held and sys.exc_info()[0] is None:
+            if callable(previous):
+                previous(*held[0])  # Python's own handler: raises KeyboardInterrupt here
+            elif previous in (signal.SIG_DFL, None):
+                signal.raise_signal(signal.SIGINT)
 
 
 class _Collector:

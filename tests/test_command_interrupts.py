@@ -10,9 +10,15 @@ import pytest
 from core.commands import interrupts_held
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_raises():
+    # Python's own handler, as in a terminal: a run started in the background (nohup) ignores SIGINT
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_a_ctrl_c_inside_the_block_is_raised_once_the_block_is_done():
-    # given the handler Python installs for Ctrl-C
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     done = []
     # when a SIGINT arrives in the middle of the block
     with pytest.raises(KeyboardInterrupt):
@@ -50,3 +56,20 @@ def test_outside_the_main_thread_it_changes_nothing():
     t.start()
     t.join(5)
     assert seen == [signal.default_int_handler]
+
+
+def test_an_error_raised_in_the_block_wins_over_a_held_ctrl_c():
+    with pytest.raises(ZeroDivisionError):
+        with interrupts_held():
+            signal.raise_signal(signal.SIGINT)
+            1 / 0  # noqa: B018 - the error under test
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_ignored_before_stays_ignored():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    done = []
+    with interrupts_held():
+        signal.raise_signal(signal.SIGINT)
+        done.append("ran")
+    assert done == ["ran"] and signal.getsignal(signal.SIGINT) is signal.SIG_IGN

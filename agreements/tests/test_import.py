@@ -354,18 +354,25 @@ def test_batch_size_out_of_range_is_a_command_error(tmp_path):
     f = csv_file(tmp_path, row("Q1"))
     with pytest.raises(CommandError, match="--batch-size must be from 1 to 50000"):
         call_command("agreements_import", str(f), "--batch-size", "0")
+    with pytest.raises(CommandError, match="--preparers must be from 0 to 16"):
+        call_command("agreements_import", str(f), "--preparers", "17")
+    assert not Agreement.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_outside_a_transaction_batches_are_written_by_a_thread_while_the_next_is_read(tmp_path, capsys):
+@pytest.mark.parametrize("preparers", ["0", "2"])
+def test_outside_a_transaction_batches_are_written_by_a_thread_while_the_next_is_read(
+    tmp_path, capsys, preparers
+):
     # given a file of three batches with a repeat and a bad row, imported as the command runs
-    # in production (no transaction around it, so the writer thread commits each batch)
+    # in production (no transaction around it, so the writer thread commits each batch), with or
+    # without preparing processes
     rows = [row(f"W{i}") for i in range(7)]
     rows[4] = row("W1")
     rows[5] = "W5,Ada,ada@example.com,Plan,0,EUR,month,1,2026-01-31,\n"
     f = csv_file(tmp_path, *rows)
     with pytest.raises(CommandError, match="1 row"):
-        call_command("agreements_import", str(f), "--batch-size", "2")
+        call_command("agreements_import", str(f), "--batch-size", "2", "--preparers", preparers)
     out, err = capsys.readouterr()
     assert "Imported 5, already present 1, rejected 1." in out
     assert "line 7: amount_minor" in err
@@ -373,7 +380,7 @@ def test_outside_a_transaction_batches_are_written_by_a_thread_while_the_next_is
     assert OutboxEvent.objects.filter(type="agreement.created").count() == 5
     # and a second run finds them all present
     with pytest.raises(CommandError, match="1 row"):
-        call_command("agreements_import", str(f), "--batch-size", "2")
+        call_command("agreements_import", str(f), "--batch-size", "2", "--preparers", preparers)
     assert "Imported 0, already present 6, rejected 1." in capsys.readouterr().out
 
 

@@ -217,7 +217,15 @@ def test_a_preparing_process_that_dies_costs_nothing_but_speed(caplog, monkeypat
     assert multiprocessing.active_children() == []
 
 
-def test_a_ctrl_c_while_a_batch_is_judged_loses_no_line_and_counts_none_twice(monkeypatch):
+@pytest.fixture
+def ctrl_c_raises():
+    # Python's own handler, as in a terminal: a run started in the background (nohup) ignores SIGINT
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_ctrl_c_while_a_batch_is_judged_loses_no_line_and_counts_none_twice(monkeypatch, ctrl_c_raises):
     # given a Ctrl-C that arrives while the second batch's lines are judged (repeats, line order)
     calls = []
     real_add = importing.SeenRefs.add
@@ -279,3 +287,18 @@ def test_without_preparers_events_are_made_in_the_reading_thread_and_not_ahead_o
     resumed = run([*refs, "T10", "T11", "T12"])
     assert (resumed.written.created, resumed.written.present) == (3, 10)
     assert OutboxEvent.objects.filter(type="agreement.created").count() == 13
+
+
+def test_a_batch_of_huge_lines_ends_before_it_holds_too_much():
+    # given lines each holding about a quarter of what a batch may (a hostile or broken file)
+    huge = "x" * (import_batch.BATCH_MAX_CHARS // 4)
+    batch = import_batch.ImportBatch(size=2000, preparers=0)
+    # when they are added, the batch says it is full at the fourth, not at its 2,000th line
+    full = [batch.add(n + 2, {**_line(f"H{n}"), "description": huge}) for n in range(4)]
+    assert full == [False, False, False, True]
+    batch.flush()
+    assert not batch.add(6, _line("H4"))  # and it starts counting afresh
+    batch.close()
+    # and the long descriptions are refused by line, the short one created
+    assert [line for line, _ in batch.take_rejected()] == [2, 3, 4, 5]
+    assert (batch.written.created, batch.rejected) == (1, 4)

@@ -58,12 +58,18 @@ def import_process(f: Path, *args: str, **popen: object) -> subprocess.Popen[str
     )
 
 
-def test_ctrl_c_saves_what_was_read_says_so_and_the_same_command_resumes(tmp_path, capsys):
-    # given an import of 12,000 rows in batches of 200, running in its own process (not on a terminal)
+@pytest.mark.parametrize("preparers", ["0", "2"])
+def test_ctrl_c_saves_what_was_read_says_so_and_the_same_command_resumes(tmp_path, capsys, preparers):
+    # given an import of 12,000 rows in batches of 200, running in its own process (not on a
+    # terminal), with or without preparing processes (which the Ctrl-C reaches too)
     total = 12_000
     f = big_file(tmp_path, total)
     proc = import_process(
-        f, "--batch-size", "200", stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        f,
+        *("--batch-size", "200", "--preparers", preparers),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         # when the operator presses Ctrl-C once the first batches are in
@@ -172,11 +178,10 @@ def test_the_resume_command_survives_a_file_name_with_spaces_quotes_and_dollars(
         assert Agreement.objects.count() == 5
 
 
-def test_an_import_killed_outright_leaves_no_preparing_process_behind(tmp_path, monkeypatch):
+def test_an_import_killed_outright_leaves_no_preparing_process_behind(tmp_path):
     # given an import running with two preparing processes (a file big enough to outlast the test)
-    monkeypatch.setenv("AGREEMENTS_IMPORT_PREPARERS", "2")
     f = big_file(tmp_path, 200_000)
-    proc = import_process(f, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = import_process(f, "--preparers", "2", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         command = psutil.Process(proc.pid)
         wait_until(lambda: len(command.children()) >= 2 or proc.poll() is not None, timeout=60)

@@ -12,7 +12,6 @@ base defaults whatever the environment module says.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -396,11 +395,12 @@ BILLING_TIME_ZONE = env.str("BILLING_TIME_ZONE", default="UTC")
 # still uses. Each must be three letters A-Z (the database's check); upper-cased here.
 EXTRA_CURRENCIES: list[str] = [c.strip().upper() for c in env.list("EXTRA_CURRENCIES", default=[])]
 # agreements_import makes its lines into agreements (parsed, checked, prepared to write) in this many
-# processes of its own while it reads and writes (agreements/import_batch.py); 0: in its reading
-# thread. Two keep it reading and writing without a wait (100,000 rows on 2 cores: 14.8-15.5 s
-# against 17.5-18.7 with 0, one 17.4-19.4); 0 on a single core, where they would only add work.
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-AGREEMENTS_IMPORT_PREPARERS = env.int("AGREEMENTS_IMPORT_PREPARERS", default=2 if _CORES > 1 else 0)
+# processes of its own while it reads and writes (agreements/import_batch.py; --preparers per run);
+# 0: in its reading thread. Measured on 2 cores, 100,000 rows: alone 12.0 s with 2 against 19.0 s
+# with 0; inside a running stack, whose workers already fill the cores, 33.9 against
+# 30.0 s (one run each): the hand-over between processes costs about 40 us of CPU a row. So 0
+# unless the cores are idle.
+AGREEMENTS_IMPORT_PREPARERS = env.int("AGREEMENTS_IMPORT_PREPARERS", default=0)
 INVOICING_CHUNK_SIZE = env.int("INVOICING_CHUNK_SIZE", default=1000)  # agreements per chunk task
 # More periods than this due at once for one agreement (a long outage, bad data): the
 # agreement is flagged for an operator to approve in admin instead of being billed.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,11 @@ from tqdm import tqdm
 
 from agreements.import_batch import ImportBatch
 from agreements.importing import FIELDS, RowError, check_file, read_rows
-from core.commands import few_collections, interrupted, interrupts_held, note, progress_bar
+from core.commands import few_collections, interrupted, note, progress_bar
 from events.publishing.kicker import kicker
 
 DEFAULT_BATCH_SIZE = 2000
+MAX_PREPARERS = 16
 
 
 class Command(BaseCommand):
@@ -34,13 +36,22 @@ class Command(BaseCommand):
             default=DEFAULT_BATCH_SIZE,
             help="rows per transaction (default 2000); a batch the database refuses is retried row by row",
         )
+        parser.add_argument(
+            "--preparers",
+            type=int,
+            default=None,
+            help="processes that parse, check and prepare batches while this one reads and writes "
+            "(default AGREEMENTS_IMPORT_PREPARERS, 0: none); for a host with idle cores",
+        )
 
-    def handle(self, *args: Any, file: Path, batch_size: int, **options: Any) -> None:
+    def handle(self, *args: Any, file: Path, batch_size: int, preparers: int | None, **options: Any) -> None:
         if not 1 <= batch_size <= 50_000:
             raise CommandError(f"--batch-size must be from 1 to 50000 (got {batch_size})")
+        if preparers is not None and not 0 <= preparers <= MAX_PREPARERS:
+            raise CommandError(f"--preparers must be from 0 to {MAX_PREPARERS} (got {preparers})")
         lines = check_file(file)  # before anything is imported: a file we cannot read at all
         last_line = 0
-        batch = ImportBatch(size=batch_size)
+        batch = ImportBatch(size=batch_size, preparers=preparers)
         try:
             with few_collections(), progress_bar(total=lines, unit="line", desc="import") as bar:
                 try:
@@ -59,7 +70,8 @@ class Command(BaseCommand):
                     kicker.flush()
                 self._report_refused(batch, bar)
         except KeyboardInterrupt:
-            self._report_refused(batch, None)
+            with contextlib.suppress(KeyboardInterrupt):  # pressed again: the counts still come
+                self._report_refused(batch, None)
             raise interrupted(
                 f"stopped at line {last_line} of {lines} of {file}: imported {batch.written.created}, "
                 f"already present {batch.repeated + batch.written.present}, rejected {batch.rejected}.",
@@ -79,10 +91,15 @@ class Command(BaseCommand):
     def _report_refused(self, batch: ImportBatch, bar: tqdm | None) -> None:
         """Print the lines refused so far, once each, in line order (a batch's refusals by its
         reading and checking come when it is judged, the database's when it is written; a bad file
-        does not pile them up in memory). Ctrl-C waits for the last one: none is lost."""
-        with interrupts_held():
-            for line, exc in batch.take_rejected():
+        does not pile them up in memory). Those a Ctrl-C kept from being printed go back, for the
+        report on the way out; ``batch.rejected`` counts them all."""
+        refused = batch.take_rejected()
+        for n, (line, exc) in enumerate(refused):
+            try:
                 note(bar, f"line {line}: {_reason(exc)}", self.stderr)
+            except KeyboardInterrupt:
+                batch.put_back(refused[n:])
+                raise
 
 
 def _reason(exc: RowError | ValidationError | DatabaseError) -> str:
