@@ -3,6 +3,7 @@ import's writer thread."""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -196,6 +197,7 @@ _real_make = import_batch.make
 def test_a_preparing_process_that_dies_costs_nothing_but_speed(caplog, monkeypatch):
     # given an import with one preparing process, which is killed while it makes the first batch
     monkeypatch.setattr(import_batch, "make", _slow_make)
+    caplog.set_level(logging.WARNING, logger="agreements.import_batch")  # whatever the root's level
     batch = import_batch.ImportBatch(size=2, preparers=1)
     for n in range(2):
         batch.add(n + 2, _line(f"K{n}"))
