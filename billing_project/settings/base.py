@@ -396,10 +396,10 @@ BILLING_TIME_ZONE = env.str("BILLING_TIME_ZONE", default="UTC")
 EXTRA_CURRENCIES: list[str] = [c.strip().upper() for c in env.list("EXTRA_CURRENCIES", default=[])]
 # agreements_import makes its lines into agreements (parsed, checked, prepared to write) in this many
 # processes of its own while it reads and writes (agreements/import_batch.py; --preparers per run);
-# 0: in its reading thread. Measured on 2 cores, 100,000 rows: alone 12.0 s with 2 against 19.0 s
-# with 0; inside a running stack, whose workers already fill the cores, 33.9 against
-# 30.0 s (one run each): the hand-over between processes costs about 40 us of CPU a row. So 0
-# unless the cores are idle.
+# 0: in its reading thread. Measured on 2 cores, 100,000 rows (bench/pipeline.py, two pairs): alone
+# 12.0-13.3 s with 2 against 14.5-19.0 s with 0; inside a running stack, whose workers already fill
+# the cores, 31.2-33.9 against 24.7-30.0 s: the hand-over between processes costs about 40 us of
+# CPU a row. So 0 unless the cores are idle.
 AGREEMENTS_IMPORT_PREPARERS = env.int("AGREEMENTS_IMPORT_PREPARERS", default=0)
 INVOICING_CHUNK_SIZE = env.int("INVOICING_CHUNK_SIZE", default=1000)  # agreements per chunk task
 # More periods than this due at once for one agreement (a long outage, bad data): the
