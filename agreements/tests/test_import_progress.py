@@ -96,7 +96,7 @@ def test_ctrl_c_saves_what_was_read_says_so_and_the_same_command_resumes(tmp_pat
     assert "%|" not in err
     # and the command it gives resumes: the rest is imported, nothing twice
     resume = re.search(r"To resume, run:\n  (python manage.py .*)\n", err)[1]
-    assert resume == f"python manage.py agreements_import {f} --batch-size 200"
+    assert resume == f"python manage.py agreements_import {f} --batch-size 200 --preparers {preparers}"
     call_command(*resume.split()[2:])
     assert f"Imported {total - imported}, already present {imported}, rejected 0." in capsys.readouterr().out
     assert Agreement.objects.count() == total

@@ -75,7 +75,7 @@ class Command(BaseCommand):
             raise interrupted(
                 f"stopped at line {last_line} of {lines} of {file}: imported {batch.written.created}, "
                 f"already present {batch.repeated + batch.written.present}, rejected {batch.rejected}.",
-                resume=["agreements_import", str(file), *self._batch_size_args(batch_size)],
+                resume=["agreements_import", str(file), *self._options_args(batch_size, preparers)],
                 why_safe="The import is idempotent by external_ref: rows already imported are counted as "
                 "already present, and the others are imported.",
             ) from None
@@ -85,8 +85,10 @@ class Command(BaseCommand):
             raise CommandError(f"{batch.rejected} row(s) rejected (listed above); the others were imported.")
 
     @staticmethod
-    def _batch_size_args(batch_size: int) -> list[str]:
-        return [] if batch_size == DEFAULT_BATCH_SIZE else ["--batch-size", str(batch_size)]
+    def _options_args(batch_size: int, preparers: int | None) -> list[str]:
+        """The options given that the resume needs (the operator's batch size and preparers)."""
+        args = [] if batch_size == DEFAULT_BATCH_SIZE else ["--batch-size", str(batch_size)]
+        return args if preparers is None else [*args, "--preparers", str(preparers)]
 
     def _report_refused(self, batch: ImportBatch, bar: tqdm | None) -> None:
         """Print the lines refused so far, once each, in line order (a batch's refusals by its
