@@ -13,9 +13,8 @@ whole batch in one transaction with a handful of statements, however many rows i
 
 It does so in two steps: ``prepare`` (checks, new ids, COPY lines, the events checked against
 their contract: all Python, no database) and ``write_prepared`` (the transaction). The import
-prepares batches in processes of its own (``AGREEMENTS_IMPORT_PREPARERS``; 0: in its reading
-thread) while a writer thread waits on the database with the batch before, so reading, preparing
-and writing overlap on separate cores rather than share one interpreter lock.
+prepares a batch in its reading thread (or, opted in, in processes of its own: import_batch.py)
+while a writer thread waits on the database with the batch before.
 
 If the batch fails as a whole (the database refused one row), ``write_batch`` goes row by row,
 the same way, to name the row. ``ImportBatch`` (import_batch.py) is the import's writer.

@@ -3,11 +3,14 @@ own, written by a thread of its own, in the order they were read.
 
 Making a line an agreement (``row_to_input``: parsed and checked; ``bulk.prepare``: new ids, COPY
 lines, the event checked against its contract) is nearly all of the import's Python work, and
-writing a batch is mostly waiting on the database. So the reading thread hands each batch of lines
-to ``AGREEMENTS_IMPORT_PREPARERS`` processes, forked when the import starts (before this process
-has a thread of its own), and reads on; the writer thread writes the prepared batches one after
-another. Reading, preparing and writing then run on separate cores instead of taking turns at one
-interpreter lock. With 0 preparers a batch is made in the reading thread.
+writing a batch is mostly waiting on the database. By default a batch is made in the reading
+thread while the writer thread writes the one before. With ``--preparers N``
+(``AGREEMENTS_IMPORT_PREPARERS``) the reading thread hands each batch of lines to N processes,
+forked when the import starts (before this process has a thread of its own), and reads on; the
+writer thread writes the made batches one after another, so reading, preparing and writing run on
+separate cores instead of taking turns at one interpreter lock. That pays where cores are idle;
+inside a stack that already fills them, handing batches between processes (about 40 us of CPU a
+row) makes the import slower (README, "Import format").
 
 Whether a line repeats an earlier one is decided here, in line order, as the batches come back
 (``SeenRefs``): a preparer sees only its batch, so it prepares the first line of each
@@ -64,9 +67,10 @@ def make(lines: Sequence[Line], events_too: bool) -> Made:
     made: list[tuple[int, AgreementInput | RowError]] = []
     first: dict[str, AgreementInput] = {}
     for line, row in lines:
+        if isinstance(row, RowError):  # a line that could not even be read
+            made.append((line, row))
+            continue
         try:
-            if isinstance(row, RowError):  # a line that could not even be read
-                raise row
             data = row_to_input(row)
         except RowError as exc:
             made.append((line, exc.with_traceback(None)))  # kept: its frames (this batch) are not
@@ -150,8 +154,9 @@ class ImportBatch:
     ``AGREEMENTS_IMPORT_PREPARERS``; 0: in the caller's thread) and written in order by a thread of
     its own (with its own database connection), while the caller reads on. Inside the caller's
     transaction (a test, a larger unit of work), batches are made and written in it, in this
-    thread. ``written`` sums what was written so far, ``repeated`` the lines that repeat an earlier
-    one exactly (skipped); ``take_rejected`` hands over the lines refused (once each)."""
+    thread. ``written`` sums what was created and found present so far, ``repeated`` the lines that
+    repeat an earlier one exactly (skipped), ``rejected`` the lines refused; ``take_rejected``
+    hands those over (once each)."""
 
     def __init__(self, size: int, preparers: int | None = None) -> None:
         self.size = size
@@ -216,8 +221,7 @@ class ImportBatch:
     def take_rejected(self) -> list[tuple[int, RowError | ValidationError | DatabaseError]]:
         """The lines refused since the last call, in line order: by their reading and checking,
         or by the database. ``put_back`` what could not be reported."""
-        refused = sorted([*self._refused, *self.written.rejected], key=lambda r: r[0])
-        self._refused, self.written.rejected = [], []
+        refused, self._refused = sorted(self._refused, key=lambda r: r[0]), []
         return refused
 
     def put_back(self, refused: list[tuple[int, RowError | ValidationError | DatabaseError]]) -> None:
@@ -284,7 +288,7 @@ class ImportBatch:
         self._expect_new = w.created > 0 or w.present == 0
         self.written.created += w.created
         self.written.present += w.present
-        self.written.rejected.extend(w.rejected)
+        self._refused.extend(w.rejected)  # with the lines refused before the database
         self.rejected += len(w.rejected)
 
     def _preparers_lost(self) -> None:
