@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from agreements import bulk, import_batch, importing
 from agreements.bulk import agreements_create_many, write_batch
 from agreements.models import Agreement
-from agreements.services import CheckedInput
+from agreements.services import AgreementInput, CheckedInput
 from events.models import OutboxEvent
 from events.publishing import outbox
 
@@ -110,6 +110,25 @@ def test_a_row_a_concurrent_writer_commits_is_present_not_rejected_when_going_ro
     # ... so the import counts them present: it refuses nothing (no failed exit, no error lines)
     assert [(line, type(exc).__name__) for line, exc in written.rejected] == []
     assert (written.created, written.present) == (0, 2)
+
+
+def test_the_writer_checks_inputs_nobody_vouched_for_and_names_the_bad_line():
+    # given inputs that did not come through the import's reader (nothing vouches for them: made
+    # elsewhere, or unpickled from a preparing process), one of them invalid, and nothing prepared
+    assert not connection.in_atomic_block
+    rows = [
+        (2, _input("V1")),
+        (3, AgreementInput("V2", "Ada", "ada@example.com", 0, "EUR", "month", date(2026, 1, 31))),
+        (4, AgreementInput("V3", "Bea", "bea@example.com", 500, "EUR", "month", date(2026, 1, 31))),
+    ]
+    # when they are written as the import's writer writes a batch
+    written = write_batch(rows)
+    # then the two good ones are created with their events, and the bad one is named by its line
+    assert (written.created, written.present) == (2, 0)
+    [(line, exc)] = written.rejected
+    assert line == 3 and "amount_minor" in exc.message_dict
+    assert set(Agreement.objects.values_list("external_ref", flat=True)) == {"V1", "V3"}
+    assert OutboxEvent.objects.filter(type="agreement.created").count() == 2
 
 
 def _line(ref: str, amount: object = 1999, name: str = "Ada") -> dict[str, object]:
