@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -177,3 +178,12 @@ def smtp(settings: Any) -> Iterator[Any]:
     settings.ALERT_EMAILS = ["ops@example.com"]
     yield inbox
     controller.stop()
+
+
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """Python's own SIGINT handler, as in a terminal, for tests that send themselves a Ctrl-C: a run
+    started in the background (nohup, ``cmd &`` in a script) ignores SIGINT."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

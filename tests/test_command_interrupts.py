@@ -9,13 +9,7 @@ import pytest
 
 from core.commands import interrupts_held
 
-
-@pytest.fixture(autouse=True)
-def ctrl_c_raises():
-    # Python's own handler, as in a terminal: a run started in the background (nohup) ignores SIGINT
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
+pytestmark = pytest.mark.usefixtures("ctrl_c_raises")
 
 
 def test_a_ctrl_c_inside_the_block_is_raised_once_the_block_is_done():

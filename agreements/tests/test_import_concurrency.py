@@ -238,14 +238,6 @@ def test_a_preparing_process_that_dies_costs_nothing_but_speed(caplog, monkeypat
     assert multiprocessing.active_children() == []
 
 
-@pytest.fixture
-def ctrl_c_raises():
-    # Python's own handler, as in a terminal: a run started in the background (nohup) ignores SIGINT
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 def test_a_ctrl_c_while_a_batch_is_judged_loses_no_line_and_counts_none_twice(monkeypatch, ctrl_c_raises):
     # given a Ctrl-C that arrives while the second batch's lines are judged (repeats, line order)
     calls = []
