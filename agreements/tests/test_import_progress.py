@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from agreements.models import Agreement
 from events.models import OutboxEvent
@@ -202,3 +203,30 @@ def _alive(p: psutil.Process) -> bool:
         return p.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_writer_connection_the_server_drops_mid_import_loses_no_line(tmp_path, capsys):
+    # given an import of 12,000 rows in batches of 200 running in its own process
+    total = 12_000
+    f = big_file(tmp_path, total)
+    proc = import_process(f, "--batch-size", "200", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # when, once the first batches are in, the server ends its writer's session (a failover,
+        # an operator's pg_terminate_backend), whatever statement it is in
+        wait_until(lambda: Agreement.objects.count() >= 400 or proc.poll() is not None, timeout=60)
+        assert proc.poll() is None, "the import ended first: make the file bigger"
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            )
+            assert cur.rowcount >= 1
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # then it goes on on a new connection: every row is created once, with its event, none refused
+    assert proc.returncode == 0, err
+    assert f"Imported {total}, already present 0, rejected 0." in out
+    assert Agreement.objects.count() == total
+    assert OutboxEvent.objects.filter(type="agreement.created").count() == total
