@@ -102,6 +102,10 @@ def get(name: str) -> EventType:
 TEXT = {"type": "string", "pattern": fields.NO_NUL_PATTERN}
 ID = {**TEXT, "minLength": 1, "maxLength": 64}
 DATE = {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+# A date or null, in one schema rather than anyOf: fastjsonschema tries anyOf's branches by raising,
+# which cost every agreement without an end date an exception (1.7 us of its 8 us check), and a
+# refusal said only "cannot be validated by any definition". "format" and "pattern" bind strings only.
+DATE_OR_NULL = {**DATE, "type": ["string", "null"]}
 DATETIME = {"type": "string", "format": "date-time", "minLength": 20, "maxLength": 40}
 MONEY = {"type": "integer", "minimum": 1, "maximum": 10**13}
 CURRENCY = {"type": "string", "pattern": "^[A-Z]{3}$"}
@@ -138,7 +142,7 @@ _AGREEMENT_CREATED_V1 = {
     "interval": {"enum": ["day", "week", "month", "year"]},
     "interval_count": {"type": "integer", "minimum": 1, "maximum": 1000},
     "start_date": DATE,
-    "end_date": {"anyOf": [DATE, {"type": "null"}]},
+    "end_date": DATE_OR_NULL,
     "status": {"enum": ["active", "paused", "cancelled", "ended"]},
 }
 register(

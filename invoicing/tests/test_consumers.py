@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from django.core.management import call_command
@@ -138,3 +138,23 @@ def test_the_contract_refuses_an_agreement_created_without_a_proper_ref(body, re
         assert "external_ref" in outcome.reason
     assert not BillableAgreement.objects.exists()
     assert ConsumerFailure.objects.get(message_id="m-bad").poisoned
+
+
+@pytest.mark.parametrize(
+    ("end_date", "reason"),
+    [
+        (None, None),
+        ("2027-11-30", None),
+        ("2027-13-01", "agreement.created v2: data.end_date must be date"),
+        ("30/11/2027", "agreement.created v2: data.end_date must match pattern"),
+        (20271130, "agreement.created v2: data.end_date must be string or null"),
+    ],
+)
+def test_an_end_date_is_a_date_or_null_and_a_bad_one_is_refused_with_its_reason(end_date, reason):
+    outcome = deliver("invoicing", created("A-1", 2, end_date=end_date), message_id="m-end")
+    if reason is None:
+        assert outcome.result == HANDLED
+        assert row("A-1").end_date == (end_date and date.fromisoformat(end_date))
+    else:
+        assert outcome.result == POISON and reason in outcome.reason, outcome.reason
+        assert not BillableAgreement.objects.exists()
