@@ -48,6 +48,20 @@ def shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# What PostgreSQL's text and jsonb cannot hold: NUL, and lone surrogates (UTF-8 cannot encode them).
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def storable(text: str, limit: int | None = None) -> str:
+    """``text`` as the database can store it, for what the outside world says (an endpoint's
+    error, an exception's text): each NUL or lone surrogate written as its escape (``\\u0000``),
+    then cut to ``limit`` characters. Stored as it came, such a character fails the statement
+    (psycopg2 raises ValueError before sending it) and takes the transaction with it."""
+    if _UNSTORABLE.search(text) is not None:
+        text = _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text if limit is None else text[:limit]
+
+
 def _refuse_characters(value: str, bad: re.Pattern[str], allowed: str) -> None:
     found = bad.search(value)
     if found is None:

@@ -13,6 +13,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.db import connection_lost, drop_broken_connection
+from core.fields import storable
 
 from ..models import ConsumerFailure
 
@@ -26,6 +27,7 @@ def record_failure(
     when it moves the message to the DLQ, so ``dlq_inspect`` shows why. Never raises."""
     if not message_id:
         return
+    error = storable(error)  # an exception's text: a NUL in it would fail the statement below
     used = None
     try:
         connection.close_if_health_check_failed()  # the ping the first statement would send, first
@@ -52,9 +54,9 @@ def _record(consumer: str, message_id: str, envelope: dict[str, Any], error: str
             consumer=consumer,
             message_id=message_id,
             defaults={
-                "event_id": str(envelope.get("id", ""))[:64],
-                "event_type": str(envelope.get("type", ""))[:100],
-                "aggregate_id": str(envelope.get("aggregate_id", ""))[:64],
+                "event_id": storable(str(envelope.get("id", "")), 64),
+                "event_type": storable(str(envelope.get("type", "")), 100),
+                "aggregate_id": storable(str(envelope.get("aggregate_id", "")), 64),
                 "first_error": error,
                 "last_error": error,
                 "poisoned": poisoned,

@@ -32,6 +32,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.backoff import backoff
+from core.fields import storable
 
 from .. import topology
 from ..models import OutboxEvent
@@ -103,14 +104,16 @@ def relay_once(
             return result
         if claimed_full is not None and len(rows) >= limit:
             claimed_full()
+        unsendable = _unsendable(rows)
         by_topic: dict[str, list[OutboxEvent]] = defaultdict(list)
         for row in rows:
-            by_topic[topology.topic_name(row.producer)].append(row)
+            if str(row.id) not in unsendable:
+                by_topic[topology.topic_name(row.producer)].append(row)
         chunks = [
             (topic, chunk) for topic, topic_rows in by_topic.items() for chunk in sns.batches(topic_rows)
         ]
         result.batches = len(chunks)
-        failures = sns.publish_all(chunks)
+        failures = unsendable | sns.publish_all(chunks)
         done = timezone.now()
         ok_rows = [r for r in rows if str(r.id) not in failures]
         if ok_rows:
@@ -135,8 +138,23 @@ def relay_once(
     return result
 
 
+def _unsendable(rows: list[OutboxEvent]) -> dict[str, str]:
+    """{row id: why} for the rows whose message cannot be made (data the database gives back in
+    a form the serializer refuses: a number past 64 bits, nesting too deep). Each fails alone,
+    with its reason and backoff, like a refused entry: raised, it would fail its whole pass, and
+    every pass after it that claims it (an alert is claimed first by every one)."""
+    failed = {}
+    for row in rows:
+        try:
+            row.message_body()
+        except Exception as exc:  # noqa: BLE001 - one row must not cost the others their pass
+            failed[str(row.id)] = f"its message cannot be made: {type(exc).__name__}: {exc}"
+    return failed
+
+
 def _record_failure(row: OutboxEvent, error: str, at: Any) -> None:
     attempts = row.attempts + 1
+    error = storable(error)  # an endpoint's text: a NUL in it would fail the pass's transaction
     errors = (list(row.errors) + [{"at": at.isoformat(), "error": error[:500]}])[-MAX_KEPT_ERRORS:]
     OutboxEvent.objects.filter(pk=row.pk).update(
         attempts=F("attempts") + 1,

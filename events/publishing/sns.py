@@ -51,12 +51,16 @@ def publish_batch(topic: str, rows: list[OutboxEvent], *, replayed: bool = False
         for i, row in enumerate(rows)
     ]
     resp = aws.calls("sns").publish_batch(TopicArn=aws.topic_arn(topic), PublishBatchRequestEntries=entries)
-    failed = {}
+    # Only an entry the answer lists as successful was published: one it leaves out (an odd
+    # answer from an emulator or a proxy) is retried like a refused one, never taken as sent.
+    failed = {str(row.id): "PublishBatch's answer did not list this entry" for row in rows}
     for f in resp.get("Failed", []):
         row = rows[int(f["Id"])]
         failed[str(row.id)] = f"{f.get('Code')}: {f.get('Message', '')}".strip()
     for ok in resp.get("Successful", []):
-        rows[int(ok["Id"])].sns_message_id = ok.get("MessageId", "")
+        row = rows[int(ok["Id"])]
+        row.sns_message_id = ok.get("MessageId", "")
+        failed.pop(str(row.id), None)
     return failed
 
 

@@ -1,0 +1,115 @@
+"""What fails in a relay pass fails alone: a row whose message cannot be made, an entry the
+endpoint refuses with text the database cannot hold, an entry its answer leaves out. Each is
+recorded on its row with a reason and a backoff; the pass's other rows are published and marked,
+and no pass after it is blocked (nor anything published twice for it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from events.consuming.failures import record_failure
+from events.models import ConsumerFailure, OutboxEvent
+from events.operations.alerts import record_alert
+from events.publishing import relay_pass, sns
+from events.publishing.relay import relay_exclusive
+from events.topology import aws
+from tests.factories import record_agreements_created
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def published() -> int:
+    return OutboxEvent.objects.filter(published_at__isnull=False).count()
+
+
+def test_a_row_whose_message_cannot_be_made_fails_alone_and_every_pass_goes_on(empty_queues):
+    # an alert's details may hold any number: 1e20 goes into jsonb as a number and comes back
+    # as the integer 10**20, which the envelope's serializer (64-bit integers) refuses
+    with transaction.atomic():
+        record_alert(
+            sender=None,
+            check="outbox_lagging",
+            about="x",
+            severity="warning",
+            summary="s",
+            details={"rate": 1e20},
+        )
+    record_agreements_created(3, "ok")
+
+    result = relay_exclusive()
+
+    assert result is not None and (result.published, result.failed) == (3, 1)
+    assert published() == 3
+    alert = OutboxEvent.objects.get(type="alert.outbox_lagging")
+    assert alert.published_at is None and alert.attempts == 1
+    assert "its message cannot be made" in alert.last_error and "64-bit" in alert.last_error
+    assert alert.next_attempt_at > timezone.now()  # backoff: later passes are not held up by it
+    record_agreements_created(2, "later")
+    again = relay_exclusive()
+    assert again is not None and again.published == 2 and again.failed == 0
+    assert published() == 5
+
+
+def test_an_endpoint_error_holding_a_nul_is_recorded_escaped_and_the_rest_are_marked(
+    monkeypatch, empty_queues
+):
+    record_agreements_created(5, "n")
+    sent: list[str] = []
+    real = sns.publish_batch
+
+    def publish(topic: str, rows: list[Any], **kw: Any) -> dict[str, str]:
+        sent.extend(str(r.id) for r in rows)
+        return {str(rows[0].id): "InternalError: bad\x00byte"} | real(topic, rows[1:], **kw)
+
+    monkeypatch.setattr(sns, "publish_batch", publish)
+    first = relay_pass.relay_once()
+    second = relay_pass.relay_once()  # the refused row waits for its backoff: nothing is sent again
+
+    assert (first.published, first.failed) == (4, 1) and second.published == second.failed == 0
+    assert published() == 4 and len(sent) == 5
+    refused = OutboxEvent.objects.get(published_at__isnull=True)
+    assert refused.last_error == "InternalError: bad\\u0000byte"
+    assert refused.errors[-1]["error"] == "InternalError: bad\\u0000byte"
+
+
+class AnswerWithoutTheFirstEntry:
+    """The endpoint's calls, but PublishBatch's answer leaves out the batch's first entry (sent,
+    and listed neither as successful nor as failed)."""
+
+    def __init__(self, calls: Any) -> None:
+        self.calls = calls
+
+    def publish_batch(self, **request: Any) -> dict[str, Any]:
+        answer = self.calls.publish_batch(**request)
+        return {key: [e for e in answer.get(key, []) if e["Id"] != "0"] for key in ("Successful", "Failed")}
+
+
+def test_an_entry_the_endpoints_answer_leaves_out_is_not_taken_as_published(monkeypatch, empty_queues):
+    record_agreements_created(2, "m")
+    calls = aws.calls
+    monkeypatch.setattr(aws, "calls", lambda service: AnswerWithoutTheFirstEntry(calls(service)))
+
+    result = relay_pass.relay_once()
+
+    assert (result.published, result.failed) == (1, 1)
+    left_out = OutboxEvent.objects.get(published_at__isnull=True)
+    assert left_out.attempts == 1 and left_out.last_error == "PublishBatch's answer did not list this entry"
+    assert OutboxEvent.objects.get(published_at__isnull=False).sns_message_id != ""
+
+
+def test_a_consumer_failure_whose_text_holds_a_nul_is_recorded_escaped():
+    record_failure(
+        "invoicing",
+        "m-nul",
+        {"id": "e\x00", "type": "agreement.created", "aggregate_id": "A\ud800"},
+        "boom\x00",
+        poisoned=True,
+    )
+
+    failure = ConsumerFailure.objects.get(message_id="m-nul")
+    assert (failure.first_error, failure.last_error) == ("boom\\u0000", "boom\\u0000")
+    assert (failure.event_id, failure.aggregate_id) == ("e\\u0000", "A\\ud800")
