@@ -10,6 +10,7 @@ of the relay for the lot, each payment going through the same transition and eve
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +43,7 @@ from .charging import (
 from .refunds import refund_for_closed_invoice, refunds_release
 
 P = Payment.Status
+logger = logging.getLogger(__name__)
 
 
 def charge_finish(started: Started, result: ChargeResult) -> str:
@@ -49,16 +51,24 @@ def charge_finish(started: Started, result: ChargeResult) -> str:
     connection, if the first try fails: the answer is only in memory, and a payment left
     "processing" waits for the sweep. Returns the outcome."""
     try:
-        return _record(started.payment_id, started.attempt_id, result, sent=started.sent)
+        return _record(
+            started.payment_id, started.attempt_id, result, sent=started.sent, key=started.idempotency_key
+        )
     except (DatabaseError, InterfaceError):
         if connection.in_atomic_block:  # the caller's transaction is broken: its caller decides
             raise
         drop_broken_connection()
-        return _record(started.payment_id, started.attempt_id, result, sent=started.sent)
+        return _record(
+            started.payment_id, started.attempt_id, result, sent=started.sent, key=started.idempotency_key
+        )
 
 
 @transaction.atomic
-def _record(payment_id: str, attempt_id: int, result: ChargeResult, *, sent: bool = True) -> str:
+def _record(
+    payment_id: str, attempt_id: int, result: ChargeResult, *, sent: bool = True, key: str | None = None
+) -> str:
+    """Record the answer to the try ``attempt_id``, sent with ``key`` (None: the payment's
+    current key), and its consequence."""
     p = Payment.objects.select_for_update().get(pk=payment_id)
     now = timezone.now()
     PaymentAttempt.objects.filter(pk=attempt_id).update(
@@ -70,6 +80,8 @@ def _record(payment_id: str, attempt_id: int, result: ChargeResult, *, sent: boo
     )
     if p.status != P.PROCESSING:
         return p.status  # a concurrent duplicate already recorded this step
+    if key is not None and _of_an_earlier_step(key, p, result):
+        return p.status
     if result.ok:
         return _succeeded(p, result)
     p.last_error_class, p.last_error_message = result.error_class, result.message[:500]
@@ -80,6 +92,27 @@ def _record(payment_id: str, attempt_id: int, result: ChargeResult, *, sent: boo
             return "cancelled"
         return _transient(p, now)
     return _declined(p, result, now)
+
+
+def _of_an_earlier_step(key: str, p: Payment, result: ChargeResult) -> bool:
+    """Whether the answer is to a try of a step before the payment's current one: a worker that
+    stalled past the stale sweep records it while another try, of the step the payment has moved
+    on to since (a decline the sweep's re-ask replayed, then a retry), is in flight. Only its
+    attempt records it: applied, a late decline would move that try's payment on a step (whose
+    next try charges again with a new key) or fail it, and the try in flight, which may take the
+    money, would find it no longer "processing". An earlier key that charged contradicts the
+    gateway's replay of its decline: logged for the operator, who sees it on the attempt."""
+    if key == p.idempotency_key:
+        return False
+    if result.ok:
+        logger.error(
+            "payment %s: key %s charged (%s) after the payment moved on to %s; check for a double charge",
+            p.pk,
+            key,
+            result.reference,
+            p.idempotency_key,
+        )
+    return True
 
 
 def _succeeded(p: Payment, result: ChargeResult) -> str:
@@ -133,7 +166,7 @@ def charged_record(answers: Sequence[tuple[Started, ChargeResult]]) -> list[str]
     changes = []
     for s, r in answers:
         p = payments[s.payment_id]
-        if p.status != P.PROCESSING:
+        if p.status != P.PROCESSING or _of_an_earlier_step(s.idempotency_key, p, r):
             outcomes[s.payment_id] = p.status
         elif p.invoice_closed_at is not None:
             outcomes[s.payment_id] = _succeeded(p, r)

@@ -142,13 +142,29 @@ def payment_refund(*, refund_id: str) -> str:
         amount_minor=refund.amount_minor,
         currency=refund.currency,
     )
-    return _record(refund_id, result)
+    return _record(refund_id, result, key=refund.idempotency_key)
 
 
 @transaction.atomic
-def _record(refund_id: str, result: ChargeResult) -> str:
+def _record(refund_id: str, result: ChargeResult, *, key: str) -> str:
+    """Record the answer to the try of ``refund_id`` sent with ``key``, in one transaction."""
     refund = Refund.objects.select_for_update().get(pk=refund_id)
     if refund.status != R.PROCESSING:
+        return refund.status
+    if key != refund.idempotency_key:
+        # The answer to a try before an operator's retry (a worker that stalled past the stale
+        # takeover): the retry's own try is in flight with its own key, and its answer decides.
+        # Applied, a late refusal would fail the refund and that answer, maybe a refund made,
+        # would find it no longer "processing"; a late success contradicts the refusal that
+        # allowed the retry, and is logged for the operator.
+        log = logger.error if result.ok else logger.warning
+        log(
+            "refund %s: a late answer to key %s (now %s) is not recorded: %s",
+            refund_id,
+            key,
+            refund.idempotency_key,
+            "refunded" if result.ok else result.error_class,
+        )
         return refund.status
     p = Payment.objects.select_for_update().get(pk=refund.payment_id)
     if result.ok:

@@ -5,9 +5,11 @@ was at the gateway, and a list whose answers differ records each kind its own wa
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from events.models import OutboxEvent
@@ -18,8 +20,12 @@ from payments.services import (
     charge_lists,
     charging,
     gateway_threads,
+    payment_charge,
     payment_close_for_invoice,
+    payment_create_for_invoice,
+    payment_retry_now,
     payments_create_for_invoices,
+    payments_retry_due,
     refund_for_credit_note,
 )
 from tests.factories import gateway_stats, invoice_data
@@ -136,3 +142,49 @@ def test_an_answer_is_recorded_before_the_list_waits_long_for_its_next_token(san
     assert run.outcomes == {"succeeded": 2}
     first, second = (Payment.objects.get(pk=p).attempts.get() for p in ids)
     assert first.finished_at < second.started_at
+
+
+def _stalled_decline_then_next_step_in_flight(prefix: str) -> tuple[Any, Any, Any, Any]:
+    """A worker (A) whose try of step 0 the gateway soft-declined stalls before recording it; the
+    sweep takes the payment over, its re-ask with the same key replays the decline (step 1); an
+    operator's "retry now" sends step 1's try (C), which the gateway charges. Neither A's nor C's
+    answer is recorded yet."""
+    payment, _ = payment_create_for_invoice(data=invoice_data(f"soft1-{prefix}"))
+    pid = str(payment.pk)
+    a = charging.charge_start(payment_id=pid, step=0)
+    a_result = charging.charge_send(a)
+    assert a_result.error_class == "soft_decline"
+    stale = timezone.now() - timedelta(seconds=settings.PAYMENT_PROCESSING_STALE_SECONDS + 1)
+    Payment.objects.filter(pk=pid).update(updated_at=stale)
+    assert payments_retry_due() == 1
+    assert payment_charge(payment_id=pid, step=0) == "soft_declined"
+    assert payment_retry_now(payment_id=pid)
+    c = charging.charge_start(payment_id=pid, step=1)
+    assert c is not None and c.idempotency_key.endswith("#2")
+    c_result = charging.charge_send(c)
+    assert c_result.ok
+    return a, a_result, c, c_result
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["alone", "with-others"])
+def test_a_late_answer_of_an_earlier_step_does_not_move_the_payment_and_it_is_charged_once(
+    sandbox, empty_queues, together
+):
+    a, a_result, c, c_result = _stalled_decline_then_next_step_in_flight("late" + str(together))
+
+    assert answers.charge_finish(a, a_result) == "processing"  # A's late decline: its attempt only
+    if together:
+        others = _sent(2, "late-others")
+        outcomes = answers.charged_record([(c, c_result), *others])
+    else:
+        outcomes = [answers.charge_finish(c, c_result)]
+
+    assert outcomes[0] == "succeeded"
+    p = Payment.objects.get(pk=c.payment_id)
+    assert (p.status, p.dunning_step) == ("succeeded", 1)
+    charged = [
+        k for k, n in gateway_stats(sandbox)["charges_by_key"].items() if k.startswith(f"pay-{p.pk}#") and n
+    ]
+    assert charged == [c.idempotency_key]
+    assert p.attempts.get(idempotency_key=a.idempotency_key, pk=a.attempt_id).outcome == "soft_decline"
+    assert payments_retry_due() == 0  # nothing left to charge again

@@ -11,7 +11,8 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from payments.gateway import HttpGateway, gateway
+from events.models import OutboxEvent
+from payments.gateway import ChargeResult, HttpGateway, gateway
 from payments.models import Payment, PaymentAttempt, Refund
 from payments.services import (
     answers,
@@ -114,6 +115,29 @@ def test_an_operator_retry_of_a_refused_refund_gets_a_key_of_its_own(django_capt
     assert refund.status == "pending" and refund.idempotency_key != first_key and len(sent) == 1
     # automatic tries of the same attempt keep their key (a lost answer is replayed)
     assert refund.idempotency_key == Refund.objects.get(pk=refund.pk).idempotency_key
+
+
+def test_a_late_refusal_of_a_refunds_earlier_key_leaves_the_operators_retry_to_decide():
+    # a worker stalled with the refund's first try (key refund-<id>); meanwhile that key was
+    # refused, the operator retried (key #1) and the retry's try is in flight
+    from payments.services.refunds import _record
+
+    payment, _ = payment_create_for_invoice(data=invoice_data("cus-rl"))
+    Payment.objects.filter(pk=payment.pk).update(status="succeeded", gateway_reference="ch_x")
+    refund = Refund.objects.create(
+        id=uuid.uuid4(), key="credit_note:y", invoice_id=payment.invoice_id, payment=payment,
+        amount_minor=100, currency="EUR", reason="r", status="processing", operator_retries=1,
+    )  # fmt: skip
+    first_key, retry_key = f"refund-{refund.pk}", refund.idempotency_key
+    assert retry_key == first_key + "#1"
+
+    refused = ChargeResult(False, error_class="hard_decline", http_status=402, message="refused")
+    assert _record(str(refund.pk), refused, key=first_key) == "processing"  # the late answer
+    assert _record(str(refund.pk), ChargeResult(True, reference="re_1"), key=retry_key) == "succeeded"
+
+    refund.refresh_from_db()
+    assert (refund.status, refund.gateway_reference) == ("succeeded", "re_1")
+    assert not OutboxEvent.objects.filter(type="alert.refund_failed").exists()
 
 
 @pytest.mark.django_db(transaction=True)
