@@ -3,9 +3,9 @@
 ``charge(idempotency_key, amount_minor, currency, customer) -> ChargeResult`` and
 ``refund(idempotency_key, charge_reference, amount_minor, currency) -> ChargeResult``; errors are
 classified as ``hard_decline`` (never retry), ``soft_decline`` (dunning schedule) or
-``transient`` (timeouts, connection errors, 5xx, 429, and 409: a request with the same key still
-in progress, as when a stale charge is asked again while its first request hangs: retry with
-backoff). The HTTP adapter
+``transient`` (timeouts, connection errors, 5xx, 429, 408, 409: a request with the same key still
+in progress, as when a stale charge is asked again while its first request hangs, and any answer
+the protocol does not give: retry with backoff, the same key). The HTTP adapter
 speaks the sandbox's Stripe-like protocol; a real provider gets its own adapter class and
 the setting ``PAYMENT_GATEWAY`` names it. Tests exercise this same HTTP code path against
 the sandbox (devsupport/sandbox_gateway.py).
@@ -23,10 +23,22 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 HARD, SOFT, TRANSIENT = "hard_decline", "soft_decline", "transient"
-# A transient error after which the gateway may have charged: no answer at all (a timeout, a
-# dropped connection: status 0), or 409, its first request with the same key still in progress.
-# Only asking again with the key tells; any other answer (429, 5xx) took nothing.
-MAYBE_CHARGED_STATUSES = (0, 409)
+
+
+def maybe_charged(status: int) -> bool:
+    """Whether a transient error with this HTTP status leaves open that the gateway charged: no
+    answer at all (a timeout, a dropped connection: status 0), 409 (its first request with the
+    same key still in progress), 408 (something in front of it gave up waiting) or an answer
+    this adapter does not understand (a 2xx that is not a plain success, a redirect). Only asking
+    again with the key tells. Any other answer (429, 5xx) took nothing."""
+    return status in (0, 408, 409) or 100 <= status < 400
+
+
+def refused_request(status: int) -> bool:
+    """Whether a hard decline with this HTTP status refused our request itself (a key, a field:
+    a 4xx other than 402, 408, 409, 429) rather than the charge: it tells nothing of what an
+    earlier try with the same key did."""
+    return 400 <= status < 500 and status not in (402, 408, 409, 429)
 
 
 @dataclass(frozen=True)
@@ -108,14 +120,24 @@ class HttpGateway:
                 http_status=402,
                 replayed=replayed,
             )
-        if status in (409, 429) or status >= 500:  # 409: a request with this key is still in progress
+        if status in (408, 409, 429) or status >= 500:  # 409: a request with this key is still in progress
             return ChargeResult(
                 False,
                 error_class=TRANSIENT,
                 http_status=status,
                 message=f"HTTP {status}: {error.get('type', '')}".strip(),
             )
-        # 4xx other than 402/429: our request is wrong; retrying cannot help.
+        if status < 400:
+            # Not the answer the protocol gives (a success is 200 "succeeded"): something else
+            # answered, or the gateway changed. It may have charged: asked again with the key.
+            return ChargeResult(
+                False,
+                error_class=TRANSIENT,
+                http_status=status,
+                message=f"HTTP {status}: an answer this adapter does not understand: {raw[:200]!r}",
+            )
+        # 4xx other than 402/408/409/429: our request is wrong (a key, a field); retrying as it is
+        # cannot help. It says nothing of an earlier try with the key (charging.outcome_unknown).
         return ChargeResult(
             False,
             error_class=HARD,

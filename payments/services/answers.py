@@ -27,7 +27,7 @@ from events.publishing import record_changes
 
 from .. import states
 from ..dispatch import enqueue_charge
-from ..gateway import HARD, SOFT, TRANSIENT, ChargeResult
+from ..gateway import HARD, SOFT, TRANSIENT, ChargeResult, refused_request
 from ..models import Payment, PaymentAttempt
 from .charging import (
     NOT_SENT,
@@ -90,6 +90,11 @@ def _record(
             # nothing taken by any try of this key, and nothing more will be tried
             cancel(p, f"invoice closed while its charge was retried: {p.invoice_closed_reason}")
             return "cancelled"
+        return _transient(p, now)
+    if refused_request(result.http_status) and outcome_unknown(p):
+        # Our request refused (a key, a field) while an earlier try with this key may have
+        # charged: failed for good, the operator's retry would charge again with a new key. Tried
+        # again with this one (backoff, then the retry sweep) until the gateway answers the key.
         return _transient(p, now)
     return _declined(p, result, now)
 

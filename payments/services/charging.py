@@ -29,7 +29,7 @@ from events.operations import metrics
 from events.publishing import record_change
 
 from .. import ratelimit, states
-from ..gateway import MAYBE_CHARGED_STATUSES, TRANSIENT, ChargeResult, gateway
+from ..gateway import TRANSIENT, ChargeResult, gateway, maybe_charged, refused_request
 from ..models import Payment, PaymentAttempt
 
 logger = logging.getLogger(__name__)
@@ -84,15 +84,16 @@ NOT_SENT = "not_sent"  # an attempt's outcome: held back here (no rate-limit tok
 
 def outcome_unknown(p: Payment) -> bool:
     """Whether a try of the current step sent to the gateway may have charged without our hearing
-    it: one with no answer (a timeout, a dropped connection, a worker that died before recording)
-    or a 409 (its key's first request still in progress), and no definite answer since (a charge,
-    a decline). A 429 or 5xx answers only its own request and settles nothing about an earlier
-    one. Only asking again with the key tells. A try answered "succeeded" on a payment not
-    succeeded took the money for sure: its answer came after the sweep had taken the payment over
-    (stale "processing"), so only its attempt recorded it; asking again replays the success, and it
-    is recorded (and refunded if the invoice is closed). A try the local rate limiter held back was
-    never sent: it tells nothing, and asking "again" would be a first charge (of an invoice maybe
-    voided since)."""
+    it: one with no answer (a timeout, a dropped connection, a worker that died before recording),
+    a 409 (its key's first request still in progress) or an answer the adapter did not understand,
+    and no definite answer since (a charge, a decline). A 429 or 5xx answers only its own request
+    and settles nothing about an earlier one, nor does a refusal of the request itself (a 401
+    after a key was rotated, say). Only asking again with the key tells. A try answered
+    "succeeded" on a payment not succeeded took the money for sure: its answer came after the
+    sweep had taken the payment over (stale "processing"), so only its attempt recorded it; asking
+    again replays the success, and it is recorded (and refunded if the invoice is closed). A try
+    the local rate limiter held back was never sent: it tells nothing, and asking "again" would be
+    a first charge (of an invoice maybe voided since)."""
     tries = (
         p.attempts.filter(idempotency_key=p.idempotency_key)
         .exclude(outcome=NOT_SENT)
@@ -103,10 +104,10 @@ def outcome_unknown(p: Payment) -> bool:
     for finished_at, outcome, http_status in tries:
         if outcome == "succeeded":
             return True  # the gateway replays a key's charge: no later answer undoes it
-        if finished_at is None or (outcome == TRANSIENT and http_status in MAYBE_CHARGED_STATUSES):
+        if finished_at is None or (outcome == TRANSIENT and maybe_charged(http_status)):
             unknown = True
-        elif outcome != TRANSIENT:
-            unknown = False
+        elif outcome != TRANSIENT and not refused_request(http_status):
+            unknown = False  # a charge declined: the gateway looked at the key
     return unknown
 
 

@@ -16,6 +16,7 @@ from payments.gateway import ChargeResult, HttpGateway, gateway
 from payments.models import Payment, PaymentAttempt, Refund
 from payments.services import (
     answers,
+    charge_lists,
     charging,
     payment_charge,
     payment_close_for_invoice,
@@ -202,6 +203,31 @@ def test_a_409_on_a_voided_invoice_is_asked_again_and_refunded_not_cancelled(san
     # then the payment is not cancelled as if nothing were taken: it is asked again with the same
     # key, which answers the original charge, and the money is refunded
     _asked_again_and_refunded(sandbox, p)
+
+
+def test_a_refused_request_after_a_lost_answer_does_not_fail_the_payment_and_it_is_charged_once(
+    sandbox, empty_queues, monkeypatch
+):
+    # given a first try the gateway charged but whose answer was lost (the connection dropped)
+    payment, _ = payment_create_for_invoice(data=invoice_data("lost-r"))
+    pid = str(payment.pk)
+    assert payment_charge(payment_id=pid) == "transient"
+    # when the next try with the key is refused as a request (an API key rotated meanwhile)
+    refused = ChargeResult(False, error_class="hard_decline", http_status=401, message="HTTP 401: bad key")
+    monkeypatch.setattr(charge_lists, "charge_send", lambda started: refused)
+    Payment.objects.filter(pk=pid).update(next_attempt_at=timezone.now())
+    outcome = payment_charge(payment_id=pid)
+    monkeypatch.undo()
+
+    # then the payment is not failed for good (an operator's retry would charge with a new key):
+    # it is asked again with the same key, which answers the first charge
+    assert outcome == "transient"
+    p = Payment.objects.get(pk=pid)
+    assert (p.status, p.dunning_step, p.last_error_message) == ("pending", 0, "HTTP 401: bad key")
+    Payment.objects.filter(pk=pid).update(next_attempt_at=timezone.now())
+    assert payment_charge(payment_id=pid) == "succeeded"
+    charges = gateway_stats(sandbox)["charges_by_key"]
+    assert [k for k, n in charges.items() if k.startswith(f"pay-{pid}#") and n] == [p.idempotency_key]
 
 
 def test_a_voided_invoice_whose_first_try_went_unanswered_keeps_no_money_after_a_later_429(

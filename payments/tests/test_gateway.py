@@ -7,8 +7,10 @@ import threading
 import time
 import urllib.request
 
+import pytest
+
 from devsupport.sandbox_gateway import SandboxConfig, start_in_thread
-from payments.gateway import HARD, SOFT, TRANSIENT, HttpGateway
+from payments.gateway import HARD, SOFT, TRANSIENT, HttpGateway, maybe_charged, refused_request
 from tests.factories import gateway_stats as stats
 
 
@@ -115,3 +117,27 @@ def test_refunds_give_back_at_most_what_was_charged_and_never_twice(sandbox):
     assert refund("r-4", 600).ok
     got = stats(sandbox)
     assert got["refunds"] == 2 and got["charges_detail"][charged.reference]["refunded"] == 1000
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (200, b'{"id": "ch_1", "status": "pending"}'),
+        (200, b"<html>ok</html>"),
+        (201, b'{"id": "ch_1", "status": "succeeded"}'),
+        (302, b""),
+        (408, b""),
+    ],
+)
+def test_an_answer_the_protocol_does_not_give_is_transient_and_may_have_charged(status, body):
+    # a proxy's page, a redirect, a status the adapter does not know: not a decline (never
+    # retried, then an operator's retry with a new key), but asked again with the same key
+    answer = HttpGateway._classify(status, body, {})
+    assert not answer.ok and answer.error_class == TRANSIENT and maybe_charged(answer.http_status)
+
+
+def test_a_refusal_of_the_request_itself_is_hard_and_a_decline_is_not_such_a_refusal():
+    refused = HttpGateway._classify(401, b'{"error": {"message": "invalid API key"}}', {})
+    assert refused.error_class == HARD and refused_request(refused.http_status)
+    declined = HttpGateway._classify(402, b'{"error": {"decline": "hard", "message": "stolen"}}', {})
+    assert declined.error_class == HARD and not refused_request(declined.http_status)
