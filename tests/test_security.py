@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -9,13 +10,17 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import transaction
 from django.test import Client, override_settings
+from prometheus_client import REGISTRY
 
 from events import contracts
-from events.models import ApiToken, OutboxEvent
+from events.consuming.batch import Received, process_batch
+from events.consuming.runtime import HANDLED, POISON, ConsumerRuntime
+from events.models import ApiToken, ConsumerFailure, OutboxEvent
 from events.publishing import record_event
 from events.signing import signed_attributes
 from events.topology import aws
-from tests.factories import agreement_data
+from invoicing.models import BillableAgreement
+from tests.factories import agreement_data, envelope
 
 pytestmark = pytest.mark.django_db
 
@@ -138,3 +143,42 @@ def test_forged_unsigned_and_badly_signed_events_are_dead_lettered_and_change_no
     assert invoice.status == "open" and invoice.payment_id == ""
     assert not Payment.objects.exists()
     assert gateway_stats(sandbox)["requests"] == 0
+
+
+@pytest.mark.django_db
+def test_a_forged_message_whose_envelope_holds_a_lone_surrogate_is_poison_at_once_beside_a_good_one():
+    # an unsigned body, plain ASCII JSON (SQS takes it), whose type and aggregate id hold the
+    # escape of a lone surrogate, which UTF-8 (and so PostgreSQL) cannot encode
+    forged = json.dumps(envelope("S-1") | {"type": "agreement.\ud800", "aggregate_id": "S-\udfff"})
+    assert forged.isascii()
+    good = json.dumps(envelope("S-2"))
+    before = REGISTRY.get_sample_value(
+        "billing_events_handled_total", {"consumer": "invoicing", "type": "?", "outcome": POISON}
+    )
+
+    outcomes = process_batch(
+        ConsumerRuntime("invoicing"),
+        [
+            Received(forged, message_id="m-forged", attributes={}),
+            Received(good, message_id="m-good", attributes=signed_attributes(good)),
+        ],
+    )
+
+    # refused at once (to the DLQ), with its reason on record, and the good one applied
+    assert [o.result for o in outcomes] == [POISON, HANDLED]
+    failure = ConsumerFailure.objects.get(message_id="m-forged")
+    assert failure.poisoned and "signature" in failure.last_error.lower()
+    assert (failure.event_type, failure.aggregate_id) == ("agreement.\\ud800", "S-\\udfff")
+    assert BillableAgreement.objects.filter(agreement_id="S-2").exists()
+    # counted under "?", not under a label the forger chose
+    after = REGISTRY.get_sample_value(
+        "billing_events_handled_total", {"consumer": "invoicing", "type": "?", "outcome": POISON}
+    )
+    assert after == (before or 0) + 1
+    assert (
+        REGISTRY.get_sample_value(
+            "billing_events_handled_total",
+            {"consumer": "invoicing", "type": "agreement.\ud800", "outcome": POISON},
+        )
+        is None
+    )

@@ -43,6 +43,8 @@ def record_failure(
             _record(consumer, message_id, envelope, error, poisoned)
         except DatabaseError:
             logger.exception("could not record the failure of message %s (%s)", message_id, error)
+    except Exception:  # noqa: BLE001 - whatever a hostile message holds, its refusal goes on
+        logger.exception("could not record the failure of message %s (%s)", message_id, error)
 
 
 def _record(consumer: str, message_id: str, envelope: dict[str, Any], error: str, poisoned: bool) -> None:

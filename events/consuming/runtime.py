@@ -276,7 +276,10 @@ class ConsumerRuntime:
 
     def poisoned(self, message_id: str, reason: str, envelope: dict[str, Any]) -> Outcome:
         event_type = str(envelope.get("type", "?"))[:100] if envelope else "?"
-        metrics.EVENTS_HANDLED.labels(self.name, event_type, POISON).inc()
+        # a label per type the contracts know, not per type a forged body names: unbounded series
+        metrics.EVENTS_HANDLED.labels(
+            self.name, event_type if event_type in contracts.REGISTRY else "?", POISON
+        ).inc()
         logger.error(
             "rejected message to the DLQ: %s",
             reason,
