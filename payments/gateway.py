@@ -2,7 +2,8 @@
 
 ``charge(idempotency_key, amount_minor, currency, customer) -> ChargeResult`` and
 ``refund(idempotency_key, charge_reference, amount_minor, currency) -> ChargeResult``; errors are
-classified as ``hard_decline`` (never retry), ``soft_decline`` (dunning schedule) or
+classified as ``hard_decline`` (not retried: the payment fails, unless an earlier try with the
+key may have charged: services/answers.py), ``soft_decline`` (dunning schedule) or
 ``transient`` (timeouts, connection errors, 5xx, 429, 408, 409: a request with the same key still
 in progress, as when a stale charge is asked again while its first request hangs, and any answer
 the protocol does not give: retry with backoff, the same key). The HTTP adapter

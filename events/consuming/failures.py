@@ -27,9 +27,9 @@ def record_failure(
     when it moves the message to the DLQ, so ``dlq_inspect`` shows why. Never raises."""
     if not message_id:
         return
-    error = storable(error)  # an exception's text: a NUL in it would fail the statement below
     used = None
     try:
+        error = storable(str(error))  # an exception's text: a NUL in it would fail the statement below
         connection.close_if_health_check_failed()  # the ping the first statement would send, first
         used = connection.connection
         _record(consumer, message_id, envelope, error, poisoned)

@@ -57,7 +57,10 @@ def publish_batch(topic: str, rows: list[OutboxEvent], *, replayed: bool = False
     for f in resp.get("Failed", []):
         row = rows[int(f["Id"])]
         failed[str(row.id)] = f"{f.get('Code')}: {f.get('Message', '')}".strip()
+    refused = {f["Id"] for f in resp.get("Failed", [])}
     for ok in resp.get("Successful", []):
+        if ok["Id"] in refused:
+            continue  # listed as both: not taken as sent
         row = rows[int(ok["Id"])]
         row.sns_message_id = ok.get("MessageId", "")
         failed.pop(str(row.id), None)

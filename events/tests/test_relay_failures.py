@@ -76,28 +76,36 @@ def test_an_endpoint_error_holding_a_nul_is_recorded_escaped_and_the_rest_are_ma
     assert refused.errors[-1]["error"] == "InternalError: bad\\u0000byte"
 
 
-class AnswerWithoutTheFirstEntry:
-    """The endpoint's calls, but PublishBatch's answer leaves out the batch's first entry (sent,
-    and listed neither as successful nor as failed)."""
+class OddAnswer:
+    """The endpoint's calls, but PublishBatch's answer says something odd of the batch's first
+    entry (sent): lists it neither as successful nor as failed, or as both."""
 
-    def __init__(self, calls: Any) -> None:
-        self.calls = calls
+    def __init__(self, calls: Any, both: bool) -> None:
+        self.calls, self.both = calls, both
 
     def publish_batch(self, **request: Any) -> dict[str, Any]:
         answer = self.calls.publish_batch(**request)
-        return {key: [e for e in answer.get(key, []) if e["Id"] != "0"] for key in ("Successful", "Failed")}
+        answer = {key: [e for e in answer.get(key, []) if e["Id"] != "0"] for key in ("Successful", "Failed")}
+        if self.both:
+            answer["Successful"].append({"Id": "0", "MessageId": "m-0"})
+            answer["Failed"].append({"Id": "0", "Code": "InternalError", "Message": "and yet"})
+        return answer
 
 
-def test_an_entry_the_endpoints_answer_leaves_out_is_not_taken_as_published(monkeypatch, empty_queues):
+@pytest.mark.parametrize("both", [False, True], ids=["left-out", "listed-as-both"])
+def test_an_entry_the_endpoints_answer_does_not_say_was_sent_is_not_taken_as_published(
+    monkeypatch, empty_queues, both
+):
     record_agreements_created(2, "m")
     calls = aws.calls
-    monkeypatch.setattr(aws, "calls", lambda service: AnswerWithoutTheFirstEntry(calls(service)))
+    monkeypatch.setattr(aws, "calls", lambda service: OddAnswer(calls(service), both))
 
     result = relay_pass.relay_once()
 
     assert (result.published, result.failed) == (1, 1)
-    left_out = OutboxEvent.objects.get(published_at__isnull=True)
-    assert left_out.attempts == 1 and left_out.last_error == "PublishBatch's answer did not list this entry"
+    odd = OutboxEvent.objects.get(published_at__isnull=True)
+    reason = "InternalError: and yet" if both else "PublishBatch's answer did not list this entry"
+    assert odd.attempts == 1 and odd.last_error == reason
     assert OutboxEvent.objects.get(published_at__isnull=False).sns_message_id != ""
 
 

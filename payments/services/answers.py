@@ -95,6 +95,7 @@ def _record(
         # Our request refused (a key, a field) while an earlier try with this key may have
         # charged: failed for good, the operator's retry would charge again with a new key. Tried
         # again with this one (backoff, then the retry sweep) until the gateway answers the key.
+        p.last_error_class = TRANSIENT
         return _transient(p, now)
     return _declined(p, result, now)
 

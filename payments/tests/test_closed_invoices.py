@@ -223,7 +223,8 @@ def test_a_refused_request_after_a_lost_answer_does_not_fail_the_payment_and_it_
     # it is asked again with the same key, which answers the first charge
     assert outcome == "transient"
     p = Payment.objects.get(pk=pid)
-    assert (p.status, p.dunning_step, p.last_error_message) == ("pending", 0, "HTTP 401: bad key")
+    assert (p.status, p.dunning_step, p.last_error_class) == ("pending", 0, "transient")
+    assert p.last_error_message == "HTTP 401: bad key"
     Payment.objects.filter(pk=pid).update(next_attempt_at=timezone.now())
     assert payment_charge(payment_id=pid) == "succeeded"
     charges = gateway_stats(sandbox)["charges_by_key"]
