@@ -341,6 +341,7 @@ ALERT_TYPES = (
     "alert.daily_run_missed",
     "alert.payment_failure_rate",
     "alert.charges_unsent",
+    "alert.charges_outcome_unknown",
     ALERT_DELIVERY_GAP,
     ALERT_RESOLVED,
 )

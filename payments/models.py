@@ -62,7 +62,8 @@ class Payment(models.Model):
 
     @property
     def idempotency_key(self) -> str:
-        """Same key for every try of one dunning step: a retry after a lost response is replayed."""
+        """Same key for every try of one dunning step: a retry after a lost response is replayed.
+        (selectors.payments_outcome_unknown writes it in SQL too.)"""
         return f"pay-{self.id}#{self.dunning_step + 1}"
 
 
@@ -79,6 +80,14 @@ class PaymentAttempt(models.Model):
 
     class Meta:
         ordering = ["started_at"]
+        indexes = [
+            # the tries that may have charged unheard (payments/health.py reads the old ones)
+            models.Index(
+                fields=["started_at"],
+                name="attempt_maybe_charged",
+                condition=Q(outcome="transient") | Q(finished_at__isnull=True),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.idempotency_key}: {self.outcome or 'in flight'}"

@@ -7,10 +7,12 @@ planner's estimate beyond it; the retries are read from the partial index ``paym
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -18,6 +20,7 @@ from django.utils import timezone
 from events.operations.counts import bounded_count, count_text, planner_estimate
 
 from .models import Payment
+from .services.charging import outcome_unknown
 from .services.dispatching import charges_bound, charges_due
 
 P = Payment.Status
@@ -141,3 +144,40 @@ def payments_retries_by_day(*, now: datetime | None = None) -> list[tuple[date, 
         .order_by("day")
     )
     return [(r["day"], r["n"]) for r in rows]
+
+
+# Candidates read per check: a bound on its work, not on what it reports (it says "at least").
+OUTCOME_UNKNOWN_READ = 200
+
+
+@dataclass(frozen=True)
+class UnknownOutcomes:
+    keys: list[str]  # the payments' current keys, oldest unsettled try first
+    oldest: datetime | None  # when the oldest of those tries started
+    more: bool  # more candidates than were read
+
+
+def payments_outcome_unknown(started_before: datetime) -> UnknownOutcomes:
+    """Live payments (pending, processing, retry scheduled) whose current key has a try started
+    before ``started_before`` that may have charged and that no answer since has settled
+    (``charging.outcome_unknown``, judged per payment). The candidates come from the partial index
+    ``attempt_maybe_charged``: tries answered transiently or never answered."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT a.payment_id, min(a.started_at) FROM payments_paymentattempt a "
+            "JOIN payments_payment p ON p.id = a.payment_id "
+            "WHERE (a.outcome = 'transient' OR a.finished_at IS NULL) AND a.started_at < %s "
+            "AND p.status = ANY(%s) "
+            # the payment's current key, as Payment.idempotency_key writes it
+            "AND a.idempotency_key = 'pay-' || p.id::text || '#' || (p.dunning_step + 1)::text "
+            "GROUP BY a.payment_id ORDER BY 2 LIMIT %s",
+            [started_before, [P.PENDING, P.PROCESSING, P.RETRY_SCHEDULED], OUTCOME_UNKNOWN_READ + 1],
+        )
+        rows = cur.fetchall()
+    more = len(rows) > OUTCOME_UNKNOWN_READ
+    since = {uuid.UUID(str(pk)): started for pk, started in rows[:OUTCOME_UNKNOWN_READ]}
+    payments = Payment.objects.in_bulk(list(since))
+    unknown = [payments[pk] for pk in since if pk in payments and outcome_unknown(payments[pk])]
+    return UnknownOutcomes(
+        [p.idempotency_key for p in unknown], since[unknown[0].pk] if unknown else None, more
+    )

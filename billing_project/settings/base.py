@@ -484,6 +484,10 @@ MONITOR_PAYMENT_MIN_OUTCOMES = env.int("MONITOR_PAYMENT_MIN_OUTCOMES", default=2
 # Charges due and sent to no worker this long, with room in the queue ahead of the gateway: no
 # dispatch pass and no sweep runs (alert.charges_unsent).
 MONITOR_CHARGES_UNSENT_MAX_AGE_SECONDS = env.int("MONITOR_CHARGES_UNSENT_MAX_AGE_SECONDS", default=300)
+# A charge of a live payment that may have taken money (its answer lost, or one the gateway's
+# protocol does not give) and that asking again with its key has not settled for this long
+# (alert.charges_outcome_unknown): the payment is asked again with the same key, never a new one.
+MONITOR_CHARGE_OUTCOME_UNKNOWN_SECONDS = env.int("MONITOR_CHARGE_OUTCOME_UNKNOWN_SECONDS", default=3600)
 
 
 def derive(ns: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from events.models import OutboxEvent
 from events.operations.alerts import monitor_run
-from payments.models import Payment
+from payments.models import Payment, PaymentAttempt
 from payments.services import charges_dispatch
 from tests.factories import payments_create
 
@@ -50,3 +50,40 @@ def test_charges_held_back_by_the_bound_or_just_opened_are_not_a_breach(settings
     # when the gateway has taken the two (room again) and the old ones are still not sent: a breach
     Payment.objects.filter(status=Payment.Status.PROCESSING).update(status=Payment.Status.SUCCEEDED)
     assert "alert.charges_unsent" in monitor_run()
+
+
+def _tried(payment: Payment, *, hours_ago: float, outcome: str, http_status: int) -> None:
+    """A try of ``payment``'s current key, started ``hours_ago``, answered so."""
+    now = timezone.now()
+    attempt = PaymentAttempt.objects.create(
+        payment=payment, idempotency_key=payment.idempotency_key, outcome=outcome, http_status=http_status
+    )
+    started = now - timedelta(hours=hours_ago)
+    PaymentAttempt.objects.filter(pk=attempt.pk).update(started_at=started, finished_at=started)
+
+
+def test_a_charge_that_may_have_taken_money_unsettled_for_an_hour_raises_an_alert_until_it_is_settled(
+    settings, empty_queues
+):
+    settings.MONITOR_CHARGE_OUTCOME_UNKNOWN_SECONDS = 3600
+    payments_create(4, Payment.Status.PENDING, timezone.now() + timedelta(minutes=5))
+    lost, odd, busy, recent = Payment.objects.order_by("pk")
+    # given a try whose answer was lost two hours ago and, since, only refusals of the request
+    _tried(lost, hours_ago=2, outcome="transient", http_status=0)
+    _tried(lost, hours_ago=1.5, outcome="hard_decline", http_status=401)
+    # a try answered two hours ago with a page the adapter does not understand (a proxy's 200)
+    _tried(odd, hours_ago=2, outcome="transient", http_status=200)
+    # a 429 two hours ago (it took nothing), and a lost answer a minute ago (not yet an hour)
+    _tried(busy, hours_ago=2, outcome="transient", http_status=429)
+    _tried(recent, hours_ago=0.02, outcome="transient", http_status=0)
+
+    assert "alert.charges_outcome_unknown" in monitor_run()
+    alert = OutboxEvent.objects.get(type="alert.charges_outcome_unknown").data
+    assert alert["summary"].startswith("2 charge(s) may have taken money the gateway has not confirmed")
+    assert sorted(alert["details"]["keys"]) == sorted([f"pay-{lost.pk}#1", f"pay-{odd.pk}#1"])
+
+    # when the gateway answers the lost one's key (a decline: nothing taken) and the odd one's
+    # payment succeeds (asked again, the success replayed), the alert resolves
+    _tried(lost, hours_ago=0.01, outcome="soft_decline", http_status=402)
+    Payment.objects.filter(pk=odd.pk).update(status=Payment.Status.SUCCEEDED)
+    assert "alert.resolved:charges_outcome_unknown" in monitor_run()
