@@ -331,6 +331,7 @@ ALERT_DATA = _obj(
 ALERT_TYPES = (
     "alert.payment_failed",
     "alert.charge_on_closed_invoice",
+    "alert.charge_on_earlier_key",
     "alert.refund_failed",
     "alert.daily_run_failed",
     "alert.daily_run_stuck",

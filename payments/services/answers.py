@@ -10,7 +10,6 @@ of the relay for the lot, each payment going through the same transition and eve
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +21,7 @@ from django.utils import timezone
 from core.bulk import update_rows
 from core.db import drop_broken_connection
 from events import contracts
+from events.models import OutboxEvent
 from events.operations.alerts import record_alert
 from events.publishing import record_changes
 
@@ -43,7 +43,6 @@ from .charging import (
 from .refunds import refund_for_closed_invoice, refunds_release
 
 P = Payment.Status
-logger = logging.getLogger(__name__)
 
 
 def charge_finish(started: Started, result: ChargeResult) -> str:
@@ -78,10 +77,10 @@ def _record(
         http_status=result.http_status,
         error_message=result.message[:500],
     )
-    if p.status != P.PROCESSING:
-        return p.status  # a concurrent duplicate already recorded this step
     if key is not None and _of_an_earlier_step(key, p, result):
         return p.status
+    if p.status != P.PROCESSING:
+        return p.status  # a concurrent duplicate already recorded this step
     if result.ok:
         return _succeeded(p, result)
     p.last_error_class, p.last_error_message = result.error_class, result.message[:500]
@@ -106,19 +105,36 @@ def _of_an_earlier_step(key: str, p: Payment, result: ChargeResult) -> bool:
     on to since (a decline the sweep's re-ask replayed, then a retry), is in flight. Only its
     attempt records it: applied, a late decline would move that try's payment on a step (whose
     next try charges again with a new key) or fail it, and the try in flight, which may take the
-    money, would find it no longer "processing". An earlier key that charged contradicts the
-    gateway's replay of its decline: logged for the operator, who sees it on the attempt."""
+    money, would find it no longer "processing". An earlier key that charged, whatever the
+    payment's state now, contradicts the gateway's replay of the decline that moved it on: no try
+    asks about that key again, so it is alerted (``alert.charge_on_earlier_key``)."""
     if key == p.idempotency_key:
         return False
-    if result.ok:
-        logger.error(
-            "payment %s: key %s charged (%s) after the payment moved on to %s; check for a double charge",
-            p.pk,
-            key,
-            result.reference,
-            p.idempotency_key,
+    if result.ok and not _alerted_about(key):
+        record_alert(
+            sender=Payment,
+            check="charge_on_earlier_key",
+            about=key,
+            severity="critical",
+            summary=(
+                f"Payment for invoice {p.invoice_number}: key {key} charged {p.amount_minor} {p.currency} "
+                f"({result.reference}) after the payment had moved on to key {p.idempotency_key} "
+                f"({p.status}). The customer may be charged twice: compare at the gateway and refund one."
+            ),
+            details={
+                **payment_data(p),
+                "key": key,
+                "current_key": p.idempotency_key,
+                "reference": result.reference,
+            },
         )
     return True
+
+
+def _alerted_about(key: str) -> bool:
+    """An answer recorded twice (its first commit's reply lost): the payment's lock orders them."""
+    about = f"charge_on_earlier_key:{key}"
+    return OutboxEvent.objects.filter(type="alert.charge_on_earlier_key", aggregate_id=about).exists()
 
 
 def _succeeded(p: Payment, result: ChargeResult) -> str:
@@ -172,7 +188,7 @@ def charged_record(answers: Sequence[tuple[Started, ChargeResult]]) -> list[str]
     changes = []
     for s, r in answers:
         p = payments[s.payment_id]
-        if p.status != P.PROCESSING or _of_an_earlier_step(s.idempotency_key, p, r):
+        if _of_an_earlier_step(s.idempotency_key, p, r) or p.status != P.PROCESSING:
             outcomes[s.payment_id] = p.status
         elif p.invoice_closed_at is not None:
             outcomes[s.payment_id] = _succeeded(p, r)

@@ -27,7 +27,7 @@ from events.publishing import record_change
 
 from .. import states
 from ..dispatch import enqueue_refund
-from ..gateway import TRANSIENT, ChargeResult, gateway
+from ..gateway import TRANSIENT, ChargeResult, gateway, refused_request
 from ..models import Payment, Refund
 
 logger = logging.getLogger(__name__)
@@ -190,6 +190,7 @@ def _record(refund_id: str, result: ChargeResult, *, key: str) -> str:
         )
         metrics.PAYMENTS.labels("refunded").inc()
         return "succeeded"
+    earlier = refund.last_error  # the try before this one's, if any
     refund.last_error = f"{result.error_class}: {result.message}"[:500]
     if result.error_class == TRANSIENT:
         delay = backoff(
@@ -216,6 +217,12 @@ def _record(refund_id: str, result: ChargeResult, *, key: str) -> str:
         summary=(
             f"Refund of {refund.amount_minor} {refund.currency} on {p.invoice_number} was refused: "
             f"{result.message[:200]}. Give it back by hand, or retry it in admin (Payments -> Refunds)."
+            + (
+                f" An earlier try with key {refund.idempotency_key} got no definite answer ({earlier[:120]}) "
+                "and may have refunded: check at the gateway first, since a retry uses a new key."
+                if refused_request(result.http_status) and earlier.startswith(f"{TRANSIENT}:")
+                else ""
+            )
         ),
         details={"refund_id": str(refund.id), "payment_id": str(p.id), "invoice_id": p.invoice_id},
     )

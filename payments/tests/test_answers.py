@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from events.models import OutboxEvent
 from payments.gateway import ChargeResult
-from payments.models import Payment, Refund
+from payments.models import Payment, PaymentAttempt, Refund
 from payments.services import (
     answers,
     charge_lists,
@@ -188,3 +188,26 @@ def test_a_late_answer_of_an_earlier_step_does_not_move_the_payment_and_it_is_ch
     assert charged == [c.idempotency_key]
     assert p.attempts.get(idempotency_key=a.idempotency_key, pk=a.attempt_id).outcome == "soft_decline"
     assert payments_retry_due() == 0  # nothing left to charge again
+
+
+@pytest.mark.parametrize("now", ["processing", "succeeded"])
+def test_a_success_on_an_earlier_key_is_alerted_once_whatever_the_payment_became(sandbox, empty_queues, now):
+    # given a payment moved on to its second step (key #2), which is in flight or has succeeded,
+    # and a late answer that the first step's key (#1) charged: a gateway that did not replay
+    payment, _ = payment_create_for_invoice(data=invoice_data(f"cus-early-{now}"))
+    Payment.objects.filter(pk=payment.pk).update(status=now, dunning_step=1)
+    first_key = f"pay-{payment.pk}#1"
+    attempt = PaymentAttempt.objects.create(payment=payment, idempotency_key=first_key)
+    taken = ChargeResult(True, reference="ch_early", http_status=200)
+
+    # when it is recorded, twice (a reply to the first commit lost)
+    for _ in range(2):
+        assert answers._record(str(payment.pk), attempt.pk, taken, key=first_key) == now
+
+    # then the payment is left as it was, the attempt says what happened, and one alert tells
+    p = Payment.objects.get(pk=payment.pk)
+    assert (p.status, p.dunning_step) == (now, 1)
+    assert PaymentAttempt.objects.get(pk=attempt.pk).outcome == "succeeded"
+    (alert,) = OutboxEvent.objects.filter(type="alert.charge_on_earlier_key")
+    assert alert.data["severity"] == "critical" and f"key {first_key} charged" in alert.data["summary"]
+    assert alert.data["details"]["current_key"] == f"pay-{payment.pk}#2"
