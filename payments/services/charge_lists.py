@@ -32,7 +32,7 @@ import logging
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -41,7 +41,7 @@ from django.db import DatabaseError, InterfaceError
 from core.db import drop_broken_connection
 
 from .. import ratelimit
-from ..gateway import ChargeResult
+from ..gateway import TRANSIENT, ChargeResult
 from . import gateway_threads
 from .answers import charge_finish, charged_record
 from .charging import Charge, Started, charge_send, charge_start, charges_start
@@ -147,18 +147,37 @@ def _submit(
 ) -> bool:
     """Send each claimed charge of a wave on the gateway threads, each taking one of the slots the
     list holds. False if a send could not be submitted (a soft time limit, a pool shut down): those
-    claimed and not sent are left "processing" for the sweep, once stale."""
-    for charge, s in zip(wave, started, strict=True):
+    claimed and not sent are recorded as not sent (``_not_sent``)."""
+    for n, (charge, s) in enumerate(zip(wave, started, strict=True)):
         if s is None:
             continue
         try:
             future = pool.submit(send, s, slots.semaphore)
         except Exception as exc:  # noqa: BLE001 - a soft time limit, a pool shut down
             run.crashed = run.crashed or exc
+            _not_sent([t for t in started[n:] if t is not None], exc, run)
             return False
         slots.hand_over()
         in_flight[future] = (charge, s, time.monotonic())
     return True
+
+
+def _not_sent(started: list[Started], why: BaseException, run: ListRun) -> None:
+    """Record charges claimed but never sent as such, as the rate limiter's held-back ones are: left
+    open, their tries would read as sent and unanswered (``charging.outcome_unknown``), so that the
+    sweep would "ask again" what the gateway never saw, a first charge of an invoice maybe voided
+    since. One that cannot be recorded is left to the sweep."""
+    for s in started:
+        try:
+            outcome = charge_finish(
+                replace(s, sent=False),
+                ChargeResult(False, error_class=TRANSIENT, message=f"not sent: {why!r}"),
+            )
+        except Exception:  # noqa: BLE001 - the sweep takes it once stale
+            logger.exception("charge of payment %s not sent and not recorded", s.payment_id)
+            run.outcomes["unrecorded"] += 1
+        else:
+            run.outcomes[outcome] += 1
 
 
 def _give_back(tokens: int) -> None:

@@ -395,3 +395,33 @@ def test_a_charge_skipped_in_a_wave_leaves_the_next_wave_its_size(
     # carried into the next wave, which would claim two at once where the bucket holds one
     assert run.outcomes == {"skipped": 1, "succeeded": 2} and run.crashed is None
     assert stats(sandbox)["charges"] == 2
+
+
+class _ShutDownPool:
+    """A gateway thread pool that no longer takes work (a worker shutting down, say)."""
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+
+def test_charges_claimed_but_never_sent_are_recorded_so_and_a_void_then_charges_nothing(
+    transactional_db, empty_queues, sandbox, monkeypatch
+):
+    # given a list whose charges are claimed (their tries open) and whose sends cannot be submitted
+    ids = opened("unsent", 2)
+    _pool, slots = gateway_threads.pool()
+    monkeypatch.setattr(gateway_threads, "pool", lambda: (_ShutDownPool(), slots))
+    run = charge_lists.charges_run([(p, 0) for p in ids], seconds=60)
+    monkeypatch.undo()
+
+    # then their tries read "not sent", not sent-and-unanswered, and the payments are due again
+    assert isinstance(run.crashed, RuntimeError) and run.outcomes == {"transient": 2}
+    for p in Payment.objects.filter(pk__in=ids):
+        tries = [(a.outcome, a.finished_at is not None) for a in p.attempts.all()]
+        assert p.status == "pending" and tries == [("not_sent", True)]
+    # and when the first's invoice is voided, it is cancelled: the gateway never saw a charge to ask about
+    first = Payment.objects.get(pk=ids[0])
+    payment_close_for_invoice(invoice_id=first.invoice_id, reason="issued in error")
+    first.refresh_from_db()
+    assert first.status == "cancelled"
+    assert stats(sandbox)["charges"] == 0 and stats(sandbox)["refunds"] == 0
