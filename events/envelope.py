@@ -72,7 +72,13 @@ def build(**values: Any) -> dict[str, Any]:
 
 def serialize(envelope: dict[str, Any]) -> str:
     """The canonical body (sorted keys, compact, UTF-8): what is signed, sent and sized."""
-    return orjson.dumps(envelope, option=orjson.OPT_SORT_KEYS).decode()
+    try:
+        return orjson.dumps(envelope, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:
+        # What orjson cannot write but the database gave back: an integer past 64 bits (jsonb
+        # returns a float such as 1e20 as one) or nesting past its 254 levels. The standard
+        # library writes the same JSON, which reads back as the number recorded.
+        return json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def check_size(body: str, event_type: str) -> None:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from events import envelope
 from events.consuming.failures import record_failure
 from events.models import ConsumerFailure, OutboxEvent
 from events.operations.alerts import record_alert
@@ -22,13 +24,19 @@ from tests.factories import record_agreements_created
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def lagging(details: dict[str, Any]) -> None:
+    record_alert(
+        sender=None, check="outbox_lagging", about="x", severity="warning", summary="s", details=details
+    )
+
+
 def published() -> int:
     return OutboxEvent.objects.filter(published_at__isnull=False).count()
 
 
-def test_a_row_whose_message_cannot_be_made_fails_alone_and_every_pass_goes_on(empty_queues):
-    # an alert's details may hold any number: 1e20 goes into jsonb as a number and comes back
-    # as the integer 10**20, which the envelope's serializer (64-bit integers) refuses
+def test_an_alerts_number_that_jsonb_gives_back_past_64_bits_is_published_as_recorded(empty_queues):
+    # an alert's details may hold any number: 1e20 goes into jsonb as a number and comes back as
+    # the integer 10**20, which orjson (64-bit integers) cannot write
     with transaction.atomic():
         record_alert(
             sender=None,
@@ -42,11 +50,33 @@ def test_a_row_whose_message_cannot_be_made_fails_alone_and_every_pass_goes_on(e
 
     result = relay_exclusive()
 
+    assert result is not None and (result.published, result.failed) == (4, 0)
+    alert = OutboxEvent.objects.get(type="alert.outbox_lagging")
+    assert orjson.loads(alert.message_body())["data"]["details"]["rate"] == 1e20
+
+
+def test_a_row_whose_message_cannot_be_made_fails_alone_and_every_pass_goes_on(monkeypatch, empty_queues):
+    # given an alert whose message cannot be made (whatever the cause), claimed first by every pass
+    with transaction.atomic():
+        record_alert(
+            sender=None, check="outbox_lagging", about="x", severity="warning", summary="s", details={}
+        )
+    record_agreements_created(3, "ok")
+    serialize = envelope.serialize
+
+    def refusing(values: dict[str, Any]) -> str:
+        if values["type"] == "alert.outbox_lagging":
+            raise TypeError("Integer exceeds 64-bit range")
+        return serialize(values)
+
+    monkeypatch.setattr(envelope, "serialize", refusing)
+    result = relay_exclusive()
+
     assert result is not None and (result.published, result.failed) == (3, 1)
     assert published() == 3
     alert = OutboxEvent.objects.get(type="alert.outbox_lagging")
     assert alert.published_at is None and alert.attempts == 1
-    assert "its message cannot be made" in alert.last_error and "64-bit" in alert.last_error
+    assert alert.last_error == "its message cannot be made: TypeError: Integer exceeds 64-bit range"
     assert alert.next_attempt_at > timezone.now()  # backoff: later passes are not held up by it
     record_agreements_created(2, "later")
     again = relay_exclusive()
