@@ -74,11 +74,17 @@ def serialize(envelope: dict[str, Any]) -> str:
     """The canonical body (sorted keys, compact, UTF-8): what is signed, sent and sized."""
     try:
         return orjson.dumps(envelope, option=orjson.OPT_SORT_KEYS).decode()
-    except orjson.JSONEncodeError:
+    except orjson.JSONEncodeError as refused:
         # What orjson cannot write but the database gave back: an integer past 64 bits (jsonb
         # returns a float such as 1e20 as one) or nesting past its 254 levels. The standard
-        # library writes the same JSON, which reads back as the number recorded.
-        return json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        # library writes the same JSON, which reads back as the number recorded. Not text that
+        # is no UTF-8 (a lone surrogate): refused as orjson refused it.
+        body = json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        try:
+            body.encode("utf-8")
+        except UnicodeEncodeError:
+            raise refused from None
+        return body
 
 
 def check_size(body: str, event_type: str) -> None:

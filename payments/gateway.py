@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import urllib3
 from django.conf import settings
+from django.db.models import Q
 from django.utils.module_loading import import_string
 
 HARD, SOFT, TRANSIENT = "hard_decline", "soft_decline", "transient"
@@ -32,7 +33,17 @@ def maybe_charged(status: int) -> bool:
     same key still in progress), 408 (something in front of it gave up waiting) or an answer
     this adapter does not understand (a 2xx that is not a plain success, a redirect). Only asking
     again with the key tells. Any other answer (429, 5xx) took nothing."""
-    return status in (0, 408, 409) or 100 <= status < 400
+    return status in _MAYBE_CHARGED or 100 <= status < 400
+
+
+_MAYBE_CHARGED = (0, 408, 409)
+
+
+def maybe_charged_try() -> Q:
+    """``maybe_charged`` for a query over tries (PaymentAttempt): one never answered (in flight, or
+    its worker died), or answered transiently with such a status."""
+    unclear = Q(http_status__in=_MAYBE_CHARGED) | Q(http_status__gte=100, http_status__lt=400)
+    return Q(finished_at__isnull=True) | (Q(outcome=TRANSIENT) & unclear)
 
 
 def refused_request(status: int) -> bool:

@@ -5,6 +5,8 @@ from django.db.models import Q
 
 from core.money import format_money
 
+from .gateway import maybe_charged_try
+
 
 class Payment(models.Model):
     """Collecting one invoice. One per invoice (unique), however often invoice.issued arrives."""
@@ -63,7 +65,7 @@ class Payment(models.Model):
     @property
     def idempotency_key(self) -> str:
         """Same key for every try of one dunning step: a retry after a lost response is replayed.
-        (selectors.payments_outcome_unknown writes it in SQL too.)"""
+        (selectors.payments_outcome_unknown writes it in a query too.)"""
         return f"pay-{self.id}#{self.dunning_step + 1}"
 
 
@@ -81,12 +83,8 @@ class PaymentAttempt(models.Model):
     class Meta:
         ordering = ["started_at"]
         indexes = [
-            # the tries that may have charged unheard (payments/health.py reads the old ones)
-            models.Index(
-                fields=["started_at"],
-                name="attempt_maybe_charged",
-                condition=Q(outcome="transient") | Q(finished_at__isnull=True),
-            )
+            # the tries that may have charged unheard, a few (payments/health.py reads the old ones)
+            models.Index(fields=["started_at"], name="attempt_maybe_charged", condition=maybe_charged_try())
         ]
 
     def __str__(self) -> str:

@@ -7,19 +7,18 @@ planner's estimate beyond it; the retries are read from the partial index ``paym
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Count
-from django.db.models.functions import TruncDate
+from django.db.models import CharField, Count, F, Min, Value
+from django.db.models.functions import Cast, Concat, TruncDate
 from django.utils import timezone
 
 from events.operations.counts import bounded_count, count_text, planner_estimate
 
-from .models import Payment
+from .gateway import maybe_charged_try
+from .models import Payment, PaymentAttempt
 from .services.charging import outcome_unknown
 from .services.dispatching import charges_bound, charges_due
 
@@ -159,23 +158,30 @@ class UnknownOutcomes:
 
 def payments_outcome_unknown(started_before: datetime) -> UnknownOutcomes:
     """Live payments (pending, processing, retry scheduled) whose current key has a try started
-    before ``started_before`` that may have charged and that no answer since has settled
-    (``charging.outcome_unknown``, judged per payment). The candidates come from the partial index
-    ``attempt_maybe_charged``: tries answered transiently or never answered."""
-    with connection.cursor() as cur:
-        cur.execute(
-            "SELECT a.payment_id, min(a.started_at) FROM payments_paymentattempt a "
-            "JOIN payments_payment p ON p.id = a.payment_id "
-            "WHERE (a.outcome = 'transient' OR a.finished_at IS NULL) AND a.started_at < %s "
-            "AND p.status = ANY(%s) "
-            # the payment's current key, as Payment.idempotency_key writes it
-            "AND a.idempotency_key = 'pay-' || p.id::text || '#' || (p.dunning_step + 1)::text "
-            "GROUP BY a.payment_id ORDER BY 2 LIMIT %s",
-            [started_before, [P.PENDING, P.PROCESSING, P.RETRY_SCHEDULED], OUTCOME_UNKNOWN_READ + 1],
+    before ``started_before`` that may have charged (``gateway.maybe_charged``: the partial index
+    ``attempt_maybe_charged`` holds those tries) and that no answer since has settled
+    (``charging.outcome_unknown``, judged per payment)."""
+    current_key = Concat(  # the payment's current key, as Payment.idempotency_key writes it
+        Value("pay-"),
+        Cast("payment_id", CharField()),
+        Value("#"),
+        Cast(F("payment__dunning_step") + 1, CharField()),
+    )
+    rows = list(
+        PaymentAttempt.objects.filter(
+            maybe_charged_try(),
+            started_at__lt=started_before,
+            payment__status__in=[P.PENDING, P.PROCESSING, P.RETRY_SCHEDULED],
         )
-        rows = cur.fetchall()
+        .annotate(current=current_key)
+        .filter(idempotency_key=F("current"))
+        .values("payment_id")
+        .annotate(first=Min("started_at"))
+        .order_by("first")
+        .values_list("payment_id", "first")[: OUTCOME_UNKNOWN_READ + 1]
+    )
     more = len(rows) > OUTCOME_UNKNOWN_READ
-    since = {uuid.UUID(str(pk)): started for pk, started in rows[:OUTCOME_UNKNOWN_READ]}
+    since = dict(rows[:OUTCOME_UNKNOWN_READ])
     payments = Payment.objects.in_bulk(list(since))
     unknown = [payments[pk] for pk in since if pk in payments and outcome_unknown(payments[pk])]
     return UnknownOutcomes(

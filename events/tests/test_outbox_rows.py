@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 from django.db import transaction
 from django.utils import timezone
@@ -63,3 +64,13 @@ def test_an_event_that_fits_only_by_its_bytes_is_recorded_and_one_a_byte_over_is
     for over in (char * (room // width + 1), char * (room // width) + "x" * (room % width + 1)):
         with pytest.raises(contracts.ContractError, match="over the 245760-byte limit"):
             record(alert(over))
+
+
+def test_the_body_writes_what_the_database_gives_back_past_orjson_and_refuses_what_is_no_utf8():
+    # jsonb gives a float such as 1e20 back as the integer 10**20 (past orjson's 64 bits); it is
+    # written as that JSON number, which reads back as the number recorded
+    assert envelope.serialize({"b": {"n": 10**20}, "a": 1}) == '{"a":1,"b":{"n":100000000000000000000}}'
+    assert orjson.loads(envelope.serialize({"n": 10**20}))["n"] == 1e20
+    # a lone surrogate is no UTF-8: refused as orjson refuses it, not written for SNS to choke on
+    with pytest.raises(orjson.JSONEncodeError):
+        envelope.serialize({"s": "\ud800"})

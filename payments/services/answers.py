@@ -110,11 +110,13 @@ def _of_an_earlier_step(key: str, p: Payment, result: ChargeResult) -> bool:
     asks about that key again, so it is alerted (``alert.charge_on_earlier_key``)."""
     if key == p.idempotency_key:
         return False
-    if result.ok and not _alerted_about(key):
+    step = int(key.rpartition("#")[2])  # the key's dunning step, counted from 1
+    if result.ok and not _alerted_about(p, step):
         record_alert(
             sender=Payment,
             check="charge_on_earlier_key",
-            about=key,
+            about=str(p.pk),  # with the step as its version: ids stay within the outbox's 64 characters
+            version=step,
             severity="critical",
             summary=(
                 f"Payment for invoice {p.invoice_number}: key {key} charged {p.amount_minor} {p.currency} "
@@ -131,10 +133,11 @@ def _of_an_earlier_step(key: str, p: Payment, result: ChargeResult) -> bool:
     return True
 
 
-def _alerted_about(key: str) -> bool:
+def _alerted_about(p: Payment, step: int) -> bool:
     """An answer recorded twice (its first commit's reply lost): the payment's lock orders them."""
-    about = f"charge_on_earlier_key:{key}"
-    return OutboxEvent.objects.filter(type="alert.charge_on_earlier_key", aggregate_id=about).exists()
+    about = f"charge_on_earlier_key:{p.pk}"
+    alerts = OutboxEvent.objects.filter(type="alert.charge_on_earlier_key", aggregate_id=about)
+    return alerts.filter(aggregate_version=step).exists()
 
 
 def _succeeded(p: Payment, result: ChargeResult) -> str:

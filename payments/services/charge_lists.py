@@ -147,7 +147,8 @@ def _submit(
 ) -> bool:
     """Send each claimed charge of a wave on the gateway threads, each taking one of the slots the
     list holds. False if a send could not be submitted (a soft time limit, a pool shut down): those
-    claimed and not sent are recorded as not sent (``_not_sent``)."""
+    claimed after the one that failed are recorded as not sent (``_not_sent``); that one is left
+    "processing" for the sweep, which asks the gateway about it once stale."""
     for n, (charge, s) in enumerate(zip(wave, started, strict=True)):
         if s is None:
             continue
@@ -155,7 +156,9 @@ def _submit(
             future = pool.submit(send, s, slots.semaphore)
         except Exception as exc:  # noqa: BLE001 - a soft time limit, a pool shut down
             run.crashed = run.crashed or exc
-            _not_sent([t for t in started[n:] if t is not None], exc, run)
+            # this one may be queued already (a soft time limit inside submit): left open, for the
+            # sweep to ask about; the ones after it never reached the pool
+            _not_sent([t for t in started[n + 1 :] if t is not None], exc, run)
             return False
         slots.hand_over()
         in_flight[future] = (charge, s, time.monotonic())

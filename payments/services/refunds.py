@@ -190,7 +190,7 @@ def _record(refund_id: str, result: ChargeResult, *, key: str) -> str:
         )
         metrics.PAYMENTS.labels("refunded").inc()
         return "succeeded"
-    earlier = refund.last_error  # the try before this one's, if any
+    earlier = refund.last_error or "no answer recorded"  # the try before this one's, if any
     refund.last_error = f"{result.error_class}: {result.message}"[:500]
     if result.error_class == TRANSIENT:
         delay = backoff(
@@ -220,7 +220,9 @@ def _record(refund_id: str, result: ChargeResult, *, key: str) -> str:
             + (
                 f" An earlier try with key {refund.idempotency_key} got no definite answer ({earlier[:120]}) "
                 "and may have refunded: check at the gateway first, since a retry uses a new key."
-                if refused_request(result.http_status) and earlier.startswith(f"{TRANSIENT}:")
+                # an earlier try that settled nothing (a settled one would have ended the refund):
+                # a timeout, a worker that died before recording, or a 429 or 5xx that took nothing
+                if refused_request(result.http_status) and refund.attempts > 1
                 else ""
             )
         ),

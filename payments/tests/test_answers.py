@@ -192,11 +192,11 @@ def test_a_late_answer_of_an_earlier_step_does_not_move_the_payment_and_it_is_ch
 
 @pytest.mark.parametrize("now", ["processing", "succeeded"])
 def test_a_success_on_an_earlier_key_is_alerted_once_whatever_the_payment_became(sandbox, empty_queues, now):
-    # given a payment moved on to its second step (key #2), which is in flight or has succeeded,
-    # and a late answer that the first step's key (#1) charged: a gateway that did not replay
+    # given a payment moved on to its twelfth key (operators' retries), which is in flight or has
+    # succeeded, and a late answer that its eleventh key charged: a gateway that did not replay
     payment, _ = payment_create_for_invoice(data=invoice_data(f"cus-early-{now}"))
-    Payment.objects.filter(pk=payment.pk).update(status=now, dunning_step=1)
-    first_key = f"pay-{payment.pk}#1"
+    Payment.objects.filter(pk=payment.pk).update(status=now, dunning_step=11)
+    first_key = f"pay-{payment.pk}#11"
     attempt = PaymentAttempt.objects.create(payment=payment, idempotency_key=first_key)
     taken = ChargeResult(True, reference="ch_early", http_status=200)
 
@@ -206,8 +206,8 @@ def test_a_success_on_an_earlier_key_is_alerted_once_whatever_the_payment_became
 
     # then the payment is left as it was, the attempt says what happened, and one alert tells
     p = Payment.objects.get(pk=payment.pk)
-    assert (p.status, p.dunning_step) == (now, 1)
+    assert (p.status, p.dunning_step) == (now, 11)
     assert PaymentAttempt.objects.get(pk=attempt.pk).outcome == "succeeded"
     (alert,) = OutboxEvent.objects.filter(type="alert.charge_on_earlier_key")
     assert alert.data["severity"] == "critical" and f"key {first_key} charged" in alert.data["summary"]
-    assert alert.data["details"]["current_key"] == f"pay-{payment.pk}#2"
+    assert alert.data["details"]["current_key"] == f"pay-{payment.pk}#12"

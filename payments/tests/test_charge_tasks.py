@@ -407,21 +407,25 @@ class _ShutDownPool:
 def test_charges_claimed_but_never_sent_are_recorded_so_and_a_void_then_charges_nothing(
     transactional_db, empty_queues, sandbox, monkeypatch
 ):
-    # given a list whose charges are claimed (their tries open) and whose sends cannot be submitted
-    ids = opened("unsent", 2)
+    # given a list whose charges are claimed together (their tries open) and whose sends cannot be
+    # submitted: the first's submit raises (it may have queued its send: a soft time limit inside it)
+    ids = opened("unsent", 3)
     _pool, slots = gateway_threads.pool()
     monkeypatch.setattr(gateway_threads, "pool", lambda: (_ShutDownPool(), slots))
     run = charge_lists.charges_run([(p, 0) for p in ids], seconds=60)
     monkeypatch.undo()
 
-    # then their tries read "not sent", not sent-and-unanswered, and the payments are due again
+    # then the first is left "processing", its try open, for the sweep to ask the gateway about;
+    # the others' tries read "not sent", not sent-and-unanswered, and those payments are due again
     assert isinstance(run.crashed, RuntimeError) and run.outcomes == {"transient": 2}
-    for p in Payment.objects.filter(pk__in=ids):
+    payments = {str(p.pk): p for p in Payment.objects.filter(pk__in=ids)}
+    first, rest = payments[ids[0]], [payments[i] for i in ids[1:]]
+    assert first.status == "processing" and [a.finished_at for a in first.attempts.all()] == [None]
+    for p in rest:
         tries = [(a.outcome, a.finished_at is not None) for a in p.attempts.all()]
         assert p.status == "pending" and tries == [("not_sent", True)]
-    # and when the first's invoice is voided, it is cancelled: the gateway never saw a charge to ask about
-    first = Payment.objects.get(pk=ids[0])
-    payment_close_for_invoice(invoice_id=first.invoice_id, reason="issued in error")
-    first.refresh_from_db()
-    assert first.status == "cancelled"
+    # and when the second's invoice is voided, it is cancelled: the gateway never saw a charge to ask about
+    payment_close_for_invoice(invoice_id=rest[0].invoice_id, reason="issued in error")
+    rest[0].refresh_from_db()
+    assert rest[0].status == "cancelled"
     assert stats(sandbox)["charges"] == 0 and stats(sandbox)["refunds"] == 0

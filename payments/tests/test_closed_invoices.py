@@ -265,22 +265,31 @@ def _asked_again_and_refunded(sandbox: Any, payment: Payment) -> None:
     assert stats["charges"] == 1 and charge["refunded"] == charge["amount"] == p.amount_minor
 
 
-@pytest.mark.parametrize("earlier", ["transient: HTTP 0: connection dropped", ""])
-def test_a_refused_refund_whose_earlier_try_went_unanswered_warns_before_a_retry_with_a_new_key(earlier):
+@pytest.mark.parametrize(
+    ("attempts", "earlier", "warned"),
+    [
+        (2, "transient: HTTP 0: connection dropped", True),  # the earlier try's answer was lost
+        (2, "", True),  # its worker died before recording anything
+        (1, "", False),  # no earlier try
+    ],
+)
+def test_a_refused_refund_whose_earlier_try_settled_nothing_warns_before_a_retry_with_a_new_key(
+    attempts, earlier, warned
+):
     from payments.services.refunds import _record
 
-    payment, _ = payment_create_for_invoice(data=invoice_data(f"cus-rw{len(earlier)}"))
+    payment, _ = payment_create_for_invoice(data=invoice_data(f"cus-rw{attempts}{len(earlier)}"))
     Payment.objects.filter(pk=payment.pk).update(status="succeeded", gateway_reference="ch_x")
     refund = Refund.objects.create(
-        id=uuid.uuid4(), key=f"credit_note:w{len(earlier)}", invoice_id=payment.invoice_id, payment=payment,
-        amount_minor=100, currency="EUR", reason="r", status="processing", attempts=2, last_error=earlier,
+        id=uuid.uuid4(), key=f"credit_note:w{attempts}{len(earlier)}", invoice_id=payment.invoice_id,
+        payment=payment, amount_minor=100, currency="EUR", reason="r", status="processing",
+        attempts=attempts, last_error=earlier,
     )  # fmt: skip
     refused = ChargeResult(False, error_class="hard_decline", http_status=401, message="HTTP 401: bad key")
 
     assert _record(str(refund.pk), refused, key=refund.idempotency_key) == "failed"
 
-    summary = OutboxEvent.objects.get(type="alert.refund_failed", aggregate_id__endswith=str(refund.pk)).data[
-        "summary"
-    ]
-    warned = f"An earlier try with key {refund.idempotency_key} got no definite answer" in summary
-    assert warned == bool(earlier) and ("check at the gateway first" in summary) == bool(earlier)
+    alert = OutboxEvent.objects.get(type="alert.refund_failed", aggregate_id__endswith=str(refund.pk))
+    summary = alert.data["summary"]
+    said = f"An earlier try with key {refund.idempotency_key} got no definite answer" in summary
+    assert said == warned and ("check at the gateway first" in summary) == warned

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from events.models import OutboxEvent
 from events.operations.alerts import monitor_run
+from payments import selectors
 from payments.models import Payment, PaymentAttempt
 from payments.services import charges_dispatch
 from tests.factories import payments_create
@@ -63,23 +64,30 @@ def _tried(payment: Payment, *, hours_ago: float, outcome: str, http_status: int
 
 
 def test_a_charge_that_may_have_taken_money_unsettled_for_an_hour_raises_an_alert_until_it_is_settled(
-    settings, empty_queues
+    settings, empty_queues, monkeypatch
 ):
     settings.MONITOR_CHARGE_OUTCOME_UNKNOWN_SECONDS = 3600
-    payments_create(4, Payment.Status.PENDING, timezone.now() + timedelta(minutes=5))
-    lost, odd, busy, recent = Payment.objects.order_by("pk")
+    monkeypatch.setattr(selectors, "OUTCOME_UNKNOWN_READ", 2)  # fewer candidates read than 503s below
+    payments_create(7, Payment.Status.PENDING, timezone.now() + timedelta(minutes=5))
+    lost, odd, busy, recent, *down = Payment.objects.order_by("pk")
+    # given, first of all, three payments refused by a gateway down three hours ago (took nothing)
+    for p in down:
+        _tried(p, hours_ago=3, outcome="transient", http_status=503)
     # given a try whose answer was lost two hours ago and, since, only refusals of the request
     _tried(lost, hours_ago=2, outcome="transient", http_status=0)
     _tried(lost, hours_ago=1.5, outcome="hard_decline", http_status=401)
     # a try answered two hours ago with a page the adapter does not understand (a proxy's 200)
     _tried(odd, hours_ago=2, outcome="transient", http_status=200)
-    # a 429 two hours ago (it took nothing), and a lost answer a minute ago (not yet an hour)
+    # a 429 two hours ago (it took nothing) then a lost answer a minute ago (not yet an hour old),
+    # and a lost answer a minute ago alone
     _tried(busy, hours_ago=2, outcome="transient", http_status=429)
+    _tried(busy, hours_ago=0.01, outcome="transient", http_status=0)
     _tried(recent, hours_ago=0.02, outcome="transient", http_status=0)
 
     assert "alert.charges_outcome_unknown" in monitor_run()
     alert = OutboxEvent.objects.get(type="alert.charges_outcome_unknown").data
     assert alert["summary"].startswith("2 charge(s) may have taken money the gateway has not confirmed")
+    assert alert["details"]["oldest_age_seconds"] in range(7190, 7300)  # the lost answer's two hours
     assert sorted(alert["details"]["keys"]) == sorted([f"pay-{lost.pk}#1", f"pay-{odd.pk}#1"])
 
     # when the gateway answers the lost one's key (a decline: nothing taken) and the odd one's
