@@ -25,9 +25,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def lagging(details: dict[str, Any]) -> None:
-    record_alert(
-        sender=None, check="outbox_lagging", about="x", severity="warning", summary="s", details=details
-    )
+    """Commit an ``alert.outbox_lagging`` with these details."""
+    with transaction.atomic():
+        record_alert(
+            sender=None, check="outbox_lagging", about="x", severity="warning", summary="s", details=details
+        )
 
 
 def published() -> int:
@@ -37,15 +39,7 @@ def published() -> int:
 def test_an_alerts_number_that_jsonb_gives_back_past_64_bits_is_published_as_recorded(empty_queues):
     # an alert's details may hold any number: 1e20 goes into jsonb as a number and comes back as
     # the integer 10**20, which orjson (64-bit integers) cannot write
-    with transaction.atomic():
-        record_alert(
-            sender=None,
-            check="outbox_lagging",
-            about="x",
-            severity="warning",
-            summary="s",
-            details={"rate": 1e20},
-        )
+    lagging({"rate": 1e20})
     record_agreements_created(3, "ok")
 
     result = relay_exclusive()
@@ -57,10 +51,7 @@ def test_an_alerts_number_that_jsonb_gives_back_past_64_bits_is_published_as_rec
 
 def test_a_row_whose_message_cannot_be_made_fails_alone_and_every_pass_goes_on(monkeypatch, empty_queues):
     # given an alert whose message cannot be made (whatever the cause), claimed first by every pass
-    with transaction.atomic():
-        record_alert(
-            sender=None, check="outbox_lagging", about="x", severity="warning", summary="s", details={}
-        )
+    lagging({})
     record_agreements_created(3, "ok")
     serialize = envelope.serialize
 
