@@ -27,6 +27,9 @@ from django.utils.module_loading import import_string
 HARD, SOFT, TRANSIENT = "hard_decline", "soft_decline", "transient"
 
 
+_MAYBE_CHARGED = (0, 408, 409)
+
+
 def maybe_charged(status: int) -> bool:
     """Whether a transient error with this HTTP status leaves open that the gateway charged: no
     answer at all (a timeout, a dropped connection: status 0), 409 (its first request with the
@@ -34,9 +37,6 @@ def maybe_charged(status: int) -> bool:
     this adapter does not understand (a 2xx that is not a plain success, a redirect). Only asking
     again with the key tells. Any other answer (429, 5xx) took nothing."""
     return status in _MAYBE_CHARGED or 100 <= status < 400
-
-
-_MAYBE_CHARGED = (0, 408, 409)
 
 
 def maybe_charged_try() -> Q:
@@ -47,10 +47,10 @@ def maybe_charged_try() -> Q:
 
 
 def refused_request(status: int) -> bool:
-    """Whether a hard decline with this HTTP status refused our request itself (a key, a field:
-    a 4xx other than 402, 408, 409, 429) rather than the charge: it tells nothing of what an
-    earlier try with the same key did."""
-    return 400 <= status < 500 and status not in (402, 408, 409, 429)
+    """Whether a decline with this HTTP status refused our request itself (a key, a field: a 4xx
+    other than 402, the decline of the charge) rather than the charge: it tells nothing of what an
+    earlier try with the same key did. (408, 409 and 429 are never declines: transient.)"""
+    return 400 <= status < 500 and status != 402
 
 
 @dataclass(frozen=True)

@@ -63,11 +63,8 @@ def charge_finish(started: Started, result: ChargeResult) -> str:
 
 
 @transaction.atomic
-def _record(
-    payment_id: str, attempt_id: int, result: ChargeResult, *, sent: bool = True, key: str | None = None
-) -> str:
-    """Record the answer to the try ``attempt_id``, sent with ``key`` (None: the payment's
-    current key), and its consequence."""
+def _record(payment_id: str, attempt_id: int, result: ChargeResult, *, key: str, sent: bool = True) -> str:
+    """Record the answer to the try ``attempt_id``, sent with ``key``, and its consequence."""
     p = Payment.objects.select_for_update().get(pk=payment_id)
     now = timezone.now()
     PaymentAttempt.objects.filter(pk=attempt_id).update(
@@ -77,7 +74,7 @@ def _record(
         http_status=result.http_status,
         error_message=result.message[:500],
     )
-    if key is not None and _of_an_earlier_step(key, p, result):
+    if _of_an_earlier_step(key, p, result):
         return p.status
     if p.status != P.PROCESSING:
         return p.status  # a concurrent duplicate already recorded this step

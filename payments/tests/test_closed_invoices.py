@@ -198,7 +198,7 @@ def test_a_409_on_a_voided_invoice_is_asked_again_and_refunded_not_cancelled(san
     payment_close_for_invoice(invoice_id=p.invoice_id, reason="issued in error")
     # when a second request with the key meets the first still in progress: 409
     busy = HttpGateway._classify(409, b'{"error": {"type": "idempotency_error"}}', {})
-    assert answers._record(str(p.pk), attempt.pk, busy) == "transient"
+    assert answers._record(str(p.pk), attempt.pk, busy, key=attempt.idempotency_key) == "transient"
 
     # then the payment is not cancelled as if nothing were taken: it is asked again with the same
     # key, which answers the original charge, and the money is refunded
@@ -242,7 +242,8 @@ def test_a_voided_invoice_whose_first_try_went_unanswered_keeps_no_money_after_a
     claimed = _claim_all([(str(payment.pk), None)]).get(str(payment.pk))
     assert claimed is not None
     limited = HttpGateway._classify(429, b'{"error": {"type": "rate_limited"}}', {})
-    assert answers._record(str(payment.pk), claimed[1].pk, limited) == "transient"
+    attempt = claimed[1]
+    assert answers._record(str(payment.pk), attempt.pk, limited, key=attempt.idempotency_key) == "transient"
     # when the invoice is voided
     payment_close_for_invoice(invoice_id=payment.invoice_id, reason="issued in error")
 
