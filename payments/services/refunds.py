@@ -27,7 +27,7 @@ from events.publishing import record_change
 
 from .. import states
 from ..dispatch import enqueue_refund
-from ..gateway import TRANSIENT, ChargeResult, gateway, refused_request
+from ..gateway import HARD, SOFT, TRANSIENT, ChargeResult, gateway, refused_request
 from ..models import Payment, Refund
 
 logger = logging.getLogger(__name__)
@@ -220,9 +220,12 @@ def _record(refund_id: str, result: ChargeResult, *, key: str) -> str:
             + (
                 f" An earlier try with key {refund.idempotency_key} got no definite answer ({earlier[:120]}) "
                 "and may have refunded: check at the gateway first, since a retry uses a new key."
-                # an earlier try that settled nothing (a settled one would have ended the refund):
-                # a timeout, a worker that died before recording, or a 429 or 5xx that took nothing
-                if refused_request(result.http_status) and refund.attempts > 1
+                # an earlier try that settled nothing (a timeout, a worker that died before
+                # recording, a 429 or 5xx that took nothing), not the refusal of the key before an
+                # operator's retry: that one was a definite answer
+                if refused_request(result.http_status)
+                and refund.attempts > 1
+                and not earlier.startswith((f"{HARD}:", f"{SOFT}:"))
                 else ""
             )
         ),

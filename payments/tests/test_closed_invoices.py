@@ -272,6 +272,7 @@ def _asked_again_and_refunded(sandbox: Any, payment: Payment) -> None:
         (2, "transient: HTTP 0: connection dropped", True),  # the earlier try's answer was lost
         (2, "", True),  # its worker died before recording anything
         (1, "", False),  # no earlier try
+        (2, "hard_decline: HTTP 402: refused", False),  # the refusal of the key before an operator's retry
     ],
 )
 def test_a_refused_refund_whose_earlier_try_settled_nothing_warns_before_a_retry_with_a_new_key(
