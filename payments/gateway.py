@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import urllib3
 from django.conf import settings
 from django.db.models import Q
 from django.utils.module_loading import import_string
+
+from core.fields import storable
 
 HARD, SOFT, TRANSIENT = "hard_decline", "soft_decline", "transient"
 
@@ -115,6 +117,14 @@ class HttpGateway:
 
     @staticmethod
     def _classify(status: int, raw: bytes, headers: Any) -> ChargeResult:
+        """The answer as a ChargeResult, its texts as the database can store them: a message or a
+        reference holding a NUL would fail the answer's recording, again at each re-ask (the
+        gateway replays it), and leave a charge that may have succeeded unrecorded."""
+        result = HttpGateway._read_answer(status, raw, headers)
+        return replace(result, message=storable(result.message, 500), reference=storable(result.reference))
+
+    @staticmethod
+    def _read_answer(status: int, raw: bytes, headers: Any) -> ChargeResult:
         try:
             data = json.loads(raw or b"{}")
         except ValueError:

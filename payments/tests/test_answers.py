@@ -13,7 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from events.models import OutboxEvent
-from payments.gateway import ChargeResult
+from payments.gateway import ChargeResult, HttpGateway
 from payments.models import Payment, PaymentAttempt, Refund
 from payments.services import (
     answers,
@@ -28,6 +28,7 @@ from payments.services import (
     payments_retry_due,
     refund_for_credit_note,
 )
+from payments.services.charging import _claim_all
 from tests.factories import gateway_stats, invoice_data
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -211,3 +212,19 @@ def test_a_success_on_an_earlier_key_is_alerted_once_whatever_the_payment_became
     (alert,) = OutboxEvent.objects.filter(type="alert.charge_on_earlier_key")
     assert alert.data["severity"] == "critical" and f"key {first_key} charged" in alert.data["summary"]
     assert alert.data["details"]["current_key"] == f"pay-{payment.pk}#12"
+
+
+def test_a_decline_whose_message_holds_a_nul_is_recorded_and_the_payment_goes_on_to_its_next_step(
+    sandbox, empty_queues
+):
+    payment, _ = payment_create_for_invoice(data=invoice_data("cus-nul"))
+    claimed = _claim_all([(str(payment.pk), None)])[str(payment.pk)]
+    attempt = claimed[1]
+    declined = HttpGateway._classify(402, b'{"error": {"decline": "soft", "message": "no\\u0000funds"}}', {})
+
+    outcome = answers._record(str(payment.pk), attempt.pk, declined, key=attempt.idempotency_key)
+
+    p = Payment.objects.get(pk=payment.pk)
+    assert outcome == "soft_declined" and (p.status, p.dunning_step) == ("retry_scheduled", 1)
+    assert p.last_error_message == "no\\u0000funds"
+    assert PaymentAttempt.objects.get(pk=attempt.pk).error_message == "no\\u0000funds"

@@ -141,3 +141,12 @@ def test_a_refusal_of_the_request_itself_is_hard_and_a_decline_is_not_such_a_ref
     assert refused.error_class == HARD and refused_request(refused.http_status)
     declined = HttpGateway._classify(402, b'{"error": {"decline": "hard", "message": "stolen"}}', {})
     assert declined.error_class == HARD and not refused_request(declined.http_status)
+
+
+def test_an_answers_text_holding_a_nul_is_read_as_the_database_can_store_it():
+    # a gateway (or something in front of it) whose decline message or charge id holds a NUL:
+    # stored as it came, the answer's recording would fail, and fail again at each re-ask
+    declined = HttpGateway._classify(402, b'{"error": {"decline": "soft", "message": "no\\u0000funds"}}', {})
+    assert declined.error_class == SOFT and declined.message == "no\\u0000funds"
+    charged = HttpGateway._classify(200, b'{"id": "ch_\\u0000", "status": "succeeded"}', {})
+    assert charged.ok and charged.reference == "ch_\\u0000"
