@@ -13,6 +13,11 @@ statement takes it, so a claim that is full stops reading, and locks nothing mor
 query per range, built by the ORM: 8 ranges, two or three looks a relay pass, 25 statements a
 pass, whose building was nine tenths of the relay's CPU while charges trickled in
 (bench/pipeline.py, py-spy).
+
+"Due" is judged by the database's clock, as ``next_attempt_at`` is stamped by it (the column's
+default when a row is recorded, ``now()`` plus the backoff when a try fails): with each process's
+own clock, a host running two minutes ahead hid its events from the relay its commit kicked (and
+from every other relay) for those two minutes.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import QuerySet
-from django.utils import timezone
 
 from .. import topology
 from ..models import PRIORITIES, PRIORITY_ALERT, OutboxEvent
@@ -69,22 +73,22 @@ def _each_range(columns: str, *, untried_only: bool, limit: str) -> str:
         "FROM unnest(%s::smallint[], %s::varchar[]) AS r(priority, producer) CROSS JOIN LATERAL ("
         f'SELECT {columns} FROM "{table}" AS e '
         "WHERE e.published_at IS NULL AND e.priority = r.priority AND e.producer = r.producer "
-        f"AND e.next_attempt_at <= %s {untried}"
+        f"AND e.next_attempt_at <= statement_timestamp() {untried}"
         f"ORDER BY e.next_attempt_at, e.occurred_at LIMIT {limit} FOR UPDATE SKIP LOCKED) AS o"
     )
 
 
-def _params(pairs: list[tuple[int, str]], now: Any) -> list[Any]:
-    return [[priority for priority, _ in pairs], [producer for _, producer in pairs], now]
+def _params(pairs: list[tuple[int, str]]) -> list[Any]:
+    return [[priority for priority, _ in pairs], [producer for _, producer in pairs]]
 
 
-def claim(limit: int, now: Any, *, alerts_only: bool, skip_producers: Collection[str]) -> list[OutboxEvent]:
+def claim(limit: int, *, alerts_only: bool, skip_producers: Collection[str]) -> list[OutboxEvent]:
     """Lock up to ``limit`` due rows, range after range (``ranges``, a different producer first
     each call), for the caller's transaction."""
     pairs = ranges(alerts_only=alerts_only, skip_producers=skip_producers, turn=next(_turns))
     if not pairs:
         return []
-    return list(OutboxEvent.objects.raw(claim_sql(), [*_params(pairs, now), limit, limit]))
+    return list(OutboxEvent.objects.raw(claim_sql(), [*_params(pairs), limit, limit]))
 
 
 def claim_sql() -> str:
@@ -109,5 +113,5 @@ def due_rows_exist(
         return False
     sql = f"SELECT 1 {_each_range('', untried_only=untried_only, limit='1')} LIMIT 1"
     with connection.cursor() as cur:  # one statement: its locks go when it ends (outside a transaction)
-        cur.execute(sql, _params(pairs, timezone.now()))
+        cur.execute(sql, _params(pairs))
         return cur.fetchone() is not None

@@ -133,7 +133,6 @@ def _prepare(event: NewEvent, now: datetime) -> tuple[dict[str, Any], str]:
         "last_error": "",
         "errors": [],
         "sns_message_id": "",
-        "next_attempt_at": now,
         "priority": publish_priority(event_type.producer),
     }
     return {**head, **bookkeeping}, body
@@ -146,9 +145,8 @@ COPY_COLUMNS = (
     "last_error",
     "errors",
     "sns_message_id",
-    "next_attempt_at",
     "priority",
-)
+)  # not next_attempt_at: its default, the database's clock, makes a new row due (claiming.py)
 
 
 def build_row(event: NewEvent, now: datetime) -> OutboxEvent:
@@ -177,7 +175,7 @@ def _copy_tuple(event: NewEvent, now: datetime) -> tuple[Any, ...]:
     return (
         event.id, event.type, event_type.schema_version, event.occurred_at or now,
         event_type.producer, event_type.aggregate_type, event.aggregate_id, event.aggregate_version,
-        data, 0, "", "[]", "", now, publish_priority(event_type.producer),
+        data, 0, "", "[]", "", publish_priority(event_type.producer),
     )
     # fmt: on
 
@@ -186,10 +184,9 @@ class PreparedEvents:
     """Events checked against their contracts and made into outbox rows ahead of the transaction
     that records them (``prepare_events``), so that this work, all Python, can run in one thread
     while another waits on the database. Each row is as ``record_events`` would write it then,
-    except that its times (``occurred_at`` when the event gives none, ``next_attempt_at``) are
-    those of the preparing. ``record_events(events=..., prepared=...)`` records any of them (an
-    event it was not made from is prepared there and then, as usual); an event must not change
-    once prepared."""
+    except that ``occurred_at``, when the event gives none, is the time of the preparing.
+    ``record_events(events=..., prepared=...)`` records any of them (an event it was not made
+    from is prepared there and then, as usual); an event must not change once prepared."""
 
     def __init__(self, events: Sequence[NewEvent], now: datetime) -> None:
         texts: dict[Any, str] = {}

@@ -28,7 +28,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import DateTimeField, ExpressionWrapper, F
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from core.backoff import backoff
@@ -97,9 +98,8 @@ def relay_once(
     likely due), before they are published."""
     limit = limit or settings.OUTBOX_RELAY_BATCH_SIZE
     result = RelayResult()
-    now = timezone.now()
     with transaction.atomic():
-        rows = claiming.claim(limit, now, alerts_only=alerts_only, skip_producers=skip_producers)
+        rows = claiming.claim(limit, alerts_only=alerts_only, skip_producers=skip_producers)
         if not rows:
             return result
         if claimed_full is not None and len(rows) >= limit:
@@ -161,5 +161,8 @@ def _record_failure(row: OutboxEvent, error: str, at: Any) -> None:
         last_attempt_at=at,
         last_error=error[:2000],
         errors=errors,
-        next_attempt_at=at + timedelta(seconds=backoff_delay(attempts)),
+        # the database's clock, which a claim compares it with (claiming.py)
+        next_attempt_at=ExpressionWrapper(
+            Now() + timedelta(seconds=backoff_delay(attempts)), output_field=DateTimeField()
+        ),
     )

@@ -229,7 +229,7 @@ def test_a_full_claim_locks_no_row_it_does_not_take():
     def relay_in_flight() -> None:
         try:
             with transaction.atomic():  # a relay's claim, held while it publishes
-                first.extend(claiming.claim(20, timezone.now(), alerts_only=False, skip_producers=()))
+                first.extend(claiming.claim(20, alerts_only=False, skip_producers=()))
                 claimed.set()
                 release.wait(10)
         finally:
@@ -241,7 +241,7 @@ def test_a_full_claim_locks_no_row_it_does_not_take():
         assert claimed.wait(10)
         # when another session claims while the first holds its 20 rows
         with transaction.atomic():
-            second = claiming.claim(100, timezone.now(), alerts_only=False, skip_producers=())
+            second = claiming.claim(100, alerts_only=False, skip_producers=())
     finally:
         release.set()
         thread.join()
@@ -256,7 +256,7 @@ def test_the_claim_reads_the_ranges_in_order_and_locks_only_what_it_returns(empt
     record_agreements_created(50, "PLAN")
     pairs = claiming.ranges()
     with connection.cursor() as cur:
-        params = [*claiming._params(pairs, timezone.now()), 10, 10]
+        params = [*claiming._params(pairs), 10, 10]
         cur.execute(f"EXPLAIN (FORMAT JSON) {claiming.claim_sql()}", params)
         plan = cur.fetchone()[0][0]["Plan"]
 
