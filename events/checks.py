@@ -10,6 +10,7 @@ from django.core.checks import Error, register
 
 from . import contracts, topology
 from .consuming.registry import HANDLERS
+from .topology import aws
 
 
 @register("billing")
@@ -60,8 +61,26 @@ def check_messaging_settings(app_configs: Any = None, **kwargs: Any) -> list[Err
                     id="billing.E006",
                 )
             )
+    errors += _relay_idle_timeout()
     errors += _delivery_audit_settings()
     return errors
+
+
+def _relay_idle_timeout() -> list[Error]:
+    """A relay's session waits idle in its pass's transaction while the pass publishes; ended
+    then, the pass's marks are lost and its rows published again."""
+    longest = aws.longest_call_seconds() + settings.OUTBOX_RELAY_HOLD_MAX_SECONDS
+    if settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS > longest:
+        return []
+    return [
+        Error(
+            f"OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS ({settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS}s) must exceed "
+            f"the longest publishing call ({longest:.0f}s: AWS_MAX_ATTEMPTS tries of AWS_CONNECT_TIMEOUT + "
+            "AWS_READ_TIMEOUT with the waits between them, and a hold's OUTBOX_RELAY_HOLD_MAX_SECONDS), "
+            "or a relay's session is ended while it waits for a slow endpoint.",
+            id="billing.E009",
+        )
+    ]
 
 
 def _delivery_audit_settings() -> list[Error]:

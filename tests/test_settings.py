@@ -116,6 +116,18 @@ def test_a_settings_module_that_forgot_derive_does_not_pass_the_checks(settings)
     assert "billing.E004" in [e.id for e in check_messaging_settings()]
 
 
+def test_a_relay_idle_timeout_shorter_than_a_slow_publishing_call_does_not_pass_the_checks(settings):
+    from events.checks import check_messaging_settings
+
+    assert "billing.E009" not in [e.id for e in check_messaging_settings()]  # the defaults
+    # (5 + 30 s) x 3 tries + 2 waits of up to 20 s + a hold's 5 s = 150 s
+    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = 150
+    [error] = [e for e in check_messaging_settings() if e.id == "billing.E009"]
+    assert "must exceed the longest publishing call (150s" in error.msg
+    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = 151
+    assert "billing.E009" not in [e.id for e in check_messaging_settings()]
+
+
 def test_a_charge_list_longer_than_half_the_soft_time_limit_does_not_pass_the_checks(settings):
     from django.core.management import call_command
     from django.core.management.base import SystemCheckError

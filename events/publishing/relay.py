@@ -7,6 +7,11 @@
   lock): a burst of kicks from many processes costs one relay, not one each. The
   relay that holds the lock looks again after releasing it, so a row committed
   while it was finishing is not left for the sweep.
+- A relay's sessions end when idle for OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS (``_idle_bounded``),
+  so a relay that stops answering (a frozen host, a network cut) lets go of the lock and of the
+  rows it claimed then, not when the server's TCP keepalive gives up on it (about two hours).
+  If it comes back, its pass fails (rows it published and did not mark are published again:
+  consumers take a duplicate as such).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -54,10 +60,12 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
                 if not cur.fetchone()[0]:
                     return None if total.batches == 0 else total
                 try:
+                    _idle_bounded(cur)
                     kick_hold(RELAY)  # this relay looks again before it stops: kicks can wait
                     step = relay_pending(max_seconds=max(0.0, deadline - time.monotonic()))
                 finally:
                     cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [RELAY_LOCK])
+                    cur.execute("RESET idle_session_timeout; RESET idle_in_transaction_session_timeout")
             total += step
             if step.held_out:  # a consumer is stopped or far behind: the next kick or sweep goes on
                 kick_release(RELAY)
@@ -75,6 +83,17 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
                 # task takes them over, not the sweep.
                 kicker.request()
                 return total
+
+
+def _idle_bounded(cur: Any) -> None:
+    """End this session if it stays idle (in a transaction or not) OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS:
+    the server's own clock, which a frozen or cut-off relay cannot hold back."""
+    ms = str(settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS * 1000)
+    cur.execute(
+        "SELECT set_config('idle_session_timeout', %s, false), "
+        "set_config('idle_in_transaction_session_timeout', %s, false)",
+        [ms, ms],
+    )
 
 
 def relay_pending(*, max_seconds: float | None = None, limit: int | None = None) -> RelayResult:
@@ -141,6 +160,8 @@ def _lane(deadline: float, limit: int, stop: threading.Event) -> RelayResult:
     try:
         if stop.is_set() or time.monotonic() > deadline:
             return RelayResult()
+        with connection.cursor() as cur:
+            _idle_bounded(cur)  # (closed as the lane ends: nothing to reset)
         return _passes(deadline, limit, None, stop)
     finally:
         connection.close()

@@ -92,6 +92,18 @@ def direct_calls() -> bool:
     return bool(settings.AWS_ENDPOINT_URL) if chosen is None else bool(chosen)
 
 
+# botocore's standard retry mode waits up to this long (seconds) before each try after the first.
+RETRY_MAX_BACKOFF = 20
+
+
+def longest_call_seconds() -> float:
+    """How long one call may take before the client gives up: every try timing out, with the
+    longest wait between tries."""
+    attempts = settings.AWS_MAX_ATTEMPTS
+    per_try = settings.AWS_CONNECT_TIMEOUT + settings.AWS_READ_TIMEOUT
+    return attempts * per_try + (attempts - 1) * RETRY_MAX_BACKOFF
+
+
 def _make_client(service: str) -> Any:
     kwargs: dict[str, Any] = {"region_name": settings.AWS_REGION}
     if settings.AWS_ENDPOINT_URL:
@@ -101,9 +113,9 @@ def _make_client(service: str) -> Any:
             aws_secret_access_key=settings.AWS_LOCAL_SECRET_ACCESS_KEY,
         )
     config = Config(
-        connect_timeout=getattr(settings, "AWS_CONNECT_TIMEOUT", 5),
-        read_timeout=getattr(settings, "AWS_READ_TIMEOUT", 30),
-        retries={"mode": "standard", "max_attempts": getattr(settings, "AWS_MAX_ATTEMPTS", 3)},
+        connect_timeout=settings.AWS_CONNECT_TIMEOUT,
+        read_timeout=settings.AWS_READ_TIMEOUT,
+        retries={"mode": "standard", "max_attempts": settings.AWS_MAX_ATTEMPTS},
         max_pool_connections=32,
     )
     # A session of its own (a session is not thread-safe, nor safe to carry across a fork: its

@@ -1,0 +1,83 @@
+"""A relay that stops answering (a frozen host, a network cut: here a thread that hangs) lets go
+of the relay's lock, and of the rows it claimed, once its session has been idle
+OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS: the server ends it, and the next relay publishes everything."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from events.models import OutboxEvent
+from events.publishing import relay, sns
+from events.publishing.relay import relay_exclusive
+from tests.factories import record_agreements_created
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.mark.parametrize("where", ["publishing", "between passes", "a backlog's lanes"])
+def test_a_relay_that_stops_answering_lets_go_of_the_lock_and_its_rows(
+    settings, monkeypatch, empty_queues, where
+):
+    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = 2
+    if where == "a backlog's lanes":  # a full claim: a second lane claims the other 5
+        settings.OUTBOX_RELAY_BATCH_SIZE, settings.OUTBOX_RELAY_LANES = 5, 2
+    record_agreements_created(10, "stuck")
+    hung, release = threading.Semaphore(0), threading.Event()
+    frozen: list[threading.Thread] = []
+    outcome: dict[str, Any] = {}
+
+    def hangs_in(call: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            me = threading.current_thread()
+            if me in frozen or me.name.startswith("outbox-relay-lane"):
+                hung.release()
+                release.wait(30)
+            return call(*args, **kwargs)
+
+        return run
+
+    if where == "between passes":  # holding the lock, no transaction open
+        monkeypatch.setattr(relay, "relay_pending", hangs_in(relay.relay_pending))
+    else:  # in a pass's transaction (each lane's), its rows claimed
+        monkeypatch.setattr(sns, "publish_all", hangs_in(sns.publish_all))
+
+    def frozen_relay() -> None:
+        try:
+            outcome["result"] = relay_exclusive()
+        except Exception as exc:  # noqa: BLE001 - what the frozen relay met when it came back
+            outcome["error"] = exc
+        finally:
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001, S110 - a connection the server ended
+                pass
+
+    # given a relay that hangs with the relay's lock
+    thread = threading.Thread(target=frozen_relay)
+    frozen.append(thread)
+    thread.start()
+    try:
+        for _ in range(2 if where == "a backlog's lanes" else 1):
+            assert hung.acquire(timeout=10)
+        assert relay_exclusive() is None  # another relay leaves the work to it, as it should
+
+        # when it stays silent past the idle timeout, a relay takes over and publishes all ten
+        settings.OUTBOX_RELAY_BATCH_SIZE = 100  # (in one pass: the lanes' threads are hung)
+        started, result = time.monotonic(), None
+        while result is None and time.monotonic() - started < 15:
+            time.sleep(0.2)
+            result = relay_exclusive()
+        assert result is not None, "the hung relay still holds the lock"
+        assert result.published == 10, "rows a hung lane claimed are still locked"
+        assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+    finally:
+        release.set()
+        thread.join(10)
+    # and the hung relay, back, finds its session gone: it publishes nothing, marks nothing
+    assert "error" in outcome and "result" not in outcome
+    assert OutboxEvent.objects.filter(attempts=1).count() == 10
