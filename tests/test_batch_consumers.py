@@ -330,3 +330,30 @@ def test_an_invoice_voided_before_it_was_issued_starts_cancelled_within_a_batch(
         str(p) for p in Payment.objects.filter(status="pending").values_list("pk", flat=True)
     ), {str(p.pk): p.status for p in Payment.objects.all()}
     assert sends_to(api_calls, topology.task_queue_name("payments"))["SendMessageBatch"] == 1
+
+
+def test_an_invoice_voided_ahead_of_its_issue_in_one_batch_is_never_queued_for_a_charge(
+    transactional_db, empty_queues, sqs, monkeypatch
+):
+    # given a worker that dispatches charges as soon as a commit asks (its task runs at once)
+    dispatched: list[int] = []
+    monkeypatch.setattr(charge_kicker, "request", lambda: dispatched.append(charges_dispatch()))
+    # when one receive batch holds BW-1's invoice.voided, then the four invoices' invoice.issued
+    voided = invoice_envelope("BW-1", type="invoice.voided")
+    voided["data"] = {"invoice_id": "BW-1", "reason": "issued in error"}
+    issued = [invoice_envelope(f"BW-{i}") for i in range(4)]
+    outcomes = process_batch(
+        ConsumerRuntime("payments"), received([json.dumps(e) for e in [voided, *issued]])
+    )
+
+    # then the messages are applied in the order received: BW-1's payment starts cancelled, and
+    # no charge for it was ever queued (applied the other way round, the batch's commit
+    # dispatched it before the void closed the payment: charged, then refunded)
+    assert [o.result for o in outcomes] == [HANDLED] * 5
+    statuses = dict(Payment.objects.values_list("invoice_id", "status"))
+    assert statuses == {"BW-0": "pending", "BW-1": "cancelled", "BW-2": "pending", "BW-3": "pending"}
+    charged = sorted(p for p, _step in charges_in(tasks_queued_on(sqs, topology.task_queue_name("payments"))))
+    assert sum(dispatched) == 3
+    assert charged == sorted(
+        str(p) for p in Payment.objects.filter(status="pending").values_list("pk", flat=True)
+    )

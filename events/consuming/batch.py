@@ -16,7 +16,11 @@ acknowledged). The messages whose handler takes batches (``handles_batch``) then
   effects, and a failure is recorded against the message that caused it. A handler's ``Poison``
   (an event it can never apply) is an expected refusal: logged as such, without a traceback.
 
-Messages whose handler takes one event at a time are processed one at a time, as before.
+Messages whose handler takes one event at a time are processed one at a time, as before. The
+batch is applied in the order received, by runs: each run of messages whose handlers take
+batches together, each other message alone, in its place. (Batches first, then the rest, made an
+``invoice.voided`` received before its invoice's ``invoice.issued`` apply after it: the batch's
+commit dispatched a charge the void then had to refund.)
 """
 
 from __future__ import annotations
@@ -52,68 +56,101 @@ class Received:
 
 @dataclass
 class _Plan:
-    outcomes: list[Outcome | None]
+    """One run of messages whose handlers take batches (indices into the receive batch)."""
+
     first: dict[Any, int] = field(default_factory=dict)  # event id -> index of its first message
     batched: list[tuple[int, Admitted]] = field(default_factory=list)  # first occurrences
     repeats: list[tuple[int, Admitted]] = field(default_factory=list)  # same event id again
-    admitted: dict[int, Admitted] = field(default_factory=dict)
-    alone: list[int] = field(default_factory=list)  # handled one at a time
 
 
 def process_batch(runtime: ConsumerRuntime, messages: list[Received]) -> list[Outcome]:
     """One outcome per message, in order (see the module doc). Never raises."""
-    plan = _Plan(outcomes=[None] * len(messages))
+    outcomes: list[Outcome | None] = [None] * len(messages)
+    admitted: dict[int, Admitted] = {}
+    runs: list[tuple[bool, list[int]]] = []  # (batched?, indices), in receive order
     try:
-        _decide(runtime, messages, plan)
-        if plan.batched:
-            _run_together(runtime, plan)
+        _decide(runtime, messages, outcomes, admitted, runs)
+    except Exception:  # noqa: BLE001 - whatever went wrong, each message gets its own chance
+        logger.warning("consumer %s: deciding a batch failed", runtime.name, exc_info=True)
+        runs = [(False, [i for i, o in enumerate(outcomes) if o is None])]
+    for batched, indices in runs:
+        if batched:
+            _run_batched(runtime, indices, admitted, outcomes)
+        for i in indices:
+            if outcomes[i] is None:  # alone, or its run failed
+                drop_broken_connection()
+                outcomes[i] = _alone(runtime, messages[i], admitted.get(i))
+    return [o or Outcome(FAILED, reason="not processed") for o in outcomes]
+
+
+def _alone(runtime: ConsumerRuntime, m: Received, admitted: Admitted | None) -> Outcome:
+    if admitted is not None:
+        return runtime.process_admitted(admitted, receive_count=m.receive_count)
+    return runtime.process(
+        m.body, message_id=m.message_id, receive_count=m.receive_count, attributes=m.attributes
+    )
+
+
+def _decide(
+    runtime: ConsumerRuntime,
+    messages: list[Received],
+    outcomes: list[Outcome | None],
+    admitted: dict[int, Admitted],
+    runs: list[tuple[bool, list[int]]],
+) -> None:
+    for i, m in enumerate(messages):
+        with log_context(consumer=runtime.name, sqs_message_id=m.message_id):
+            prepared = runtime.prepare(m.body, message_id=m.message_id, attributes=m.attributes)
+        if isinstance(prepared, Outcome):
+            outcomes[i] = prepared
+            continue
+        admitted[i] = prepared
+        batched = batch_handler_for(runtime.name, prepared.event.type) is not None
+        if runs and runs[-1][0] == batched:
+            runs[-1][1].append(i)
+        else:
+            runs.append((batched, [i]))
+
+
+def _run_batched(
+    runtime: ConsumerRuntime,
+    indices: list[int],
+    admitted: dict[int, Admitted],
+    outcomes: list[Outcome | None],
+) -> None:
+    """A run's messages together; any failure leaves them to be processed one at a time."""
+    plan = _Plan()
+    for i in indices:
+        a = admitted[i]
+        if a.event.id in plan.first:
+            plan.repeats.append((i, a))
+        else:
+            plan.first[a.event.id] = i
+            plan.batched.append((i, a))
+    try:
+        _run_together(runtime, plan, outcomes)
     except Poison as exc:  # a handler refused one of its events: which one, each alone will tell
         logger.info(
             "consumer %s: a batch of %d holds an event its handler refuses (%s); handling its "
             "messages one at a time",
             runtime.name,
-            len(messages),
+            len(indices),
             exc,
         )
-        plan.alone = [i for i, o in enumerate(plan.outcomes) if o is None]
     except Exception:  # noqa: BLE001 - whatever went wrong, each message gets its own chance
         logger.warning(
             "consumer %s: a batch of %d failed; handling its messages one at a time",
             runtime.name,
-            len(messages),
+            len(indices),
             exc_info=True,
         )
-        plan.alone = [i for i, o in enumerate(plan.outcomes) if o is None]
-    for i in plan.alone:
-        drop_broken_connection()
-        m, admitted = messages[i], plan.admitted.get(i)
-        if admitted is not None:
-            plan.outcomes[i] = runtime.process_admitted(admitted, receive_count=m.receive_count)
-        else:
-            plan.outcomes[i] = runtime.process(
-                m.body, message_id=m.message_id, receive_count=m.receive_count, attributes=m.attributes
-            )
-    return [o or Outcome(FAILED, reason="not processed") for o in plan.outcomes]
+    else:
+        return
+    for i in indices:
+        outcomes[i] = None
 
 
-def _decide(runtime: ConsumerRuntime, messages: list[Received], plan: _Plan) -> None:
-    for i, m in enumerate(messages):
-        with log_context(consumer=runtime.name, sqs_message_id=m.message_id):
-            prepared = runtime.prepare(m.body, message_id=m.message_id, attributes=m.attributes)
-        if isinstance(prepared, Outcome):
-            plan.outcomes[i] = prepared
-            continue
-        plan.admitted[i] = prepared
-        if batch_handler_for(runtime.name, prepared.event.type) is None:
-            plan.alone.append(i)
-        elif prepared.event.id in plan.first:
-            plan.repeats.append((i, prepared))
-        else:
-            plan.first[prepared.event.id] = i
-            plan.batched.append((i, prepared))
-
-
-def _run_together(runtime: ConsumerRuntime, plan: _Plan) -> None:
+def _run_together(runtime: ConsumerRuntime, plan: _Plan, outcomes: list[Outcome | None]) -> None:
     started = time.perf_counter()
     with log_context(consumer=runtime.name), transaction.atomic():
         new = record_processed(
@@ -135,9 +172,9 @@ def _run_together(runtime: ConsumerRuntime, plan: _Plan) -> None:
     share = (time.perf_counter() - started) / max(1, len(new))
     for i, a in [*plan.batched, *plan.repeats]:
         if a.event.id in new and plan.first[a.event.id] == i:
-            plan.outcomes[i] = runtime.handled(a, share)
+            outcomes[i] = runtime.handled(a, share)
         elif stored.get(a.event.id) == a.digest:
-            plan.outcomes[i] = runtime.duplicate(a)
+            outcomes[i] = runtime.duplicate(a)
         else:
             reason = reused_reason(stored.get(a.event.id, ""), a.digest)
-            plan.outcomes[i] = runtime.poisoned(a.message_id, reason, a.envelope)
+            outcomes[i] = runtime.poisoned(a.message_id, reason, a.envelope)
