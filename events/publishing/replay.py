@@ -21,7 +21,7 @@ from ..models import OutboxEvent
 from ..operations import metrics
 from ..topology import aws
 from ..topology.aws import BATCH_MAX_ENTRIES
-from .sns import batches, message_attributes, publish_batch
+from .sns import batches, message_attributes, publish_batch, read_batch_answer
 
 
 class ReplayError(ValueError):
@@ -150,6 +150,4 @@ def send_to_queue(queue: str, rows: Iterable[OutboxEvent]) -> dict[str, str]:
             for i, row in enumerate(rows)
         ],
     )
-    return {
-        str(rows[int(f["Id"])].id): f"{f.get('Code')}: {f.get('Message', '')}" for f in resp.get("Failed", [])
-    }
+    return read_batch_answer(rows, resp, "SendMessageBatch")[0]

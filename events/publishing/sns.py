@@ -9,6 +9,7 @@ and the signature of its body (events/signing.py); a replayed one says so.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from botocore.exceptions import BotoCoreError
 from django.conf import settings
@@ -51,20 +52,32 @@ def publish_batch(topic: str, rows: list[OutboxEvent], *, replayed: bool = False
         for i, row in enumerate(rows)
     ]
     resp = aws.calls("sns").publish_batch(TopicArn=aws.topic_arn(topic), PublishBatchRequestEntries=entries)
-    # Only an entry the answer lists as successful was published: one it leaves out (an odd
-    # answer from an emulator or a proxy) is retried like a refused one, never taken as sent.
-    failed = {str(row.id): "PublishBatch's answer did not list this entry" for row in rows}
+    failed, sent = read_batch_answer(rows, resp, "PublishBatch")
+    for row, ok in sent:
+        row.sns_message_id = ok.get("MessageId", "")
+    return failed
+
+
+def read_batch_answer(
+    rows: list[OutboxEvent], resp: dict[str, Any], call: str
+) -> tuple[dict[str, str], list[tuple[OutboxEvent, dict[str, Any]]]]:
+    """A batch call's answer (entry ids: the rows' indices): {row id: error} for the rows not
+    sent, and (row, its Successful entry) for the others. Only an entry the answer lists as
+    successful was sent: one it leaves out, or lists as failed too (an odd answer from an
+    emulator or a proxy), is retried like a refused one, never taken as sent."""
+    failed = {str(row.id): f"{call}'s answer did not list this entry" for row in rows}
     for f in resp.get("Failed", []):
         row = rows[int(f["Id"])]
         failed[str(row.id)] = f"{f.get('Code')}: {f.get('Message', '')}".strip()
     refused = {f["Id"] for f in resp.get("Failed", [])}
+    sent = []
     for ok in resp.get("Successful", []):
         if ok["Id"] in refused:
             continue  # listed as both: not taken as sent
         row = rows[int(ok["Id"])]
-        row.sns_message_id = ok.get("MessageId", "")
         failed.pop(str(row.id), None)
-    return failed
+        sent.append((row, ok))
+    return failed, sent
 
 
 # This process's publishing threads (a forked child makes its own: core/per_process.py).
