@@ -15,6 +15,7 @@ from typing import Any
 
 from core.db import unit_of_work
 
+from .. import signing
 from ..operations.observations import observe_receive
 from ..topology import aws
 from ..topology.aws import BATCH_MAX_ENTRIES
@@ -82,11 +83,29 @@ def dead_letter(cfg: ConsumerConfig, poisoned: list[tuple[dict[str, Any], str]])
         delete_batch(cfg.queue, [group[int(ok["Id"])][0] for ok in resp.get("Successful", [])])
 
 
+# SQS takes at most 10 attributes a message; ours (the event's: event_type, producer, signature,
+# signature_key, replayed) are kept first, so a redrive still finds the message signed.
+MAX_MESSAGE_ATTRIBUTES = 10
+_OURS_FIRST = ("event_type", "producer", signing.SIGNATURE, signing.SIGNATURE_KEY, "replayed")
+
+
 def _dlq_attributes(cfg: ConsumerConfig, message: dict[str, Any], reason: str) -> dict[str, Any]:
-    attributes = {
-        k: v for k, v in message.get("MessageAttributes", {}).items() if k not in RESERVED_ATTRIBUTES
-    }
-    attributes["error"] = {"DataType": "String", "StringValue": reason[:1000] or "rejected"}
+    """The message's own attributes and the three that say why it is here. A message that came
+    with more than the room left (forged, or another sender's) keeps ours and the first others by
+    name; the reason names those left out (else the DLQ refused the copy, and the message came back
+    until SQS moved it with no reason at all)."""
+    given = {k: v for k, v in message.get("MessageAttributes", {}).items() if k not in RESERVED_ATTRIBUTES}
+    names = [k for k in _OURS_FIRST if k in given] + sorted(k for k in given if k not in _OURS_FIRST)
+    room = MAX_MESSAGE_ATTRIBUTES - len(RESERVED_ATTRIBUTES)
+    attributes = {k: given[k] for k in names[:room]}
+    note = ""
+    if names[room:]:
+        note = (
+            f" (attributes left out, SQS takes {MAX_MESSAGE_ATTRIBUTES}: {', '.join(names[room:])}"[:300]
+            + ")"
+        )
+    error = (reason or "rejected")[: 1000 - len(note)] + note
+    attributes["error"] = {"DataType": "String", "StringValue": error}
     attributes["failed_consumer"] = {"DataType": "String", "StringValue": cfg.name}
     attributes["original_message_id"] = {"DataType": "String", "StringValue": message["MessageId"]}
     return attributes
