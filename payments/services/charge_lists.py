@@ -153,7 +153,7 @@ def _submit(
         if s is None:
             continue
         try:
-            future = pool.submit(send, s, slots.semaphore)
+            future = pool.submit(send, s, slots.next())
         except Exception as exc:  # noqa: BLE001 - a soft time limit, a pool shut down
             run.crashed = run.crashed or exc
             # this one may be queued already (a soft time limit inside submit): left open, for the

@@ -16,16 +16,36 @@ from ..gateway import ChargeResult
 from .charging import Started, charge_send
 
 
+class Slot:
+    """One of a process's gateway threads, taken: freed once, by whichever of its list and its
+    send lets go of it first (a soft time limit between a send's submit and its hand-over left
+    both to free it: one thread more than PAYMENT_CHARGE_CONCURRENCY for good)."""
+
+    def __init__(self, semaphore: threading.Semaphore) -> None:
+        self._semaphore, self._lock, self._freed = semaphore, threading.Lock(), False
+
+    def free(self) -> None:
+        with self._lock:
+            if self._freed:
+                return
+            self._freed = True
+        self._semaphore.release()
+
+
 class Slots:
     """A list's hold on its process's gateway threads: the slots it took and has not handed to a
     send (a send frees its own when its call returns), all freed by ``release_held``."""
 
     def __init__(self, semaphore: threading.Semaphore) -> None:
-        self.semaphore, self.held = semaphore, 0
+        self.semaphore, self._held = semaphore, list[Slot]()
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
 
     def take(self, timeout: float) -> bool:
         if self.semaphore.acquire(timeout=timeout):
-            self.held += 1
+            self._held.append(Slot(self.semaphore))
             return True
         return False
 
@@ -34,23 +54,26 @@ class Slots:
         for _ in range(wanted):
             if not self.semaphore.acquire(blocking=False):
                 return
-            self.held += 1
+            self._held.append(Slot(self.semaphore))
+
+    def next(self) -> Slot:
+        """The slot the next send takes (still this list's until ``hand_over``)."""
+        return self._held[-1]
 
     def hand_over(self) -> None:
-        self.held -= 1
+        self._held.pop()
 
     def release_held(self) -> None:
-        while self.held:
-            self.held -= 1
-            self.semaphore.release()
+        while self._held:
+            self._held.pop().free()
 
 
-def send(started: Started, slots: threading.Semaphore) -> ChargeResult:
+def send(started: Started, slot: Slot) -> ChargeResult:
     """The gateway call on a pool thread; its slot is free again as soon as it returns."""
     try:
         return charge_send(started)
     finally:
-        slots.release()
+        slot.free()
 
 
 def _threads() -> tuple[ThreadPoolExecutor, threading.Semaphore]:

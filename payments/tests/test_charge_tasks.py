@@ -5,12 +5,14 @@ the charges claimed with it; a rest that cannot be sent on is due again at once.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import task_postrun
 from django.db import OperationalError, connection, connections
 
@@ -429,3 +431,36 @@ def test_charges_claimed_but_never_sent_are_recorded_so_and_a_void_then_charges_
     rest[0].refresh_from_db()
     assert rest[0].status == "cancelled"
     assert stats(sandbox)["charges"] == 0 and stats(sandbox)["refunds"] == 0
+
+
+def test_a_soft_time_limit_just_after_a_send_was_submitted_frees_its_gateway_thread_once(
+    transactional_db, empty_queues, sandbox, settings, monkeypatch
+):
+    # given a list of two whose soft time limit strikes as its first send was just submitted (the
+    # send queued, the list not yet past handing its gateway thread over)
+    ids = opened("limit", 2)
+    sent = threading.Event()
+
+    def time_is_up(self: Any) -> None:
+        raise SoftTimeLimitExceeded()
+
+    def send_and_tell(*args: Any) -> Any:
+        try:
+            return gateway_threads.send(*args)
+        finally:
+            sent.set()
+
+    monkeypatch.setattr(gateway_threads.Slots, "hand_over", time_is_up)
+    monkeypatch.setattr(charge_lists, "send", send_and_tell)
+    run = charge_lists.charges_run([(p, 0) for p in ids], seconds=60)
+
+    # then the list stops, its send goes to the gateway (the sweep asks about its answer), and
+    # when it is back every gateway thread is free, and no more than PAYMENT_CHARGE_CONCURRENCY
+    assert isinstance(run.crashed, SoftTimeLimitExceeded)
+    assert sent.wait(10) and stats(sandbox)["charges"] == 1
+    _pool, slots = gateway_threads.pool()
+    free = [slots.acquire(blocking=False) for _ in range(settings.PAYMENT_CHARGE_CONCURRENCY + 1)]
+    for taken in free:
+        if taken:
+            slots.release()
+    assert free == [True] * settings.PAYMENT_CHARGE_CONCURRENCY + [False]
