@@ -1,33 +1,37 @@
-"""A receive batch for one consumer in one transaction, when its handlers take batches. Never raises.
+"""A receive batch for one consumer, in the order received, when its handlers take batches.
+Never raises.
 
 Each message is first decided on its own, exactly as ``ConsumerRuntime.process`` decides it:
 signature, envelope, contract, handler, data (poison to the DLQ with its reason, unhandled types
-acknowledged). The messages whose handler takes batches (``handles_batch``) then run together:
+acknowledged). The batch is then applied in the order received, by runs: each run of admitted
+messages whose handlers take batches (``handles_batch``) together, each other message alone, in
+its place. A run goes:
 
-- one transaction, one statement/lock timeout, and one ``INSERT ... ON CONFLICT DO NOTHING
-  RETURNING`` of their processed-event records, which tells the events already processed
+- in one transaction, with one statement/lock timeout, and one ``INSERT ... ON CONFLICT DO
+  NOTHING RETURNING`` of its processed-event records, which tells the events already processed
   (acknowledged without effects; the same id with other data is poison, as alone);
-- the same event twice in the batch: the first is applied, the repeat is then a duplicate of it
-  (or poison, if its data differs), as if it had arrived just after;
-- each batch handler is called once with its new events, in receive order;
-- any exception (a handler's, a deadlock, a timeout, a lost connection) rolls the whole batch
-  back, and every one of its messages is then processed one at a time through
+- the same event twice in the run: the first is applied, the repeat is then a duplicate of it
+  (or poison, if its data differs), as if it had arrived just after (in a later run: a duplicate
+  there, as alone);
+- each batch handler is called with its new events, in receive order: once per stretch of
+  consecutive events it handles (a price change received after a payment is applied after it);
+- any exception (a handler's, a deadlock, a timeout, a lost connection) rolls the whole run
+  back, and each of its messages is then processed one at a time through
   ``ConsumerRuntime.process``: one poison or failing message never costs the others their
   effects, and a failure is recorded against the message that caused it. A handler's ``Poison``
   (an event it can never apply) is an expected refusal: logged as such, without a traceback.
 
-Messages whose handler takes one event at a time are processed one at a time, as before. The
-batch is applied in the order received, by runs: each run of messages whose handlers take
-batches together, each other message alone, in its place. (Batches first, then the rest, made an
-``invoice.voided`` received before its invoice's ``invoice.issued`` apply after it: the batch's
-commit dispatched a charge the void then had to refund.)
+Applying batches first and the rest after made an ``invoice.voided`` received before its
+invoice's ``invoice.issued`` apply after it (the batch's commit dispatched a charge the void then
+refunded); grouping a run by handler did the same to a payment and a price change received after
+it. The order holds only as far as each message succeeds: one that fails (a lock timeout) comes
+back later, after the messages received after it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +79,7 @@ def process_batch(runtime: ConsumerRuntime, messages: list[Received]) -> list[Ou
         runs = [(False, [i for i, o in enumerate(outcomes) if o is None])]
     for batched, indices in runs:
         if batched:
+            drop_broken_connection()  # one the message before broke
             _run_batched(runtime, indices, admitted, outcomes)
         for i in indices:
             if outcomes[i] is None:  # alone, or its run failed
@@ -161,13 +166,15 @@ def _run_together(runtime: ConsumerRuntime, plan: _Plan, outcomes: list[Outcome 
         if len(stored) < len(seen):
             raise RuntimeError("a processed-event record vanished while this batch read it")
         stored.update({a.event.id: a.digest for _, a in plan.batched if a.event.id in new})
-        groups: dict[BatchHandler, list[Event]] = defaultdict(list)
+        segments: list[tuple[BatchHandler, list[Event]]] = []  # consecutive events of one handler
         for _, a in plan.batched:
             if a.event.id in new:
                 handler = batch_handler_for(runtime.name, a.event.type)
                 assert handler is not None  # batched
-                groups[handler].append(a.event)
-        for handler, events in groups.items():
+                if not segments or segments[-1][0] is not handler:
+                    segments.append((handler, []))
+                segments[-1][1].append(a.event)
+        for handler, events in segments:
             handler(events)
     share = (time.perf_counter() - started) / max(1, len(new))
     for i, a in [*plan.batched, *plan.repeats]:
