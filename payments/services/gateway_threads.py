@@ -44,17 +44,19 @@ class Slots:
         return len(self._held)
 
     def take(self, timeout: float) -> bool:
+        slot = Slot(self.semaphore)  # made first: nothing between the acquire and the append
         if self.semaphore.acquire(timeout=timeout):
-            self._held.append(Slot(self.semaphore))
+            self._held.append(slot)
             return True
         return False
 
     def more(self, wanted: int) -> None:
         """Take up to ``wanted`` more that are free now."""
         for _ in range(wanted):
+            slot = Slot(self.semaphore)
             if not self.semaphore.acquire(blocking=False):
                 return
-            self._held.append(Slot(self.semaphore))
+            self._held.append(slot)
 
     def next(self) -> Slot:
         """The slot the next send takes (still this list's until ``hand_over``)."""
@@ -65,7 +67,8 @@ class Slots:
 
     def release_held(self) -> None:
         while self._held:
-            self._held.pop().free()
+            self._held[-1].free()  # then let go of it: a soft time limit in between frees it again, no more
+            self._held.pop()
 
 
 def send(started: Started, slot: Slot) -> ChargeResult:
