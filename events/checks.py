@@ -66,17 +66,26 @@ def check_messaging_settings(app_configs: Any = None, **kwargs: Any) -> list[Err
     return errors
 
 
+# PostgreSQL's idle timeouts are milliseconds in a 32-bit integer.
+MAX_IDLE_TIMEOUT_SECONDS = 2_147_483
+# The least a relay pass may publish for (sns.publish_seconds), and a hold wait for.
+MIN_PUBLISH_SECONDS = 5.0
+
+
 def _relay_idle_timeout() -> list[Error]:
-    """A relay's session waits idle in its pass's transaction while the pass publishes; ended
-    then, the pass's marks are lost and its rows published again."""
-    longest = aws.longest_call_seconds() + settings.OUTBOX_RELAY_HOLD_MAX_SECONDS
-    if settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS > longest:
+    """A relay's session waits idle while its pass publishes (sns.publish_seconds, then the last
+    call started) and while it holds for a deep queue; ended then, the pass's marks are lost."""
+    idle = settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS
+    longest = aws.longest_call_seconds()
+    least = longest + 2 * max(MIN_PUBLISH_SECONDS, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS)
+    if idle == 0 or least <= idle <= MAX_IDLE_TIMEOUT_SECONDS:
         return []
     return [
         Error(
-            f"OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS ({settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS}s) must exceed "
-            f"the longest publishing call ({longest:.0f}s: AWS_MAX_ATTEMPTS tries of AWS_CONNECT_TIMEOUT + "
-            "AWS_READ_TIMEOUT with the waits between them, and a hold's OUTBOX_RELAY_HOLD_MAX_SECONDS), "
+            f"OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS ({idle}s) must be 0 (never) or from {least:.0f}s to "
+            f"{MAX_IDLE_TIMEOUT_SECONDS}s: the longest publishing call ({longest:.0f}s: AWS_MAX_ATTEMPTS "
+            "tries of AWS_CONNECT_TIMEOUT + AWS_READ_TIMEOUT, a direct call's own, the waits between "
+            "them), and twice a pass's least publishing time or a hold's OUTBOX_RELAY_HOLD_MAX_SECONDS, "
             "or a relay's session is ended while it waits for a slow endpoint.",
             id="billing.E009",
         )

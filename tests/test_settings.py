@@ -116,16 +116,30 @@ def test_a_settings_module_that_forgot_derive_does_not_pass_the_checks(settings)
     assert "billing.E004" in [e.id for e in check_messaging_settings()]
 
 
-def test_a_relay_idle_timeout_shorter_than_a_slow_publishing_call_does_not_pass_the_checks(settings):
+@pytest.mark.parametrize(
+    ("idle", "direct", "passes"),
+    [
+        (300, True, True),  # the defaults
+        (0, True, True),  # never
+        # 3 tries of (5 + 30 s), and 2 waits of up to 25 s: 155 s; and twice a pass's least 5 s
+        (164, False, False),
+        (165, False, True),
+        (199, True, False),  # a direct call's own try first: 35 s more
+        (200, True, True),
+        (2_147_484, True, False),  # past PostgreSQL's largest: every relay would fail
+    ],
+)
+def test_a_relay_idle_timeout_a_slow_endpoint_would_reach_does_not_pass_the_checks(
+    settings, idle, direct, passes
+):
     from events.checks import check_messaging_settings
 
-    assert "billing.E009" not in [e.id for e in check_messaging_settings()]  # the defaults
-    # (5 + 30 s) x 3 tries + 2 waits of up to 20 s + a hold's 5 s = 150 s
-    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = 150
-    [error] = [e for e in check_messaging_settings() if e.id == "billing.E009"]
-    assert "must exceed the longest publishing call (150s" in error.msg
-    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = 151
-    assert "billing.E009" not in [e.id for e in check_messaging_settings()]
+    settings.AWS_DIRECT_CALLS, settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = direct, idle
+    errors = [e for e in check_messaging_settings() if e.id == "billing.E009"]
+    assert (not errors) == passes, errors
+    if errors:
+        least = 165 if not direct else 200
+        assert f"must be 0 (never) or from {least}s to 2147483s" in errors[0].msg
 
 
 def test_a_charge_list_longer_than_half_the_soft_time_limit_does_not_pass_the_checks(settings):

@@ -132,7 +132,8 @@ AWS_LOCAL_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="testing"
 # (events/topology/direct.py): half their client CPU. Unset: on with AWS_ENDPOINT_URL (the local
 # endpoint it was measured and tested on), off against real AWS, where botocore makes every call.
 AWS_DIRECT_CALLS: bool | None = env.bool("AWS_DIRECT_CALLS", default=None)
-# Every client's timeouts (seconds) and tries per call (botocore's "standard" retry mode).
+# Every client's timeouts (seconds) and tries per call, the first included (botocore's "standard"
+# retry mode; until 2026-11-30 botocore's max_attempts, which counts retries: a try more).
 AWS_CONNECT_TIMEOUT = env.float("AWS_CONNECT_TIMEOUT", default=5.0)
 AWS_READ_TIMEOUT = env.float("AWS_READ_TIMEOUT", default=30.0)
 AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=3)
@@ -302,10 +303,11 @@ OUTBOX_RELAY_HOLD_MAX_SECONDS = env.float("OUTBOX_RELAY_HOLD_MAX_SECONDS", defau
 OUTBOX_RETRY_BASE_SECONDS = env.int("OUTBOX_RETRY_BASE_SECONDS", default=2)
 OUTBOX_RETRY_MAX_SECONDS = env.int("OUTBOX_RETRY_MAX_SECONDS", default=300)
 OUTBOX_SWEEP_SECONDS = env.int("OUTBOX_SWEEP_SECONDS", default=10)
-# A relay's database sessions are ended by PostgreSQL once idle this long (seconds): a relay on a
-# frozen host, or cut off, would otherwise hold the relay's lock, and the rows it claimed, until
-# the server's TCP keepalive gave up on it (two hours by default), and no event is published
-# meanwhile. Longer than the longest publishing call with its retries (system check billing.E009).
+# A relay's database sessions are ended by PostgreSQL once idle this long (seconds; 0: never): a
+# relay on a frozen host, or cut off, would otherwise hold the relay's lock, and the rows it
+# claimed, until the server's TCP keepalive gave up on it (two hours by default), and no event is
+# published meanwhile. A pass publishes for at most half of what it leaves beyond the longest
+# call, then leaves the rest of its rows to the next pass (system check billing.E009).
 OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = env.int("OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS", default=300)
 # After each commit that recorded events, enqueue a relay run (coalesced).
 OUTBOX_KICK_RELAY = env.bool("OUTBOX_KICK_RELAY", default=True)

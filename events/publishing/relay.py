@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, InterfaceError, connection
 
 from core.per_process import PerProcess
 
@@ -63,9 +63,10 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
                     _idle_bounded(cur)
                     kick_hold(RELAY)  # this relay looks again before it stops: kicks can wait
                     step = relay_pending(max_seconds=max(0.0, deadline - time.monotonic()))
-                finally:
-                    cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [RELAY_LOCK])
-                    cur.execute("RESET idle_session_timeout; RESET idle_in_transaction_session_timeout")
+                except BaseException:
+                    _let_go(cur, failing=True)  # what failed is what the task reports
+                    raise
+                _let_go(cur, failing=False)
             total += step
             if step.held_out:  # a consumer is stopped or far behind: the next kick or sweep goes on
                 kick_release(RELAY)
@@ -87,13 +88,34 @@ def relay_exclusive(*, max_seconds: float | None = None) -> RelayResult | None:
 
 def _idle_bounded(cur: Any) -> None:
     """End this session if it stays idle (in a transaction or not) OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS:
-    the server's own clock, which a frozen or cut-off relay cannot hold back."""
+    the server's own clock, which a frozen or cut-off relay cannot hold back. (A pass's publishing
+    stops in time for it: sns.publish_seconds.)"""
+    if settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS <= 0:
+        return
     ms = str(settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS * 1000)
     cur.execute(
         "SELECT set_config('idle_session_timeout', %s, false), "
         "set_config('idle_in_transaction_session_timeout', %s, false)",
         [ms, ms],
     )
+
+
+def _let_go(cur: Any, *, failing: bool) -> None:
+    """Release the relay's lock and the session's idle timeouts. A session the server ended (idle
+    too long: the relay stopped answering) let go of both already: said so, and raised only when
+    nothing else failed (this connection cannot go on)."""
+    try:
+        cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [RELAY_LOCK])
+        cur.execute("RESET idle_session_timeout; RESET idle_in_transaction_session_timeout")
+    except (DatabaseError, InterfaceError) as exc:
+        logger.warning(
+            "relay: its database session was ended (idle over OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS=%s, or "
+            "dropped), and with it the relay's lock: another relay takes over (%s)",
+            settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS,
+            exc,
+        )
+        if not failing:
+            raise
 
 
 def relay_pending(*, max_seconds: float | None = None, limit: int | None = None) -> RelayResult:

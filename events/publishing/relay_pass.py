@@ -113,9 +113,11 @@ def relay_once(
             (topic, chunk) for topic, topic_rows in by_topic.items() for chunk in sns.batches(topic_rows)
         ]
         result.batches = len(chunks)
-        failures = unsendable | sns.publish_all(chunks)
+        answered = unsendable | sns.publish_all(chunks)
+        left = {row_id for row_id, error in answered.items() if error == sns.NOT_SENT}  # due as they are
+        failures = {row_id: error for row_id, error in answered.items() if row_id not in left}
         done = timezone.now()
-        ok_rows = [r for r in rows if str(r.id) not in failures]
+        ok_rows = [r for r in rows if str(r.id) not in answered]
         if ok_rows:
             _mark_published(ok_rows, done)
         for r in rows:

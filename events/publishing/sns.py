@@ -8,6 +8,7 @@ and the signature of its body (events/signing.py); a replayed one says so.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -66,15 +67,16 @@ def read_batch_answer(
     successful was sent: one it leaves out, or lists as failed too (an odd answer from an
     emulator or a proxy), is retried like a refused one, never taken as sent."""
     failed = {str(row.id): f"{call}'s answer did not list this entry" for row in rows}
+    ours = {str(i): row for i, row in enumerate(rows)}  # an id we did not send names no row
     for f in resp.get("Failed", []):
-        row = rows[int(f["Id"])]
-        failed[str(row.id)] = f"{f.get('Code')}: {f.get('Message', '')}".strip()
-    refused = {f["Id"] for f in resp.get("Failed", [])}
+        if (row := ours.get(str(f.get("Id")))) is not None:
+            failed[str(row.id)] = f"{f.get('Code')}: {f.get('Message', '')}".strip()
+    refused = {str(f.get("Id")) for f in resp.get("Failed", [])}
     sent = []
     for ok in resp.get("Successful", []):
-        if ok["Id"] in refused:
+        row = ours.get(str(ok.get("Id")))
+        if row is None or str(ok.get("Id")) in refused:
             continue  # listed as both: not taken as sent
-        row = rows[int(ok["Id"])]
         failed.pop(str(row.id), None)
         sent.append((row, ok))
     return failed, sent
@@ -86,17 +88,38 @@ _publisher = PerProcess(
 )
 
 
+# What publish_all says of a row whose call it did not start: the pass ran out of its publishing
+# time (``publish_seconds``). Not a failure: the row is left as it was, due, for the next pass.
+NOT_SENT = "not sent: the pass ran out of its publishing time"
+
+
+def publish_seconds() -> float | None:
+    """How long a relay pass may go on starting calls (None: no limit). Its transaction waits
+    idle while it publishes, and the server ends a relay's session idle
+    OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS (relay.py): the last call started may take the longest a call
+    takes, and half of what is left is kept in hand (the lock's session waits for a lane's pass)."""
+    idle = settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS
+    return None if idle <= 0 else (idle - aws.longest_call_seconds()) / 2
+
+
 def publish_all(chunks: list[tuple[str, list[OutboxEvent]]]) -> dict[str, str]:
     """Publish every chunk, several calls in flight; {row id: error} for the rows that failed.
 
     A failed call fails all of its rows. Once a call finds the endpoint unreachable, the chunks
     not yet sent fail at once with the same error rather than hammering it; the rows' backoff
-    spaces the retries."""
+    spaces the retries. Chunks whose call would start past ``publish_seconds`` are not sent: their
+    rows say ``NOT_SENT``."""
     unreachable: list[str] = []
+    started: list[str] = []  # the calls made
+    budget = publish_seconds()
+    deadline = None if budget is None else time.monotonic() + budget
 
     def publish(topic: str, chunk: list[OutboxEvent]) -> dict[str, str]:
         if unreachable:
             return {str(r.id): unreachable[0] for r in chunk}
+        if deadline is not None and started and time.monotonic() > deadline:  # (the first goes)
+            return {str(r.id): NOT_SENT for r in chunk}
+        started.append(topic)
         try:
             return publish_batch(topic, chunk)
         except Exception as exc:  # noqa: BLE001 - one bad chunk must not stall the others

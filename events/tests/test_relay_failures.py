@@ -99,34 +99,41 @@ def test_an_endpoint_error_holding_a_nul_is_recorded_escaped_and_the_rest_are_ma
 
 class OddAnswer:
     """The endpoint's calls, but PublishBatch's answer says something odd of the batch's first
-    entry (sent): lists it neither as successful nor as failed, or as both."""
+    entry (sent): lists it neither as successful nor as failed, or as both, or under an id the
+    request did not hold (-1 would name the last entry as a list index)."""
 
-    def __init__(self, calls: Any, both: bool) -> None:
-        self.calls, self.both = calls, both
+    def __init__(self, calls: Any, odd: str) -> None:
+        self.calls, self.odd = calls, odd
 
     def publish_batch(self, **request: Any) -> dict[str, Any]:
         answer = self.calls.publish_batch(**request)
         answer = {key: [e for e in answer.get(key, []) if e["Id"] != "0"] for key in ("Successful", "Failed")}
-        if self.both:
+        if self.odd == "listed-as-both":
             answer["Successful"].append({"Id": "0", "MessageId": "m-0"})
             answer["Failed"].append({"Id": "0", "Code": "InternalError", "Message": "and yet"})
+        elif self.odd.startswith("id "):
+            answer["Successful"].append({"Id": self.odd[3:], "MessageId": "m-0"})
         return answer
 
 
-@pytest.mark.parametrize("both", [False, True], ids=["left-out", "listed-as-both"])
+@pytest.mark.parametrize("odd", ["left-out", "listed-as-both", "id -1", "id 7", "id x"])
 def test_an_entry_the_endpoints_answer_does_not_say_was_sent_is_not_taken_as_published(
-    monkeypatch, empty_queues, both
+    monkeypatch, empty_queues, odd
 ):
     record_agreements_created(2, "m")
     calls = aws.calls
-    monkeypatch.setattr(aws, "calls", lambda service: OddAnswer(calls(service), both))
+    monkeypatch.setattr(aws, "calls", lambda service: OddAnswer(calls(service), odd))
 
     result = relay_pass.relay_once()
 
     assert (result.published, result.failed) == (1, 1)
-    odd = OutboxEvent.objects.get(published_at__isnull=True)
-    reason = "InternalError: and yet" if both else "PublishBatch's answer did not list this entry"
-    assert odd.attempts == 1 and odd.last_error == reason
+    odd_row = OutboxEvent.objects.get(published_at__isnull=True)
+    reason = (
+        "InternalError: and yet"
+        if odd == "listed-as-both"
+        else "PublishBatch's answer did not list this entry"
+    )
+    assert odd_row.attempts == 1 and odd_row.last_error == reason
     assert OutboxEvent.objects.get(published_at__isnull=False).sns_message_id != ""
 
 

@@ -14,6 +14,8 @@ from django.db import connection
 from events.models import OutboxEvent
 from events.publishing import relay, sns
 from events.publishing.relay import relay_exclusive
+from events.publishing.relay_pass import relay_once
+from events.topology import aws
 from tests.factories import record_agreements_created
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,6 +26,7 @@ def test_a_relay_that_stops_answering_lets_go_of_the_lock_and_its_rows(
     settings, monkeypatch, empty_queues, where
 ):
     settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = 2
+    monkeypatch.setattr(aws, "longest_call_seconds", lambda: 0.2)  # a pass may publish for 0.9 s
     if where == "a backlog's lanes":  # a full claim: a second lane claims the other 5
         settings.OUTBOX_RELAY_BATCH_SIZE, settings.OUTBOX_RELAY_LANES = 5, 2
     record_agreements_created(10, "stuck")
@@ -81,3 +84,38 @@ def test_a_relay_that_stops_answering_lets_go_of_the_lock_and_its_rows(
     # and the hung relay, back, finds its session gone: it publishes nothing, marks nothing
     assert "error" in outcome and "result" not in outcome
     assert OutboxEvent.objects.filter(attempts=1).count() == 10
+
+
+def test_a_pass_on_a_slow_endpoint_publishes_what_it_can_in_time_and_leaves_the_rest_due(
+    settings, monkeypatch, empty_queues
+):
+    # given a relay whose sessions end idle 2 s, calls that may take 0.2 s (a pass may publish for
+    # 0.9 s), and an endpoint answering each call in 0.5 s: 16 calls on 4 threads would take 2 s
+    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS, settings.OUTBOX_RELAY_PUBLISH_CONCURRENCY = 2, 4
+    monkeypatch.setattr(aws, "longest_call_seconds", lambda: 0.2)
+    record_agreements_created(160, "slow")
+    sent: list[str] = []
+    publish_batch = sns.publish_batch
+
+    def slow(topic: str, rows: list[Any], **kw: Any) -> dict[str, str]:
+        time.sleep(0.5)
+        sent.extend(str(r.id) for r in rows)
+        return publish_batch(topic, rows, **kw)
+
+    monkeypatch.setattr(sns, "publish_batch", slow)
+
+    # when one pass runs in a session bounded as the relay's are
+    with connection.cursor() as cur:
+        relay._idle_bounded(cur)
+    first = relay_once()
+
+    # then it publishes the calls it started in time and marks them: its session was never idle
+    # 2 s; the rest are left as they were, due, not failed
+    assert 0 < first.published < 160 and first.failed == 0
+    left = OutboxEvent.objects.filter(published_at__isnull=True)
+    assert left.count() == 160 - first.published
+    assert not left.exclude(attempts=0).exists() and not left.exclude(last_error="").exists()
+    # and a relay publishes the rest, pass after pass, each event once
+    rest = relay_exclusive()
+    assert rest is not None and rest.published == 160 - first.published and rest.failed == 0
+    assert len(sent) == len(set(sent)) == 160

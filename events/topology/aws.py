@@ -92,16 +92,18 @@ def direct_calls() -> bool:
     return bool(settings.AWS_ENDPOINT_URL) if chosen is None else bool(chosen)
 
 
-# botocore's standard retry mode waits up to this long (seconds) before each try after the first.
-RETRY_MAX_BACKOFF = 20
+# botocore's standard retry mode waits up to 20 s before a try after the first, 5 s more if the
+# answer asked for it (x-amz-retry-after).
+RETRY_MAX_WAIT = 25
 
 
 def longest_call_seconds() -> float:
-    """How long one call may take before the client gives up: every try timing out, with the
-    longest wait between tries."""
-    attempts = settings.AWS_MAX_ATTEMPTS
+    """How long one call may take before the client gives up: every try timing out
+    (``AWS_MAX_ATTEMPTS``, and direct.py's own before botocore's where it makes the call), with the
+    longest wait between botocore's tries."""
+    tries = settings.AWS_MAX_ATTEMPTS
     per_try = settings.AWS_CONNECT_TIMEOUT + settings.AWS_READ_TIMEOUT
-    return attempts * per_try + (attempts - 1) * RETRY_MAX_BACKOFF
+    return (tries + direct_calls()) * per_try + (tries - 1) * RETRY_MAX_WAIT
 
 
 def _make_client(service: str) -> Any:
@@ -115,7 +117,8 @@ def _make_client(service: str) -> Any:
     config = Config(
         connect_timeout=settings.AWS_CONNECT_TIMEOUT,
         read_timeout=settings.AWS_READ_TIMEOUT,
-        retries={"mode": "standard", "max_attempts": settings.AWS_MAX_ATTEMPTS},
+        # (botocore's "max_attempts" counts the tries after the first)
+        retries={"mode": "standard", "total_max_attempts": settings.AWS_MAX_ATTEMPTS},
         max_pool_connections=32,
     )
     # A session of its own (a session is not thread-safe, nor safe to carry across a fork: its

@@ -129,14 +129,14 @@ class LateEvents:
 
     def release(self, ran_until: date | None = None) -> int:
         """Let the relay have the events whose effective day's run has ended (all, if None)."""
-        from django.utils import timezone
+        from django.db.models.functions import Now
 
         from events.models import OutboxEvent
 
         due = [ids for when, ids in self.held if ran_until is None or when <= ran_until]
         self.held = [(when, ids) for when, ids in self.held if ran_until is not None and when > ran_until]
         flat = [i for ids in due for i in ids]
-        return OutboxEvent.objects.filter(id__in=flat).update(next_attempt_at=timezone.now())
+        return OutboxEvent.objects.filter(id__in=flat).update(next_attempt_at=Now())
 
 
 class OperatorVoids:
