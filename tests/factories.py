@@ -132,6 +132,23 @@ def invoice_envelope(invoice_id: str, *, type: str = "invoice.issued", **data: A
     }
 
 
+def payment_succeeded_envelope(invoice_id: str, payment_id: str, amount_minor: int = 1000) -> dict[str, Any]:
+    """A ``payment.succeeded`` of ``payment_id`` for ``invoice_id``, as payments publishes it."""
+    return {
+        **invoice_envelope(invoice_id, type="payment.succeeded"),
+        "producer": "payments",
+        "aggregate_type": "payment",
+        "aggregate_id": payment_id,
+        "data": {
+            "payment_id": payment_id,
+            "invoice_id": invoice_id,
+            "amount_minor": amount_minor,
+            "currency": "EUR",
+            "gateway_reference": "ch_1",
+        },
+    }
+
+
 def event_from_row(row: Any) -> Event:
     """The Event a consumer's handler would get for this outbox row (delivery itself skipped)."""
     return Event(

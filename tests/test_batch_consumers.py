@@ -34,7 +34,16 @@ from invoicing.tests.factories import agreement_event
 from payments.dispatch import charge_kicker
 from payments.models import Payment
 from payments.services import charges_dispatch, payment_close_for_invoice
-from tests.factories import charges_in, drain, envelope, invoice_envelope, queue_depth, send, tasks_queued_on
+from tests.factories import (
+    charges_in,
+    drain,
+    envelope,
+    invoice_envelope,
+    payment_succeeded_envelope,
+    queue_depth,
+    send,
+    tasks_queued_on,
+)
 from tests.factories import gateway_stats as stats
 from tests.helpers import wait_until
 
@@ -183,22 +192,6 @@ def test_a_batch_of_ten_takes_a_fraction_of_the_statements_of_ten_single_message
 
 
 # -- invoicing's payment.succeeded ----------------------------------------------------------
-def paid_envelope(invoice_id: str, payment_id: str) -> dict[str, Any]:
-    return {
-        **invoice_envelope(invoice_id, type="payment.succeeded"),
-        "producer": "payments",
-        "aggregate_type": "payment",
-        "aggregate_id": payment_id,
-        "data": {
-            "payment_id": payment_id,
-            "invoice_id": invoice_id,
-            "amount_minor": 1000,
-            "currency": "EUR",
-            "gateway_reference": "ch_1",
-        },
-    }
-
-
 @pytest.mark.django_db(transaction=True)  # the runtime's transaction is the outermost, as in a worker
 def test_a_batch_of_payments_succeeded_pays_each_invoice_once_in_one_transaction():
     # given four issued invoices, one of them voided, and an invoice not issued yet
@@ -210,15 +203,15 @@ def test_a_batch_of_payments_succeeded_pays_each_invoice_once_in_one_transaction
     invoice_void(invoice_id=voided, reason="issued in error")
     unknown = str(uuid.uuid4())
     versions_before = dict(Invoice.objects.values_list("id", "aggregate_version"))
-    first = json.dumps(paid_envelope(open_ones[0], "pay-0"))
+    first = json.dumps(payment_succeeded_envelope(open_ones[0], "pay-0"))
     bodies = [
         first,
-        json.dumps(paid_envelope(open_ones[1], "pay-1")),
+        json.dumps(payment_succeeded_envelope(open_ones[1], "pay-1")),
         first,  # the same event twice in one receive batch
-        json.dumps(paid_envelope(open_ones[2], "pay-2")),
-        json.dumps(paid_envelope(open_ones[2], "pay-2")),  # a re-send under a new event id
-        json.dumps(paid_envelope(voided, "pay-3")),
-        json.dumps(paid_envelope(unknown, "pay-4")),
+        json.dumps(payment_succeeded_envelope(open_ones[2], "pay-2")),
+        json.dumps(payment_succeeded_envelope(open_ones[2], "pay-2")),  # a re-send under a new event id
+        json.dumps(payment_succeeded_envelope(voided, "pay-3")),
+        json.dumps(payment_succeeded_envelope(unknown, "pay-4")),
     ]
 
     # when they come in one receive batch
@@ -262,9 +255,9 @@ def test_a_payment_for_an_invoice_id_invoicing_cannot_have_goes_to_the_dlq_and_t
     invoices_run_inline(run_date=date(2026, 1, 1))
     open_ones = [str(i) for i in Invoice.objects.order_by("agreement_id").values_list("id", flat=True)]
     bodies = [
-        json.dumps(paid_envelope(open_ones[0], "pay-x0")),
-        json.dumps(paid_envelope("INV-2026-000001", "pay-bad")),
-        json.dumps(paid_envelope(open_ones[1], "pay-x1")),
+        json.dumps(payment_succeeded_envelope(open_ones[0], "pay-x0")),
+        json.dumps(payment_succeeded_envelope("INV-2026-000001", "pay-bad")),
+        json.dumps(payment_succeeded_envelope(open_ones[1], "pay-x1")),
     ]
 
     # when they come in one receive batch

@@ -28,15 +28,6 @@ from tests.factories import queue_depth as queue_counts
 from tests.helpers import ROOT, database_url, wait_until
 
 
-@pytest.fixture
-def audit_consumer(transactional_db, empty_queues):
-    audit.attempts.clear()
-    consumer = PushConsumer(consumer_configs()["audit"])
-    consumer.start()
-    yield consumer
-    consumer.stop()
-
-
 # -- process_message, the contract --------------------------------------------------
 @pytest.mark.django_db
 def test_handles_once_then_acknowledges_duplicates():

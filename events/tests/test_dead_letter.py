@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from events.consuming.config import consumer_configs
-from events.consuming.push import PushConsumer
 from events.signing import signed_attributes
 from events.topology import aws
 from tests.auditapp import consumers as audit
 from tests.factories import AUDIT_QUEUE, drain, envelope
 from tests.factories import queue_depth as queue_counts
 from tests.helpers import wait_until
-
-
-@pytest.fixture
-def audit_consumer(transactional_db, empty_queues):
-    audit.attempts.clear()
-    consumer = PushConsumer(consumer_configs()["audit"])
-    consumer.start()
-    yield consumer
-    consumer.stop()
 
 
 def test_a_poison_message_carrying_nine_attributes_of_its_own_is_dead_lettered_at_once_with_its_reason(

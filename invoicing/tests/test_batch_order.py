@@ -15,7 +15,7 @@ from events.signing import signed_attributes
 from invoicing.models import Invoice
 from invoicing.services import invoices_run_inline, projection_apply
 from invoicing.tests.factories import agreement_event
-from tests.factories import envelope, invoice_envelope
+from tests.factories import envelope, payment_succeeded_envelope
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,22 +28,6 @@ def _today(monkeypatch: Any, settings: Any) -> None:
 
 def received(bodies: list[str]) -> list[Received]:
     return [Received(b, message_id=f"m-{i}", attributes=signed_attributes(b)) for i, b in enumerate(bodies)]
-
-
-def paid(invoice_id: str, payment_id: str, amount_minor: int) -> dict[str, Any]:
-    return {
-        **invoice_envelope(invoice_id, type="payment.succeeded"),
-        "producer": "payments",
-        "aggregate_type": "payment",
-        "aggregate_id": payment_id,
-        "data": {
-            "payment_id": payment_id,
-            "invoice_id": invoice_id,
-            "amount_minor": amount_minor,
-            "currency": "EUR",
-            "gateway_reference": "ch_1",
-        },
-    }
 
 
 @pytest.mark.parametrize("another_agreement_first", [False, True], ids=["alone", "after-another"])
@@ -61,7 +45,7 @@ def test_a_payment_then_a_late_price_change_in_one_batch_keeps_the_payment(anoth
         "currency": "EUR",
         "effective_from": "2026-04-01",
     }
-    bodies = [json.dumps(paid(str(april.id), "pay-A", 1000)), json.dumps(change)]
+    bodies = [json.dumps(payment_succeeded_envelope(str(april.id), "pay-A", 1000)), json.dumps(change)]
     if another_agreement_first:
         bodies.insert(0, json.dumps(envelope("Z")))
     outcomes = process_batch(ConsumerRuntime("invoicing"), received(bodies))
