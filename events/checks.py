@@ -61,7 +61,16 @@ def check_messaging_settings(app_configs: Any = None, **kwargs: Any) -> list[Err
                     id="billing.E006",
                 )
             )
-    errors += _relay_idle_timeout()
+    if settings.AWS_MAX_ATTEMPTS < 1:
+        errors.append(
+            Error(
+                f"AWS_MAX_ATTEMPTS ({settings.AWS_MAX_ATTEMPTS}) must be at least 1: the tries of each "
+                "AWS call, the first included (1: no retry).",
+                id="billing.E012",
+            )
+        )
+    else:  # (the idle timeout's check counts the tries)
+        errors += _relay_idle_timeout()
     errors += _delivery_audit_settings()
     return errors
 

@@ -142,6 +142,16 @@ def test_a_relay_idle_timeout_a_slow_endpoint_would_reach_does_not_pass_the_chec
         assert f"must be 0 (never) or from {least}s to 2147483s" in errors[0].msg
 
 
+def test_aws_max_attempts_under_one_does_not_pass_the_checks(settings):
+    from events.checks import check_messaging_settings
+
+    settings.AWS_MAX_ATTEMPTS = 0  # botocore's clients would all fail when made
+    [error] = [e for e in check_messaging_settings() if e.id.startswith("billing.E01")]
+    assert error.id == "billing.E012" and "must be at least 1" in error.msg
+    settings.AWS_MAX_ATTEMPTS = 1
+    assert "billing.E012" not in [e.id for e in check_messaging_settings()]
+
+
 def test_a_charge_list_longer_than_half_the_soft_time_limit_does_not_pass_the_checks(settings):
     from django.core.management import call_command
     from django.core.management.base import SystemCheckError

@@ -163,11 +163,24 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
             if lane.exception() not in (None, failed):  # (a lane's own error, raised here, once)
                 logger.error("relay: a lane failed too", exc_info=lane.exception())
         raise
-    wait(lanes)
+    _wait_answering(lanes)
     for lane in lanes:
         total += lane.result()
     total += ended
     return total
+
+
+def _wait_answering(lanes: list[Future[RelayResult]]) -> None:
+    """Wait for the other lanes, which may go on until the relay's time is up and a pass more,
+    telling the server now and then that this session (the lock's, idle meanwhile) is alive: its
+    idle timeout is for a relay that stopped answering, not one waiting for its lanes."""
+    if settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS <= 0:
+        wait(lanes)
+        return
+    every = max(0.5, settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS / 4)
+    while lanes and wait(lanes, timeout=every).not_done:
+        with connection.cursor() as cur:
+            cur.execute("SELECT 1")
 
 
 # The threads of a relay's other lanes (a forked child makes its own: core/per_process.py).

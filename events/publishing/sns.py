@@ -99,7 +99,8 @@ def publish_seconds() -> float | None:
     OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS (relay.py): the last call started may take the longest a call
     takes, and half of what is left is kept in hand (the lock's session waits for a lane's pass)."""
     idle = settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS
-    return None if idle <= 0 else (idle - aws.longest_call_seconds()) / 2
+    # (at least a second, whatever the settings: a pass that could start no call would spin)
+    return None if idle <= 0 else max(1.0, (idle - aws.longest_call_seconds()) / 2)
 
 
 def publish_all(chunks: list[tuple[str, list[OutboxEvent]]]) -> dict[str, str]:
@@ -110,16 +111,16 @@ def publish_all(chunks: list[tuple[str, list[OutboxEvent]]]) -> dict[str, str]:
     spaces the retries. Chunks whose call would start past ``publish_seconds`` are not sent: their
     rows say ``NOT_SENT``."""
     unreachable: list[str] = []
-    started: list[str] = []  # the calls made
     budget = publish_seconds()
+    # From now: the pass's transaction is idle from here, a chunk's wait for a thread included
+    # (another lane's calls may hold them all)
     deadline = None if budget is None else time.monotonic() + budget
 
     def publish(topic: str, chunk: list[OutboxEvent]) -> dict[str, str]:
         if unreachable:
             return {str(r.id): unreachable[0] for r in chunk}
-        if deadline is not None and started and time.monotonic() > deadline:  # (the first goes)
+        if deadline is not None and time.monotonic() > deadline:
             return {str(r.id): NOT_SENT for r in chunk}
-        started.append(topic)
         try:
             return publish_batch(topic, chunk)
         except Exception as exc:  # noqa: BLE001 - one bad chunk must not stall the others
@@ -128,7 +129,7 @@ def publish_all(chunks: list[tuple[str, list[OutboxEvent]]]) -> dict[str, str]:
                 unreachable.append(error)
             return {str(r.id): error for r in chunk}
 
-    if len(chunks) == 1:
+    if len(chunks) == 1:  # in this thread, at once
         return publish(*chunks[0])
     failures: dict[str, str] = {}
     for failed in _publisher.get().map(lambda c: publish(*c), chunks):

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from django.db import connection
 
+from core.per_process import PerProcess
 from events.models import OutboxEvent
-from events.publishing import relay, sns
+from events.publishing import relay, relay_pass, sns
 from events.publishing.relay import relay_exclusive
 from events.publishing.relay_pass import relay_once
 from events.topology import aws
@@ -119,3 +121,60 @@ def test_a_pass_on_a_slow_endpoint_publishes_what_it_can_in_time_and_leaves_the_
     rest = relay_exclusive()
     assert rest is not None and rest.published == 160 - first.published and rest.failed == 0
     assert len(sent) == len(set(sent)) == 160
+
+
+def test_a_lane_whose_calls_wait_behind_another_lanes_keeps_within_the_idle_timeout(
+    settings, monkeypatch, empty_queues
+):
+    # given two lanes through a backlog sharing one publishing thread, sessions ending idle 2 s,
+    # calls that may take 1 s (a pass may start calls for 0.5 s) and take it, but the first
+    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = 2
+    settings.OUTBOX_RELAY_LANES, settings.OUTBOX_RELAY_BATCH_SIZE = 2, 20
+    monkeypatch.setattr(aws, "longest_call_seconds", lambda: 1.0)
+    monkeypatch.setattr(sns, "_publisher", PerProcess(lambda: ThreadPoolExecutor(1, "outbox-relay-publish")))
+    record_agreements_created(40, "q")
+    sent: list[str] = []
+    publish_batch = sns.publish_batch
+
+    def slow(topic: str, rows: list[Any], **kw: Any) -> dict[str, str]:
+        time.sleep(0.3 if not sent else 1.0)
+        sent.extend(str(r.id) for r in rows)
+        return publish_batch(topic, rows, **kw)
+
+    monkeypatch.setattr(sns, "publish_batch", slow)
+
+    # when a relay runs (a lane's chunk queued behind the other lane's call starts past its
+    # pass's time, and would keep that lane's transaction idle past the timeout: it is left)
+    result = relay_exclusive()
+
+    # then no session was ended under it, and every event was published, once
+    assert result is not None and result.published == 40 and result.failed == 0
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+    assert len(sent) == len(set(sent)) == 40
+
+
+def test_a_relay_waiting_for_its_lanes_past_the_idle_timeout_keeps_its_lock(
+    settings, monkeypatch, empty_queues
+):
+    # given a relay through a backlog (full claims start a second lane) whose other lane goes on
+    # for 3 s after the relay's own passes found nothing left, sessions ending idle 2 s
+    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = 2
+    settings.OUTBOX_RELAY_LANES, settings.OUTBOX_RELAY_BATCH_SIZE = 2, 5
+    monkeypatch.setattr(aws, "longest_call_seconds", lambda: 0.2)
+    record_agreements_created(10, "w")
+
+    def long_lane(*args: Any) -> Any:
+        time.sleep(3)
+        return relay_pass.RelayResult()
+
+    monkeypatch.setattr(relay, "_lane", long_lane)
+
+    # when it waits for that lane, holding the relay's lock in a session otherwise idle
+    result = relay_exclusive()
+
+    # then the session was kept (not ended as a relay that stopped answering): it let go of the
+    # lock itself, and published everything
+    assert result is not None and result.published == 10
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        assert cur.fetchone()[0] == 0
