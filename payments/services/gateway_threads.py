@@ -5,8 +5,11 @@ so a charge whose token came is sent at once, never queued behind other lists' c
 
 from __future__ import annotations
 
+import signal
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from django.conf import settings
 
@@ -14,6 +17,33 @@ from core.per_process import PerProcess
 
 from ..gateway import ChargeResult
 from .charging import Started, charge_send
+
+# The signal a Celery (billiard) pool child's soft time limit arrives by.
+SOFT_LIMIT_SIGNAL = getattr(signal, "SIGUSR1", None)
+
+
+@contextmanager
+def soft_limit_deferred() -> Iterator[None]:
+    """A soft time limit striking inside the block is raised as the block ends. The limit is an
+    exception the signal's handler raises wherever the main thread is: inside a semaphore's own
+    lock it leaves that lock held (every gateway thread's ``free`` then waits on it, until the
+    hard limit kills the process), between taking a slot and keeping it a slot lost for the
+    process's life. Only the main thread runs signal handlers: elsewhere there is nothing to defer."""
+    if SOFT_LIMIT_SIGNAL is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(SOFT_LIMIT_SIGNAL)
+    if not callable(handler):  # no limit set (outside a pool child)
+        yield
+        return
+    struck: list[tuple[int, object]] = []
+    signal.signal(SOFT_LIMIT_SIGNAL, lambda signum, frame: struck.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(SOFT_LIMIT_SIGNAL, handler)
+        if struck:
+            handler(*struck[0])  # raises SoftTimeLimitExceeded, here
 
 
 class Slot:
@@ -44,19 +74,19 @@ class Slots:
         return len(self._held)
 
     def take(self, timeout: float) -> bool:
-        slot = Slot(self.semaphore)  # made first: nothing between the acquire and the append
-        if self.semaphore.acquire(timeout=timeout):
-            self._held.append(slot)
-            return True
-        return False
+        with soft_limit_deferred():
+            if self.semaphore.acquire(timeout=timeout):
+                self._held.append(Slot(self.semaphore))
+                return True
+            return False
 
     def more(self, wanted: int) -> None:
         """Take up to ``wanted`` more that are free now."""
-        for _ in range(wanted):
-            slot = Slot(self.semaphore)
-            if not self.semaphore.acquire(blocking=False):
-                return
-            self._held.append(slot)
+        with soft_limit_deferred():
+            for _ in range(wanted):
+                if not self.semaphore.acquire(blocking=False):
+                    return
+                self._held.append(Slot(self.semaphore))
 
     def next(self) -> Slot:
         """The slot the next send takes (still this list's until ``hand_over``)."""
@@ -66,9 +96,9 @@ class Slots:
         self._held.pop()
 
     def release_held(self) -> None:
-        while self._held:
-            self._held[-1].free()  # then let go of it: a soft time limit in between frees it again, no more
-            self._held.pop()
+        with soft_limit_deferred():
+            while self._held:
+                self._held.pop().free()
 
 
 def send(started: Started, slot: Slot) -> ChargeResult:
