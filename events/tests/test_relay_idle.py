@@ -23,14 +23,22 @@ from tests.factories import record_agreements_created
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def idle_after_2s(
+    settings: Any, monkeypatch: Any, *, longest_call: float, lanes: int = 2, batch: int = 500
+) -> None:
+    """Relay sessions end idle 2 s; a call may take ``longest_call`` s; ``lanes`` lanes of
+    ``batch``-row passes."""
+    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = 2
+    settings.OUTBOX_RELAY_LANES, settings.OUTBOX_RELAY_BATCH_SIZE = lanes, batch
+    monkeypatch.setattr(aws, "longest_call_seconds", lambda: longest_call)
+
+
 @pytest.mark.parametrize("where", ["publishing", "between passes", "a backlog's lanes"])
 def test_a_relay_that_stops_answering_lets_go_of_the_lock_and_its_rows(
     settings, monkeypatch, empty_queues, where
 ):
-    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = 2
-    monkeypatch.setattr(aws, "longest_call_seconds", lambda: 0.2)  # a pass may publish for 0.9 s
-    if where == "a backlog's lanes":  # a full claim: a second lane claims the other 5
-        settings.OUTBOX_RELAY_BATCH_SIZE, settings.OUTBOX_RELAY_LANES = 5, 2
+    # a pass may publish for 0.9 s; with 5-row passes, a full claim: a second lane claims the other 5
+    idle_after_2s(settings, monkeypatch, longest_call=0.2, batch=5 if where == "a backlog's lanes" else 500)
     record_agreements_created(10, "stuck")
     hung, release = threading.Semaphore(0), threading.Event()
     frozen: list[threading.Thread] = []
@@ -93,8 +101,8 @@ def test_a_pass_on_a_slow_endpoint_publishes_what_it_can_in_time_and_leaves_the_
 ):
     # given a relay whose sessions end idle 2 s, calls that may take 0.2 s (a pass may publish for
     # 0.9 s), and an endpoint answering each call in 0.5 s: 16 calls on 4 threads would take 2 s
-    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS, settings.OUTBOX_RELAY_PUBLISH_CONCURRENCY = 2, 4
-    monkeypatch.setattr(aws, "longest_call_seconds", lambda: 0.2)
+    idle_after_2s(settings, monkeypatch, longest_call=0.2)
+    settings.OUTBOX_RELAY_PUBLISH_CONCURRENCY = 4
     record_agreements_created(160, "slow")
     sent: list[str] = []
     publish_batch = sns.publish_batch
@@ -128,9 +136,7 @@ def test_a_lane_whose_calls_wait_behind_another_lanes_keeps_within_the_idle_time
 ):
     # given two lanes through a backlog sharing one publishing thread, sessions ending idle 2 s,
     # calls that may take 1 s (a pass may start calls for 0.5 s) and take it, but the first
-    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = 2
-    settings.OUTBOX_RELAY_LANES, settings.OUTBOX_RELAY_BATCH_SIZE = 2, 20
-    monkeypatch.setattr(aws, "longest_call_seconds", lambda: 1.0)
+    idle_after_2s(settings, monkeypatch, longest_call=1.0, batch=20)
     monkeypatch.setattr(sns, "_publisher", PerProcess(lambda: ThreadPoolExecutor(1, "outbox-relay-publish")))
     record_agreements_created(40, "q")
     sent: list[str] = []
@@ -158,9 +164,7 @@ def test_a_relay_waiting_for_its_lanes_past_the_idle_timeout_keeps_its_lock(
 ):
     # given a relay through a backlog (full claims start a second lane) whose other lane goes on
     # for 3 s after the relay's own passes found nothing left, sessions ending idle 2 s
-    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = 2
-    settings.OUTBOX_RELAY_LANES, settings.OUTBOX_RELAY_BATCH_SIZE = 2, 5
-    monkeypatch.setattr(aws, "longest_call_seconds", lambda: 0.2)
+    idle_after_2s(settings, monkeypatch, longest_call=0.2, batch=5)
     record_agreements_created(10, "w")
 
     def long_lane(*args: Any) -> Any:
