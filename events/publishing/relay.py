@@ -156,6 +156,7 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
 
     try:
         total = _passes(deadline, limit, backlog_found, stop)
+        _wait_answering(lanes)  # (its keep-alive may fail: then the lanes are stopped too)
     except BaseException as failed:
         stop.set()
         wait(lanes)  # none outlives this relay (its caller lets go of the relay's lock next)
@@ -163,7 +164,6 @@ def relay_pending(*, max_seconds: float | None = None, limit: int | None = None)
             if lane.exception() not in (None, failed):  # (a lane's own error, raised here, once)
                 logger.error("relay: a lane failed too", exc_info=lane.exception())
         raise
-    _wait_answering(lanes)
     for lane in lanes:
         total += lane.result()
     total += ended

@@ -23,12 +23,12 @@ from tests.factories import record_agreements_created
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def idle_after_2s(
-    settings: Any, monkeypatch: Any, *, longest_call: float, lanes: int = 2, batch: int = 500
+def idle_after(
+    settings: Any, monkeypatch: Any, seconds: int, *, longest_call: float, lanes: int = 2, batch: int = 500
 ) -> None:
-    """Relay sessions end idle 2 s; a call may take ``longest_call`` s; ``lanes`` lanes of
-    ``batch``-row passes."""
-    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = 2
+    """Relay sessions end idle ``seconds``; a call may take ``longest_call`` s (a pass may start
+    calls for half of what is left, 1 s at least); ``lanes`` lanes of ``batch``-row passes."""
+    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = seconds
     settings.OUTBOX_RELAY_LANES, settings.OUTBOX_RELAY_BATCH_SIZE = lanes, batch
     monkeypatch.setattr(aws, "longest_call_seconds", lambda: longest_call)
 
@@ -38,7 +38,7 @@ def test_a_relay_that_stops_answering_lets_go_of_the_lock_and_its_rows(
     settings, monkeypatch, empty_queues, where
 ):
     # a pass may publish for 0.9 s; with 5-row passes, a full claim: a second lane claims the other 5
-    idle_after_2s(settings, monkeypatch, longest_call=0.2, batch=5 if where == "a backlog's lanes" else 500)
+    idle_after(settings, monkeypatch, 2, longest_call=0.2, batch=5 if where == "a backlog's lanes" else 500)
     record_agreements_created(10, "stuck")
     hung, release = threading.Semaphore(0), threading.Event()
     frozen: list[threading.Thread] = []
@@ -101,7 +101,7 @@ def test_a_pass_on_a_slow_endpoint_publishes_what_it_can_in_time_and_leaves_the_
 ):
     # given a relay whose sessions end idle 2 s, calls that may take 0.2 s (a pass may publish for
     # 0.9 s), and an endpoint answering each call in 0.5 s: 16 calls on 4 threads would take 2 s
-    idle_after_2s(settings, monkeypatch, longest_call=0.2)
+    idle_after(settings, monkeypatch, 2, longest_call=0.2)
     settings.OUTBOX_RELAY_PUBLISH_CONCURRENCY = 4
     record_agreements_created(160, "slow")
     sent: list[str] = []
@@ -134,23 +134,24 @@ def test_a_pass_on_a_slow_endpoint_publishes_what_it_can_in_time_and_leaves_the_
 def test_a_lane_whose_calls_wait_behind_another_lanes_keeps_within_the_idle_timeout(
     settings, monkeypatch, empty_queues
 ):
-    # given two lanes through a backlog sharing one publishing thread, sessions ending idle 2 s,
-    # calls that may take 1 s (a pass may start calls for 0.5 s) and take it, but the first
-    idle_after_2s(settings, monkeypatch, longest_call=1.0, batch=20)
+    # given two lanes through a backlog sharing one publishing thread, sessions ending idle 3 s,
+    # calls that may take 1.2 s (a pass may start calls for 1 s) and take it, but the first (0.95 s:
+    # the next call starts just in its pass's time, and ends at 2.15 s)
+    idle_after(settings, monkeypatch, 3, longest_call=1.2, batch=20)
     monkeypatch.setattr(sns, "_publisher", PerProcess(lambda: ThreadPoolExecutor(1, "outbox-relay-publish")))
     record_agreements_created(40, "q")
     sent: list[str] = []
     publish_batch = sns.publish_batch
 
     def slow(topic: str, rows: list[Any], **kw: Any) -> dict[str, str]:
-        time.sleep(0.3 if not sent else 1.0)
+        time.sleep(0.95 if not sent else 1.2)
         sent.extend(str(r.id) for r in rows)
         return publish_batch(topic, rows, **kw)
 
     monkeypatch.setattr(sns, "publish_batch", slow)
 
-    # when a relay runs (a lane's chunk queued behind the other lane's call starts past its
-    # pass's time, and would keep that lane's transaction idle past the timeout: it is left)
+    # when a relay runs (the other lane's first chunk, queued behind those calls, would start at
+    # 2.15 s, past its pass's time, and keep that lane's transaction idle to 3.35 s: it is left)
     result = relay_exclusive()
 
     # then no session was ended under it, and every event was published, once
@@ -164,7 +165,7 @@ def test_a_relay_waiting_for_its_lanes_past_the_idle_timeout_keeps_its_lock(
 ):
     # given a relay through a backlog (full claims start a second lane) whose other lane goes on
     # for 3 s after the relay's own passes found nothing left, sessions ending idle 2 s
-    idle_after_2s(settings, monkeypatch, longest_call=0.2, batch=5)
+    idle_after(settings, monkeypatch, 2, longest_call=0.2, batch=5)
     record_agreements_created(10, "w")
 
     def long_lane(*args: Any) -> Any:

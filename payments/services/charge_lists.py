@@ -45,7 +45,7 @@ from ..gateway import TRANSIENT, ChargeResult
 from . import gateway_threads
 from .answers import charge_finish, charged_record
 from .charging import Charge, Started, charge_send, charge_start, charges_start
-from .gateway_threads import Slots, send
+from .gateway_threads import Slots, send, soft_limit_deferred
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,11 @@ def charges_run(charges: list[Charge], *, seconds: float, one_at_a_time: bool = 
         run.crashed = run.crashed or exc
         run.not_started = list(charges[i:])
     finally:
-        slots.release_held()  # whatever stopped the list, the gateway threads it held are free
+        try:
+            slots.release_held()  # whatever stopped the list, the gateway threads it held are free
+        except SoftTimeLimitExceeded as exc:  # struck as it freed them: the answers are recorded first
+            run.crashed = run.crashed or exc
+            run.not_started = run.not_started or list(charges[i:])
     while in_flight:
         _finish_done(in_flight, run, block=True)
     return run
@@ -153,15 +157,18 @@ def _submit(
         if s is None:
             continue
         try:
-            future = pool.submit(send, s, slots.next())
+            # a soft time limit inside submit's own locks would leave one held: raised after these
+            with soft_limit_deferred():
+                future = pool.submit(send, s, slots.next())
+                slots.hand_over()
+                in_flight[future] = (charge, s, time.monotonic())
         except Exception as exc:  # noqa: BLE001 - a soft time limit, a pool shut down
             run.crashed = run.crashed or exc
-            # this one may be queued already (a soft time limit inside submit): left open, for the
-            # sweep to ask about; the ones after it never reached the pool
+            # this one may be queued already (submit failed) or in flight (recorded with the
+            # others in flight): if not, left open for the sweep to ask about; the ones after it
+            # never reached the pool
             _not_sent([t for t in started[n + 1 :] if t is not None], exc, run)
             return False
-        slots.hand_over()
-        in_flight[future] = (charge, s, time.monotonic())
     return True
 
 

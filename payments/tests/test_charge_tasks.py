@@ -5,6 +5,7 @@ the charges claimed with it; a rest that cannot be sent on is due again at once.
 
 from __future__ import annotations
 
+import signal
 import threading
 import uuid
 from collections import Counter
@@ -465,4 +466,28 @@ def test_a_soft_time_limit_just_after_a_send_was_submitted_frees_its_gateway_thr
     # when it is back every gateway thread is free, and no more than PAYMENT_CHARGE_CONCURRENCY
     assert isinstance(run.crashed, SoftTimeLimitExceeded)
     assert sent.wait(10) and stats(sandbox)["charges"] == 1
+    assert gateway_threads_free() == settings.PAYMENT_CHARGE_CONCURRENCY
+
+
+def test_a_soft_time_limit_as_a_send_is_handed_over_still_records_its_answer(
+    transactional_db, empty_queues, sandbox, settings, monkeypatch, soft_limit
+):
+    # given a list of two whose soft time limit (the signal) strikes as its first send is handed
+    # over to the gateway threads
+    ids = opened("struck", 2)
+    hand_over = gateway_threads.Slots.hand_over
+
+    def struck(self: Any) -> None:
+        signal.raise_signal(gateway_threads.SOFT_LIMIT_SIGNAL)
+        hand_over(self)
+
+    monkeypatch.setattr(gateway_threads.Slots, "hand_over", struck)
+    run = charge_lists.charges_run([(p, 0) for p in ids], seconds=60)
+
+    # then the limit is raised once that send is in flight: its answer is recorded (not left
+    # "processing" for the sweep to ask about), the other charge recorded as not sent, and every
+    # gateway thread is free
+    assert isinstance(run.crashed, SoftTimeLimitExceeded)
+    statuses = dict(Payment.objects.filter(pk__in=ids).values_list("pk", "status"))
+    assert sorted(statuses.values()) == ["pending", "succeeded"] and stats(sandbox)["charges"] == 1
     assert gateway_threads_free() == settings.PAYMENT_CHARGE_CONCURRENCY

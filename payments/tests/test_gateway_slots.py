@@ -9,25 +9,12 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
 from payments.services.gateway_threads import SOFT_LIMIT_SIGNAL, Slots
-
-
-@pytest.fixture
-def soft_limit() -> Iterator[None]:
-    """The soft time limit's handler, as a pool child has it."""
-
-    def raise_limit(signum: int, frame: Any) -> None:
-        raise SoftTimeLimitExceeded()
-
-    previous = signal.signal(SOFT_LIMIT_SIGNAL, raise_limit)
-    yield
-    signal.signal(SOFT_LIMIT_SIGNAL, previous)
 
 
 class StruckSemaphore(threading.Semaphore):
