@@ -78,6 +78,9 @@ class ListRun:
     failed: list[Charge] = field(default_factory=list)
     error: Exception | None = None
     crashed: BaseException | None = None
+    # the tries claimed and then sent, or recorded as not sent (an attempt's id): a soft time limit
+    # between a wave's claim and its sends records the others as not sent
+    settled: set[int] = field(default_factory=set)
 
 
 def charges_run(charges: list[Charge], *, seconds: float, one_at_a_time: bool = False) -> ListRun:
@@ -93,6 +96,7 @@ def charges_run(charges: list[Charge], *, seconds: float, one_at_a_time: bool = 
     run = ListRun()
     in_flight: InFlight = {}
     i = 0
+    claimed = None
     try:
         while i < len(charges):
             _finish_done(in_flight, run, block=False)
@@ -119,7 +123,8 @@ def charges_run(charges: list[Charge], *, seconds: float, one_at_a_time: bool = 
                 run.crashed = exc  # a soft time limit too: the charges at the gateway are recorded first
                 run.not_started = [*wave, *rest]  # sent on: a copy finds them claimed, if they were
                 break
-            sent = _submit(pool, slots, wave, claimed.started, in_flight, run)
+            with soft_limit_deferred():  # its submits never wait: the wave goes whole, or as it can
+                sent = _submit(pool, slots, wave, claimed.started, in_flight, run)
             slots.release_held()  # those of the charges skipped: the next wave takes what it needs
             _give_back(claimed.unused_tokens)
             if skipped := claimed.started.count(None):
@@ -130,6 +135,10 @@ def charges_run(charges: list[Charge], *, seconds: float, one_at_a_time: bool = 
     except SoftTimeLimitExceeded as exc:  # between steps: the charges at the gateway are recorded
         run.crashed = run.crashed or exc
         run.not_started = list(charges[i:])
+        if claimed is not None:  # struck between a wave's claim and its sends: those never went
+            _not_sent(
+                [s for s in claimed.started if s is not None and s.attempt_id not in run.settled], exc, run
+            )
     finally:
         try:
             slots.release_held()  # whatever stopped the list, the gateway threads it held are free
@@ -150,25 +159,21 @@ def _submit(
     run: ListRun,
 ) -> bool:
     """Send each claimed charge of a wave on the gateway threads, each taking one of the slots the
-    list holds. False if a send could not be submitted (a soft time limit, a pool shut down): those
-    claimed after the one that failed are recorded as not sent (``_not_sent``); that one is left
-    "processing" for the sweep, which asks the gateway about it once stale."""
+    list holds (the caller defers a soft time limit until the wave is sent: nothing here waits).
+    False if a send could not be submitted (a pool shut down): that one and those after it never
+    reached the pool, and are recorded as not sent (``_not_sent``)."""
     for n, (charge, s) in enumerate(zip(wave, started, strict=True)):
         if s is None:
             continue
         try:
-            # a soft time limit inside submit's own locks would leave one held: raised after these
-            with soft_limit_deferred():
-                future = pool.submit(send, s, slots.next())
-                slots.hand_over()
-                in_flight[future] = (charge, s, time.monotonic())
-        except Exception as exc:  # noqa: BLE001 - a soft time limit, a pool shut down
+            future = pool.submit(send, s, slots.next())
+        except Exception as exc:  # noqa: BLE001 - a pool shut down
             run.crashed = run.crashed or exc
-            # this one may be queued already (submit failed) or in flight (recorded with the
-            # others in flight): if not, left open for the sweep to ask about; the ones after it
-            # never reached the pool
-            _not_sent([t for t in started[n + 1 :] if t is not None], exc, run)
+            _not_sent([t for t in started[n:] if t is not None], exc, run)
             return False
+        run.settled.add(s.attempt_id)
+        slots.hand_over()
+        in_flight[future] = (charge, s, time.monotonic())
     return True
 
 
@@ -178,6 +183,7 @@ def _not_sent(started: list[Started], why: BaseException, run: ListRun) -> None:
     sweep would "ask again" what the gateway never saw, a first charge of an invoice maybe voided
     since. One that cannot be recorded is left to the sweep."""
     for s in started:
+        run.settled.add(s.attempt_id)
         try:
             outcome = charge_finish(
                 replace(s, sent=False),

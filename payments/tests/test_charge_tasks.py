@@ -5,8 +5,8 @@ the charges claimed with it; a rest that cannot be sent on is due again at once.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -418,19 +418,19 @@ def test_charges_claimed_but_never_sent_are_recorded_so_and_a_void_then_charges_
     transactional_db, empty_queues, sandbox, monkeypatch
 ):
     # given a list whose charges are claimed together (their tries open) and whose sends cannot be
-    # submitted: the first's submit raises (it may have queued its send: a soft time limit inside it)
+    # submitted: the pool refuses the first (a soft time limit cannot strike inside a submit: it is
+    # deferred until the wave is sent)
     ids = opened("unsent", 3)
     _pool, slots = gateway_threads.pool()
     monkeypatch.setattr(gateway_threads, "pool", lambda: (_ShutDownPool(), slots))
     run = charge_lists.charges_run([(p, 0) for p in ids], seconds=60)
     monkeypatch.undo()
 
-    # then the first is left "processing", its try open, for the sweep to ask the gateway about;
-    # the others' tries read "not sent", not sent-and-unanswered, and those payments are due again
-    assert isinstance(run.crashed, RuntimeError) and run.outcomes == {"transient": 2}
+    # then none reached the pool: every try reads "not sent", not sent-and-unanswered (which the
+    # stale sweep would ask the gateway about, a first charge for it), and the payments are due again
+    assert isinstance(run.crashed, RuntimeError) and run.outcomes == {"transient": 3}
     payments = {str(p.pk): p for p in Payment.objects.filter(pk__in=ids)}
-    first, rest = payments[ids[0]], [payments[i] for i in ids[1:]]
-    assert first.status == "processing" and [a.finished_at for a in first.attempts.all()] == [None]
+    rest = [payments[i] for i in ids]
     for p in rest:
         tries = [(a.outcome, a.finished_at is not None) for a in p.attempts.all()]
         assert p.status == "pending" and tries == [("not_sent", True)]
@@ -441,39 +441,47 @@ def test_charges_claimed_but_never_sent_are_recorded_so_and_a_void_then_charges_
     assert stats(sandbox)["charges"] == 0 and stats(sandbox)["refunds"] == 0
 
 
-def test_a_soft_time_limit_just_after_a_send_was_submitted_frees_its_gateway_thread_once(
-    transactional_db, empty_queues, sandbox, settings, monkeypatch
+def test_a_soft_time_limit_between_the_sends_of_a_wave_lets_the_wave_go_whole(
+    transactional_db, empty_queues, sandbox, settings, monkeypatch, soft_limit
 ):
-    # given a list of two whose soft time limit strikes as its first send was just submitted (the
-    # send queued, the list not yet past handing its gateway thread over)
-    ids = opened("limit", 2)
-    sent = threading.Event()
+    # given a wave of three charges claimed together, whose soft time limit (the signal) strikes
+    # as the list goes from the first send to the second
+    settings.PAYMENT_RATE_LIMIT_PER_SECOND = 100  # a burst of 50: the wave is as many as are free
+    ids = opened("between", 3)
+    charges_start = charge_lists.charges_start
 
-    def time_is_up(self: Any) -> None:
-        raise SoftTimeLimitExceeded()
+    struck: list[int] = []
 
-    def send_and_tell(*args: Any) -> Any:
-        try:
-            return gateway_threads.send(*args)
-        finally:
-            sent.set()
+    class StruckAfterTheFirst(list):  # type: ignore[type-arg]
+        def __iter__(self) -> Any:
+            for n, item in enumerate(list.__iter__(self)):
+                if n == 1 and not struck:  # (the limit strikes once)
+                    struck.append(1)
+                    signal.raise_signal(gateway_threads.SOFT_LIMIT_SIGNAL)
+                yield item
 
-    monkeypatch.setattr(gateway_threads.Slots, "hand_over", time_is_up)
-    monkeypatch.setattr(charge_lists, "send", send_and_tell)
+    def claimed(*args: Any, **kwargs: Any) -> Any:
+        made = charges_start(*args, **kwargs)
+        return dataclasses.replace(made, started=StruckAfterTheFirst(made.started))
+
+    monkeypatch.setattr(charge_lists, "charges_start", claimed)
     run = charge_lists.charges_run([(p, 0) for p in ids], seconds=60)
 
-    # then the list stops, its send goes to the gateway (the sweep asks about its answer), and
-    # when it is back every gateway thread is free, and no more than PAYMENT_CHARGE_CONCURRENCY
+    # then the limit is raised once the wave is sent: all three are charged and recorded, none
+    # left "processing" with its try open (which the stale sweep would take for a charge that
+    # may have gone, and ask about, even for an invoice voided since)
     assert isinstance(run.crashed, SoftTimeLimitExceeded)
-    assert sent.wait(10) and stats(sandbox)["charges"] == 1
+    assert sorted(Payment.objects.filter(pk__in=ids).values_list("status", flat=True)) == ["succeeded"] * 3
+    assert stats(sandbox)["charges"] == 3
     assert gateway_threads_free() == settings.PAYMENT_CHARGE_CONCURRENCY
 
 
-def test_a_soft_time_limit_as_a_send_is_handed_over_still_records_its_answer(
+def test_a_soft_time_limit_as_a_send_is_handed_over_still_records_the_waves_answers(
     transactional_db, empty_queues, sandbox, settings, monkeypatch, soft_limit
 ):
-    # given a list of two whose soft time limit (the signal) strikes as its first send is handed
+    # given a wave of two whose soft time limit (the signal) strikes as its first send is handed
     # over to the gateway threads
+    settings.PAYMENT_RATE_LIMIT_PER_SECOND = 100  # a burst of 50: the wave is as many as are free
     ids = opened("struck", 2)
     hand_over = gateway_threads.Slots.hand_over
 
@@ -484,10 +492,9 @@ def test_a_soft_time_limit_as_a_send_is_handed_over_still_records_its_answer(
     monkeypatch.setattr(gateway_threads.Slots, "hand_over", struck)
     run = charge_lists.charges_run([(p, 0) for p in ids], seconds=60)
 
-    # then the limit is raised once that send is in flight: its answer is recorded (not left
-    # "processing" for the sweep to ask about), the other charge recorded as not sent, and every
-    # gateway thread is free
+    # then the limit is raised once the wave is in flight: each answer is recorded (none left
+    # "processing" for the sweep to ask about), and every gateway thread is free
     assert isinstance(run.crashed, SoftTimeLimitExceeded)
-    statuses = dict(Payment.objects.filter(pk__in=ids).values_list("pk", "status"))
-    assert sorted(statuses.values()) == ["pending", "succeeded"] and stats(sandbox)["charges"] == 1
+    statuses = Payment.objects.filter(pk__in=ids).values_list("status", flat=True)
+    assert sorted(statuses) == ["succeeded", "succeeded"] and stats(sandbox)["charges"] == 2
     assert gateway_threads_free() == settings.PAYMENT_CHARGE_CONCURRENCY
