@@ -39,13 +39,14 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError
 
 from core.db import drop_broken_connection
+from core.task_options import soft_limit_deferred
 
 from .. import ratelimit
 from ..gateway import TRANSIENT, ChargeResult
 from . import gateway_threads
 from .answers import charge_finish, charged_record
 from .charging import Charge, Started, charge_send, charge_start, charges_start
-from .gateway_threads import Slots, send, soft_limit_deferred
+from .gateway_threads import Slots, send
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ def charges_run(charges: list[Charge], *, seconds: float, one_at_a_time: bool = 
                 break
             except Exception as exc:  # noqa: BLE001 - raised by the task once the rest is recorded
                 run.crashed = exc  # a soft time limit too: the charges at the gateway are recorded first
+                # a soft time limit as they were claimed: those claimed are recorded not sent (due again)
+                _not_sent(getattr(exc, "claimed", []), exc, run)
                 run.not_started = [*wave, *rest]  # sent on: a copy finds them claimed, if they were
                 break
             with soft_limit_deferred():  # its submits never wait: the wave goes whole, or as it can

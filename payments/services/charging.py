@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from core.backoff import backoff
 from core.bulk import update_rows
+from core.task_options import soft_limit_deferred
 from events import contracts
 from events.operations import metrics
 from events.publishing import record_change
@@ -207,11 +209,17 @@ def charges_start(charges: Sequence[Charge], *, while_waiting: Callable[[float],
     if not 0 < len(charges) <= ratelimit.burst(rate):
         raise ValueError(f"{len(charges)} charges at once: 1 to {ratelimit.burst(rate):g} (ratelimit.burst)")
     sent = ratelimit.acquire("gateway", rate, n=len(charges), while_waiting=while_waiting)
-    claimed = _claim_all(charges)
     started: list[Started | None] = []
-    for payment_id, _step in charges:
-        taken = claimed.pop(str(payment_id), None)
-        started.append(None if taken is None else _started(*taken, sent=sent))
+    try:
+        # a soft time limit from the claim on is raised once the claimed tries are known, with them
+        with soft_limit_deferred():
+            claimed = _claim_all(charges)
+            for payment_id, _step in charges:
+                taken = claimed.pop(str(payment_id), None)
+                started.append(None if taken is None else _started(*taken, sent=sent))
+    except SoftTimeLimitExceeded as exc:
+        exc.claimed = [s for s in started if s is not None]  # type: ignore[attr-defined]
+        raise
     return Wave(started, started.count(None) if sent else 0)
 
 

@@ -5,45 +5,16 @@ so a charge whose token came is sent at once, never queued behind other lists' c
 
 from __future__ import annotations
 
-import signal
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 from django.conf import settings
 
 from core.per_process import PerProcess
+from core.task_options import soft_limit_deferred
 
 from ..gateway import ChargeResult
 from .charging import Started, charge_send
-
-# The signal a Celery (billiard) pool child's soft time limit arrives by.
-SOFT_LIMIT_SIGNAL = getattr(signal, "SIGUSR1", None)
-
-
-@contextmanager
-def soft_limit_deferred() -> Iterator[None]:
-    """A soft time limit striking inside the block is raised as the block ends. The limit is an
-    exception the signal's handler raises wherever the main thread is: inside a semaphore's own
-    lock it leaves that lock held (every gateway thread's ``free`` then waits on it, until the
-    hard limit kills the process), between taking a slot and keeping it a slot lost for the
-    process's life. Only the main thread runs signal handlers: elsewhere there is nothing to defer."""
-    if SOFT_LIMIT_SIGNAL is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    handler = signal.getsignal(SOFT_LIMIT_SIGNAL)
-    if not callable(handler):  # no limit set (outside a pool child)
-        yield
-        return
-    struck: list[tuple[int, object]] = []
-    signal.signal(SOFT_LIMIT_SIGNAL, lambda signum, frame: struck.append((signum, frame)))
-    try:
-        yield
-    finally:
-        signal.signal(SOFT_LIMIT_SIGNAL, handler)
-        if struck:
-            handler(*struck[0])  # raises SoftTimeLimitExceeded, here
 
 
 class Slot:

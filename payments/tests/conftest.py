@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
-from payments.services.gateway_threads import SOFT_LIMIT_SIGNAL
+from core.task_options import SOFT_LIMIT_SIGNAL
 
 
 @pytest.fixture

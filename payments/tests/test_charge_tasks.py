@@ -18,6 +18,7 @@ from celery.signals import task_postrun
 from django.conf import settings as django_settings
 from django.db import OperationalError, connection, connections
 
+from core.task_options import SOFT_LIMIT_SIGNAL
 from devsupport.sandbox_gateway import SandboxConfig, start_in_thread
 from events.models import OutboxEvent
 from payments import tasks
@@ -457,7 +458,7 @@ def test_a_soft_time_limit_between_the_sends_of_a_wave_lets_the_wave_go_whole(
             for n, item in enumerate(list.__iter__(self)):
                 if n == 1 and not struck:  # (the limit strikes once)
                     struck.append(1)
-                    signal.raise_signal(gateway_threads.SOFT_LIMIT_SIGNAL)
+                    signal.raise_signal(SOFT_LIMIT_SIGNAL)
                 yield item
 
     def claimed(*args: Any, **kwargs: Any) -> Any:
@@ -486,7 +487,7 @@ def test_a_soft_time_limit_as_a_send_is_handed_over_still_records_the_waves_answ
     hand_over = gateway_threads.Slots.hand_over
 
     def struck(self: Any) -> None:
-        signal.raise_signal(gateway_threads.SOFT_LIMIT_SIGNAL)
+        signal.raise_signal(SOFT_LIMIT_SIGNAL)
         hand_over(self)
 
     monkeypatch.setattr(gateway_threads.Slots, "hand_over", struck)
@@ -497,4 +498,30 @@ def test_a_soft_time_limit_as_a_send_is_handed_over_still_records_the_waves_answ
     assert isinstance(run.crashed, SoftTimeLimitExceeded)
     statuses = Payment.objects.filter(pk__in=ids).values_list("status", flat=True)
     assert sorted(statuses) == ["succeeded", "succeeded"] and stats(sandbox)["charges"] == 2
+    assert gateway_threads_free() == settings.PAYMENT_CHARGE_CONCURRENCY
+
+
+def test_a_soft_time_limit_as_a_wave_is_claimed_records_its_tries_not_sent(
+    transactional_db, empty_queues, sandbox, settings, monkeypatch, soft_limit
+):
+    # given a wave of two whose soft time limit (the signal) strikes as their claim commits
+    settings.PAYMENT_RATE_LIMIT_PER_SECOND = 100
+    ids = opened("claiming", 2)
+    claim_all = charging._claim_all
+
+    def struck(*args: Any, **kwargs: Any) -> Any:
+        claimed = claim_all(*args, **kwargs)
+        signal.raise_signal(SOFT_LIMIT_SIGNAL)
+        return claimed
+
+    monkeypatch.setattr(charging, "_claim_all", struck)
+    run = charge_lists.charges_run([(p, 0) for p in ids], seconds=60)
+
+    # then the tries it claimed are recorded as not sent (due again), not left open for the stale
+    # sweep to take for charges that may have gone; nothing reached the gateway
+    assert isinstance(run.crashed, SoftTimeLimitExceeded)
+    for p in Payment.objects.filter(pk__in=ids):
+        tries = [(a.outcome, a.finished_at is not None) for a in p.attempts.all()]
+        assert p.status == "pending" and tries == [("not_sent", True)]
+    assert stats(sandbox)["charges"] == 0
     assert gateway_threads_free() == settings.PAYMENT_CHARGE_CONCURRENCY

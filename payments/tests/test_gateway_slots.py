@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
-from payments.services.gateway_threads import SOFT_LIMIT_SIGNAL, Slots
+from core.task_options import SOFT_LIMIT_SIGNAL
+from payments.services.gateway_threads import Slots
 
 
 class StruckSemaphore(threading.Semaphore):
