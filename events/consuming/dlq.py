@@ -275,23 +275,21 @@ def _move(
             for i, m in enumerate(chosen)
         ],
     )
-    sent = {int(s["Id"]) for s in resp.get("Successful", [])}
-    for f in resp.get("Failed", []):
+    failed, sent = aws.batch_answer(resp, len(chosen), "SendMessageBatch")
+    for i, why in failed.items():
         report.failed += 1
-        report.errors.append(f"{f.get('Code')}: {f.get('Message', '')}")
-        held.append(chosen[int(f["Id"])].receipt)
-    done = [chosen[i] for i in sorted(sent)]
+        report.errors.append(why)
+        held.append(chosen[i].receipt)
+    done = [chosen[i] for i in sorted(sent)]  # only what has its copy leaves the DLQ
     if done:
         resp = sqs.delete_message_batch(
             QueueUrl=aws.queue_url(dlq),
             Entries=[{"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(done)],
         )
-        kept = {int(f["Id"]) for f in resp.get("Failed", [])}
-        for f in resp.get("Failed", []):
+        kept, _deleted = aws.batch_answer(resp, len(done), "DeleteMessageBatch")
+        for why in kept.values():
             # Copied but still in the DLQ: a later redrive sends it again (consumers are idempotent).
-            report.errors.append(
-                f"not deleted from the DLQ after copying: {f.get('Code')}: {f.get('Message', '')}"
-            )
+            report.errors.append(f"not deleted from the DLQ after copying: {why}")
         gone.update(m.receipt for i, m in enumerate(done) if i not in kept)
     report.moved += len(done)
 

@@ -78,9 +78,15 @@ def dead_letter(cfg: ConsumerConfig, poisoned: list[tuple[dict[str, Any], str]])
                 for i, (m, attrs) in enumerate(group)
             ],
         )
-        for failed in resp.get("Failed", []):
-            logger.warning("DLQ %s refused a poison message, left for redrive: %s", cfg.dlq, failed)
-        delete_batch(cfg.queue, [group[int(ok["Id"])][0] for ok in resp.get("Successful", [])])
+        failed, copied = aws.batch_answer(resp, len(group), "SendMessageBatch")
+        for i, why in failed.items():
+            logger.warning(
+                "DLQ %s refused a poison message, left for redrive: %s: %s",
+                cfg.dlq,
+                group[i][0].get("MessageId"),
+                why,
+            )
+        delete_batch(cfg.queue, [group[i][0] for i in sorted(copied)])  # only what has its copy
 
 
 # SQS takes at most 10 attributes a message; ours (the event's: event_type, producer, signature,

@@ -21,7 +21,7 @@ from ..models import OutboxEvent
 from ..operations import metrics
 from ..topology import aws
 from ..topology.aws import BATCH_MAX_ENTRIES
-from .sns import batches, message_attributes, publish_batch, read_batch_answer
+from .sns import batches, message_attributes, publish_batch
 
 
 class ReplayError(ValueError):
@@ -150,4 +150,5 @@ def send_to_queue(queue: str, rows: Iterable[OutboxEvent]) -> dict[str, str]:
             for i, row in enumerate(rows)
         ],
     )
-    return read_batch_answer(rows, resp, "SendMessageBatch")[0]
+    failed, _sent = aws.batch_answer(resp, len(rows), "SendMessageBatch")
+    return {str(rows[i].id): why for i, why in failed.items()}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from botocore.exceptions import BotoCoreError
 from django.conf import settings
@@ -53,33 +52,10 @@ def publish_batch(topic: str, rows: list[OutboxEvent], *, replayed: bool = False
         for i, row in enumerate(rows)
     ]
     resp = aws.calls("sns").publish_batch(TopicArn=aws.topic_arn(topic), PublishBatchRequestEntries=entries)
-    failed, sent = read_batch_answer(rows, resp, "PublishBatch")
-    for row, ok in sent:
-        row.sns_message_id = ok.get("MessageId", "")
-    return failed
-
-
-def read_batch_answer(
-    rows: list[OutboxEvent], resp: dict[str, Any], call: str
-) -> tuple[dict[str, str], list[tuple[OutboxEvent, dict[str, Any]]]]:
-    """A batch call's answer (entry ids: the rows' indices): {row id: error} for the rows not
-    sent, and (row, its Successful entry) for the others. Only an entry the answer lists as
-    successful was sent: one it leaves out, or lists as failed too (an odd answer from an
-    emulator or a proxy), is retried like a refused one, never taken as sent."""
-    failed = {str(row.id): f"{call}'s answer did not list this entry" for row in rows}
-    ours = {str(i): row for i, row in enumerate(rows)}  # an id we did not send names no row
-    for f in resp.get("Failed", []):
-        if (row := ours.get(str(f.get("Id")))) is not None:
-            failed[str(row.id)] = f"{f.get('Code')}: {f.get('Message', '')}".strip()
-    refused = {str(f.get("Id")) for f in resp.get("Failed", [])}
-    sent = []
-    for ok in resp.get("Successful", []):
-        row = ours.get(str(ok.get("Id")))
-        if row is None or str(ok.get("Id")) in refused:
-            continue  # listed as both: not taken as sent
-        failed.pop(str(row.id), None)
-        sent.append((row, ok))
-    return failed, sent
+    failed, sent = aws.batch_answer(resp, len(rows), "PublishBatch")
+    for i, ok in sent.items():
+        rows[i].sns_message_id = ok.get("MessageId", "")
+    return {str(rows[i].id): why for i, why in failed.items()}
 
 
 # This process's publishing threads (a forked child makes its own: core/per_process.py).

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+from events.consuming.config import consumer_configs
+from events.consuming.sqs import dead_letter
 from events.signing import signed_attributes
 from events.topology import aws
 from tests.auditapp import consumers as audit
-from tests.factories import AUDIT_QUEUE, drain, envelope
+from tests.factories import AUDIT_QUEUE, SentAndFailed, drain, envelope, send
 from tests.factories import queue_depth as queue_counts
 from tests.helpers import wait_until
 
@@ -35,3 +37,22 @@ def test_a_poison_message_carrying_nine_attributes_of_its_own_is_dead_lettered_a
     assert {"signature", "signature_key", "x-0", "x-4"} <= set(attrs)
     assert dead["Body"] == body
     assert queue_counts(sqs, AUDIT_QUEUE) == 0 and audit.attempts["FORGED"] == 0
+
+
+def test_a_poison_message_whose_dlq_copy_is_not_confirmed_stays_in_its_queue(
+    transactional_db, empty_queues, sqs, monkeypatch
+):
+    # given a poison message taken from its queue (briefly: visible again a second later)
+    body = json.dumps(envelope("FORGED", currency="eur"))
+    send(sqs, [body])
+    url = aws.queue_url(AUDIT_QUEUE)
+    [message] = sqs.receive_message(QueueUrl=url, VisibilityTimeout=1, WaitTimeSeconds=1)["Messages"]
+    # when it is dead-lettered and the DLQ's answer does not say for sure that it took the copy
+    client = aws.client
+    monkeypatch.setattr(aws, "client", lambda service: SentAndFailed(client(service)))
+    dead_letter(consumer_configs()["audit"], [(message, "off its contract")])
+    monkeypatch.undo()
+
+    # then the original is not deleted: it comes back, to be dead-lettered again (never lost)
+    again = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=3).get("Messages", [])
+    assert [m["Body"] for m in again] == [body]

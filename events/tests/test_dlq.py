@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from events.topology import aws
-from tests.factories import AUDIT_QUEUE, envelope
+from tests.factories import AUDIT_QUEUE, SentAndFailed, drain, envelope
 from tests.factories import queue_depth as queue_counts
 from tests.helpers import ctrl_c_at_progress
 
@@ -172,3 +172,25 @@ def test_ctrl_c_while_a_batch_is_in_hand_leaves_no_message_hidden(mixed_dlq, sqs
     call_command("dlq_redrive", "audit", "--type", "agreement.created")
     assert queue_counts(sqs, AUDIT_QUEUE) == SELECTED
     assert _visible(sqs, AUDIT_DLQ) == OTHER
+
+
+def test_a_message_whose_copy_the_source_queue_does_not_confirm_stays_in_the_dlq(
+    empty_queues, sqs, monkeypatch, capsys
+):
+    # given three dead letters, and a source queue whose answer lists the first copy both as sent
+    # and as failed
+    url = aws.queue_url(AUDIT_DLQ)
+    for i in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(envelope(f"U-{i}")))
+    client = aws.client
+    monkeypatch.setattr(aws, "client", lambda service: SentAndFailed(client(service)))
+
+    # when they are redriven
+    with pytest.raises(CommandError, match="and yet"):
+        call_command("dlq_redrive", "audit")
+
+    # then the unconfirmed one is left in the DLQ (a later redrive sends it again), never deleted
+    monkeypatch.undo()
+    left = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2).get("Messages", [])
+    moved = drain(sqs, AUDIT_QUEUE)
+    assert len(left) == 1 and len(moved) == 3  # (its copy did arrive: sent again, it is a duplicate)

@@ -44,6 +44,29 @@ BATCH_MAX_BYTES = 250 * 1024
 T = TypeVar("T")
 
 
+def batch_answer(
+    resp: dict[str, Any], entries: int, call: str
+) -> tuple[dict[int, str], dict[int, dict[str, Any]]]:
+    """A batch call's answer (SendMessageBatch, PublishBatch, DeleteMessageBatch; entry ids: the
+    entries' indices, ``entries`` of them): ({index: why it did not go}, {index: its Successful
+    entry}). Only an entry the answer lists as successful went: one it leaves out, lists as failed
+    too, or an id the request did not hold (an odd answer from an emulator or a proxy) is taken as
+    not gone, never as gone: a copy made before a delete must exist."""
+    ours = {str(i): i for i in range(entries)}
+    failed = dict.fromkeys(range(entries), f"{call}'s answer did not list this entry")
+    refused = set()
+    for f in resp.get("Failed", []):
+        if (i := ours.get(str(f.get("Id")))) is not None:
+            failed[i] = f"{f.get('Code')}: {f.get('Message', '')}".strip()
+            refused.add(i)
+    sent = {}
+    for ok in resp.get("Successful", []):
+        if (i := ours.get(str(ok.get("Id")))) is not None and i not in refused:
+            sent[i] = ok
+            failed.pop(i, None)
+    return failed, sent
+
+
 def size_batches(items: Iterable[T], size_of: Callable[[T], int]) -> list[list[T]]:
     """Groups of at most BATCH_MAX_ENTRIES items and BATCH_MAX_BYTES by ``size_of``.
 
