@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import contracts
-from ..models import AlertState
+from ..models import AlertState, OutboxEvent
 from ..publishing.outbox import record_event
 from .health import CheckResult, evaluate
 
@@ -81,6 +81,14 @@ def record_alert(
         aggregate_version=version,
         data={"check": check, "severity": severity, "summary": summary[:1000], "details": details},
     )
+
+
+def alert_recorded(*, check: str, about: str, version: int = 1) -> bool:
+    """Whether ``record_alert`` recorded this alert already (a second would break the outbox's
+    one event per aggregate version)."""
+    return OutboxEvent.objects.filter(
+        type=f"alert.{check}", aggregate_id=f"{check}:{about}", aggregate_version=version
+    ).exists()
 
 
 def _alert(state: AlertState, event_type: str, severity: str, summary: str, details: dict[str, Any]) -> None:

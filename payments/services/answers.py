@@ -21,8 +21,7 @@ from django.utils import timezone
 from core.bulk import update_rows
 from core.db import drop_broken_connection
 from events import contracts
-from events.models import OutboxEvent
-from events.operations.alerts import record_alert
+from events.operations.alerts import alert_recorded, record_alert
 from events.publishing import record_changes
 
 from .. import states
@@ -108,7 +107,8 @@ def _of_an_earlier_step(key: str, p: Payment, result: ChargeResult) -> bool:
     if key == p.idempotency_key:
         return False
     step = int(key.rpartition("#")[2])  # the key's dunning step, counted from 1
-    if result.ok and not _alerted_about(p, step):
+    if result.ok and not alert_recorded(check="charge_on_earlier_key", about=str(p.pk), version=step):
+        # (an answer recorded twice, its first commit's reply lost: the payment's lock orders them)
         record_alert(
             sender=Payment,
             check="charge_on_earlier_key",
@@ -128,13 +128,6 @@ def _of_an_earlier_step(key: str, p: Payment, result: ChargeResult) -> bool:
             },
         )
     return True
-
-
-def _alerted_about(p: Payment, step: int) -> bool:
-    """An answer recorded twice (its first commit's reply lost): the payment's lock orders them."""
-    about = f"charge_on_earlier_key:{p.pk}"
-    alerts = OutboxEvent.objects.filter(type="alert.charge_on_earlier_key", aggregate_id=about)
-    return alerts.filter(aggregate_version=step).exists()
 
 
 def _succeeded(p: Payment, result: ChargeResult) -> str:
