@@ -9,7 +9,7 @@ from events.consuming.sqs import dead_letter
 from events.signing import signed_attributes
 from events.topology import aws
 from tests.auditapp import consumers as audit
-from tests.factories import AUDIT_QUEUE, SentAndFailed, drain, envelope, send
+from tests.factories import AUDIT_QUEUE, OddSendAnswer, drain, envelope, send
 from tests.factories import queue_depth as queue_counts
 from tests.helpers import wait_until
 
@@ -49,7 +49,7 @@ def test_a_poison_message_whose_dlq_copy_is_not_confirmed_stays_in_its_queue(
     [message] = sqs.receive_message(QueueUrl=url, VisibilityTimeout=1, WaitTimeSeconds=1)["Messages"]
     # when it is dead-lettered and the DLQ's answer does not say for sure that it took the copy
     client = aws.client
-    monkeypatch.setattr(aws, "client", lambda service: SentAndFailed(client(service)))
+    monkeypatch.setattr(aws, "client", lambda service: OddSendAnswer(client(service), "both"))
     dead_letter(consumer_configs()["audit"], [(message, "off its contract")])
     monkeypatch.undo()
 

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from events.topology import aws
-from tests.factories import AUDIT_QUEUE, SentAndFailed, drain, envelope
+from tests.factories import AUDIT_QUEUE, OddSendAnswer, drain, envelope
 from tests.factories import queue_depth as queue_counts
 from tests.helpers import ctrl_c_at_progress
 
@@ -183,7 +183,7 @@ def test_a_message_whose_copy_the_source_queue_does_not_confirm_stays_in_the_dlq
     for i in range(3):
         sqs.send_message(QueueUrl=url, MessageBody=json.dumps(envelope(f"U-{i}")))
     client = aws.client
-    monkeypatch.setattr(aws, "client", lambda service: SentAndFailed(client(service)))
+    monkeypatch.setattr(aws, "client", lambda service: OddSendAnswer(client(service), "both"))
 
     # when they are redriven
     with pytest.raises(CommandError, match="and yet"):

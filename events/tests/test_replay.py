@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -19,7 +18,7 @@ from events.publishing.outbox import NewEvent, record_events
 from events.publishing.relay import relay_pending
 from events.signing import verify
 from events.topology import aws
-from tests.factories import agreement_data, drain
+from tests.factories import OddSendAnswer, agreement_data, drain
 from tests.helpers import ctrl_c_at_progress
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -85,26 +84,11 @@ def test_replay_to_one_queue_reaches_only_that_consumer(published, sqs, capsys):
     assert bodies(sqs, "invoicing") == []  # the topic's other subscriber saw nothing
 
 
-class LeavesOutTheFirst:
-    """The SQS client, but SendMessageBatch's answer lists neither as sent nor as failed the
-    batch's first entry (sent): an odd answer from an emulator or a proxy."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.client, name)
-
-    def send_message_batch(self, **request: Any) -> dict[str, Any]:
-        answer = self.client.send_message_batch(**request)
-        return {key: [e for e in answer.get(key, []) if e["Id"] != "0"] for key in ("Successful", "Failed")}
-
-
 def test_an_entry_the_answer_does_not_list_is_reported_failed_not_replayed(
     published, sqs, monkeypatch, capsys
 ):
     client = aws.client
-    monkeypatch.setattr(aws, "client", lambda service: LeavesOutTheFirst(client(service)))
+    monkeypatch.setattr(aws, "client", lambda service: OddSendAnswer(client(service), "left-out"))
     with pytest.raises(CommandError) as exc:
         call_command("events_replay", "--type", "agreement.created", "--to-queue", "payments")
     # the operator is told one of the three was not sent, and why (to run it again)
