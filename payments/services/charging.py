@@ -13,7 +13,7 @@ flight and succeeds anyway is refunded (services/refunds.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -102,6 +102,11 @@ def outcome_unknown(p: Payment) -> bool:
         .order_by("started_at", "pk")
         .values_list("finished_at", "outcome", "http_status")
     )
+    return tries_outcome_unknown(tries)
+
+
+def tries_outcome_unknown(tries: Iterable[tuple[datetime | None, str, int | None]]) -> bool:
+    """``outcome_unknown`` of a key's sent tries, oldest first: (finished_at, outcome, http_status)."""
     unknown = False
     for finished_at, outcome, http_status in tries:
         if outcome == "succeeded":
