@@ -6,16 +6,17 @@ import ipaddress
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import Error, Warning, register
 
 from . import contracts, topology
 from .consuming.registry import HANDLERS
+from .publishing import sns
 from .topology import aws
 
 
 @register("billing")
-def check_messaging_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    errors: list[Error] = []
+def check_messaging_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    errors: list[Error | Warning] = []
     longest = settings.CELERY_TASK_TIME_LIMIT + settings.CELERY_MAX_COUNTDOWN
     if settings.CELERY_VISIBILITY_TIMEOUT <= longest:
         errors.append(
@@ -69,8 +70,9 @@ def check_messaging_settings(app_configs: Any = None, **kwargs: Any) -> list[Err
                 id="billing.E012",
             )
         )
-    else:  # (the idle timeout's check counts the tries)
+    else:  # (the idle timeout's check and the relay task's count the tries)
         errors += _relay_idle_timeout()
+        errors += _relay_task_time()
     errors += _delivery_audit_settings()
     return errors
 
@@ -97,6 +99,29 @@ def _relay_idle_timeout() -> list[Error]:
             "them), and twice a pass's least publishing time or a hold's OUTBOX_RELAY_HOLD_MAX_SECONDS, "
             "or a relay's session is ended while it waits for a slow endpoint.",
             id="billing.E009",
+        )
+    ]
+
+
+def _relay_task_time() -> list[Warning]:
+    """A relay task starts passes for OUTBOX_RELAY_MAX_SECONDS, and each pass starts calls for as
+    long as its task's soft time limit leaves after the longest call (sns.task_publish_seconds)."""
+    left = sns.task_publish_seconds()
+    if left >= MIN_PUBLISH_SECONDS:
+        return []
+    return [
+        Warning(
+            f"CELERY_TASK_SOFT_TIME_LIMIT ({settings.CELERY_TASK_SOFT_TIME_LIMIT}s) leaves a relay "
+            f"task's last pass {max(left, 0):.0f}s to start calls in, under {MIN_PUBLISH_SECONDS:.0f}s: "
+            "after "
+            f"OUTBOX_RELAY_MAX_SECONDS ({settings.OUTBOX_RELAY_MAX_SECONDS:g}s) of passes, the hold's wait "
+            f"where it may hold, the longest call ({aws.longest_call_seconds():.0f}s) and "
+            f"{sns.RELAY_END_MARGIN_SECONDS:g}s to mark its rows. A pass still starts calls for 1s, so "
+            "on an endpoint that answers slowly the limit can stop a relay mid-pass: its task fails "
+            "and the rows it published are published again (consumers take the duplicates as such).",
+            hint="Raise CELERY_TASK_TIME_LIMIT, or lower OUTBOX_RELAY_MAX_SECONDS or the AWS call's "
+            "timeouts (AWS_CONNECT_TIMEOUT, AWS_READ_TIMEOUT, AWS_MAX_ATTEMPTS).",
+            id="billing.W013",
         )
     ]
 

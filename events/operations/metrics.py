@@ -22,6 +22,10 @@ AUDIT_MISSING = Gauge(
     multiprocess_mode="max",
 )
 RELAY_FAILURES = Counter("billing_relay_failures_total", "Outbox rows whose publish attempt failed")
+RELAY_NOT_SENT = Counter(
+    "billing_relay_not_sent_total",
+    "Outbox rows a relay pass claimed and left due, unsent: it ran out of its publishing time",
+)
 RELAY_LAG = Histogram(
     "billing_relay_lag_seconds",
     "Time from recording an event to its publication",

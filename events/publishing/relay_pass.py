@@ -50,6 +50,7 @@ class RelayResult:
     published: int = 0
     failed: int = 0
     batches: int = 0
+    not_sent: int = 0  # rows left due as they were: their pass ran out of its publishing time
     errors: list[str] = field(default_factory=list)
     held_out: bool = False  # a hold ran out (holding.py): the rest waits for a kick or the sweep
 
@@ -57,6 +58,7 @@ class RelayResult:
         self.published += other.published
         self.failed += other.failed
         self.batches += other.batches
+        self.not_sent += other.not_sent
         self.errors.extend(other.errors[:5])
         self.held_out = self.held_out or other.held_out
         return self
@@ -125,10 +127,20 @@ def relay_once(
                 _record_failure(r, failures[str(r.id)], done)
         result.published = len(ok_rows)
         result.failed = len(failures)
+        result.not_sent = len(left)
         result.errors = sorted(set(failures.values()))[:5]
     for r in ok_rows:
         metrics.EVENTS_PUBLISHED.labels(r.type).inc()
         metrics.RELAY_LAG.observe((r.published_at - r.occurred_at).total_seconds())  # type: ignore[operator]
+    if left:
+        metrics.RELAY_NOT_SENT.inc(len(left))
+        logger.warning(
+            "relay: %d published, %d not sent: the pass ran out of its publishing time (%.0f s; a slow "
+            "endpoint), they stay due for the next pass",
+            result.published,
+            result.not_sent,
+            sns.publish_seconds(),
+        )
     if failures:
         metrics.RELAY_FAILURES.inc(len(failures))
         logger.warning(

@@ -69,14 +69,39 @@ _publisher = PerProcess(
 NOT_SENT = "not sent: the pass ran out of its publishing time"
 
 
-def publish_seconds() -> float | None:
-    """How long a relay pass may go on starting calls (None: no limit). Its transaction waits
-    idle while it publishes, and the server ends a relay's session idle
-    OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS (relay.py): the last call started may take the longest a call
-    takes, and half of what is left is kept in hand (the lock's session waits for a lane's pass)."""
+# What a relay task keeps in hand after its last call for its last mark, commit, unlock and look.
+RELAY_END_MARGIN_SECONDS = 5.0
+
+
+def task_publish_seconds() -> float:
+    """How long a relay pass may start calls for so that a relay task ends before its soft time
+    limit even when every call takes the longest a call may: its passes start until
+    OUTBOX_RELAY_MAX_SECONDS (after a hold's wait, where it may hold), and the last call started
+    may take ``aws.longest_call_seconds``. (Stopped by the limit mid-pass, a relay publishes its
+    rows again on the next pass, and its task fails.) Negative where the settings leave no time
+    (system check billing.W013)."""
+    hold = settings.OUTBOX_RELAY_HOLD_MAX_SECONDS if settings.OUTBOX_RELAY_HOLD_DEPTH > 0 else 0.0
+    return (
+        settings.CELERY_TASK_SOFT_TIME_LIMIT
+        - settings.OUTBOX_RELAY_MAX_SECONDS
+        - hold
+        - aws.longest_call_seconds()
+        - RELAY_END_MARGIN_SECONDS
+    )
+
+
+def publish_seconds() -> float:
+    """How long a relay pass may go on starting calls. Its transaction waits idle while it
+    publishes, and the server ends a relay's session idle OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS
+    (relay.py): the last call started may take the longest a call takes, and half of what is left
+    is kept in hand (the lock's session waits for a lane's pass). And the relay's task must end
+    before its soft time limit (``task_publish_seconds``)."""
+    bounds = [task_publish_seconds()]
     idle = settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS
+    if idle > 0:
+        bounds.append((idle - aws.longest_call_seconds()) / 2)
     # (at least a second, whatever the settings: a pass that could start no call would spin)
-    return None if idle <= 0 else max(1.0, (idle - aws.longest_call_seconds()) / 2)
+    return max(1.0, min(bounds))
 
 
 def publish_all(chunks: list[tuple[str, list[OutboxEvent]]]) -> dict[str, str]:
@@ -87,15 +112,14 @@ def publish_all(chunks: list[tuple[str, list[OutboxEvent]]]) -> dict[str, str]:
     spaces the retries. Chunks whose call would start past ``publish_seconds`` are not sent: their
     rows say ``NOT_SENT``."""
     unreachable: list[str] = []
-    budget = publish_seconds()
     # From now: the pass's transaction is idle from here, a chunk's wait for a thread included
     # (another lane's calls may hold them all)
-    deadline = None if budget is None else time.monotonic() + budget
+    deadline = time.monotonic() + publish_seconds()
 
     def publish(topic: str, chunk: list[OutboxEvent]) -> dict[str, str]:
         if unreachable:
             return {str(r.id): unreachable[0] for r in chunk}
-        if deadline is not None and time.monotonic() > deadline:
+        if time.monotonic() > deadline:
             return {str(r.id): NOT_SENT for r in chunk}
         try:
             return publish_batch(topic, chunk)
