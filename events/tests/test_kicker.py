@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
+from django.db.backends.signals import connection_created
 
 from events.models import OutboxEvent
 from events.publishing import kicker as kicker_module
@@ -201,6 +202,42 @@ def test_a_kick_the_broker_refused_does_not_hold_back_other_processes(processes,
     kick_from_every_process(processes[1:2], 0.1)
     # then its kick goes, rather than wait out the failed one's claim
     assert relay_tasks_queued(sqs) == 1
+
+
+def backend_alive(pid: int) -> bool:
+    with connection.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid])
+        return cur.fetchone() is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_kicker_keeps_one_connection_through_commits_and_lets_go_when_quiet(processes, sqs, monkeypatch):
+    # given a process whose connections are kept (CONN_MAX_AGE, as outside tests), committing every
+    # 0.2 s, more than its kick interval (50 ms) apart, and a kicker letting go when quiet for 1 s
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 60)
+    monkeypatch.setattr(kicker_module, "KEEP_CONNECTION_SECONDS", 1.0)
+    opened: list[int] = []  # the kicker thread's connections' server processes
+
+    def count(sender: Any, connection: Any, **kw: Any) -> None:
+        if threading.current_thread().name == "relay-kicker":
+            opened.append(connection.connection.info.backend_pid)
+
+    connection_created.connect(count)
+    k = processes[0]
+    try:
+        # when it kicks after each of ten commits
+        for _ in range(10):
+            k.request()
+            time.sleep(0.2)
+        wait_until(lambda: not k._wanted.is_set() and not k._sending.locked(), timeout=10)
+        # then its kicks (one sent, the others finding it waiting) took one connection, not one each
+        assert len(opened) == 1 and backend_alive(opened[0])
+        assert k.sent + k.skipped >= 5  # (commits the thread had not yet seen share a kick)
+        # and once quiet for that second it holds none
+        wait_until(lambda: not backend_alive(opened[0]), timeout=5)
+    finally:
+        connection_created.disconnect(count)
+    assert len(opened) == 1 and relay_tasks_queued(sqs) == 1
 
 
 def test_flush_returns_within_its_bound_when_the_broker_stops_answering(fresh_kicker, settings):
