@@ -79,8 +79,7 @@ def check_messaging_settings(app_configs: Any = None, **kwargs: Any) -> list[Err
 
 # PostgreSQL's idle timeouts are milliseconds in a 32-bit integer.
 MAX_IDLE_TIMEOUT_SECONDS = 2_147_483
-# The least a relay pass may publish for (sns.publish_seconds), and a hold wait for.
-MIN_PUBLISH_SECONDS = 5.0
+MIN_PUBLISH_SECONDS = sns.MIN_PUBLISH_SECONDS  # the least a relay pass may publish for, and a hold wait
 
 
 def _relay_idle_timeout() -> list[Error]:
@@ -105,22 +104,29 @@ def _relay_idle_timeout() -> list[Error]:
 
 def _relay_task_time() -> list[Warning]:
     """A relay task starts passes for OUTBOX_RELAY_MAX_SECONDS, and each pass starts calls for as
-    long as its task's soft time limit leaves after the longest call (sns.task_publish_seconds)."""
+    long as its task's soft time limit leaves after the longest call (sns.task_publish_seconds);
+    under MIN_PUBLISH_SECONDS left, that bound is not applied."""
     left = sns.task_publish_seconds()
     if left >= MIN_PUBLISH_SECONDS:
         return []
+    soft, passes = settings.CELERY_TASK_SOFT_TIME_LIMIT, settings.OUTBOX_RELAY_MAX_SECONDS
+    why = (
+        f"a relay task starts passes for OUTBOX_RELAY_MAX_SECONDS ({passes:g}s), longer than that"
+        if passes >= soft
+        else f"after OUTBOX_RELAY_MAX_SECONDS ({passes:g}s) of passes, the longest call "
+        f"({aws.longest_call_seconds():.0f}s) and {sns.RELAY_END_MARGIN_SECONDS:g}s to mark its rows, "
+        f"it leaves a relay task's last pass {max(left, 0.0):.1f}s to start calls in, under "
+        f"{MIN_PUBLISH_SECONDS:g}s"
+    )
     return [
         Warning(
-            f"CELERY_TASK_SOFT_TIME_LIMIT ({settings.CELERY_TASK_SOFT_TIME_LIMIT}s) leaves a relay "
-            f"task's last pass {max(left, 0):.0f}s to start calls in, under {MIN_PUBLISH_SECONDS:.0f}s: "
-            "after "
-            f"OUTBOX_RELAY_MAX_SECONDS ({settings.OUTBOX_RELAY_MAX_SECONDS:g}s) of passes, the hold's wait "
-            f"where it may hold, the longest call ({aws.longest_call_seconds():.0f}s) and "
-            f"{sns.RELAY_END_MARGIN_SECONDS:g}s to mark its rows. A pass still starts calls for 1s, so "
-            "on an endpoint that answers slowly the limit can stop a relay mid-pass: its task fails "
-            "and the rows it published are published again (consumers take the duplicates as such).",
-            hint="Raise CELERY_TASK_TIME_LIMIT, or lower OUTBOX_RELAY_MAX_SECONDS or the AWS call's "
-            "timeouts (AWS_CONNECT_TIMEOUT, AWS_READ_TIMEOUT, AWS_MAX_ATTEMPTS).",
+            f"CELERY_TASK_SOFT_TIME_LIMIT ({soft}s) does not bound a relay task: {why}. So passes "
+            "are not cut short for it, and a relay through a long backlog or on an endpoint that "
+            "answers slowly can be stopped by the limit mid-pass: its task fails and the rows it "
+            "published are published again (consumers take the duplicates as such).",
+            hint="Raise CELERY_TASK_TIME_LIMIT (the soft limit is 30 s under it), or lower "
+            "OUTBOX_RELAY_MAX_SECONDS or the AWS calls' timeouts (AWS_CONNECT_TIMEOUT, AWS_READ_TIMEOUT, "
+            "AWS_MAX_ATTEMPTS).",
             id="billing.W013",
         )
     ]

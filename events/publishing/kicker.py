@@ -256,7 +256,8 @@ class Kicker:
             woke = self._wake.wait(KEEP_CONNECTION_SECONDS if self._holding else None)
             self._wake.clear()  # (before reading what woke it: a request after this wakes it again)
             if not woke or self._let_go.is_set():  # quiet that long, or a test about to drop its database
-                connection.close()
+                with contextlib.suppress(Exception):  # (a connection that cannot close is gone anyway)
+                    connection.close()
                 self._holding = False
                 self._let_go.clear()
             if not self._wanted.is_set():

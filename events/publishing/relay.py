@@ -224,7 +224,7 @@ def _passes(
             hold.reset()
             if not step.published:
                 return total
-            backlog = step.published >= limit
+            backlog = step.published + step.not_sent >= limit  # (a full claim, sent or not)
             continue
         backlog = True
         # Held topics' rows wait: after a full pass of the others' the next pass comes at once,
@@ -238,6 +238,11 @@ def _passes(
         if out.published:
             holding.forget()
         hold.reset()
+        if out.failed and stop is not None:
+            stop.set()
         if not due_rows_exist(skip_producers=held):  # nothing else to do: the sweep goes on
             total.held_out = True
+            return total
+        # (as after any pass: a hold's wait ends by the deadline, and no pass starts after it)
+        if out.failed or time.monotonic() > deadline or (stop is not None and stop.is_set()):
             return total

@@ -114,9 +114,9 @@ def relay_once(
         chunks = [
             (topic, chunk) for topic, topic_rows in by_topic.items() for chunk in sns.batches(topic_rows)
         ]
-        result.batches = len(chunks)
         answered = unsendable | sns.publish_all(chunks)
         left = {row_id for row_id, error in answered.items() if error == sns.NOT_SENT}  # due as they are
+        result.batches = sum(1 for _topic, chunk in chunks if str(chunk[0].id) not in left)  # calls made
         failures = {row_id: error for row_id, error in answered.items() if row_id not in left}
         done = timezone.now()
         ok_rows = [r for r in rows if str(r.id) not in answered]

@@ -76,32 +76,38 @@ RELAY_END_MARGIN_SECONDS = 5.0
 def task_publish_seconds() -> float:
     """How long a relay pass may start calls for so that a relay task ends before its soft time
     limit even when every call takes the longest a call may: its passes start until
-    OUTBOX_RELAY_MAX_SECONDS (after a hold's wait, where it may hold), and the last call started
-    may take ``aws.longest_call_seconds``. (Stopped by the limit mid-pass, a relay publishes its
-    rows again on the next pass, and its task fails.) Negative where the settings leave no time
-    (system check billing.W013)."""
-    hold = settings.OUTBOX_RELAY_HOLD_MAX_SECONDS if settings.OUTBOX_RELAY_HOLD_DEPTH > 0 else 0.0
+    OUTBOX_RELAY_MAX_SECONDS (a hold's wait ends by then too), and the last call started may take
+    ``aws.longest_call_seconds``. (Stopped by the limit mid-pass, a relay publishes its rows again
+    on the next pass, and its task fails.) Where the settings leave less than
+    ``MIN_PUBLISH_SECONDS``, no bound would keep a relay in time (any call could outlast it): none
+    is applied, and system check billing.W013 says so."""
     return (
         settings.CELERY_TASK_SOFT_TIME_LIMIT
         - settings.OUTBOX_RELAY_MAX_SECONDS
-        - hold
         - aws.longest_call_seconds()
         - RELAY_END_MARGIN_SECONDS
     )
 
 
-def publish_seconds() -> float:
-    """How long a relay pass may go on starting calls. Its transaction waits idle while it
-    publishes, and the server ends a relay's session idle OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS
-    (relay.py): the last call started may take the longest a call takes, and half of what is left
-    is kept in hand (the lock's session waits for a lane's pass). And the relay's task must end
-    before its soft time limit (``task_publish_seconds``)."""
-    bounds = [task_publish_seconds()]
+# The least a relay pass may publish for by the bounds above (a shorter bound is not applied), and
+# a hold wait for (events/checks.py).
+MIN_PUBLISH_SECONDS = 5.0
+
+
+def publish_seconds() -> float | None:
+    """How long a relay pass may go on starting calls (None: no limit). Its transaction waits
+    idle while it publishes, and the server ends a relay's session idle
+    OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS (relay.py): the last call started may take the longest a call
+    takes, and half of what is left is kept in hand (the lock's session waits for a lane's pass).
+    And the relay's task must end before its soft time limit (``task_publish_seconds``)."""
+    bounds: list[float] = []
+    if (in_task := task_publish_seconds()) >= MIN_PUBLISH_SECONDS:
+        bounds.append(in_task)
     idle = settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS
     if idle > 0:
         bounds.append((idle - aws.longest_call_seconds()) / 2)
     # (at least a second, whatever the settings: a pass that could start no call would spin)
-    return max(1.0, min(bounds))
+    return max(1.0, min(bounds)) if bounds else None
 
 
 def publish_all(chunks: list[tuple[str, list[OutboxEvent]]]) -> dict[str, str]:
@@ -114,12 +120,13 @@ def publish_all(chunks: list[tuple[str, list[OutboxEvent]]]) -> dict[str, str]:
     unreachable: list[str] = []
     # From now: the pass's transaction is idle from here, a chunk's wait for a thread included
     # (another lane's calls may hold them all)
-    deadline = time.monotonic() + publish_seconds()
+    budget = publish_seconds()
+    deadline = None if budget is None else time.monotonic() + budget
 
     def publish(topic: str, chunk: list[OutboxEvent]) -> dict[str, str]:
         if unreachable:
             return {str(r.id): unreachable[0] for r in chunk}
-        if time.monotonic() > deadline:
+        if deadline is not None and time.monotonic() > deadline:
             return {str(r.id): NOT_SENT for r in chunk}
         try:
             return publish_batch(topic, chunk)

@@ -56,14 +56,18 @@ def kick_from_every_process(kickers: list[RelayKicker], seconds: float) -> None:
 
 
 @pytest.fixture
-def processes(settings, monkeypatch, sqs, empty_queues) -> list[RelayKicker]:
+def processes(settings, monkeypatch, sqs, empty_queues) -> Iterator[list[RelayKicker]]:
     """Four processes' kickers (each its own thread and database connection), a kick every 50 ms
     each at most, the real broker, nothing yet on the events task queue."""
     settings.OUTBOX_KICK_RELAY = True
     settings.OUTBOX_KICK_MIN_INTERVAL_SECONDS = 0.05
     monkeypatch.setattr(kicker_module.atexit, "register", lambda fn: fn)
     drain(sqs, TASK_QUEUE, wait=0)
-    return [RelayKicker() for _ in range(4)]
+    kickers = [RelayKicker() for _ in range(4)]
+    yield kickers
+    for k in kickers:  # each thread lets go of its connection (kept 10 s after a kick) first
+        if k._thread is not None:
+            assert k.wait_idle()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -6,34 +6,57 @@ those rows again and fail its task.)"""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
 import pytest
 from django.core.checks import run_checks
 
+from events import topology
 from events.models import OutboxEvent
-from events.publishing import kicker, sns
+from events.publishing import holding, kicker, relay, sns
 from events.publishing.relay import relay_exclusive
+from events.publishing.relay_pass import RelayResult
 from events.topology import aws
 from tests.factories import record_agreements_created
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def slow_endpoint(settings: Any, monkeypatch: Any, *, soft_limit: float, rows: int) -> None:
+    """A task soft limit, passes started for 1 s, calls that may take 0.5 s, no idle timeout; one
+    lane of passes of up to ``rows`` rows (4 calls in flight), and that many rows due."""
+    settings.CELERY_TASK_SOFT_TIME_LIMIT = soft_limit
+    settings.OUTBOX_RELAY_MAX_SECONDS = 1
+    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = 0
+    settings.OUTBOX_RELAY_BATCH_SIZE, settings.OUTBOX_RELAY_LANES = rows, 1
+    settings.OUTBOX_RELAY_PUBLISH_CONCURRENCY = 4
+    monkeypatch.setattr(aws, "longest_call_seconds", lambda: 0.5)
+    record_agreements_created(rows, "slow")
+
+
+def publishing(monkeypatch: Any, *, each_call: float) -> list[str]:
+    """Each PublishBatch answered ``each_call`` s late; the ids of the rows sent, as they go."""
+    sent: list[str] = []
+    publish_batch = sns.publish_batch
+
+    def slow(topic: str, rows: list[Any], **kw: Any) -> dict[str, str]:
+        time.sleep(each_call)
+        sent.extend(str(r.id) for r in rows)
+        return publish_batch(topic, rows, **kw)
+
+    monkeypatch.setattr(sns, "publish_batch", slow)
+    return sent
+
+
 def test_a_relay_on_a_slow_endpoint_ends_before_its_tasks_soft_time_limit(
     settings, monkeypatch, empty_queues, caplog
 ):
-    # given a task soft limit of 8.5 s, passes started for 1 s, calls that may take 0.5 s (so a pass
-    # may start calls for 8.5 - 1 - 0.5 - 5 = 2 s), no idle timeout, and an endpoint answering each
-    # call in 0.4 s: a pass of 1,000 rows (100 calls on 4 threads) would take 10 s
-    settings.CELERY_TASK_SOFT_TIME_LIMIT = 8.5
-    settings.OUTBOX_RELAY_MAX_SECONDS = 1
-    settings.OUTBOX_RELAY_IDLE_TIMEOUT_SECONDS = 0
-    settings.OUTBOX_RELAY_BATCH_SIZE, settings.OUTBOX_RELAY_LANES = 1000, 1
-    settings.OUTBOX_RELAY_PUBLISH_CONCURRENCY = 4
-    monkeypatch.setattr(aws, "longest_call_seconds", lambda: 0.5)
-    record_agreements_created(1000, "slow")
+    # given a task soft limit of 11.5 s, passes started for 1 s, calls that may take 0.5 s (so a
+    # pass may start calls for 11.5 - 1 - 0.5 - 5 = 5 s), no idle timeout, and an endpoint answering
+    # each call in 0.4 s: a pass of 2,000 rows (200 calls on 4 threads) would take 20 s
+    slow_endpoint(settings, monkeypatch, soft_limit=11.5, rows=2000)
     sent: list[str] = []
     publish_batch = sns.publish_batch
 
@@ -55,8 +78,8 @@ def test_a_relay_on_a_slow_endpoint_ends_before_its_tasks_soft_time_limit(
     # then it ended before the limit, having marked every row it published; the rest are due as
     # they were (not failed, no attempt counted), said so, and a relay task is kicked for them
     assert took < settings.CELERY_TASK_SOFT_TIME_LIMIT, took
-    assert result is not None and 0 < result.published < 1000 and result.failed == 0
-    assert result.not_sent == 1000 - result.published
+    assert result is not None and 0 < result.published < 2000 and result.failed == 0
+    assert result.not_sent == 2000 - result.published
     assert OutboxEvent.objects.filter(published_at__isnull=False).count() == result.published == len(sent)
     left = OutboxEvent.objects.filter(published_at__isnull=True)
     assert left.count() == result.not_sent
@@ -65,11 +88,59 @@ def test_a_relay_on_a_slow_endpoint_ends_before_its_tasks_soft_time_limit(
     assert f"{result.not_sent} not sent: the pass ran out of its publishing time" in caplog.text
 
 
+def test_where_the_task_limit_leaves_no_time_a_relays_passes_are_not_cut_short(
+    settings, monkeypatch, empty_queues
+):
+    # given a task soft limit (10 s) shorter than a relay's passes (60 s, as in the soak's
+    # settings), so no bound could keep a relay in time, and an endpoint answering each call in
+    # 0.3 s: 400 rows (40 calls on 4 threads) take 3 s
+    slow_endpoint(settings, monkeypatch, soft_limit=10, rows=400)
+    settings.OUTBOX_RELAY_MAX_SECONDS = 60
+    sent = publishing(monkeypatch, each_call=0.3)
+
+    # when a relay runs
+    result = relay_exclusive()
+
+    # then its pass sends every row (not a second's worth, leaving the rest for pass after pass)
+    assert result is not None and result.published == 400 and result.not_sent == 0
+    assert len(sent) == 400
+
+
+def test_a_relay_that_may_hold_starts_no_pass_after_its_deadline(settings, monkeypatch, empty_queues):
+    # given a relay that may hold (0.1 s at most), one topic's queue deep, rows of every topic
+    # coming all the time, and passes that take 0.6 s each
+    settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 300, 0.1
+    held = frozenset([topology.INVOICING])
+    monkeypatch.setattr(holding, "held_producers", lambda *a, **kw: held)
+    monkeypatch.setattr(relay, "due_rows_exist", lambda **kw: True)
+    started_at: list[float] = []
+
+    def a_pass(*, limit: int | None = None, **kw: Any) -> RelayResult:
+        started_at.append(time.monotonic())
+        time.sleep(0.6)
+        return RelayResult(published=limit or 0, batches=1)
+
+    monkeypatch.setattr(relay, "relay_once", a_pass)
+
+    # when its passes run until a deadline 2 s away
+    deadline = time.monotonic() + 2.0
+    relay._passes(deadline, 10, None, threading.Event())
+
+    # then none started after it (a hold that ran out, and the pass of the held topics' rows after
+    # it, went back to the others' rows past the deadline: one pass more, a whole pass's time)
+    assert started_at and max(started_at) <= deadline + 0.05, [round(t - deadline, 2) for t in started_at]
+
+
 def test_settings_that_leave_a_relay_task_no_time_to_publish_are_warned_of(settings):
     # the defaults leave a relay task's last pass time to start its calls
     assert not [m for m in run_checks() if m.id == "billing.W013"]
 
-    # a task soft limit of 30 s against a relay of 60 s and calls that may take 155 s does not
+    # a task soft limit of 30 s against a relay's 60 s of passes does not
     settings.CELERY_TASK_SOFT_TIME_LIMIT = 30
     [warning] = [m for m in run_checks() if m.id == "billing.W013"]
-    assert "CELERY_TASK_SOFT_TIME_LIMIT (30s)" in warning.msg and "OUTBOX_RELAY_MAX_SECONDS" in warning.msg
+    assert "CELERY_TASK_SOFT_TIME_LIMIT (30s) does not bound a relay task" in warning.msg
+    assert "OUTBOX_RELAY_MAX_SECONDS (60s), longer than that" in warning.msg
+    # nor one that leaves a pass under 5 s after the longest call
+    settings.CELERY_TASK_SOFT_TIME_LIMIT = 60 + aws.longest_call_seconds() + 5 + 4
+    [warning] = [m for m in run_checks() if m.id == "billing.W013"]
+    assert "last pass 4.0s to start calls in, under 5s" in warning.msg
