@@ -212,7 +212,9 @@ def _passes(
     backlog = False  # the last pass was full, or held topics' rows wait: only then may a pass hold
     while True:
         held = holding.held_producers(hold.look()) if backlog else frozenset()
-        step = relay_once(limit=limit, skip_producers=held, claimed_full=backlog_found)
+        step = relay_once(
+            limit=limit, skip_producers=held, claimed_full=backlog_found, relay_deadline=deadline
+        )
         total += step
         if step.published:
             holding.forget()  # the next look reads the depths this pass changed
@@ -233,7 +235,9 @@ def _passes(
             continue
         # The hold ran out: one pass of the held topics' rows (the others' are not left waiting:
         # the loop goes on with them, if any are due).
-        out = relay_once(limit=limit, skip_producers=[p for p in topology.TOPICS if p not in held])
+        out = relay_once(
+            limit=limit, skip_producers=[p for p in topology.TOPICS if p not in held], relay_deadline=deadline
+        )
         total += out
         if out.published:
             holding.forget()

@@ -93,11 +93,13 @@ def relay_once(
     alerts_only: bool = False,
     skip_producers: Collection[str] = (),
     claimed_full: Callable[[], None] | None = None,
+    relay_deadline: float | None = None,
 ) -> RelayResult:
     """Claim up to ``limit`` due rows (alerts first; ``alerts_only``: nothing else; none of
     ``skip_producers``, the topics a hold keeps back), publish them, record the outcome. One DB
     transaction. ``claimed_full`` is called as soon as a claim brings ``limit`` rows (more are
-    likely due), before they are published."""
+    likely due), before they are published. ``relay_deadline``: the relay's, whose passes start
+    until then (sns.publish_all)."""
     limit = limit or settings.OUTBOX_RELAY_BATCH_SIZE
     result = RelayResult()
     with transaction.atomic():
@@ -114,7 +116,7 @@ def relay_once(
         chunks = [
             (topic, chunk) for topic, topic_rows in by_topic.items() for chunk in sns.batches(topic_rows)
         ]
-        answered = unsendable | sns.publish_all(chunks)
+        answered = unsendable | sns.publish_all(chunks, relay_deadline=relay_deadline)
         left = {row_id for row_id, error in answered.items() if error == sns.NOT_SENT}  # due as they are
         result.batches = sum(1 for _topic, chunk in chunks if str(chunk[0].id) not in left)  # calls made
         failures = {row_id: error for row_id, error in answered.items() if row_id not in left}
@@ -135,11 +137,10 @@ def relay_once(
     if left:
         metrics.RELAY_NOT_SENT.inc(len(left))
         logger.warning(
-            "relay: %d published, %d not sent: the pass ran out of its publishing time (%.0f s; a slow "
+            "relay: %d published, %d not sent: the pass ran out of its publishing time (a slow "
             "endpoint), they stay due for the next pass",
             result.published,
             result.not_sent,
-            sns.publish_seconds(),
         )
     if failures:
         metrics.RELAY_FAILURES.inc(len(failures))

@@ -8,6 +8,7 @@ and the signature of its body (events/signing.py); a replayed one says so.
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -110,18 +111,24 @@ def publish_seconds() -> float | None:
     return max(1.0, min(bounds)) if bounds else None
 
 
-def publish_all(chunks: list[tuple[str, list[OutboxEvent]]]) -> dict[str, str]:
+def publish_all(
+    chunks: list[tuple[str, list[OutboxEvent]]], *, relay_deadline: float | None = None
+) -> dict[str, str]:
     """Publish every chunk, several calls in flight; {row id: error} for the rows that failed.
 
     A failed call fails all of its rows. Once a call finds the endpoint unreachable, the chunks
     not yet sent fail at once with the same error rather than hammering it; the rows' backoff
     spaces the retries. Chunks whose call would start past ``publish_seconds`` are not sent: their
-    rows say ``NOT_SENT``."""
+    rows say ``NOT_SENT``; nor, for a relay's pass that started after ``relay_deadline`` (the time
+    its passes may start until: a look at the queues' depths took long), past that deadline's
+    ``task_publish_seconds``."""
     unreachable: list[str] = []
     # From now: the pass's transaction is idle from here, a chunk's wait for a thread included
     # (another lane's calls may hold them all)
     budget = publish_seconds()
     deadline = None if budget is None else time.monotonic() + budget
+    if relay_deadline is not None and (in_task := task_publish_seconds()) >= MIN_PUBLISH_SECONDS:
+        deadline = min(deadline or math.inf, relay_deadline + in_task)
 
     def publish(topic: str, chunk: list[OutboxEvent]) -> dict[str, str]:
         if unreachable:

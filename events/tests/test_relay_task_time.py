@@ -17,7 +17,7 @@ from events import topology
 from events.models import OutboxEvent
 from events.publishing import holding, kicker, relay, sns
 from events.publishing.relay import relay_exclusive
-from events.publishing.relay_pass import RelayResult
+from events.publishing.relay_pass import RelayResult, relay_once
 from events.topology import aws
 from tests.factories import record_agreements_created
 
@@ -108,27 +108,41 @@ def test_where_the_task_limit_leaves_no_time_a_relays_passes_are_not_cut_short(
 
 def test_a_relay_that_may_hold_starts_no_pass_after_its_deadline(settings, monkeypatch, empty_queues):
     # given a relay that may hold (0.1 s at most), one topic's queue deep, rows of every topic
-    # coming all the time, and passes that take 0.6 s each
+    # coming all the time, and passes that take 0.5 s each
     settings.OUTBOX_RELAY_HOLD_DEPTH, settings.OUTBOX_RELAY_HOLD_MAX_SECONDS = 300, 0.1
     held = frozenset([topology.INVOICING])
     monkeypatch.setattr(holding, "held_producers", lambda *a, **kw: held)
+    monkeypatch.setattr(holding, "deepest", lambda: (topology.event_queue_name("payments"), 500))
     monkeypatch.setattr(relay, "due_rows_exist", lambda **kw: True)
     started_at: list[float] = []
 
     def a_pass(*, limit: int | None = None, **kw: Any) -> RelayResult:
         started_at.append(time.monotonic())
-        time.sleep(0.6)
+        time.sleep(0.5)
         return RelayResult(published=limit or 0, batches=1)
 
     monkeypatch.setattr(relay, "relay_once", a_pass)
 
-    # when its passes run until a deadline 2 s away
-    deadline = time.monotonic() + 2.0
+    # when its passes run until a deadline 1.75 s away
+    deadline = time.monotonic() + 1.75
     relay._passes(deadline, 10, None, threading.Event())
 
-    # then none started after it (a hold that ran out, and the pass of the held topics' rows after
-    # it, went back to the others' rows past the deadline: one pass more, a whole pass's time)
-    assert started_at and max(started_at) <= deadline + 0.05, [round(t - deadline, 2) for t in started_at]
+    # then four passes ran, the fourth the held topics' one as the hold ran out, and none started
+    # after the deadline (the lane went back to the other topics' rows: a whole pass more)
+    assert len(started_at) == 4 and max(started_at) <= deadline, [round(t - deadline, 2) for t in started_at]
+
+
+def test_a_pass_that_starts_late_keeps_to_its_relays_time(settings, monkeypatch, empty_queues):
+    # given the slow endpoint's settings (a pass may start calls for 5 s), and a pass that starts
+    # 4 s after its relay's deadline (depth reads that took long): 1 s of its relay's time is left
+    slow_endpoint(settings, monkeypatch, soft_limit=11.5, rows=400)
+    sent = publishing(monkeypatch, each_call=0.4)
+
+    # when it publishes its 400 rows (40 calls on 4 threads: 4 s)
+    result = relay_once(relay_deadline=time.monotonic() - 4)
+
+    # then it started calls for that second only, and left the rest due
+    assert 0 < result.published <= 160 and result.not_sent == 400 - result.published == 400 - len(sent)
 
 
 def test_settings_that_leave_a_relay_task_no_time_to_publish_are_warned_of(settings):
