@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.request
 import uuid
 from datetime import datetime
@@ -19,7 +20,7 @@ from events import contracts
 from events.consuming import Event
 from events.consuming.runtime import Outcome, process_message
 from events.operations.alerts import record_alert
-from events.publishing import NewEvent, record_events
+from events.publishing import NewEvent, record_events, sns
 from events.signing import signed_attributes
 from events.topology import aws
 from payments.models import Payment
@@ -278,3 +279,18 @@ class OddSendAnswer:
             }
         answer.setdefault("Failed", []).append({"Id": "0", "Code": "InternalError", "Message": "and yet"})
         return answer
+
+
+def slow_publishing(monkeypatch: Any, *, each_call: float) -> list[str]:
+    """The relay's PublishBatch answered ``each_call`` s late (a slow endpoint); the ids of the rows
+    sent, as they go."""
+    sent: list[str] = []
+    publish_batch = sns.publish_batch
+
+    def slow(topic: str, rows: list[Any], **kw: Any) -> dict[str, str]:
+        time.sleep(each_call)
+        sent.extend(str(r.id) for r in rows)
+        return publish_batch(topic, rows, **kw)
+
+    monkeypatch.setattr(sns, "publish_batch", slow)
+    return sent

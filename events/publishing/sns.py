@@ -8,7 +8,6 @@ and the signature of its body (events/signing.py); a replayed one says so.
 
 from __future__ import annotations
 
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -128,7 +127,8 @@ def publish_all(
     budget = publish_seconds()
     deadline = None if budget is None else time.monotonic() + budget
     if relay_deadline is not None and (in_task := task_publish_seconds()) >= MIN_PUBLISH_SECONDS:
-        deadline = min(deadline or math.inf, relay_deadline + in_task)
+        latest = relay_deadline + in_task  # (the task bound applies: so does ``budget``'s, never None)
+        deadline = latest if deadline is None else min(deadline, latest)
 
     def publish(topic: str, chunk: list[OutboxEvent]) -> dict[str, str]:
         if unreachable:

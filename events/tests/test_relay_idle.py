@@ -18,7 +18,7 @@ from events.publishing import relay, relay_pass, sns
 from events.publishing.relay import relay_exclusive
 from events.publishing.relay_pass import relay_once
 from events.topology import aws
-from tests.factories import record_agreements_created
+from tests.factories import record_agreements_created, slow_publishing
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -104,15 +104,7 @@ def test_a_pass_on_a_slow_endpoint_publishes_what_it_can_in_time_and_leaves_the_
     idle_after(settings, monkeypatch, 2, longest_call=0.2)
     settings.OUTBOX_RELAY_PUBLISH_CONCURRENCY = 4
     record_agreements_created(160, "slow")
-    sent: list[str] = []
-    publish_batch = sns.publish_batch
-
-    def slow(topic: str, rows: list[Any], **kw: Any) -> dict[str, str]:
-        time.sleep(0.5)
-        sent.extend(str(r.id) for r in rows)
-        return publish_batch(topic, rows, **kw)
-
-    monkeypatch.setattr(sns, "publish_batch", slow)
+    sent = slow_publishing(monkeypatch, each_call=0.5)
 
     # when one pass runs in a session bounded as the relay's are
     with connection.cursor() as cur:

@@ -172,9 +172,9 @@ def test_a_lane_whose_calls_fail_ends_the_relay_after_the_pass_it_is_in(
     record_agreements_created(600, "HALF")
     own, real_publish_all = threading.get_ident(), sns.publish_all
 
-    def refused_elsewhere(chunks: Any) -> dict[str, str]:
+    def refused_elsewhere(chunks: Any, **kwargs: Any) -> dict[str, str]:
         if threading.get_ident() == own:
-            return real_publish_all(chunks)
+            return real_publish_all(chunks, **kwargs)
         return {str(r.id): "Throttling: rate exceeded" for _, c in chunks for r in c}
 
     monkeypatch.setattr(sns, "publish_all", refused_elsewhere)
