@@ -50,6 +50,7 @@ import _cpu  # noqa: E402
 import _env  # noqa: E402
 import _stack  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.db import connection  # noqa: E402
 from django.db.models import Max, Min  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
@@ -237,9 +238,22 @@ def main() -> None:
     pay_handled = ProcessedEvent.objects.filter(consumer="payments", event_type="invoice.issued")
     pay_s, pay_n = window(pay_handled, "processed_at")
     rate = lambda n, s: f"{n / s:,.0f}/s"  # noqa: E731
+    with connection.cursor() as cur:
+        cur.execute("SHOW autovacuum")
+        autovacuum = cur.fetchone()[0]
     _env.report(
         [
             ("agreements", f"{N:,}"),
+            (
+                "PostgreSQL autovacuum",
+                autovacuum
+                + (
+                    " (the server's setting: a run's dead rows stay, and every claim walks them; "
+                    "production runs it)"
+                    if autovacuum == "off"
+                    else ""
+                ),
+            ),
             (
                 "import",
                 f"done at {t_import:6.1f} s  {rate(N, t_import)} vs SQL floor {rate(N, floor)}: {floor / t_import:.0%} (target >= 25%); "
