@@ -124,9 +124,9 @@ def _relay_task_time() -> list[Warning]:
             "are not cut short for it, and a relay through a long backlog or on an endpoint that "
             "answers slowly can be stopped by the limit mid-pass: its task fails and the rows it "
             "published are published again (consumers take the duplicates as such).",
-            hint="Raise CELERY_TASK_TIME_LIMIT (the soft limit is 30 s under it), or lower "
-            "OUTBOX_RELAY_MAX_SECONDS or the AWS calls' timeouts (AWS_CONNECT_TIMEOUT, AWS_READ_TIMEOUT, "
-            "AWS_MAX_ATTEMPTS).",
+            hint="Raise CELERY_TASK_TIME_LIMIT (the soft limit is 30 s under it, half of it under "
+            "60 s), or lower OUTBOX_RELAY_MAX_SECONDS or the AWS calls' timeouts (AWS_CONNECT_TIMEOUT, "
+            "AWS_READ_TIMEOUT, AWS_MAX_ATTEMPTS).",
             id="billing.W013",
         )
     ]
