@@ -7,10 +7,8 @@ planner's estimate beyond it; the retries are read from the partial index ``paym
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db.models import CharField, Count, F, Min, Value
@@ -21,7 +19,7 @@ from events.operations.counts import bounded_count, count_text, planner_estimate
 
 from .gateway import maybe_charged_try
 from .models import Payment, PaymentAttempt
-from .services.charging import NOT_SENT, tries_outcome_unknown
+from .services.charging import outcomes_unknown
 from .services.dispatching import charges_bound, charges_due
 
 P = Payment.Status
@@ -185,16 +183,8 @@ def payments_outcome_unknown(started_before: datetime) -> UnknownOutcomes:
     more = len(rows) > OUTCOME_UNKNOWN_READ
     since = dict(rows[:OUTCOME_UNKNOWN_READ])
     payments = Payment.objects.in_bulk(list(since))
-    tries: dict[Any, list[tuple[Any, str, Any]]] = defaultdict(list)  # of each one's current key, in order
-    for payment_id, key, *answer in (
-        PaymentAttempt.objects.filter(payment_id__in=list(since))
-        .exclude(outcome=NOT_SENT)
-        .order_by("payment_id", "started_at", "pk")
-        .values_list("payment_id", "idempotency_key", "finished_at", "outcome", "http_status")
-    ):
-        if payment_id in payments and key == payments[payment_id].idempotency_key:
-            tries[payment_id].append(tuple(answer))
-    unknown = [payments[pk] for pk in since if pk in payments and tries_outcome_unknown(tries[pk])]
+    unknown_ids = outcomes_unknown(list(payments.values()))
+    unknown = [payments[pk] for pk in since if pk in unknown_ids]
     return UnknownOutcomes(
         [p.idempotency_key for p in unknown], since[unknown[0].pk] if unknown else None, more
     )

@@ -96,16 +96,26 @@ def outcome_unknown(p: Payment) -> bool:
     again replays the success, and it is recorded (and refunded if the invoice is closed). A try
     the local rate limiter held back was never sent: it tells nothing, and asking "again" would be
     a first charge (of an invoice maybe voided since)."""
-    tries = (
-        p.attempts.filter(idempotency_key=p.idempotency_key)
+    return p.pk in outcomes_unknown([p])
+
+
+def outcomes_unknown(payments: Sequence[Payment]) -> set[Any]:
+    """The ids of those of ``payments`` whose outcome is unknown (``outcome_unknown``): their tries
+    read in one query."""
+    keys = {p.pk: p.idempotency_key for p in payments}
+    tries: dict[Any, list[tuple[datetime | None, str, int | None]]] = {pk: [] for pk in keys}
+    for payment_id, key, *answer in (
+        PaymentAttempt.objects.filter(payment_id__in=list(keys))
         .exclude(outcome=NOT_SENT)
-        .order_by("started_at", "pk")
-        .values_list("finished_at", "outcome", "http_status")
-    )
-    return tries_outcome_unknown(tries)
+        .order_by("payment_id", "started_at", "pk")
+        .values_list("payment_id", "idempotency_key", "finished_at", "outcome", "http_status")
+    ):
+        if key == keys[payment_id]:  # the tries of its current key
+            tries[payment_id].append(tuple(answer))  # type: ignore[arg-type]
+    return {pk for pk, of_key in tries.items() if _tries_outcome_unknown(of_key)}
 
 
-def tries_outcome_unknown(tries: Iterable[tuple[datetime | None, str, int | None]]) -> bool:
+def _tries_outcome_unknown(tries: Iterable[tuple[datetime | None, str, int | None]]) -> bool:
     """``outcome_unknown`` of a key's sent tries, oldest first: (finished_at, outcome, http_status)."""
     unknown = False
     for finished_at, outcome, http_status in tries:
