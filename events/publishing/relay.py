@@ -218,9 +218,7 @@ def _passes(
         total += step
         if step.published:
             holding.forget()  # the next look reads the depths this pass changed
-        if step.failed and stop is not None:
-            stop.set()  # an endpoint failing this lane's calls fails the others': all end
-        if step.failed or time.monotonic() > deadline or (stop is not None and stop.is_set()):
+        if _lane_ends(step, deadline, stop):
             return total
         if not (held and due_rows_exist(producers=held)):  # no row waits for a queue
             hold.reset()
@@ -242,11 +240,17 @@ def _passes(
         if out.published:
             holding.forget()
         hold.reset()
-        if out.failed and stop is not None:
-            stop.set()
+        ends = _lane_ends(out, deadline, stop)  # (a hold's wait ends by the deadline: no pass after it)
         if not due_rows_exist(skip_producers=held):  # nothing else to do: the sweep goes on
             total.held_out = True
             return total
-        # (as after any pass: a hold's wait ends by the deadline, and no pass starts after it)
-        if out.failed or time.monotonic() > deadline or (stop is not None and stop.is_set()):
+        if ends:
             return total
+
+
+def _lane_ends(step: RelayResult, deadline: float, stop: threading.Event | None) -> bool:
+    """Whether a lane starts no pass after ``step``: it failed (an endpoint failing this lane's calls
+    fails the others': ``stop`` is set, all end), time is up, or another lane's failed."""
+    if step.failed and stop is not None:
+        stop.set()
+    return bool(step.failed) or time.monotonic() > deadline or (stop is not None and stop.is_set())
