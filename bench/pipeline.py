@@ -279,6 +279,7 @@ def main() -> None:
                 f"vs plain publish and receive+delete at once {rate(SAMPLE, through_payments)}: {through_payments / SAMPLE * pay_n / pay_s:.0%}",
             ),
             ("total, file to payments", f"{t_paid:.1f} s (target: 10,000 in <= 20 s, 100,000 in <= 180 s)"),
+            ("plain parts in a row", _plain_parts_line(t_paid, floor, through_invoicing, through_payments)),
             (
                 "cpu, file to payments",
                 _cpu_line(meter.between("start", "paid"), sum(commands.values()), t_paid),
@@ -292,6 +293,22 @@ def main() -> None:
             ),
             ("logs", str(tmp)),
         ]
+    )
+
+
+def _plain_parts_line(total: float, floor: float, through_invoicing: float, through_payments: float) -> str:
+    """The total next to the same work done by the plain parts of this run, one after the other: the
+    file's rows at the SQL floor, then each hop (agreement.created to invoicing, invoice.issued to
+    payments) at its plain pair's rate (a plain publisher and a plain receive+delete loop at once,
+    SAMPLE messages): no daily run, no charges, no project code. A machine on which these alone
+    take longer than the issue's target cannot meet it with any code of this design."""
+    hops = N * (through_invoicing + through_payments) / SAMPLE
+    plain = floor + hops
+    target = 20 * N / 10_000 if N <= 10_000 else 180 * N / 100_000
+    return (
+        f"{plain:.1f} s for {N:,} (SQL floor {floor:.1f} s + both hops at the plain pair's rate {hops:.1f} s): "
+        f"the total is {total / plain:.2f}x it; the issue's target for {N:,} ({target:.0f} s) is "
+        f"{target / plain:.2f}x it on this machine"
     )
 
 
