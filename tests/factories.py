@@ -281,6 +281,27 @@ class OddSendAnswer:
         return answer
 
 
+class DeletesRefused:
+    """The SQS client, but DeleteMessageBatch leaves each batch's first entry in its queue and
+    answers it failed (as SQS does for an expired receipt handle or a throttled entry)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def delete_message_batch(self, **request: Any) -> dict[str, Any]:
+        first, *rest = request["Entries"]
+        answer: dict[str, Any] = {"Successful": [], "Failed": []}
+        if rest:
+            answer = self.client.delete_message_batch(**{**request, "Entries": rest})
+        answer.setdefault("Failed", []).append(
+            {"Id": first["Id"], "Code": "ReceiptHandleIsInvalid", "Message": "refused", "SenderFault": True}
+        )
+        return answer
+
+
 def slow_publishing(monkeypatch: Any, *, each_call: float) -> list[str]:
     """The relay's PublishBatch answered ``each_call`` s late (a slow endpoint); the ids of the rows
     sent, as they go."""

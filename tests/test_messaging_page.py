@@ -22,7 +22,7 @@ from events.publishing import NewEvent, record_events
 from events.publishing.relay import relay_pending
 from events.topology import aws
 from invoicing.models import DailyRun
-from tests.factories import agreement_data, drain
+from tests.factories import DeletesRefused, OddSendAnswer, agreement_data, drain
 from tests.pages import MESSAGING_URL as URL
 from tests.pages import element, messaging_page, staff
 
@@ -65,6 +65,23 @@ def test_redrive_shows_the_dry_run_count_then_moves_the_messages(client, poisone
     resp = client.post(URL, {"redrive": DLQ}, follow=True)
     assert "Moved 1 message(s)" in resp.content.decode()
     assert len(drain(sqs, "billing-test-payments-events")) == 1
+
+
+@pytest.mark.parametrize("answer", ["send failed", "delete failed"])
+def test_a_redrive_that_went_part_wrong_says_so_on_the_page(client, poisoned, sqs, monkeypatch, answer):
+    # given a DLQ whose message's copy is refused, or whose delete after the copy is
+    real = aws.client
+    odd = (lambda c: OddSendAnswer(c, "both")) if answer == "send failed" else DeletesRefused
+    monkeypatch.setattr(aws, "client", lambda service: odd(real(service)))
+    client.force_login(staff("redrive_dlq"))
+    # when the operator redrives it
+    page = client.post(URL, {"redrive": DLQ}, follow=True).content.decode()
+    # then the page says "moved 0" and what happened to the message, not only a success
+    assert "Moved 0 message(s)" in page
+    if answer == "send failed":
+        assert "1 message(s) could not be sent back and stay in" in page
+    else:
+        assert "1 message(s) were copied to billing-test-payments-events but not deleted" in page
 
 
 def test_replay_previews_the_count_then_replays(client, empty_queues, sqs):
@@ -175,5 +192,3 @@ def test_the_repair_commands_follow_the_operator_command_setting(client, poisone
     settings.OPERATOR_COMMAND = "python manage.py {args}"
     _, text = element(messaging_page(client), "tr", "data-queue", DLQ)
     assert "python manage.py dlq_redrive payments --dry-run" in text and "make manage" not in text
-
-

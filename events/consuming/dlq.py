@@ -149,13 +149,17 @@ class RedriveReport:
 
     ``left_*`` count what stays in the DLQ: selected ones not moved (a send failed, ``--max``
     reached), unselected ones, and ``unexamined``: in the DLQ at the end but never received
-    (in flight elsewhere during the run, or arrived after it started).
+    (in flight elsewhere during the run, or arrived after it started). ``copied_not_deleted`` stay
+    in it too, with a copy in the source queue (``sent`` counts both kinds).
     """
 
     depth_before: int = 0
     seen: int = 0  # distinct messages received
     matched: int = 0  # selected (and within --max): moved, or would be in a dry run
-    moved: int = 0
+    moved: int = 0  # copied to the source queue and deleted from the DLQ
+    # copied, but the DLQ did not delete them: in both queues; a later redrive sends them again
+    # (consumers skip an event id they have handled)
+    copied_not_deleted: int = 0
     skipped: int = 0  # seen and not selected
     failed: int = 0
     errors: list[str] = field(default_factory=list)
@@ -163,6 +167,11 @@ class RedriveReport:
     left_unselected: int = 0
     unexamined: int = 0
     depth_after: int = 0
+
+    @property
+    def sent(self) -> int:
+        """Messages copied to the source queue: moved, and those the DLQ did not delete."""
+        return self.moved + self.copied_not_deleted
 
 
 # Every message received stays invisible until the end of the pass, so each is seen once. SQS
@@ -251,7 +260,9 @@ def redrive(
     if dry_run:  # nothing moved: what would move is still there too
         report.left_selected += report.matched
     report.depth_after = depth(dlq)
-    report.unexamined = max(0, report.depth_after - report.left_selected - report.left_unselected)
+    report.unexamined = max(
+        0, report.depth_after - report.left_selected - report.left_unselected - report.copied_not_deleted
+    )
     return report
 
 
@@ -291,7 +302,8 @@ def _move(
             # Copied but still in the DLQ: a later redrive sends it again (consumers are idempotent).
             report.errors.append(f"not deleted from the DLQ after copying: {why}")
         gone.update(m.receipt for i, m in enumerate(done) if i not in kept)
-    report.moved += len(done)
+        report.copied_not_deleted += len(kept)
+        report.moved += len(done) - len(kept)
 
 
 def start_native_move(dlq: str, source: str) -> str:

@@ -145,6 +145,19 @@ def _post(request: HttpRequest, can_redrive: bool, can_replay: bool) -> HttpResp
             return HttpResponseRedirect(here)
         report = redrive(dlq, source, selection=Selection())
         messages.success(request, f"Moved {report.moved} message(s) from {dlq} back to {source}.")
+        if report.failed:
+            messages.error(
+                request,
+                f"{report.failed} message(s) could not be sent back and stay in {dlq}: "
+                f"{'; '.join(report.errors[:3])}. Redrive again once {source} answers.",
+            )
+        if report.copied_not_deleted:
+            messages.warning(
+                request,
+                f"{report.copied_not_deleted} message(s) were copied to {source} but not deleted from "
+                f"{dlq}: they are in both. A later redrive sends them again; consumers skip an event "
+                "they have already handled.",
+            )
         return HttpResponseRedirect(here)
     if "replay" in request.POST or "replay_preview" in request.POST:
         if not can_replay:

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from events.topology import aws
-from tests.factories import AUDIT_QUEUE, OddSendAnswer, drain, envelope
+from tests.factories import AUDIT_QUEUE, DeletesRefused, OddSendAnswer, drain, envelope
 from tests.factories import queue_depth as queue_counts
 from tests.helpers import ctrl_c_at_progress
 
@@ -194,3 +194,26 @@ def test_a_message_whose_copy_the_source_queue_does_not_confirm_stays_in_the_dlq
     left = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2).get("Messages", [])
     moved = drain(sqs, AUDIT_QUEUE)
     assert len(left) == 1 and len(moved) == 3  # (its copy did arrive: sent again, it is a duplicate)
+
+
+def test_copies_the_dlq_does_not_delete_are_reported_as_in_both_queues_not_as_moved(
+    empty_queues, sqs, monkeypatch, capsys
+):
+    # given 25 dead letters (three batches of 10), and a DLQ that refuses each batch's first delete
+    url = aws.queue_url(AUDIT_DLQ)
+    for i in range(25):
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(envelope(f"K-{i}")))
+    client = aws.client
+    monkeypatch.setattr(aws, "client", lambda service: DeletesRefused(client(service)))
+
+    # when they are redriven
+    call_command("dlq_redrive", "audit")
+
+    # then 22 moved, and the 3 copied but not deleted are said to be in both queues, not "not examined"
+    out = capsys.readouterr().out
+    assert f"Moved 22 message(s) from {AUDIT_DLQ} to {AUDIT_QUEUE}; examined 25 of 25." in out
+    assert "0 not examined, 3 copied but not deleted)" in out
+    assert f"3 of the messages left were copied to {AUDIT_QUEUE} but not deleted" in out
+    assert "Not examined" not in out
+    monkeypatch.undo()
+    assert len(drain(sqs, AUDIT_QUEUE)) == 25

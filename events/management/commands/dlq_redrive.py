@@ -95,6 +95,7 @@ class Command(BaseCommand):
         left = (
             f"{report.left_selected} selected, {report.left_unselected} not selected, "
             f"{report.unexamined} not examined"
+            + (f", {report.copied_not_deleted} copied but not deleted" if report.copied_not_deleted else "")
         )
         if opts["dry_run"]:
             self.stdout.write(
@@ -106,6 +107,12 @@ class Command(BaseCommand):
             f"Moved {report.moved} message(s) from {dlq} to {source}; examined {report.seen} of "
             f"{report.depth_before}. Left in {dlq}: {report.depth_after} ({left})."
         )
+        if report.copied_not_deleted:
+            self.stdout.write(
+                f"{report.copied_not_deleted} of the messages left were copied to {source} but not deleted "
+                f"from {dlq} ({'; '.join(report.errors[:3])}): they are in both. A later redrive sends them "
+                "again; consumers skip an event they have already handled."
+            )
         if report.unexamined:
             self.stdout.write(
                 "Not examined: in flight elsewhere during the run, arrived after it started, or beyond "
@@ -124,13 +131,13 @@ class Command(BaseCommand):
             if opts[name]:
                 resume += [f"--{name.replace('_', '-')}", opts[name]]
         if opts["max_messages"] is not None:
-            if report.moved >= opts["max_messages"]:
+            if report.sent >= opts["max_messages"]:
                 return CommandError(
-                    f"Interrupted after moving the {report.moved} message(s) asked for (--max) from "
+                    f"Interrupted after moving the {report.sent} message(s) asked for (--max) from "
                     f"{dlq} to {source}: nothing left to resume.",
                     returncode=INTERRUPTED_EXIT,
                 )
-            resume += ["--max", str(opts["max_messages"] - report.moved)]
+            resume += ["--max", str(opts["max_messages"] - report.sent)]
         if opts["dry_run"]:
             return interrupted(
                 f"dry run: looked at {seen} of {report.depth_before} message(s) in {dlq}, "
