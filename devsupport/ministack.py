@@ -34,6 +34,20 @@ VENV = Path(os.environ.get("MINISTACK_VENV", ROOT / ".data" / "ministack-venv"))
 # Seconds a stopping endpoint lets requests in flight (a long poll) finish before it saves its state.
 GRACEFUL_STOP_SECONDS = 3  # as ministack's own hypercorn start
 SERVERS = ("uvicorn", "hypercorn")
+# How ministack is started: its server (argv[2]: a module run as ``python -m``, with the rest of argv)
+# and a thread that stops it as SIGTERM would (its state saved) once the process that started it
+# (argv[1]) is gone: a test run or ``make run`` killed outright leaves no emulator behind it.
+LAUNCHER = """
+import os, runpy, signal, sys, threading, time
+parent, module = int(sys.argv[1]), sys.argv[2]
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
+threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+sys.argv = [module, *sys.argv[3:]]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
 
 
 def _pinned(name: str) -> str:
@@ -187,11 +201,11 @@ class Ministack:
         return self.endpoint
 
     def _argv(self, python: Path, server: str) -> list[str]:
+        launch = [str(python), "-c", LAUNCHER, str(os.getpid())]
         if server == "hypercorn":
-            return [str(python), "-m", "ministack"]
+            return [*launch, "ministack"]
         return [
-            str(python),
-            "-m",
+            *launch,
             "uvicorn",
             "ministack.app:app",
             "--host",

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
+import time
 from typing import Any
 
 import boto3
+import psutil
 import pytest
 
 from devsupport import ministack
+from devsupport.ministack import ROOT
 from devsupport.net import free_port
 from devsupport.stack import start_endpoint
 
@@ -113,3 +117,47 @@ def _version_of_six(python) -> str:  # noqa: ANN001 - a Path
     argv = [str(python), "-c", "import six; print(six.__version__)"]
     done = subprocess.run(argv, capture_output=True, text=True)
     return done.stdout.strip()
+
+
+PARENT = """
+import sys, time
+from pathlib import Path
+import boto3
+from devsupport.ministack import Ministack
+m = Ministack(state_dir=Path(sys.argv[1]))
+m.start()
+sqs = boto3.client("sqs", endpoint_url=m.url, region_name="us-east-1",
+                   aws_access_key_id="testing", aws_secret_access_key="testing")
+url = sqs.create_queue(QueueName="kept")["QueueUrl"]
+sqs.send_message(QueueUrl=url, MessageBody="before the kill")
+print(m.pid, m.port, flush=True)
+time.sleep(600)
+"""
+
+
+def test_an_emulator_whose_starter_is_killed_outright_stops_itself_and_keeps_its_messages(tmp_path):
+    # given ministack started by a process (a test run, make run) that is then killed outright
+    # (SIGKILL: a timeout, the OOM killer), with a message queued
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        pid, port = (int(x) for x in parent.stdout.readline().split())
+    finally:
+        parent.kill()
+        parent.wait()
+    # then the emulator does not outlive it: it stops within seconds, as a clean stop would
+    gone = time.monotonic() + 20
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < gone, f"ministack (pid {pid}) outlived the process that started it"
+        time.sleep(0.2)
+    # and, started again on its state, it still has the message
+    again = ministack.Ministack(port=port, state_dir=tmp_path)
+    again.start()
+    try:
+        sqs = _sqs(again.url)
+        url = sqs.get_queue_url(QueueName="kept")["QueueUrl"]
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        assert [m["Body"] for m in got] == ["before the kill"]
+    finally:
+        again.stop()
