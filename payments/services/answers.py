@@ -77,6 +77,8 @@ def _record(payment_id: str, attempt_id: int, result: ChargeResult, *, key: str,
         return p.status
     if p.status != P.PROCESSING:
         return p.status  # a concurrent duplicate already recorded this step
+    if not sent:
+        return _held_back(p, result, now)
     if result.ok:
         return _succeeded(p, result)
     p.last_error_class, p.last_error_message = result.error_class, result.message[:500]
@@ -195,7 +197,24 @@ def charged_record(answers: Sequence[tuple[Started, ChargeResult]]) -> list[str]
     return [outcomes[s.payment_id] for s, _r in answers]
 
 
-def _transient(p: Payment, now: datetime) -> str:
+def _held_back(p: Payment, result: ChargeResult, now: datetime) -> str:
+    """A try never sent (no rate-limit token in time; a soft time limit or a shut-down pool between
+    its claim and its send): the gateway neither failed nor saw it. It is tried again with the same
+    backoff as a transient error (a payment the limiter keeps holding back waits longer each time
+    rather than queue for a token every few seconds), but it reads ``not_sent`` as its outcome,
+    its last error and in ``billing_payments_total``: neither an operator nor an alert on the
+    gateway's errors takes a queue for the limiter for a failing gateway. Cancelled instead if its
+    invoice was closed meanwhile and no earlier try may have charged."""
+    p.last_error_class, p.last_error_message = NOT_SENT, result.message[:500]
+    if p.invoice_closed_at is not None and not outcome_unknown(p):
+        cancel(p, f"invoice closed while its charge waited: {p.invoice_closed_reason}")
+        return "cancelled"
+    return _transient(p, now, outcome=NOT_SENT)
+
+
+def _transient(p: Payment, now: datetime, outcome: str = "transient") -> str:
+    """Try again after a backoff that grows with the tries in a row that settled nothing (transient
+    errors, tries not sent); after PAYMENT_TRANSIENT_MAX_RETRIES, the retry sweep's, later."""
     p.transient_failures += 1
     delay = transient_delay(p.transient_failures)
     if p.transient_failures > settings.PAYMENT_TRANSIENT_MAX_RETRIES:
@@ -210,8 +229,8 @@ def _transient(p: Payment, now: datetime) -> str:
         p.save()
         payment_id, step = str(p.id), p.dunning_step
         transaction.on_commit(lambda: enqueue_charge(payment_id, step, delay), robust=True)
-    count("transient")
-    return "transient"
+    count(outcome)
+    return outcome
 
 
 def _declined(p: Payment, result: ChargeResult, now: datetime) -> str:

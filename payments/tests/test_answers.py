@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from events.models import OutboxEvent
 from payments.gateway import ChargeResult, HttpGateway
@@ -228,3 +229,32 @@ def test_a_decline_whose_message_holds_a_nul_is_recorded_and_the_payment_goes_on
     assert outcome == "soft_declined" and (p.status, p.dunning_step) == ("retry_scheduled", 1)
     assert p.last_error_message == "no\\u0000funds"
     assert PaymentAttempt.objects.get(pk=attempt.pk).error_message == "no\\u0000funds"
+
+
+def test_a_charge_the_limiter_holds_back_reads_not_sent_not_a_gateway_error(
+    sandbox, empty_queues, monkeypatch
+):
+    # given a payment whose charge the local rate limiter holds back (no token in time), twice
+    def counted(outcome: str) -> float:
+        return REGISTRY.get_sample_value("billing_payments_total", {"outcome": outcome}) or 0.0
+
+    payment, _ = payment_create_for_invoice(data=invoice_data("cus-queued"))
+    before = {o: counted(o) for o in ("not_sent", "transient")}
+    monkeypatch.setattr(charging.ratelimit, "acquire", lambda *args, **kwargs: False)
+    tried_at = timezone.now()
+    outcomes = [payment_charge(payment_id=str(payment.pk)) for _ in range(2)]
+    monkeypatch.undo()
+
+    # then each try reads "not sent" to the operator and the metrics, not a transient gateway
+    # error, and the payment is due again after a backoff, as after one
+    p = Payment.objects.get(pk=payment.pk)
+    assert outcomes == ["not_sent", "not_sent"]
+    assert (p.status, p.last_error_class) == ("pending", "not_sent")
+    assert p.last_error_message == "local rate limit: no token in time"
+    assert counted("not_sent") - before["not_sent"] == 2
+    assert counted("transient") == before["transient"]
+    assert p.next_attempt_at >= tried_at + timedelta(seconds=settings.PAYMENT_CHARGE_LEASE_SECONDS)
+    assert gateway_stats(sandbox)["charges"] == 0
+    # and once a token comes, it is charged
+    assert payment_charge(payment_id=str(payment.pk)) == "succeeded"
+    assert gateway_stats(sandbox)["charges"] == 1

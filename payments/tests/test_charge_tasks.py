@@ -429,7 +429,7 @@ def test_charges_claimed_but_never_sent_are_recorded_so_and_a_void_then_charges_
 
     # then none reached the pool: every try reads "not sent", not sent-and-unanswered (which the
     # stale sweep would ask the gateway about, a first charge for it), and the payments are due again
-    assert isinstance(run.crashed, RuntimeError) and run.outcomes == {"transient": 3}
+    assert isinstance(run.crashed, RuntimeError) and run.outcomes == {"not_sent": 3}
     payments = {str(p.pk): p for p in Payment.objects.filter(pk__in=ids)}
     rest = [payments[i] for i in ids]
     for p in rest:

@@ -180,7 +180,7 @@ def test_a_charge_the_rate_limiter_held_back_is_not_sent_once_its_invoice_is_voi
     # given a charge the local rate limiter held back (no token in time): it never reached the gateway
     payment, _ = payment_create_for_invoice(data=invoice_data("cus-held"))
     monkeypatch.setattr(charging.ratelimit, "acquire", lambda *args, **kwargs: False)
-    assert payment_charge(payment_id=str(payment.pk)) == "transient"
+    assert payment_charge(payment_id=str(payment.pk)) == "not_sent"
     monkeypatch.undo()
     # when its invoice is voided before the retry
     payment_close_for_invoice(invoice_id=payment.invoice_id, reason="issued in error")
