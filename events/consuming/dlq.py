@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import topology
 from ..envelope import Poison, parse_envelope
@@ -162,7 +162,8 @@ class RedriveReport:
     copied_not_deleted: int = 0
     skipped: int = 0  # seen and not selected
     failed: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # why sends failed
+    delete_errors: list[str] = field(default_factory=list)  # why copies were not deleted
     left_selected: int = 0
     left_unselected: int = 0
     unexamined: int = 0
@@ -244,8 +245,9 @@ def redrive(
             report.matched += len(chosen)
             if dry_run:
                 held.extend(m.receipt for m in chosen)
-            elif chosen:
-                _move(sqs, dlq, source, chosen, report, held, gone)
+            elif chosen and not _move(sqs, dlq, source, chosen, report, held, gone):
+                in_hand = []
+                break  # the DLQ refuses deletes: each batch more would only be copied again
             in_hand = []
             if progress:
                 progress(len(fresh))
@@ -274,7 +276,11 @@ def _move(
     report: RedriveReport,
     held: list[str],
     gone: set[str],
-) -> None:
+) -> bool:
+    """Copy ``chosen`` to ``source``, then delete the copied ones from the DLQ. False if the DLQ
+    refused the delete call as a whole (a permission, an outage): the pass stops there. Copies the
+    DLQ did not delete are counted and released with the messages looked at: in both queues, they
+    are sent again by a later redrive, and their consumer skips the duplicate."""
     resp = sqs.send_message_batch(
         QueueUrl=aws.queue_url(source),
         Entries=[
@@ -292,18 +298,25 @@ def _move(
         report.errors.append(why)
         held.append(chosen[i].receipt)
     done = [chosen[i] for i in sorted(sent)]  # only what has its copy leaves the DLQ
-    if done:
+    if not done:
+        return True
+    try:
         resp = sqs.delete_message_batch(
             QueueUrl=aws.queue_url(dlq),
             Entries=[{"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(done)],
         )
-        kept, _deleted = aws.batch_answer(resp, len(done), "DeleteMessageBatch")
-        for why in kept.values():
-            # Copied but still in the DLQ: a later redrive sends it again (consumers are idempotent).
-            report.errors.append(f"not deleted from the DLQ after copying: {why}")
-        gone.update(m.receipt for i, m in enumerate(done) if i not in kept)
-        report.copied_not_deleted += len(kept)
-        report.moved += len(done) - len(kept)
+    except (ClientError, BotoCoreError) as exc:
+        report.copied_not_deleted += len(done)
+        report.delete_errors.append(f"DeleteMessageBatch failed: {exc}")
+        held.extend(m.receipt for m in done)
+        return False
+    kept, _deleted = aws.batch_answer(resp, len(done), "DeleteMessageBatch")
+    report.delete_errors.extend(kept.values())
+    report.copied_not_deleted += len(kept)
+    report.moved += len(done) - len(kept)
+    held.extend(done[i].receipt for i in kept)
+    gone.update(m.receipt for i, m in enumerate(done) if i not in kept)
+    return True
 
 
 def start_native_move(dlq: str, source: str) -> str:

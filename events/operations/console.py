@@ -144,7 +144,11 @@ def _post(request: HttpRequest, can_redrive: bool, can_replay: bool) -> HttpResp
             messages.error(request, str(exc))
             return HttpResponseRedirect(here)
         report = redrive(dlq, source, selection=Selection())
-        messages.success(request, f"Moved {report.moved} message(s) from {dlq} back to {source}.")
+        moved = f"Moved {report.moved} message(s) from {dlq} back to {source}."
+        if report.failed or report.copied_not_deleted:
+            messages.warning(request, moved)
+        else:
+            messages.success(request, moved)
         if report.failed:
             messages.error(
                 request,
@@ -155,8 +159,8 @@ def _post(request: HttpRequest, can_redrive: bool, can_replay: bool) -> HttpResp
             messages.warning(
                 request,
                 f"{report.copied_not_deleted} message(s) were copied to {source} but not deleted from "
-                f"{dlq}: they are in both. A later redrive sends them again; consumers skip an event "
-                "they have already handled.",
+                f"{dlq} ({'; '.join(report.delete_errors[:3])}): they are in both. A later redrive sends "
+                "them again; consumers skip an event they have already handled.",
             )
         return HttpResponseRedirect(here)
     if "replay" in request.POST or "replay_preview" in request.POST:

@@ -7,6 +7,7 @@ import re
 import time
 
 import pytest
+from botocore.exceptions import ClientError
 from django.core.management import CommandError, call_command
 
 from events.topology import aws
@@ -217,3 +218,41 @@ def test_copies_the_dlq_does_not_delete_are_reported_as_in_both_queues_not_as_mo
     assert "Not examined" not in out
     monkeypatch.undo()
     assert len(drain(sqs, AUDIT_QUEUE)) == 25
+    # and they are visible in the DLQ at once, not hidden for the redrive's hold: the next redrive
+    # sends them again
+    assert _visible(sqs, AUDIT_DLQ) == 3
+    call_command("dlq_redrive", "audit")
+    assert "Moved 3 message(s)" in capsys.readouterr().out
+    assert _visible(sqs, AUDIT_DLQ) == 0
+
+
+class _DeletesForbidden(DeletesRefused):
+    """DeleteMessageBatch refused as a whole (no sqs:DeleteMessage on the DLQ)."""
+
+    def delete_message_batch(self, **request):
+        error = {"Error": {"Code": "AccessDenied", "Message": "no sqs:DeleteMessage"}}
+        raise ClientError(error, "DeleteMessageBatch")
+
+
+def test_a_dlq_that_refuses_every_delete_stops_the_redrive_after_one_batch_and_says_so(
+    empty_queues, sqs, monkeypatch, capsys
+):
+    # given 25 dead letters, and an operator allowed to send to the source queue but not to delete
+    # from the DLQ
+    url = aws.queue_url(AUDIT_DLQ)
+    for i in range(25):
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(envelope(f"F-{i}")))
+    client = aws.client
+    monkeypatch.setattr(aws, "client", lambda service: _DeletesForbidden(client(service)))
+
+    # when they are redriven
+    call_command("dlq_redrive", "audit")
+
+    # then it stops after the first batch (each more would only be copied again), says the 10 it
+    # copied are in both queues and why, and leaves all 25 visible in the DLQ
+    out = capsys.readouterr().out
+    assert f"Moved 0 message(s) from {AUDIT_DLQ} to {AUDIT_QUEUE}" in out
+    assert "10 of the messages left were copied" in out and "AccessDenied" in out
+    monkeypatch.undo()
+    assert len(drain(sqs, AUDIT_QUEUE)) == 10
+    assert _visible(sqs, AUDIT_DLQ) == 25

@@ -110,8 +110,8 @@ class Command(BaseCommand):
         if report.copied_not_deleted:
             self.stdout.write(
                 f"{report.copied_not_deleted} of the messages left were copied to {source} but not deleted "
-                f"from {dlq} ({'; '.join(report.errors[:3])}): they are in both. A later redrive sends them "
-                "again; consumers skip an event they have already handled."
+                f"from {dlq} ({'; '.join(report.delete_errors[:3])}): they are in both. A later redrive "
+                "sends them again; consumers skip an event they have already handled."
             )
         if report.unexamined:
             self.stdout.write(
@@ -133,7 +133,7 @@ class Command(BaseCommand):
         if opts["max_messages"] is not None:
             if report.sent >= opts["max_messages"]:
                 return CommandError(
-                    f"Interrupted after moving the {report.sent} message(s) asked for (--max) from "
+                    f"Interrupted after sending the {report.sent} message(s) asked for (--max) from "
                     f"{dlq} to {source}: nothing left to resume.",
                     returncode=INTERRUPTED_EXIT,
                 )
@@ -146,8 +146,14 @@ class Command(BaseCommand):
                 why_safe="A dry run moves nothing.",
             )
         return interrupted(
-            f"moved {report.moved} message(s) from {dlq} to {source}, looked at {seen} of "
-            f"{report.depth_before}. The others stay in {dlq} (those it held are released).",
+            f"moved {report.moved} message(s) from {dlq} to {source}"
+            + (
+                f" and copied {report.copied_not_deleted} more that {dlq} did not delete (in both)"
+                if report.copied_not_deleted
+                else ""
+            )
+            + f", looked at {seen} of {report.depth_before}. The others stay in {dlq} (those it held are "
+            "released).",
             resume=resume,
             why_safe="It moves what is left. A message being copied at the moment of Ctrl-C may reach "
             f"{source} twice: harmless, consumers skip event ids they have already handled.",
