@@ -3,6 +3,9 @@ between runs, with the messages queued before a clean stop still there after the
 
 from __future__ import annotations
 
+import os
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -10,13 +13,13 @@ import time
 from typing import Any
 
 import boto3
-import psutil
 import pytest
 
 from devsupport import ministack
 from devsupport.ministack import ROOT
 from devsupport.net import free_port
 from devsupport.stack import start_endpoint
+from devsupport.supervisor import pid_running
 
 pytestmark = pytest.mark.slow
 
@@ -141,16 +144,22 @@ def test_an_emulator_whose_starter_is_killed_outright_stops_itself_and_keeps_its
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
+    pid = None
     try:
+        ready, _, _ = select.select([parent.stdout], [], [], 120)
+        assert ready, "the parent did not start ministack within 120 s"
         pid, port = (int(x) for x in parent.stdout.readline().split())
-    finally:
         parent.kill()
         parent.wait()
-    # then the emulator does not outlive it: it stops within seconds, as a clean stop would
-    gone = time.monotonic() + 20
-    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < gone, f"ministack (pid {pid}) outlived the process that started it"
-        time.sleep(0.2)
+        # then the emulator does not outlive it: it stops within seconds, as a clean stop would
+        gone = time.monotonic() + 20
+        while pid_running(pid):
+            assert time.monotonic() < gone, f"ministack (pid {pid}) outlived the process that started it"
+            time.sleep(0.2)
+    finally:
+        parent.kill()
+        if pid_running(pid):
+            os.killpg(pid, signal.SIGKILL)  # (its own session) no orphan, whatever the outcome
     # and, started again on its state, it still has the message
     again = ministack.Ministack(port=port, state_dir=tmp_path)
     again.start()

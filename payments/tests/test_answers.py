@@ -249,11 +249,13 @@ def test_a_charge_the_limiter_holds_back_reads_not_sent_not_a_gateway_error(
     # error, and the payment is due again after a backoff, as after one
     p = Payment.objects.get(pk=payment.pk)
     assert outcomes == ["not_sent", "not_sent"]
-    assert (p.status, p.last_error_class) == ("pending", "not_sent")
+    assert (p.status, p.last_error_class, p.transient_failures) == ("pending", "not_sent", 2)
     assert p.last_error_message == "local rate limit: no token in time"
     assert counted("not_sent") - before["not_sent"] == 2
     assert counted("transient") == before["transient"]
-    assert p.next_attempt_at >= tried_at + timedelta(seconds=settings.PAYMENT_CHARGE_LEASE_SECONDS)
+    # (due after the lease and the second backoff step: base x 2, jittered down to half of it)
+    due_after = settings.PAYMENT_CHARGE_LEASE_SECONDS + settings.PAYMENT_TRANSIENT_BACKOFF_SECONDS
+    assert p.next_attempt_at >= tried_at + timedelta(seconds=due_after)
     assert gateway_stats(sandbox)["charges"] == 0
     # and once a token comes, it is charged
     assert payment_charge(payment_id=str(payment.pk)) == "succeeded"
