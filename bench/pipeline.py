@@ -228,8 +228,13 @@ def main() -> None:
         # a charge costs, not the invoicing consumer catching up (which read as 12-16 ms a charge
         # after 100,000, against 7-9 after 10,000).
         lag_at_paid = _succeeded_lag()
-        wait_until(lambda: _succeeded_lag() < 2 * GATEWAY_RATE, 900, "invoicing caught up", interval=0.5)
+        try:
+            wait_until(lambda: _succeeded_lag() < 2 * GATEWAY_RATE, 600, "invoicing caught up", interval=2)
+        except TimeoutError:
+            pass  # the window measures the catch-up too: the line below says so
         t_caught_up = time.perf_counter() - t0
+        lag_at_window = _succeeded_lag()
+        to_charge = Payment.objects.filter(status__in=["pending", "processing"]).count()
         meter.mark("caught up")
         answered = PaymentAttempt.objects.exclude(outcome="not_sent")
         charged_before = answered.count()
@@ -303,8 +308,19 @@ def main() -> None:
             (
                 "invoicing's lag",
                 f"{lag_at_paid:,} payment.succeeded published and not yet handled when the payments were "
-                f"all created; within {2 * GATEWAY_RATE:g} {t_caught_up - t_paid:.1f} s later (the charge "
-                "window starts then)",
+                f"all created, {lag_at_window:,} {t_caught_up - t_paid:.1f} s later, when the charge window "
+                "started"
+                + (
+                    " (not caught up: the window's CPU includes the catch-up)"
+                    if lag_at_window >= 2 * GATEWAY_RATE
+                    else ""
+                )
+                + (
+                    f"; only {to_charge:,} charges were left then, under the window's "
+                    f"{CHARGE_WINDOW * GATEWAY_RATE:,.0f}: its rate reads low"
+                    if to_charge < CHARGE_WINDOW * GATEWAY_RATE
+                    else ""
+                ),
             ),
             ("logs", str(tmp)),
         ]
@@ -315,16 +331,19 @@ def _plain_parts_line(total: float, floor: float, through_invoicing: float, thro
     """The total next to the same work done by the plain parts of this run, one after the other: the
     file's rows at the SQL floor, then each hop (agreement.created to invoicing, invoice.issued to
     payments) at its plain pair's rate (a plain publisher and a plain receive+delete loop at once,
-    SAMPLE messages): no daily run, no charges, no project code. A machine on which these alone
-    take longer than the issue's target cannot meet it with any code of this design."""
+    SAMPLE messages): no daily run, no charges, no project code. Not a strict floor (the import and
+    the first hop overlap in the pipeline), but a machine on which these alone take well over the
+    issue's target will not meet it with any code of this design."""
     hops = N * (through_invoicing + through_payments) / SAMPLE
     plain = floor + hops
-    target = 20 * N / 10_000 if N <= 10_000 else 180 * N / 100_000
-    return (
+    line = (
         f"{plain:.1f} s for {N:,} (SQL floor {floor:.1f} s + both hops at the plain pair's rate {hops:.1f} s): "
-        f"the total is {total / plain:.2f}x it; the issue's target for {N:,} ({target:.0f} s) is "
-        f"{target / plain:.2f}x it on this machine"
+        f"the total is {total / plain:.2f}x it"
     )
+    target = {10_000: 20, 100_000: 180}.get(N)  # the issue's two scales
+    if target is None:
+        return line
+    return f"{line}; the issue's target for {N:,} ({target} s) is {target / plain:.2f}x it on this machine"
 
 
 def import_with_nothing_else(tmp: Path) -> float:
