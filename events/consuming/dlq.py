@@ -164,6 +164,7 @@ class RedriveReport:
     failed: int = 0
     errors: list[str] = field(default_factory=list)  # why sends failed
     delete_errors: list[str] = field(default_factory=list)  # why copies were not deleted
+    stopped: str = ""  # why the pass stopped before the end (a call refused as a whole)
     left_selected: int = 0
     left_unselected: int = 0
     unexamined: int = 0
@@ -247,7 +248,7 @@ def redrive(
                 held.extend(m.receipt for m in chosen)
             elif chosen and not _move(sqs, dlq, source, chosen, report, held, gone):
                 in_hand = []
-                break  # the DLQ refuses deletes: each batch more would only be copied again
+                break  # a call refused as a whole: each batch more would meet the same
             in_hand = []
             if progress:
                 progress(len(fresh))
@@ -277,21 +278,31 @@ def _move(
     held: list[str],
     gone: set[str],
 ) -> bool:
-    """Copy ``chosen`` to ``source``, then delete the copied ones from the DLQ. False if the DLQ
-    refused the delete call as a whole (a permission, an outage): the pass stops there. Copies the
-    DLQ did not delete are counted and released with the messages looked at: in both queues, they
-    are sent again by a later redrive, and their consumer skips the duplicate."""
-    resp = sqs.send_message_batch(
-        QueueUrl=aws.queue_url(source),
-        Entries=[
-            {
-                "Id": str(i),
-                "MessageBody": m.body,
-                "MessageAttributes": {k: v for k, v in m.attributes.items() if k not in RESERVED_ATTRIBUTES},
-            }
-            for i, m in enumerate(chosen)
-        ],
-    )
+    """Copy ``chosen`` to ``source``, then delete the copied ones from the DLQ. False if either call
+    was refused as a whole (a permission, an outage; ``report.stopped`` says which): the pass stops
+    there, every message it holds released. Copies the DLQ did not delete are counted and released
+    with the messages looked at: in both queues, they are sent again by a later redrive, and their
+    consumer skips the duplicate."""
+    try:
+        resp = sqs.send_message_batch(
+            QueueUrl=aws.queue_url(source),
+            Entries=[
+                {
+                    "Id": str(i),
+                    "MessageBody": m.body,
+                    "MessageAttributes": {
+                        k: v for k, v in m.attributes.items() if k not in RESERVED_ATTRIBUTES
+                    },
+                }
+                for i, m in enumerate(chosen)
+            ],
+        )
+    except (ClientError, BotoCoreError) as exc:
+        report.failed += len(chosen)
+        report.errors.append(f"SendMessageBatch to {source} failed: {exc}")
+        report.stopped = f"{source} refused SendMessageBatch ({exc})"
+        held.extend(m.receipt for m in chosen)
+        return False
     failed, sent = aws.batch_answer(resp, len(chosen), "SendMessageBatch")
     for i, why in failed.items():
         report.failed += 1
@@ -305,13 +316,14 @@ def _move(
             QueueUrl=aws.queue_url(dlq),
             Entries=[{"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(done)],
         )
-    except (ClientError, BotoCoreError) as exc:
+    except (ClientError, BotoCoreError) as exc:  # (a timeout may have deleted some: counted as not)
         report.copied_not_deleted += len(done)
         report.delete_errors.append(f"DeleteMessageBatch failed: {exc}")
+        report.stopped = f"{dlq} refused DeleteMessageBatch ({exc})"
         held.extend(m.receipt for m in done)
         return False
     kept, _deleted = aws.batch_answer(resp, len(done), "DeleteMessageBatch")
-    report.delete_errors.extend(kept.values())
+    report.delete_errors.extend(why for why in kept.values() if why not in report.delete_errors)
     report.copied_not_deleted += len(kept)
     report.moved += len(done) - len(kept)
     held.extend(done[i].receipt for i in kept)

@@ -149,7 +149,12 @@ def _post(request: HttpRequest, can_redrive: bool, can_replay: bool) -> HttpResp
             messages.warning(request, moved)
         else:
             messages.success(request, moved)
-        if report.failed:
+        if report.stopped:
+            messages.error(
+                request,
+                f"The redrive stopped: {report.stopped}. Nothing is lost; fix that and redrive again.",
+            )
+        elif report.failed:
             messages.error(
                 request,
                 f"{report.failed} message(s) could not be sent back and stay in {dlq}: "

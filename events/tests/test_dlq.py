@@ -197,15 +197,20 @@ def test_a_message_whose_copy_the_source_queue_does_not_confirm_stays_in_the_dlq
     assert len(left) == 1 and len(moved) == 3  # (its copy did arrive: sent again, it is a duplicate)
 
 
+def _dead_letters_behind(sqs, monkeypatch, wrapper, n: int = 25) -> None:  # noqa: ANN001 - fixtures
+    """n dead letters in the audit DLQ, and every SQS client the project makes wrapped in ``wrapper``."""
+    url = aws.queue_url(AUDIT_DLQ)
+    for i in range(n):
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(envelope(f"K-{i}")))
+    client = aws.client
+    monkeypatch.setattr(aws, "client", lambda service: wrapper(client(service)))
+
+
 def test_copies_the_dlq_does_not_delete_are_reported_as_in_both_queues_not_as_moved(
     empty_queues, sqs, monkeypatch, capsys
 ):
     # given 25 dead letters (three batches of 10), and a DLQ that refuses each batch's first delete
-    url = aws.queue_url(AUDIT_DLQ)
-    for i in range(25):
-        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(envelope(f"K-{i}")))
-    client = aws.client
-    monkeypatch.setattr(aws, "client", lambda service: DeletesRefused(client(service)))
+    _dead_letters_behind(sqs, monkeypatch, DeletesRefused)
 
     # when they are redriven
     call_command("dlq_redrive", "audit")
@@ -239,14 +244,13 @@ def test_a_dlq_that_refuses_every_delete_stops_the_redrive_after_one_batch_and_s
 ):
     # given 25 dead letters, and an operator allowed to send to the source queue but not to delete
     # from the DLQ
-    url = aws.queue_url(AUDIT_DLQ)
-    for i in range(25):
-        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(envelope(f"F-{i}")))
-    client = aws.client
-    monkeypatch.setattr(aws, "client", lambda service: _DeletesForbidden(client(service)))
+    _dead_letters_behind(sqs, monkeypatch, _DeletesForbidden)
 
     # when they are redriven
-    call_command("dlq_redrive", "audit")
+    with pytest.raises(
+        CommandError, match=f"Stopped after 10 of 25 .*{AUDIT_DLQ} refused DeleteMessageBatch"
+    ):
+        call_command("dlq_redrive", "audit")
 
     # then it stops after the first batch (each more would only be copied again), says the 10 it
     # copied are in both queues and why, and leaves all 25 visible in the DLQ
@@ -255,4 +259,27 @@ def test_a_dlq_that_refuses_every_delete_stops_the_redrive_after_one_batch_and_s
     assert "10 of the messages left were copied" in out and "AccessDenied" in out
     monkeypatch.undo()
     assert len(drain(sqs, AUDIT_QUEUE)) == 10
+    assert _visible(sqs, AUDIT_DLQ) == 25
+
+
+class _SendsForbidden(DeletesRefused):
+    """SendMessageBatch refused as a whole (no sqs:SendMessage on the source queue)."""
+
+    def send_message_batch(self, **request):
+        error = {"Error": {"Code": "AccessDenied", "Message": "no sqs:SendMessage"}}
+        raise ClientError(error, "SendMessageBatch")
+
+
+def test_a_source_queue_that_refuses_every_send_stops_the_redrive_and_leaves_all_in_the_dlq(
+    empty_queues, sqs, monkeypatch, capsys
+):
+    # given 25 dead letters, and an operator not allowed to send to the source queue
+    _dead_letters_behind(sqs, monkeypatch, _SendsForbidden)
+    # when they are redriven: a clear error, not a traceback
+    with pytest.raises(CommandError, match=f"{AUDIT_QUEUE} refused SendMessageBatch .*AccessDenied"):
+        call_command("dlq_redrive", "audit")
+    # then nothing moved, and every message is visible in the DLQ again at once
+    assert f"Moved 0 message(s) from {AUDIT_DLQ}" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert drain(sqs, AUDIT_QUEUE, wait=0) == []
     assert _visible(sqs, AUDIT_DLQ) == 25

@@ -113,6 +113,11 @@ class Command(BaseCommand):
                 f"from {dlq} ({'; '.join(report.delete_errors[:3])}): they are in both. A later redrive "
                 "sends them again; consumers skip an event they have already handled."
             )
+        if report.stopped:
+            raise CommandError(
+                f"Stopped after {report.seen} of {report.depth_before} message(s): {report.stopped}. "
+                f"Nothing is lost (what it held is visible in {dlq} again); fix that, then run it again."
+            )
         if report.unexamined:
             self.stdout.write(
                 "Not examined: in flight elsewhere during the run, arrived after it started, or beyond "
