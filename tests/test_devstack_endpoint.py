@@ -3,6 +3,7 @@ between runs, with the messages queued before a clean stop still there after the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -133,7 +134,7 @@ sqs = boto3.client("sqs", endpoint_url=m.url, region_name="us-east-1",
                    aws_access_key_id="testing", aws_secret_access_key="testing")
 url = sqs.create_queue(QueueName="kept")["QueueUrl"]
 sqs.send_message(QueueUrl=url, MessageBody="before the kill")
-print(m.pid, m.port, flush=True)
+print("READY", m.pid, m.port, flush=True)
 time.sleep(600)
 """
 
@@ -146,9 +147,14 @@ def test_an_emulator_whose_starter_is_killed_outright_stops_itself_and_keeps_its
     )
     pid = None
     try:
-        ready, _, _ = select.select([parent.stdout], [], [], 120)
-        assert ready, "the parent did not start ministack within 120 s"
-        pid, port = (int(x) for x in parent.stdout.readline().split())
+        started = time.monotonic() + 120
+        line = ""
+        while not line.startswith("READY"):  # (ministack's start may print lines of its own first)
+            ready, _, _ = select.select([parent.stdout], [], [], max(0.0, started - time.monotonic()))
+            assert ready, "the parent did not start ministack within 120 s"
+            line = parent.stdout.readline()
+            assert line, "the parent exited before ministack answered"
+        pid, port = (int(x) for x in line.split()[1:])
         parent.kill()
         parent.wait()
         # then the emulator does not outlive it: it stops within seconds, as a clean stop would
@@ -159,7 +165,8 @@ def test_an_emulator_whose_starter_is_killed_outright_stops_itself_and_keeps_its
     finally:
         parent.kill()
         if pid_running(pid):
-            os.killpg(pid, signal.SIGKILL)  # (its own session) no orphan, whatever the outcome
+            with contextlib.suppress(ProcessLookupError):  # (it may stop meanwhile)
+                os.killpg(pid, signal.SIGKILL)  # (its own session) no orphan, whatever the outcome
     # and, started again on its state, it still has the message
     again = ministack.Ministack(port=port, state_dir=tmp_path)
     again.start()

@@ -254,7 +254,10 @@ def test_a_charge_the_limiter_holds_back_reads_not_sent_not_a_gateway_error(
     assert counted("not_sent") - before["not_sent"] == 2
     assert counted("transient") == before["transient"]
     # (due after the lease and the second backoff step: base x 2, jittered down to half of it)
-    due_after = settings.PAYMENT_CHARGE_LEASE_SECONDS + settings.PAYMENT_TRANSIENT_BACKOFF_SECONDS
+    second_step = min(
+        2 * settings.PAYMENT_TRANSIENT_BACKOFF_SECONDS, settings.PAYMENT_TRANSIENT_BACKOFF_MAX_SECONDS
+    )
+    due_after = settings.PAYMENT_CHARGE_LEASE_SECONDS + second_step / 2
     assert p.next_attempt_at >= tried_at + timedelta(seconds=due_after)
     assert gateway_stats(sandbox)["charges"] == 0
     # and once a token comes, it is charged
