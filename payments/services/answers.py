@@ -77,17 +77,20 @@ def _record(payment_id: str, attempt_id: int, result: ChargeResult, *, key: str,
         return p.status
     if p.status != P.PROCESSING:
         return p.status  # a concurrent duplicate already recorded this step
-    if not sent:
-        return _held_back(p, result, now)
-    if result.ok:
+    if sent and result.ok:
         return _succeeded(p, result)
-    p.last_error_class, p.last_error_message = result.error_class, result.message[:500]
-    if result.error_class == TRANSIENT:
+    # A try never sent (no rate-limit token in time; a soft time limit or a shut-down pool between
+    # its claim and its send) is tried again as a transient error is, with its backoff, but reads
+    # ``not_sent`` as its outcome, its last error and in billing_payments_total: neither an operator
+    # nor an alert on the gateway's errors takes a queue for our own limiter for a failing gateway.
+    p.last_error_class = result.error_class if sent else NOT_SENT
+    p.last_error_message = result.message[:500]
+    if not sent or result.error_class == TRANSIENT:
         if p.invoice_closed_at is not None and not outcome_unknown(p):
             # nothing taken by any try of this key, and nothing more will be tried
             cancel(p, f"invoice closed while its charge was retried: {p.invoice_closed_reason}")
             return "cancelled"
-        return _transient(p, now)
+        return _transient(p, now, outcome="transient" if sent else NOT_SENT)
     if refused_request(result.http_status) and outcome_unknown(p):
         # Our request refused (a key, a field) while an earlier try with this key may have
         # charged: failed for good, the operator's retry would charge again with a new key. Tried
@@ -195,21 +198,6 @@ def charged_record(answers: Sequence[tuple[Started, ChargeResult]]) -> list[str]
         count("succeeded", len(changes))
         refunds_release([p for p, _type, _data in changes])
     return [outcomes[s.payment_id] for s, _r in answers]
-
-
-def _held_back(p: Payment, result: ChargeResult, now: datetime) -> str:
-    """A try never sent (no rate-limit token in time; a soft time limit or a shut-down pool between
-    its claim and its send): the gateway neither failed nor saw it. It is tried again with the same
-    backoff as a transient error (a payment the limiter keeps holding back waits longer each time
-    rather than queue for a token every few seconds), but it reads ``not_sent`` as its outcome,
-    its last error and in ``billing_payments_total``: neither an operator nor an alert on the
-    gateway's errors takes a queue for the limiter for a failing gateway. Cancelled instead if its
-    invoice was closed meanwhile and no earlier try may have charged."""
-    p.last_error_class, p.last_error_message = NOT_SENT, result.message[:500]
-    if p.invoice_closed_at is not None and not outcome_unknown(p):
-        cancel(p, f"invoice closed while its charge waited: {p.invoice_closed_reason}")
-        return "cancelled"
-    return _transient(p, now, outcome=NOT_SENT)
 
 
 def _transient(p: Payment, now: datetime, outcome: str = "transient") -> str:
