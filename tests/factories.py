@@ -260,16 +260,25 @@ def payments_create(n: int, status: str, next_attempt_at: datetime | None = None
     )
 
 
-class OddSendAnswer:
+class SqsAnswering:
+    """The SQS client, every call passed through: a subclass changes the answers of the calls it
+    defines (the far side of the world misbehaving)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+class OddSendAnswer(SqsAnswering):
     """The SQS client, but SendMessageBatch's answer is odd about the batch's first entry (sent):
     ``left-out`` lists it neither as sent nor as failed, ``both`` lists it as both (an odd answer
     from an emulator or a proxy): whether the queue holds that copy is unknown."""
 
     def __init__(self, client: Any, odd: str) -> None:
-        self.client, self.odd = client, odd
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.client, name)
+        super().__init__(client)
+        self.odd = odd
 
     def send_message_batch(self, **request: Any) -> dict[str, Any]:
         answer = self.client.send_message_batch(**request)
@@ -281,15 +290,9 @@ class OddSendAnswer:
         return answer
 
 
-class DeletesRefused:
+class DeletesRefused(SqsAnswering):
     """The SQS client, but DeleteMessageBatch leaves each batch's first entry in its queue and
     answers it failed (as SQS does for an expired receipt handle or a throttled entry)."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.client, name)
 
     def delete_message_batch(self, **request: Any) -> dict[str, Any]:
         first, *rest = request["Entries"]

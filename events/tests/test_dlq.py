@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from django.core.management import CommandError, call_command
 
 from events.topology import aws
-from tests.factories import AUDIT_QUEUE, DeletesRefused, OddSendAnswer, drain, envelope
+from tests.factories import AUDIT_QUEUE, DeletesRefused, OddSendAnswer, SqsAnswering, drain, envelope
 from tests.factories import queue_depth as queue_counts
 from tests.helpers import ctrl_c_at_progress
 
@@ -231,7 +231,7 @@ def test_copies_the_dlq_does_not_delete_are_reported_as_in_both_queues_not_as_mo
     assert _visible(sqs, AUDIT_DLQ) == 0
 
 
-class _DeletesForbidden(DeletesRefused):
+class _DeletesForbidden(SqsAnswering):
     """DeleteMessageBatch refused as a whole (no sqs:DeleteMessage on the DLQ)."""
 
     def delete_message_batch(self, **request):
@@ -262,7 +262,7 @@ def test_a_dlq_that_refuses_every_delete_stops_the_redrive_after_one_batch_and_s
     assert _visible(sqs, AUDIT_DLQ) == 25
 
 
-class _SendsForbidden(DeletesRefused):
+class _SendsForbidden(SqsAnswering):
     """SendMessageBatch refused as a whole (no sqs:SendMessage on the source queue)."""
 
     def send_message_batch(self, **request):
