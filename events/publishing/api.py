@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Q
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
@@ -104,6 +105,37 @@ def _decode_cursor(value: str) -> tuple[datetime, uuid.UUID]:
     return utc, event_id
 
 
+# Open transactions in this database other than ours: the oldest began at or before the first
+# stamp of any event still to commit. pg_stat_clear_snapshot: a transaction reads the activity
+# table once and keeps what it read, and a test (or ATOMIC_REQUESTS) may ask twice in one.
+_OLDEST_OPEN = (
+    "SELECT pg_stat_clear_snapshot();"
+    " SELECT least(clock_timestamp(), min(xact_start)) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    " AND backend_type = 'client backend' AND xact_start IS NOT NULL"
+)
+
+
+def settled_before() -> datetime:
+    """The API's horizon: every event that occurred before it has committed (or never will), so
+    a client that has read up to some point below it never finds an older event there later.
+
+    A row's ``occurred_at`` is stamped in its transaction (``outbox.PreparedEvents``), so it is
+    never earlier than that transaction's start, and a transaction still open began no earlier
+    than the oldest open now: a daily run or an import batch that commits minutes after its first
+    row holds the horizon back until it commits, where a fixed window let a cursor pass its rows.
+    ``EVENTS_API_SETTLE_SECONDS`` below that allows for the clocks of the hosts that stamp.
+    Read by a statement of its own, before the one that reads the events: a single statement's
+    snapshot is taken before it reads the activity table, and a transaction that committed in
+    between would be neither seen nor waited for. Needs the sessions that write events to be
+    visible to this one (the same database role, or ``pg_read_all_stats``); a long open
+    transaction (an idle-in-transaction session, a backup) holds the horizon back while it lasts."""
+    with connection.cursor() as cur:
+        cur.execute(_OLDEST_OPEN)
+        (oldest,) = cur.fetchone()
+    return oldest - timedelta(seconds=settings.EVENTS_API_SETTLE_SECONDS)
+
+
 def _filtered(params: Any) -> tuple[Any, int]:
     unknown = set(params) - ALLOWED_PARAMS
     if unknown:
@@ -112,11 +144,7 @@ def _filtered(params: Any) -> tuple[Any, int]:
         # PostgreSQL text cannot hold NUL: refused here rather than as a database error (500).
         if "\x00" in params[name]:
             raise BadRequest(f"{name} must not contain a NUL character")
-    # A row's occurred_at is stamped before its transaction commits; hiding the newest few
-    # seconds keeps a cursor from stepping past rows that commit late.
-    qs = OutboxEvent.objects.filter(
-        occurred_at__lt=timezone.now() - timedelta(seconds=settings.EVENTS_API_SETTLE_SECONDS)
-    )
+    qs = OutboxEvent.objects.filter(occurred_at__lt=settled_before())
     if params.get("type"):
         if params["type"] not in contracts.REGISTRY:
             raise BadRequest(f"type {params['type']!r} is not a known event type")

@@ -147,6 +147,7 @@ COPY_COLUMNS = (
     "sns_message_id",
     "priority",
 )  # not next_attempt_at: its default, the database's clock, makes a new row due (claiming.py)
+_STAMP = COPY_COLUMNS.index("occurred_at")
 
 
 def build_row(event: NewEvent, now: datetime) -> OutboxEvent:
@@ -184,22 +185,35 @@ class PreparedEvents:
     """Events checked against their contracts and made into outbox rows ahead of the transaction
     that records them (``prepare_events``), so that this work, all Python, can run in one thread
     while another waits on the database. Each row is as ``record_events`` would write it then,
-    except that ``occurred_at``, when the event gives none, is the time of the preparing.
+    ``occurred_at`` included: an event that gives none is stamped when it is written, in its
+    transaction, never when it was prepared (the events API's horizon, ``api.settled_before``,
+    counts on a row never being stamped before its transaction began).
     ``record_events(events=..., prepared=...)`` records any of them (an event it was not made
     from is prepared there and then, as usual); an event must not change once prepared."""
 
     def __init__(self, events: Sequence[NewEvent], now: datetime) -> None:
         texts: dict[Any, str] = {}
-        self._rows = {e.id: (e, copy_line(_copy_tuple(e, now), texts)) for e in events}
+        self._rows: dict[Any, tuple[NewEvent, str, str]] = {}
+        for e in events:
+            line = copy_line(_copy_tuple(e, now), texts)
+            if e.occurred_at is None:  # the line around its stamp: a tab is never inside a COPY
+                # text field (copy_value escapes it), so the split is exact
+                *head, _stamp, rest = line.split("\t", _STAMP + 1)
+                self._rows[e.id] = (e, "\t".join(head) + "\t", "\t" + rest)
+            else:
+                self._rows[e.id] = (e, line, "")
 
     def lines(self, events: Sequence[NewEvent], now: datetime) -> Iterator[str]:
         texts: dict[Any, str] = {}
+        stamp = now.isoformat()
         for event in events:
             made = self._rows.get(event.id)
-            if made is not None and made[0] is event:
-                yield made[1]
-            else:
+            if made is None or made[0] is not event:
                 yield copy_line(_copy_tuple(event, now), texts)
+            elif made[2]:
+                yield made[1] + stamp + made[2]
+            else:
+                yield made[1]
 
 
 def prepare_events(events: Sequence[NewEvent]) -> PreparedEvents:

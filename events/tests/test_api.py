@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from datetime import timedelta
 from datetime import timezone as dt_timezone
 
 import pytest
 from django.core.management import call_command
+from django.db import connection as db_connection
 from django.db import transaction
 from django.utils import timezone
 from hypothesis import HealthCheck, given
@@ -187,3 +189,56 @@ def test_any_query_is_200_or_400_never_500(client, token, query):
     assert resp.status_code in (200, 400), (query, resp.content[:300])
     if resp.status_code == 400:
         assert resp.json()["error"]
+
+
+def _read_on(client, token, after: str | None) -> list[dict]:
+    """Every event the API gives a client that read up to ``after`` (an occurred_at) and reads on
+    from there, as a consumer catching up does (``occurred_after`` is inclusive: ids dedupe)."""
+    url, seen = f"{URL}?limit=2" + (f"&occurred_after={after}".replace("+", "%2B") if after else ""), []
+    while url:
+        body = client.get(url, HTTP_AUTHORIZATION=f"Token {token}").json()
+        seen.extend(body["results"])
+        url = body["next"]
+    return seen
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_client_reading_while_a_long_transaction_is_open_gets_its_events_once_it_commits(client, token):
+    def record(aggregate_id: str) -> None:
+        with transaction.atomic():
+            record_events(
+                sender=None,
+                events=[NewEvent(contracts.AGREEMENT_CREATED, aggregate_id, 1, agreement_data(aggregate_id))],
+            )
+
+    # given an event committed, then a long transaction (a daily run's, an import batch's) that
+    # has recorded one and not committed yet, and an event committed after that one was stamped
+    record("A-first")
+    stamped, commit = threading.Event(), threading.Event()
+
+    def long_transaction() -> None:
+        try:
+            with transaction.atomic():
+                record("A-late")
+                stamped.set()
+                assert commit.wait(30)
+        finally:
+            db_connection.close()
+
+    worker = threading.Thread(target=long_transaction)
+    worker.start()
+    try:
+        assert stamped.wait(30)
+        record("A-after")
+        # when a client reads all there is while it is open, then reads on from the newest event
+        # it got once it has committed
+        first = _read_on(client, token, None)
+    finally:
+        commit.set()
+        worker.join(30)
+    then = _read_on(client, token, max(e["occurred_at"] for e in first))
+    # then it got every event: none stamped after the open transaction began was shown before
+    # the transaction committed, so reading on from there skipped nothing
+    got = [e["aggregate_id"] for e in first]
+    assert got == ["A-first"]
+    assert {e["aggregate_id"] for e in first + then} == {"A-first", "A-late", "A-after"}

@@ -4,6 +4,7 @@ transaction are recorded as they would have been."""
 from __future__ import annotations
 
 import gc
+import time
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone as django_timezone
 
 from agreements.models import Agreement
 from core.bulk import copy_line, copy_rows, copy_value, insert_rows, update_rows
@@ -192,6 +194,27 @@ def test_prepared_events_are_recorded_as_they_would_have_been_and_only_those_ask
         assert _stored(e.id) | {"aggregate_id": ""} == _stored(twin.id) | {"aggregate_id": ""}
     assert OutboxEvent.objects.get(pk=events[1].id).data["description"] == "tab\there\\N and a line\nbreak"
     assert OutboxEvent.objects.get(pk=later.id).data["currency"] == "GBP"
+
+
+def test_an_event_prepared_ahead_is_stamped_when_its_transaction_records_it_not_before():
+    # given two events prepared ahead of their transaction, one giving its own time
+    own = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
+    events = [
+        NewEvent(contracts.AGREEMENT_CREATED, "S-1", 1, agreement_data("S-1")),
+        NewEvent(contracts.AGREEMENT_CREATED, "S-2", 1, agreement_data("S-2"), occurred_at=own),
+    ]
+    prepared = prepare_events(events)
+    time.sleep(0.01)  # the import's writer takes a batch up once the one before it has committed
+    # when their transaction records them
+    begun = django_timezone.now()
+    with transaction.atomic():
+        record_events(sender=None, events=events, prepared=prepared)
+    # then the one without a time of its own occurred when it was recorded (the events API shows
+    # an event only once every transaction that began before its time has ended): the other
+    # keeps its own
+    stamps = dict(OutboxEvent.objects.values_list("aggregate_id", "occurred_at"))
+    assert stamps["S-1"] >= begun
+    assert stamps["S-2"] == own
 
 
 def test_an_event_off_contract_is_refused_when_prepared():
