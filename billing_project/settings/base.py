@@ -153,8 +153,8 @@ MESSAGING_DLQ_RETENTION_SECONDS = env.int("MESSAGING_DLQ_RETENTION_SECONDS", def
 # its handler runs; a handler that raises sees it again after this.
 # Keep it well above (messages a poller holds / handler threads) x the slowest handler.
 MESSAGING_EVENT_VISIBILITY_TIMEOUT = env.int("MESSAGING_EVENT_VISIBILITY_TIMEOUT", default=300)
-# The events API shows events older than the oldest open transaction less this, for the clocks of
-# the hosts that stamp events (events/publishing/api.py, settled_before).
+# The events API shows events older than the oldest open transaction recording events, less this
+# for the clocks of the hosts that stamp them (events/publishing/api.py, settled_before).
 EVENTS_API_SETTLE_SECONDS = env.int("EVENTS_API_SETTLE_SECONDS", default=5)
 # Event signing (events/signing.py): {"key id": "secret"}. Consumers accept every key listed (several
 # during a rotation); EVENT_SIGNING_KEY_ID signs what the relay and the replay tools send. Production

@@ -6,12 +6,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
@@ -20,6 +21,9 @@ from django.views.decorators.http import require_GET
 
 from .. import contracts
 from ..models import ApiToken, OutboxEvent
+from .outbox import RECORDING_LOCK
+
+logger = logging.getLogger(__name__)
 
 MAX_LIMIT = 1000
 ALLOWED_PARAMS = {
@@ -105,35 +109,65 @@ def _decode_cursor(value: str) -> tuple[datetime, uuid.UUID]:
     return utc, event_id
 
 
-# Open transactions in this database other than ours: the oldest began at or before the first
-# stamp of any event still to commit. pg_stat_clear_snapshot: a transaction reads the activity
-# table once and keeps what it read, and a test (or ATOMIC_REQUESTS) may ask twice in one.
-_OLDEST_OPEN = (
+# The transactions recording events now (outbox.RECORDING_LOCK's holders: each took it before its
+# first stamp) and when each began; statement_timestamp() is read before pg_locks is. A holder the
+# activity table does not show (another database role without pg_read_all_stats, a session with
+# track_activities off, a prepared transaction: no pid) is unseen; one that has ended since pg_locks
+# was read is gone (no row) or idle, and its events have committed or never will.
+# pg_stat_clear_snapshot: a transaction reads the activity table once and keeps what it read.
+_HOLDERS = (
     "SELECT pg_stat_clear_snapshot();"
-    " SELECT least(clock_timestamp(), min(xact_start)) FROM pg_stat_activity"
-    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    " AND backend_type = 'client backend' AND xact_start IS NOT NULL"
+    " SELECT statement_timestamp(), l.locktype IS NOT NULL, l.pid, a.xact_start, a.state, a.application_name"
+    " FROM (SELECT 1) AS one LEFT JOIN (pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid)"
+    " ON l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s AND l.objsubid = 2"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND l.pid IS DISTINCT FROM pg_backend_pid()"
 )
+# a horizon held back longer than this is logged, with the session that holds it
+HELD_BACK_WARNING = timedelta(minutes=5)
+
+
+class HorizonUnknown(Exception):
+    """A transaction recording events that this session cannot see: how far events are complete
+    is unknown, so none past it is shown (503) rather than one shown before an older one."""
 
 
 def settled_before() -> datetime:
-    """The API's horizon: every event that occurred before it has committed (or never will), so
-    a client that has read up to some point below it never finds an older event there later.
+    """The API's horizon: every event that occurred before it has committed (or never will), so a
+    client that has read up to some point below it never finds an older event there later.
 
-    A row's ``occurred_at`` is stamped in its transaction (``outbox.PreparedEvents``), so it is
-    never earlier than that transaction's start, and a transaction still open began no earlier
-    than the oldest open now: a daily run or an import batch that commits minutes after its first
-    row holds the horizon back until it commits, where a fixed window let a cursor pass its rows.
-    ``EVENTS_API_SETTLE_SECONDS`` below that allows for the clocks of the hosts that stamp.
-    Read by a statement of its own, before the one that reads the events: a single statement's
-    snapshot is taken before it reads the activity table, and a transaction that committed in
-    between would be neither seen nor waited for. Needs the sessions that write events to be
-    visible to this one (the same database role, or ``pg_read_all_stats``); a long open
-    transaction (an idle-in-transaction session, a backup) holds the horizon back while it lasts."""
+    Every transaction that records events holds ``outbox.RECORDING_LOCK`` from before its first
+    stamp (``outbox.recording_now``), so none of its events occurred before that transaction
+    began; the horizon is the start of the oldest such transaction open now, or now, less
+    ``EVENTS_API_SETTLE_SECONDS`` for the clocks of the hosts that stamp. A daily run's chunk or
+    an import batch that commits minutes after its first event holds it back until it commits,
+    where a fixed window let a cursor pass its events. Read by a statement of its own, before the
+    one that reads the events (under READ COMMITTED, which the view keeps by running outside a
+    request-wide transaction): a single statement's snapshot is taken before it reads pg_locks,
+    and a writer that committed in between would be neither seen nor waited for. Raises
+    HorizonUnknown for a writer it cannot see (another role without ``pg_read_all_stats``)."""
     with connection.cursor() as cur:
-        cur.execute(_OLDEST_OPEN)
-        (oldest,) = cur.fetchone()
-    return oldest - timedelta(seconds=settings.EVENTS_API_SETTLE_SECONDS)
+        cur.execute(_HOLDERS, RECORDING_LOCK)
+        rows = cur.fetchall()
+    now = rows[0][0]
+    holders = [row[2:] for row in rows if row[1]]  # (pid, xact_start, state, application_name)
+    held = [(start, pid, name) for pid, start, _, name in holders if start is not None]
+    unseen = [pid for pid, start, state, _ in holders if pid is None or (start is None and state != "idle")]
+    if unseen:
+        raise HorizonUnknown(
+            f"this database session cannot see {len(unseen)} transaction(s) recording events (pid "
+            f"{', '.join(str(p) for p in unseen)}: a prepared transaction's is none; another database "
+            "role's needs pg_read_all_stats granted to this one; track_activities must be on)"
+        )
+    oldest = min(held, default=(now, None, ""))
+    if now - oldest[0] > HELD_BACK_WARNING:
+        logger.warning(
+            "events API: events after %s held back by pid %s (%s), recording events since then",
+            oldest[0].isoformat(),
+            oldest[1],
+            oldest[2] or "no application_name",
+        )
+    return min(now, oldest[0]) - timedelta(seconds=settings.EVENTS_API_SETTLE_SECONDS)
 
 
 def _filtered(params: Any) -> tuple[Any, int]:
@@ -144,7 +178,12 @@ def _filtered(params: Any) -> tuple[Any, int]:
         # PostgreSQL text cannot hold NUL: refused here rather than as a database error (500).
         if "\x00" in params[name]:
             raise BadRequest(f"{name} must not contain a NUL character")
-    qs = OutboxEvent.objects.filter(occurred_at__lt=settled_before())
+    if "published_after" in params or "published_before" in params:
+        # published events have committed; a delivery audit's grace period covers the late ones
+        horizon = timezone.now() - timedelta(seconds=settings.EVENTS_API_SETTLE_SECONDS)
+    else:
+        horizon = settled_before()
+    qs = OutboxEvent.objects.filter(occurred_at__lt=horizon)
     if params.get("type"):
         if params["type"] not in contracts.REGISTRY:
             raise BadRequest(f"type {params['type']!r} is not a known event type")
@@ -175,6 +214,7 @@ def _filtered(params: Any) -> tuple[Any, int]:
     return qs.order_by("occurred_at", "id"), limit
 
 
+@transaction.non_atomic_requests  # settled_before needs a snapshot per statement (READ COMMITTED)
 @require_GET
 def events_api(request: HttpRequest) -> JsonResponse:
     """Historical events, oldest first, with cursor pagination. Read-only; bearer token."""
@@ -188,6 +228,13 @@ def events_api(request: HttpRequest) -> JsonResponse:
         qs, limit = _filtered(request.GET)
     except BadRequest as exc:
         return JsonResponse({"error": str(exc)}, status=400)
+    except HorizonUnknown as exc:
+        logger.error("events API: %s", exc)
+        response = JsonResponse(
+            {"error": f"which events are complete is unknown for now, try again later: {exc}"}, status=503
+        )
+        response["Retry-After"] = "5"
+        return response
     rows = list(qs[: limit + 1])
     has_more = len(rows) > limit
     rows = rows[:limit]

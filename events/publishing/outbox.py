@@ -37,9 +37,19 @@ class OutboxError(RuntimeError):
     """An event could not be recorded (outside a transaction, too large...)."""
 
 
+# Held (shared: writers never wait for one another) by every transaction that records events, from
+# just before its rows are stamped until it ends: the events API reads its holders to know how far
+# back an event may still commit (api.settled_before). pg_locks shows it as classid 2846, objid 1,
+# objsubid 2 (the two-integer form).
+RECORDING_LOCK = (2846, 1)
+
+
 @dataclass(frozen=True)
 class NewEvent:
-    """What a service states about a change; the envelope is completed on record."""
+    """What a service states about a change; the envelope is completed on record. ``occurred_at``:
+    none, and the event is stamped as it is recorded; a service that gives one (the same time on
+    an invoice and its event) reads it with ``recording_now`` in the transaction that records it,
+    or the events API may have shown later events before this one commits."""
 
     type: str
     aggregate_id: str
@@ -222,6 +232,17 @@ def prepare_events(events: Sequence[NewEvent]) -> PreparedEvents:
     return PreparedEvents(events, timezone.now())
 
 
+def recording_now() -> datetime:
+    """Now, for events this transaction records: read once the transaction holds
+    ``RECORDING_LOCK``, so that the events API, which shows no event that occurred after the
+    oldest holder began, waits for this transaction's events whatever time they carry."""
+    if not connection.in_atomic_block:
+        raise OutboxError("call recording_now inside the atomic block of the transaction that records events")
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", RECORDING_LOCK)
+    return timezone.now()
+
+
 @receiver(domain_event, dispatch_uid="events.publishing.outbox.write_outbox_rows")
 def write_outbox_rows(
     sender: Any, events: Sequence[NewEvent], prepared: PreparedEvents | None = None, **kwargs: Any
@@ -236,7 +257,7 @@ def write_outbox_rows(
             "record events inside the service's transaction.atomic block, "
             "so the change and its event commit together"
         )
-    now = timezone.now()
+    now = recording_now()
     made = prepared or PreparedEvents((), now)
     copy_lines(OutboxEvent._meta.db_table, COPY_COLUMNS, made.lines(events, now))
     transaction.on_commit(kicker.request)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from events import contracts
 from events.models import OutboxEvent
 from events.publishing.api import ALLOWED_PARAMS
-from events.publishing.outbox import NewEvent, record_events
+from events.publishing.outbox import NewEvent, record_events, recording_now
 from tests.factories import agreement_data
 
 pytestmark = pytest.mark.django_db
@@ -196,49 +196,99 @@ def _read_on(client, token, after: str | None) -> list[dict]:
     from there, as a consumer catching up does (``occurred_after`` is inclusive: ids dedupe)."""
     url, seen = f"{URL}?limit=2" + (f"&occurred_after={after}".replace("+", "%2B") if after else ""), []
     while url:
-        body = client.get(url, HTTP_AUTHORIZATION=f"Token {token}").json()
-        seen.extend(body["results"])
-        url = body["next"]
+        resp = client.get(url, HTTP_AUTHORIZATION=f"Token {token}")
+        assert resp.status_code == 200, resp.content
+        seen.extend(resp.json()["results"])
+        url = resp.json()["next"]
     return seen
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_client_reading_while_a_long_transaction_is_open_gets_its_events_once_it_commits(client, token):
-    def record(aggregate_id: str) -> None:
-        with transaction.atomic():
-            record_events(
-                sender=None,
-                events=[NewEvent(contracts.AGREEMENT_CREATED, aggregate_id, 1, agreement_data(aggregate_id))],
-            )
+def _record(aggregate_id: str, occurred_at=None) -> None:
+    with transaction.atomic():
+        record_events(
+            sender=None,
+            events=[
+                NewEvent(
+                    contracts.AGREEMENT_CREATED,
+                    aggregate_id,
+                    1,
+                    agreement_data(aggregate_id),
+                    occurred_at=occurred_at,
+                )
+            ],
+        )
 
-    # given an event committed, then a long transaction (a daily run's, an import batch's) that
-    # has recorded one and not committed yet, and an event committed after that one was stamped
-    record("A-first")
-    stamped, commit = threading.Event(), threading.Event()
 
-    def long_transaction() -> None:
+class LongTransaction(threading.Thread):
+    """A transaction of another session (a daily run's chunk, an import batch) that runs ``begin``
+    and then waits to be told to run ``end`` and commit."""
+
+    def __init__(self, begin, end=lambda began: None, settings_sql: str = "") -> None:
+        super().__init__()
+        self.begin, self.end, self.settings_sql = begin, end, settings_sql
+        self.begun, self.go_on = threading.Event(), threading.Event()
+
+    def run(self) -> None:
         try:
+            if self.settings_sql:
+                with db_connection.cursor() as cur:
+                    cur.execute(self.settings_sql)
             with transaction.atomic():
-                record("A-late")
-                stamped.set()
-                assert commit.wait(30)
+                began = self.begin()
+                self.begun.set()
+                assert self.go_on.wait(30)
+                self.end(began)
         finally:
             db_connection.close()
 
-    worker = threading.Thread(target=long_transaction)
-    worker.start()
-    try:
-        assert stamped.wait(30)
-        record("A-after")
+    def __enter__(self) -> LongTransaction:
+        self.start()
+        assert self.begun.wait(30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.go_on.set()
+        self.join(30)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("stamp", ["as recorded", "its own, read first"])
+def test_a_client_reading_while_a_long_transaction_is_open_gets_its_events_once_it_commits(
+    client, token, stamp
+):
+    # given an event committed, then a long transaction that has stamped an event and not
+    # committed it yet (recorded at once, or, as the daily run does, with its own time read first
+    # and recorded later), and an event committed after that one was stamped
+    _record("A-first")
+    if stamp == "as recorded":
+        late = LongTransaction(begin=lambda: _record("A-late"))
+    else:
+        late = LongTransaction(begin=recording_now, end=lambda began: _record("A-late", occurred_at=began))
+    with late:
+        _record("A-after")
         # when a client reads all there is while it is open, then reads on from the newest event
         # it got once it has committed
         first = _read_on(client, token, None)
-    finally:
-        commit.set()
-        worker.join(30)
     then = _read_on(client, token, max(e["occurred_at"] for e in first))
     # then it got every event: none stamped after the open transaction began was shown before
     # the transaction committed, so reading on from there skipped nothing
-    got = [e["aggregate_id"] for e in first]
-    assert got == ["A-first"]
+    assert [e["aggregate_id"] for e in first] == ["A-first"]
     assert {e["aggregate_id"] for e in first + then} == {"A-first", "A-late", "A-after"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_recording_events_unseen_makes_the_api_wait_not_guess(client, token, caplog):
+    # given a session recording events whose activity this one cannot see (track_activities off;
+    # another database role's is as hidden without pg_read_all_stats)
+    _record("A-first")
+    with LongTransaction(begin=lambda: _record("A-hidden"), settings_sql="SET track_activities = off"):
+        # when a client asks for events
+        resp = client.get(URL, HTTP_AUTHORIZATION=f"Token {token}")
+    # then it is told to come back (503, Retry-After) with the reason, logged for the operator,
+    # rather than given events an unseen transaction may still commit older ones among
+    assert resp.status_code == 503
+    assert resp["Retry-After"] == "5"
+    assert "cannot see 1 transaction(s) recording events" in resp.json()["error"]
+    assert "pg_read_all_stats" in caplog.text
+    # and once it has ended, every event is there
+    assert {e["aggregate_id"] for e in _read_on(client, token, None)} == {"A-first", "A-hidden"}

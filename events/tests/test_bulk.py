@@ -164,7 +164,7 @@ def test_text_too_long_for_its_column_is_refused_not_cut_short_however_the_rows_
 
 
 def _stored(event_id: uuid.UUID) -> dict[str, Any]:
-    # a row as a consumer or the relay would see it, but its times (set when it was prepared)
+    # a row as a consumer or the relay would see it, but its times (stamped when it was written)
     row = OutboxEvent.objects.values().get(pk=event_id)
     return {k: v for k, v in row.items() if k not in ("id", "occurred_at", "next_attempt_at", "created_at")}
 

@@ -26,11 +26,10 @@ from datetime import date, datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Sum
-from django.utils import timezone
 
 from core.calendar import period_index_on
 from events import contracts
-from events.publishing import record_event
+from events.publishing import record_event, recording_now
 
 from .. import states
 from ..models import BillableAgreement, CreditNote, CreditNoteLine, Invoice
@@ -92,7 +91,7 @@ def agreement_reconcile(
     credited = _credited(row.agreement_id, min(owed))
     oldest_correctable = today - timedelta(days=settings.INVOICING_MAX_CORRECTION_DAYS)
     drafts: list[InvoiceDraft] = []
-    now = timezone.now()
+    now = recording_now()
     for start, (end, amount) in sorted(owed.items()):
         docs = invoices.get(start, [])
         paid = [i for i in docs if i.status == S.PAID]

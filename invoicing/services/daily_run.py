@@ -29,6 +29,7 @@ from psycopg2.extras import execute_values
 from events.operations import metrics
 from events.operations.alerts import record_alert
 from events.operations.health import heartbeat_record
+from events.publishing import recording_now
 
 from ..models import BillableAgreement, DailyRun, DailyRunChunk
 from .billing import AgreementPlan, plan_agreement
@@ -142,7 +143,7 @@ def invoices_issue_chunk(*, run_date: date, pk_from: int, pk_to: int, dry_run: b
     if dry_run:
         result.issued = sum(len(p.periods) for p in plans)
         return result
-    now = timezone.now()
+    now = recording_now()  # the invoices' issued_at and their events' occurred_at
     try:
         with transaction.atomic():
             ids = issue_drafts([d for p in plans for d in _drafts(p)], issue_date=run_date, now=now)
