@@ -7,6 +7,7 @@ import base64
 import binascii
 import json
 import logging
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from django.views.decorators.http import require_GET
 
 from .. import contracts
 from ..models import ApiToken, OutboxEvent
-from .outbox import RECORDING_LOCK
+from . import outbox
 
 logger = logging.getLogger(__name__)
 
@@ -110,26 +111,58 @@ def _decode_cursor(value: str) -> tuple[datetime, uuid.UUID]:
 
 
 # The transactions recording events now (outbox.RECORDING_LOCK's holders: each took it before its
-# first stamp) and when each began; statement_timestamp() is read before pg_locks is. A holder the
-# activity table does not show (another database role without pg_read_all_stats, a session with
-# track_activities off, a prepared transaction: no pid) is unseen; one that has ended since pg_locks
-# was read is gone (no row) or idle, and its events have committed or never will.
+# first stamp) and what the activity table says of each; statement_timestamp() is fixed before
+# pg_locks is read. ``%(pids)s``: only these (a second look), or all.
 # pg_stat_clear_snapshot: a transaction reads the activity table once and keeps what it read.
 _HOLDERS = (
     "SELECT pg_stat_clear_snapshot();"
-    " SELECT statement_timestamp(), l.locktype IS NOT NULL, l.pid, a.xact_start, a.state, a.application_name"
+    " SELECT statement_timestamp(), l.locktype IS NOT NULL, l.pid, a.pid, a.xact_start, a.state,"
+    " a.application_name"
     " FROM (SELECT 1) AS one LEFT JOIN (pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid)"
-    " ON l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s AND l.objsubid = 2"
+    " ON l.locktype = 'advisory' AND l.classid = %(classid)s AND l.objid = %(objid)s AND l.objsubid = 2"
     " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     " AND l.pid IS DISTINCT FROM pg_backend_pid()"
+    " AND (%(pids)s::int[] IS NULL OR l.pid = ANY(%(pids)s::int[]))"
 )
 # a horizon held back longer than this is logged, with the session that holds it
 HELD_BACK_WARNING = timedelta(minutes=5)
+_LOG_EVERY = 60.0  # seconds: a client retrying every few seconds does not flood the log
+_last_logged: dict[str, float] = {}
 
 
 class HorizonUnknown(Exception):
     """A transaction recording events that this session cannot see: how far events are complete
     is unknown, so none past it is shown (503) rather than one shown before an older one."""
+
+
+def _log_now(kind: str) -> bool:
+    now = time.monotonic()
+    if now - _last_logged.get(kind, -_LOG_EVERY) < _LOG_EVERY:
+        return False
+    _last_logged[kind] = now
+    return True
+
+
+def _holders(pids: list[int] | None) -> tuple[datetime, list[tuple[Any, ...]], list[Any]]:
+    """(statement time, [(start, pid, application_name)] of the holders seen, pids of the ones
+    not seen). A holder with no activity row has ended since pg_locks was read (or, if the
+    activity table was read first, began after it: after the statement's time, so after the
+    horizon), as has one shown idle; a prepared transaction's has no pid; one shown with no start
+    is another role's (no privilege), has track_activities off, or is between its commit and
+    reporting it: only a second look tells the last from the others."""
+    lock = dict(zip(("classid", "objid"), outbox.RECORDING_LOCK, strict=True))
+    with connection.cursor() as cur:
+        cur.execute(_HOLDERS, {**lock, "pids": pids})
+        rows = cur.fetchall()
+    held, unseen = [], []
+    for _, is_holder, pid, seen_pid, start, state, name in rows:
+        if not is_holder or (pid is not None and (seen_pid is None or (start is None and state == "idle"))):
+            continue
+        if start is None:
+            unseen.append(pid)
+        else:
+            held.append((start, pid, name))
+    return rows[0][0], held, unseen
 
 
 def settled_before() -> datetime:
@@ -141,26 +174,28 @@ def settled_before() -> datetime:
     began; the horizon is the start of the oldest such transaction open now, or now, less
     ``EVENTS_API_SETTLE_SECONDS`` for the clocks of the hosts that stamp. A daily run's chunk or
     an import batch that commits minutes after its first event holds it back until it commits,
-    where a fixed window let a cursor pass its events. Read by a statement of its own, before the
-    one that reads the events (under READ COMMITTED, which the view keeps by running outside a
-    request-wide transaction): a single statement's snapshot is taken before it reads pg_locks,
-    and a writer that committed in between would be neither seen nor waited for. Raises
-    HorizonUnknown for a writer it cannot see (another role without ``pg_read_all_stats``)."""
-    with connection.cursor() as cur:
-        cur.execute(_HOLDERS, RECORDING_LOCK)
-        rows = cur.fetchall()
-    now = rows[0][0]
-    holders = [row[2:] for row in rows if row[1]]  # (pid, xact_start, state, application_name)
-    held = [(start, pid, name) for pid, start, _, name in holders if start is not None]
-    unseen = [pid for pid, start, state, _ in holders if pid is None or (start is None and state != "idle")]
+    where a fixed window let a cursor pass its events; a transaction that records nothing (a
+    report, a backup) does not. Read by statements of their own, before the one that reads the
+    events (under READ COMMITTED, which the view keeps by running outside a request-wide
+    transaction): a single statement's snapshot is taken before it reads pg_locks, and a writer
+    that committed in between would be neither seen nor waited for. A holder not seen twice
+    (another role, unless this one has ``pg_read_all_stats`` or is a member of it; a session with
+    ``track_activities`` off; a prepared transaction) raises HorizonUnknown."""
+    now, held, unseen = _holders(None)
+    prepared, others = [p for p in unseen if p is None], [p for p in unseen if p is not None]
+    if others:  # a second look: a holder that has committed since no longer holds the lock (one
+        # holding it again, in a transaction begun since, is as safe counted as not)
+        _, held_again, others = _holders(others)
+        held += held_again
+    unseen = prepared + others
     if unseen:
         raise HorizonUnknown(
             f"this database session cannot see {len(unseen)} transaction(s) recording events (pid "
             f"{', '.join(str(p) for p in unseen)}: a prepared transaction's is none; another database "
-            "role's needs pg_read_all_stats granted to this one; track_activities must be on)"
+            "role's needs this one to have pg_read_all_stats; track_activities must be on)"
         )
     oldest = min(held, default=(now, None, ""))
-    if now - oldest[0] > HELD_BACK_WARNING:
+    if now - oldest[0] > HELD_BACK_WARNING and _log_now("held back"):
         logger.warning(
             "events API: events after %s held back by pid %s (%s), recording events since then",
             oldest[0].isoformat(),
@@ -178,12 +213,7 @@ def _filtered(params: Any) -> tuple[Any, int]:
         # PostgreSQL text cannot hold NUL: refused here rather than as a database error (500).
         if "\x00" in params[name]:
             raise BadRequest(f"{name} must not contain a NUL character")
-    if "published_after" in params or "published_before" in params:
-        # published events have committed; a delivery audit's grace period covers the late ones
-        horizon = timezone.now() - timedelta(seconds=settings.EVENTS_API_SETTLE_SECONDS)
-    else:
-        horizon = settled_before()
-    qs = OutboxEvent.objects.filter(occurred_at__lt=horizon)
+    qs = OutboxEvent.objects.all()
     if params.get("type"):
         if params["type"] not in contracts.REGISTRY:
             raise BadRequest(f"type {params['type']!r} is not a known event type")
@@ -211,7 +241,13 @@ def _filtered(params: Any) -> tuple[Any, int]:
     if params.get("cursor"):
         after_ts, after_id = _decode_cursor(params["cursor"])
         qs = qs.filter(Q(occurred_at__gt=after_ts) | Q(occurred_at=after_ts, id__gt=after_id))
-    return qs.order_by("occurred_at", "id"), limit
+    # last, once the request is known to be good: it reads pg_locks
+    if "published_after" in params or "published_before" in params:
+        # published events have committed; a delivery audit's grace period covers the late ones
+        horizon = timezone.now() - timedelta(seconds=settings.EVENTS_API_SETTLE_SECONDS)
+    else:
+        horizon = settled_before()
+    return qs.filter(occurred_at__lt=horizon).order_by("occurred_at", "id"), limit
 
 
 @transaction.non_atomic_requests  # settled_before needs a snapshot per statement (READ COMMITTED)
@@ -229,7 +265,8 @@ def events_api(request: HttpRequest) -> JsonResponse:
     except BadRequest as exc:
         return JsonResponse({"error": str(exc)}, status=400)
     except HorizonUnknown as exc:
-        logger.error("events API: %s", exc)
+        if _log_now("unknown"):
+            logger.error("events API: answering 503 (logged once a minute): %s", exc)
         response = JsonResponse(
             {"error": f"which events are complete is unknown for now, try again later: {exc}"}, status=503
         )

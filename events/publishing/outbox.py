@@ -195,9 +195,9 @@ class PreparedEvents:
     """Events checked against their contracts and made into outbox rows ahead of the transaction
     that records them (``prepare_events``), so that this work, all Python, can run in one thread
     while another waits on the database. Each row is as ``record_events`` would write it then,
-    ``occurred_at`` included: an event that gives none is stamped when it is written, in its
-    transaction, never when it was prepared (the events API's horizon, ``api.settled_before``,
-    counts on a row never being stamped before its transaction began).
+    ``occurred_at`` included: an event that gives none is stamped when it is written, once its
+    transaction holds ``RECORDING_LOCK``, never when it was prepared (the events API's horizon,
+    ``api.settled_before``, counts on no event being stamped before its writer held the lock).
     ``record_events(events=..., prepared=...)`` records any of them (an event it was not made
     from is prepared there and then, as usual); an event must not change once prepared."""
 
@@ -235,7 +235,9 @@ def prepare_events(events: Sequence[NewEvent]) -> PreparedEvents:
 def recording_now() -> datetime:
     """Now, for events this transaction records: read once the transaction holds
     ``RECORDING_LOCK``, so that the events API, which shows no event that occurred after the
-    oldest holder began, waits for this transaction's events whatever time they carry."""
+    oldest holder began, waits for this transaction's events whatever time they carry. Taken
+    inside a savepoint, the lock goes with it if it is rolled back (unless an outer level holds
+    it too): a time read in one must not outlive it. Each call is one statement."""
     if not connection.in_atomic_block:
         raise OutboxError("call recording_now inside the atomic block of the transaction that records events")
     with connection.cursor() as cur:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from events import contracts
 from events.models import OutboxEvent
+from events.publishing import api
 from events.publishing.api import ALLOWED_PARAMS
 from events.publishing.outbox import NewEvent, record_events, recording_now
 from tests.factories import agreement_data
@@ -228,6 +229,8 @@ class LongTransaction(threading.Thread):
         self.begin, self.end, self.settings_sql = begin, end, settings_sql
         self.begun, self.go_on = threading.Event(), threading.Event()
 
+    error: BaseException | None = None
+
     def run(self) -> None:
         try:
             if self.settings_sql:
@@ -238,17 +241,25 @@ class LongTransaction(threading.Thread):
                 self.begun.set()
                 assert self.go_on.wait(30)
                 self.end(began)
+        except BaseException as exc:  # noqa: BLE001 - told to the test, not lost in the thread
+            self.error = exc
+            self.begun.set()
         finally:
             db_connection.close()
 
     def __enter__(self) -> LongTransaction:
         self.start()
         assert self.begun.wait(30)
+        if self.error is not None:
+            raise self.error
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.go_on.set()
         self.join(30)
+        assert not self.is_alive()
+        if self.error is not None:
+            raise self.error
 
 
 @pytest.mark.django_db(transaction=True)
@@ -277,7 +288,12 @@ def test_a_client_reading_while_a_long_transaction_is_open_gets_its_events_once_
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_transaction_recording_events_unseen_makes_the_api_wait_not_guess(client, token, caplog):
+def test_a_recording_transaction_unseen_makes_the_api_wait_not_guess(client, token, caplog, monkeypatch):
+    with db_connection.cursor() as cur:
+        cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        if not cur.fetchone()[0]:
+            pytest.fail("this test hides a session with SET track_activities, which needs a superuser")
+    monkeypatch.setattr(api, "_last_logged", {})
     # given a session recording events whose activity this one cannot see (track_activities off;
     # another database role's is as hidden without pg_read_all_stats)
     _record("A-first")
@@ -292,3 +308,26 @@ def test_a_transaction_recording_events_unseen_makes_the_api_wait_not_guess(clie
     assert "pg_read_all_stats" in caplog.text
     # and once it has ended, every event is there
     assert {e["aggregate_id"] for e in _read_on(client, token, None)} == {"A-first", "A-hidden"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_transaction_that_records_no_event_does_not_hold_the_api_back(client, token):
+    # given a session that has been reading for a while (a report, a backup) and an event
+    # committed since it began
+    with LongTransaction(begin=lambda: OutboxEvent.objects.count()):
+        _record("A-meanwhile")
+        # when a client asks for events, then it gets that one at once
+        assert [e["aggregate_id"] for e in _read_on(client, token, None)] == ["A-meanwhile"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_audit_reading_published_events_is_not_held_back_by_a_long_transaction(client, token):
+    # given a long transaction recording events, and an event committed and published since
+    with LongTransaction(begin=lambda: _record("A-late")):
+        _record("A-published")
+        OutboxEvent.objects.filter(aggregate_id="A-published").update(published_at=timezone.now())
+        # when the audit asks for what was published (its grace period covers late commits)
+        since = (timezone.now() - timedelta(hours=1)).isoformat().replace("+", "%2B")
+        resp = client.get(f"{URL}?published_after={since}", HTTP_AUTHORIZATION=f"Token {token}")
+    # then it gets the published event without waiting for the open transaction
+    assert [e["aggregate_id"] for e in resp.json()["results"]] == ["A-published"]

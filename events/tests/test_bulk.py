@@ -209,8 +209,8 @@ def test_an_event_prepared_ahead_is_stamped_when_its_transaction_records_it_not_
     begun = django_timezone.now()
     with transaction.atomic():
         record_events(sender=None, events=events, prepared=prepared)
-    # then the one without a time of its own occurred when it was recorded (the events API shows
-    # an event only once every transaction that began before its time has ended): the other
+    # then the one without a time of its own occurred when it was recorded, once its transaction
+    # held the events API's recording lock (the API waits for the holders' events): the other
     # keeps its own
     stamps = dict(OutboxEvent.objects.values_list("aggregate_id", "occurred_at"))
     assert stamps["S-1"] >= begun
