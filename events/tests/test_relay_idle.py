@@ -173,8 +173,11 @@ def test_a_relay_waiting_for_its_lanes_past_the_idle_timeout_keeps_its_lock(
     # lock itself, and published everything
     assert result is not None and result.published == 10
     with connection.cursor() as cur:
-        cur.execute(  # the relay's lock, in this database (recording transactions hold another)
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        cur.execute(  # the relay's lock (a bigint key: its high and low halves), in this database
+            "SELECT count(*) FROM pg_locks, hashtextextended(%s, 0) AS k WHERE locktype = 'advisory'"
+            " AND granted AND objsubid = 1 AND classid::bigint = (k >> 32) & 4294967295"
+            " AND objid::bigint = k & 4294967295"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            [relay.RELAY_LOCK],
         )
         assert cur.fetchone()[0] == 0
