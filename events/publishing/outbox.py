@@ -259,6 +259,8 @@ def write_outbox_rows(
             "record events inside the service's transaction.atomic block, "
             "so the change and its event commit together"
         )
+    if not events:  # a batch that created nothing, a chunk with nothing due: no lock, no kick
+        return []
     now = recording_now()
     made = prepared or PreparedEvents((), now)
     copy_lines(OutboxEvent._meta.db_table, COPY_COLUMNS, made.lines(events, now))

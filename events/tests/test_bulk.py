@@ -217,6 +217,17 @@ def test_an_event_prepared_ahead_is_stamped_when_its_transaction_records_it_not_
     assert stamps["S-2"] == own
 
 
+def test_recording_no_events_costs_no_statement():
+    # given a transaction with nothing to record (a re-imported batch, a daily-run chunk with
+    # nothing due)
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        # when its service records its (no) events
+        recorded = record_events(sender=None, events=[])
+    # then nothing went to the database: no lock for the events API, no COPY
+    assert recorded == []
+    assert [q["sql"] for q in queries.captured_queries] == []
+
+
 def test_an_event_off_contract_is_refused_when_prepared():
     bad = NewEvent(contracts.AGREEMENT_CREATED, "bad", 1, agreement_data("bad", currency="euro"))
     with pytest.raises(contracts.ContractError, match="currency must match pattern"):
